@@ -1,0 +1,1 @@
+//! History format and linearizability checker.

@@ -1,0 +1,5 @@
+//! Sans-IO Raft.
+
+pub mod types;
+
+pub use types::*;
