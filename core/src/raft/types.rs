@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 /// A node's identity inside a cluster. The `conclave` binary derives it from the node's
 /// `:port` name (see `node/`), the simulator numbers hosts from 1. Zero is never a node.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct NodeId(pub u64);
 
 impl NodeId {
