@@ -312,6 +312,24 @@ impl MemoryCluster {
         result
     }
 
+    /// Proposes `count` fresh commands at `id` *together*, as concurrent clients would: the
+    /// engine collects them before asking for the next `Ready`, so they share messages and
+    /// storage batches. Returns the (index, term) of the last one accepted.
+    pub fn propose_many(&mut self, id: NodeId, count: u64) -> Option<(LogIndex, Term)> {
+        let mut last = None;
+        for _ in 0..count {
+            self.next_command += 1;
+            let payload =
+                EntryPayload::Command(Bytes::from(self.next_command.to_le_bytes().to_vec()));
+            let raft = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut())?;
+            if let Ok(position) = raft.propose(payload) {
+                last = Some(position);
+            }
+        }
+        self.process(id);
+        last
+    }
+
     pub fn propose_payload(
         &mut self,
         id: NodeId,
