@@ -9,4 +9,8 @@
 //! Nothing in this crate reads a wall clock, spawns a thread, draws OS randomness or iterates a
 //! hash map: the simulator relies on a run being a pure function of its seed.
 
+pub mod engine;
+pub mod kv;
 pub mod raft;
+pub mod seams;
+pub mod transport;

@@ -26,6 +26,15 @@ pub struct DurableState {
 }
 
 impl DurableState {
+    /// What a node restarting from this state hands to `Raft::new`.
+    pub fn restored(&self, initial: &ClusterConfig) -> RestoredState {
+        RestoredState {
+            hard_state: self.hard_state,
+            snapshot: self.snapshot_meta(initial),
+            entries: self.entries.clone(),
+        }
+    }
+
     fn snapshot_meta(&self, initial: &ClusterConfig) -> SnapshotMeta {
         match &self.snapshot {
             Some(snapshot) => snapshot.meta.clone(),
@@ -55,7 +64,8 @@ impl DurableState {
         self.term(index) == Some(term)
     }
 
-    fn apply(&mut self, batch: &PersistBatch) {
+    /// Applies a persist batch in the order `PersistBatch` prescribes.
+    pub fn apply(&mut self, batch: &PersistBatch) {
         if let Some(snapshot) = &batch.snapshot {
             let meta = &snapshot.meta;
             let keeps_suffix = self.term(meta.last_index) == Some(meta.last_term);
@@ -346,7 +356,7 @@ impl MemoryCluster {
         let context = self.next_read_context;
         let floor = self.max_commit();
         let raft = self.nodes.get_mut(&id).and_then(|n| n.raft.as_mut())?;
-        raft.read_index(context).ok()?;
+        raft.read_index(context, true).ok()?;
         self.history.read_floor.insert(context, floor);
         self.process(id);
         Some(context)

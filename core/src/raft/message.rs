@@ -59,9 +59,11 @@ pub enum MessageBody {
     InstallSnapshot {
         snapshot: Snapshot,
     },
-    /// A follower asks the leader for a read index on behalf of its client.
+    /// A follower asks the leader for a read index on behalf of its client; `lease` allows the
+    /// leader to answer from its lease.
     ReadIndexRequest {
         context: u64,
+        lease: bool,
     },
     /// The leader's answer: the index to wait for, or `None` if it could not serve the read.
     ReadIndexResponse {

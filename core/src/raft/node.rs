@@ -279,18 +279,20 @@ impl Raft {
 
     /// Asks for a linearizable read barrier. `context` comes back in `Ready::reads` (serve the
     /// read once the state machine has applied the returned index) or `Ready::failed_reads`.
-    pub fn read_index(&mut self, context: u64) -> Result<(), ReadError> {
+    /// With `allow_lease`, a leader holding a valid lease (if leases are configured) answers at
+    /// once instead of confirming leadership with a heartbeat round.
+    pub fn read_index(&mut self, context: u64, allow_lease: bool) -> Result<(), ReadError> {
         if self.reads.len() >= self.config.max_pending_reads {
             return Err(ReadError::Busy);
         }
         match self.role {
             Role::Leader => {
-                self.leader_read(PendingRead { context, from: self.id });
+                self.leader_read(PendingRead { context, from: self.id }, allow_lease);
                 Ok(())
             }
             _ if !self.leader.is_none() => {
                 let to = self.leader;
-                self.send(to, MessageBody::ReadIndexRequest { context });
+                self.send(to, MessageBody::ReadIndexRequest { context, lease: allow_lease });
                 Ok(())
             }
             _ => Err(ReadError::NoLeader),
@@ -611,8 +613,8 @@ impl Raft {
             MessageBody::InstallSnapshot { snapshot } => {
                 self.handle_install_snapshot(from, snapshot)
             }
-            MessageBody::ReadIndexRequest { context } => {
-                self.handle_read_index_request(from, context)
+            MessageBody::ReadIndexRequest { context, lease } => {
+                self.handle_read_index_request(from, context, lease)
             }
             MessageBody::ReadIndexResponse { context, index } => {
                 self.handle_read_index_response(from, context, index)
@@ -637,12 +639,12 @@ impl Raft {
     // ----------------------------------------------------------------------------------------
 
     /// A read arriving at the leader, its own or forwarded by a follower.
-    fn leader_read(&mut self, read: PendingRead) {
+    fn leader_read(&mut self, read: PendingRead, allow_lease: bool) {
         if !self.leader_has_committed_in_term() {
             self.reads.wait_for_leader_commit(read);
             return;
         }
-        if self.lease_is_valid() {
+        if allow_lease && self.lease_is_valid() {
             let index = self.log.committed();
             self.release_read(index, read);
             return;
@@ -700,7 +702,7 @@ impl Raft {
         }
     }
 
-    fn handle_read_index_request(&mut self, from: NodeId, context: u64) {
+    fn handle_read_index_request(&mut self, from: NodeId, context: u64, lease: bool) {
         if self.role != Role::Leader {
             self.send(from, MessageBody::ReadIndexResponse { context, index: None });
             return;
@@ -709,7 +711,7 @@ impl Raft {
             self.send(from, MessageBody::ReadIndexResponse { context, index: None });
             return;
         }
-        self.leader_read(PendingRead { context, from });
+        self.leader_read(PendingRead { context, from }, lease);
     }
 
     fn handle_read_index_response(&mut self, from: NodeId, context: u64, index: Option<LogIndex>) {

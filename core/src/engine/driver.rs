@@ -1,0 +1,578 @@
+//! The engine's loop. One iteration: wait for one input (storage progress, a peer message, a
+//! client request, a tick) and take whatever else is already queued, up to a bound; then carry
+//! out Raft's `Ready` — submit the persist batch, send the messages, apply committed entries,
+//! answer writes and reads — and publish the status.
+//!
+//! Group commit and batching fall out of this shape: everything that arrives while a sync is
+//! in flight is proposed, appended and handed to storage together, and the storage writer turns
+//! whatever is queued into one sync.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::config::EngineConfig;
+use super::error::EngineError;
+use super::handle::EngineHandle;
+use super::pending::{Pending, PendingRead, PendingWrite, allows_lease};
+use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult, Reply};
+use super::status::{EngineStatus, PeerStatus};
+use crate::kv::{KvCommand, KvError, KvEvent, KvRequest, KvResponse, KvStateMachine, SessionTag};
+use crate::raft::{
+    ConfigError, Entry, EntryPayload, Message, MessageBody, NodeId, ProposeError, Raft, ReadError,
+    ReadState, Ready, RestoredState, Role, Snapshot, SnapshotMeta, SnapshotRequest, SoftState,
+};
+use crate::seams::storage::StorageFailure;
+use crate::seams::{Clock, Storage, StorageJob, StorageProgress, Transport};
+use crate::transport::PeerMessage;
+
+/// Why the engine stopped on its own. Each is fatal for this process: the node must restart
+/// and recover from disk.
+#[derive(Debug, Error)]
+pub enum EngineFailure {
+    #[error(transparent)]
+    Storage(#[from] StorageFailure),
+    #[error("snapshot from the leader could not be restored: {0}")]
+    CorruptSnapshot(KvError),
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    #[error("the state machine could not be created: {0}")]
+    StateMachine(KvError),
+}
+
+impl From<ConfigError> for EngineFailure {
+    fn from(error: ConfigError) -> Self {
+        EngineFailure::InvalidConfig(error.to_string())
+    }
+}
+
+/// Ticks fired at most per wake-up: after a long stall the engine catches up gradually instead
+/// of firing an election timeout's worth of ticks at once.
+const MAX_TICKS_PER_WAKE: u32 = 5;
+
+pub struct Engine<T: Transport, S: Storage, C: Clock> {
+    config: EngineConfig,
+    raft: Raft,
+    kv: KvStateMachine,
+    transport: T,
+    storage: S,
+    clock: C,
+    requests: mpsc::Receiver<EngineRequest>,
+    status: watch::Sender<EngineStatus>,
+    events: broadcast::Sender<KvEvent>,
+    pending: Pending,
+    next_tick_ms: u64,
+    durable_batch: u64,
+    last_submitted_batch: u64,
+    /// A snapshot being saved: (its last index, the index the log is compacted to after it).
+    snapshot_in_progress: Option<(u64, u64)>,
+    last_snapshot_index: u64,
+    /// The index of an `ExpireTick` this leader proposed and that has not been applied yet.
+    expire_tick_in_flight: Option<u64>,
+    last_leader: NodeId,
+    leader_changes: u64,
+    proposals_committed: u64,
+    proposals_failed: u64,
+    /// Set once a shutdown was requested: answered when storage has caught up.
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
+    /// A node restarted from `restored` (plus the state-machine snapshot `snapshot_data`, if the
+    /// log starts after one). `rng_seed` seeds the election jitter.
+    pub fn new(
+        config: EngineConfig,
+        restored: RestoredState,
+        snapshot_data: Option<Bytes>,
+        transport: T,
+        storage: S,
+        clock: C,
+        rng_seed: u64,
+    ) -> Result<(Self, EngineHandle), EngineFailure> {
+        config.raft.validate()?;
+        let entry_limit = config.kv_limits.max_value_bytes + config.kv_limits.max_key_bytes + 4096;
+        if config.raft.max_message_bytes < entry_limit {
+            return Err(EngineFailure::InvalidConfig(format!(
+                "raft max_message_bytes ({}) must fit the largest write ({entry_limit} bytes)",
+                config.raft.max_message_bytes
+            )));
+        }
+        let kv = match snapshot_data {
+            Some(data) => KvStateMachine::restore(&data).map_err(EngineFailure::CorruptSnapshot)?,
+            None => KvStateMachine::new(config.kv_limits.clone())
+                .map_err(EngineFailure::StateMachine)?,
+        };
+        assert_eq!(
+            kv.applied_index(),
+            restored.snapshot.last_index,
+            "the state-machine snapshot and the log's snapshot point must agree"
+        );
+        let last_snapshot_index = restored.snapshot.last_index;
+        let raft = Raft::new(config.node_id, config.raft.clone(), restored, rng_seed);
+        let (request_sender, requests) = mpsc::channel(config.max_queued_requests);
+        let (status_sender, status) = watch::channel(EngineStatus::initial(config.node_id));
+        let (events, _) = broadcast::channel(config.event_buffer);
+        let handle = EngineHandle { requests: request_sender, status, events: events.clone() };
+        let engine = Engine {
+            raft,
+            kv,
+            transport,
+            storage,
+            requests,
+            status: status_sender,
+            events,
+            pending: Pending::default(),
+            next_tick_ms: clock.monotonic_ms() + config.tick_ms,
+            clock,
+            durable_batch: 0,
+            last_submitted_batch: 0,
+            snapshot_in_progress: None,
+            last_snapshot_index,
+            expire_tick_in_flight: None,
+            last_leader: NodeId::NONE,
+            leader_changes: 0,
+            proposals_committed: 0,
+            proposals_failed: 0,
+            shutdown: None,
+            config,
+        };
+        Ok((engine, handle))
+    }
+
+    /// Runs the node until shutdown (`Ok`) or a fatal failure. `storage_writer` is the
+    /// storage's writer future, run concurrently with the engine's loop.
+    pub async fn run(
+        mut self,
+        storage_writer: impl Future<Output = Result<(), StorageFailure>>,
+    ) -> Result<(), EngineFailure> {
+        let result = {
+            let main = self.main_loop();
+            tokio::pin!(main);
+            tokio::pin!(storage_writer);
+            tokio::select! {
+                biased;
+                result = &mut main => result,
+                result = &mut storage_writer => match result {
+                    Ok(()) => Err(EngineFailure::Storage(StorageFailure("the storage writer stopped".into()))),
+                    Err(failure) => Err(EngineFailure::Storage(failure)),
+                },
+            }
+        };
+        let error = if result.is_ok() { EngineError::Stopped } else { EngineError::Unknown };
+        self.pending.fail_all(error);
+        result
+    }
+
+    async fn main_loop(&mut self) -> Result<(), EngineFailure> {
+        loop {
+            self.carry_out_ready().await?;
+            if self.shutdown.is_some() && self.durable_batch >= self.last_submitted_batch {
+                if let Some(done) = self.shutdown.take() {
+                    let _ = done.send(());
+                }
+                return Ok(());
+            }
+            let until_tick_ms = self.next_tick_ms.saturating_sub(self.clock.monotonic_ms());
+            let accepting = self.shutdown.is_none();
+            tokio::select! {
+                biased;
+                progress = self.storage.progress_changed() => self.on_storage_progress(progress?),
+                message = self.transport.recv() => {
+                    if let Some(message) = message {
+                        self.on_peer_message(message);
+                        for _ in 1..self.config.max_inputs_per_cycle {
+                            let Some(message) = self.transport.try_recv() else { break };
+                            self.on_peer_message(message);
+                        }
+                    }
+                }
+                request = self.requests.recv(), if accepting => match request {
+                    Some(request) => {
+                        self.on_request(request);
+                        for _ in 1..self.config.max_inputs_per_cycle {
+                            let Ok(request) = self.requests.try_recv() else { break };
+                            self.on_request(request);
+                        }
+                    }
+                    // Every handle is gone: nobody can ask anything any more.
+                    None => self.begin_shutdown(None),
+                },
+                () = self.clock.sleep_ms(until_tick_ms) => self.on_tick(),
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Inputs
+    // ----------------------------------------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        let now_ms = self.clock.monotonic_ms();
+        let mut fired = 0;
+        while self.next_tick_ms <= now_ms && fired < MAX_TICKS_PER_WAKE {
+            self.raft.tick();
+            self.next_tick_ms += self.config.tick_ms;
+            fired += 1;
+        }
+        if self.next_tick_ms <= now_ms {
+            self.next_tick_ms = now_ms + self.config.tick_ms;
+        }
+        self.maybe_expire_keys();
+    }
+
+    fn on_peer_message(&mut self, message: PeerMessage) {
+        match message {
+            PeerMessage::Raft(message) => self.raft.step(message),
+        }
+    }
+
+    fn on_storage_progress(&mut self, progress: StorageProgress) {
+        if progress.durable_batch > self.durable_batch {
+            self.durable_batch = progress.durable_batch;
+            self.raft.persisted(progress.durable_batch);
+        }
+        if let Some((index, compact_to)) = self.snapshot_in_progress
+            && progress.snapshot_index >= index
+        {
+            self.raft.compact(compact_to);
+            self.last_snapshot_index = self.last_snapshot_index.max(index);
+            self.snapshot_in_progress = None;
+        }
+    }
+
+    fn on_request(&mut self, request: EngineRequest) {
+        match request {
+            EngineRequest::Write { command, session, reply } => {
+                self.on_write(command, session, reply)
+            }
+            EngineRequest::Read { query, consistency, reply } => {
+                self.on_read(query, consistency, reply)
+            }
+            EngineRequest::TransferLeadership { to, reply } => {
+                let result = self.raft.transfer_leadership(to).map_err(|error| match error {
+                    ProposeError::NotLeader { leader } => {
+                        EngineError::NotLeader { leader: known(leader) }
+                    }
+                    _ => EngineError::Busy,
+                });
+                let _ = reply.send(result);
+            }
+            EngineRequest::Shutdown { reply } => self.begin_shutdown(Some(reply)),
+        }
+    }
+
+    fn begin_shutdown(&mut self, reply: Option<oneshot::Sender<()>>) {
+        let (sender, _receiver) = oneshot::channel();
+        self.shutdown = Some(reply.unwrap_or(sender));
+        self.requests.close();
+    }
+
+    fn on_write(
+        &mut self,
+        command: KvCommand,
+        session: Option<SessionTag>,
+        reply: Reply<KvResponse>,
+    ) {
+        if self.pending.count() >= self.config.max_pending_requests {
+            let _ = reply.send(Err(EngineError::Busy));
+            return;
+        }
+        if self.raft.role() != Role::Leader {
+            let _ = reply.send(Err(EngineError::NotLeader { leader: known(self.raft.leader()) }));
+            return;
+        }
+        let request = KvRequest { session, leader_time_ms: self.clock.wall_ms(), command };
+        if let Err(error) = self.kv.validate(&request) {
+            let _ = reply.send(Err(EngineError::Invalid(error)));
+            return;
+        }
+        let bytes = match request.encode() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, "a validated request failed to encode");
+                let _ = reply.send(Err(EngineError::Busy));
+                return;
+            }
+        };
+        match self.raft.propose(EntryPayload::Command(bytes)) {
+            Ok((index, term)) => {
+                self.pending.writes.insert(index, PendingWrite { term, reply });
+            }
+            Err(error) => {
+                let _ = reply.send(Err(propose_error(error)));
+            }
+        }
+    }
+
+    fn on_read(
+        &mut self,
+        query: ReadQuery,
+        consistency: ReadConsistency,
+        reply: Reply<ReadResult>,
+    ) {
+        if consistency == ReadConsistency::Stale {
+            let _ = reply.send(Ok(self.execute_read(&query)));
+            return;
+        }
+        if self.pending.count() >= self.config.max_pending_requests {
+            let _ = reply.send(Err(EngineError::Busy));
+            return;
+        }
+        let context = self.pending.new_read_context();
+        match self.raft.read_index(context, allows_lease(consistency)) {
+            Ok(()) => {
+                self.pending.reads_awaiting_index.insert(context, PendingRead { query, reply });
+            }
+            Err(ReadError::NoLeader) => {
+                let _ = reply.send(Err(EngineError::NotLeader { leader: None }));
+            }
+            Err(ReadError::Busy) => {
+                let _ = reply.send(Err(EngineError::Busy));
+            }
+        }
+    }
+
+    /// As leader, asks the state machine to expire keys whose TTL passed by this node's wall
+    /// clock. Expiry itself happens at apply time, from the timestamp in the entry.
+    fn maybe_expire_keys(&mut self) {
+        if self.raft.role() != Role::Leader || self.expire_tick_in_flight.is_some() {
+            return;
+        }
+        let now_ms = self.clock.wall_ms();
+        if self.kv.next_expiry_ms().is_none_or(|due_ms| due_ms > now_ms) {
+            return;
+        }
+        let request =
+            KvRequest { session: None, leader_time_ms: now_ms, command: KvCommand::ExpireTick };
+        let Ok(bytes) = request.encode() else { return };
+        if let Ok((index, _)) = self.raft.propose(EntryPayload::Command(bytes)) {
+            self.expire_tick_in_flight = Some(index);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Ready
+    // ----------------------------------------------------------------------------------------
+
+    async fn carry_out_ready(&mut self) -> Result<(), EngineFailure> {
+        for peer in self.transport.take_unreachable() {
+            self.raft.report_unreachable(peer);
+        }
+        while self.raft.has_ready() {
+            let ready = self.raft.ready();
+            self.carry_out(ready).await?;
+        }
+        for read in self.pending.reads_ready(self.kv.applied_index()) {
+            let result = self.execute_read(&read.query);
+            let _ = read.reply.send(Ok(result));
+        }
+        self.maybe_snapshot()?;
+        self.publish_status();
+        Ok(())
+    }
+
+    async fn carry_out(&mut self, ready: Ready) -> Result<(), EngineFailure> {
+        if let Some(soft_state) = ready.soft_state {
+            self.on_soft_state(soft_state);
+        }
+        if let Some(batch) = ready.persist {
+            self.last_submitted_batch = batch.id;
+            self.storage.submit(StorageJob::Persist(batch))?;
+        }
+        for message in ready.messages {
+            let to = message.to;
+            self.transport.send(to, PeerMessage::Raft(message));
+        }
+        if let Some(snapshot) = ready.snapshot_to_apply {
+            self.install_snapshot(snapshot)?;
+        }
+        self.apply(ready.committed_entries);
+        for ReadState { context, index } in ready.reads {
+            if let Some(read) = self.pending.reads_awaiting_index.remove(&context) {
+                self.pending.reads_awaiting_apply.insert((index, context), read);
+            }
+        }
+        for context in ready.failed_reads {
+            if let Some(read) = self.pending.reads_awaiting_index.remove(&context) {
+                let leader = known(self.raft.leader());
+                let _ = read.reply.send(Err(EngineError::NotLeader { leader }));
+            }
+        }
+        for request in ready.snapshot_requests {
+            self.send_snapshot(request).await?;
+        }
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, soft_state: SoftState) {
+        if soft_state.leader != self.last_leader {
+            self.last_leader = soft_state.leader;
+            if !soft_state.leader.is_none() {
+                self.leader_changes += 1;
+            }
+        }
+        if soft_state.role != Role::Leader {
+            self.expire_tick_in_flight = None;
+        }
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) {
+        let Some(last) = entries.last().map(|entry| entry.index) else { return };
+        for entry in entries {
+            let response = match &entry.payload {
+                EntryPayload::Command(bytes) => {
+                    let result = self.kv.apply_command_bytes(entry.index, bytes);
+                    for event in result.events {
+                        // No subscriber is not an error: events are best effort.
+                        let _ = self.events.send(event);
+                    }
+                    Some(result.response)
+                }
+                EntryPayload::Noop | EntryPayload::Config(_) => {
+                    self.kv.advance_applied_index(entry.index);
+                    None
+                }
+            };
+            if self.expire_tick_in_flight.is_some_and(|index| index <= entry.index) {
+                self.expire_tick_in_flight = None;
+            }
+            match self.pending.resolve_write(entry.index, entry.term, response) {
+                Some(true) => self.proposals_committed += 1,
+                Some(false) => self.proposals_failed += 1,
+                None => {}
+            }
+        }
+        debug_assert_eq!(self.kv.applied_index(), last);
+        self.raft.applied(last);
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), EngineFailure> {
+        let kv = KvStateMachine::restore(&snapshot.data).map_err(EngineFailure::CorruptSnapshot)?;
+        assert_eq!(
+            kv.applied_index(),
+            snapshot.meta.last_index,
+            "snapshot metadata and content agree"
+        );
+        self.kv = kv;
+        self.pending.writes_superseded_by_snapshot(snapshot.meta.last_index);
+        self.last_snapshot_index = snapshot.meta.last_index;
+        self.raft.applied(snapshot.meta.last_index);
+        Ok(())
+    }
+
+    async fn send_snapshot(&mut self, request: SnapshotRequest) -> Result<(), EngineFailure> {
+        let snapshot = self.storage.load_snapshot().await?;
+        match snapshot {
+            Some(snapshot) if snapshot.meta.last_index >= request.min_index => {
+                let message = Message {
+                    from: self.config.node_id,
+                    to: request.to,
+                    term: request.term,
+                    body: MessageBody::InstallSnapshot { snapshot },
+                };
+                let sent = self.transport.send(request.to, PeerMessage::Raft(message));
+                self.raft.report_snapshot(request.to, sent);
+            }
+            _ => self.raft.report_snapshot(request.to, false),
+        }
+        Ok(())
+    }
+
+    /// Takes a snapshot of the state machine once enough entries were applied since the last.
+    fn maybe_snapshot(&mut self) -> Result<(), EngineFailure> {
+        if self.snapshot_in_progress.is_some() {
+            return Ok(());
+        }
+        let applied = self.kv.applied_index();
+        if applied < self.last_snapshot_index + self.config.snapshot_every_entries {
+            return Ok(());
+        }
+        let Some(last_term) = self.raft.log().term(applied) else { return Ok(()) };
+        let meta = SnapshotMeta {
+            last_index: applied,
+            last_term,
+            config: self.raft.log().config_at(applied).clone(),
+        };
+        let snapshot = Snapshot { meta, data: self.kv.snapshot() };
+        let compact_to = applied.saturating_sub(self.config.retained_log_entries);
+        self.storage.submit(StorageJob::SaveSnapshot { snapshot, compact_to })?;
+        self.snapshot_in_progress = Some((applied, compact_to));
+        Ok(())
+    }
+
+    fn execute_read(&self, query: &ReadQuery) -> ReadResult {
+        let revision = self.kv.revision();
+        let applied_index = self.kv.applied_index();
+        match query {
+            ReadQuery::Get { key } => {
+                ReadResult::Value { value: self.kv.get(key), revision, applied_index }
+            }
+            ReadQuery::Range { prefix, limit } => {
+                let limit = self.kv.limits().effective_range_limit(*limit);
+                let (entries, more) = self.kv.range(prefix, limit);
+                ReadResult::Range { entries, more, revision, applied_index }
+            }
+        }
+    }
+
+    fn publish_status(&mut self) {
+        let raft = self.raft.status();
+        let last_index = raft.last_index;
+        let peers = raft
+            .matched
+            .iter()
+            .map(|(id, matched)| PeerStatus {
+                id: *id,
+                matched: *matched,
+                lag: last_index.saturating_sub(*matched),
+            })
+            .collect();
+        let status = EngineStatus {
+            id: raft.id,
+            role: raft.role,
+            term: raft.term,
+            leader: known(raft.leader),
+            commit_index: raft.commit,
+            applied_index: self.kv.applied_index(),
+            last_index,
+            snapshot_index: raft.first_index - 1,
+            revision: self.kv.revision(),
+            key_count: self.kv.key_count(),
+            voters: raft.config.voters.iter().copied().collect(),
+            learners: raft.config.learners.iter().copied().collect(),
+            peers,
+            leader_changes: self.leader_changes,
+            proposals_committed: self.proposals_committed,
+            proposals_failed: self.proposals_failed,
+            proposals_pending: self.pending.writes.len(),
+        };
+        self.status.send_if_modified(|current| {
+            let changed = *current != status;
+            if changed {
+                *current = status;
+            }
+            changed
+        });
+    }
+
+    /// The Raft core, for the simulator's invariant checks.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+}
+
+fn known(id: NodeId) -> Option<NodeId> {
+    (!id.is_none()).then_some(id)
+}
+
+fn propose_error(error: ProposeError) -> EngineError {
+    match error {
+        ProposeError::NotLeader { leader } => EngineError::NotLeader { leader: known(leader) },
+        ProposeError::Busy
+        | ProposeError::TransferInProgress
+        | ProposeError::ConfigChangeInProgress { .. } => EngineError::Busy,
+        ProposeError::TooLarge { .. } => EngineError::Busy,
+    }
+}

@@ -1,0 +1,29 @@
+//! Why a client request was not served. Each variant tells the caller what it may do next.
+
+use thiserror::Error;
+
+use crate::kv::RequestError;
+use crate::raft::NodeId;
+
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum EngineError {
+    /// Writes (and, without a known leader, reads) go to the leader. Safe to retry there.
+    #[error("not the leader{}", leader.map(|l| format!(" (leader is {l})")).unwrap_or_default())]
+    NotLeader { leader: Option<NodeId> },
+    /// Too much work queued; safe to retry later.
+    #[error("busy: too many requests in flight")]
+    Busy,
+    /// The request is invalid and will never succeed.
+    #[error("invalid request: {0}")]
+    Invalid(RequestError),
+    /// The write was definitely not applied (its log entry was replaced); safe to retry.
+    #[error("the write was not committed (leadership changed); it did not take effect")]
+    NotCommitted,
+    /// The write may or may not have been applied (e.g. it was superseded by a snapshot before
+    /// this node saw it applied). Retry with the same session to learn its outcome.
+    #[error("the outcome of the write is unknown")]
+    Unknown,
+    /// The engine has stopped.
+    #[error("the node is shutting down")]
+    Stopped,
+}

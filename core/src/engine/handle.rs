@@ -1,0 +1,77 @@
+//! The client side of the engine: cheap to clone, usable from any task of the runtime the
+//! engine runs on (HTTP handlers, the simulator's client server).
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use super::error::EngineError;
+use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult};
+use super::status::EngineStatus;
+use crate::kv::{KvCommand, KvEvent, KvResponse, SessionTag};
+use crate::raft::NodeId;
+use crate::seams::Consensus;
+
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub(super) requests: mpsc::Sender<EngineRequest>,
+    pub(super) status: watch::Receiver<EngineStatus>,
+    pub(super) events: broadcast::Sender<KvEvent>,
+}
+
+impl EngineHandle {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(super::request::Reply<T>) -> EngineRequest,
+    ) -> Result<T, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        match self.requests.try_send(make(reply)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(EngineError::Busy),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(EngineError::Stopped),
+        }
+        answer.await.unwrap_or(Err(EngineError::Stopped))
+    }
+
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), EngineError> {
+        self.call(|reply| EngineRequest::TransferLeadership { to, reply }).await
+    }
+
+    /// Asks the engine to finish its storage work and stop.
+    pub async fn shutdown(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.requests.send(EngineRequest::Shutdown { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    pub fn status(&self) -> EngineStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn status_receiver(&self) -> watch::Receiver<EngineStatus> {
+        self.status.clone()
+    }
+
+    /// Change events of every applied write, in order. A subscriber that falls more than the
+    /// configured buffer behind is told how many it missed (`RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<KvEvent> {
+        self.events.subscribe()
+    }
+}
+
+impl Consensus for EngineHandle {
+    async fn write(
+        &self,
+        command: KvCommand,
+        session: Option<SessionTag>,
+    ) -> Result<KvResponse, EngineError> {
+        self.call(|reply| EngineRequest::Write { command, session, reply }).await
+    }
+
+    async fn read(
+        &self,
+        query: ReadQuery,
+        consistency: ReadConsistency,
+    ) -> Result<ReadResult, EngineError> {
+        self.call(|reply| EngineRequest::Read { query, consistency, reply }).await
+    }
+}

@@ -1,0 +1,21 @@
+//! The engine: the async driver that runs one node. It owns the Raft core and the key-value
+//! state machine, feeds them inputs from the seams (messages, client requests, clock ticks,
+//! storage progress) and carries out each `Ready` (persist, send, apply, answer).
+//!
+//! It is a single future with no spawned tasks or threads of its own, so it runs identically
+//! on a production runtime and inside a turmoil host.
+
+mod config;
+mod driver;
+mod error;
+mod handle;
+mod pending;
+mod request;
+mod status;
+
+pub use config::EngineConfig;
+pub use driver::{Engine, EngineFailure};
+pub use error::EngineError;
+pub use handle::EngineHandle;
+pub use request::{ReadConsistency, ReadQuery, ReadResult};
+pub use status::{EngineStatus, PeerStatus};

@@ -1,0 +1,42 @@
+//! Reads and their consistency levels; the requests that travel from handles to the engine.
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::error::EngineError;
+use crate::kv::{KeyMeta, KeyValue, KvCommand, KvResponse, SessionTag};
+use crate::raft::{LogIndex, NodeId};
+
+/// How fresh a read must be.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// Reflects every write acknowledged before the read began (ReadIndex round trip).
+    Linearizable,
+    /// Linearizable as long as clock drift stays within the configured bound; answered by the
+    /// leader without a round trip while its lease holds. Without a configured lease it is
+    /// served like `Linearizable`.
+    Lease,
+    /// Whatever this node has applied; may be arbitrarily old.
+    Stale,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadQuery {
+    Get { key: String },
+    Range { prefix: String, limit: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadResult {
+    Value { value: Option<(Bytes, KeyMeta)>, revision: u64, applied_index: LogIndex },
+    Range { entries: Vec<KeyValue>, more: bool, revision: u64, applied_index: LogIndex },
+}
+
+pub(super) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+pub(super) enum EngineRequest {
+    Write { command: KvCommand, session: Option<SessionTag>, reply: Reply<KvResponse> },
+    Read { query: ReadQuery, consistency: ReadConsistency, reply: Reply<ReadResult> },
+    TransferLeadership { to: NodeId, reply: Reply<()> },
+    Shutdown { reply: oneshot::Sender<()> },
+}

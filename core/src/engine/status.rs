@@ -1,0 +1,57 @@
+//! A snapshot of the engine's state for status pages, metrics and the simulator's checks.
+
+use crate::raft::{LogIndex, NodeId, Role, Term};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineStatus {
+    pub id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    pub commit_index: LogIndex,
+    pub applied_index: LogIndex,
+    pub last_index: LogIndex,
+    pub snapshot_index: LogIndex,
+    pub revision: u64,
+    pub key_count: usize,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Leader only: replication progress of every member.
+    pub peers: Vec<PeerStatus>,
+    pub leader_changes: u64,
+    pub proposals_committed: u64,
+    pub proposals_failed: u64,
+    pub proposals_pending: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub id: NodeId,
+    pub matched: LogIndex,
+    /// Entries the member is behind the leader's log.
+    pub lag: u64,
+}
+
+impl EngineStatus {
+    pub fn initial(id: NodeId) -> Self {
+        EngineStatus {
+            id,
+            role: Role::Follower,
+            term: 0,
+            leader: None,
+            commit_index: 0,
+            applied_index: 0,
+            last_index: 0,
+            snapshot_index: 0,
+            revision: 0,
+            key_count: 0,
+            voters: Vec::new(),
+            learners: Vec::new(),
+            peers: Vec::new(),
+            leader_changes: 0,
+            proposals_committed: 0,
+            proposals_failed: 0,
+            proposals_pending: 0,
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Sending messages to peers: best effort. A message may be dropped, delayed, duplicated or
+//! reordered; Raft tolerates all of it. The transport only promises not to block the engine and
+//! not to hand it damaged data.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::rc::Rc;
+
+use tokio::sync::mpsc;
+
+use crate::raft::NodeId;
+use crate::transport::PeerMessage;
+
+pub trait Transport {
+    /// Queues `message` for `to`; never waits. Returns false if it was dropped at once (unknown
+    /// peer, queue full).
+    fn send(&mut self, to: NodeId, message: PeerMessage) -> bool;
+    /// The next message from any peer. Cancel-safe: a message is never lost by dropping the
+    /// future.
+    fn recv(&mut self) -> impl Future<Output = Option<PeerMessage>>;
+    /// A message that already arrived, without waiting.
+    fn try_recv(&mut self) -> Option<PeerMessage>;
+    /// Peers whose connection failed since the last call.
+    fn take_unreachable(&mut self) -> Vec<NodeId>;
+}
+
+/// An in-process network for engine tests: every node's inbox is a channel; links can be cut.
+#[derive(Clone, Default)]
+pub struct MemoryNetwork {
+    inner: Rc<RefCell<MemoryNetworkInner>>,
+}
+
+#[derive(Default)]
+struct MemoryNetworkInner {
+    inboxes: BTreeMap<NodeId, mpsc::UnboundedSender<PeerMessage>>,
+    blocked: BTreeSet<(NodeId, NodeId)>,
+    delivered: u64,
+}
+
+impl MemoryNetwork {
+    /// Attaches a node and returns its transport.
+    pub fn join(&self, id: NodeId) -> MemoryTransport {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.inner.borrow_mut().inboxes.insert(id, sender);
+        MemoryTransport { id, network: self.clone(), inbox: receiver }
+    }
+
+    /// Cuts both directions between `a` and `b`.
+    pub fn cut(&self, a: NodeId, b: NodeId) {
+        let mut inner = self.inner.borrow_mut();
+        inner.blocked.insert((a, b));
+        inner.blocked.insert((b, a));
+    }
+
+    pub fn heal(&self) {
+        self.inner.borrow_mut().blocked.clear();
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.inner.borrow().delivered
+    }
+}
+
+pub struct MemoryTransport {
+    id: NodeId,
+    network: MemoryNetwork,
+    inbox: mpsc::UnboundedReceiver<PeerMessage>,
+}
+
+impl Transport for MemoryTransport {
+    fn send(&mut self, to: NodeId, message: PeerMessage) -> bool {
+        let mut inner = self.network.inner.borrow_mut();
+        if inner.blocked.contains(&(self.id, to)) {
+            return false;
+        }
+        let Some(inbox) = inner.inboxes.get(&to) else { return false };
+        let sent = inbox.send(message).is_ok();
+        inner.delivered += sent as u64;
+        sent
+    }
+
+    async fn recv(&mut self) -> Option<PeerMessage> {
+        self.inbox.recv().await
+    }
+
+    fn try_recv(&mut self) -> Option<PeerMessage> {
+        self.inbox.try_recv().ok()
+    }
+
+    fn take_unreachable(&mut self) -> Vec<NodeId> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,529 @@
+//! The TCP transport. One outbound connection per peer, written by a task that owns a bounded
+//! queue (by count and by bytes: a slow peer cannot exhaust memory; excess is dropped and Raft
+//! resends). Inbound connections are accepted up to a limit and read by one task each; a newer
+//! connection from the same peer replaces the older one.
+//!
+//! Streams can stall without an error — a dead peer, or turmoil's TCP, which never retransmits
+//! a dropped segment — so the receiver acknowledges frames and the sender replaces any
+//! connection whose frames stay unacknowledged past the delivery deadline. That deadline is the
+//! transport's per-RPC deadline; Raft messages are one-way, so there is no reply to wait for.
+//!
+//! Tasks are spawned with `spawn_local`: the transport must run inside a `LocalSet` (turmoil
+//! hosts do; the node runs its engine thread on one). They stop when the transport is dropped.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::frame::{
+    Frame, FrameError, PROTOCOL_VERSION, decode_frame, encode_frame, read_frame, write_frame,
+};
+use super::network::Network;
+use super::peer_message::PeerMessage;
+use crate::raft::{MessageBody, NodeId};
+use crate::seams::clock::{Clock, with_deadline};
+use crate::seams::transport::Transport;
+
+#[derive(Clone, Debug)]
+pub struct TcpTransportConfig {
+    /// Nodes of different clusters refuse each other's connections.
+    pub cluster_id: u64,
+    pub max_frame_bytes: u32,
+    pub peer_queue_messages: usize,
+    pub peer_queue_bytes: u64,
+    pub inbound_queue_messages: usize,
+    pub max_inbound_connections: usize,
+    pub connect_timeout_ms: u64,
+    /// A connection whose frames stay unacknowledged this long is replaced.
+    pub delivery_deadline_ms: u64,
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    /// At most this many bytes are coalesced into one write.
+    pub max_write_batch_bytes: usize,
+}
+
+impl Default for TcpTransportConfig {
+    fn default() -> Self {
+        TcpTransportConfig {
+            cluster_id: 0,
+            max_frame_bytes: 64 * 1024 * 1024,
+            peer_queue_messages: 8_192,
+            peer_queue_bytes: 64 * 1024 * 1024,
+            inbound_queue_messages: 16_384,
+            max_inbound_connections: 64,
+            connect_timeout_ms: 1_000,
+            delivery_deadline_ms: 1_000,
+            backoff_min_ms: 10,
+            backoff_max_ms: 1_000,
+            max_write_batch_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Counters for metrics and the simulator's trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransportCounters {
+    pub messages_sent: u64,
+    pub messages_dropped_queue_full: u64,
+    pub messages_received: u64,
+    pub connections_opened: u64,
+    pub connections_replaced_stalled: u64,
+    pub connections_failed: u64,
+    pub inbound_rejected: u64,
+}
+
+struct Shared {
+    counters: RefCell<TransportCounters>,
+    unreachable: RefCell<BTreeSet<NodeId>>,
+    inbound_connections: Cell<usize>,
+    /// The reader of the newest connection from each peer.
+    readers: RefCell<BTreeMap<NodeId, JoinHandle<()>>>,
+}
+
+struct PeerQueue {
+    sender: mpsc::Sender<PeerMessage>,
+    queued_bytes: Rc<Cell<u64>>,
+}
+
+pub struct TcpTransport {
+    local: NodeId,
+    config: TcpTransportConfig,
+    peers: BTreeMap<NodeId, PeerQueue>,
+    inbound: mpsc::Receiver<PeerMessage>,
+    shared: Rc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for (_, reader) in std::mem::take(&mut *self.shared.readers.borrow_mut()) {
+            reader.abort();
+        }
+    }
+}
+
+/// Approximate bytes a message occupies in a queue.
+fn message_bytes(message: &PeerMessage) -> u64 {
+    let PeerMessage::Raft(message) = message;
+    64 + match &message.body {
+        MessageBody::AppendRequest { entries, .. } => entries.iter().map(|e| e.size_bytes()).sum(),
+        MessageBody::InstallSnapshot { snapshot } => snapshot.data.len() as u64,
+        _ => 0,
+    }
+}
+
+impl TcpTransport {
+    /// Binds `listen_address` and starts a writer for each peer (`peers` maps ids to addresses;
+    /// the local node may be included and is skipped).
+    pub async fn start<N: Network, C: Clock>(
+        network: N,
+        clock: C,
+        local: NodeId,
+        listen_address: &str,
+        peers: &BTreeMap<NodeId, String>,
+        config: TcpTransportConfig,
+        rng_seed: u64,
+    ) -> std::io::Result<Self> {
+        let listener = network.bind(listen_address).await?;
+        let shared = Rc::new(Shared {
+            counters: RefCell::new(TransportCounters::default()),
+            unreachable: RefCell::new(BTreeSet::new()),
+            inbound_connections: Cell::new(0),
+            readers: RefCell::new(BTreeMap::new()),
+        });
+        let (inbound_sender, inbound) = mpsc::channel(config.inbound_queue_messages);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::task::spawn_local(accept_loop(
+            network.clone(),
+            clock.clone(),
+            listener,
+            local,
+            config.clone(),
+            inbound_sender,
+            shared.clone(),
+        )));
+        let mut queues = BTreeMap::new();
+        for (peer, address) in peers {
+            if *peer == local {
+                continue;
+            }
+            let (sender, receiver) = mpsc::channel(config.peer_queue_messages);
+            let queued_bytes = Rc::new(Cell::new(0));
+            let writer = PeerWriter {
+                network: network.clone(),
+                clock: clock.clone(),
+                config: config.clone(),
+                local,
+                peer: *peer,
+                address: address.clone(),
+                queue: receiver,
+                queued_bytes: queued_bytes.clone(),
+                shared: shared.clone(),
+                rng: ChaCha8Rng::seed_from_u64(rng_seed ^ peer.0.rotate_left(17)),
+            };
+            tasks.push(tokio::task::spawn_local(writer.run()));
+            queues.insert(*peer, PeerQueue { sender, queued_bytes });
+        }
+        Ok(TcpTransport { local, config, peers: queues, inbound, shared, tasks })
+    }
+
+    pub fn counters(&self) -> TransportCounters {
+        self.shared.counters.borrow().clone()
+    }
+}
+
+impl Transport for TcpTransport {
+    fn send(&mut self, to: NodeId, message: PeerMessage) -> bool {
+        if to == self.local {
+            return false;
+        }
+        let Some(queue) = self.peers.get(&to) else { return false };
+        let size_bytes = message_bytes(&message);
+        let over_budget = queue.queued_bytes.get() + size_bytes > self.config.peer_queue_bytes;
+        if over_budget || queue.sender.try_send(message).is_err() {
+            self.shared.counters.borrow_mut().messages_dropped_queue_full += 1;
+            return false;
+        }
+        queue.queued_bytes.set(queue.queued_bytes.get() + size_bytes);
+        true
+    }
+
+    async fn recv(&mut self) -> Option<PeerMessage> {
+        self.inbound.recv().await
+    }
+
+    fn try_recv(&mut self) -> Option<PeerMessage> {
+        self.inbound.try_recv().ok()
+    }
+
+    fn take_unreachable(&mut self) -> Vec<NodeId> {
+        std::mem::take(&mut *self.shared.unreachable.borrow_mut()).into_iter().collect()
+    }
+}
+
+struct PeerWriter<N: Network, C: Clock> {
+    network: N,
+    clock: C,
+    config: TcpTransportConfig,
+    local: NodeId,
+    peer: NodeId,
+    address: String,
+    queue: mpsc::Receiver<PeerMessage>,
+    queued_bytes: Rc<Cell<u64>>,
+    shared: Rc<Shared>,
+    rng: ChaCha8Rng,
+}
+
+impl<N: Network, C: Clock> PeerWriter<N, C> {
+    async fn run(mut self) {
+        let mut backoff_ms = self.config.backoff_min_ms;
+        loop {
+            let connected = with_deadline(
+                &self.clock,
+                self.config.connect_timeout_ms,
+                self.network.connect(&self.address),
+            )
+            .await;
+            let stream = match connected {
+                Some(Ok(stream)) => stream,
+                _ => {
+                    self.connection_lost(false);
+                    // Messages queued for a peer we cannot reach are stale by the time it is
+                    // back; Raft will resend what matters.
+                    self.discard_queue();
+                    let jitter_ms = self.rng.random_range(0..=backoff_ms / 2);
+                    self.clock.sleep_ms(backoff_ms + jitter_ms).await;
+                    backoff_ms = (backoff_ms * 2).min(self.config.backoff_max_ms);
+                    if self.queue.is_closed() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            self.shared.counters.borrow_mut().connections_opened += 1;
+            backoff_ms = self.config.backoff_min_ms;
+            match self.serve(stream).await {
+                ServeEnd::TransportDropped => return,
+                ServeEnd::Stalled => {
+                    self.shared.counters.borrow_mut().connections_replaced_stalled += 1;
+                    self.connection_lost(true);
+                }
+                ServeEnd::Failed => self.connection_lost(true),
+            }
+        }
+    }
+
+    fn connection_lost(&self, was_connected: bool) {
+        if was_connected {
+            self.shared.counters.borrow_mut().connections_failed += 1;
+        }
+        self.shared.unreachable.borrow_mut().insert(self.peer);
+    }
+
+    fn discard_queue(&mut self) {
+        while self.queue.try_recv().is_ok() {}
+        self.queued_bytes.set(0);
+    }
+
+    /// Writes queued messages to one connection until it fails or stalls.
+    async fn serve(&mut self, stream: N::Stream) -> ServeEnd {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let hello = Frame::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_id: self.config.cluster_id,
+            from: self.local,
+            to: self.peer,
+        };
+        let deadline_ms = self.config.delivery_deadline_ms;
+        let max_frame_bytes = self.config.max_frame_bytes;
+        match with_deadline(
+            &self.clock,
+            deadline_ms,
+            write_frame(&mut writer, &hello, max_frame_bytes),
+        )
+        .await
+        {
+            Some(Ok(())) => {}
+            _ => return ServeEnd::Failed,
+        }
+        let mut sent: u64 = 0;
+        let mut acknowledged: u64 = 0;
+        // When the oldest unacknowledged frame was written (or acknowledgements last advanced).
+        let mut waiting_since_ms: Option<u64> = None;
+        let mut ack_bytes = Vec::with_capacity(256);
+        let mut read_buffer = [0u8; 256];
+        let mut batch = Vec::with_capacity(64 * 1024);
+        loop {
+            let check_ms = deadline_ms / 4 + 1;
+            tokio::select! {
+                biased;
+                message = self.queue.recv() => {
+                    let Some(message) = message else { return ServeEnd::TransportDropped };
+                    batch.clear();
+                    let mut count = 0u64;
+                    let mut next = Some(message);
+                    while let Some(message) = next.take() {
+                        self.queued_bytes.set(self.queued_bytes.get().saturating_sub(message_bytes(&message)));
+                        match encode_frame(&Frame::Message(message), &mut batch, max_frame_bytes) {
+                            Ok(()) => count += 1,
+                            Err(error) => tracing::warn!(peer = %self.peer, %error, "dropping an unencodable message"),
+                        }
+                        if batch.len() < self.config.max_write_batch_bytes {
+                            next = self.queue.try_recv().ok();
+                        }
+                    }
+                    if count == 0 {
+                        continue;
+                    }
+                    let write = async {
+                        writer.write_all(&batch).await?;
+                        writer.flush().await
+                    };
+                    match with_deadline(&self.clock, deadline_ms, write).await {
+                        Some(Ok(())) => {}
+                        _ => return ServeEnd::Failed,
+                    }
+                    if sent == acknowledged {
+                        waiting_since_ms = Some(self.clock.monotonic_ms());
+                    }
+                    sent += count;
+                    self.shared.counters.borrow_mut().messages_sent += count;
+                }
+                read = reader.read(&mut read_buffer) => {
+                    let read = match read {
+                        Ok(0) | Err(_) => return ServeEnd::Failed,
+                        Ok(read) => read,
+                    };
+                    ack_bytes.extend_from_slice(&read_buffer[..read]);
+                    loop {
+                        match decode_frame(&ack_bytes, max_frame_bytes) {
+                            Ok(Some((Frame::Ack { received }, used))) => {
+                                ack_bytes.drain(..used);
+                                if received > acknowledged && received <= sent {
+                                    acknowledged = received;
+                                    waiting_since_ms = (acknowledged < sent).then(|| self.clock.monotonic_ms());
+                                }
+                            }
+                            Ok(None) => break,
+                            // Only acks travel this way; anything else is a broken peer.
+                            Ok(Some(_)) | Err(_) => return ServeEnd::Failed,
+                        }
+                    }
+                }
+                () = self.clock.sleep_ms(check_ms) => {
+                    if let Some(since_ms) = waiting_since_ms
+                        && self.clock.monotonic_ms().saturating_sub(since_ms) > deadline_ms
+                    {
+                        return ServeEnd::Stalled;
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum ServeEnd {
+    TransportDropped,
+    Stalled,
+    Failed,
+}
+
+async fn accept_loop<N: Network, C: Clock>(
+    network: N,
+    clock: C,
+    listener: N::Listener,
+    local: NodeId,
+    config: TcpTransportConfig,
+    inbound: mpsc::Sender<PeerMessage>,
+    shared: Rc<Shared>,
+) {
+    loop {
+        let stream = match network.accept(&listener).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "accepting a peer connection failed");
+                clock.sleep_ms(config.backoff_min_ms).await;
+                continue;
+            }
+        };
+        if shared.inbound_connections.get() >= config.max_inbound_connections {
+            shared.counters.borrow_mut().inbound_rejected += 1;
+            drop(stream);
+            continue;
+        }
+        shared.inbound_connections.set(shared.inbound_connections.get() + 1);
+        let reader = InboundConnection {
+            clock: clock.clone(),
+            config: config.clone(),
+            local,
+            inbound: inbound.clone(),
+            shared: shared.clone(),
+        };
+        let task_shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            let handshake = reader.handshake::<N>(stream).await;
+            if let Some((from, stream)) = handshake {
+                // The newest connection from a peer replaces its older ones.
+                let serving = tokio::task::spawn_local(reader.serve::<N>(stream));
+                if let Some(previous) = task_shared.readers.borrow_mut().insert(from, serving) {
+                    previous.abort();
+                }
+            } else {
+                task_shared
+                    .inbound_connections
+                    .set(task_shared.inbound_connections.get().saturating_sub(1));
+            }
+        });
+    }
+}
+
+struct InboundConnection<C: Clock> {
+    clock: C,
+    config: TcpTransportConfig,
+    local: NodeId,
+    inbound: mpsc::Sender<PeerMessage>,
+    shared: Rc<Shared>,
+}
+
+/// Decrements the connection count however the reader ends (including being aborted).
+struct ConnectionSlot(Rc<Shared>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.inbound_connections.set(self.0.inbound_connections.get().saturating_sub(1));
+    }
+}
+
+impl<C: Clock> InboundConnection<C> {
+    /// Reads and checks the `Hello` frame; `None` drops the connection.
+    async fn handshake<N: Network>(&self, mut stream: N::Stream) -> Option<(NodeId, N::Stream)> {
+        let hello = with_deadline(
+            &self.clock,
+            self.config.delivery_deadline_ms,
+            read_frame(&mut stream, self.config.max_frame_bytes),
+        )
+        .await;
+        match hello {
+            Some(Ok(Frame::Hello { protocol_version, cluster_id, from, to }))
+                if protocol_version == PROTOCOL_VERSION
+                    && cluster_id == self.config.cluster_id
+                    && to == self.local =>
+            {
+                Some((from, stream))
+            }
+            other => {
+                tracing::debug!(?other, "refused a peer connection");
+                None
+            }
+        }
+    }
+
+    async fn serve<N: Network>(self, stream: N::Stream) {
+        let _slot = ConnectionSlot(self.shared.clone());
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut received: u64 = 0;
+        let mut acknowledged: u64 = 0;
+        loop {
+            let read = match reader.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            buffer.extend_from_slice(&chunk[..read]);
+            let mut consumed = 0;
+            loop {
+                match decode_frame(&buffer[consumed..], self.config.max_frame_bytes) {
+                    Ok(Some((Frame::Message(message), used))) => {
+                        consumed += used;
+                        received += 1;
+                        self.shared.counters.borrow_mut().messages_received += 1;
+                        // Waiting here pushes back on the sender through TCP flow control.
+                        if self.inbound.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Ok(Some((other, _))) => {
+                        tracing::debug!(?other, "unexpected frame from a peer; closing");
+                        return;
+                    }
+                    Err(error) => {
+                        report_bad_peer(&error);
+                        return;
+                    }
+                }
+            }
+            buffer.drain(..consumed);
+            if received > acknowledged {
+                let mut ack = Vec::with_capacity(32);
+                if encode_frame(&Frame::Ack { received }, &mut ack, self.config.max_frame_bytes)
+                    .is_err()
+                {
+                    return;
+                }
+                let write = async {
+                    writer.write_all(&ack).await?;
+                    writer.flush().await
+                };
+                match with_deadline(&self.clock, self.config.delivery_deadline_ms, write).await {
+                    Some(Ok(())) => acknowledged = received,
+                    _ => return,
+                }
+            }
+        }
+    }
+}
+
+fn report_bad_peer(error: &FrameError) {
+    tracing::warn!(%error, "a peer sent an invalid frame; closing its connection");
+}

@@ -1,0 +1,328 @@
+//! The engine end to end over in-memory seams: real Raft, real key-value state machine, the
+//! driver's batching, reads at each consistency level, TTLs, sessions, snapshots and failover.
+//! Time is tokio's paused clock, so the tests are deterministic and instant.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use conclave_core::engine::{
+    Engine, EngineConfig, EngineError, EngineHandle, ReadConsistency, ReadQuery, ReadResult,
+};
+use conclave_core::kv::{Condition, KvCommand, KvResponse, SessionTag};
+use conclave_core::raft::memory_cluster::DurableState;
+use conclave_core::raft::{ClusterConfig, NodeId, Role};
+use conclave_core::seams::Consensus;
+use conclave_core::seams::clock::Clock;
+use conclave_core::seams::storage::MemoryStorage;
+use conclave_core::seams::transport::MemoryNetwork;
+use tokio::task::JoinHandle;
+
+/// The paused tokio clock, with a fixed wall-clock origin.
+#[derive(Clone)]
+struct TestClock {
+    origin: tokio::time::Instant,
+}
+
+impl Clock for TestClock {
+    fn monotonic_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+    fn wall_ms(&self) -> u64 {
+        1_700_000_000_000 + self.monotonic_ms()
+    }
+    async fn sleep_ms(&self, duration_ms: u64) {
+        tokio::time::sleep(Duration::from_millis(duration_ms)).await
+    }
+}
+
+struct TestCluster {
+    network: MemoryNetwork,
+    clock: TestClock,
+    durable: BTreeMap<NodeId, Rc<RefCell<DurableState>>>,
+    handles: BTreeMap<NodeId, EngineHandle>,
+    tasks: BTreeMap<NodeId, JoinHandle<()>>,
+    members: ClusterConfig,
+    snapshot_every_entries: u64,
+}
+
+impl TestCluster {
+    fn new(size: u64, snapshot_every_entries: u64) -> Self {
+        let members = ClusterConfig::with_voters((1..=size).map(NodeId));
+        let mut cluster = TestCluster {
+            network: MemoryNetwork::default(),
+            clock: TestClock { origin: tokio::time::Instant::now() },
+            durable: BTreeMap::new(),
+            handles: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            members,
+            snapshot_every_entries,
+        };
+        for id in 1..=size {
+            cluster.durable.insert(NodeId(id), Rc::default());
+            cluster.start(NodeId(id));
+        }
+        cluster
+    }
+
+    fn start(&mut self, id: NodeId) {
+        let durable = self.durable[&id].clone();
+        let restored = durable.borrow().restored(&self.members);
+        let snapshot_data = durable.borrow().snapshot.as_ref().map(|s| s.data.clone());
+        let mut config = EngineConfig::new(id);
+        config.snapshot_every_entries = self.snapshot_every_entries;
+        config.retained_log_entries = 5;
+        let (storage, writer) = MemoryStorage::new(durable, self.clock.clone(), 1);
+        let transport = self.network.join(id);
+        let (engine, handle) = Engine::new(
+            config,
+            restored,
+            snapshot_data,
+            transport,
+            storage,
+            self.clock.clone(),
+            id.0,
+        )
+        .expect("engine");
+        let task = tokio::task::spawn_local(async move {
+            let _ = engine.run(writer).await;
+        });
+        self.handles.insert(id, handle);
+        self.tasks.insert(id, task);
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        if let Some(task) = self.tasks.remove(&id) {
+            task.abort();
+        }
+        self.handles.remove(&id);
+    }
+
+    async fn wait_for_leader(&self) -> NodeId {
+        for _ in 0..1_000 {
+            for handle in self.handles.values() {
+                let status = handle.status();
+                if status.role == Role::Leader && status.applied_index >= status.commit_index {
+                    return status.id;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no leader within 10 s");
+    }
+
+    async fn put(&self, at: NodeId, key: &str, value: &str) -> Result<KvResponse, EngineError> {
+        let command = KvCommand::Put {
+            key: key.to_string(),
+            value: Bytes::from(value.to_string()),
+            ttl_ms: None,
+            condition: Condition::Always,
+        };
+        self.handles[&at].write(command, None).await
+    }
+
+    async fn get(
+        &self,
+        at: NodeId,
+        key: &str,
+        consistency: ReadConsistency,
+    ) -> Result<Option<Bytes>, EngineError> {
+        match self.handles[&at].read(ReadQuery::Get { key: key.to_string() }, consistency).await? {
+            ReadResult::Value { value, .. } => Ok(value.map(|(value, _)| value)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn run_local<F: std::future::Future<Output = ()>>(test: F) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, test);
+}
+
+#[test]
+fn single_node_serves_writes_and_every_read_consistency() {
+    run_local(async {
+        let cluster = TestCluster::new(1, 1_000);
+        let leader = cluster.wait_for_leader().await;
+        cluster.put(leader, "greeting", "hello world").await.expect("put");
+        for consistency in
+            [ReadConsistency::Linearizable, ReadConsistency::Lease, ReadConsistency::Stale]
+        {
+            let value = cluster.get(leader, "greeting", consistency).await.expect("get");
+            assert_eq!(value.as_deref(), Some(&b"hello world"[..]), "{consistency:?}");
+        }
+        assert_eq!(
+            cluster.get(leader, "missing", ReadConsistency::Linearizable).await.expect("get"),
+            None
+        );
+    });
+}
+
+#[test]
+fn ttl_expires_from_the_leaders_clock_without_other_writes() {
+    run_local(async {
+        let cluster = TestCluster::new(3, 1_000);
+        let leader = cluster.wait_for_leader().await;
+        let command = KvCommand::Put {
+            key: "lease".into(),
+            value: Bytes::from_static(b"held"),
+            ttl_ms: Some(2_000),
+            condition: Condition::Always,
+        };
+        cluster.handles[&leader].write(command, None).await.expect("put with ttl");
+        assert!(
+            cluster
+                .get(leader, "lease", ReadConsistency::Linearizable)
+                .await
+                .expect("get")
+                .is_some()
+        );
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert_eq!(
+            cluster.get(leader, "lease", ReadConsistency::Linearizable).await.expect("get"),
+            None
+        );
+        // Every replica applied the expiry, not only the leader.
+        for id in cluster.handles.keys() {
+            assert_eq!(
+                cluster.get(*id, "lease", ReadConsistency::Linearizable).await.expect("get"),
+                None
+            );
+        }
+    });
+}
+
+#[test]
+fn a_retried_write_with_the_same_session_applies_once() {
+    run_local(async {
+        let cluster = TestCluster::new(3, 1_000);
+        let leader = cluster.wait_for_leader().await;
+        let handle = &cluster.handles[&leader];
+        let session = Some(SessionTag { client_id: 42, seq: 1 });
+        let cas = || KvCommand::Cas {
+            key: "counter".into(),
+            expected: None,
+            value: Bytes::from_static(b"1"),
+            ttl_ms: None,
+        };
+        let first = handle.write(cas(), session).await.expect("first");
+        let retry = handle.write(cas(), session).await.expect("retry");
+        assert_eq!(first, retry, "the retry returns the first answer instead of failing the CAS");
+        let other_client =
+            handle.write(cas(), Some(SessionTag { client_id: 43, seq: 1 })).await.expect("other");
+        assert_ne!(first, other_client, "a different client's CAS sees the key present");
+    });
+}
+
+#[test]
+fn followers_redirect_writes_and_serve_linearizable_reads() {
+    run_local(async {
+        let cluster = TestCluster::new(3, 1_000);
+        let leader = cluster.wait_for_leader().await;
+        let follower = *cluster.handles.keys().find(|id| **id != leader).expect("a follower");
+        match cluster.put(follower, "k", "v").await {
+            Err(EngineError::NotLeader { leader: Some(hint) }) => assert_eq!(hint, leader),
+            other => panic!("expected a redirect, got {other:?}"),
+        }
+        cluster.put(leader, "k", "v2").await.expect("put at leader");
+        // A linearizable read at a follower must see the write acknowledged just before it.
+        let value =
+            cluster.get(follower, "k", ReadConsistency::Linearizable).await.expect("follower read");
+        assert_eq!(value.as_deref(), Some(&b"v2"[..]));
+    });
+}
+
+#[test]
+fn a_new_leader_takes_over_when_the_leader_is_cut_off() {
+    run_local(async {
+        let mut cluster = TestCluster::new(3, 1_000);
+        let old = cluster.wait_for_leader().await;
+        cluster.put(old, "before", "1").await.expect("put");
+        for id in cluster.handles.keys() {
+            if *id != old {
+                cluster.network.cut(old, *id);
+            }
+        }
+        cluster.crash(old);
+        let new = cluster.wait_for_leader().await;
+        assert_ne!(new, old);
+        cluster.put(new, "after", "2").await.expect("put at the new leader");
+        assert_eq!(
+            cluster
+                .get(new, "before", ReadConsistency::Linearizable)
+                .await
+                .expect("get")
+                .as_deref(),
+            Some(&b"1"[..])
+        );
+        // The old leader restarts from its durable state and catches up.
+        cluster.network.heal();
+        cluster.start(old);
+        for _ in 0..500 {
+            if cluster.handles[&old].status().applied_index
+                >= cluster.handles[&new].status().commit_index
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            cluster.get(old, "after", ReadConsistency::Stale).await.expect("get").as_deref(),
+            Some(&b"2"[..])
+        );
+    });
+}
+
+#[test]
+fn a_lagging_follower_catches_up_from_a_snapshot() {
+    run_local(async {
+        let mut cluster = TestCluster::new(3, 20);
+        let leader = cluster.wait_for_leader().await;
+        let lagging = *cluster.handles.keys().find(|id| **id != leader).expect("follower");
+        cluster.crash(lagging);
+        for i in 0..100 {
+            cluster.put(leader, &format!("key-{i}"), &format!("value-{i}")).await.expect("put");
+        }
+        // The leader compacted its log; the restarted follower needs a snapshot.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(cluster.handles[&leader].status().snapshot_index > 0, "the leader took a snapshot");
+        cluster.start(lagging);
+        let target = cluster.handles[&leader].status().commit_index;
+        for _ in 0..500 {
+            if cluster.handles[&lagging].status().applied_index >= target {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(cluster.handles[&lagging].status().applied_index >= target);
+        assert_eq!(
+            cluster.get(lagging, "key-3", ReadConsistency::Stale).await.expect("get").as_deref(),
+            Some(&b"value-3"[..])
+        );
+        assert!(
+            cluster.durable[&lagging].borrow().snapshot.is_some(),
+            "the snapshot was persisted"
+        );
+    });
+}
+
+#[test]
+fn shutdown_finishes_storage_work_and_stops() {
+    run_local(async {
+        let mut cluster = TestCluster::new(1, 1_000);
+        let leader = cluster.wait_for_leader().await;
+        cluster.put(leader, "k", "v").await.expect("put");
+        let handle = cluster.handles[&leader].clone();
+        handle.shutdown().await;
+        let task = cluster.tasks.remove(&leader).expect("task");
+        task.await.expect("engine task ended cleanly");
+        assert!(matches!(cluster.put(leader, "k", "v").await, Err(EngineError::Stopped)));
+    });
+}
