@@ -205,19 +205,41 @@ fn a_retried_write_with_the_same_session_applies_once() {
         let cluster = TestCluster::new(3, 1_000);
         let leader = cluster.wait_for_leader().await;
         let handle = &cluster.handles[&leader];
-        let session = Some(SessionTag { client_id: 42, seq: 1 });
+        let register = || handle.write(KvCommand::RegisterSession, None);
+        let KvResponse::SessionRegistered { client_id } = register().await.expect("register")
+        else {
+            panic!("registering a session returns its id");
+        };
+        let KvResponse::SessionRegistered { client_id: other_id } =
+            register().await.expect("register")
+        else {
+            panic!("registering a session returns its id");
+        };
+        assert_ne!(client_id, other_id);
         let cas = || KvCommand::Cas {
             key: "counter".into(),
             expected: None,
             value: Bytes::from_static(b"1"),
             ttl_ms: None,
         };
+        let session = Some(SessionTag { client_id, seq: 1 });
         let first = handle.write(cas(), session).await.expect("first");
+        assert!(
+            matches!(first, KvResponse::Put { .. }),
+            "the key was absent, so the CAS succeeds: {first:?}"
+        );
+        // A retry (as after a timeout) must return the first answer, not apply again — applying
+        // again would fail the CAS, since the key now exists.
         let retry = handle.write(cas(), session).await.expect("retry");
-        assert_eq!(first, retry, "the retry returns the first answer instead of failing the CAS");
-        let other_client =
-            handle.write(cas(), Some(SessionTag { client_id: 43, seq: 1 })).await.expect("other");
-        assert_ne!(first, other_client, "a different client's CAS sees the key present");
+        assert_eq!(first, retry);
+        let other = handle
+            .write(cas(), Some(SessionTag { client_id: other_id, seq: 1 }))
+            .await
+            .expect("other");
+        assert!(
+            matches!(other, KvResponse::ConditionFailed { .. }),
+            "another client's CAS sees the key: {other:?}"
+        );
     });
 }
 

@@ -17,6 +17,7 @@ use super::config::EngineConfig;
 use super::error::EngineError;
 use super::handle::EngineHandle;
 use super::pending::{Pending, PendingRead, PendingWrite, allows_lease};
+use super::probe::{CycleView, EngineProbe};
 use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult, Reply};
 use super::status::{EngineStatus, PeerStatus};
 use crate::kv::{KvCommand, KvError, KvEvent, KvRequest, KvResponse, KvStateMachine, SessionTag};
@@ -77,6 +78,7 @@ pub struct Engine<T: Transport, S: Storage, C: Clock> {
     proposals_failed: u64,
     /// Set once a shutdown was requested: answered when storage has caught up.
     shutdown: Option<oneshot::Sender<()>>,
+    probe: Option<Box<dyn EngineProbe>>,
 }
 
 impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
@@ -136,9 +138,16 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             proposals_committed: 0,
             proposals_failed: 0,
             shutdown: None,
+            probe: None,
             config,
         };
         Ok((engine, handle))
+    }
+
+    /// Lets `probe` observe every cycle (the simulator's invariant checks).
+    pub fn with_probe(mut self, probe: Box<dyn EngineProbe>) -> Self {
+        self.probe = Some(probe);
+        self
     }
 
     /// Runs the node until shutdown (`Ok`) or a fatal failure. `storage_writer` is the
@@ -374,33 +383,58 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
     }
 
     async fn carry_out(&mut self, ready: Ready) -> Result<(), EngineFailure> {
-        if let Some(soft_state) = ready.soft_state {
+        let Ready {
+            soft_state,
+            persist,
+            messages,
+            snapshot_to_apply,
+            committed_entries,
+            reads,
+            failed_reads,
+            snapshot_requests,
+        } = ready;
+        if let Some(soft_state) = soft_state {
             self.on_soft_state(soft_state);
         }
-        if let Some(batch) = ready.persist {
+        // Only a probe needs copies of what is handed on below.
+        let observed = self.probe.as_ref().map(|_| {
+            let batch = persist.as_ref().map(|batch| (batch.id, batch.entries.clone()));
+            (batch, messages.clone(), snapshot_to_apply.as_ref().map(|s| s.meta.clone()))
+        });
+        if let Some(batch) = persist {
             self.last_submitted_batch = batch.id;
             self.storage.submit(StorageJob::Persist(batch))?;
         }
-        for message in ready.messages {
+        for message in messages {
             let to = message.to;
             self.transport.send(to, PeerMessage::Raft(message));
         }
-        if let Some(snapshot) = ready.snapshot_to_apply {
+        if let Some(snapshot) = snapshot_to_apply {
             self.install_snapshot(snapshot)?;
         }
-        self.apply(ready.committed_entries);
-        for ReadState { context, index } in ready.reads {
+        self.apply(&committed_entries);
+        if let (Some(probe), Some((batch, messages, snapshot))) = (self.probe.as_mut(), observed) {
+            probe.observe(CycleView {
+                raft: &self.raft,
+                kv: &self.kv,
+                persist_batch: batch.as_ref().map(|(id, entries)| (*id, entries.as_slice())),
+                messages: &messages,
+                snapshot_installed: snapshot.as_ref(),
+                applied: &committed_entries,
+            });
+        }
+        for ReadState { context, index } in reads {
             if let Some(read) = self.pending.reads_awaiting_index.remove(&context) {
                 self.pending.reads_awaiting_apply.insert((index, context), read);
             }
         }
-        for context in ready.failed_reads {
+        for context in failed_reads {
             if let Some(read) = self.pending.reads_awaiting_index.remove(&context) {
                 let leader = known(self.raft.leader());
                 let _ = read.reply.send(Err(EngineError::NotLeader { leader }));
             }
         }
-        for request in ready.snapshot_requests {
+        for request in snapshot_requests {
             self.send_snapshot(request).await?;
         }
         Ok(())
@@ -418,7 +452,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         }
     }
 
-    fn apply(&mut self, entries: Vec<Entry>) {
+    fn apply(&mut self, entries: &[Entry]) {
         let Some(last) = entries.last().map(|entry| entry.index) else { return };
         for entry in entries {
             let response = match &entry.payload {

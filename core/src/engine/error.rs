@@ -1,11 +1,12 @@
 //! Why a client request was not served. Each variant tells the caller what it may do next.
 
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::kv::RequestError;
 use crate::raft::NodeId;
 
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EngineError {
     /// Writes (and, without a known leader, reads) go to the leader. Safe to retry there.
     #[error("not the leader{}", leader.map(|l| format!(" (leader is {l})")).unwrap_or_default())]

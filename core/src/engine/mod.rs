@@ -10,6 +10,7 @@ mod driver;
 mod error;
 mod handle;
 mod pending;
+mod probe;
 mod request;
 mod status;
 
@@ -17,5 +18,6 @@ pub use config::EngineConfig;
 pub use driver::{Engine, EngineFailure};
 pub use error::EngineError;
 pub use handle::EngineHandle;
+pub use probe::{CycleView, EngineProbe};
 pub use request::{ReadConsistency, ReadQuery, ReadResult};
 pub use status::{EngineStatus, PeerStatus};

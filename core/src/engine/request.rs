@@ -1,6 +1,7 @@
 //! Reads and their consistency levels; the requests that travel from handles to the engine.
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::error::EngineError;
@@ -8,7 +9,7 @@ use crate::kv::{KeyMeta, KeyValue, KvCommand, KvResponse, SessionTag};
 use crate::raft::{LogIndex, NodeId};
 
 /// How fresh a read must be.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadConsistency {
     /// Reflects every write acknowledged before the read began (ReadIndex round trip).
     Linearizable,
@@ -20,13 +21,13 @@ pub enum ReadConsistency {
     Stale,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadQuery {
     Get { key: String },
     Range { prefix: String, limit: u64 },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadResult {
     Value { value: Option<(Bytes, KeyMeta)>, revision: u64, applied_index: LogIndex },
     Range { entries: Vec<KeyValue>, more: bool, revision: u64, applied_index: LogIndex },

@@ -1,8 +1,10 @@
 //! Framing for every byte stream between nodes: `[length u32 LE][crc32c u32 LE][payload]`,
-//! the payload a postcard-encoded [`Frame`]. A frame whose length exceeds the limit or whose
-//! checksum fails ends the connection — the peer is broken or not a Conclave node — and never
-//! reaches the engine.
+//! the payload a postcard-encoded value — a [`Frame`] between peers, or any serde type for
+//! other protocols that reuse the framing (the simulator's clients). A frame whose length
+//! exceeds the limit or whose checksum fails ends the connection — the peer is broken or not a
+//! Conclave node — and never reaches the engine.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -50,8 +52,8 @@ pub enum FrameError {
 }
 
 /// Appends the encoding of `frame` to `buffer` (so several frames go out in one write).
-pub fn encode_frame(
-    frame: &Frame,
+pub fn encode_frame<T: Serialize>(
+    frame: &T,
     buffer: &mut Vec<u8>,
     max_frame_bytes: u32,
 ) -> Result<(), FrameError> {
@@ -74,10 +76,10 @@ pub fn encode_frame(
 }
 
 /// Decodes one frame from the start of `bytes`; returns it and the bytes it used.
-pub fn decode_frame(
+pub fn decode_frame<T: DeserializeOwned>(
     bytes: &[u8],
     max_frame_bytes: u32,
-) -> Result<Option<(Frame, usize)>, FrameError> {
+) -> Result<Option<(T, usize)>, FrameError> {
     if bytes.len() < HEADER_BYTES {
         return Ok(None);
     }
@@ -102,10 +104,10 @@ pub fn decode_frame(
 }
 
 /// Reads exactly one frame.
-pub async fn read_frame<R: AsyncRead + Unpin>(
+pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
     reader: &mut R,
     max_frame_bytes: u32,
-) -> Result<Frame, FrameError> {
+) -> Result<T, FrameError> {
     let mut header = [0u8; HEADER_BYTES];
     match reader.read_exact(&mut header).await {
         Ok(_) => {}
@@ -130,9 +132,9 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     postcard::from_bytes(&payload).map_err(FrameError::Decode)
 }
 
-pub async fn write_frame<W: AsyncWrite + Unpin>(
+pub async fn write_frame<T: Serialize, W: AsyncWrite + Unpin>(
     writer: &mut W,
-    frame: &Frame,
+    frame: &T,
     max_frame_bytes: u32,
 ) -> Result<(), FrameError> {
     let mut buffer = Vec::new();
@@ -161,12 +163,15 @@ mod tests {
         let mut buffer = Vec::new();
         encode_frame(&heartbeat(), &mut buffer, 1024).unwrap();
         encode_frame(&Frame::Ack { received: 9 }, &mut buffer, 1024).unwrap();
-        let (first, used) = decode_frame(&buffer, 1024).unwrap().unwrap();
+        let (first, used) = decode_frame::<Frame>(&buffer, 1024).unwrap().unwrap();
         assert_eq!(first, heartbeat());
-        let (second, rest) = decode_frame(&buffer[used..], 1024).unwrap().unwrap();
+        let (second, rest) = decode_frame::<Frame>(&buffer[used..], 1024).unwrap().unwrap();
         assert_eq!(second, Frame::Ack { received: 9 });
         assert_eq!(used + rest, buffer.len());
-        assert!(decode_frame(&buffer[..used - 1], 1024).unwrap().is_none(), "partial frame waits");
+        assert!(
+            decode_frame::<Frame>(&buffer[..used - 1], 1024).unwrap().is_none(),
+            "partial frame waits"
+        );
     }
 
     #[test]
@@ -175,9 +180,9 @@ mod tests {
         encode_frame(&heartbeat(), &mut buffer, 1024).unwrap();
         let last = buffer.len() - 1;
         buffer[last] ^= 0xff;
-        assert!(matches!(decode_frame(&buffer, 1024), Err(FrameError::Checksum)));
+        assert!(matches!(decode_frame::<Frame>(&buffer, 1024), Err(FrameError::Checksum)));
         let huge = [0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0];
-        assert!(matches!(decode_frame(&huge, 1024), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(decode_frame::<Frame>(&huge, 1024), Err(FrameError::TooLarge { .. })));
         let mut small = Vec::new();
         assert!(matches!(
             encode_frame(&heartbeat(), &mut small, 4),
@@ -195,7 +200,7 @@ mod tests {
                 state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
                 bytes.push((state >> 24) as u8);
             }
-            let _ = decode_frame(&bytes, 1 << 20);
+            let _ = decode_frame::<Frame>(&bytes, 1 << 20);
         }
     }
 }

@@ -345,7 +345,7 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
                     };
                     ack_bytes.extend_from_slice(&read_buffer[..read]);
                     loop {
-                        match decode_frame(&ack_bytes, max_frame_bytes) {
+                        match decode_frame::<Frame>(&ack_bytes, max_frame_bytes) {
                             Ok(Some((Frame::Ack { received }, used))) => {
                                 ack_bytes.drain(..used);
                                 if received > acknowledged && received <= sent {
@@ -449,7 +449,7 @@ impl<C: Clock> InboundConnection<C> {
         let hello = with_deadline(
             &self.clock,
             self.config.delivery_deadline_ms,
-            read_frame(&mut stream, self.config.max_frame_bytes),
+            read_frame::<Frame, _>(&mut stream, self.config.max_frame_bytes),
         )
         .await;
         match hello {
@@ -482,7 +482,7 @@ impl<C: Clock> InboundConnection<C> {
             buffer.extend_from_slice(&chunk[..read]);
             let mut consumed = 0;
             loop {
-                match decode_frame(&buffer[consumed..], self.config.max_frame_bytes) {
+                match decode_frame::<Frame>(&buffer[consumed..], self.config.max_frame_bytes) {
                     Ok(Some((Frame::Message(message), used))) => {
                         consumed += used;
                         received += 1;
