@@ -1,0 +1,294 @@
+//! P-compositionality: split a history into independent parts and check each on its own.
+//!
+//! Linearizability is local (Herlihy & Wing): a history is linearizable if and only if, for
+//! every object, the sub-history of the operations on that object is. Here an "object" is a set
+//! of keys: single-key operations touch one key, and an operation over several keys (a `txn`,
+//! a `range`) must be checked together with everything that touches any of its keys, so its
+//! keys are joined (union-find) into one partition.
+//!
+//! A range read over a prefix joins every key that matches the prefix *and appears somewhere in
+//! the history*. That is enough: a key that appears nowhere is never written, so it is absent
+//! in every state of every linearization and contributes nothing to the range's result whatever
+//! the order; a key the range claims to have returned appears in the history (in the range's own
+//! result) and is therefore joined, so a phantom result is still caught.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::history::{History, Op, Operation, Range, Status, TxnOp};
+
+/// The operations of one partition and the keys they touch.
+#[derive(Debug)]
+pub(crate) struct PartitionPlan<'h> {
+    /// Sorted, distinct. Empty only for the partition of operations that touch no key at all
+    /// (a range over a prefix that matches nothing).
+    pub(crate) keys: Vec<&'h str>,
+    /// Indexes into the history, in call order (ties: history order).
+    pub(crate) ops: Vec<usize>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Split<'h> {
+    pub(crate) partitions: Vec<PartitionPlan<'h>>,
+    /// Operations that cannot affect the verdict and were left out (see [`is_relevant`]).
+    pub(crate) dropped: usize,
+}
+
+/// Whether an operation can affect the verdict.
+///
+/// `fail` operations definitely did not happen. An `info` read (a get, a range, a transaction
+/// that only reads) observed nothing the checker knows and changed nothing, so whether and when
+/// it happened cannot matter.
+pub(crate) fn is_relevant(operation: &Operation) -> bool {
+    match operation.status {
+        Status::Ok => true,
+        Status::Fail => false,
+        Status::Info => match &operation.op {
+            Op::Get { .. } | Op::Range(_) => false,
+            Op::Txn(txn) => txn
+                .success
+                .iter()
+                .chain(&txn.failure)
+                .any(|sub| matches!(sub, TxnOp::Put { .. } | TxnOp::Delete { .. })),
+            Op::Put { .. } | Op::Delete { .. } | Op::Cas { .. } | Op::PutIfAbsent { .. } => true,
+        },
+    }
+}
+
+/// Calls `visit` for every key an operation names explicitly (not the keys a range covers).
+fn for_each_named_key<'h>(op: &'h Op, visit: &mut impl FnMut(&'h str)) {
+    fn range_keys<'h>(range: &'h Range, visit: &mut impl FnMut(&'h str)) {
+        range.kvs.iter().for_each(|kv| visit(&kv.key));
+    }
+    match op {
+        Op::Get { key, .. }
+        | Op::Put { key, .. }
+        | Op::Delete { key, .. }
+        | Op::Cas { key, .. }
+        | Op::PutIfAbsent { key, .. } => visit(key),
+        Op::Txn(txn) => {
+            txn.compare.iter().for_each(|compare| visit(compare.key()));
+            for sub in txn.success.iter().chain(&txn.failure) {
+                match sub {
+                    TxnOp::Get { key, .. } | TxnOp::Put { key, .. } | TxnOp::Delete { key } => {
+                        visit(key)
+                    }
+                    TxnOp::Range(range) => range_keys(range, visit),
+                }
+            }
+        }
+        Op::Range(range) => range_keys(range, visit),
+    }
+}
+
+/// Whether an operation touches any of `keys`: names one, or is a range covering one.
+pub(crate) fn touches(op: &Op, keys: &BTreeSet<&str>) -> bool {
+    let mut hit = false;
+    for_each_named_key(op, &mut |key| hit |= keys.contains(key));
+    for_each_range(op, &mut |range| {
+        hit |= keys.iter().any(|key| crate::model::range_covers(range, key));
+    });
+    hit
+}
+
+fn for_each_range(op: &Op, visit: &mut impl FnMut(&Range)) {
+    match op {
+        Op::Range(range) => visit(range),
+        Op::Txn(txn) => {
+            for sub in txn.success.iter().chain(&txn.failure) {
+                if let TxnOp::Range(range) = sub {
+                    visit(range);
+                }
+            }
+        }
+        Op::Get { .. }
+        | Op::Put { .. }
+        | Op::Delete { .. }
+        | Op::Cas { .. }
+        | Op::PutIfAbsent { .. } => {}
+    }
+}
+
+/// Union-find over key ids, with path halving and union by size.
+struct DisjointSets {
+    parent: Vec<u32>,
+    size: Vec<u32>,
+}
+
+impl DisjointSets {
+    fn new(count: usize) -> DisjointSets {
+        DisjointSets { parent: (0..count as u32).collect(), size: vec![1; count] }
+    }
+
+    fn find(&mut self, mut item: u32) -> u32 {
+        while self.parent[item as usize] != item {
+            let grandparent = self.parent[self.parent[item as usize] as usize];
+            self.parent[item as usize] = grandparent;
+            item = grandparent;
+        }
+        item
+    }
+
+    fn union(&mut self, a: u32, b: u32) {
+        let (mut a, mut b) = (self.find(a), self.find(b));
+        if a == b {
+            return;
+        }
+        if self.size[a as usize] < self.size[b as usize] {
+            std::mem::swap(&mut a, &mut b);
+        }
+        self.parent[b as usize] = a;
+        self.size[a as usize] += self.size[b as usize];
+    }
+}
+
+/// Splits the relevant operations of `history` into independent partitions, in a deterministic
+/// order (by smallest key; the keyless partition, if any, last).
+pub(crate) fn split(history: &History) -> Split<'_> {
+    let ops = history.ops();
+    let relevant: Vec<usize> = (0..ops.len()).filter(|&index| is_relevant(&ops[index])).collect();
+
+    // Every key named by a relevant operation, sorted, so that key ids follow key order.
+    let mut universe: BTreeSet<&str> = BTreeSet::new();
+    for &index in &relevant {
+        for_each_named_key(&ops[index].op, &mut |key| {
+            universe.insert(key);
+        });
+    }
+    let key_id: BTreeMap<&str, u32> =
+        universe.iter().enumerate().map(|(id, key)| (*key, id as u32)).collect();
+    let keys: Vec<&str> = universe.iter().copied().collect();
+
+    // The keys of each operation: named ones plus, for ranges, every matching key of the
+    // universe. `first_key[i]` is any one of them, for grouping after the unions.
+    let mut sets = DisjointSets::new(keys.len());
+    let mut first_key: Vec<Option<u32>> = Vec::with_capacity(relevant.len());
+    for &index in &relevant {
+        let op = &ops[index].op;
+        let mut first: Option<u32> = None;
+        let mut join = |id: u32, sets: &mut DisjointSets| match first {
+            None => first = Some(id),
+            Some(first) => sets.union(first, id),
+        };
+        let mut named = Vec::new();
+        for_each_named_key(op, &mut |key| named.push(key_id[key]));
+        for id in named {
+            join(id, &mut sets);
+        }
+        let mut covered = Vec::new();
+        for_each_range(op, &mut |range| {
+            covered.extend(
+                universe
+                    .range(range.prefix.as_str()..)
+                    .take_while(|key| key.starts_with(range.prefix.as_str()))
+                    .map(|key| key_id[key]),
+            );
+        });
+        for id in covered {
+            join(id, &mut sets);
+        }
+        first_key.push(first);
+    }
+
+    // Group by root. BTreeMap keyed by the smallest key id of each group keeps the output order
+    // independent of union-find internals.
+    let mut smallest_of_root: BTreeMap<u32, u32> = BTreeMap::new();
+    for id in 0..keys.len() as u32 {
+        let root = sets.find(id);
+        smallest_of_root.entry(root).or_insert(id); // ids ascend, so the first is the smallest
+    }
+    let mut groups: BTreeMap<Option<u32>, PartitionPlan<'_>> = BTreeMap::new();
+    for (position, &index) in relevant.iter().enumerate() {
+        let group = first_key[position].map(|id| smallest_of_root[&sets.find(id)]);
+        groups
+            .entry(group)
+            .or_insert_with(|| PartitionPlan { keys: Vec::new(), ops: Vec::new() })
+            .ops
+            .push(index);
+    }
+    for id in 0..keys.len() as u32 {
+        let group = smallest_of_root[&sets.find(id)];
+        if let Some(plan) = groups.get_mut(&Some(group)) {
+            plan.keys.push(keys[id as usize]);
+        }
+    }
+    let mut partitions: Vec<PartitionPlan<'_>> = Vec::with_capacity(groups.len());
+    let mut keyless = None;
+    for (group, mut plan) in groups {
+        plan.ops.sort_by_key(|&index| (ops[index].call, index));
+        match group {
+            Some(_) => partitions.push(plan),
+            None => keyless = Some(plan),
+        }
+    }
+    partitions.extend(keyless);
+    let kept: usize = partitions.iter().map(|plan| plan.ops.len()).sum();
+    assert_eq!(kept, relevant.len());
+    Split { partitions, dropped: ops.len() - relevant.len() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{KeyValue, Txn};
+
+    fn range(prefix: &str, kvs: &[(&str, &str)]) -> Op {
+        Op::Range(Range {
+            prefix: prefix.into(),
+            start_after: None,
+            limit: None,
+            kvs: kvs
+                .iter()
+                .map(|(k, v)| KeyValue { key: (*k).into(), value: (*v).into() })
+                .collect(),
+            more: None,
+        })
+    }
+
+    #[test]
+    fn single_keys_split_and_multi_key_operations_join() {
+        let txn = Txn {
+            compare: vec![crate::history::Compare::Equals { key: "b".into(), expected: None }],
+            success: vec![TxnOp::Put { key: "c".into(), value: "1".into() }],
+            failure: vec![],
+            succeeded: true,
+        };
+        let history = History::new(vec![
+            Operation::ok(1, 0, 1, Op::put("a", "1")),
+            Operation::ok(2, 0, 1, Op::put("b", "1")),
+            Operation::ok(3, 0, 1, Op::put("c", "1")),
+            Operation::ok(4, 0, 1, Op::Txn(txn)),
+            Operation::ok(5, 0, 1, Op::put("user/x", "1")),
+            Operation::ok(6, 0, 1, Op::put("user/y", "1")),
+            Operation::ok(7, 2, 3, range("user/", &[])),
+            Operation::ok(8, 2, 3, range("zzz", &[])),
+            Operation::fail(9, 2, 3, Op::put("a", "2")),
+            Operation::info(10, 2, Op::get("a", None)),
+        ])
+        .unwrap();
+        let split = split(&history);
+        assert_eq!(split.dropped, 2);
+        let shape: Vec<(Vec<&str>, Vec<usize>)> =
+            split.partitions.iter().map(|plan| (plan.keys.clone(), plan.ops.clone())).collect();
+        assert_eq!(
+            shape,
+            vec![
+                (vec!["a"], vec![0]),
+                (vec!["b", "c"], vec![1, 2, 3]),
+                (vec!["user/x", "user/y"], vec![4, 5, 6]),
+                (vec![], vec![7]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_phantom_range_result_joins_its_key() {
+        let history = History::new(vec![
+            Operation::ok(1, 0, 1, Op::put("p/a", "1")),
+            Operation::ok(2, 2, 3, range("p/", &[("p/ghost", "9")])),
+        ])
+        .unwrap();
+        let split = split(&history);
+        assert_eq!(split.partitions.len(), 1);
+        assert_eq!(split.partitions[0].keys, vec!["p/a", "p/ghost"]);
+    }
+}
