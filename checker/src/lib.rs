@@ -28,6 +28,7 @@ mod partition;
 mod search;
 pub mod spec;
 mod timeline_html;
+mod union_find;
 
 pub use budget::BudgetKind;
 pub use check::{

@@ -144,6 +144,9 @@ pub(crate) struct Dependencies {
     requires: Vec<u32>,
     produces_start: Vec<u32>,
     produces: Vec<u32>,
+    /// Like `produces`, but whatever the operation's outcome: for optional operations.
+    may_produce_start: Vec<u32>,
+    may_produce: Vec<u32>,
 }
 
 impl Dependencies {
@@ -165,14 +168,21 @@ impl Dependencies {
             dependencies.requires_start.push(dependencies.requires.len() as u32);
             dependencies.requires.extend(needs.iter().map(|fact| dependencies.fact_id[fact]));
             dependencies.produces_start.push(dependencies.produces.len() as u32);
-            for fact in model.writes(op) {
+            for fact in model.writes(op, true) {
                 if let Some(&id) = dependencies.fact_id.get(&fact) {
                     dependencies.produces.push(id);
+                }
+            }
+            dependencies.may_produce_start.push(dependencies.may_produce.len() as u32);
+            for fact in model.writes(op, false) {
+                if let Some(&id) = dependencies.fact_id.get(&fact) {
+                    dependencies.may_produce.push(id);
                 }
             }
         }
         dependencies.requires_start.push(dependencies.requires.len() as u32);
         dependencies.produces_start.push(dependencies.produces.len() as u32);
+        dependencies.may_produce_start.push(dependencies.may_produce.len() as u32);
         dependencies
     }
 
@@ -195,8 +205,15 @@ impl Dependencies {
         &self.requires[self.requires_start[op] as usize..self.requires_start[op + 1] as usize]
     }
 
-    pub(crate) fn produces(&self, op: usize) -> &[u32] {
-        &self.produces[self.produces_start[op] as usize..self.produces_start[op + 1] as usize]
+    /// The facts `op` may establish: with its recorded outcome when `observed`, else with
+    /// any outcome.
+    pub(crate) fn produces(&self, op: usize, observed: bool) -> &[u32] {
+        if observed {
+            &self.produces[self.produces_start[op] as usize..self.produces_start[op + 1] as usize]
+        } else {
+            &self.may_produce
+                [self.may_produce_start[op] as usize..self.may_produce_start[op + 1] as usize]
+        }
     }
 }
 
@@ -428,7 +445,74 @@ pub(crate) fn range_covers(range: &Range, key: &str) -> bool {
         && range.start_after.as_deref().is_none_or(|start_after| key > start_after)
 }
 
+/// One operation of a model derived from another (see [`PartitionModel::derive`]).
+#[derive(Clone, Debug)]
+pub(crate) struct DerivedOp {
+    pub(crate) op: ModelOp,
+    pub(crate) call: Time,
+    pub(crate) ret: Option<Time>,
+    /// The index of the operation it comes from in the model it is derived from.
+    pub(crate) origin: usize,
+}
+
 impl<'h> PartitionModel<'h> {
+    /// A model over the same keys and values with other operations (the minimizer's trials).
+    /// `origins` then refer to operations of `self`.
+    pub(crate) fn derive(&self, mut ops: Vec<DerivedOp>) -> PartitionModel<'h> {
+        ops.sort_by_key(|derived| (derived.call, derived.origin));
+        let mut model = PartitionModel {
+            keys: self.keys.clone(),
+            values: self.values.clone(),
+            ops: Vec::with_capacity(ops.len()),
+            calls: Vec::with_capacity(ops.len()),
+            rets: Vec::with_capacity(ops.len()),
+            origins: Vec::with_capacity(ops.len()),
+            dependencies: Dependencies::default(),
+        };
+        for derived in ops {
+            model.ops.push(derived.op);
+            model.calls.push(derived.call);
+            model.rets.push(derived.ret);
+            model.origins.push(derived.origin);
+        }
+        model.dependencies = Dependencies::build(&model);
+        model
+    }
+
+    /// Every slot an operation reads, compares or writes (a range: every slot it covers).
+    pub(crate) fn slots(&self, op: usize) -> Vec<Slot> {
+        fn range_slots(range: &RangeModel, slots: &mut Vec<Slot>) {
+            slots.extend(&range.slots);
+            slots.extend(range.expected.iter().flatten().map(|&(slot, _)| slot));
+        }
+        let mut slots = Vec::new();
+        match &self.ops[op] {
+            &ModelOp::Read { slot, .. }
+            | &ModelOp::Write { slot, .. }
+            | &ModelOp::Delete { slot, .. }
+            | &ModelOp::Cas { slot, .. } => slots.push(slot),
+            ModelOp::Txn(txn) => {
+                for compare in &txn.compares {
+                    slots.push(match *compare {
+                        CompareModel::Equals { slot, .. }
+                        | CompareModel::Value { slot, .. }
+                        | CompareModel::Exists { slot, .. } => slot,
+                    });
+                }
+                for sub in txn.success.iter().chain(&txn.failure) {
+                    match sub {
+                        &SubOp::Get { slot, .. } | &SubOp::Write { slot, .. } => slots.push(slot),
+                        SubOp::Range(range) => range_slots(range, &mut slots),
+                    }
+                }
+            }
+            ModelOp::Range(range) => range_slots(range, &mut slots),
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        slots
+    }
+
     /// Compiles the operations `indexes` of `history_ops` (already in call order) over the
     /// sorted `keys`.
     pub(crate) fn compile(
@@ -492,11 +576,6 @@ impl<'h> PartitionModel<'h> {
                 branch.iter().all(|sub| !matches!(sub, SubOp::Write { .. }))
             }
         }
-    }
-
-    /// True if the operation may change the state somewhere (it has a write).
-    pub(crate) fn may_write(&self, op: usize) -> bool {
-        !self.writes(op).is_empty()
     }
 
     /// True for an operation that may be left out of a linearization (`info`).
@@ -632,20 +711,22 @@ impl<'h> PartitionModel<'h> {
         }
     }
 
-    /// The (slot, value) facts an operation may establish.
-    pub(crate) fn writes(&self, op: usize) -> Vec<Fact> {
+    /// The (slot, value) facts an operation may establish: given its recorded outcome when
+    /// `observed`, or whatever its outcome (a relaxed or unknown operation) otherwise.
+    pub(crate) fn writes(&self, op: usize, observed: bool) -> Vec<Fact> {
         let mut writes = Vec::new();
         match &self.ops[op] {
             &ModelOp::Read { .. } | ModelOp::Range(_) => {}
             &ModelOp::Write { slot, value } => writes.push((slot, value)),
             &ModelOp::Delete { slot, .. } => writes.push((slot, ABSENT)),
             &ModelOp::Cas { slot, value, outcome, .. } => {
-                if outcome != Outcome::Failed {
+                if !observed || outcome != Outcome::Failed {
                     writes.push((slot, value));
                 }
             }
             ModelOp::Txn(txn) => {
-                let branches: &[&Vec<SubOp>] = match txn.outcome {
+                let outcome = if observed { txn.outcome } else { Outcome::Unknown };
+                let branches: &[&Vec<SubOp>] = match outcome {
                     Outcome::Succeeded => &[&txn.success],
                     Outcome::Failed => &[&txn.failure],
                     Outcome::Unknown => &[&txn.success, &txn.failure],

@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::history::{History, Op, Operation, Range, Status, TxnOp};
+use crate::union_find::DisjointSets;
 
 /// The operations of one partition and the keys they touch.
 #[derive(Debug)]
@@ -105,39 +106,6 @@ fn for_each_range(op: &Op, visit: &mut impl FnMut(&Range)) {
         | Op::Delete { .. }
         | Op::Cas { .. }
         | Op::PutIfAbsent { .. } => {}
-    }
-}
-
-/// Union-find over key ids, with path halving and union by size.
-struct DisjointSets {
-    parent: Vec<u32>,
-    size: Vec<u32>,
-}
-
-impl DisjointSets {
-    fn new(count: usize) -> DisjointSets {
-        DisjointSets { parent: (0..count as u32).collect(), size: vec![1; count] }
-    }
-
-    fn find(&mut self, mut item: u32) -> u32 {
-        while self.parent[item as usize] != item {
-            let grandparent = self.parent[self.parent[item as usize] as usize];
-            self.parent[item as usize] = grandparent;
-            item = grandparent;
-        }
-        item
-    }
-
-    fn union(&mut self, a: u32, b: u32) {
-        let (mut a, mut b) = (self.find(a), self.find(b));
-        if a == b {
-            return;
-        }
-        if self.size[a as usize] < self.size[b as usize] {
-            std::mem::swap(&mut a, &mut b);
-        }
-        self.parent[b as usize] = a;
-        self.size[a as usize] += self.size[b as usize];
     }
 }
 

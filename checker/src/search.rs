@@ -177,7 +177,7 @@ impl FactCounters {
         role: Role,
         change: impl Fn(&mut u32),
     ) {
-        for &fact in model.dependencies.produces(op) {
+        for &fact in model.dependencies.produces(op, role == Role::Required) {
             change(&mut self.producers_left[fact as usize]);
         }
         if role == Role::Required {
@@ -203,6 +203,7 @@ impl FactCounters {
 fn dead_end(
     model: &PartitionModel<'_>,
     op: usize,
+    role: Role,
     state: &State,
     undo_mark: usize,
     counters: &mut FactCounters,
@@ -219,7 +220,7 @@ fn dead_end(
             return true;
         }
     }
-    for &fact in dependencies.produces(op) {
+    for &fact in dependencies.produces(op, role == Role::Required) {
         if counters.is_doomed(fact) && !state.holds_fact(dependencies, fact) {
             return true;
         }
@@ -381,7 +382,7 @@ pub(crate) fn search(
                     if worth_it {
                         counters.adjust(model, op, role, |count| *count -= 1);
                         decided.insert(position);
-                        if !dead_end(model, op, &state, undo_mark, &mut counters)
+                        if !dead_end(model, op, role, &state, undo_mark, &mut counters)
                             && cache.insert_if_new(&decided, &state)
                         {
                             stack.push(Frame { position, undo_mark, forced: false });
