@@ -135,10 +135,12 @@ pub fn summarize(history: &History, report: &CheckReport) -> String {
     let _ = writeln!(text, "verdict: {}", report.verdict.as_str());
     let _ = writeln!(
         text,
-        "operations: {} ({} left out as failed or unobserved; {} partitions; {} search steps)",
+        "operations: {} ({} left out as failed or unobserved reads; {} independent {}; {} search \
+         steps)",
         report.op_count,
         report.dropped_op_count,
         report.partitions.len(),
+        if report.partitions.len() == 1 { "partition" } else { "partitions" },
         report.steps
     );
     match &report.verdict {
@@ -150,18 +152,18 @@ pub fn summarize(history: &History, report: &CheckReport) -> String {
         Verdict::Violation(violation) => {
             let _ = writeln!(
                 text,
-                "failing keys: {:?} ({} operations in that partition; {} partitions fail)",
-                violation.keys, violation.partition_op_count, violation.violating_partitions
+                "failing keys: {:?} ({} operations on them; {} failing {})",
+                violation.keys,
+                violation.partition_op_count,
+                violation.violating_partitions,
+                if violation.violating_partitions == 1 { "partition" } else { "partitions" }
             );
             let _ = writeln!(
                 text,
-                "{} failing operations ({}):",
-                if violation.minimal { "minimal set of" } else { "a set of" },
-                if violation.minimal {
-                    "removing any one makes the rest linearizable"
-                } else {
-                    "not fully minimized: budget ran out"
-                },
+                "{} failing operations: no order of them is valid, whatever the other operations \
+                 did{}:",
+                if violation.minimal { "minimal set of" } else { "set of" },
+                if violation.minimal { "" } else { " (not minimized further)" },
             );
             for &index in &violation.failing_ops {
                 let _ = writeln!(text, "  {}", describe_indexed(history, index));
@@ -174,7 +176,7 @@ pub fn summarize(history: &History, report: &CheckReport) -> String {
                     .collect();
                 let _ = writeln!(
                     text,
-                    "longest valid order of these: {}; then no remaining one can take effect",
+                    "longest valid order of them: {}; then none of the rest can take effect",
                     order.join(" -> ")
                 );
             }

@@ -231,12 +231,15 @@ pub fn render_timeline_html(history: &History, report: &CheckReport) -> String {
              <table><tr><th>#</th><th>where</th><th>operation</th></tr>",
             if violation.minimal { "Minimal set of" } else { "Set of" },
             if violation.minimal {
-                "No order of these respects both their real-time order and the KV semantics; \
-                 removing any one of them makes the rest linearizable. The numbers give the \
-                 longest valid order found: after it, none of the rest can take effect."
+                "No order of these respects both their real-time order and the KV semantics, \
+                 whatever the other operations did (each may have taken effect anywhere within \
+                 its own interval, or not at all); without any one of them, some order would. \
+                 The numbers give the longest valid order found: after it, none of the rest can \
+                 take effect."
             } else {
-                "No order of these is valid. The minimization budget ran out, so a smaller set \
-                 may exist."
+                "No order of these respects both their real-time order and the KV semantics. \
+                 The set was not minimized further (disabled, or the budget ran out), so a \
+                 smaller one may exist."
             },
         );
         for &index in &violation.failing_ops {

@@ -412,7 +412,7 @@ fn describe(history: &History) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 4_000, ..ProptestConfig::default() })]
 
     #[test]
     fn agrees_with_stateright(spec in history_spec(3)) {
@@ -438,7 +438,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
 
     /// Medium histories (four clients, up to 24 operations) against the memoized definition,
     /// and the explanation of every violation checked against its claim: the failing set cannot

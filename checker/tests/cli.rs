@@ -1,0 +1,93 @@
+//! The `conclave-checker check` binary: exit codes 0/1/2, and what it prints.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use conclave_checker::generate::{GenerateOptions, linearizable_history};
+use conclave_checker::{History, Op, Operation, to_jsonl_string};
+
+fn directory(name: &str) -> PathBuf {
+    let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli").join(name);
+    let _ = std::fs::remove_dir_all(&directory);
+    std::fs::create_dir_all(&directory).expect("create test directory");
+    directory
+}
+
+fn run_in(directory: &PathBuf, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_conclave-checker"))
+        .args(args)
+        .current_dir(directory)
+        .output()
+        .expect("run the binary")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn linearizable_history_exits_0_and_writes_no_timeline_unless_asked() {
+    let dir = directory("linearizable");
+    let history =
+        linearizable_history(&GenerateOptions { op_count: 500, ..GenerateOptions::default() });
+    std::fs::write(dir.join("ok.jsonl"), to_jsonl_string(&history)).expect("write");
+    let output = run_in(&dir, &["check", "ok.jsonl"]);
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = stdout(&output);
+    assert!(text.contains("verdict: linearizable"), "{text}");
+    assert!(text.contains("operations: 500 "), "{text}");
+    assert!(text.contains("ms to check"), "{text}");
+    assert!(!dir.join("ok.timeline.html").exists());
+
+    let output = run_in(&dir, &["check", "ok.jsonl", "--html", "asked.html"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(stdout(&output).contains("timeline: asked.html"));
+    let html = std::fs::read_to_string(dir.join("asked.html")).expect("timeline written");
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("linearizable"));
+}
+
+#[test]
+fn violation_exits_1_and_prints_the_failing_operations_and_the_timeline() {
+    let dir = directory("violation");
+    let history = History::new(vec![
+        Operation::ok(1, 0, 10, Op::put("x", "1")),
+        Operation::ok(2, 20, 30, Op::put("x", "2")),
+        Operation::ok(3, 40, 50, Op::get("x", Some("1"))),
+        Operation::ok(4, 0, 5, Op::put("y", "1")),
+    ])
+    .expect("valid");
+    std::fs::write(dir.join("stale.jsonl"), to_jsonl_string(&history)).expect("write");
+    let output = run_in(&dir, &["check", "stale.jsonl"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(text.contains("verdict: violation"), "{text}");
+    assert!(text.contains("operations: 4 "), "{text}");
+    assert!(text.contains("failing keys: [\"x\"]"), "{text}");
+    assert!(text.contains("line 2  client 2  [20, 30]  ok  put x \"2\""), "{text}");
+    assert!(text.contains("line 3  client 3  [40, 50]  ok  get x -> \"1\""), "{text}");
+    assert!(!text.contains("line 1  client 1"), "the first put is not needed: {text}");
+    assert!(text.contains("timeline: stale.timeline.html"), "{text}");
+    let html = std::fs::read_to_string(dir.join("stale.timeline.html")).expect("timeline written");
+    // Self-contained: no scripts, styles or images fetched from anywhere.
+    assert!(!html.contains("src=") && !html.contains("href=") && !html.contains("@import"));
+    assert_eq!(html.matches(" failing\" data-op=").count(), 2);
+
+    let output = run_in(&dir, &["check", "stale.jsonl", "--no-html", "--no-minimize"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(!stdout(&output).contains("timeline:"));
+}
+
+#[test]
+fn exhausted_budget_exits_2() {
+    let dir = directory("unknown");
+    let history =
+        linearizable_history(&GenerateOptions { op_count: 2_000, ..GenerateOptions::default() });
+    std::fs::write(dir.join("big.jsonl"), to_jsonl_string(&history)).expect("write");
+    let output = run_in(&dir, &["check", "big.jsonl", "--budget-steps", "10"]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stdout(&output);
+    assert!(text.contains("verdict: unknown") && text.contains("step budget exhausted"), "{text}");
+    let output = run_in(&dir, &["check", "big.jsonl", "--timeout-ms", "0"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stdout(&output).contains("time budget exhausted"));
+}
