@@ -200,7 +200,9 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
                     minimize(&model, frontier, options.max_cache_bytes, &mut minimize_budget);
                 (minimized.ops, minimized.minimal, minimized.longest_prefix)
             } else {
-                ((0..model.len() as u32).collect(), false, Vec::new())
+                let completed =
+                    (0..model.len() as u32).filter(|&op| !model.is_optional(op as usize)).collect();
+                (completed, false, Vec::new())
             };
             let to_history = |ops: &[u32]| -> Vec<OpIndex> {
                 ops.iter().map(|&op| model.origins[op as usize]).collect()

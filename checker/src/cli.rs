@@ -22,6 +22,10 @@ pub const EXIT_UNKNOWN: u8 = 2;
 /// The input could not be read or is not a valid history (or the arguments are wrong).
 pub const EXIT_BAD_INPUT: u8 = 3;
 
+/// For `--help` of whatever command wraps [`CheckArgs`].
+pub const EXIT_CODES_HELP: &str =
+    "Exit codes: 0 linearizable, 1 violation, 2 unknown (budget exhausted), 3 bad input.";
+
 /// Arguments of the `check` verb.
 #[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
 pub struct CheckArgs {

@@ -29,6 +29,7 @@ fn jepsen_etcd_verdicts_match() {
             Verdict::Violation(violation) => {
                 // The explanation must itself be a failing, non-empty subset of the history.
                 assert!(!violation.failing_ops.is_empty(), "{name}");
+                assert!(violation.minimal, "{name}: explanation should be fully minimized");
                 assert_eq!(violation.keys, vec!["r".to_owned()], "{name}");
                 "violation"
             }

@@ -67,8 +67,8 @@ fn assert_explained(name: &str, history: &History, must: &[usize]) {
         violation.failing_ops.len()
     );
     let html = render_timeline_html(history, &report);
-    let highlighted = html.matches("<g class=\"op").filter(|_| true).count();
-    assert!(highlighted > 0, "{name}: timeline has no bars");
+    let highlighted = html.matches(" failing\" data-op=").count();
+    assert_eq!(highlighted, violation.failing_ops.len(), "{name}: highlighted bars");
     for index in &violation.failing_ops {
         assert!(
             html.contains(&format!("failing\" data-op=\"{index}\"")),

@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use conclave_checker::cli::{CheckArgs, EXIT_BAD_INPUT, run_check};
+use conclave_checker::cli::{CheckArgs, EXIT_BAD_INPUT, EXIT_CODES_HELP, run_check};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -13,9 +13,8 @@ use conclave_checker::cli::{CheckArgs, EXIT_BAD_INPUT, run_check};
     version,
     about = "Linearizability checker for Conclave key-value histories",
     long_about = "Linearizability checker for Conclave key-value histories (JSON Lines, one \
-                  operation per line; see checker/README.md).\n\n\
-                  Exit codes: 0 linearizable, 1 violation, 2 unknown (budget exhausted), \
-                  3 bad input."
+                  operation per line; see checker/README.md).",
+    after_help = EXIT_CODES_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -26,6 +25,7 @@ struct Cli {
 enum Command {
     /// Check a history: print the verdict, the operation count and the time taken; for a
     /// violation, the minimal failing operations and the path of an HTML timeline.
+    #[command(after_help = EXIT_CODES_HELP)]
     Check(CheckArgs),
 }
 
