@@ -35,6 +35,9 @@ pub struct RaftConfig {
     pub max_pending_reads: usize,
     /// At most this many bytes of committed entries handed to the state machine per batch.
     pub max_apply_batch_bytes: u64,
+    /// A deliberate bug, for the simulator's self-test (`planted-bugs` feature only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<super::planted::PlantedBug>,
 }
 
 /// The lease is the election timeout shortened by the worst clock drift: a follower that heard
@@ -61,6 +64,8 @@ impl Default for RaftConfig {
             max_uncommitted_entries: 200_000,
             max_pending_reads: 100_000,
             max_apply_batch_bytes: 4 * 1024 * 1024,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 }

@@ -238,7 +238,8 @@ impl Raft {
         // no leader known in this term. A pre-vote for a future term is always "free".
         let can_vote = self.vote == from
             || (self.vote.is_none() && self.leader.is_none())
-            || (pre_vote && request_term > self.term);
+            || (pre_vote && request_term > self.term)
+            || (!pre_vote && self.planted(super::planted::PlantedBug::DoubleVote));
         let grant = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
         if pre_vote {
             let term = if grant { request_term } else { self.term };

@@ -36,6 +36,8 @@ pub struct RaftLog {
     /// A truncation caps the index: entries written by an older batch at a truncated position
     /// are not this log's content any more, so that batch's durability says nothing about them.
     in_storage: VecDeque<(u64, LogIndex)>,
+    /// The planted bug `KeepConflictingSuffix` (simulator self-test only).
+    keep_conflicting_suffix: bool,
 }
 
 /// A follower's answer when the leader's `prev_log_index/prev_log_term` do not match:
@@ -62,6 +64,7 @@ impl RaftLog {
             persisted: snapshot.last_index,
             configs: vec![(snapshot.last_index, snapshot.config.clone())],
             in_storage: VecDeque::new(),
+            keep_conflicting_suffix: false,
         };
         for entry in entries {
             if entry.index <= log.snapshot_index {
@@ -236,6 +239,13 @@ impl RaftLog {
             }
             match self.term(index) {
                 Some(term) if term == entry.term => continue,
+                Some(_) if self.keep_conflicting_suffix => {
+                    // The planted bug: replace the entry but keep the stale ones after it.
+                    let offset = (index - self.snapshot_index - 1) as usize;
+                    self.entries[offset] = entry.clone();
+                    self.unstable_from = self.unstable_from.min(index);
+                    self.persisted = self.persisted.min(index - 1);
+                }
                 Some(_) => {
                     assert!(
                         index > self.committed,
@@ -414,6 +424,11 @@ impl RaftLog {
         // The snapshot is durable only once storage reports the batch that carries it: that
         // batch is the next `take_unstable`, whose marker covers `last_index()`.
         self.persisted = durable_consistent;
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant_keep_conflicting_suffix(&mut self, enabled: bool) {
+        self.keep_conflicting_suffix = enabled;
     }
 
     /// Debug-build check of the invariants listed on the type.

@@ -168,8 +168,13 @@ impl Raft {
     pub fn new(id: NodeId, config: RaftConfig, restored: RestoredState, rng_seed: u64) -> Self {
         assert!(!id.is_none(), "node id 0 is reserved");
         config.validate().expect("the engine validates the Raft configuration before start");
-        let log =
+        #[cfg_attr(not(feature = "planted-bugs"), allow(unused_mut))]
+        let mut log =
             RaftLog::restore(&restored.snapshot, restored.entries, restored.hard_state.commit);
+        #[cfg(feature = "planted-bugs")]
+        log.plant_keep_conflicting_suffix(
+            config.planted_bug == Some(super::planted::PlantedBug::KeepConflictingSuffix),
+        );
         let hard_state = HardState { commit: log.committed(), ..restored.hard_state };
         let soft_state =
             SoftState { role: Role::Follower, term: hard_state.term, leader: NodeId::NONE };
@@ -640,6 +645,11 @@ impl Raft {
 
     /// A read arriving at the leader, its own or forwarded by a follower.
     fn leader_read(&mut self, read: PendingRead, allow_lease: bool) {
+        if self.planted(super::planted::PlantedBug::StaleLeaderRead) {
+            let index = self.log.committed();
+            self.release_read(index, read);
+            return;
+        }
         if !self.leader_has_committed_in_term() {
             self.reads.wait_for_leader_commit(read);
             return;

@@ -7,6 +7,7 @@
 
 use super::message::MessageBody;
 use super::node::Raft;
+use super::planted::PlantedBug;
 use super::progress::ReplicationMode;
 use super::quorum;
 use super::ready::{Role, SnapshotRequest};
@@ -141,7 +142,10 @@ impl Raft {
         let candidate = quorum::committed_value(self.log.config(), |id| {
             self.progress.get(&id).map_or(0, |progress| progress.matched)
         });
-        if candidate <= self.log.committed() || self.log.term(candidate) != Some(self.term) {
+        let counts_old_terms = self.planted(PlantedBug::CommitOldTermByCounting);
+        if candidate <= self.log.committed()
+            || (self.log.term(candidate) != Some(self.term) && !counts_old_terms)
+        {
             return false;
         }
         let previous = self.log.committed();
@@ -219,7 +223,11 @@ impl Raft {
                     self.config_changed();
                 }
                 // Acknowledge only what is durable: the answer waits for the batch.
-                self.send_after_persist(from, append_success(last_new));
+                if self.planted(PlantedBug::AckBeforeSync) {
+                    self.send(from, append_success(last_new));
+                } else {
+                    self.send_after_persist(from, append_success(last_new));
+                }
             }
             Err(hint) => {
                 self.send(

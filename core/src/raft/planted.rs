@@ -1,0 +1,34 @@
+//! Deliberately planted Raft bugs, to prove the simulator catches what it claims to catch.
+//! The enum always exists; setting one requires the `planted-bugs` feature, which only the
+//! simulator's builds enable.
+
+/// Each variant breaks one rule of Raft.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// Grant a vote even after voting for another candidate in the same term.
+    DoubleVote,
+    /// Commit an entry of an earlier term by counting its replicas (figure 8).
+    CommitOldTermByCounting,
+    /// Acknowledge appended entries before they are durable.
+    AckBeforeSync,
+    /// Answer ReadIndex requests at once, without confirming leadership or waiting for the
+    /// leader's first commit.
+    StaleLeaderRead,
+    /// On a conflicting entry, overwrite it but keep the stale entries after it.
+    KeepConflictingSuffix,
+}
+
+impl super::node::Raft {
+    /// Whether `bug` is planted in this node (always false without the feature).
+    pub(super) fn planted(&self, bug: PlantedBug) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.config.planted_bug == Some(bug)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            let _ = bug;
+            false
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! `conclave-sim`: run seed campaigns, replay a seed, shrink a failing run.
+//!
+//! ```text
+//! conclave-sim run --seeds 0..100000 --jobs 2          # a campaign, with a progress bar
+//! conclave-sim replay --seed 1234 --out sim-failures/1234
+//! conclave-sim shrink --seed 1234 --out sim-failures/1234-min
+//! conclave-sim replay --schedule sim-failures/1234-min/config.json
+//! ```
+
+mod artifacts;
+mod campaign;
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use conclave_sim::run::FailureKind;
+use conclave_sim::{DrawOptions, Outcome, PlantedBug, RunConfig, RunReport, run, shrink};
+
+use crate::campaign::{CampaignOptions, SeedSummary};
+
+#[derive(Parser)]
+#[command(
+    name = "conclave-sim",
+    version,
+    about = "Deterministic simulation of Conclave clusters: seed campaigns, replay, shrinking",
+    long_about = "Every seed draws a cluster (3 or 5 nodes), a workload and a fault schedule \
+(partitions, crashes, clock skew, latency, disk faults), runs the real engine on turmoil, checks \
+Raft's invariants after every step, requires liveness once faults heal, and checks the client \
+history for linearizability. The same seed always replays the same run."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct DrawArgs {
+    /// Simulated milliseconds of faults per run (liveness is checked after).
+    #[arg(long, default_value_t = 20_000)]
+    fault_ms: u64,
+    /// Switch on a deliberately planted Raft bug: double-vote, commit-old-term-by-counting,
+    /// ack-before-sync, stale-leader-read or keep-conflicting-suffix.
+    #[arg(long, value_parser = parse_bug)]
+    planted_bug: Option<PlantedBug>,
+}
+
+impl DrawArgs {
+    fn options(&self) -> DrawOptions {
+        DrawOptions { fault_phase_ms: self.fault_ms, planted_bug: self.planted_bug }
+    }
+
+    fn as_args(&self) -> Vec<String> {
+        let mut args = vec!["--fault-ms".to_string(), self.fault_ms.to_string()];
+        if let Some(bug) = self.planted_bug {
+            args.push("--planted-bug".into());
+            args.push(bug.name().into());
+        }
+        args
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a campaign over a seed range, in parallel worker processes.
+    Run {
+        /// Seeds to run, as START..END (END excluded).
+        #[arg(long, value_parser = parse_range, default_value = "0..1000")]
+        seeds: Range<u64>,
+        /// Worker processes.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Stop once this many seeds failed.
+        #[arg(long)]
+        stop_after: Option<usize>,
+        #[command(flatten)]
+        draw: DrawArgs,
+    },
+    /// Run one seed (or a saved config) and write its config, schedule, report, history and
+    /// HTML timeline to a folder.
+    Replay {
+        #[arg(long, required_unless_present = "schedule")]
+        seed: Option<u64>,
+        /// A config saved by a failing run or by `shrink` (config.json); overrides --seed.
+        #[arg(long)]
+        schedule: Option<PathBuf>,
+        /// Where to write the artifacts (default: sim-failures/seed-N).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        draw: DrawArgs,
+    },
+    /// Shrink a failing seed (or config) to a small schedule that still fails the same way.
+    Shrink {
+        #[arg(long, required_unless_present = "schedule")]
+        seed: Option<u64>,
+        #[arg(long)]
+        schedule: Option<PathBuf>,
+        /// At most this many simulation runs.
+        #[arg(long, default_value_t = 300)]
+        max_runs: usize,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        draw: DrawArgs,
+    },
+    /// (internal) Run seeds and print one JSON summary per line; used by `run`.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long, value_parser = parse_range)]
+        seeds: Range<u64>,
+        #[arg(long, default_value_t = 1)]
+        stride: u64,
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        #[command(flatten)]
+        draw: DrawArgs,
+    },
+}
+
+fn parse_bug(name: &str) -> Result<PlantedBug, String> {
+    PlantedBug::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = PlantedBug::ALL.iter().map(|b| b.name()).collect();
+        format!("unknown bug {name:?}; one of: {}", names.join(", "))
+    })
+}
+
+fn parse_range(text: &str) -> Result<Range<u64>, String> {
+    let (start, end) = text.split_once("..").ok_or("a seed range is START..END, e.g. 0..1000")?;
+    let start: u64 = start.trim().parse().map_err(|_| format!("bad range start {start:?}"))?;
+    let end: u64 = end.trim().parse().map_err(|_| format!("bad range end {end:?}"))?;
+    if end <= start {
+        return Err(format!("empty range {start}..{end}"));
+    }
+    Ok(start..end)
+}
+
+fn replay_command(seed: u64, draw: &DrawArgs) -> String {
+    let mut command = format!("cargo run --release -p conclave-sim -- replay --seed {seed}");
+    if draw.fault_ms != 20_000 {
+        command.push_str(&format!(" --fault-ms {}", draw.fault_ms));
+    }
+    if let Some(bug) = draw.planted_bug {
+        command.push_str(&format!(" --planted-bug {}", bug.name()));
+    }
+    command.push_str(&format!(" --out sim-failures/seed-{seed}"));
+    command
+}
+
+fn load_config(
+    seed: Option<u64>,
+    schedule: &Option<PathBuf>,
+    draw: &DrawArgs,
+) -> Result<RunConfig> {
+    match schedule {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a run config", path.display()))
+        }
+        None => {
+            let seed = seed.context("give --seed or --schedule")?;
+            Ok(RunConfig::draw(seed, &draw.options()))
+        }
+    }
+}
+
+pub fn summarize(report: &RunReport) -> SeedSummary {
+    let (outcome, detail) = match &report.outcome {
+        Outcome::Pass => ("pass".to_string(), String::new()),
+        Outcome::LeaseAnomalyUnderExcessiveDrift => ("lease-anomaly".to_string(), String::new()),
+        Outcome::Fail { kind, detail } => (
+            format!("{kind:?}").to_lowercase(),
+            detail.lines().next().unwrap_or_default().chars().take(300).collect(),
+        ),
+    };
+    SeedSummary {
+        seed: report.seed,
+        outcome,
+        detail,
+        trace_hash: report.trace_hash,
+        operations: report.operations as u64,
+        sim_ms: report.sim_ms,
+        faults: report
+            .faults_fired
+            .iter()
+            .map(|f| conclave_sim::nemesis::family_name(*f).to_string())
+            .collect(),
+        leader_terms: report.stats.leader_terms,
+        snapshots_installed: report.stats.snapshots_installed,
+        crashes_restarts: report.stats.restarts_checked,
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { seeds, jobs, stop_after, draw } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let options = CampaignOptions {
+                first_seed: seeds.start,
+                end_seed: seeds.end,
+                jobs,
+                worker_args: draw.as_args(),
+                stop_after_failures: stop_after,
+            };
+            let result = runtime.block_on(campaign::run(&options))?;
+            campaign::print_summary(&result, &|seed| replay_command(seed, &draw));
+            let failed = result
+                .summaries
+                .iter()
+                .any(|s| s.outcome != "pass" && s.outcome != "lease-anomaly");
+            if failed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Worker { seeds, stride, offset, draw } => {
+            if stride == 0 {
+                bail!("--stride must be positive");
+            }
+            let options = draw.options();
+            let mut seed = seeds.start + offset;
+            while seed < seeds.end {
+                let report = run(&RunConfig::draw(seed, &options), false);
+                println!("{}", serde_json::to_string(&summarize(&report))?);
+                seed += stride;
+            }
+            Ok(())
+        }
+        Command::Replay { seed, schedule, out, draw } => {
+            let config = load_config(seed, &schedule, &draw)?;
+            println!("{config}");
+            let report = run(&config, true);
+            print!("{}", artifacts::describe(&report));
+            let directory =
+                out.unwrap_or_else(|| PathBuf::from(format!("sim-failures/seed-{}", config.seed)));
+            artifacts::write(&directory, &config, &report)?;
+            println!(
+                "wrote config.json, schedule.txt, report.txt, history.jsonl, timeline.html to {}",
+                directory.display()
+            );
+            if report.outcome.is_failure() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Shrink { seed, schedule, max_runs, out, draw } => {
+            let config = load_config(seed, &schedule, &draw)?;
+            let first = run(&config, false);
+            let kind: FailureKind = match &first.outcome {
+                Outcome::Fail { kind, .. } => *kind,
+                other => bail!(
+                    "seed {} does not fail (outcome {other:?}); nothing to shrink",
+                    config.seed
+                ),
+            };
+            println!(
+                "shrinking seed {} ({kind:?}, {} faults in the schedule)",
+                config.seed,
+                config.schedule.len()
+            );
+            let shrunk = shrink::shrink(&config, kind, max_runs, |step| println!("  kept: {step}"))
+                .context("the failure did not reproduce")?;
+            println!(
+                "after {} runs, the minimal failing schedule:\n{}",
+                shrunk.runs, shrunk.config
+            );
+            let report = run(&shrunk.config, true);
+            print!("{}", artifacts::describe(&report));
+            let directory = out
+                .unwrap_or_else(|| PathBuf::from(format!("sim-failures/seed-{}-min", config.seed)));
+            artifacts::write(&directory, &shrunk.config, &report)?;
+            println!(
+                "replay it with: cargo run --release -p conclave-sim -- replay --schedule {}/config.json",
+                directory.display()
+            );
+            Ok(())
+        }
+    }
+}

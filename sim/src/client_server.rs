@@ -1,0 +1,43 @@
+//! The node side of the client protocol: accepts client connections and serves each request
+//! through the [`Consensus`] seam — the engine, or a deliberately broken stand-in.
+
+use std::rc::Rc;
+
+use conclave_core::seams::Consensus;
+use conclave_core::transport::frame::{read_frame, write_frame};
+use turmoil::net::{TcpListener, TcpStream};
+
+use crate::client_protocol::{
+    CLIENT_PORT, ClientAnswer, ClientCall, ClientReply, ClientRequest, MAX_CLIENT_FRAME_BYTES,
+};
+
+/// Serves clients until the host stops. Connections are handled concurrently; requests on one
+/// connection in order (a simulated client has one request outstanding).
+pub async fn serve<C: Consensus + 'static>(consensus: Rc<C>) -> std::io::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", CLIENT_PORT)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::task::spawn_local(serve_connection(consensus.clone(), stream));
+    }
+}
+
+async fn serve_connection<C: Consensus>(consensus: Rc<C>, mut stream: TcpStream) {
+    loop {
+        let request: ClientRequest = match read_frame(&mut stream, MAX_CLIENT_FRAME_BYTES).await {
+            Ok(request) => request,
+            Err(_) => return,
+        };
+        let result = match request.call {
+            ClientCall::Write { command, session } => {
+                consensus.write(command, session).await.map(ClientAnswer::Write)
+            }
+            ClientCall::Read { query, consistency } => {
+                consensus.read(query, consistency).await.map(ClientAnswer::Read)
+            }
+        };
+        let reply = ClientReply { id: request.id, result };
+        if write_frame(&mut stream, &reply, MAX_CLIENT_FRAME_BYTES).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The nemesis carries out a run's fault schedule on the simulation: it cuts links (counting
+//! overlapping cuts so one healing partition does not undo another), crashes and restarts
+//! nodes, skews clocks, slows the network and breaks disks — and undoes each fault when its
+//! time is up. "The leader" is resolved when the fault fires.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use turmoil::Sim;
+
+use crate::clock::SimClock;
+use crate::disk::DiskFaults;
+use crate::observer::Observer;
+use crate::schedule::{DiskFaultKind, Fault, FaultFamily, PartitionKind, Target, TimedFault};
+
+/// Something to undo later.
+#[derive(Clone, Debug)]
+enum FollowUp {
+    Reconnect(Vec<(u64, u64)>),
+    Restart(u64),
+    ClockDriftEnds(u64),
+    LatencyEnds,
+    DiskHeals(u64),
+}
+
+pub struct Nemesis {
+    schedule: Vec<TimedFault>,
+    next: usize,
+    nodes: u64,
+    follow_ups: BTreeMap<(u64, u64), FollowUp>,
+    follow_up_seq: u64,
+    /// Directed links cut, with how many faults cut each.
+    cuts: BTreeMap<(u64, u64), u32>,
+    down: BTreeSet<u64>,
+    clocks: Vec<SimClock>,
+    disks: Vec<DiskFaults>,
+    base_max_latency: Duration,
+    latency_spikes: u32,
+    pub fired: BTreeSet<FaultFamily>,
+    /// What happened, in order, for reports.
+    pub log: Vec<String>,
+}
+
+fn name(node: u64) -> String {
+    format!("n{node}")
+}
+
+impl Nemesis {
+    pub fn new(
+        schedule: Vec<TimedFault>,
+        nodes: u64,
+        clocks: Vec<SimClock>,
+        disks: Vec<DiskFaults>,
+        base_max_latency: Duration,
+    ) -> Self {
+        Nemesis {
+            schedule,
+            next: 0,
+            nodes,
+            follow_ups: BTreeMap::new(),
+            follow_up_seq: 0,
+            cuts: BTreeMap::new(),
+            down: BTreeSet::new(),
+            clocks,
+            disks,
+            base_max_latency,
+            latency_spikes: 0,
+            fired: BTreeSet::new(),
+            log: Vec::new(),
+        }
+    }
+
+    pub fn is_down(&self, node: u64) -> bool {
+        self.down.contains(&node)
+    }
+
+    fn later(&mut self, at_ms: u64, follow_up: FollowUp) {
+        self.follow_up_seq += 1;
+        self.follow_ups.insert((at_ms, self.follow_up_seq), follow_up);
+    }
+
+    /// Fires every fault and follow-up due at `now_ms`.
+    pub fn step(&mut self, now_ms: u64, sim: &mut Sim<'_>, observer: &Rc<RefCell<Observer>>) {
+        while let Some(first) = self.follow_ups.first_key_value() {
+            if first.0.0 > now_ms {
+                break;
+            }
+            let Some((_, follow_up)) = self.follow_ups.pop_first() else { break };
+            self.undo(now_ms, follow_up, sim);
+        }
+        while self.next < self.schedule.len() && self.schedule[self.next].at_ms <= now_ms {
+            let fault = self.schedule[self.next].fault.clone();
+            self.next += 1;
+            self.fire(now_ms, fault, sim, observer);
+        }
+    }
+
+    fn fire(
+        &mut self,
+        now_ms: u64,
+        fault: Fault,
+        sim: &mut Sim<'_>,
+        observer: &Rc<RefCell<Observer>>,
+    ) {
+        let leader = observer.borrow().current_leader().map(|id| id.0);
+        let description = fault.to_string();
+        let family = fault.family();
+        let applied = match fault {
+            Fault::Partition { kind, duration_ms } => {
+                let links = self.links_for(&kind, leader);
+                if links.is_empty() {
+                    false
+                } else {
+                    for (from, to) in &links {
+                        self.cut(*from, *to, sim);
+                    }
+                    self.later(now_ms + duration_ms, FollowUp::Reconnect(links));
+                    true
+                }
+            }
+            Fault::Crash { target, down_ms } => {
+                let node = match target {
+                    Target::Node(node) => Some(node),
+                    Target::Leader => leader,
+                };
+                match node {
+                    Some(node) if !self.down.contains(&node) => {
+                        sim.crash(name(node));
+                        self.down.insert(node);
+                        self.later(now_ms + down_ms, FollowUp::Restart(node));
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            Fault::ClockDrift { node, drift_ppm, duration_ms } => {
+                self.clocks[(node - 1) as usize].set_drift(now_ms, drift_ppm);
+                self.later(now_ms + duration_ms, FollowUp::ClockDriftEnds(node));
+                true
+            }
+            Fault::ClockJump { node, delta_ms } => {
+                self.clocks[(node - 1) as usize].jump_wall(delta_ms);
+                true
+            }
+            Fault::LatencySpike { max_latency_ms, duration_ms } => {
+                self.latency_spikes += 1;
+                sim.set_max_message_latency(Duration::from_millis(max_latency_ms));
+                self.later(now_ms + duration_ms, FollowUp::LatencyEnds);
+                true
+            }
+            Fault::Disk { node, kind, duration_ms } => {
+                let disk = &self.disks[(node - 1) as usize];
+                match kind {
+                    DiskFaultKind::Eio { permille } => disk.set_io_error_permille(permille),
+                    DiskFaultKind::NoSpace => disk.set_no_space(true),
+                    DiskFaultKind::CorruptReads { permille } => {
+                        disk.set_corrupt_read_permille(permille)
+                    }
+                }
+                // A disk that may have lied voids that node's durability promises; the cluster
+                // must stay safe and available regardless.
+                observer.borrow_mut().mark_disk_damaged(crate::node_host::node_id(node));
+                self.later(now_ms + duration_ms, FollowUp::DiskHeals(node));
+                true
+            }
+        };
+        if applied {
+            self.log.push(format!("{:>7.3} s  {description}", now_ms as f64 / 1000.0));
+            self.fired.insert(family);
+            observer.borrow_mut().note_fault(family_name(family));
+            observer.borrow_mut().trace.add(0xfa17_0000 + now_ms);
+        } else {
+            self.log.push(format!("{:>7.3} s  (skipped: {description})", now_ms as f64 / 1000.0));
+        }
+    }
+
+    fn links_for(&self, kind: &PartitionKind, leader: Option<u64>) -> Vec<(u64, u64)> {
+        let everyone: Vec<u64> = (1..=self.nodes).collect();
+        let both_ways = |left: &[u64], right: &[u64]| {
+            let mut links = Vec::new();
+            for a in left {
+                for b in right {
+                    links.push((*a, *b));
+                    links.push((*b, *a));
+                }
+            }
+            links
+        };
+        match kind {
+            PartitionKind::Split { side } => {
+                let rest: Vec<u64> =
+                    everyone.iter().copied().filter(|n| !side.contains(n)).collect();
+                both_ways(side, &rest)
+            }
+            PartitionKind::IsolateLeader => match leader {
+                Some(leader) => {
+                    let rest: Vec<u64> =
+                        everyone.iter().copied().filter(|n| *n != leader).collect();
+                    both_ways(&[leader], &rest)
+                }
+                None => Vec::new(),
+            },
+            PartitionKind::OneWay { from, to } => {
+                from.iter().flat_map(|f| to.iter().map(move |t| (*f, *t))).collect()
+            }
+            PartitionKind::Bridge { left, right, .. } => both_ways(left, right),
+        }
+    }
+
+    fn cut(&mut self, from: u64, to: u64, sim: &mut Sim<'_>) {
+        let count = self.cuts.entry((from, to)).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            sim.partition_oneway(name(from), name(to));
+        }
+    }
+
+    fn reconnect(&mut self, from: u64, to: u64, sim: &mut Sim<'_>) {
+        if let Some(count) = self.cuts.get_mut(&(from, to)) {
+            *count -= 1;
+            if *count == 0 {
+                self.cuts.remove(&(from, to));
+                sim.repair_oneway(name(from), name(to));
+            }
+        }
+    }
+
+    fn undo(&mut self, now_ms: u64, follow_up: FollowUp, sim: &mut Sim<'_>) {
+        match follow_up {
+            FollowUp::Reconnect(links) => {
+                for (from, to) in links {
+                    self.reconnect(from, to, sim);
+                }
+            }
+            FollowUp::Restart(node) => {
+                if self.down.remove(&node) {
+                    sim.bounce(name(node));
+                }
+            }
+            FollowUp::ClockDriftEnds(node) => self.clocks[(node - 1) as usize].set_drift(now_ms, 0),
+            FollowUp::LatencyEnds => {
+                self.latency_spikes = self.latency_spikes.saturating_sub(1);
+                if self.latency_spikes == 0 {
+                    sim.set_max_message_latency(self.base_max_latency);
+                }
+            }
+            FollowUp::DiskHeals(node) => self.disks[(node - 1) as usize].heal(),
+        }
+    }
+
+    /// Ends every fault at once (the liveness phase). Nodes whose disk stopped them are
+    /// restarted too: if the damage is real they refuse to start, which is correct.
+    pub fn heal_all(&mut self, now_ms: u64, sim: &mut Sim<'_>) {
+        for ((from, to), _) in std::mem::take(&mut self.cuts) {
+            sim.repair_oneway(name(from), name(to));
+        }
+        for node in std::mem::take(&mut self.down) {
+            sim.bounce(name(node));
+        }
+        for clock in &self.clocks {
+            clock.set_drift(now_ms, 0);
+        }
+        for disk in &self.disks {
+            disk.heal();
+        }
+        self.latency_spikes = 0;
+        sim.set_max_message_latency(self.base_max_latency);
+        self.follow_ups.clear();
+        self.next = self.schedule.len();
+        self.log.push(format!("{:>7.3} s  heal everything", now_ms as f64 / 1000.0));
+    }
+}
+
+pub fn family_name(family: FaultFamily) -> &'static str {
+    match family {
+        FaultFamily::Partition => "partition",
+        FaultFamily::Crash => "crash",
+        FaultFamily::Clock => "clock",
+        FaultFamily::Latency => "latency",
+        FaultFamily::Disk => "disk",
+    }
+}

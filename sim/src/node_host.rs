@@ -1,0 +1,130 @@
+//! The software of one simulated node: the same engine, transport framing and storage code as
+//! the real `conclave` binary, on turmoil's network, turmoil's file system and a skewed clock.
+//! turmoil re-runs it after every crash; it starts by recovering from what its disk kept.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use conclave_core::engine::{Engine, EngineConfig};
+use conclave_core::raft::memory_cluster::DurableState;
+use conclave_core::raft::{ClusterConfig, LeaseConfig, NodeId, RaftConfig};
+use conclave_core::seams::storage::MemoryStorage;
+use conclave_core::transport::tcp::{TcpTransport, TcpTransportConfig};
+
+use crate::client_protocol::PEER_PORT;
+use crate::client_server;
+use crate::clock::SimClock;
+use crate::disk::DiskFaults;
+use crate::network::TurmoilNetwork;
+use crate::observer::{NodeProbe, Observer};
+use crate::schedule::{PlantedBug, RunConfig};
+
+pub fn node_id(node: u64) -> NodeId {
+    NodeId(node)
+}
+
+/// What survives a crash of the node: only what its closure holds — the disk and the clock.
+pub struct NodeContext {
+    pub node: u64,
+    pub run: Rc<RunConfig>,
+    pub durable: Rc<RefCell<DurableState>>,
+    pub clock: SimClock,
+    pub disk: DiskFaults,
+    pub observer: Rc<RefCell<Observer>>,
+    pub incarnation: Cell<u64>,
+}
+
+impl NodeContext {
+    fn peers(&self) -> BTreeMap<NodeId, String> {
+        (1..=self.run.nodes).map(|n| (node_id(n), format!("n{n}:{PEER_PORT}"))).collect()
+    }
+
+    fn members(&self) -> ClusterConfig {
+        ClusterConfig::with_voters((1..=self.run.nodes).map(node_id))
+    }
+
+    fn engine_config(&self) -> EngineConfig {
+        let swarm = &self.run.swarm;
+        let mut config = EngineConfig::new(node_id(self.node));
+        config.tick_ms = swarm.tick_ms;
+        config.snapshot_every_entries = swarm.snapshot_every_entries;
+        config.retained_log_entries = swarm.retained_log_entries;
+        config.raft = RaftConfig {
+            election_timeout_ticks: swarm.election_timeout_ticks,
+            heartbeat_interval_ticks: swarm.heartbeat_interval_ticks,
+            max_entries_per_message: swarm.max_entries_per_message,
+            max_inflight_messages: swarm.max_inflight_messages,
+            lease_read: swarm
+                .lease_reads
+                .then_some(LeaseConfig { max_clock_drift_ppm: swarm.lease_drift_bound_ppm }),
+            planted_bug: self.run.planted_bug.map(core_bug),
+            ..config.raft
+        };
+        config
+    }
+}
+
+fn core_bug(bug: PlantedBug) -> conclave_core::raft::PlantedBug {
+    use conclave_core::raft::PlantedBug as Core;
+    match bug {
+        PlantedBug::DoubleVote => Core::DoubleVote,
+        PlantedBug::CommitOldTermByCounting => Core::CommitOldTermByCounting,
+        PlantedBug::AckBeforeSync => Core::AckBeforeSync,
+        PlantedBug::StaleLeaderRead => Core::StaleLeaderRead,
+        PlantedBug::KeepConflictingSuffix => Core::KeepConflictingSuffix,
+    }
+}
+
+pub async fn node_main(context: Rc<NodeContext>) -> turmoil::Result {
+    let incarnation = context.incarnation.get() + 1;
+    context.incarnation.set(incarnation);
+    let id = node_id(context.node);
+    let restored = context.durable.borrow().restored(&context.members());
+    context.observer.borrow_mut().on_recovered(id, &restored);
+    let snapshot_data = context.durable.borrow().snapshot.as_ref().map(|s| s.data.clone());
+    let (storage, writer) = MemoryStorage::new(
+        context.durable.clone(),
+        context.clock.clone(),
+        context.run.swarm.disk_sync_ms,
+    );
+    let seed = context.run.seed ^ (context.node << 48) ^ (incarnation << 32);
+    let transport_config =
+        TcpTransportConfig { cluster_id: context.run.seed, ..TcpTransportConfig::default() };
+    let transport = TcpTransport::start(
+        TurmoilNetwork,
+        context.clock.clone(),
+        id,
+        &format!("0.0.0.0:{PEER_PORT}"),
+        &context.peers(),
+        transport_config,
+        seed,
+    )
+    .await?;
+    let (engine, handle) = Engine::new(
+        context.engine_config(),
+        restored,
+        snapshot_data,
+        transport,
+        storage,
+        context.clock.clone(),
+        seed,
+    )?;
+    let engine =
+        engine.with_probe(Box::new(NodeProbe { node: id, observer: context.observer.clone() }));
+    let server = client_server::serve(Rc::new(handle));
+    tokio::select! {
+        result = engine.run(writer) => {
+            if let Err(failure) = result {
+                // A node that cannot trust its disk stops; it is not a simulator error.
+                context.observer.borrow_mut().on_engine_stopped(id, failure.to_string());
+            }
+        }
+        result = server => {
+            if let Err(error) = result {
+                context.observer.borrow_mut().on_engine_stopped(id, format!("client server: {error}"));
+            }
+        }
+    }
+    Ok(())
+}

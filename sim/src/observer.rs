@@ -1,0 +1,433 @@
+//! The simulator's eyes: every node's engine reports each cycle here (through an
+//! [`EngineProbe`]), and the safety invariants are checked incrementally, as things happen:
+//!
+//! - **election safety**: at most one leader per term;
+//! - **log matching**: an (index, term) names one entry on every node, ever;
+//! - **leader completeness**: a new leader holds every entry known committed;
+//! - **state-machine safety**: every node applies the same entry at an index, and reaches the
+//!   same state (digests compared at checkpoints);
+//! - **monotonic commit**: a node's commit index never goes backwards while it runs;
+//! - **durability**: an entry is committed only once it is durable on a majority, and a node
+//!   restarted from its disk recovers everything it reported durable.
+//!
+//! It also folds everything observable into the run's trace hash, which must be identical when
+//! the same seed runs twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use conclave_core::engine::{CycleView, EngineProbe};
+use conclave_core::raft::{
+    Entry, EntryPayload, LogIndex, MessageBody, NodeId, RestoredState, Role, Term,
+};
+
+use crate::trace::TraceHash;
+
+#[derive(Default)]
+struct NodeView {
+    incarnation: u32,
+    commit: LogIndex,
+    /// The durable prefix this node reported, with the term at its end.
+    persisted: (LogIndex, Term),
+    /// Entries this node reported durable, by index (pruned once committed and checked).
+    durable_terms: BTreeMap<LogIndex, Term>,
+    /// Everything up to here is durable inside a snapshot.
+    durable_floor: LogIndex,
+    /// A disk fault was injected: this node's durability promises are void (it must detect the
+    /// damage and stop, which the checks around it verify instead).
+    disk_damaged: bool,
+    applied: LogIndex,
+    /// This node's log as prefix hashes: index -> (term, hash of every entry up to it).
+    chain: BTreeMap<LogIndex, (Term, u64)>,
+}
+
+/// Counters for the run report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedStats {
+    pub leader_terms: u64,
+    pub entries_committed: u64,
+    pub messages: u64,
+    pub snapshots_installed: u64,
+    pub snapshot_messages: u64,
+    pub restarts_checked: u64,
+    pub engine_failures: u64,
+}
+
+pub struct Observer {
+    voters: usize,
+    violations: Vec<String>,
+    pub trace: TraceHash,
+    leaders_by_term: BTreeMap<Term, NodeId>,
+    entry_hashes: BTreeMap<(LogIndex, Term), u64>,
+    /// (index, term) -> the hash of the whole log prefix ending there, as any node held it.
+    prefix_hashes: BTreeMap<(LogIndex, Term), u64>,
+    committed: BTreeMap<LogIndex, (Term, u64)>,
+    applied: BTreeMap<LogIndex, (Term, u64)>,
+    digests: BTreeMap<LogIndex, (NodeId, u64)>,
+    nodes: BTreeMap<NodeId, NodeView>,
+    current_leader: Option<(NodeId, Term)>,
+    pub stats: ObservedStats,
+    /// Why nodes stopped on their own (storage failures), for the report.
+    pub node_stops: Vec<String>,
+    pub fault_kinds: BTreeSet<&'static str>,
+}
+
+pub fn payload_hash(entry: &Entry) -> u64 {
+    let mut hash = TraceHash::default();
+    match &entry.payload {
+        EntryPayload::Noop => hash.add(1),
+        EntryPayload::Command(bytes) => {
+            hash.add(2);
+            hash.add_bytes(bytes);
+        }
+        EntryPayload::Config(config) => {
+            hash.add(3);
+            for id in config.members() {
+                hash.add(id.0 + if config.is_voter(id) { 1 << 32 } else { 0 });
+            }
+        }
+    }
+    hash.value()
+}
+
+impl Observer {
+    pub fn new(voters: usize) -> Self {
+        Observer {
+            voters,
+            violations: Vec::new(),
+            trace: TraceHash::default(),
+            leaders_by_term: BTreeMap::new(),
+            entry_hashes: BTreeMap::new(),
+            prefix_hashes: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            applied: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            current_leader: None,
+            stats: ObservedStats::default(),
+            node_stops: Vec::new(),
+            fault_kinds: BTreeSet::new(),
+        }
+    }
+
+    pub fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
+    fn violation(&mut self, description: String) {
+        // The first violation is what matters; later ones are usually consequences.
+        if self.violations.len() < 8 {
+            self.violations.push(description);
+        }
+    }
+
+    /// The leader of the highest term seen, if it has not been replaced.
+    pub fn current_leader(&self) -> Option<NodeId> {
+        self.current_leader.map(|(id, _)| id)
+    }
+
+    pub fn max_commit(&self) -> LogIndex {
+        self.committed.keys().next_back().copied().unwrap_or(0)
+    }
+
+    pub fn mark_disk_damaged(&mut self, node: NodeId) {
+        self.nodes.entry(node).or_default().disk_damaged = true;
+    }
+
+    pub fn note_fault(&mut self, kind: &'static str) {
+        self.fault_kinds.insert(kind);
+    }
+
+    /// Extends `node`'s prefix-hash chain with `entries` (after truncating at the first) and
+    /// checks Log Matching in full: two logs holding the same (index, term) hold identical
+    /// entries up to it. `base` is the (index, term) just before the first entry.
+    fn extend_chain(&mut self, node: NodeId, base: (LogIndex, Term), entries: &[Entry]) {
+        let Some(first) = entries.first() else { return };
+        let anchor = if base.0 == 0 {
+            Some(0)
+        } else {
+            let view = self.nodes.entry(node).or_default();
+            match view.chain.get(&base.0) {
+                Some((term, hash)) if *term == base.1 => Some(*hash),
+                _ => self.prefix_hashes.get(&base).copied(),
+            }
+        };
+        let view = self.nodes.entry(node).or_default();
+        view.chain.split_off(&first.index);
+        // Without an anchor (a prefix this observer never saw) the chain cannot be checked;
+        // it starts again at the next snapshot or restart.
+        let Some(mut prefix) = anchor else { return };
+        let mut checked = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let mut hash = TraceHash::default();
+            hash.add(prefix);
+            hash.add(entry.index);
+            hash.add(entry.term);
+            hash.add(payload_hash(entry));
+            prefix = hash.value();
+            checked.push((entry.index, entry.term, prefix));
+        }
+        for (index, term, prefix) in checked {
+            self.nodes.entry(node).or_default().chain.insert(index, (term, prefix));
+            match self.prefix_hashes.get(&(index, term)) {
+                Some(known) if *known != prefix => {
+                    self.violation(format!(
+                        "log matching: {node}'s log agrees with another at index {index} term {term} \
+                         but differs before it"
+                    ));
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    self.prefix_hashes.insert((index, term), prefix);
+                }
+            }
+        }
+    }
+
+    /// A node starts (again) from what its storage recovered. Everything it reported durable
+    /// before must be there.
+    pub fn on_recovered(&mut self, node: NodeId, restored: &RestoredState) {
+        let base = (restored.snapshot.last_index, restored.snapshot.last_term);
+        {
+            let view = self.nodes.entry(node).or_default();
+            view.chain.clear();
+            if let Some(prefix) = self.prefix_hashes.get(&base).copied() {
+                view.chain.insert(base.0, (base.1, prefix));
+            }
+        }
+        // Storage keeps a tail of entries behind the snapshot; the log starts after it.
+        let after_snapshot: Vec<Entry> =
+            restored.entries.iter().filter(|entry| entry.index > base.0).cloned().collect();
+        self.extend_chain(node, base, &after_snapshot);
+        let view = self.nodes.entry(node).or_default();
+        view.incarnation += 1;
+        view.commit = 0;
+        view.applied = restored.snapshot.last_index;
+        let (index, term) = view.persisted;
+        let damaged = view.disk_damaged;
+        self.trace.add(0xdead_0000 + node.0);
+        self.trace.add(restored.snapshot.last_index);
+        self.trace.add(restored.entries.len() as u64);
+        if index == 0 || damaged {
+            return;
+        }
+        self.stats.restarts_checked += 1;
+        let recovered = restored.snapshot.last_index >= index
+            || restored.entries.iter().any(|entry| entry.index == index && entry.term == term);
+        if !recovered {
+            let last = restored.entries.last().map_or(restored.snapshot.last_index, |e| e.index);
+            self.violation(format!(
+                "durability: {node} reported entries up to index {index} (term {term}) durable, \
+                 but recovered only up to index {last} after a restart"
+            ));
+        }
+    }
+
+    pub fn on_engine_stopped(&mut self, node: NodeId, reason: String) {
+        self.stats.engine_failures += 1;
+        self.trace.add(0x5707_0000 + node.0);
+        self.node_stops.push(format!("{node}: {reason}"));
+    }
+
+    fn observe(&mut self, node: NodeId, view: CycleView<'_>) {
+        let raft = view.raft;
+        let log = raft.log();
+        self.trace.add(node.0);
+        self.trace.add(raft.term());
+
+        // A snapshot installed from the leader replaces the log up to its index.
+        if let Some(meta) = view.snapshot_installed {
+            let anchor = self.prefix_hashes.get(&(meta.last_index, meta.last_term)).copied();
+            let node_view = self.nodes.entry(node).or_default();
+            node_view.chain.clear();
+            if let Some(prefix) = anchor {
+                node_view.chain.insert(meta.last_index, (meta.last_term, prefix));
+            }
+        }
+        // Log matching: one entry per (index, term), everywhere, forever; and the same prefix
+        // before it.
+        if let Some((_, entries)) = view.persist_batch
+            && let Some(first) = entries.first()
+        {
+            let base_index = first.index - 1;
+            let base_term = log.term(base_index).unwrap_or(0);
+            self.extend_chain(node, (base_index, base_term), entries);
+        }
+        if let Some((batch_id, entries)) = view.persist_batch {
+            self.trace.add(batch_id);
+            for entry in entries {
+                let hash = payload_hash(entry);
+                self.trace.add(entry.index);
+                self.trace.add(hash);
+                match self.entry_hashes.get(&(entry.index, entry.term)) {
+                    Some(known) if *known != hash => self.violation(format!(
+                        "log matching: {node} wrote a different entry at index {} term {}",
+                        entry.index, entry.term
+                    )),
+                    Some(_) => {}
+                    None => {
+                        self.entry_hashes.insert((entry.index, entry.term), hash);
+                    }
+                }
+            }
+        }
+        for message in view.messages {
+            self.stats.messages += 1;
+            self.trace.add(message.to.0);
+            self.trace.add(message.term);
+            self.trace.add_bytes(message.body.kind().as_bytes());
+            if let MessageBody::InstallSnapshot { .. } = message.body {
+                self.stats.snapshot_messages += 1;
+            }
+        }
+        if view.snapshot_installed.is_some() {
+            self.stats.snapshots_installed += 1;
+        }
+
+        // Durability as this node reports it.
+        let persisted = log.persisted();
+        {
+            let entry = self.nodes.entry(node).or_default();
+            if persisted < entry.persisted.0 {
+                entry.durable_terms.retain(|index, _| *index <= persisted);
+            }
+            let from = entry.persisted.0.min(persisted) + 1;
+            for index in from.max(log.first_index())..=persisted {
+                if let Some(term) = log.term(index) {
+                    entry.durable_terms.insert(index, term);
+                }
+            }
+            if persisted >= log.snapshot_index() {
+                entry.durable_floor = entry.durable_floor.max(log.snapshot_index());
+            }
+            entry.persisted = (persisted, log.term(persisted).unwrap_or(0));
+        }
+
+        // Election safety, and leader completeness for each new leader.
+        if raft.role() == Role::Leader {
+            let term = raft.term();
+            match self.leaders_by_term.get(&term) {
+                Some(other) if *other != node => self.violation(format!(
+                    "election safety: {other} and {node} are both leaders of term {term}"
+                )),
+                Some(_) => {}
+                None => {
+                    self.leaders_by_term.insert(term, node);
+                    self.stats.leader_terms += 1;
+                    let missing = self
+                        .committed
+                        .iter()
+                        .find(|(index, (committed_term, hash))| {
+                            **index > log.snapshot_index()
+                                && log.entry(**index).is_none_or(|e| {
+                                    e.term != *committed_term || payload_hash(e) != *hash
+                                })
+                        })
+                        .map(|(index, _)| *index);
+                    if let Some(index) = missing {
+                        self.violation(format!(
+                            "leader completeness: {node}, leader of term {term}, lacks committed entry {index}"
+                        ));
+                    }
+                }
+            }
+            if self.current_leader.is_none_or(|(_, leader_term)| term >= leader_term) {
+                self.current_leader = Some((node, term));
+            }
+        } else if self.current_leader.is_some_and(|(id, _)| id == node) {
+            self.current_leader = None;
+        }
+
+        // Commit: monotonic, consistent across nodes, durable on a majority when it happens.
+        let commit = log.committed();
+        let previous = self.nodes.get(&node).map_or(0, |v| v.commit);
+        if commit < previous {
+            self.violation(format!("{node}'s commit index went backwards: {previous} -> {commit}"));
+        }
+        for index in (previous + 1).max(log.first_index())..=commit {
+            let Some(entry) = log.entry(index) else { continue };
+            let record = (entry.term, payload_hash(entry));
+            match self.committed.get(&index) {
+                Some(known) if *known != record => {
+                    self.violation(format!("{node} committed a different entry at index {index}"))
+                }
+                Some(_) => {}
+                None => {
+                    self.committed.insert(index, record);
+                    self.stats.entries_committed += 1;
+                    let holders = self
+                        .nodes
+                        .values()
+                        .filter(|v| {
+                            v.durable_floor >= index
+                                || v.durable_terms.get(&index) == Some(&entry.term)
+                        })
+                        .count();
+                    if holders <= self.voters / 2 {
+                        self.violation(format!(
+                            "durability: entry {index} (term {}) committed while durable on only {holders} of {} nodes",
+                            entry.term, self.voters
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(view_entry) = self.nodes.get_mut(&node) {
+            view_entry.commit = commit;
+            // Committed entries were checked when they committed; only the tail matters now.
+            let keep_from = commit.saturating_sub(1);
+            view_entry.durable_terms.retain(|index, _| *index >= keep_from);
+        }
+
+        // State-machine safety.
+        if let Some(meta) = view.snapshot_installed
+            && let Some(entry) = self.nodes.get_mut(&node)
+        {
+            entry.applied = meta.last_index;
+        }
+        for entry in view.applied {
+            let record = (entry.term, payload_hash(entry));
+            self.trace.add(entry.index);
+            match self.applied.get(&entry.index) {
+                Some(known) if *known != record => self.violation(format!(
+                    "state-machine safety: {node} applied a different entry at index {}",
+                    entry.index
+                )),
+                Some(_) => {}
+                None => {
+                    self.applied.insert(entry.index, record);
+                }
+            }
+        }
+        // Same index, same state: compare the whole state machine whenever a node advances.
+        let applied = view.kv.applied_index();
+        let last_applied = self.nodes.get(&node).map_or(0, |v| v.applied);
+        if applied > last_applied {
+            let digest = view.kv.state_digest();
+            match self.digests.get(&applied) {
+                Some((other, known)) if *known != digest => self.violation(format!(
+                    "state-machine safety: {node} and {other} reached different states at index {applied}"
+                )),
+                Some(_) => {}
+                None => {
+                    self.digests.insert(applied, (node, digest));
+                }
+            }
+        }
+        if let Some(entry) = self.nodes.get_mut(&node) {
+            entry.applied = applied;
+        }
+    }
+}
+
+/// The probe one engine instance reports through.
+pub struct NodeProbe {
+    pub node: NodeId,
+    pub observer: std::rc::Rc<std::cell::RefCell<Observer>>,
+}
+
+impl EngineProbe for NodeProbe {
+    fn observe(&mut self, view: CycleView<'_>) {
+        self.observer.borrow_mut().observe(self.node, view);
+    }
+}

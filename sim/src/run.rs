@@ -1,0 +1,302 @@
+//! One simulated run: build the world from a [`RunConfig`], let the nemesis loose for the fault
+//! phase, heal everything and require liveness, then judge the client history.
+//!
+//! A run is a pure function of its `RunConfig` (and the commit): the same config gives the same
+//! trace hash, the same history and the same verdict.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use conclave_checker::{CheckOptions, History, Operation, Status, Verdict};
+use conclave_core::raft::memory_cluster::DurableState;
+
+use crate::clock::SimClock;
+use crate::disk::DiskFaults;
+use crate::nemesis::Nemesis;
+use crate::node_host::{NodeContext, node_main};
+use crate::observer::{ObservedStats, Observer};
+use crate::panic_capture;
+use crate::schedule::{ClockMode, FaultFamily, RunConfig};
+use crate::workload::{ClientSetup, WorkloadShared, run_client};
+
+/// Simulated seconds since the Unix epoch at the start of every run (fixed: turmoil's default
+/// is the OS clock, which would make runs unrepeatable).
+const EPOCH_SECONDS: u64 = 1_700_000_000;
+/// After the clients are told to stop, they get this long to finish their last operation.
+const DRAIN_MS: u64 = 10_000;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A Raft or storage invariant broke (see the observer).
+    Invariant,
+    /// The client history is not linearizable.
+    Linearizability,
+    /// After healing, no leader or no progress within the bound.
+    Liveness,
+    /// Code panicked (an assertion on an invariant).
+    Panic,
+    /// The checker ran out of budget: the run is unjudged.
+    CheckerUnknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    /// Clocks drifted beyond what the lease assumes, and lease reads showed it: expected and
+    /// reported, never counted as a pass of the bound.
+    LeaseAnomalyUnderExcessiveDrift,
+    Fail {
+        kind: FailureKind,
+        detail: String,
+    },
+}
+
+impl Outcome {
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Fail { .. })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub seed: u64,
+    pub outcome: Outcome,
+    pub trace_hash: u64,
+    pub operations: usize,
+    pub operations_ok: usize,
+    pub operations_unknown: usize,
+    pub faults_fired: BTreeSet<FaultFamily>,
+    pub sim_ms: u64,
+    pub steps: u64,
+    pub stats: ObservedStats,
+    pub nemesis_log: Vec<String>,
+    pub node_stops: Vec<String>,
+    pub history: Option<History>,
+    pub verdict: String,
+}
+
+enum Phase {
+    Faults,
+    Liveness { since_ms: u64 },
+    Draining { since_ms: u64 },
+}
+
+pub fn run(config: &RunConfig, keep_history: bool) -> RunReport {
+    let _quiet = panic_capture::QuietPanics::enter();
+    let swarm = &config.swarm;
+    let total_ms = config.fault_phase_ms + config.liveness_timeout_ms + DRAIN_MS + 10_000;
+    let mut builder = turmoil::Builder::new();
+    builder
+        .rng_seed(config.seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECONDS))
+        .simulation_duration(Duration::from_millis(total_ms))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(swarm.min_latency_ms))
+        .max_message_latency(Duration::from_millis(swarm.max_latency_ms))
+        .tcp_capacity(8192)
+        .enable_random_order();
+    builder.fs().block_size(swarm.torn_write_block_bytes);
+    let mut sim = builder.build();
+
+    let run_config = Rc::new(config.clone());
+    let observer = Rc::new(RefCell::new(Observer::new(config.nodes as usize)));
+    let workload = Rc::new(WorkloadShared::default());
+    let clocks: Vec<SimClock> =
+        (0..config.nodes).map(|_| SimClock::new(EPOCH_SECONDS * 1000)).collect();
+    let disks: Vec<DiskFaults> = (0..config.nodes).map(|_| DiskFaults::default()).collect();
+    for node in 1..=config.nodes {
+        let context = Rc::new(NodeContext {
+            node,
+            run: run_config.clone(),
+            durable: Rc::new(RefCell::new(DurableState::default())),
+            clock: clocks[(node - 1) as usize].clone(),
+            disk: disks[(node - 1) as usize].clone(),
+            observer: observer.clone(),
+            incarnation: std::cell::Cell::new(0),
+        });
+        sim.host(format!("n{node}"), move || node_main(context.clone()));
+    }
+    for client in 1..=config.clients {
+        let setup = ClientSetup {
+            index: client,
+            nodes: config.nodes,
+            keys: config.keys,
+            swarm: swarm.clone(),
+            ops_limit: config.ops_per_client,
+            seed: config.seed,
+        };
+        sim.client(format!("c{client}"), run_client(setup, workload.clone()));
+    }
+    let mut nemesis = Nemesis::new(
+        config.schedule.clone(),
+        config.nodes,
+        clocks,
+        disks,
+        Duration::from_millis(swarm.max_latency_ms),
+    );
+
+    let mut phase = Phase::Faults;
+    let mut steps = 0u64;
+    let mut failure: Option<(FailureKind, String)> = None;
+    loop {
+        let now_ms = sim.elapsed().as_millis() as u64;
+        match phase {
+            Phase::Faults => {
+                nemesis.step(now_ms, &mut sim, &observer);
+                if now_ms >= config.fault_phase_ms {
+                    nemesis.heal_all(now_ms, &mut sim);
+                    workload.liveness_from_us.set(Some(now_ms * 1000));
+                    phase = Phase::Liveness { since_ms: now_ms };
+                }
+            }
+            Phase::Liveness { since_ms } => {
+                let progressed = workload.completed_since_liveness.get() >= config.liveness_ops;
+                if progressed && observer.borrow().current_leader().is_some() {
+                    workload.stop.set(true);
+                    phase = Phase::Draining { since_ms: now_ms };
+                } else if now_ms - since_ms > config.liveness_timeout_ms {
+                    failure = Some((
+                        FailureKind::Liveness,
+                        format!(
+                            "after healing at {:.3} s: {} new operations completed in {} ms (needed {}), leader: {:?}",
+                            since_ms as f64 / 1000.0,
+                            workload.completed_since_liveness.get(),
+                            config.liveness_timeout_ms,
+                            config.liveness_ops,
+                            observer.borrow().current_leader()
+                        ),
+                    ));
+                    break;
+                }
+            }
+            Phase::Draining { since_ms } => {
+                if workload.clients_done.get() == config.clients || now_ms - since_ms > DRAIN_MS {
+                    break;
+                }
+            }
+        }
+        let stepped = std::panic::catch_unwind(AssertUnwindSafe(|| sim.step()));
+        steps += 1;
+        match stepped {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                let detail = panic_capture::take().unwrap_or_else(|| error.to_string());
+                failure = Some((FailureKind::Panic, detail));
+                break;
+            }
+            Err(_) => {
+                let detail = panic_capture::take().unwrap_or_else(|| "panic".into());
+                failure = Some((FailureKind::Panic, detail));
+                break;
+            }
+        }
+        if let Some(violation) = observer.borrow().violations().first() {
+            failure = Some((FailureKind::Invariant, violation.clone()));
+            break;
+        }
+    }
+    let sim_ms = sim.elapsed().as_millis() as u64;
+    // The world holds the engines; drop it before reading the shared state one last time.
+    drop(sim);
+
+    let operations: Vec<Operation> = workload.operations.borrow().clone();
+    let operations_ok = operations.iter().filter(|op| op.status == Status::Ok).count();
+    let operations_unknown = operations.iter().filter(|op| op.status == Status::Info).count();
+    let mut verdict = String::from("not checked");
+    let history = History::new(operations.clone());
+    let mut outcome = match failure {
+        Some((kind, detail)) => Outcome::Fail { kind, detail },
+        None => Outcome::Pass,
+    };
+    match &history {
+        Err(error) => {
+            outcome = Outcome::Fail {
+                kind: FailureKind::Invariant,
+                detail: format!("malformed history: {error}"),
+            };
+        }
+        Ok(history) if !outcome.is_failure() => {
+            let report = conclave_checker::check(history, &check_options());
+            verdict = report.verdict.as_str().to_string();
+            match &report.verdict {
+                Verdict::Linearizable => {}
+                Verdict::Violation(violation) => {
+                    let lease_only = config.swarm.clock_mode == ClockMode::ExceedsBound
+                        && without_lease_reads_is_linearizable(
+                            &operations,
+                            &workload.lease_reads.borrow(),
+                        );
+                    outcome = if lease_only {
+                        Outcome::LeaseAnomalyUnderExcessiveDrift
+                    } else {
+                        let ops: Vec<String> = violation
+                            .failing_ops
+                            .iter()
+                            .map(|index| history.ops()[*index].to_string())
+                            .collect();
+                        Outcome::Fail {
+                            kind: FailureKind::Linearizability,
+                            detail: format!(
+                                "not linearizable on {:?}:\n    {}",
+                                violation.keys,
+                                ops.join("\n    ")
+                            ),
+                        }
+                    };
+                }
+                Verdict::Unknown(unknown) => {
+                    outcome = Outcome::Fail {
+                        kind: FailureKind::CheckerUnknown,
+                        detail: format!("checker budget exhausted on keys {:?}", unknown.keys),
+                    };
+                }
+            }
+        }
+        Ok(_) => {}
+    }
+
+    let mut trace = observer.borrow().trace;
+    trace.add(workload.trace.borrow().value());
+    let observer = observer.borrow();
+    RunReport {
+        seed: config.seed,
+        outcome,
+        trace_hash: trace.value(),
+        operations: operations.len(),
+        operations_ok,
+        operations_unknown,
+        faults_fired: nemesis.fired.clone(),
+        sim_ms,
+        steps,
+        stats: observer.stats.clone(),
+        nemesis_log: nemesis.log.clone(),
+        node_stops: observer.node_stops.clone(),
+        history: if keep_history { history.ok() } else { None },
+        verdict,
+    }
+}
+
+fn check_options() -> CheckOptions {
+    CheckOptions { max_steps: 20_000_000, minimize_max_steps: 5_000_000, ..CheckOptions::default() }
+}
+
+/// Whether the history minus its lease reads is linearizable: then the anomaly is the lease's.
+fn without_lease_reads_is_linearizable(operations: &[Operation], lease_reads: &[usize]) -> bool {
+    let lease: BTreeSet<usize> = lease_reads.iter().copied().collect();
+    let rest: Vec<Operation> = operations
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| !lease.contains(index))
+        .map(|(_, op)| op.clone())
+        .collect();
+    match History::new(rest) {
+        Ok(history) => matches!(
+            conclave_checker::check(&history, &check_options()).verdict,
+            Verdict::Linearizable
+        ),
+        Err(_) => false,
+    }
+}

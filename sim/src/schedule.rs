@@ -1,0 +1,525 @@
+//! What a run is: the cluster, the workload, the knobs drawn per seed (swarm testing: some
+//! seeds are calm, some are storms) and an explicit, timed list of faults. Everything is drawn
+//! from the seed, but once drawn the schedule is plain data — so a failing run can be shrunk
+//! (faults dropped, the run shortened, clients removed), saved as JSON and replayed.
+
+use std::fmt;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// A fault family. Each run reports which ones fired.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FaultFamily {
+    Partition,
+    Crash,
+    Clock,
+    Latency,
+    Disk,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    Node(u64),
+    /// Whoever leads when the fault fires.
+    Leader,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PartitionKind {
+    /// `side` against everyone else.
+    Split { side: Vec<u64> },
+    /// The current leader against everyone else.
+    IsolateLeader,
+    /// Messages from `from` to `to` are dropped; the other direction works.
+    OneWay { from: Vec<u64>, to: Vec<u64> },
+    /// `left` and `right` cannot talk; `bridge` talks to both.
+    Bridge { bridge: u64, left: Vec<u64>, right: Vec<u64> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskFaultKind {
+    /// I/O calls fail with EIO with this probability (per mille).
+    Eio { permille: u32 },
+    /// The disk is full: writes fail with ENOSPC.
+    NoSpace,
+    /// Reads return corrupted bytes with this probability (per mille).
+    CorruptReads { permille: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fault {
+    Partition {
+        kind: PartitionKind,
+        duration_ms: u64,
+    },
+    /// Kill the node (unsynced writes are lost, possibly torn), restart it after `down_ms`.
+    Crash {
+        target: Target,
+        down_ms: u64,
+    },
+    /// The node's clock runs fast (+) or slow (−) by `drift_ppm` for a while.
+    ClockDrift {
+        node: u64,
+        drift_ppm: i64,
+        duration_ms: u64,
+    },
+    /// The node's wall clock steps by `delta_ms`.
+    ClockJump {
+        node: u64,
+        delta_ms: i64,
+    },
+    /// Every message takes up to `max_latency_ms` for a while.
+    LatencySpike {
+        max_latency_ms: u64,
+        duration_ms: u64,
+    },
+    Disk {
+        node: u64,
+        kind: DiskFaultKind,
+        duration_ms: u64,
+    },
+}
+
+impl Fault {
+    pub fn family(&self) -> FaultFamily {
+        match self {
+            Fault::Partition { .. } => FaultFamily::Partition,
+            Fault::Crash { .. } => FaultFamily::Crash,
+            Fault::ClockDrift { .. } | Fault::ClockJump { .. } => FaultFamily::Clock,
+            Fault::LatencySpike { .. } => FaultFamily::Latency,
+            Fault::Disk { .. } => FaultFamily::Disk,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimedFault {
+    pub at_ms: u64,
+    pub fault: Fault,
+}
+
+/// Whether clock drift stays within what lease reads assume.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClockMode {
+    WithinBound,
+    /// Drift beyond the lease's assumption: lease reads may return stale data, and a run that
+    /// shows it is reported as such (never hidden, never counted as a pass of the bound).
+    ExceedsBound,
+}
+
+/// Knobs drawn per seed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Swarm {
+    pub min_latency_ms: u64,
+    pub max_latency_ms: u64,
+    pub client_think_max_ms: u64,
+    pub client_timeout_ms: u64,
+    /// Percentages of the operation mix; the rest are puts.
+    pub read_percent: u32,
+    pub delete_percent: u32,
+    pub cas_percent: u32,
+    pub create_percent: u32,
+    pub txn_percent: u32,
+    pub lease_reads: bool,
+    pub clock_mode: ClockMode,
+    /// The drift bound the lease assumes, in ppm.
+    pub lease_drift_bound_ppm: u32,
+    pub max_entries_per_message: usize,
+    pub max_inflight_messages: usize,
+    pub snapshot_every_entries: u64,
+    pub retained_log_entries: u64,
+    pub tick_ms: u64,
+    pub election_timeout_ticks: u32,
+    pub heartbeat_interval_ticks: u32,
+    /// Writes survive a crash only in whole blocks of this size (torn writes).
+    pub torn_write_block_bytes: u64,
+    pub disk_sync_ms: u64,
+    pub families: Vec<FaultFamily>,
+}
+
+/// A planted bug to switch on (simulator builds only; see `conclave-core`'s `planted-bugs`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PlantedBug {
+    DoubleVote,
+    CommitOldTermByCounting,
+    AckBeforeSync,
+    StaleLeaderRead,
+    KeepConflictingSuffix,
+}
+
+impl PlantedBug {
+    pub const ALL: [PlantedBug; 5] = [
+        PlantedBug::DoubleVote,
+        PlantedBug::CommitOldTermByCounting,
+        PlantedBug::AckBeforeSync,
+        PlantedBug::StaleLeaderRead,
+        PlantedBug::KeepConflictingSuffix,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlantedBug::DoubleVote => "double-vote",
+            PlantedBug::CommitOldTermByCounting => "commit-old-term-by-counting",
+            PlantedBug::AckBeforeSync => "ack-before-sync",
+            PlantedBug::StaleLeaderRead => "stale-leader-read",
+            PlantedBug::KeepConflictingSuffix => "keep-conflicting-suffix",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PlantedBug> {
+        PlantedBug::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub seed: u64,
+    pub nodes: u64,
+    pub clients: u64,
+    pub keys: u64,
+    /// Faults happen during this phase; then everything heals.
+    pub fault_phase_ms: u64,
+    /// After healing, a leader and `liveness_ops` new operations must appear within this.
+    pub liveness_timeout_ms: u64,
+    pub liveness_ops: u64,
+    /// `None`: clients keep going until the run ends.
+    pub ops_per_client: Option<u64>,
+    pub swarm: Swarm,
+    pub schedule: Vec<TimedFault>,
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Defaults a campaign or a test can override before drawing.
+#[derive(Clone, Debug)]
+pub struct DrawOptions {
+    pub fault_phase_ms: u64,
+    pub planted_bug: Option<PlantedBug>,
+}
+
+impl Default for DrawOptions {
+    fn default() -> Self {
+        DrawOptions { fault_phase_ms: 20_000, planted_bug: None }
+    }
+}
+
+fn pick_nodes(rng: &mut ChaCha8Rng, nodes: u64, count: u64) -> Vec<u64> {
+    let mut all: Vec<u64> = (1..=nodes).collect();
+    let mut chosen = Vec::new();
+    for _ in 0..count.min(nodes) {
+        let at = rng.random_range(0..all.len());
+        chosen.push(all.remove(at));
+    }
+    chosen.sort_unstable();
+    chosen
+}
+
+impl RunConfig {
+    /// Draws a whole run from `seed`.
+    pub fn draw(seed: u64, options: &DrawOptions) -> RunConfig {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let nodes = if rng.random_bool(0.7) { 3 } else { 5 };
+        let calm = rng.random_bool(0.1);
+        let all_families = [
+            FaultFamily::Partition,
+            FaultFamily::Crash,
+            FaultFamily::Clock,
+            FaultFamily::Latency,
+            FaultFamily::Disk,
+        ];
+        let mut families: Vec<FaultFamily> =
+            all_families.into_iter().filter(|_| !calm && rng.random_bool(0.6)).collect();
+        if !calm && families.is_empty() {
+            families.push(all_families[rng.random_range(0..all_families.len())]);
+        }
+        let lease_reads = rng.random_bool(0.3);
+        let clock_mode =
+            if lease_reads && families.contains(&FaultFamily::Clock) && rng.random_bool(0.25) {
+                ClockMode::ExceedsBound
+            } else {
+                ClockMode::WithinBound
+            };
+        let min_latency_ms = rng.random_range(0..=2);
+        let swarm = Swarm {
+            min_latency_ms,
+            max_latency_ms: min_latency_ms + rng.random_range(1..=10),
+            client_think_max_ms: rng.random_range(0..=40),
+            client_timeout_ms: rng.random_range(300..=1_500),
+            read_percent: rng.random_range(20..=50),
+            delete_percent: rng.random_range(0..=10),
+            cas_percent: rng.random_range(5..=25),
+            create_percent: rng.random_range(0..=10),
+            txn_percent: rng.random_range(0..=10),
+            lease_reads,
+            clock_mode,
+            lease_drift_bound_ppm: 50_000,
+            max_entries_per_message: [1, 4, 64, 1024][rng.random_range(0..4)],
+            max_inflight_messages: [1, 4, 64][rng.random_range(0..3)],
+            snapshot_every_entries: [50, 200, 100_000][rng.random_range(0..3)],
+            retained_log_entries: [0, 10, 100][rng.random_range(0..3)],
+            tick_ms: 10,
+            election_timeout_ticks: rng.random_range(15..=30),
+            heartbeat_interval_ticks: rng.random_range(2..=5),
+            torn_write_block_bytes: [512, 4096][rng.random_range(0..2)],
+            disk_sync_ms: rng.random_range(0..=3),
+            families: families.clone(),
+        };
+        let fault_phase_ms = options.fault_phase_ms;
+        let schedule = draw_schedule(&mut rng, nodes, &swarm, fault_phase_ms);
+        RunConfig {
+            seed,
+            nodes,
+            clients: rng.random_range(2..=6),
+            keys: rng.random_range(2..=6),
+            fault_phase_ms,
+            liveness_timeout_ms: 20_000,
+            liveness_ops: 10,
+            ops_per_client: None,
+            swarm,
+            schedule,
+            planted_bug: options.planted_bug,
+        }
+    }
+
+    /// Fault families that appear in the schedule.
+    pub fn scheduled_families(&self) -> Vec<FaultFamily> {
+        let mut families: Vec<FaultFamily> =
+            self.schedule.iter().map(|f| f.fault.family()).collect();
+        families.sort_unstable();
+        families.dedup();
+        families
+    }
+}
+
+fn draw_schedule(
+    rng: &mut ChaCha8Rng,
+    nodes: u64,
+    swarm: &Swarm,
+    phase_ms: u64,
+) -> Vec<TimedFault> {
+    let mut schedule = Vec::new();
+    // Disk faults stay on a minority, so the cluster must remain available throughout.
+    let victim_count = rng.random_range(1..=(nodes - 1) / 2);
+    let disk_victims = pick_nodes(rng, nodes, victim_count);
+    for family in &swarm.families {
+        // Storms and drizzles: the mean gap between faults of a family varies per seed.
+        let mean_gap_ms = rng.random_range(500..=5_000u64);
+        let mut at_ms = rng.random_range(0..=mean_gap_ms);
+        while at_ms < phase_ms.saturating_sub(200) {
+            let fault = match family {
+                FaultFamily::Partition => Fault::Partition {
+                    kind: match rng.random_range(0..4) {
+                        0 => {
+                            let size = rng.random_range(1..=nodes / 2);
+                            PartitionKind::Split { side: pick_nodes(rng, nodes, size) }
+                        }
+                        1 => PartitionKind::IsolateLeader,
+                        2 => {
+                            let from = pick_nodes(rng, nodes, 1);
+                            let to: Vec<u64> = (1..=nodes).filter(|n| !from.contains(n)).collect();
+                            PartitionKind::OneWay { from, to }
+                        }
+                        _ => {
+                            let mut order = pick_nodes(rng, nodes, nodes);
+                            let at = rng.random_range(0..order.len());
+                            let bridge = order.remove(at);
+                            let split = order.len() / 2;
+                            PartitionKind::Bridge {
+                                bridge,
+                                left: order[..split].to_vec(),
+                                right: order[split..].to_vec(),
+                            }
+                        }
+                    },
+                    duration_ms: rng.random_range(100..=3_000),
+                },
+                FaultFamily::Crash => Fault::Crash {
+                    target: if rng.random_bool(0.4) {
+                        Target::Leader
+                    } else {
+                        Target::Node(rng.random_range(1..=nodes))
+                    },
+                    down_ms: rng.random_range(10..=2_000),
+                },
+                FaultFamily::Clock => {
+                    let node = rng.random_range(1..=nodes);
+                    let bound = swarm.lease_drift_bound_ppm as i64;
+                    if rng.random_bool(0.3) {
+                        Fault::ClockJump { node, delta_ms: rng.random_range(-60_000..=60_000) }
+                    } else {
+                        let drift_ppm = match swarm.clock_mode {
+                            // Stay strictly within the bound the lease assumes.
+                            ClockMode::WithinBound => rng.random_range(-bound / 2..=bound / 2),
+                            ClockMode::ExceedsBound => rng.random_range(4 * bound..=10 * bound),
+                        };
+                        Fault::ClockDrift {
+                            node,
+                            drift_ppm,
+                            duration_ms: rng.random_range(500..=8_000),
+                        }
+                    }
+                }
+                FaultFamily::Latency => Fault::LatencySpike {
+                    max_latency_ms: rng.random_range(20..=300),
+                    duration_ms: rng.random_range(100..=2_000),
+                },
+                FaultFamily::Disk => Fault::Disk {
+                    node: disk_victims[rng.random_range(0..disk_victims.len())],
+                    kind: match rng.random_range(0..3) {
+                        0 => DiskFaultKind::Eio { permille: rng.random_range(1..=200) },
+                        1 => DiskFaultKind::NoSpace,
+                        _ => DiskFaultKind::CorruptReads { permille: rng.random_range(1..=200) },
+                    },
+                    duration_ms: rng.random_range(100..=3_000),
+                },
+            };
+            schedule.push(TimedFault { at_ms, fault });
+            at_ms += rng.random_range(mean_gap_ms / 2..=mean_gap_ms * 3 / 2).max(50);
+        }
+    }
+    schedule.sort_by_key(|fault| fault.at_ms);
+    schedule
+}
+
+fn names(nodes: &[u64]) -> String {
+    nodes.iter().map(|n| format!("n{n}")).collect::<Vec<_>>().join(", ")
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Partition { kind, duration_ms } => {
+                match kind {
+                    PartitionKind::Split { side } => {
+                        write!(f, "partition {{{}}} from the rest", names(side))?
+                    }
+                    PartitionKind::IsolateLeader => write!(f, "isolate the leader")?,
+                    PartitionKind::OneWay { from, to } => {
+                        write!(f, "drop messages from {{{}}} to {{{}}}", names(from), names(to))?
+                    }
+                    PartitionKind::Bridge { bridge, left, right } => write!(
+                        f,
+                        "partition {{{}}} | {{{}}} with n{bridge} bridging",
+                        names(left),
+                        names(right)
+                    )?,
+                }
+                write!(f, " for {duration_ms} ms")
+            }
+            Fault::Crash { target: Target::Leader, down_ms } => {
+                write!(f, "crash the leader, restart after {down_ms} ms")
+            }
+            Fault::Crash { target: Target::Node(node), down_ms } => {
+                write!(f, "crash n{node}, restart after {down_ms} ms")
+            }
+            Fault::ClockDrift { node, drift_ppm, duration_ms } => {
+                write!(
+                    f,
+                    "n{node}'s clock drifts {:+.1}% for {duration_ms} ms",
+                    *drift_ppm as f64 / 10_000.0
+                )
+            }
+            Fault::ClockJump { node, delta_ms } => {
+                write!(f, "n{node}'s wall clock jumps {delta_ms:+} ms")
+            }
+            Fault::LatencySpike { max_latency_ms, duration_ms } => {
+                write!(f, "message latency up to {max_latency_ms} ms for {duration_ms} ms")
+            }
+            Fault::Disk { node, kind, duration_ms } => {
+                match kind {
+                    DiskFaultKind::Eio { permille } => {
+                        write!(f, "n{node}'s disk fails {}‰ of I/O with EIO", permille)?
+                    }
+                    DiskFaultKind::NoSpace => write!(f, "n{node}'s disk is full (ENOSPC)")?,
+                    DiskFaultKind::CorruptReads { permille } => {
+                        write!(f, "n{node}'s disk corrupts {}‰ of reads", permille)?
+                    }
+                }
+                write!(f, " for {duration_ms} ms")
+            }
+        }
+    }
+}
+
+impl fmt::Display for RunConfig {
+    /// The schedule as readable steps.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed {}: {} nodes, {} clients, {} keys, {} ms of faults{}",
+            self.seed,
+            self.nodes,
+            self.clients,
+            self.keys,
+            self.fault_phase_ms,
+            self.planted_bug.map(|b| format!(", planted bug {}", b.name())).unwrap_or_default()
+        )?;
+        if self.schedule.is_empty() {
+            writeln!(f, "  (no faults)")?;
+        }
+        for (step, timed) in self.schedule.iter().enumerate() {
+            writeln!(
+                f,
+                "  {:>2}. at {:>6.3} s: {}",
+                step + 1,
+                timed.at_ms as f64 / 1000.0,
+                timed.fault
+            )?;
+        }
+        write!(
+            f,
+            "  then heal everything; require a leader and {} new operations",
+            self.liveness_ops
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drawing_is_a_function_of_the_seed() {
+        let options = DrawOptions::default();
+        assert_eq!(RunConfig::draw(7, &options), RunConfig::draw(7, &options));
+        assert_ne!(RunConfig::draw(7, &options), RunConfig::draw(8, &options));
+    }
+
+    #[test]
+    fn disk_faults_stay_on_a_minority() {
+        for seed in 0..300 {
+            let config = RunConfig::draw(seed, &DrawOptions::default());
+            let mut victims: Vec<u64> = config
+                .schedule
+                .iter()
+                .filter_map(
+                    |f| if let Fault::Disk { node, .. } = f.fault { Some(node) } else { None },
+                )
+                .collect();
+            victims.sort_unstable();
+            victims.dedup();
+            assert!(victims.len() as u64 <= (config.nodes - 1) / 2, "seed {seed}: {victims:?}");
+        }
+    }
+
+    #[test]
+    fn schedules_round_trip_through_json() {
+        let config = RunConfig::draw(11, &DrawOptions::default());
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(serde_json::from_str::<RunConfig>(&json).unwrap(), config);
+    }
+}
+
+#[cfg(test)]
+mod calm_rate {
+    use super::*;
+
+    #[test]
+    fn about_one_seed_in_ten_is_calm() {
+        let calm = (0..1000)
+            .filter(|seed| RunConfig::draw(*seed, &DrawOptions::default()).schedule.is_empty())
+            .count();
+        assert!((50..=200).contains(&calm), "{calm} of 1000 seeds have no faults");
+    }
+}

@@ -1,0 +1,161 @@
+//! Shrinking a failing run to a schedule small enough to read.
+//!
+//! Greedy and deterministic: propose a smaller `RunConfig` (a shorter run, fewer faults, fewer
+//! clients, keys or nodes), keep it if the run still fails the same way, repeat until nothing
+//! smaller fails or the budget of runs is spent. The seed stays the same, so every candidate is
+//! itself a replayable run; what comes out is a config that fails, saved as JSON.
+
+use crate::run::{FailureKind, Outcome, RunReport, run};
+use crate::schedule::RunConfig;
+
+/// The outcome of shrinking.
+pub struct Shrunk {
+    pub config: RunConfig,
+    pub report: RunReport,
+    pub runs: usize,
+}
+
+/// Whether `report` is the same kind of failure as `kind`.
+fn same_failure(report: &RunReport, kind: FailureKind) -> bool {
+    matches!(&report.outcome, Outcome::Fail { kind: found, .. } if *found == kind)
+}
+
+/// Shrinks `config`, which fails with `kind`, spending at most `max_runs` simulation runs.
+/// `progress` hears about each accepted step.
+pub fn shrink(
+    config: &RunConfig,
+    kind: FailureKind,
+    max_runs: usize,
+    mut progress: impl FnMut(&str),
+) -> Option<Shrunk> {
+    let mut runs = 0usize;
+    let mut best_report = run(config, false);
+    runs += 1;
+    if !same_failure(&best_report, kind) {
+        return None;
+    }
+    let mut best = config.clone();
+    let mut try_candidate = |candidate: RunConfig,
+                             what: String,
+                             best: &mut RunConfig,
+                             best_report: &mut RunReport,
+                             runs: &mut usize|
+     -> bool {
+        if *runs >= max_runs || candidate == *best {
+            return false;
+        }
+        *runs += 1;
+        let report = run(&candidate, false);
+        if same_failure(&report, kind) {
+            progress(&what);
+            *best = candidate;
+            *best_report = report;
+            true
+        } else {
+            false
+        }
+    };
+
+    let mut changed = true;
+    while changed && runs < max_runs {
+        changed = false;
+
+        // 1. End the fault phase soon after the failure showed.
+        let failed_at_ms = best_report.sim_ms;
+        if failed_at_ms + 500 < best.fault_phase_ms {
+            let mut candidate = best.clone();
+            candidate.fault_phase_ms = failed_at_ms + 500;
+            candidate.schedule.retain(|f| f.at_ms < candidate.fault_phase_ms);
+            let what =
+                format!("fault phase {} -> {} ms", best.fault_phase_ms, candidate.fault_phase_ms);
+            changed |= try_candidate(candidate, what, &mut best, &mut best_report, &mut runs);
+        }
+
+        // 2. Drop faults: halves, then quarters, ..., then single faults (ddmin-style).
+        let mut chunk = best.schedule.len().div_ceil(2).max(1);
+        while chunk >= 1 && !best.schedule.is_empty() && runs < max_runs {
+            let mut start = 0;
+            let mut dropped_any = false;
+            while start < best.schedule.len() && runs < max_runs {
+                let end = (start + chunk).min(best.schedule.len());
+                let mut candidate = best.clone();
+                candidate.schedule.drain(start..end);
+                let what = format!("dropped {} of {} faults", end - start, best.schedule.len());
+                if try_candidate(candidate, what, &mut best, &mut best_report, &mut runs) {
+                    dropped_any = true;
+                    changed = true;
+                } else {
+                    start = end;
+                }
+            }
+            if chunk == 1 && !dropped_any {
+                break;
+            }
+            chunk = if dropped_any { chunk } else { chunk / 2 };
+        }
+
+        // 3. Fewer clients, keys and nodes.
+        for clients in 1..best.clients {
+            let candidate = RunConfig { clients, ..best.clone() };
+            if try_candidate(
+                candidate,
+                format!("clients {} -> {clients}", best.clients),
+                &mut best,
+                &mut best_report,
+                &mut runs,
+            ) {
+                changed = true;
+                break;
+            }
+        }
+        for keys in 1..best.keys {
+            let candidate = RunConfig { keys, ..best.clone() };
+            if try_candidate(
+                candidate,
+                format!("keys {} -> {keys}", best.keys),
+                &mut best,
+                &mut best_report,
+                &mut runs,
+            ) {
+                changed = true;
+                break;
+            }
+        }
+        if best.nodes == 5 {
+            let mut candidate = RunConfig { nodes: 3, ..best.clone() };
+            candidate.schedule.retain(|f| fault_fits(&f.fault, 3));
+            if try_candidate(
+                candidate,
+                "nodes 5 -> 3".to_string(),
+                &mut best,
+                &mut best_report,
+                &mut runs,
+            ) {
+                changed = true;
+            }
+        }
+    }
+    Some(Shrunk { config: best, report: best_report, runs })
+}
+
+/// Whether a fault only names nodes that exist in a cluster of `nodes`.
+fn fault_fits(fault: &crate::schedule::Fault, nodes: u64) -> bool {
+    use crate::schedule::{Fault, PartitionKind, Target};
+    let fits = |list: &[u64]| list.iter().all(|n| *n <= nodes);
+    match fault {
+        Fault::Partition { kind, .. } => match kind {
+            PartitionKind::Split { side } => fits(side) && side.len() < nodes as usize,
+            PartitionKind::IsolateLeader => true,
+            PartitionKind::OneWay { from, to } => fits(from) && fits(to),
+            PartitionKind::Bridge { bridge, left, right } => {
+                *bridge <= nodes && fits(left) && fits(right)
+            }
+        },
+        Fault::Crash { target: Target::Node(node), .. } => *node <= nodes,
+        Fault::Crash { target: Target::Leader, .. } => true,
+        Fault::ClockDrift { node, .. }
+        | Fault::ClockJump { node, .. }
+        | Fault::Disk { node, .. } => *node <= nodes,
+        Fault::LatencySpike { .. } => true,
+    }
+}

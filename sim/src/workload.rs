@@ -1,0 +1,455 @@
+//! Simulated clients. Each registers a session, then issues one operation at a time on a small
+//! key set (so operations conflict): reads, puts, deletes, compare-and-swaps, create-only puts
+//! and two-key transactions. A write that times out is retried with the same session sequence
+//! number — exactly once, whichever node finally answers — and if no answer ever comes it is
+//! recorded with an unknown outcome (`info`). Every completed operation goes into the history
+//! the checker judges at the end.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use conclave_checker::{
+    Compare as HistoryCompare, Op, Operation, Txn as HistoryTxn, TxnOp as HistoryTxnOp,
+};
+use conclave_core::engine::{EngineError, ReadConsistency, ReadQuery, ReadResult};
+use conclave_core::kv::{
+    Compare, CompareOp, CompareTarget, Condition, KvCommand, KvResponse, SessionTag, Txn, TxnOp,
+    TxnOpResult,
+};
+use conclave_core::transport::frame::{read_frame, write_frame};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use turmoil::net::TcpStream;
+
+use crate::client_protocol::{
+    CLIENT_PORT, ClientAnswer, ClientCall, ClientReply, ClientRequest, MAX_CLIENT_FRAME_BYTES,
+};
+use crate::schedule::Swarm;
+use crate::trace::TraceHash;
+
+/// How many times one operation is tried (on different nodes) before giving up.
+const MAX_ATTEMPTS: u32 = 6;
+
+/// State shared by all clients and the run loop.
+#[derive(Default)]
+pub struct WorkloadShared {
+    pub stop: Cell<bool>,
+    pub operations: RefCell<Vec<Operation>>,
+    /// Indexes (into `operations`) of the reads served under a lease.
+    pub lease_reads: RefCell<Vec<usize>>,
+    /// Operations that began at or after this time (µs) and completed count for liveness.
+    pub liveness_from_us: Cell<Option<u64>>,
+    pub completed_since_liveness: Cell<u64>,
+    pub trace: RefCell<TraceHash>,
+    pub leader_hint: Cell<Option<u64>>,
+    pub clients_done: Cell<u64>,
+}
+
+pub struct ClientSetup {
+    pub index: u64,
+    pub nodes: u64,
+    pub keys: u64,
+    pub swarm: Swarm,
+    pub ops_limit: Option<u64>,
+    pub seed: u64,
+}
+
+fn now_us() -> u64 {
+    turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_micros() as u64)
+}
+
+/// What became of one attempt sequence.
+enum Outcome {
+    Answer(ClientAnswer),
+    /// Definitely did not take effect.
+    NotApplied,
+    /// May or may not have taken effect.
+    Unknown,
+}
+
+struct Client {
+    setup: ClientSetup,
+    shared: Rc<WorkloadShared>,
+    rng: ChaCha8Rng,
+    connection: Option<(u64, TcpStream)>,
+    next_request_id: u64,
+    /// What this client last saw in each key, to make plausible CAS expectations.
+    last_seen: BTreeMap<String, Option<String>>,
+    values_written: u64,
+}
+
+pub async fn run_client(setup: ClientSetup, shared: Rc<WorkloadShared>) -> turmoil::Result {
+    let rng = ChaCha8Rng::seed_from_u64(setup.seed ^ (setup.index << 40) ^ 0x00c1_1e47);
+    let mut client = Client {
+        setup,
+        shared,
+        rng,
+        connection: None,
+        next_request_id: 0,
+        last_seen: BTreeMap::new(),
+        values_written: 0,
+    };
+    client.run().await;
+    client.shared.clients_done.set(client.shared.clients_done.get() + 1);
+    Ok(())
+}
+
+impl Client {
+    async fn run(&mut self) {
+        let Some(client_id) = self.register_session().await else { return };
+        let mut seq = 0u64;
+        let mut issued = 0u64;
+        while !self.shared.stop.get() && self.setup.ops_limit.is_none_or(|limit| issued < limit) {
+            let think_ms = self.rng.random_range(0..=self.setup.swarm.client_think_max_ms);
+            tokio::time::sleep(Duration::from_millis(think_ms)).await;
+            if self.shared.stop.get() {
+                return;
+            }
+            issued += 1;
+            let planned = self.plan();
+            let session = if planned.is_write() {
+                seq += 1;
+                Some(SessionTag { client_id, seq })
+            } else {
+                None
+            };
+            let call_us = now_us();
+            let outcome = self.execute(planned.call(session)).await;
+            self.record(planned, call_us, outcome);
+        }
+    }
+
+    async fn register_session(&mut self) -> Option<u64> {
+        while !self.shared.stop.get() {
+            let call = ClientCall::Write { command: KvCommand::RegisterSession, session: None };
+            if let Outcome::Answer(ClientAnswer::Write(KvResponse::SessionRegistered {
+                client_id,
+            })) = self.execute(call).await
+            {
+                return Some(client_id);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    fn key(&mut self) -> String {
+        format!("k{}", self.rng.random_range(0..self.setup.keys))
+    }
+
+    fn fresh_value(&mut self) -> String {
+        self.values_written += 1;
+        format!("c{}-{}", self.setup.index, self.values_written)
+    }
+
+    fn expectation(&mut self, key: &str) -> Option<String> {
+        match self.last_seen.get(key) {
+            Some(seen) if self.rng.random_bool(0.8) => seen.clone(),
+            _ => None,
+        }
+    }
+
+    fn plan(&mut self) -> Planned {
+        let swarm = &self.setup.swarm;
+        let (read, delete, cas, create, txn) = (
+            swarm.read_percent,
+            swarm.delete_percent,
+            swarm.cas_percent,
+            swarm.create_percent,
+            swarm.txn_percent,
+        );
+        let lease_reads = swarm.lease_reads;
+        let roll = self.rng.random_range(0..100u32);
+        let key = self.key();
+        if roll < read {
+            let lease = lease_reads && self.rng.random_bool(0.5);
+            Planned::Get { key, lease }
+        } else if roll < read + delete {
+            Planned::Delete { key }
+        } else if roll < read + delete + cas {
+            let expected = self.expectation(&key);
+            let value = self.fresh_value();
+            Planned::Cas { key, expected, value }
+        } else if roll < read + delete + cas + create {
+            let value = self.fresh_value();
+            Planned::Create { key, value }
+        } else if roll < read + delete + cas + create + txn {
+            let other = self.key();
+            let expected = self.expectation(&key);
+            let value = self.fresh_value();
+            Planned::Txn { key, other, expected, value }
+        } else {
+            let value = self.fresh_value();
+            Planned::Put { key, value }
+        }
+    }
+
+    fn choose_node(&mut self) -> u64 {
+        match self.shared.leader_hint.get() {
+            Some(node) if self.rng.random_bool(0.9) => node,
+            _ => self.rng.random_range(1..=self.setup.nodes),
+        }
+    }
+
+    async fn execute(&mut self, call: ClientCall) -> Outcome {
+        let is_write = matches!(call, ClientCall::Write { .. });
+        let mut maybe_applied = false;
+        for attempt in 0..MAX_ATTEMPTS {
+            if self.shared.stop.get() && attempt > 0 {
+                break;
+            }
+            let node = self.choose_node();
+            match self.send(node, call.clone()).await {
+                Some(Ok(answer)) => return Outcome::Answer(answer),
+                Some(Err(EngineError::NotLeader { leader })) => {
+                    self.shared.leader_hint.set(leader.map(|id| id.0));
+                    if leader.is_none() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                Some(Err(EngineError::Busy | EngineError::Stopped)) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                // This attempt's entry lost its slot; an earlier attempt's may still apply.
+                Some(Err(EngineError::NotCommitted)) => {}
+                Some(Err(EngineError::Unknown)) => maybe_applied = true,
+                Some(Err(EngineError::Invalid(_))) => {
+                    return if maybe_applied { Outcome::Unknown } else { Outcome::NotApplied };
+                }
+                None => {
+                    // No answer: the request may have reached the leader.
+                    maybe_applied |= is_write;
+                    self.shared.leader_hint.set(None);
+                }
+            }
+        }
+        if maybe_applied { Outcome::Unknown } else { Outcome::NotApplied }
+    }
+
+    /// One request to one node; `None` if no reply came in time.
+    async fn send(
+        &mut self,
+        node: u64,
+        call: ClientCall,
+    ) -> Option<Result<ClientAnswer, EngineError>> {
+        let timeout = Duration::from_millis(self.setup.swarm.client_timeout_ms);
+        if self.connection.as_ref().is_none_or(|(connected, _)| *connected != node) {
+            self.connection = None;
+            let connect = TcpStream::connect((format!("n{node}"), CLIENT_PORT));
+            let stream = tokio::time::timeout(timeout, connect).await.ok()?.ok()?;
+            self.connection = Some((node, stream));
+        }
+        self.next_request_id += 1;
+        let request = ClientRequest { id: self.next_request_id, call };
+        let (_, stream) = self.connection.as_mut()?;
+        let exchange = async {
+            write_frame(stream, &request, MAX_CLIENT_FRAME_BYTES).await.ok()?;
+            read_frame::<ClientReply, _>(stream, MAX_CLIENT_FRAME_BYTES).await.ok()
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Some(reply)) if reply.id == request.id => Some(reply.result),
+            _ => {
+                // A late reply could arrive on this connection: never reuse it.
+                self.connection = None;
+                None
+            }
+        }
+    }
+
+    fn record(&mut self, planned: Planned, call_us: u64, outcome: Outcome) {
+        let client = self.setup.index;
+        let ret_us = now_us();
+        let is_lease_read = matches!(planned, Planned::Get { lease: true, .. });
+        let operation = match outcome {
+            Outcome::Answer(answer) => match self.observe(planned, answer) {
+                Some(op) => Operation::ok(client, call_us, ret_us, op),
+                None => return,
+            },
+            Outcome::NotApplied => match planned.history_op() {
+                // A read that never got an answer tells nothing: not recorded.
+                Some(op) if !matches!(op, Op::Get { .. }) => {
+                    Operation::fail(client, call_us, ret_us, op)
+                }
+                _ => return,
+            },
+            Outcome::Unknown => match planned.history_op() {
+                Some(op) if !matches!(op, Op::Get { .. }) => Operation::info(client, call_us, op),
+                _ => return,
+            },
+        };
+        let mut trace = self.shared.trace.borrow_mut();
+        trace.add(client);
+        trace.add(call_us);
+        trace.add(ret_us);
+        trace.add_bytes(operation.op.kind().as_bytes());
+        drop(trace);
+        if operation.status == conclave_checker::Status::Ok
+            && self.shared.liveness_from_us.get().is_some_and(|from| call_us >= from)
+        {
+            self.shared
+                .completed_since_liveness
+                .set(self.shared.completed_since_liveness.get() + 1);
+        }
+        let mut operations = self.shared.operations.borrow_mut();
+        if is_lease_read {
+            self.shared.lease_reads.borrow_mut().push(operations.len());
+        }
+        operations.push(operation);
+    }
+
+    /// Turns a server answer into the history operation it demonstrates.
+    fn observe(&mut self, planned: Planned, answer: ClientAnswer) -> Option<Op> {
+        let text = |bytes: &Bytes| String::from_utf8_lossy(bytes).into_owned();
+        match (planned, answer) {
+            (Planned::Get { key, .. }, ClientAnswer::Read(ReadResult::Value { value, .. })) => {
+                let value = value.map(|(bytes, _)| text(&bytes));
+                self.last_seen.insert(key.clone(), value.clone());
+                Some(Op::Get { key, value })
+            }
+            (Planned::Put { key, value }, ClientAnswer::Write(KvResponse::Put { .. })) => {
+                self.last_seen.insert(key.clone(), Some(value.clone()));
+                Some(Op::Put { key, value })
+            }
+            (Planned::Delete { key }, ClientAnswer::Write(KvResponse::Delete { prev, .. })) => {
+                self.last_seen.insert(key.clone(), None);
+                Some(Op::Delete { key, found: Some(prev.is_some()) })
+            }
+            (Planned::Cas { key, expected, value }, ClientAnswer::Write(response)) => {
+                let success = matches!(response, KvResponse::Put { .. });
+                if !success && !matches!(response, KvResponse::ConditionFailed { .. }) {
+                    return None;
+                }
+                if success {
+                    self.last_seen.insert(key.clone(), Some(value.clone()));
+                }
+                Some(Op::Cas { key, expected, value, success })
+            }
+            (Planned::Create { key, value }, ClientAnswer::Write(response)) => {
+                let success = matches!(response, KvResponse::Put { .. });
+                if !success && !matches!(response, KvResponse::ConditionFailed { .. }) {
+                    return None;
+                }
+                Some(Op::PutIfAbsent { key, value, success })
+            }
+            (
+                Planned::Txn { key, other, expected, value },
+                ClientAnswer::Write(KvResponse::Txn { succeeded, results, .. }),
+            ) => {
+                let read_back = match results.first() {
+                    Some(TxnOpResult::Get { kv }) => kv.as_ref().map(|kv| text(&kv.value)),
+                    _ => None,
+                };
+                let txn = HistoryTxn {
+                    compare: vec![HistoryCompare::Equals { key: key.clone(), expected }],
+                    success: vec![
+                        HistoryTxnOp::Put { key: key.clone(), value: value.clone() },
+                        HistoryTxnOp::Put { key: other.clone(), value: value.clone() },
+                    ],
+                    failure: vec![HistoryTxnOp::Get { key: key.clone(), value: read_back }],
+                    succeeded,
+                };
+                Some(Op::Txn(txn))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// An operation before it is sent.
+enum Planned {
+    Get { key: String, lease: bool },
+    Put { key: String, value: String },
+    Delete { key: String },
+    Cas { key: String, expected: Option<String>, value: String },
+    Create { key: String, value: String },
+    Txn { key: String, other: String, expected: Option<String>, value: String },
+}
+
+impl Planned {
+    fn is_write(&self) -> bool {
+        !matches!(self, Planned::Get { .. })
+    }
+
+    fn call(&self, session: Option<SessionTag>) -> ClientCall {
+        let bytes = |value: &str| Bytes::from(value.to_string());
+        let command = match self {
+            Planned::Get { key, lease } => {
+                let consistency =
+                    if *lease { ReadConsistency::Lease } else { ReadConsistency::Linearizable };
+                return ClientCall::Read {
+                    query: ReadQuery::Get { key: key.clone() },
+                    consistency,
+                };
+            }
+            Planned::Put { key, value } => KvCommand::Put {
+                key: key.clone(),
+                value: bytes(value),
+                ttl_ms: None,
+                condition: Condition::Always,
+            },
+            Planned::Delete { key } => {
+                KvCommand::Delete { key: key.clone(), condition: Condition::Always }
+            }
+            Planned::Cas { key, expected, value } => KvCommand::Cas {
+                key: key.clone(),
+                expected: expected.as_deref().map(bytes),
+                value: bytes(value),
+                ttl_ms: None,
+            },
+            Planned::Create { key, value } => KvCommand::Put {
+                key: key.clone(),
+                value: bytes(value),
+                ttl_ms: None,
+                condition: Condition::Absent,
+            },
+            Planned::Txn { key, other, expected, value } => {
+                let target = match expected {
+                    Some(expected) => CompareTarget::Value(CompareOp::Equal, bytes(expected)),
+                    None => CompareTarget::Exists(false),
+                };
+                KvCommand::Txn(Txn {
+                    compares: vec![Compare { key: key.clone(), target }],
+                    success: vec![
+                        TxnOp::Put { key: key.clone(), value: bytes(value), ttl_ms: None },
+                        TxnOp::Put { key: other.clone(), value: bytes(value), ttl_ms: None },
+                    ],
+                    failure: vec![TxnOp::Get { key: key.clone() }],
+                })
+            }
+        };
+        ClientCall::Write { command, session }
+    }
+
+    /// The history operation for an outcome without an answer (outputs unknown).
+    fn history_op(&self) -> Option<Op> {
+        Some(match self {
+            Planned::Get { key, .. } => Op::Get { key: key.clone(), value: None },
+            Planned::Put { key, value } => Op::Put { key: key.clone(), value: value.clone() },
+            Planned::Delete { key } => Op::Delete { key: key.clone(), found: None },
+            Planned::Cas { key, expected, value } => Op::Cas {
+                key: key.clone(),
+                expected: expected.clone(),
+                value: value.clone(),
+                success: false,
+            },
+            Planned::Create { key, value } => {
+                Op::PutIfAbsent { key: key.clone(), value: value.clone(), success: false }
+            }
+            Planned::Txn { key, other, expected, value } => Op::Txn(HistoryTxn {
+                compare: vec![HistoryCompare::Equals {
+                    key: key.clone(),
+                    expected: expected.clone(),
+                }],
+                success: vec![
+                    HistoryTxnOp::Put { key: key.clone(), value: value.clone() },
+                    HistoryTxnOp::Put { key: other.clone(), value: value.clone() },
+                ],
+                failure: vec![HistoryTxnOp::Get { key: key.clone(), value: None }],
+                succeeded: false,
+            }),
+        })
+    }
+}
