@@ -16,7 +16,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use conclave_sim::run::FailureKind;
-use conclave_sim::{DrawOptions, Outcome, PlantedBug, RunConfig, RunReport, run, shrink};
+use conclave_sim::{
+    DrawOptions, DrawProfile, Outcome, PlantedBug, RunConfig, RunOptions, RunReport, run, shrink,
+};
 
 use crate::campaign::{CampaignOptions, SeedSummary};
 
@@ -44,15 +46,33 @@ struct DrawArgs {
     /// ack-before-sync, stale-leader-read or keep-conflicting-suffix.
     #[arg(long, value_parser = parse_bug)]
     planted_bug: Option<PlantedBug>,
+    /// What kind of world to draw: standard (all fault families, calm and stormy seeds) or
+    /// leader-churn (the leader is crashed or isolated every few hundred ms).
+    #[arg(long, value_parser = parse_profile, default_value = "standard")]
+    profile: DrawProfile,
+}
+
+fn parse_profile(name: &str) -> Result<DrawProfile, String> {
+    DrawProfile::from_name(name)
+        .ok_or_else(|| format!("unknown profile {name:?}; standard or leader-churn"))
 }
 
 impl DrawArgs {
     fn options(&self) -> DrawOptions {
-        DrawOptions { fault_phase_ms: self.fault_ms, planted_bug: self.planted_bug }
+        DrawOptions {
+            fault_phase_ms: self.fault_ms,
+            planted_bug: self.planted_bug,
+            profile: self.profile,
+        }
     }
 
     fn as_args(&self) -> Vec<String> {
-        let mut args = vec!["--fault-ms".to_string(), self.fault_ms.to_string()];
+        let mut args = vec![
+            "--fault-ms".to_string(),
+            self.fault_ms.to_string(),
+            "--profile".to_string(),
+            self.profile.name().to_string(),
+        ];
         if let Some(bug) = self.planted_bug {
             args.push("--planted-bug".into());
             args.push(bug.name().into());
@@ -144,6 +164,9 @@ fn replay_command(seed: u64, draw: &DrawArgs) -> String {
     if let Some(bug) = draw.planted_bug {
         command.push_str(&format!(" --planted-bug {}", bug.name()));
     }
+    if draw.profile != DrawProfile::Standard {
+        command.push_str(&format!(" --profile {}", draw.profile.name()));
+    }
     command.push_str(&format!(" --out sim-failures/seed-{seed}"));
     command
 }
@@ -224,7 +247,7 @@ fn main() -> Result<()> {
             let options = draw.options();
             let mut seed = seeds.start + offset;
             while seed < seeds.end {
-                let report = run(&RunConfig::draw(seed, &options), false);
+                let report = run(&RunConfig::draw(seed, &options), RunOptions::default());
                 println!("{}", serde_json::to_string(&summarize(&report))?);
                 seed += stride;
             }
@@ -233,7 +256,7 @@ fn main() -> Result<()> {
         Command::Replay { seed, schedule, out, draw } => {
             let config = load_config(seed, &schedule, &draw)?;
             println!("{config}");
-            let report = run(&config, true);
+            let report = run(&config, RunOptions { keep_history: true, explain_violations: true });
             print!("{}", artifacts::describe(&report));
             let directory =
                 out.unwrap_or_else(|| PathBuf::from(format!("sim-failures/seed-{}", config.seed)));
@@ -249,7 +272,7 @@ fn main() -> Result<()> {
         }
         Command::Shrink { seed, schedule, max_runs, out, draw } => {
             let config = load_config(seed, &schedule, &draw)?;
-            let first = run(&config, false);
+            let first = run(&config, RunOptions::default());
             let kind: FailureKind = match &first.outcome {
                 Outcome::Fail { kind, .. } => *kind,
                 other => bail!(
@@ -268,7 +291,8 @@ fn main() -> Result<()> {
                 "after {} runs, the minimal failing schedule:\n{}",
                 shrunk.runs, shrunk.config
             );
-            let report = run(&shrunk.config, true);
+            let report =
+                run(&shrunk.config, RunOptions { keep_history: true, explain_violations: true });
             print!("{}", artifacts::describe(&report));
             let directory = out
                 .unwrap_or_else(|| PathBuf::from(format!("sim-failures/seed-{}-min", config.seed)));

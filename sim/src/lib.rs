@@ -25,5 +25,5 @@ pub mod shrink;
 pub mod trace;
 pub mod workload;
 
-pub use run::{FailureKind, Outcome, RunReport, run};
-pub use schedule::{DrawOptions, PlantedBug, RunConfig};
+pub use run::{FailureKind, Outcome, RunOptions, RunReport, run};
+pub use schedule::{DrawOptions, DrawProfile, PlantedBug, RunConfig};

@@ -23,6 +23,11 @@ enum FollowUp {
     ClockDriftEnds(u64),
     LatencyEnds,
     DiskHeals(u64),
+    /// A `CrashNewLeader` trap springs on `node`.
+    CrashSprung {
+        node: u64,
+        down_ms: u64,
+    },
 }
 
 pub struct Nemesis {
@@ -38,6 +43,10 @@ pub struct Nemesis {
     disks: Vec<DiskFaults>,
     base_max_latency: Duration,
     latency_spikes: u32,
+    /// Traps armed by `CrashNewLeader`: (delay, downtime), first armed first.
+    new_leader_traps: std::collections::VecDeque<(u64, u64)>,
+    /// The leader (node, term) seen at the previous step, to notice elections.
+    last_leader: Option<u64>,
     pub fired: BTreeSet<FaultFamily>,
     /// What happened, in order, for reports.
     pub log: Vec<String>,
@@ -67,6 +76,8 @@ impl Nemesis {
             disks,
             base_max_latency,
             latency_spikes: 0,
+            new_leader_traps: std::collections::VecDeque::new(),
+            last_leader: None,
             fired: BTreeSet::new(),
             log: Vec::new(),
         }
@@ -83,6 +94,15 @@ impl Nemesis {
 
     /// Fires every fault and follow-up due at `now_ms`.
     pub fn step(&mut self, now_ms: u64, sim: &mut Sim<'_>, observer: &Rc<RefCell<Observer>>) {
+        let leader = observer.borrow().current_leader().map(|id| id.0);
+        if leader.is_some()
+            && leader != self.last_leader
+            && let Some((delay_ms, down_ms)) = self.new_leader_traps.pop_front()
+            && let Some(node) = leader
+        {
+            self.later(now_ms + delay_ms, FollowUp::CrashSprung { node, down_ms });
+        }
+        self.last_leader = leader;
         while let Some(first) = self.follow_ups.first_key_value() {
             if first.0.0 > now_ms {
                 break;
@@ -134,6 +154,10 @@ impl Nemesis {
                     }
                     _ => false,
                 }
+            }
+            Fault::CrashNewLeader { delay_ms, down_ms } => {
+                self.new_leader_traps.push_back((delay_ms, down_ms));
+                true
             }
             Fault::ClockDrift { node, drift_ppm, duration_ms } => {
                 self.clocks[(node - 1) as usize].set_drift(now_ms, drift_ppm);
@@ -247,6 +271,16 @@ impl Nemesis {
                 }
             }
             FollowUp::DiskHeals(node) => self.disks[(node - 1) as usize].heal(),
+            FollowUp::CrashSprung { node, down_ms } => {
+                if self.down.insert(node) {
+                    sim.crash(name(node));
+                    self.log.push(format!(
+                        "{:>7.3} s  crash n{node} (the new leader), restart after {down_ms} ms",
+                        now_ms as f64 / 1000.0
+                    ));
+                    self.later(now_ms + down_ms, FollowUp::Restart(node));
+                }
+            }
         }
     }
 
@@ -268,6 +302,7 @@ impl Nemesis {
         self.latency_spikes = 0;
         sim.set_max_message_latency(self.base_max_latency);
         self.follow_ups.clear();
+        self.new_leader_traps.clear();
         self.next = self.schedule.len();
         self.log.push(format!("{:>7.3} s  heal everything", now_ms as f64 / 1000.0));
     }

@@ -60,10 +60,23 @@ impl Outcome {
     }
 }
 
+/// What a run should produce besides its verdict.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Keep the client history in the report (for writing it out).
+    pub keep_history: bool,
+    /// Shrink a linearizability violation to a minimal failing set of operations (costly; the
+    /// shrinker only needs the verdict and turns this off).
+    pub explain_violations: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct RunReport {
     pub seed: u64,
     pub outcome: Outcome,
+    /// Simulated milliseconds at which the failure showed: when an invariant broke, or when the
+    /// last operation of a non-linearizable set returned.
+    pub failure_at_ms: Option<u64>,
     pub trace_hash: u64,
     pub operations: usize,
     pub operations_ok: usize,
@@ -84,7 +97,7 @@ enum Phase {
     Draining { since_ms: u64 },
 }
 
-pub fn run(config: &RunConfig, keep_history: bool) -> RunReport {
+pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
     let _quiet = panic_capture::QuietPanics::enter();
     let swarm = &config.swarm;
     let total_ms = config.fault_phase_ms + config.liveness_timeout_ms + DRAIN_MS + 10_000;
@@ -207,6 +220,7 @@ pub fn run(config: &RunConfig, keep_history: bool) -> RunReport {
     let operations_unknown = operations.iter().filter(|op| op.status == Status::Info).count();
     let mut verdict = String::from("not checked");
     let history = History::new(operations.clone());
+    let mut failure_at_ms = failure.as_ref().map(|_| sim_ms);
     let mut outcome = match failure {
         Some((kind, detail)) => Outcome::Fail { kind, detail },
         None => Outcome::Pass,
@@ -219,7 +233,8 @@ pub fn run(config: &RunConfig, keep_history: bool) -> RunReport {
             };
         }
         Ok(history) if !outcome.is_failure() => {
-            let report = conclave_checker::check(history, &check_options());
+            let report =
+                conclave_checker::check(history, &check_options(options.explain_violations));
             verdict = report.verdict.as_str().to_string();
             match &report.verdict {
                 Verdict::Linearizable => {}
@@ -237,6 +252,12 @@ pub fn run(config: &RunConfig, keep_history: bool) -> RunReport {
                             .iter()
                             .map(|index| history.ops()[*index].to_string())
                             .collect();
+                        failure_at_ms = violation
+                            .failing_ops
+                            .iter()
+                            .filter_map(|index| history.ops()[*index].ret)
+                            .max()
+                            .map(|ret_us| ret_us / 1000);
                         Outcome::Fail {
                             kind: FailureKind::Linearizability,
                             detail: format!(
@@ -264,6 +285,7 @@ pub fn run(config: &RunConfig, keep_history: bool) -> RunReport {
     RunReport {
         seed: config.seed,
         outcome,
+        failure_at_ms,
         trace_hash: trace.value(),
         operations: operations.len(),
         operations_ok,
@@ -274,13 +296,13 @@ pub fn run(config: &RunConfig, keep_history: bool) -> RunReport {
         stats: observer.stats.clone(),
         nemesis_log: nemesis.log.clone(),
         node_stops: observer.node_stops.clone(),
-        history: if keep_history { history.ok() } else { None },
+        history: if options.keep_history { history.ok() } else { None },
         verdict,
     }
 }
 
-fn check_options() -> CheckOptions {
-    CheckOptions { max_steps: 20_000_000, minimize_max_steps: 5_000_000, ..CheckOptions::default() }
+fn check_options(minimize: bool) -> CheckOptions {
+    CheckOptions { max_steps: 20_000_000, minimize, ..CheckOptions::default() }
 }
 
 /// Whether the history minus its lease reads is linearizable: then the anomaly is the lease's.
@@ -294,7 +316,7 @@ fn without_lease_reads_is_linearizable(operations: &[Operation], lease_reads: &[
         .collect();
     match History::new(rest) {
         Ok(history) => matches!(
-            conclave_checker::check(&history, &check_options()).verdict,
+            conclave_checker::check(&history, &check_options(false)).verdict,
             Verdict::Linearizable
         ),
         Err(_) => false,

@@ -80,13 +80,20 @@ pub enum Fault {
         kind: DiskFaultKind,
         duration_ms: u64,
     },
+    /// Arms a trap: the next leader to be elected after this point is crashed `delay_ms` after
+    /// its election (mid-replication, before its first entries reach everyone), and restarted
+    /// after `down_ms`. Young leaders dying is where Raft's subtle cases live (figure 8).
+    CrashNewLeader {
+        delay_ms: u64,
+        down_ms: u64,
+    },
 }
 
 impl Fault {
     pub fn family(&self) -> FaultFamily {
         match self {
             Fault::Partition { .. } => FaultFamily::Partition,
-            Fault::Crash { .. } => FaultFamily::Crash,
+            Fault::Crash { .. } | Fault::CrashNewLeader { .. } => FaultFamily::Crash,
             Fault::ClockDrift { .. } | Fault::ClockJump { .. } => FaultFamily::Clock,
             Fault::LatencySpike { .. } => FaultFamily::Latency,
             Fault::Disk { .. } => FaultFamily::Disk,
@@ -191,16 +198,42 @@ pub struct RunConfig {
     pub planted_bug: Option<PlantedBug>,
 }
 
+/// Which kind of world to draw.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DrawProfile {
+    /// Every fault family, each on or off per seed, calm seeds and storms.
+    #[default]
+    Standard,
+    /// The hard cases of the Raft paper (figure 8, deposed leaders): the leader is crashed or
+    /// isolated every few hundred milliseconds and comes back quickly, and each AppendEntries
+    /// carries one entry so a new leader's no-op travels apart from older entries.
+    LeaderChurn,
+}
+
+impl DrawProfile {
+    pub fn name(self) -> &'static str {
+        match self {
+            DrawProfile::Standard => "standard",
+            DrawProfile::LeaderChurn => "leader-churn",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<DrawProfile> {
+        [DrawProfile::Standard, DrawProfile::LeaderChurn].into_iter().find(|p| p.name() == name)
+    }
+}
+
 /// Defaults a campaign or a test can override before drawing.
 #[derive(Clone, Debug)]
 pub struct DrawOptions {
     pub fault_phase_ms: u64,
     pub planted_bug: Option<PlantedBug>,
+    pub profile: DrawProfile,
 }
 
 impl Default for DrawOptions {
     fn default() -> Self {
-        DrawOptions { fault_phase_ms: 20_000, planted_bug: None }
+        DrawOptions { fault_phase_ms: 20_000, planted_bug: None, profile: DrawProfile::Standard }
     }
 }
 
@@ -218,6 +251,48 @@ fn pick_nodes(rng: &mut ChaCha8Rng, nodes: u64, count: u64) -> Vec<u64> {
 impl RunConfig {
     /// Draws a whole run from `seed`.
     pub fn draw(seed: u64, options: &DrawOptions) -> RunConfig {
+        match options.profile {
+            DrawProfile::Standard => Self::draw_standard(seed, options),
+            DrawProfile::LeaderChurn => Self::draw_leader_churn(seed, options),
+        }
+    }
+
+    fn draw_leader_churn(seed: u64, options: &DrawOptions) -> RunConfig {
+        let mut config = Self::draw_standard(seed, options);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x1ead_e4c4_0000_0000);
+        let swarm = &mut config.swarm;
+        swarm.families = vec![FaultFamily::Crash, FaultFamily::Partition];
+        swarm.max_entries_per_message = 1;
+        swarm.max_inflight_messages = rng.random_range(1..=4);
+        swarm.client_think_max_ms = rng.random_range(0..=5);
+        swarm.clock_mode = ClockMode::WithinBound;
+        swarm.lease_reads = false;
+        config.clients = rng.random_range(4..=8);
+        config.keys = rng.random_range(1..=3);
+        let mut schedule = Vec::new();
+        let mut at_ms = rng.random_range(200..=600);
+        while at_ms < options.fault_phase_ms.saturating_sub(200) {
+            let fault = match rng.random_range(0..10) {
+                0..=3 => Fault::CrashNewLeader {
+                    delay_ms: rng.random_range(0..=20),
+                    down_ms: rng.random_range(5..=400),
+                },
+                4..=6 => {
+                    Fault::Crash { target: Target::Leader, down_ms: rng.random_range(5..=300) }
+                }
+                _ => Fault::Partition {
+                    kind: PartitionKind::IsolateLeader,
+                    duration_ms: rng.random_range(100..=1_500),
+                },
+            };
+            schedule.push(TimedFault { at_ms, fault });
+            at_ms += rng.random_range(150..=700);
+        }
+        config.schedule = schedule;
+        config
+    }
+
+    fn draw_standard(seed: u64, options: &DrawOptions) -> RunConfig {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let nodes = if rng.random_bool(0.7) { 3 } else { 5 };
         let calm = rng.random_bool(0.1);
@@ -413,6 +488,10 @@ impl fmt::Display for Fault {
             Fault::Crash { target: Target::Node(node), down_ms } => {
                 write!(f, "crash n{node}, restart after {down_ms} ms")
             }
+            Fault::CrashNewLeader { delay_ms, down_ms } => write!(
+                f,
+                "crash the next new leader {delay_ms} ms after its election, restart after {down_ms} ms"
+            ),
             Fault::ClockDrift { node, drift_ppm, duration_ms } => {
                 write!(
                     f,

@@ -5,7 +5,7 @@
 //! smaller fails or the budget of runs is spent. The seed stays the same, so every candidate is
 //! itself a replayable run; what comes out is a config that fails, saved as JSON.
 
-use crate::run::{FailureKind, Outcome, RunReport, run};
+use crate::run::{FailureKind, Outcome, RunOptions, RunReport, run};
 use crate::schedule::RunConfig;
 
 /// The outcome of shrinking.
@@ -29,7 +29,8 @@ pub fn shrink(
     mut progress: impl FnMut(&str),
 ) -> Option<Shrunk> {
     let mut runs = 0usize;
-    let mut best_report = run(config, false);
+    let verdict_only = RunOptions::default();
+    let mut best_report = run(config, verdict_only);
     runs += 1;
     if !same_failure(&best_report, kind) {
         return None;
@@ -45,7 +46,7 @@ pub fn shrink(
             return false;
         }
         *runs += 1;
-        let report = run(&candidate, false);
+        let report = run(&candidate, verdict_only);
         if same_failure(&report, kind) {
             progress(&what);
             *best = candidate;
@@ -60,15 +61,37 @@ pub fn shrink(
     while changed && runs < max_runs {
         changed = false;
 
-        // 1. End the fault phase soon after the failure showed.
-        let failed_at_ms = best_report.sim_ms;
-        if failed_at_ms + 500 < best.fault_phase_ms {
-            let mut candidate = best.clone();
-            candidate.fault_phase_ms = failed_at_ms + 500;
-            candidate.schedule.retain(|f| f.at_ms < candidate.fault_phase_ms);
-            let what =
-                format!("fault phase {} -> {} ms", best.fault_phase_ms, candidate.fault_phase_ms);
-            changed |= try_candidate(candidate, what, &mut best, &mut best_report, &mut runs);
+        // 1. A shorter run: end the fault phase soon after the failure showed, or once the
+        //    last fault is over; then start the faults earlier.
+        let failed_at_ms = best_report.failure_at_ms.unwrap_or(best_report.sim_ms);
+        let faults_over_ms =
+            best.schedule.iter().map(|f| f.at_ms + fault_duration_ms(&f.fault)).max().unwrap_or(0);
+        for end_ms in [failed_at_ms + 500, faults_over_ms + 1_000] {
+            if end_ms < best.fault_phase_ms {
+                let mut candidate = best.clone();
+                candidate.fault_phase_ms = end_ms;
+                candidate.schedule.retain(|f| f.at_ms < end_ms);
+                let what = format!("fault phase {} -> {end_ms} ms", best.fault_phase_ms);
+                changed |= try_candidate(candidate, what, &mut best, &mut best_report, &mut runs);
+            }
+        }
+        if let Some(first_ms) = best.schedule.first().map(|f| f.at_ms) {
+            for shift_ms in [first_ms, first_ms * 3 / 4, first_ms / 2] {
+                if shift_ms < 100 {
+                    continue;
+                }
+                let mut candidate = best.clone();
+                for fault in candidate.schedule.iter_mut() {
+                    fault.at_ms -= shift_ms;
+                }
+                candidate.fault_phase_ms =
+                    candidate.fault_phase_ms.saturating_sub(shift_ms).max(1_000);
+                let what = format!("faults {shift_ms} ms earlier, run {} ms shorter", shift_ms);
+                if try_candidate(candidate, what, &mut best, &mut best_report, &mut runs) {
+                    changed = true;
+                    break;
+                }
+            }
         }
 
         // 2. Drop faults: halves, then quarters, ..., then single faults (ddmin-style).
@@ -138,6 +161,19 @@ pub fn shrink(
     Some(Shrunk { config: best, report: best_report, runs })
 }
 
+/// How long a fault lasts once fired (0 for instantaneous ones).
+fn fault_duration_ms(fault: &crate::schedule::Fault) -> u64 {
+    use crate::schedule::Fault;
+    match fault {
+        Fault::Partition { duration_ms, .. }
+        | Fault::ClockDrift { duration_ms, .. }
+        | Fault::LatencySpike { duration_ms, .. }
+        | Fault::Disk { duration_ms, .. } => *duration_ms,
+        Fault::Crash { down_ms, .. } | Fault::CrashNewLeader { down_ms, .. } => *down_ms,
+        Fault::ClockJump { .. } => 0,
+    }
+}
+
 /// Whether a fault only names nodes that exist in a cluster of `nodes`.
 fn fault_fits(fault: &crate::schedule::Fault, nodes: u64) -> bool {
     use crate::schedule::{Fault, PartitionKind, Target};
@@ -152,7 +188,7 @@ fn fault_fits(fault: &crate::schedule::Fault, nodes: u64) -> bool {
             }
         },
         Fault::Crash { target: Target::Node(node), .. } => *node <= nodes,
-        Fault::Crash { target: Target::Leader, .. } => true,
+        Fault::Crash { target: Target::Leader, .. } | Fault::CrashNewLeader { .. } => true,
         Fault::ClockDrift { node, .. }
         | Fault::ClockJump { node, .. }
         | Fault::Disk { node, .. } => *node <= nodes,

@@ -30,8 +30,8 @@ use crate::client_protocol::{
 use crate::schedule::Swarm;
 use crate::trace::TraceHash;
 
-/// How many times one operation is tried (on different nodes) before giving up.
-const MAX_ATTEMPTS: u32 = 6;
+/// How many times a read is tried (on different nodes) before it is given up.
+const MAX_READ_ATTEMPTS: u32 = 6;
 
 /// State shared by all clients and the run loop.
 #[derive(Default)]
@@ -187,21 +187,32 @@ impl Client {
         }
     }
 
-    fn choose_node(&mut self) -> u64 {
+    /// Mostly the node believed to lead; sometimes any node, so follower reads (ReadIndex
+    /// forwarding) and deposed leaders that do not know it yet are exercised too.
+    fn choose_node(&mut self, is_read: bool) -> u64 {
+        let stray = if is_read { 0.3 } else { 0.1 };
         match self.shared.leader_hint.get() {
-            Some(node) if self.rng.random_bool(0.9) => node,
+            Some(node) if !self.rng.random_bool(stray) => node,
             _ => self.rng.random_range(1..=self.setup.nodes),
         }
     }
 
+    /// Sends `call` until it has an answer. A read gives up after a few attempts (it changed
+    /// nothing). A write keeps its session sequence number and is retried until some node
+    /// answers — the session makes that exactly-once — or the run ends, so an unknown outcome
+    /// is recorded only for writes still unresolved at the end: histories stay checkable.
     async fn execute(&mut self, call: ClientCall) -> Outcome {
         let is_write = matches!(call, ClientCall::Write { .. });
         let mut maybe_applied = false;
-        for attempt in 0..MAX_ATTEMPTS {
-            if self.shared.stop.get() && attempt > 0 {
+        let mut attempt = 0u32;
+        loop {
+            if attempt > 0
+                && (self.shared.stop.get() || (!is_write && attempt >= MAX_READ_ATTEMPTS))
+            {
                 break;
             }
-            let node = self.choose_node();
+            attempt += 1;
+            let node = self.choose_node(!is_write);
             match self.send(node, call.clone()).await {
                 Some(Ok(answer)) => return Outcome::Answer(answer),
                 Some(Err(EngineError::NotLeader { leader })) => {

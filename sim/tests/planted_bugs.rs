@@ -1,0 +1,61 @@
+//! The harness proves it can find bugs: each deliberately planted Raft bug must be caught —
+//! an invariant broken, a panic on an assertion, a non-linearizable history, or a cluster that
+//! no longer makes progress — within a bounded number of seeds. The seeds needed are printed
+//! (and reported in the README). Runs use the leader-churn profile (leaders crashed or isolated
+//! every few hundred milliseconds) with 10 simulated seconds of faults each.
+
+use conclave_sim::{
+    DrawOptions, DrawProfile, FailureKind, Outcome, PlantedBug, RunConfig, RunOptions, run,
+};
+
+fn seeds_to_catch(bug: PlantedBug, bound: u64) -> (u64, String) {
+    let options = DrawOptions {
+        fault_phase_ms: 10_000,
+        planted_bug: Some(bug),
+        profile: DrawProfile::LeaderChurn,
+    };
+    for seed in 0..bound {
+        let report = run(&RunConfig::draw(seed, &options), RunOptions::default());
+        match report.outcome {
+            // An exhausted checker budget is not a catch: it proves nothing.
+            Outcome::Fail { kind: FailureKind::CheckerUnknown, .. } => continue,
+            Outcome::Fail { kind, detail } => {
+                let first_line = detail.lines().next().unwrap_or_default().to_string();
+                return (seed + 1, format!("{kind:?}: {first_line}"));
+            }
+            Outcome::Pass | Outcome::LeaseAnomalyUnderExcessiveDrift => {}
+        }
+    }
+    panic!("planted bug {} was not caught within {bound} seeds", bug.name());
+}
+
+fn assert_caught(bug: PlantedBug, bound: u64) {
+    let (seeds, how) = seeds_to_catch(bug, bound);
+    println!("planted bug {} caught after {seeds} seed(s): {how}", bug.name());
+}
+
+#[test]
+fn double_vote_is_caught() {
+    assert_caught(PlantedBug::DoubleVote, 20);
+}
+
+#[test]
+fn ack_before_sync_is_caught() {
+    assert_caught(PlantedBug::AckBeforeSync, 20);
+}
+
+#[test]
+fn keeping_a_conflicting_suffix_is_caught() {
+    assert_caught(PlantedBug::KeepConflictingSuffix, 50);
+}
+
+#[test]
+fn stale_leader_reads_are_caught() {
+    assert_caught(PlantedBug::StaleLeaderRead, 150);
+}
+
+#[test]
+fn committing_an_old_term_entry_by_counting_is_caught() {
+    // Raft's figure 8 needs three leaders in a row to die young; it is the rarest.
+    assert_caught(PlantedBug::CommitOldTermByCounting, 500);
+}
