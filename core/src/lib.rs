@@ -13,4 +13,5 @@ pub mod engine;
 pub mod kv;
 pub mod raft;
 pub mod seams;
+pub mod storage;
 pub mod transport;
