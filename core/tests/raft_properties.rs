@@ -9,7 +9,7 @@
 //! `PROPTEST_CASES` scales the number of generated schedules (default 128).
 
 use conclave_core::raft::memory_cluster::{HarnessOptions, MemoryCluster};
-use conclave_core::raft::{NodeId, RaftConfig};
+use conclave_core::raft::{MembershipChange, NodeId, RaftConfig};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -65,6 +65,21 @@ enum Action {
         from: usize,
         to: usize,
     },
+    /// Membership changes at the leader (refused when unsafe; either way the invariants hold).
+    AddLearner {
+        node: usize,
+    },
+    Promote {
+        node: usize,
+    },
+    Remove {
+        node: usize,
+    },
+    /// A few rounds of ticking and delivering everything: lets changes commit and learners
+    /// catch up, so membership changes are accepted often enough to matter.
+    Settle {
+        rounds: u8,
+    },
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -86,6 +101,16 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0..5usize).prop_map(|target| Action::Transfer { target }),
         2 => Just(Action::CrashLeader),
         6 => (0..5usize, 0..5usize).prop_map(|(from, to)| Action::DeliverLink { from, to }),
+    ]
+}
+
+fn membership_action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        10 => action(),
+        1 => (0..5usize).prop_map(|node| Action::AddLearner { node }),
+        1 => (0..5usize).prop_map(|node| Action::Promote { node }),
+        1 => (0..5usize).prop_map(|node| Action::Remove { node }),
+        2 => (1..6u8).prop_map(|rounds| Action::Settle { rounds }),
     ]
 }
 
@@ -177,6 +202,25 @@ fn run(cluster: &mut MemoryCluster, action: &Action) {
                 cluster.deliver(position);
             }
         }
+        Action::AddLearner { node } => {
+            let id = node_id(cluster, node);
+            let address = format!("n{}", id.0);
+            let _ = cluster.change_membership(MembershipChange::AddLearner { id, address });
+        }
+        Action::Promote { node } => {
+            let id = node_id(cluster, node);
+            let _ = cluster.change_membership(MembershipChange::Promote { id });
+        }
+        Action::Remove { node } => {
+            let id = node_id(cluster, node);
+            let _ = cluster.change_membership(MembershipChange::Remove { id });
+        }
+        Action::Settle { rounds } => {
+            for _ in 0..rounds {
+                cluster.tick_all();
+                cluster.stabilize();
+            }
+        }
         Action::Transfer { target } => {
             let target = node_id(cluster, target);
             if let Some(leader) = cluster.leader() {
@@ -207,7 +251,13 @@ fn converge(cluster: &mut MemoryCluster) {
             continue;
         }
         let Some((index, _)) = proposal else { continue };
-        let digests = cluster.applied_digests();
+        // Only members of the leader's configuration keep receiving the log.
+        let members = cluster.raft(leader).log().config().members();
+        let digests: Vec<_> = cluster
+            .applied_digests()
+            .into_iter()
+            .filter(|(id, _, _)| members.contains(id))
+            .collect();
         let top = digests.iter().map(|d| d.1).max().unwrap_or(0);
         let converged = top >= index
             && digests
@@ -254,6 +304,16 @@ proptest! {
     fn five_nodes_stay_safe_and_converge(seed in any::<u64>(), actions in prop::collection::vec(action(), 1..400)) {
         let options = HarnessOptions { auto_persist: false, check_invariants: true };
         let mut cluster = MemoryCluster::new(5, config(seed), seed, options);
+        for action in &actions {
+            run(&mut cluster, action);
+        }
+        converge(&mut cluster);
+    }
+
+    #[test]
+    fn membership_changes_stay_safe_and_converge(seed in any::<u64>(), actions in prop::collection::vec(membership_action(), 1..400)) {
+        let options = HarnessOptions { auto_persist: false, check_invariants: true };
+        let mut cluster = MemoryCluster::with_spares(3, 2, config(seed), seed, options);
         for action in &actions {
             run(&mut cluster, action);
         }

@@ -153,6 +153,10 @@ struct History {
     leaders_by_term: BTreeMap<Term, NodeId>,
     /// Every entry known committed: index -> entry.
     committed: BTreeMap<LogIndex, Entry>,
+    /// The configuration that committed each index: that of the first node seen committing it,
+    /// which is the leader (a leader counts a commit under its newest configuration, as soon as
+    /// it is appended — §4.1).
+    committed_under: BTreeMap<LogIndex, ClusterConfig>,
     /// Every applied entry: index -> (term, digest after applying it).
     applied: BTreeMap<LogIndex, (Term, u64)>,
     /// Read contexts -> the highest commit index any node knew when the read was requested.
@@ -192,8 +196,21 @@ pub struct MemoryCluster {
 impl MemoryCluster {
     /// A new cluster of `size` voters with ids 1..=size.
     pub fn new(size: u64, config: RaftConfig, seed: u64, options: HarnessOptions) -> Self {
-        let ids: Vec<NodeId> = (1..=size).map(NodeId).collect();
-        let initial_config = ClusterConfig::with_voters(ids.iter().copied());
+        Self::with_spares(size, 0, config, seed, options)
+    }
+
+    /// `voters` voters with ids 1..=voters, plus `spares` nodes (the next ids) that run but are
+    /// not members until added.
+    pub fn with_spares(
+        voters: u64,
+        spares: u64,
+        config: RaftConfig,
+        seed: u64,
+        options: HarnessOptions,
+    ) -> Self {
+        let ids: Vec<NodeId> = (1..=voters + spares).map(NodeId).collect();
+        let mut initial_config = ClusterConfig::with_voters((1..=voters).map(NodeId));
+        initial_config.addresses = ids.iter().map(|id| (*id, format!("n{}", id.0))).collect();
         let mut cluster = MemoryCluster {
             nodes: BTreeMap::new(),
             in_flight: Vec::new(),
@@ -485,12 +502,14 @@ impl MemoryCluster {
 
     /// Drains `id`'s Ready, acting on it as an engine would.
     pub fn process(&mut self, id: NodeId) {
-        loop {
+        for round in 0.. {
             let Some(node) = self.nodes.get_mut(&id) else { return };
             let Some(raft) = node.raft.as_mut() else { return };
             if !raft.has_ready() {
                 break;
             }
+            // Each Ready hands out what is pending; one that never drains is a core bug.
+            assert!(round < 1_000, "{id}: Ready does not drain ({:?})", raft.ready_reasons());
             let ready = raft.ready();
             self.handle_ready(id, ready);
         }
@@ -596,7 +615,20 @@ impl MemoryCluster {
                         assert_eq!(known, entry, "{id}: committed entry {index} differs")
                     }
                     None => {
+                        if let EntryPayload::Config(next) = &entry.payload {
+                            // No two disjoint majorities: committed configurations change one
+                            // voter at a time.
+                            let previous =
+                                config_before(&self.history.committed, &self.initial_config, index);
+                            let changed =
+                                previous.voters.symmetric_difference(&next.voters).count();
+                            assert!(
+                                changed <= 1,
+                                "configuration at {index} changes {changed} voters at once"
+                            );
+                        }
                         self.history.committed.insert(index, entry.clone());
+                        self.history.committed_under.insert(index, raft.log().config().clone());
                     }
                 }
             }
@@ -638,16 +670,46 @@ impl MemoryCluster {
     }
 
     fn check_committed_durable(&self, newest: usize) {
-        let voters = self.initial_config.voters.len();
         for (index, entry) in self.history.committed.iter().rev().take(newest) {
-            let holders =
-                self.nodes.values().filter(|node| node.durable.holds(*index, entry.term)).count();
+            let config = self
+                .history
+                .committed_under
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| self.config_at(*index));
+            let voters = &config.voters;
+            let holders = voters
+                .iter()
+                .filter(|id| {
+                    self.nodes.get(id).is_some_and(|node| node.durable.holds(*index, entry.term))
+                })
+                .count();
             assert!(
-                holders > voters / 2,
-                "committed entry {index} (term {}) is durable on only {holders} of {voters} nodes",
-                entry.term
+                holders > voters.len() / 2,
+                "committed entry {index} (term {}) is durable on only {holders} of the {} voters that committed it",
+                entry.term,
+                voters.len()
             );
         }
+    }
+
+    /// The configuration in force at `index`, as the cluster's history records it.
+    fn config_at(&self, index: LogIndex) -> ClusterConfig {
+        config_before(&self.history.committed, &self.initial_config, index + 1)
+    }
+
+    /// Proposes a membership change at the leader; returns the new configuration if accepted.
+    pub fn change_membership(
+        &mut self,
+        change: super::membership::MembershipChange,
+    ) -> Result<ClusterConfig, super::membership::MembershipError> {
+        let leader = self
+            .leader()
+            .ok_or(super::membership::MembershipError::NotLeader { leader: NodeId::NONE })?;
+        let result =
+            self.raft_mut(leader).propose_membership(change, 10).map(|(_, _, config)| config);
+        self.process(leader);
+        result
     }
 
     fn check_log_matching(&self) {
@@ -688,4 +750,21 @@ impl MemoryCluster {
             .map(|node| (node.id, node.state.applied_index, node.state.digest))
             .collect()
     }
+}
+
+/// The configuration in force just before `index`: the last committed configuration entry below
+/// it, or the initial configuration.
+fn config_before(
+    committed: &BTreeMap<LogIndex, Entry>,
+    initial: &ClusterConfig,
+    index: LogIndex,
+) -> ClusterConfig {
+    committed
+        .range(..index)
+        .rev()
+        .find_map(|(_, entry)| match &entry.payload {
+            EntryPayload::Config(config) => Some(config.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| initial.clone())
 }

@@ -5,6 +5,7 @@ pub mod config;
 mod election;
 pub mod inflights;
 pub mod log;
+pub mod membership;
 pub mod memory_cluster;
 pub mod message;
 mod node;
@@ -18,6 +19,7 @@ pub mod scenario;
 pub mod types;
 
 pub use config::{ConfigError, LeaseConfig, RaftConfig};
+pub use membership::{MembershipChange, MembershipError};
 pub use message::{Message, MessageBody};
 pub use node::{ProposeError, Raft, RaftCounters, ReadError, RestoredState, Status};
 pub use planted::PlantedBug;

@@ -412,10 +412,35 @@ impl Raft {
             || self.deferred.front().is_some_and(|d| d.after_batch <= self.durable_batch)
     }
 
+    /// Which parts of the state make `has_ready` true (for diagnosing a Ready that never drains).
+    pub fn ready_reasons(&self) -> Vec<&'static str> {
+        let deferred_due =
+            self.deferred.front().is_some_and(|d| d.after_batch <= self.durable_batch);
+        [
+            (!self.messages.is_empty(), "messages"),
+            (self.log.has_unstable(), "unstable entries"),
+            (self.hard_state() != self.persisted_hard_state, "hard state"),
+            (self.snapshot_to_persist.is_some(), "snapshot to persist"),
+            (self.log.has_committed_to_apply(), "committed entries"),
+            (!self.read_states.is_empty(), "reads"),
+            (!self.failed_reads.is_empty(), "failed reads"),
+            (!self.snapshot_requests.is_empty(), "snapshot requests"),
+            (!self.replication_pending.is_empty(), "replication pending"),
+            (self.commit_needs_announcing(), "commit to announce"),
+            (self.soft_state() != self.last_soft_state, "soft state"),
+            (deferred_due, "deferred messages"),
+        ]
+        .into_iter()
+        .filter_map(|(holds, reason)| holds.then_some(reason))
+        .collect()
+    }
+
     /// Collects everything the engine must do now (see [`Ready`] for the order).
     pub fn ready(&mut self) -> Ready {
         if self.role == Role::Leader {
             self.flush_replication();
+        } else {
+            self.replication_pending.clear();
         }
         let mut ready = Ready::default();
 
@@ -634,9 +659,15 @@ impl Raft {
         self.randomized_election_timeout = base + self.rng.random_range(0..base);
     }
 
-    /// Whether this node may campaign: only voters of the configuration in force may.
+    /// Whether this node may campaign: a voter of the configuration in force, or of the last
+    /// committed one. The second case matters when the only copy of an uncommitted change
+    /// removing this node is its own log: it must still be able to win (votes counted under its
+    /// latest configuration, as always), commit the change and step down — otherwise the
+    /// others, whose logs are shorter, can never get its vote and the cluster is stuck. Once
+    /// the removal commits, the node never campaigns again, so it cannot disrupt the cluster.
     pub(super) fn is_promotable(&self) -> bool {
         self.log.config().is_voter(self.id)
+            || self.log.config_at(self.log.committed()).is_voter(self.id)
     }
 
     // ----------------------------------------------------------------------------------------
@@ -763,7 +794,9 @@ impl Raft {
         }
         let members = self.log.config().members();
         self.progress.retain(|id, _| members.contains(id) || *id == self.id);
-        let next = self.log.last_index() + 1;
+        // Start a new member at the configuration entry itself, so the first flush probes it
+        // at once instead of waiting for a heartbeat.
+        let next = self.log.last_index().max(1);
         for member in members {
             if !self.progress.contains_key(&member) {
                 let progress = Progress::new(

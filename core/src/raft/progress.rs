@@ -27,6 +27,9 @@ pub struct Progress {
     pub inflights: Inflights,
     /// Heard from since the last CheckQuorum round.
     pub recently_active: bool,
+    /// The leader's tick when this node last answered (for "is a quorum reachable now?");
+    /// `None` until it answers this leader.
+    pub last_active_tick: Option<u64>,
     /// The latest ReadIndex round this node acknowledged.
     pub acked_read_round: u64,
     /// The highest commit index sent to this node, so the leader knows whom to tell when the
@@ -46,6 +49,7 @@ impl Progress {
             probe_sent: false,
             inflights: Inflights::new(max_inflight_messages, max_inflight_bytes),
             recently_active: false,
+            last_active_tick: None,
             acked_read_round: 0,
             commit_sent: 0,
             stalled_heartbeats: 0,

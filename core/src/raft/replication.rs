@@ -255,8 +255,10 @@ impl Raft {
             return;
         }
         let last_index = self.log.last_index();
+        let tick = self.tick_count;
         let Some(progress) = self.progress.get_mut(&from) else { return };
         progress.recently_active = true;
+        progress.last_active_tick = Some(tick);
         if success {
             if index > last_index {
                 // Claims entries we never had in this term: not a correct follower's answer.
@@ -277,6 +279,10 @@ impl Raft {
             }
             if updated {
                 self.maybe_commit();
+                if self.role != Role::Leader {
+                    // The commit removed this leader from the configuration: it stepped down.
+                    return;
+                }
             }
             if self.transfer_target == Some(from)
                 && self.progress.get(&from).is_some_and(|p| p.matched == self.log.last_index())
@@ -311,8 +317,10 @@ impl Raft {
             return;
         }
         let last_index = self.log.last_index();
+        let tick = self.tick_count;
         let Some(progress) = self.progress.get_mut(&from) else { return };
         progress.recently_active = true;
+        progress.last_active_tick = Some(tick);
         progress.acked_read_round = progress.acked_read_round.max(read_round);
         // A probe lost on the way is retried once the follower is known to be reachable, and
         // so are streamed entries that evidently got lost.

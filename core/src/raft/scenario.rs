@@ -15,6 +15,9 @@
 //! expect reads-served 1 2 | expect reads-failed 1 1 | expect propose-fails 2
 //! expect term 3 >1 | expect messages 1->* 2 | expect term-at all 2 3 | expect logs-equal
 //! expect leader-in 2 3 | run 30                    # 30 rounds of: tick everyone, stabilize
+//! cluster 3 spares=2                               # nodes 4 and 5 run but are not members
+//! add-learner 4 | promote 4 | remove 1             # membership changes at the leader
+//! membership-fails promote 5 | expect voters all = 1 2 4 | expect learners 2 = 5
 //! ```
 //!
 //! Where a node id is expected, `leader` names the current leader. Numeric expectations accept
@@ -25,6 +28,7 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 
 use super::config::{LeaseConfig, RaftConfig};
+use super::membership::MembershipChange;
 use super::memory_cluster::{DurableState, HarnessOptions, MemoryCluster};
 use super::ready::Role;
 use super::types::{Entry, EntryPayload, HardState, NodeId};
@@ -209,9 +213,34 @@ impl Runner {
                 }
                 Ok(())
             }
+            ["add-learner", id] => self.membership(MembershipChange::AddLearner {
+                id: self.node(id)?,
+                address: format!("n{id}"),
+            }),
+            ["promote", id] => self.membership(MembershipChange::Promote { id: self.node(id)? }),
+            ["remove", id] => self.membership(MembershipChange::Remove { id: self.node(id)? }),
+            ["membership-fails", action, id] => {
+                let id = self.node(id)?;
+                let change = match *action {
+                    "add-learner" => {
+                        MembershipChange::AddLearner { id, address: format!("n{}", id.0) }
+                    }
+                    "promote" => MembershipChange::Promote { id },
+                    "remove" => MembershipChange::Remove { id },
+                    other => return Err(format!("unknown membership change {other}")),
+                };
+                match self.cluster()?.change_membership(change) {
+                    Err(_) => Ok(()),
+                    Ok(config) => Err(format!("the change was accepted: {config:?}")),
+                }
+            }
             ["expect", rest @ ..] => self.expect(rest),
             _ => Err("unknown command".into()),
         }
+    }
+
+    fn membership(&mut self, change: MembershipChange) -> Step {
+        self.cluster()?.change_membership(change).map(|_| ()).map_err(|error| error.to_string())
     }
 
     fn new_cluster(&mut self, size: &str, options: &[&str]) -> Step {
@@ -222,6 +251,7 @@ impl Runner {
             ..Default::default()
         };
         let mut harness = HarnessOptions::default();
+        let mut spares = 0;
         for option in options {
             match *option {
                 "manual-persist" => harness.auto_persist = false,
@@ -232,11 +262,12 @@ impl Runner {
                     Some(("max-entries", n)) => {
                         config.max_entries_per_message = parse_u64(n)? as usize
                     }
+                    Some(("spares", n)) => spares = parse_u64(n)?,
                     _ => return Err(format!("unknown cluster option {other}")),
                 },
             }
         }
-        self.cluster = Some(MemoryCluster::new(size, config, 0x5eed, harness));
+        self.cluster = Some(MemoryCluster::with_spares(size, spares, config, 0x5eed, harness));
         Ok(())
     }
 
@@ -400,6 +431,22 @@ impl Runner {
                     None => Ok(()),
                     Some(position) => Err(format!("{id} accepted a proposal at {position:?}")),
                 }
+            }
+            ["voters", who, "=", ids @ ..] | ["learners", who, "=", ids @ ..] => {
+                let expected = ids.iter().map(|w| self.node(w)).collect::<Result<Vec<_>, _>>()?;
+                let voters = words[0] == "voters";
+                for id in self.nodes(who)? {
+                    let config = self.cluster()?.raft(id).log().config().clone();
+                    let actual: Vec<NodeId> = if voters {
+                        config.voters.into_iter().collect()
+                    } else {
+                        config.learners.into_iter().collect()
+                    };
+                    if actual != expected {
+                        return Err(format!("{id} has {} {actual:?}", words[0]));
+                    }
+                }
+                Ok(())
             }
             ["log", who, "=", terms @ ..] => {
                 let expected = terms.iter().map(|t| parse_u64(t)).collect::<Result<Vec<_>, _>>()?;

@@ -4,7 +4,7 @@
 //! go to disk (postcard), messages go over the wire (postcard). Field order is part of the
 //! format — append new fields at the end and bump `storage::FORMAT_VERSION` when changing them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -90,6 +90,9 @@ pub struct ClusterConfig {
     pub voters: BTreeSet<NodeId>,
     pub learners: BTreeSet<NodeId>,
     pub outgoing_voters: BTreeSet<NodeId>,
+    /// Where each member's peer transport listens (`host:port`). Carried in the log so that
+    /// every node learns how to reach a member added later.
+    pub addresses: BTreeMap<NodeId, String>,
 }
 
 impl ClusterConfig {
