@@ -47,7 +47,11 @@ impl StorageError {
         StorageError::Io { operation, path: path.into(), source }
     }
 
-    pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
         StorageError::Corrupt { path: path.into(), offset, reason: reason.into() }
     }
 

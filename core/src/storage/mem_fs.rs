@@ -145,7 +145,10 @@ fn invalid(path: &Path, what: &str) -> io::Error {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{}: no such file or directory", path.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{}: no such file or directory", path.display()),
+    )
 }
 
 fn apply(content: &mut Vec<u8>, change: &Change) {
@@ -267,7 +270,8 @@ impl MemFs {
         for (dir, entries) in &state.live {
             for (name, node) in entries {
                 if let Node::File(inode) = node {
-                    let content = state.inodes.get(inode).map(|i| i.live.clone()).unwrap_or_default();
+                    let content =
+                        state.inodes.get(inode).map(|i| i.live.clone()).unwrap_or_default();
                     out.insert(dir.join(name), content);
                 }
             }
@@ -288,7 +292,9 @@ impl MemFs {
             if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
                 let name = name.to_string_lossy().into_owned();
                 for dirs in [&mut state.live, &mut state.durable] {
-                    dirs.entry(parent.to_path_buf()).or_default().insert(name.clone(), Node::Directory);
+                    dirs.entry(parent.to_path_buf())
+                        .or_default()
+                        .insert(name.clone(), Node::Directory);
                     dirs.entry(dir.to_path_buf()).or_default();
                 }
             }
@@ -304,10 +310,9 @@ impl MemFs {
             state.next_inode += 1;
             inode
         });
-        state.inodes.insert(
-            inode,
-            Inode { live: content.clone(), durable: content, unsynced: Vec::new() },
-        );
+        state
+            .inodes
+            .insert(inode, Inode { live: content.clone(), durable: content, unsynced: Vec::new() });
         for dirs in [&mut state.live, &mut state.durable] {
             dirs.entry(parent.to_path_buf()).or_default().insert(name.clone(), Node::File(inode));
         }
@@ -502,10 +507,16 @@ impl FileSystem for MemFs {
         let epoch = state.epoch;
         let inode = match (Self::lookup(&state, path), mode) {
             (Some(Node::Directory), _) => {
-                return Err(io::Error::new(io::ErrorKind::IsADirectory, path.display().to_string()));
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    path.display().to_string(),
+                ));
             }
             (Some(Node::File(_)), OpenMode::CreateNew) => {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, path.display().to_string()));
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    path.display().to_string(),
+                ));
             }
             (Some(Node::File(inode)), _) => inode,
             (None, OpenMode::CreateNew) => {
@@ -537,7 +548,9 @@ impl FileSystem for MemFs {
         let (to_parent, to_name) = split(to)?;
         match Self::lookup(&state, from) {
             Some(Node::File(_)) => {}
-            Some(Node::Directory) => return Err(invalid(from, "renaming directories is not supported")),
+            Some(Node::Directory) => {
+                return Err(invalid(from, "renaming directories is not supported"));
+            }
             None => return Err(not_found(from)),
         }
         if matches!(Self::lookup(&state, to), Some(Node::Directory)) {
@@ -561,7 +574,10 @@ impl FileSystem for MemFs {
         match Self::lookup(&state, path) {
             Some(Node::File(_)) => {}
             Some(Node::Directory) => {
-                return Err(io::Error::new(io::ErrorKind::IsADirectory, path.display().to_string()));
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    path.display().to_string(),
+                ));
             }
             None => return Err(not_found(path)),
         }

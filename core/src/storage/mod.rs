@@ -5,5 +5,6 @@
 pub mod error;
 pub mod fs;
 pub mod mem_fs;
+pub mod record;
 
 pub use error::{StorageError, StorageResult};
