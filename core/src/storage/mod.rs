@@ -8,3 +8,7 @@ pub mod mem_fs;
 pub mod record;
 
 pub use error::{StorageError, StorageResult};
+pub mod segment;
+
+/// The on-disk format version, in every file's header. Recovery refuses any other version.
+pub const FORMAT_VERSION: u32 = 1;
