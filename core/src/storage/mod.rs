@@ -4,11 +4,13 @@
 
 pub mod error;
 pub mod fs;
+pub mod hard_state;
 pub mod mem_fs;
 pub mod record;
 
 pub use error::{StorageError, StorageResult};
 pub mod segment;
+pub mod snapshot_file;
 
 /// The on-disk format version, in every file's header. Recovery refuses any other version.
 pub const FORMAT_VERSION: u32 = 1;

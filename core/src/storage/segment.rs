@@ -292,7 +292,10 @@ mod tests {
         assert_eq!(scan.records.len(), 5);
         assert_eq!(
             scan.end,
-            SegmentEnd::Torn { offset: last_record as u64, reason: "the record's end mark was not written" }
+            SegmentEnd::Torn {
+                offset: last_record as u64,
+                reason: "the record's end mark was not written"
+            }
         );
         let error = super::tests::scan(&buf, false).unwrap_err().to_string();
         assert!(error.contains(&format!("offset {last_record}")), "{error}");
