@@ -1,0 +1,516 @@
+//! Recovery: turn a data directory into the state Raft restarts from, repairing only what a
+//! crash can leave behind and refusing everything else with an error naming file and offset.
+//!
+//! Steps:
+//! 1. a missing or empty directory is initialised (first segment, then the hard-state file —
+//!    the hard-state file is created last, so its presence marks a completed initialisation);
+//! 2. the hard state is read (`hard_state.rs`);
+//! 3. leftover temporary snapshot files are removed (never renamed, never reported durable) and
+//!    the newest snapshot that passes its checks is loaded; an older one is used only when the
+//!    log still connects to it (otherwise the damaged newest one is reported);
+//! 4. the segments are read in order; their sequence numbers and record numbers must be
+//!    contiguous; the last segment's torn tail is truncated (`segment.rs` says exactly when a
+//!    tail counts as torn) after a second read confirms the same bytes; a last segment whose
+//!    creation never completed (no header, nothing written) is removed;
+//! 5. the records are replayed into the log and the log is joined to the snapshot;
+//! 6. the last segment, the hard state and the directory are synced: after a process crash
+//!    the page cache may hold writes the disk does not, and Raft will treat all of it as
+//!    durable.
+//!
+//! Repairs done are listed in [`RecoveredParts::repairs`] for the operator.
+
+use std::path::{Path, PathBuf};
+
+use super::error::{StorageError, StorageResult};
+use super::fs::{EntryKind, FileSystem, FsFile, OpenMode, read_whole_file};
+use super::hard_state::{HARD_STATE_FILE_NAME, HardStateFile};
+use super::segment::{
+    HeaderRead, SEGMENT_HEADER_BYTES, SegmentEnd, SegmentHeader, decode_segment_header,
+    parse_segment_file_name, scan_segment, segment_file_name,
+};
+use super::snapshot_file::{
+    is_snapshot_temp_file_name, parse_snapshot_file_name, read_snapshot_file,
+};
+use super::wal::{SegmentInfo, Wal, WalLimits, WalPosition, WalRecord, create_segment};
+use crate::raft::{Entry, HardState, LogIndex, RestoredState, Snapshot, SnapshotMeta, Term};
+
+/// No segment file is read if larger than this (a segment is never written beyond its
+/// preallocated size; this only bounds what a damaged directory can make us allocate).
+const MAX_SEGMENT_FILE_BYTES: u64 = 1 << 30;
+
+#[derive(Copy, Clone, Debug)]
+pub struct RecoveryLimits {
+    pub wal: WalLimits,
+    pub max_snapshot_bytes: u64,
+}
+
+/// Everything recovery hands to the writer and to the engine.
+pub struct RecoveredParts<F: FileSystem> {
+    pub wal: Wal<F>,
+    pub hard_state_file: HardStateFile<F>,
+    pub snapshot: Option<Snapshot>,
+    /// Snapshot metadata (default when none), the hard state, and the entries after the
+    /// snapshot, contiguous.
+    pub restored: RestoredState,
+    /// What recovery repaired, one sentence each.
+    pub repairs: Vec<String>,
+    /// The directory was empty (or missing) and has been initialised.
+    pub created: bool,
+}
+
+/// What a data directory holds, by kind.
+#[derive(Default)]
+struct Listing {
+    hard_state: bool,
+    segments: Vec<u64>,
+    snapshots: Vec<LogIndex>,
+    snapshot_temps: Vec<String>,
+}
+
+async fn list<F: FileSystem>(fs: &F, dir: &Path) -> StorageResult<Listing> {
+    let mut listing = Listing::default();
+    for entry in fs.list_dir(dir).await.map_err(|e| StorageError::io("list", dir, e))? {
+        if entry.kind != EntryKind::File {
+            continue;
+        }
+        if entry.name == HARD_STATE_FILE_NAME {
+            listing.hard_state = true;
+        } else if let Some(seq) = parse_segment_file_name(&entry.name) {
+            listing.segments.push(seq);
+        } else if let Some(index) = parse_snapshot_file_name(&entry.name) {
+            listing.snapshots.push(index);
+        } else if is_snapshot_temp_file_name(&entry.name) {
+            listing.snapshot_temps.push(entry.name);
+        }
+        // Anything else is not ours (an operator's note, lost+found): left alone.
+    }
+    listing.segments.sort_unstable();
+    listing.snapshots.sort_unstable();
+    Ok(listing)
+}
+
+/// Opens (recovering) or creates the data directory `dir`.
+pub async fn recover<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    limits: RecoveryLimits,
+) -> StorageResult<RecoveredParts<F>> {
+    let mut repairs = Vec::new();
+    match fs.entry_kind(dir).await.map_err(|e| StorageError::io("stat", dir, e))? {
+        Some(EntryKind::Directory) => {}
+        Some(EntryKind::File) => {
+            return Err(StorageError::inconsistent(dir, "the data directory is a file"));
+        }
+        None => {
+            fs.create_dir(dir).await.map_err(|e| StorageError::io("create directory", dir, e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs.sync_dir(parent)
+                    .await
+                    .map_err(|e| StorageError::io("sync directory", parent, e))?;
+            }
+        }
+    }
+    let listing = list(fs, dir).await?;
+    if !listing.hard_state {
+        if !listing.snapshots.is_empty() {
+            return Err(StorageError::inconsistent(
+                dir,
+                "snapshots exist but the hard-state file is missing",
+            ));
+        }
+        // Initialisation is the only thing that writes segments before the hard-state file, and
+        // it writes no records: segments holding records mean the hard state was lost.
+        for seq in &listing.segments {
+            let path = dir.join(segment_file_name(*seq));
+            let file = fs
+                .open(&path, OpenMode::Read)
+                .await
+                .map_err(|e| StorageError::io("open", &path, e))?;
+            let image = read_whole_file(&file, MAX_SEGMENT_FILE_BYTES)
+                .await
+                .map_err(|e| StorageError::io("read", &path, e))?;
+            if image.len() > SEGMENT_HEADER_BYTES
+                && image[SEGMENT_HEADER_BYTES..].iter().any(|b| *b != 0)
+            {
+                return Err(StorageError::inconsistent(
+                    dir,
+                    format!(
+                        "the hard-state file is missing but {} holds log records",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        for seq in &listing.segments {
+            let path = dir.join(segment_file_name(*seq));
+            fs.remove_file(&path).await.map_err(|e| StorageError::io("remove", &path, e))?;
+            repairs
+                .push(format!("removed {} left by an interrupted initialisation", path.display()));
+        }
+        for name in &listing.snapshot_temps {
+            let path = dir.join(name);
+            fs.remove_file(&path).await.map_err(|e| StorageError::io("remove", &path, e))?;
+        }
+        return initialise(fs, dir, limits, repairs).await;
+    }
+
+    let (hard_state_file, hard_state) = HardStateFile::open(fs, dir).await?;
+
+    for name in &listing.snapshot_temps {
+        let path = dir.join(name);
+        fs.remove_file(&path).await.map_err(|e| StorageError::io("remove", &path, e))?;
+        repairs.push(format!("removed the incomplete snapshot {}", path.display()));
+    }
+
+    let log = read_log(fs, dir, &listing.segments, limits, &mut repairs).await?;
+
+    // The newest snapshot that is intact and that the log connects to.
+    let mut snapshot = None;
+    let mut first_error = None;
+    for index in listing.snapshots.iter().rev() {
+        let path = dir.join(super::snapshot_file::snapshot_file_name(*index));
+        match read_snapshot_file(fs, &path, limits.max_snapshot_bytes).await {
+            Ok(loaded) => match join(&log.replay, Some(&loaded.meta), dir) {
+                Ok(_) => {
+                    if let Some(error) = &first_error {
+                        repairs.push(format!("fell back to {} because: {error}", path.display()));
+                    }
+                    snapshot = Some(loaded);
+                    break;
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            },
+            Err(
+                error @ (StorageError::Corrupt { .. } | StorageError::UnsupportedVersion { .. }),
+            ) => {
+                first_error.get_or_insert(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    if snapshot.is_none()
+        && let Some(error) = first_error
+    {
+        return Err(error);
+    }
+    let entries = join(&log.replay, snapshot.as_ref().map(|s| &s.meta), dir)?;
+    let restored = RestoredState {
+        hard_state,
+        snapshot: snapshot.as_ref().map(|s| s.meta.clone()).unwrap_or_default(),
+        entries,
+    };
+
+    log.active.sync_data().await.map_err(|e| StorageError::io("sync", &log.active_path, e))?;
+    fs.sync_dir(dir).await.map_err(|e| StorageError::io("sync directory", dir, e))?;
+    let wal =
+        Wal::resume(fs.clone(), dir.to_path_buf(), limits.wal, log.position, log.active).await?;
+    Ok(RecoveredParts { wal, hard_state_file, snapshot, restored, repairs, created: false })
+}
+
+async fn initialise<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    limits: RecoveryLimits,
+    repairs: Vec<String>,
+) -> StorageResult<RecoveredParts<F>> {
+    let header = SegmentHeader { seq: 1, first_lsn: 1 };
+    let (active, path) = create_segment(fs, dir, header, limits.wal.segment_bytes).await?;
+    let hard_state_file = HardStateFile::create(fs, dir, HardState::default()).await?;
+    fs.sync_dir(dir).await.map_err(|e| StorageError::io("sync directory", dir, e))?;
+    let position = WalPosition {
+        segments: vec![SegmentInfo { seq: 1, first_lsn: 1, max_index: 0, path }],
+        write_offset: SEGMENT_HEADER_BYTES as u64,
+        next_lsn: 1,
+    };
+    let wal = Wal::resume(fs.clone(), dir.to_path_buf(), limits.wal, position, active).await?;
+    Ok(RecoveredParts {
+        wal,
+        hard_state_file,
+        snapshot: None,
+        restored: RestoredState::default(),
+        repairs,
+        created: true,
+    })
+}
+
+struct LogRead<F: FileSystem> {
+    replay: LogReplay,
+    position: WalPosition,
+    active: F::File,
+    active_path: PathBuf,
+}
+
+async fn read_log<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    seqs: &[u64],
+    limits: RecoveryLimits,
+    repairs: &mut Vec<String>,
+) -> StorageResult<LogRead<F>> {
+    let Some(&last_seq) = seqs.last() else {
+        return Err(StorageError::inconsistent(dir, "the log has no segment files"));
+    };
+    for pair in seqs.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            return Err(StorageError::inconsistent(
+                dir,
+                format!("log segment {} is missing", segment_file_name(pair[0] + 1)),
+            ));
+        }
+    }
+    let max_payload = limits.wal.max_record_bytes as usize;
+    let mut replay = LogReplay::default();
+    let mut segments = Vec::new();
+    let mut next_lsn: Option<u64> = None;
+    let mut write_offset = SEGMENT_HEADER_BYTES as u64;
+    let mut active = None;
+    for &seq in seqs {
+        let path = dir.join(segment_file_name(seq));
+        let is_last = seq == last_seq;
+        let mode = if is_last { OpenMode::ReadWrite } else { OpenMode::Read };
+        let file = fs.open(&path, mode).await.map_err(|e| StorageError::io("open", &path, e))?;
+        let image = read_whole_file(&file, MAX_SEGMENT_FILE_BYTES)
+            .await
+            .map_err(|e| StorageError::io("read", &path, e))?;
+        let header = match decode_segment_header(&image, &path)? {
+            HeaderRead::Valid(header) => header,
+            HeaderRead::Missing if is_last && image.iter().all(|b| *b == 0) && seqs.len() > 1 => {
+                // Its creation never completed (it is synced before it gets any record).
+                drop(file);
+                fs.remove_file(&path).await.map_err(|e| StorageError::io("remove", &path, e))?;
+                repairs.push(format!("removed {} whose creation never completed", path.display()));
+                break;
+            }
+            HeaderRead::Missing => {
+                return Err(StorageError::corrupt(&path, 0, "segment without a header"));
+            }
+        };
+        if header.seq != seq {
+            return Err(StorageError::corrupt(
+                &path,
+                0,
+                format!("segment header says segment {}", header.seq),
+            ));
+        }
+        if let Some(expected) = next_lsn
+            && header.first_lsn != expected
+        {
+            return Err(StorageError::corrupt(
+                &path,
+                0,
+                format!(
+                    "segment starts at record {}, the previous one ended before record {expected}",
+                    header.first_lsn
+                ),
+            ));
+        }
+        let scan = scan_segment(&image, &path, header, is_last, max_payload)?;
+        let mut max_index = 0;
+        for record in &scan.records {
+            let payload = &image[record.payload.clone()];
+            let decoded: WalRecord = postcard::from_bytes(payload).map_err(|e| {
+                StorageError::corrupt(
+                    &path,
+                    record.offset,
+                    format!("undecodable log record {}: {e}", record.lsn),
+                )
+            })?;
+            max_index = max_index.max(decoded.max_index());
+            replay.apply(decoded, &path, record.offset)?;
+        }
+        next_lsn = Some(header.first_lsn + scan.records.len() as u64);
+        match scan.end {
+            SegmentEnd::Clean { end_offset } => write_offset = end_offset,
+            SegmentEnd::Torn { offset, reason } => {
+                // A torn tail is stable; bytes that change between two reads are a failing disk.
+                let again = read_whole_file(&file, MAX_SEGMENT_FILE_BYTES)
+                    .await
+                    .map_err(|e| StorageError::io("read", &path, e))?;
+                if again != image {
+                    return Err(StorageError::corrupt(
+                        &path,
+                        offset,
+                        "two reads of the segment returned different bytes",
+                    ));
+                }
+                let capacity = image.len() as u64;
+                file.set_len(offset).await.map_err(|e| StorageError::io("truncate", &path, e))?;
+                file.set_len(capacity.max(limits.wal.segment_bytes))
+                    .await
+                    .map_err(|e| StorageError::io("preallocate", &path, e))?;
+                file.sync_data().await.map_err(|e| StorageError::io("sync", &path, e))?;
+                repairs.push(format!(
+                    "truncated the torn tail of {} at byte offset {offset} ({reason})",
+                    path.display()
+                ));
+                write_offset = offset;
+            }
+        }
+        segments.push(SegmentInfo {
+            seq,
+            first_lsn: header.first_lsn,
+            max_index,
+            path: path.clone(),
+        });
+        if is_last {
+            active = Some((file, path));
+        }
+    }
+    let (active, active_path) = match active {
+        Some(active) => active,
+        None => {
+            // The last segment was an interrupted roll and is gone: continue in the one before
+            // it, which was sealed with its zero-filled tail.
+            let last = segments
+                .last()
+                .ok_or_else(|| StorageError::inconsistent(dir, "no segment left"))?;
+            let file = fs
+                .open(&last.path, OpenMode::ReadWrite)
+                .await
+                .map_err(|e| StorageError::io("open", &last.path, e))?;
+            (file, last.path.clone())
+        }
+    };
+    let position = WalPosition { segments, write_offset, next_lsn: next_lsn.unwrap_or(1) };
+    Ok(LogRead { replay, position, active, active_path })
+}
+
+/// The log as the records describe it, before it is joined to a snapshot.
+#[derive(Default, Debug)]
+struct LogReplay {
+    /// The last snapshot installation seen: (index, term).
+    base: Option<(LogIndex, Term)>,
+    /// Contiguous entries.
+    entries: Vec<Entry>,
+}
+
+impl LogReplay {
+    fn term(&self, index: LogIndex) -> Option<Term> {
+        if let Some((base_index, base_term)) = self.base
+            && base_index == index
+        {
+            return Some(base_term);
+        }
+        let first = self.entries.first()?.index;
+        if index < first {
+            return None;
+        }
+        self.entries.get((index - first) as usize).map(|entry| entry.term)
+    }
+
+    fn apply(&mut self, record: WalRecord, path: &Path, offset: u64) -> StorageResult<()> {
+        match record {
+            WalRecord::SnapshotInstalled { last_index, last_term } => {
+                // The same rule Raft applied when it installed the snapshot.
+                if self.term(last_index) == Some(last_term) {
+                    self.entries.retain(|entry| entry.index > last_index);
+                } else {
+                    self.entries.clear();
+                }
+                self.base = Some((last_index, last_term));
+            }
+            WalRecord::Entries(mut entries) => {
+                if entries.is_empty() {
+                    return Err(StorageError::corrupt(
+                        path,
+                        offset,
+                        "a log record with no entries",
+                    ));
+                }
+                if entries.windows(2).any(|pair| pair[1].index != pair[0].index + 1) {
+                    return Err(StorageError::corrupt(
+                        path,
+                        offset,
+                        "a log record with non-contiguous entries",
+                    ));
+                }
+                if let Some((base_index, _)) = self.base {
+                    entries.retain(|entry| entry.index > base_index);
+                    if entries.is_empty() {
+                        return Ok(());
+                    }
+                }
+                let first_new = entries[0].index;
+                match (self.entries.first().map(|e| e.index), self.entries.last().map(|e| e.index))
+                {
+                    (Some(first), Some(last)) => {
+                        if first_new > last + 1 {
+                            return Err(StorageError::corrupt(
+                                path,
+                                offset,
+                                format!(
+                                    "entries start at index {first_new} but the log ends at {last}"
+                                ),
+                            ));
+                        }
+                        // Entries at or after the first new one are overwritten; a rewrite from
+                        // before the first surviving entry replaces everything (it can only be
+                        // a re-append of committed entries whose segment was compacted).
+                        self.entries.truncate(first_new.saturating_sub(first) as usize);
+                    }
+                    _ => {
+                        if let Some((base_index, _)) = self.base
+                            && first_new != base_index + 1
+                        {
+                            return Err(StorageError::corrupt(
+                                path,
+                                offset,
+                                format!(
+                                    "entries start at index {first_new} after a snapshot at {base_index}"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                self.entries.extend(entries);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Joins the replayed log to the snapshot: the entries after the snapshot, or an error when
+/// the log does not reach it.
+fn join(
+    replay: &LogReplay,
+    snapshot: Option<&SnapshotMeta>,
+    dir: &Path,
+) -> StorageResult<Vec<Entry>> {
+    let (index, term) = snapshot.map_or((0, 0), |meta| (meta.last_index, meta.last_term));
+    if let Some((base_index, _)) = replay.base
+        && base_index > index
+    {
+        return Err(StorageError::inconsistent(
+            dir,
+            format!(
+                "the log continues from a snapshot at index {base_index}, but the newest usable snapshot ends at {index}"
+            ),
+        ));
+    }
+    let after =
+        |entries: &[Entry]| entries.iter().filter(|e| e.index > index).cloned().collect::<Vec<_>>();
+    match replay.term(index) {
+        Some(log_term) if log_term == term => Ok(after(&replay.entries)),
+        // An installed snapshot replaced a conflicting log; its marker record did not survive.
+        Some(_) => Ok(Vec::new()),
+        None if index == 0 && snapshot.is_none() => match replay.entries.first() {
+            None => Ok(Vec::new()),
+            Some(first) if first.index == 1 => Ok(replay.entries.clone()),
+            Some(first) => Err(StorageError::inconsistent(
+                dir,
+                format!("the log starts at index {} and there is no snapshot", first.index),
+            )),
+        },
+        None => match (replay.entries.first(), replay.entries.last()) {
+            (Some(first), _) if first.index == index + 1 => Ok(replay.entries.clone()),
+            (Some(first), Some(_)) if first.index > index + 1 => Err(StorageError::inconsistent(
+                dir,
+                format!("the log starts at index {} but the snapshot ends at {index}", first.index),
+            )),
+            // Everything in the log is covered by the snapshot.
+            _ => Ok(Vec::new()),
+        },
+    }
+}

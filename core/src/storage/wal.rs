@@ -1,0 +1,296 @@
+//! The write-ahead log: a sequence of segment files holding framed records (`record.rs`) of
+//! Raft entries and snapshot-installation markers, appended in groups and synced once per group.
+//!
+//! What a record means when the log is replayed (see `recovery.rs`):
+//! - `Entries`: contiguous entries; the first one's index truncates every entry at or after it
+//!   that the log already holds (Raft overwrites a conflicting suffix this way);
+//! - `SnapshotInstalled`: a snapshot received from the leader replaced the log up to its last
+//!   index — entries after it are kept only if the log held the snapshot's last entry with the
+//!   same term. The snapshot file itself is made durable before this record is written.
+//!
+//! Segments roll when the next record does not fit; the full segment is sealed (synced) before
+//! the next one receives a record, so only the last segment can end in a torn write. Log
+//! compaction removes whole segments from the oldest on, once every entry in them is covered by
+//! a durable snapshot; the active (last) segment is never removed.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{StorageError, StorageResult};
+use super::fs::{FileSystem, FsFile, OpenMode};
+use super::record::{encode_record, record_bytes};
+use super::segment::{
+    SEGMENT_HEADER_BYTES, SegmentHeader, encode_segment_header, segment_file_name,
+};
+use crate::raft::{Entry, LogIndex, Term};
+
+/// The content of one log record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WalRecord {
+    Entries(Vec<Entry>),
+    SnapshotInstalled { last_index: LogIndex, last_term: Term },
+}
+
+/// The same encoding as [`WalRecord`], borrowing the entries (no copy on the write path).
+#[derive(Serialize)]
+enum WalRecordRef<'a> {
+    Entries(&'a [Entry]),
+    SnapshotInstalled { last_index: LogIndex, last_term: Term },
+}
+
+impl WalRecord {
+    /// The highest log index the record mentions (0 for none).
+    pub fn max_index(&self) -> LogIndex {
+        match self {
+            WalRecord::Entries(entries) => entries.last().map_or(0, |entry| entry.index),
+            WalRecord::SnapshotInstalled { last_index, .. } => *last_index,
+        }
+    }
+}
+
+/// Size limits of the log.
+#[derive(Copy, Clone, Debug)]
+pub struct WalLimits {
+    /// Every segment is preallocated to this size.
+    pub segment_bytes: u64,
+    /// The largest record payload.
+    pub max_record_bytes: u32,
+}
+
+/// Buffered record bytes are written out once they reach this size, even before the sync.
+const WRITE_BUFFER_BYTES: usize = 4 << 20;
+
+/// What the log knows about one segment file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub seq: u64,
+    pub first_lsn: u64,
+    /// The highest log index any record in it mentions; 0 if it has no records.
+    pub max_index: LogIndex,
+    pub path: PathBuf,
+}
+
+/// Where the log stands after recovery (or creation).
+pub struct WalPosition {
+    pub segments: Vec<SegmentInfo>,
+    /// Where the next record goes in the last segment.
+    pub write_offset: u64,
+    pub next_lsn: u64,
+}
+
+pub struct Wal<F: FileSystem> {
+    fs: F,
+    dir: PathBuf,
+    limits: WalLimits,
+    /// Oldest first; the last is the active segment.
+    segments: Vec<SegmentInfo>,
+    active: F::File,
+    /// The active segment's preallocated size.
+    active_capacity: u64,
+    /// Offset in the active segment where `buffer` starts.
+    write_offset: u64,
+    buffer: Vec<u8>,
+    /// Bytes written to the active segment since its last sync.
+    unsynced: bool,
+    next_lsn: u64,
+    /// Every record up to this lsn is durable.
+    durable_lsn: u64,
+}
+
+/// Creates segment `seq` durably: header, preallocation, file sync, directory sync.
+pub async fn create_segment<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    header: SegmentHeader,
+    segment_bytes: u64,
+) -> StorageResult<(F::File, PathBuf)> {
+    let path = dir.join(segment_file_name(header.seq));
+    let file = fs
+        .open(&path, OpenMode::CreateNew)
+        .await
+        .map_err(|e| StorageError::io("create", &path, e))?;
+    file.write_all_at(0, encode_segment_header(header))
+        .await
+        .map_err(|e| StorageError::io("write", &path, e))?;
+    file.set_len(segment_bytes).await.map_err(|e| StorageError::io("preallocate", &path, e))?;
+    file.sync_all().await.map_err(|e| StorageError::io("sync", &path, e))?;
+    fs.sync_dir(dir).await.map_err(|e| StorageError::io("sync directory", dir, e))?;
+    Ok((file, path))
+}
+
+impl<F: FileSystem> Wal<F> {
+    /// Continues the log recovery found. `active` is the last segment, open for writing, and
+    /// everything in the log is durable (recovery synced it).
+    pub async fn resume(
+        fs: F,
+        dir: PathBuf,
+        limits: WalLimits,
+        position: WalPosition,
+        active: F::File,
+    ) -> StorageResult<Self> {
+        assert!(!position.segments.is_empty(), "the log always has an active segment");
+        let path = &position.segments[position.segments.len() - 1].path;
+        let active_capacity = active
+            .len_bytes()
+            .await
+            .map_err(|e| StorageError::io("stat", path, e))?
+            .max(limits.segment_bytes);
+        Ok(Wal {
+            fs,
+            dir,
+            limits,
+            segments: position.segments,
+            active,
+            active_capacity,
+            write_offset: position.write_offset,
+            buffer: Vec::new(),
+            unsynced: false,
+            next_lsn: position.next_lsn,
+            durable_lsn: position.next_lsn - 1,
+        })
+    }
+
+    pub fn segments(&self) -> &[SegmentInfo] {
+        &self.segments
+    }
+
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// Whether records were appended since the last sync.
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced || !self.buffer.is_empty()
+    }
+
+    /// Appends entries, split into records below the record size limit.
+    pub async fn append_entries(&mut self, entries: &[Entry]) -> StorageResult<()> {
+        // Chunk on the entries' approximate size, with room to spare for the encoding.
+        let budget = u64::from(self.limits.max_record_bytes) / 2;
+        let mut start = 0;
+        let mut size = 0u64;
+        for (at, entry) in entries.iter().enumerate() {
+            let entry_size = entry.size_bytes() + 16;
+            if at > start && size + entry_size > budget {
+                self.append(&WalRecordRef::Entries(&entries[start..at]), entries[at - 1].index)
+                    .await?;
+                start = at;
+                size = 0;
+            }
+            size += entry_size;
+        }
+        if start < entries.len() {
+            let last = entries[entries.len() - 1].index;
+            self.append(&WalRecordRef::Entries(&entries[start..]), last).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn append_snapshot_installed(
+        &mut self,
+        last_index: LogIndex,
+        last_term: Term,
+    ) -> StorageResult<()> {
+        self.append(&WalRecordRef::SnapshotInstalled { last_index, last_term }, last_index).await
+    }
+
+    async fn append(
+        &mut self,
+        record: &WalRecordRef<'_>,
+        max_index: LogIndex,
+    ) -> StorageResult<()> {
+        let payload = postcard::to_allocvec(record).map_err(|e| {
+            StorageError::InvalidOptions(format!("cannot encode a log record: {e}"))
+        })?;
+        if payload.len() > self.limits.max_record_bytes as usize {
+            return Err(StorageError::TooLarge {
+                what: "log record",
+                size_bytes: payload.len() as u64,
+                limit_bytes: u64::from(self.limits.max_record_bytes),
+            });
+        }
+        let needed = record_bytes(payload.len()) as u64;
+        let end = self.write_offset + self.buffer.len() as u64 + needed;
+        if end > self.active_capacity {
+            self.roll().await?;
+        }
+        encode_record(self.next_lsn, self.durable_lsn, &payload, &mut self.buffer);
+        self.next_lsn += 1;
+        let active = self.segments.len() - 1;
+        self.segments[active].max_index = self.segments[active].max_index.max(max_index);
+        if self.buffer.len() >= WRITE_BUFFER_BYTES {
+            self.write_buffer().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_buffer(&mut self) -> StorageResult<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.buffer);
+        let len = data.len() as u64;
+        let path = &self.segments[self.segments.len() - 1].path;
+        self.active
+            .write_all_at(self.write_offset, data)
+            .await
+            .map_err(|e| StorageError::io("write", path, e))?;
+        self.write_offset += len;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes every appended record durable (one `fdatasync`, whatever the number of records).
+    pub async fn sync(&mut self) -> StorageResult<()> {
+        self.write_buffer().await?;
+        if self.unsynced {
+            let path = &self.segments[self.segments.len() - 1].path;
+            self.active.sync_data().await.map_err(|e| StorageError::io("sync", path, e))?;
+            self.unsynced = false;
+        }
+        self.durable_lsn = self.next_lsn - 1;
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next one.
+    async fn roll(&mut self) -> StorageResult<()> {
+        self.sync().await?;
+        let seq = self.segments[self.segments.len() - 1].seq + 1;
+        let header = SegmentHeader { seq, first_lsn: self.next_lsn };
+        let (file, path) =
+            create_segment(&self.fs, &self.dir, header, self.limits.segment_bytes).await?;
+        self.segments.push(SegmentInfo { seq, first_lsn: self.next_lsn, max_index: 0, path });
+        self.active = file;
+        self.active_capacity = self.limits.segment_bytes;
+        self.write_offset = SEGMENT_HEADER_BYTES as u64;
+        Ok(())
+    }
+
+    /// Removes the oldest segments whose records all lie at or below `up_to` (never the active
+    /// one). Returns whether any was removed.
+    pub async fn compact(&mut self, up_to: LogIndex) -> StorageResult<bool> {
+        let removable = self
+            .segments
+            .iter()
+            .take(self.segments.len() - 1)
+            .take_while(|segment| segment.max_index <= up_to)
+            .count();
+        if removable == 0 {
+            return Ok(false);
+        }
+        for segment in self.segments.drain(..removable) {
+            self.fs
+                .remove_file(&segment.path)
+                .await
+                .map_err(|e| StorageError::io("remove", &segment.path, e))?;
+        }
+        // Removing from the oldest on and syncing keeps the surviving segments contiguous even
+        // across a crash (a file system may not keep unsynced removals in order).
+        self.fs
+            .sync_dir(&self.dir)
+            .await
+            .map_err(|e| StorageError::io("sync directory", &self.dir, e))?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,345 @@
+//! [`WalStorage`]: the engine's [`Storage`] on the write-ahead log, the hard-state file and
+//! snapshot files, over any [`FileSystem`].
+//!
+//! Like `MemoryStorage`, it is a handle plus a writer future that the engine runs next to its
+//! own loop (no threads, no spawned tasks). The writer takes every job queued so far as one
+//! group: all their records are written, then synced once, then the progress is published —
+//! so every job that arrives while a sync is in flight shares the next single sync (group
+//! commit). Within a group the jobs are carried out in order; the only extra syncs are for a
+//! term or vote change (durable before the batch's records, see `hard_state.rs`), a snapshot
+//! (written atomically before anything that follows it) and a segment roll.
+//!
+//! Any failure ends the writer with a [`StorageFailure`] and makes every later call fail:
+//! after a failed sync the page cache may have dropped the data, so retrying and carrying on
+//! could report lost writes as durable. The node stops and recovers from disk on restart.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use super::error::{StorageError, StorageResult};
+use super::fs::FileSystem;
+use super::hard_state::HardStateFile;
+use super::record::record_bytes;
+use super::recovery::{RecoveryLimits, recover};
+use super::segment::SEGMENT_HEADER_BYTES;
+use super::snapshot_file::save_snapshot;
+use super::wal::{Wal, WalLimits};
+use crate::raft::{ClusterConfig, HardState, LogIndex, PersistBatch, RestoredState, Snapshot};
+use crate::seams::storage::{Storage, StorageFailure, StorageJob, StorageProgress};
+
+#[derive(Copy, Clone, Debug)]
+pub struct WalOptions {
+    /// Size every log segment is preallocated to.
+    pub segment_bytes: u64,
+    /// The largest log record payload; must hold the largest entry (see the engine's
+    /// `max_message_bytes`).
+    pub max_record_bytes: u32,
+    /// The largest snapshot file accepted, written or read.
+    pub max_snapshot_bytes: u64,
+    /// The most jobs one group commit takes; the rest wait for the next.
+    pub max_jobs_per_group: usize,
+    /// A commit-only change of the hard state is written without a sync; every this many such
+    /// writes one is synced, bounding both how stale a restarted node's commit is and the
+    /// unsynced writes the OS holds.
+    pub commit_sync_every_writes: u32,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 << 20,
+            max_record_bytes: 8 << 20,
+            max_snapshot_bytes: 4 << 30,
+            max_jobs_per_group: 4096,
+            commit_sync_every_writes: 64,
+        }
+    }
+}
+
+impl WalOptions {
+    pub fn validate(&self) -> StorageResult<()> {
+        let smallest_segment =
+            (SEGMENT_HEADER_BYTES + record_bytes(self.max_record_bytes as usize)) as u64;
+        if self.max_record_bytes < 1024 {
+            return Err(StorageError::InvalidOptions(
+                "max_record_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.segment_bytes < smallest_segment {
+            return Err(StorageError::InvalidOptions(format!(
+                "segment_bytes {} cannot hold one record of max_record_bytes {} (needs {smallest_segment})",
+                self.segment_bytes, self.max_record_bytes
+            )));
+        }
+        if self.segment_bytes > 1 << 30 {
+            return Err(StorageError::InvalidOptions("segment_bytes must be at most 1 GiB".into()));
+        }
+        if self.max_jobs_per_group == 0 || self.commit_sync_every_writes == 0 {
+            return Err(StorageError::InvalidOptions(
+                "max_jobs_per_group and commit_sync_every_writes must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn limits(&self) -> RecoveryLimits {
+        RecoveryLimits {
+            wal: WalLimits {
+                segment_bytes: self.segment_bytes,
+                max_record_bytes: self.max_record_bytes,
+            },
+            max_snapshot_bytes: self.max_snapshot_bytes,
+        }
+    }
+}
+
+/// What a node restarts from.
+#[derive(Clone, Debug)]
+pub struct Recovered {
+    /// Hard state, snapshot metadata (default when there is no snapshot) and the entries after
+    /// the snapshot — what `Raft::new` takes.
+    pub restored: RestoredState,
+    /// The snapshot's state-machine data, when there is a snapshot.
+    pub snapshot_data: Option<Bytes>,
+    /// What recovery repaired (torn tails truncated, leftovers removed), for the operator.
+    pub repairs: Vec<String>,
+    /// The data directory was empty or missing and has been initialised.
+    pub created: bool,
+}
+
+impl Recovered {
+    /// A node without a snapshot starts from its cluster's initial configuration at index 0
+    /// (the storage does not keep it: the node is told it at every start, as with
+    /// `RestoredState::bootstrap`). A snapshot carries its own configuration.
+    pub fn with_initial_config(mut self, initial: &ClusterConfig) -> Recovered {
+        if self.snapshot_data.is_none() {
+            self.restored.snapshot.config = initial.clone();
+        }
+        self
+    }
+}
+
+pub struct WalStorage<F: FileSystem> {
+    jobs: mpsc::UnboundedSender<StorageJob>,
+    progress: watch::Receiver<Result<StorageProgress, StorageFailure>>,
+    /// The newest durable snapshot, shared with the writer (it replaces it).
+    latest_snapshot: Rc<RefCell<Option<Snapshot>>>,
+    writer: Option<Writer<F>>,
+}
+
+impl<F: FileSystem> WalStorage<F> {
+    /// Opens the data directory `dir` (creating it if missing; its parent must exist),
+    /// recovering its content. Errors name the file and offset at fault.
+    pub async fn open(
+        fs: F,
+        dir: impl Into<PathBuf>,
+        options: WalOptions,
+    ) -> StorageResult<(Self, Recovered)> {
+        options.validate()?;
+        let dir = dir.into();
+        let parts = recover(&fs, &dir, options.limits()).await?;
+        let recovered = Recovered {
+            restored: parts.restored,
+            snapshot_data: parts.snapshot.as_ref().map(|s| s.data.clone()),
+            repairs: parts.repairs,
+            created: parts.created,
+        };
+        let snapshot_index = parts.snapshot.as_ref().map_or(0, |s| s.meta.last_index);
+        let progress = StorageProgress { snapshot_index, ..StorageProgress::default() };
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let (publish, progress_rx) = watch::channel(Ok(progress));
+        let latest_snapshot = Rc::new(RefCell::new(parts.snapshot));
+        let writer = Writer {
+            fs,
+            dir,
+            options,
+            queue,
+            publish,
+            wal: parts.wal,
+            hard_state: parts.hard_state_file,
+            latest_snapshot: latest_snapshot.clone(),
+            snapshot_index,
+            progress,
+            unsynced_commit_writes: 0,
+        };
+        let storage =
+            WalStorage { jobs, progress: progress_rx, latest_snapshot, writer: Some(writer) };
+        Ok((storage, recovered))
+    }
+
+    /// The writer future the engine must run (`Engine::run(writer)`). It ends with `Ok` when
+    /// the storage handle is dropped, with the failure otherwise. Only the first call gets the
+    /// real writer; later calls get a future that fails at once.
+    pub fn writer(&mut self) -> impl Future<Output = Result<(), StorageFailure>> + 'static {
+        let writer = self.writer.take();
+        async move {
+            match writer {
+                Some(writer) => writer.run().await,
+                None => Err(StorageFailure("the storage writer was already taken".into())),
+            }
+        }
+    }
+
+    /// The progress published so far (for tests and metrics).
+    pub fn current_progress(&self) -> Result<StorageProgress, StorageFailure> {
+        self.progress.borrow().clone()
+    }
+}
+
+impl<F: FileSystem> Storage for WalStorage<F> {
+    fn submit(&mut self, job: StorageJob) -> Result<(), StorageFailure> {
+        if let Err(failure) = &*self.progress.borrow() {
+            return Err(failure.clone());
+        }
+        self.jobs.send(job).map_err(|_| StorageFailure("the storage writer stopped".into()))
+    }
+
+    async fn progress_changed(&mut self) -> Result<StorageProgress, StorageFailure> {
+        if self.progress.changed().await.is_err() {
+            // The writer ended; the engine learns why from the writer future it runs.
+            std::future::pending::<()>().await;
+        }
+        self.progress.borrow_and_update().clone()
+    }
+
+    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageFailure> {
+        if let Err(failure) = &*self.progress.borrow() {
+            return Err(failure.clone());
+        }
+        Ok(self.latest_snapshot.borrow().clone())
+    }
+}
+
+struct Writer<F: FileSystem> {
+    fs: F,
+    dir: PathBuf,
+    options: WalOptions,
+    queue: mpsc::UnboundedReceiver<StorageJob>,
+    publish: watch::Sender<Result<StorageProgress, StorageFailure>>,
+    wal: Wal<F>,
+    hard_state: HardStateFile<F>,
+    latest_snapshot: Rc<RefCell<Option<Snapshot>>>,
+    snapshot_index: LogIndex,
+    progress: StorageProgress,
+    unsynced_commit_writes: u32,
+}
+
+impl<F: FileSystem> Writer<F> {
+    async fn run(mut self) -> Result<(), StorageFailure> {
+        while let Some(first) = self.queue.recv().await {
+            let mut group = vec![first];
+            while group.len() < self.options.max_jobs_per_group {
+                match self.queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            if let Err(error) = self.carry_out(group).await {
+                let failure = StorageFailure::from(error);
+                let _previous = self.publish.send_replace(Err(failure.clone()));
+                return Err(failure);
+            }
+            if self.publish.send(Ok(self.progress)).is_err() {
+                return Ok(()); // nobody is listening any more
+            }
+        }
+        Ok(())
+    }
+
+    async fn carry_out(&mut self, group: Vec<StorageJob>) -> StorageResult<()> {
+        let mut last_batch = None;
+        let mut newest_hard_state: Option<HardState> = None;
+        let mut compact_to: Option<LogIndex> = None;
+        for job in group {
+            match job {
+                StorageJob::Persist(batch) => {
+                    self.persist(&batch).await?;
+                    if let Some(hard_state) = batch.hard_state {
+                        newest_hard_state = Some(hard_state);
+                    }
+                    last_batch = Some(batch.id);
+                }
+                StorageJob::SaveSnapshot { snapshot, compact_to: up_to } => {
+                    // A local snapshot does not change the log, so it needs no log sync first.
+                    if snapshot.meta.last_index > self.snapshot_index {
+                        self.save(snapshot).await?;
+                    }
+                    compact_to = Some(compact_to.map_or(up_to, |c| c.max(up_to)));
+                }
+            }
+        }
+        // The one sync of the group.
+        self.wal.sync().await?;
+        if let Some(hard_state) = newest_hard_state
+            && hard_state != self.hard_state.written()
+        {
+            let written = self.hard_state.written();
+            assert_eq!(
+                (hard_state.term, hard_state.vote),
+                (written.term, written.vote),
+                "term and vote changes are made durable before the batch's records"
+            );
+            self.unsynced_commit_writes += 1;
+            let sync = self.unsynced_commit_writes >= self.options.commit_sync_every_writes;
+            self.hard_state.write(hard_state, sync).await?;
+            if sync {
+                self.unsynced_commit_writes = 0;
+            }
+        }
+        if let Some(id) = last_batch {
+            assert!(id > self.progress.durable_batch, "persist batches arrive in id order");
+            self.progress.durable_batch = id;
+        }
+        if let Some(up_to) = compact_to {
+            // Never beyond what a durable snapshot covers.
+            let up_to = up_to.min(self.snapshot_index);
+            self.wal.compact(up_to).await?;
+            self.progress.compacted_to = self.progress.compacted_to.max(up_to);
+        }
+        self.progress.snapshot_index = self.snapshot_index;
+        Ok(())
+    }
+
+    /// Carries out one persist batch in the order `PersistBatch` prescribes, except that a
+    /// term or vote change is made durable first (see `hard_state.rs`).
+    async fn persist(&mut self, batch: &PersistBatch) -> StorageResult<()> {
+        if let Some(hard_state) = batch.hard_state {
+            let written = self.hard_state.written();
+            if (hard_state.term, hard_state.vote) != (written.term, written.vote) {
+                assert!(hard_state.term >= written.term, "the term never goes back");
+                // Records of earlier batches first: batches become durable in id order.
+                self.wal.sync().await?;
+                // The commit written with it must not claim entries not yet durable.
+                let durable_commit = written.commit;
+                self.hard_state
+                    .write(HardState { commit: durable_commit, ..hard_state }, true)
+                    .await?;
+            }
+        }
+        if let Some(snapshot) = &batch.snapshot {
+            self.wal.sync().await?;
+            self.save(snapshot.clone()).await?;
+            self.wal
+                .append_snapshot_installed(snapshot.meta.last_index, snapshot.meta.last_term)
+                .await?;
+        }
+        if !batch.entries.is_empty() {
+            self.wal.append_entries(&batch.entries).await?;
+        }
+        Ok(())
+    }
+
+    async fn save(&mut self, snapshot: Snapshot) -> StorageResult<()> {
+        save_snapshot(&self.fs, &self.dir, &snapshot, self.options.max_snapshot_bytes).await?;
+        if snapshot.meta.last_index >= self.snapshot_index {
+            self.snapshot_index = snapshot.meta.last_index;
+            *self.latest_snapshot.borrow_mut() = Some(snapshot);
+        }
+        Ok(())
+    }
+}
