@@ -1,0 +1,389 @@
+//! The write-ahead-log storage end to end on the in-memory file system: what is reported
+//! durable survives a crash, group commit, segment rolls, snapshots and compaction, and
+//! recovery's answers to damaged directories.
+
+mod storage_support;
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use conclave_core::raft::{ClusterConfig, NodeId, Snapshot, SnapshotMeta};
+use conclave_core::seams::storage::StorageJob;
+use conclave_core::storage::StorageError;
+use storage_support::*;
+
+fn snapshot(index: u64, term: u64) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            last_index: index,
+            last_term: term,
+            config: ClusterConfig::with_voters([NodeId(1)]),
+        },
+        data: Bytes::from(format!("state at {index}")),
+    }
+}
+
+/// First index, last index and count, for failure messages (entries themselves are long).
+fn summary(entries: &[conclave_core::raft::Entry]) -> String {
+    match (entries.first(), entries.last()) {
+        (Some(first), Some(last)) => {
+            format!("{} entries {}..={}", entries.len(), first.index, last.index)
+        }
+        _ => "no entries".into(),
+    }
+}
+
+fn segment_files(harness: &Harness) -> Vec<PathBuf> {
+    harness
+        .fs
+        .image()
+        .keys()
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn fresh_directory_is_created_and_reopens_empty() {
+    let mut h = Harness::new(1, Some(512), small_options());
+    let recovered = h.open().unwrap();
+    assert!(recovered.created);
+    assert!(recovered.restored.entries.is_empty());
+    assert!(recovered.snapshot_data.is_none());
+    h.crash();
+    let recovered = h.open().unwrap();
+    assert!(!recovered.created, "{:?}", recovered.repairs);
+    assert!(recovered.repairs.is_empty());
+}
+
+#[test]
+fn durable_batches_survive_a_crash_exactly() {
+    let mut h = Harness::new(2, Some(512), small_options());
+    h.open().unwrap();
+    h.persist(entries(1..=3, 1), Some(hard_state(1, 1, 0)), None).unwrap();
+    h.persist(entries(4..=5, 1), Some(hard_state(1, 1, 3)), None).unwrap();
+    let progress = h.pump().unwrap();
+    assert_eq!(progress.durable_batch, 2);
+    h.crash();
+    let recovered = h.open().unwrap();
+    assert!(
+        recovered.restored.entries == entries(1..=5, 1),
+        "{}",
+        summary(&recovered.restored.entries)
+    );
+    assert_eq!(
+        (recovered.restored.hard_state.term, recovered.restored.hard_state.vote),
+        (1, NodeId(1))
+    );
+    assert!(recovered.restored.hard_state.commit <= 3);
+}
+
+#[test]
+fn a_suffix_overwrite_replaces_the_conflicting_entries() {
+    let mut h = Harness::new(3, None, small_options());
+    h.open().unwrap();
+    h.persist(entries(1..=6, 1), Some(hard_state(1, 0, 2)), None).unwrap();
+    h.pump().unwrap();
+    h.persist(entries(4..=5, 2), Some(hard_state(2, 0, 2)), None).unwrap();
+    h.pump().unwrap();
+    h.crash();
+    let recovered = h.open().unwrap();
+    let mut expected = entries(1..=3, 1);
+    expected.extend(entries(4..=5, 2));
+    assert!(recovered.restored.entries == expected, "{}", summary(&recovered.restored.entries));
+    assert_eq!(recovered.restored.hard_state.term, 2);
+}
+
+#[test]
+fn segments_roll_and_the_log_reads_back_across_them() {
+    let mut h = Harness::new(4, Some(512), small_options());
+    h.open().unwrap();
+    for start in (1..=400).step_by(10) {
+        h.persist(entries(start..=start + 9, 1), None, None).unwrap();
+        h.pump().unwrap();
+    }
+    assert!(segment_files(&h).len() > 3, "{:?}", segment_files(&h));
+    h.crash();
+    let recovered = h.open().unwrap();
+    assert!(
+        recovered.restored.entries == entries(1..=400, 1),
+        "{}",
+        summary(&recovered.restored.entries)
+    );
+}
+
+#[test]
+fn group_commit_makes_queued_batches_durable_together() {
+    let mut h = Harness::new(5, None, small_options());
+    h.open().unwrap();
+    let ops_before = h.fs.ops();
+    for index in 1..=50 {
+        h.persist(vec![entry(index, 1)], None, None).unwrap();
+    }
+    assert_eq!(h.pump().unwrap().durable_batch, 50);
+    // One write and one sync for fifty batches.
+    assert_eq!(h.fs.ops() - ops_before, 2);
+}
+
+#[test]
+fn snapshot_then_compaction_removes_whole_segments_and_recovers() {
+    let mut h = Harness::new(6, Some(512), small_options());
+    h.open().unwrap();
+    for start in (1..=300).step_by(10) {
+        h.persist(entries(start..=start + 9, 1), Some(hard_state(1, 0, start + 9)), None).unwrap();
+    }
+    h.pump().unwrap();
+    let before = segment_files(&h).len();
+    h.submit(StorageJob::SaveSnapshot { snapshot: snapshot(250, 1), compact_to: 200 }).unwrap();
+    let progress = h.pump().unwrap();
+    assert_eq!((progress.snapshot_index, progress.compacted_to), (250, 200));
+    let after = segment_files(&h).len();
+    assert!(after < before, "{before} -> {after}");
+    assert_eq!(h.load_snapshot().unwrap(), Some(snapshot(250, 1)));
+    h.crash();
+    let recovered = h.open().unwrap();
+    assert_eq!(recovered.restored.snapshot.last_index, 250);
+    assert_eq!(recovered.snapshot_data, Some(snapshot(250, 1).data));
+    assert!(
+        recovered.restored.entries == entries(251..=300, 1),
+        "{}",
+        summary(&recovered.restored.entries)
+    );
+}
+
+#[test]
+fn an_installed_snapshot_replaces_a_conflicting_log() {
+    let mut h = Harness::new(7, None, small_options());
+    h.open().unwrap();
+    h.persist(entries(1..=20, 1), Some(hard_state(1, 0, 5)), None).unwrap();
+    h.pump().unwrap();
+    // The leader's snapshot at 15 has term 2: entries 16..=20 of term 1 must go.
+    h.persist(entries(16..=17, 2), Some(hard_state(2, 0, 15)), Some(snapshot(15, 2))).unwrap();
+    h.pump().unwrap();
+    h.crash();
+    let recovered = h.open().unwrap();
+    assert_eq!(recovered.restored.snapshot.last_index, 15);
+    assert!(
+        recovered.restored.entries == entries(16..=17, 2),
+        "{}",
+        summary(&recovered.restored.entries)
+    );
+}
+
+#[test]
+fn after_a_failed_sync_the_writer_stops_and_everything_fails() {
+    let mut h = Harness::new(8, None, small_options());
+    h.open().unwrap();
+    h.persist(entries(1..=2, 1), None, None).unwrap();
+    h.pump().unwrap();
+    h.fs.faults().set_io_error_permille(1000);
+    h.persist(entries(3..=4, 1), None, None).unwrap();
+    assert!(h.pump().is_err());
+    assert!(matches!(h.writer_result, Some(Err(_))));
+    h.fs.faults().heal();
+    assert!(h.persist(entries(5..=5, 1), None, None).is_err(), "no retry after a failed sync");
+    assert!(h.load_snapshot().is_err());
+    h.crash();
+    assert!(h.open().unwrap().restored.entries == entries(1..=2, 1));
+}
+
+#[test]
+fn no_space_stops_the_writer() {
+    let mut h = Harness::new(9, None, small_options());
+    h.open().unwrap();
+    h.fs.faults().set_no_space(true);
+    h.persist(entries(1..=2, 1), None, None).unwrap();
+    let error = h.pump().unwrap_err().to_string();
+    assert!(error.contains("ENOSPC"), "{error}");
+}
+
+// ---- damaged directories ----------------------------------------------------------------------
+
+/// A directory holding entries 1..=n in several segments, closed cleanly.
+fn written(n: u64) -> Harness {
+    let mut h = Harness::new(10, None, small_options());
+    h.open().unwrap();
+    for start in (1..=n).step_by(10) {
+        h.persist(entries(start..=(start + 9).min(n), 1), Some(hard_state(1, 1, 0)), None).unwrap();
+        h.pump().unwrap();
+    }
+    h.crash();
+    h
+}
+
+fn error_of(h: &mut Harness) -> String {
+    match h.open() {
+        Ok(recovered) => panic!(
+            "opened: {} entries, repairs {:?}",
+            recovered.restored.entries.len(),
+            recovered.repairs
+        ),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn a_truncated_middle_segment_is_refused_with_file_and_offset() {
+    let mut h = written(300);
+    let segments = segment_files(&h);
+    let victim = &segments[1];
+    let mut image = h.fs.image()[victim].clone();
+    image.truncate(1000);
+    h.fs.put_durable_file(victim, image);
+    let error = error_of(&mut h);
+    assert!(error.contains(&victim.display().to_string()), "{error}");
+    assert!(error.contains("offset"), "{error}");
+}
+
+#[test]
+fn a_zero_length_segment_in_the_middle_is_refused_and_a_missing_one_is_named() {
+    let mut h = written(300);
+    let segments = segment_files(&h);
+    h.fs.put_durable_file(&segments[1], Vec::new());
+    let error = error_of(&mut h);
+    assert!(
+        error.contains(&segments[1].display().to_string()) && error.contains("without a header"),
+        "{error}"
+    );
+    h.fs.remove_durable_file(&segments[1]);
+    let error = error_of(&mut h);
+    assert!(error.contains("00000000000000000002.wal is missing"), "{error}");
+}
+
+#[test]
+fn a_zero_length_last_segment_is_an_interrupted_roll_and_is_removed() {
+    let mut h = written(300);
+    let segments = segment_files(&h);
+    let next = segments.len() + 1;
+    let path = h.dir.join(format!("{next:020}.wal"));
+    h.fs.put_durable_file(&path, Vec::new());
+    let recovered = h.open().unwrap();
+    assert!(
+        recovered.restored.entries == entries(1..=300, 1),
+        "{}",
+        summary(&recovered.restored.entries)
+    );
+    assert!(
+        recovered.repairs.iter().any(|r| r.contains("creation never completed")),
+        "{:?}",
+        recovered.repairs
+    );
+}
+
+#[test]
+fn garbage_appended_to_the_last_segment_is_refused() {
+    let mut h = written(100);
+    let segments = segment_files(&h);
+    let last = segments.last().unwrap();
+    let mut image = h.fs.image()[last].clone();
+    let end = image.iter().rposition(|b| *b != 0).unwrap() + 1;
+    for (i, byte) in image[end..end + 200].iter_mut().enumerate() {
+        *byte = (i as u8).wrapping_mul(91).wrapping_add(3);
+    }
+    h.fs.put_durable_file(last, image);
+    let error = error_of(&mut h);
+    assert!(
+        error.contains(&last.display().to_string()) && error.contains(&format!("offset {end}")),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_torn_tail_is_truncated_and_appending_continues() {
+    let mut h = written(100);
+    let segments = segment_files(&h);
+    let last = segments.last().unwrap().clone();
+    let mut image = h.fs.image()[&last].clone();
+    let end = image.iter().rposition(|b| *b != 0).unwrap() + 1;
+    // Zero the last 30 bytes of the last record: the write stopped early.
+    image[end - 30..end].fill(0);
+    h.fs.put_durable_file(&last, image);
+    let recovered = h.open().unwrap();
+    assert!(recovered.repairs.iter().any(|r| r.contains("torn tail")), "{:?}", recovered.repairs);
+    // The last record (a chunk of the last batch) is gone, everything before it is intact.
+    let kept = recovered.restored.entries.len() as u64;
+    assert!((90..100).contains(&kept), "{}", summary(&recovered.restored.entries));
+    assert!(recovered.restored.entries == entries(1..=kept, 1));
+    h.persist(entries(kept + 1..=kept + 5, 2), None, None).unwrap();
+    h.pump().unwrap();
+    h.crash();
+    let recovered = h.open().unwrap();
+    assert!(recovered.repairs.is_empty(), "{:?}", recovered.repairs);
+    let mut expected = entries(1..=kept, 1);
+    expected.extend(entries(kept + 1..=kept + 5, 2));
+    assert!(recovered.restored.entries == expected, "{}", summary(&recovered.restored.entries));
+}
+
+#[test]
+fn a_bit_flip_in_the_middle_of_the_log_is_refused() {
+    let mut h = written(100);
+    let last = segment_files(&h).last().unwrap().clone();
+    let mut image = h.fs.image()[&last].clone();
+    image[100] ^= 0x04;
+    h.fs.put_durable_file(&last, image);
+    let error = error_of(&mut h);
+    assert!(error.contains("checksum") || error.contains("synced"), "{error}");
+    assert!(error.contains(&last.display().to_string()), "{error}");
+}
+
+#[test]
+fn a_snapshot_with_a_bad_checksum_is_refused_when_nothing_else_reaches_the_log() {
+    let mut h = Harness::new(11, None, small_options());
+    h.open().unwrap();
+    for start in (1..=300).step_by(10) {
+        h.persist(entries(start..=start + 9, 1), Some(hard_state(1, 0, start + 9)), None).unwrap();
+    }
+    h.submit(StorageJob::SaveSnapshot { snapshot: snapshot(250, 1), compact_to: 250 }).unwrap();
+    h.pump().unwrap();
+    h.crash();
+    let path = h.dir.join("snapshot-00000000000000000250.snap");
+    let mut image = h.fs.image()[&path].clone();
+    let at = image.len() - 3;
+    image[at] ^= 0x40;
+    h.fs.put_durable_file(&path, image);
+    let error = error_of(&mut h);
+    assert!(
+        error.contains("snapshot-00000000000000000250.snap") && error.contains("checksum"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_directory_of_another_format_version_is_refused() {
+    let mut h = written(30);
+    let first = segment_files(&h)[0].clone();
+    let mut image = h.fs.image()[&first].clone();
+    image[8..12].copy_from_slice(&2u32.to_le_bytes());
+    h.fs.put_durable_file(&first, image);
+    match h.open() {
+        Err(StorageError::UnsupportedVersion { path, found: 2, supported: 1 }) => {
+            assert_eq!(path, first)
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("opened"),
+    }
+}
+
+#[test]
+fn a_missing_hard_state_with_records_is_refused() {
+    let mut h = written(30);
+    h.fs.remove_durable_file(&h.dir.join("hard_state"));
+    let error = error_of(&mut h);
+    assert!(error.contains("hard-state file is missing"), "{error}");
+}
+
+#[test]
+fn leftover_temporary_snapshot_files_are_removed() {
+    let mut h = written(30);
+    let temp = h.dir.join("snapshot-00000000000000000020.snap.tmp");
+    h.fs.put_durable_file(&temp, vec![1, 2, 3]);
+    let recovered = h.open().unwrap();
+    assert!(recovered.repairs.iter().any(|r| r.contains("incomplete snapshot")));
+    assert!(!h.fs.image().contains_key(&temp));
+    assert!(
+        recovered.restored.entries == entries(1..=30, 1),
+        "{}",
+        summary(&recovered.restored.entries)
+    );
+    let _ = Path::new("/");
+}
