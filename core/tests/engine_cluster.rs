@@ -13,7 +13,7 @@ use conclave_core::engine::{
 };
 use conclave_core::kv::{Condition, KvCommand, KvResponse, SessionTag};
 use conclave_core::raft::memory_cluster::DurableState;
-use conclave_core::raft::{ClusterConfig, NodeId, Role};
+use conclave_core::raft::{ClusterConfig, MembershipChange, MembershipError, NodeId, Role};
 use conclave_core::seams::Consensus;
 use conclave_core::seams::clock::Clock;
 use conclave_core::seams::storage::MemoryStorage;
@@ -50,7 +50,13 @@ struct TestCluster {
 
 impl TestCluster {
     fn new(size: u64, snapshot_every_entries: u64) -> Self {
-        let members = ClusterConfig::with_voters((1..=size).map(NodeId));
+        Self::with_spares(size, 0, snapshot_every_entries)
+    }
+
+    /// `size` voters plus `spares` running nodes that are not members yet.
+    fn with_spares(size: u64, spares: u64, snapshot_every_entries: u64) -> Self {
+        let mut members = ClusterConfig::with_voters((1..=size).map(NodeId));
+        members.addresses = (1..=size + spares).map(|id| (NodeId(id), format!("n{id}"))).collect();
         let mut cluster = TestCluster {
             network: MemoryNetwork::default(),
             clock: TestClock { origin: tokio::time::Instant::now() },
@@ -60,7 +66,7 @@ impl TestCluster {
             members,
             snapshot_every_entries,
         };
-        for id in 1..=size {
+        for id in 1..=size + spares {
             cluster.durable.insert(NodeId(id), Rc::default());
             cluster.start(NodeId(id));
         }
@@ -346,5 +352,57 @@ fn shutdown_finishes_storage_work_and_stops() {
         let task = cluster.tasks.remove(&leader).expect("task");
         task.await.expect("engine task ended cleanly");
         assert!(matches!(cluster.put(leader, "k", "v").await, Err(EngineError::Stopped)));
+    });
+}
+
+#[test]
+fn membership_changes_add_promote_and_remove() {
+    run_local(async {
+        let cluster = TestCluster::with_spares(3, 1, 1_000);
+        let leader = cluster.wait_for_leader().await;
+        let handle = &cluster.handles[&leader];
+        let new = NodeId(4);
+        // Promoting a node that is not a learner is refused with the reason.
+        let refused = handle.change_membership(MembershipChange::Promote { id: new }).await;
+        assert!(
+            matches!(
+                refused,
+                Err(EngineError::MembershipRefused(MembershipError::NotALearner { .. }))
+            ),
+            "{refused:?}"
+        );
+        let config = handle
+            .change_membership(MembershipChange::AddLearner { id: new, address: "n4".into() })
+            .await
+            .expect("add learner");
+        assert!(config.learners.contains(&new));
+        for i in 0..20 {
+            cluster.put(leader, &format!("k{i}"), "v").await.expect("put");
+        }
+        let config =
+            handle.change_membership(MembershipChange::Promote { id: new }).await.expect("promote");
+        assert!(config.voters.contains(&new) && config.learners.is_empty());
+        // The new voter has everything, and the cluster commits with it.
+        let removed = *cluster
+            .handles
+            .keys()
+            .find(|id| **id != leader && **id != new)
+            .expect("another voter");
+        let config = handle
+            .change_membership(MembershipChange::Remove { id: removed })
+            .await
+            .expect("remove");
+        assert!(!config.voters.contains(&removed));
+        assert_eq!(config.voters.len(), 3);
+        cluster.put(leader, "after", "x").await.expect("put after the changes");
+        assert_eq!(
+            cluster
+                .get(new, "k19", ReadConsistency::Linearizable)
+                .await
+                .expect("read at the new voter")
+                .as_deref(),
+            Some(&b"v"[..])
+        );
+        assert_eq!(cluster.handles[&new].status().voters.len(), 3);
     });
 }

@@ -25,6 +25,11 @@ pub struct SeedSummary {
     pub leader_terms: u64,
     pub snapshots_installed: u64,
     pub crashes_restarts: u64,
+    pub config_changes: u64,
+    pub learners_added: u64,
+    pub promotions: u64,
+    pub removals: u64,
+    pub transfers: u64,
 }
 
 pub struct CampaignOptions {
@@ -148,6 +153,15 @@ pub fn print_summary(result: &CampaignResult, replay_hint: &dyn Fn(u64) -> Strin
     println!(
         "snapshots installed:  {}",
         summaries.iter().map(|s| s.snapshots_installed).sum::<u64>()
+    );
+    let sum = |field: fn(&SeedSummary) -> u64| summaries.iter().map(field).sum::<u64>();
+    println!(
+        "membership:           {} configurations committed ({} learners added, {} promoted, {} removed), {} leadership transfers",
+        sum(|s| s.config_changes),
+        sum(|s| s.learners_added),
+        sum(|s| s.promotions),
+        sum(|s| s.removals),
+        sum(|s| s.transfers)
     );
     println!("fault kinds (seeds):  {faults:?}");
     if anomalies > 0 {

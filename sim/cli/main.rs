@@ -214,6 +214,11 @@ pub fn summarize(report: &RunReport) -> SeedSummary {
         leader_terms: report.stats.leader_terms,
         snapshots_installed: report.stats.snapshots_installed,
         crashes_restarts: report.stats.restarts_checked,
+        config_changes: report.stats.config_changes,
+        learners_added: report.admin.learners_added,
+        promotions: report.admin.promotions,
+        removals: report.admin.removals,
+        transfers: report.admin.transfers,
     }
 }
 

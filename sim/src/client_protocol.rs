@@ -3,6 +3,7 @@
 
 use conclave_core::engine::{EngineError, ReadConsistency, ReadQuery, ReadResult};
 use conclave_core::kv::{KvCommand, KvResponse, SessionTag};
+use conclave_core::raft::{ClusterConfig, MembershipChange, NodeId};
 use serde::{Deserialize, Serialize};
 
 /// The client port on every simulated node.
@@ -14,8 +15,21 @@ pub const MAX_CLIENT_FRAME_BYTES: u32 = 4 * 1024 * 1024;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientCall {
-    Write { command: KvCommand, session: Option<SessionTag> },
-    Read { query: ReadQuery, consistency: ReadConsistency },
+    Write {
+        command: KvCommand,
+        session: Option<SessionTag>,
+    },
+    Read {
+        query: ReadQuery,
+        consistency: ReadConsistency,
+    },
+    /// Operator calls, from the nemesis's admin client.
+    ChangeMembership {
+        change: MembershipChange,
+    },
+    TransferLeadership {
+        to: NodeId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +42,8 @@ pub struct ClientRequest {
 pub enum ClientAnswer {
     Write(KvResponse),
     Read(ReadResult),
+    Membership(ClusterConfig),
+    Transferring,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 
+use conclave_core::engine::{EngineError, EngineHandle};
 use conclave_core::seams::Consensus;
 use conclave_core::transport::frame::{read_frame, write_frame};
 use turmoil::net::{TcpListener, TcpStream};
@@ -12,16 +13,24 @@ use crate::client_protocol::{
 };
 
 /// Serves clients until the host stops. Connections are handled concurrently; requests on one
-/// connection in order (a simulated client has one request outstanding).
-pub async fn serve<C: Consensus + 'static>(consensus: Rc<C>) -> std::io::Result<()> {
+/// connection in order (a simulated client has one request outstanding). Operator calls go to
+/// `admin` (the engine) whatever `consensus` is.
+pub async fn serve<C: Consensus + 'static>(
+    consensus: Rc<C>,
+    admin: Rc<EngineHandle>,
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", CLIENT_PORT)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
-        tokio::task::spawn_local(serve_connection(consensus.clone(), stream));
+        tokio::task::spawn_local(serve_connection(consensus.clone(), admin.clone(), stream));
     }
 }
 
-async fn serve_connection<C: Consensus>(consensus: Rc<C>, mut stream: TcpStream) {
+async fn serve_connection<C: Consensus>(
+    consensus: Rc<C>,
+    admin: Rc<EngineHandle>,
+    mut stream: TcpStream,
+) {
     loop {
         let request: ClientRequest = match read_frame(&mut stream, MAX_CLIENT_FRAME_BYTES).await {
             Ok(request) => request,
@@ -33,6 +42,17 @@ async fn serve_connection<C: Consensus>(consensus: Rc<C>, mut stream: TcpStream)
             }
             ClientCall::Read { query, consistency } => {
                 consensus.read(query, consistency).await.map(ClientAnswer::Read)
+            }
+            ClientCall::ChangeMembership { change } => {
+                admin.change_membership(change).await.map(ClientAnswer::Membership)
+            }
+            ClientCall::TransferLeadership { to } => {
+                admin.transfer_leadership(to).await.map(|()| ClientAnswer::Transferring).or_else(
+                    |error| match error {
+                        EngineError::NotLeader { .. } => Err(error),
+                        _ => Ok(ClientAnswer::Transferring),
+                    },
+                )
             }
         };
         let reply = ClientReply { id: request.id, result };

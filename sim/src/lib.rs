@@ -10,6 +10,7 @@ compile_error!(
     "conclave-sim must be built with `--cfg tokio_unstable` (set in .cargo/config.toml; an exported RUSTFLAGS replaces it)"
 );
 
+pub mod admin;
 pub mod client_protocol;
 pub mod client_server;
 pub mod clock;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use turmoil::Sim;
 
+use crate::admin::{AdminCommand, AdminShared};
 use crate::clock::SimClock;
 use crate::disk::DiskFaults;
 use crate::observer::Observer;
@@ -47,6 +48,7 @@ pub struct Nemesis {
     new_leader_traps: std::collections::VecDeque<(u64, u64)>,
     /// The leader (node, term) seen at the previous step, to notice elections.
     last_leader: Option<u64>,
+    admin: Rc<AdminShared>,
     pub fired: BTreeSet<FaultFamily>,
     /// What happened, in order, for reports.
     pub log: Vec<String>,
@@ -63,6 +65,7 @@ impl Nemesis {
         clocks: Vec<SimClock>,
         disks: Vec<DiskFaults>,
         base_max_latency: Duration,
+        admin: Rc<AdminShared>,
     ) -> Self {
         Nemesis {
             schedule,
@@ -78,6 +81,7 @@ impl Nemesis {
             latency_spikes: 0,
             new_leader_traps: std::collections::VecDeque::new(),
             last_leader: None,
+            admin,
             fired: BTreeSet::new(),
             log: Vec::new(),
         }
@@ -85,6 +89,12 @@ impl Nemesis {
 
     pub fn is_down(&self, node: u64) -> bool {
         self.down.contains(&node)
+    }
+
+    /// Operator actions go to the admin client, which carries them out through the leader.
+    fn ask_operator(&mut self, command: AdminCommand) -> bool {
+        self.admin.queue.borrow_mut().push_back(command);
+        true
     }
 
     fn later(&mut self, at_ms: u64, follow_up: FollowUp) {
@@ -158,6 +168,18 @@ impl Nemesis {
             Fault::CrashNewLeader { delay_ms, down_ms } => {
                 self.new_leader_traps.push_back((delay_ms, down_ms));
                 true
+            }
+            Fault::Grow { node } => self.ask_operator(AdminCommand::Grow { node }),
+            Fault::Shrink { target } => match resolve(target, leader) {
+                Some(node) => self.ask_operator(AdminCommand::Shrink { node }),
+                None => false,
+            },
+            Fault::Replace { old, new } => match resolve(old, leader) {
+                Some(old) if old != new => self.ask_operator(AdminCommand::Replace { old, new }),
+                _ => false,
+            },
+            Fault::TransferLeadership { to } => {
+                self.ask_operator(AdminCommand::TransferLeadership { to })
             }
             Fault::ClockDrift { node, drift_ppm, duration_ms } => {
                 self.clocks[(node - 1) as usize].set_drift(now_ms, drift_ppm);
@@ -303,6 +325,7 @@ impl Nemesis {
         sim.set_max_message_latency(self.base_max_latency);
         self.follow_ups.clear();
         self.new_leader_traps.clear();
+        self.admin.queue.borrow_mut().clear();
         self.next = self.schedule.len();
         self.log.push(format!("{:>7.3} s  heal everything", now_ms as f64 / 1000.0));
     }
@@ -310,10 +333,18 @@ impl Nemesis {
 
 pub fn family_name(family: FaultFamily) -> &'static str {
     match family {
+        FaultFamily::Membership => "membership",
         FaultFamily::Partition => "partition",
         FaultFamily::Crash => "crash",
         FaultFamily::Clock => "clock",
         FaultFamily::Latency => "latency",
         FaultFamily::Disk => "disk",
+    }
+}
+
+fn resolve(target: Target, leader: Option<u64>) -> Option<u64> {
+    match target {
+        Target::Node(node) => Some(node),
+        Target::Leader => leader,
     }
 }

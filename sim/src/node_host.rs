@@ -37,11 +37,16 @@ pub struct NodeContext {
 
 impl NodeContext {
     fn peers(&self) -> BTreeMap<NodeId, String> {
-        (1..=self.run.nodes).map(|n| (node_id(n), format!("n{n}:{PEER_PORT}"))).collect()
+        // Every host, spares included: a spare must answer the leader once it is added.
+        (1..=self.run.nodes + self.run.spares)
+            .map(|n| (node_id(n), format!("n{n}:{PEER_PORT}")))
+            .collect()
     }
 
     fn members(&self) -> ClusterConfig {
-        ClusterConfig::with_voters((1..=self.run.nodes).map(node_id))
+        let mut config = ClusterConfig::with_voters((1..=self.run.nodes).map(node_id));
+        config.addresses = self.peers();
+        config
     }
 
     fn engine_config(&self) -> EngineConfig {
@@ -112,7 +117,8 @@ pub async fn node_main(context: Rc<NodeContext>) -> turmoil::Result {
     )?;
     let engine =
         engine.with_probe(Box::new(NodeProbe { node: id, observer: context.observer.clone() }));
-    let server = client_server::serve(Rc::new(handle));
+    let handle = Rc::new(handle);
+    let server = client_server::serve(handle.clone(), handle);
     tokio::select! {
         result = engine.run(writer) => {
             if let Err(failure) = result {

@@ -44,6 +44,7 @@ struct NodeView {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObservedStats {
     pub leader_terms: u64,
+    pub config_changes: u64,
     pub entries_committed: u64,
     pub messages: u64,
     pub snapshots_installed: u64,
@@ -65,6 +66,8 @@ pub struct Observer {
     digests: BTreeMap<LogIndex, (NodeId, u64)>,
     nodes: BTreeMap<NodeId, NodeView>,
     current_leader: Option<(NodeId, Term)>,
+    /// Voters of the last committed configuration.
+    committed_voters: std::collections::BTreeSet<NodeId>,
     pub stats: ObservedStats,
     /// Why nodes stopped on their own (storage failures), for the report.
     pub node_stops: Vec<String>,
@@ -103,6 +106,7 @@ impl Observer {
             digests: BTreeMap::new(),
             nodes: BTreeMap::new(),
             current_leader: None,
+            committed_voters: (1..=voters as u64).map(NodeId).collect(),
             stats: ObservedStats::default(),
             node_stops: Vec::new(),
             fault_kinds: BTreeSet::new(),
@@ -355,19 +359,37 @@ impl Observer {
                 None => {
                     self.committed.insert(index, record);
                     self.stats.entries_committed += 1;
-                    let holders = self
-                        .nodes
-                        .values()
-                        .filter(|v| {
-                            v.durable_floor >= index
-                                || v.durable_terms.get(&index) == Some(&entry.term)
+                    // The first node seen committing an index is its leader, which counts the
+                    // commit under its newest configuration (appended, perhaps not committed).
+                    let voters = &log.config().voters;
+                    let holders = voters
+                        .iter()
+                        .filter(|id| {
+                            self.nodes.get(id).is_some_and(|v| {
+                                v.durable_floor >= index
+                                    || v.durable_terms.get(&index) == Some(&entry.term)
+                            })
                         })
                         .count();
-                    if holders <= self.voters / 2 {
+                    if holders <= voters.len() / 2 {
                         self.violation(format!(
-                            "durability: entry {index} (term {}) committed while durable on only {holders} of {} nodes",
-                            entry.term, self.voters
+                            "durability: entry {index} (term {}) committed while durable on only {holders} of {} voters",
+                            entry.term,
+                            voters.len()
                         ));
+                    }
+                    if let EntryPayload::Config(next) = &entry.payload {
+                        // No two disjoint majorities: committed configurations differ by at
+                        // most one voter.
+                        self.stats.config_changes += 1;
+                        let changed =
+                            self.committed_voters.symmetric_difference(&next.voters).count();
+                        if changed > 1 {
+                            self.violation(format!(
+                                "configuration at {index} changes {changed} voters at once"
+                            ));
+                        }
+                        self.committed_voters = next.voters.clone();
                     }
                 }
             }

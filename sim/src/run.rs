@@ -13,6 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use conclave_checker::{CheckOptions, History, Operation, Status, Verdict};
 use conclave_core::raft::memory_cluster::DurableState;
 
+use crate::admin::{AdminShared, AdminStats, run_admin};
 use crate::clock::SimClock;
 use crate::disk::DiskFaults;
 use crate::nemesis::Nemesis;
@@ -87,6 +88,7 @@ pub struct RunReport {
     pub stats: ObservedStats,
     pub nemesis_log: Vec<String>,
     pub node_stops: Vec<String>,
+    pub admin: AdminStats,
     pub history: Option<History>,
     pub verdict: String,
 }
@@ -117,10 +119,10 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
     let run_config = Rc::new(config.clone());
     let observer = Rc::new(RefCell::new(Observer::new(config.nodes as usize)));
     let workload = Rc::new(WorkloadShared::default());
-    let clocks: Vec<SimClock> =
-        (0..config.nodes).map(|_| SimClock::new(EPOCH_SECONDS * 1000)).collect();
-    let disks: Vec<DiskFaults> = (0..config.nodes).map(|_| DiskFaults::default()).collect();
-    for node in 1..=config.nodes {
+    let hosts = config.nodes + config.spares;
+    let clocks: Vec<SimClock> = (0..hosts).map(|_| SimClock::new(EPOCH_SECONDS * 1000)).collect();
+    let disks: Vec<DiskFaults> = (0..hosts).map(|_| DiskFaults::default()).collect();
+    for node in 1..=hosts {
         let context = Rc::new(NodeContext {
             node,
             run: run_config.clone(),
@@ -135,7 +137,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
     for client in 1..=config.clients {
         let setup = ClientSetup {
             index: client,
-            nodes: config.nodes,
+            nodes: hosts,
             keys: config.keys,
             swarm: swarm.clone(),
             ops_limit: config.ops_per_client,
@@ -143,12 +145,15 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         };
         sim.client(format!("c{client}"), run_client(setup, workload.clone()));
     }
+    let admin = Rc::new(AdminShared::default());
+    sim.client("admin", run_admin(hosts, config.nodes, admin.clone()));
     let mut nemesis = Nemesis::new(
         config.schedule.clone(),
-        config.nodes,
+        hosts,
         clocks,
         disks,
         Duration::from_millis(swarm.max_latency_ms),
+        admin.clone(),
     );
 
     let mut phase = Phase::Faults;
@@ -169,6 +174,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
                 let progressed = workload.completed_since_liveness.get() >= config.liveness_ops;
                 if progressed && observer.borrow().current_leader().is_some() {
                     workload.stop.set(true);
+                    admin.stop.set(true);
                     phase = Phase::Draining { since_ms: now_ms };
                 } else if now_ms - since_ms > config.liveness_timeout_ms {
                     failure = Some((
@@ -294,7 +300,13 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         sim_ms,
         steps,
         stats: observer.stats.clone(),
-        nemesis_log: nemesis.log.clone(),
+        nemesis_log: {
+            let mut log = nemesis.log.clone();
+            log.extend(admin.log.borrow().iter().cloned());
+            log.sort();
+            log
+        },
+        admin: admin.stats.borrow().clone(),
         node_stops: observer.node_stops.clone(),
         history: if options.keep_history { history.ok() } else { None },
         verdict,

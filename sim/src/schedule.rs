@@ -17,6 +17,8 @@ pub enum FaultFamily {
     Clock,
     Latency,
     Disk,
+    /// Operator actions: membership changes and leadership transfers.
+    Membership,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +89,23 @@ pub enum Fault {
         delay_ms: u64,
         down_ms: u64,
     },
+    /// Operator: add `node` as a learner, then promote it once it has caught up.
+    Grow {
+        node: u64,
+    },
+    /// Operator: remove a voter (the leader included), never below three voters.
+    Shrink {
+        target: Target,
+    },
+    /// Operator: grow `new`, then remove `old` — replacing a machine.
+    Replace {
+        old: Target,
+        new: u64,
+    },
+    /// Operator: hand leadership to `to`.
+    TransferLeadership {
+        to: u64,
+    },
 }
 
 impl Fault {
@@ -97,6 +116,10 @@ impl Fault {
             Fault::ClockDrift { .. } | Fault::ClockJump { .. } => FaultFamily::Clock,
             Fault::LatencySpike { .. } => FaultFamily::Latency,
             Fault::Disk { .. } => FaultFamily::Disk,
+            Fault::Grow { .. }
+            | Fault::Shrink { .. }
+            | Fault::Replace { .. }
+            | Fault::TransferLeadership { .. } => FaultFamily::Membership,
         }
     }
 }
@@ -183,7 +206,10 @@ impl PlantedBug {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunConfig {
     pub seed: u64,
+    /// Voters at the start.
     pub nodes: u64,
+    /// Hosts that run from the start but join only when the nemesis adds them.
+    pub spares: u64,
     pub clients: u64,
     pub keys: u64,
     /// Faults happen during this phase; then everything heals.
@@ -302,6 +328,7 @@ impl RunConfig {
             FaultFamily::Clock,
             FaultFamily::Latency,
             FaultFamily::Disk,
+            FaultFamily::Membership,
         ];
         let mut families: Vec<FaultFamily> =
             all_families.into_iter().filter(|_| !calm && rng.random_bool(0.6)).collect();
@@ -341,10 +368,13 @@ impl RunConfig {
             families: families.clone(),
         };
         let fault_phase_ms = options.fault_phase_ms;
-        let schedule = draw_schedule(&mut rng, nodes, &swarm, fault_phase_ms);
+        let spares =
+            if families.contains(&FaultFamily::Membership) { rng.random_range(1..=2) } else { 0 };
+        let schedule = draw_schedule(&mut rng, nodes, spares, &swarm, fault_phase_ms);
         RunConfig {
             seed,
             nodes,
+            spares,
             clients: rng.random_range(2..=6),
             keys: rng.random_range(2..=6),
             fault_phase_ms,
@@ -370,9 +400,11 @@ impl RunConfig {
 fn draw_schedule(
     rng: &mut ChaCha8Rng,
     nodes: u64,
+    spares: u64,
     swarm: &Swarm,
     phase_ms: u64,
 ) -> Vec<TimedFault> {
+    let hosts = nodes + spares;
     let mut schedule = Vec::new();
     // Disk faults stay on a minority, so the cluster must remain available throughout.
     let victim_count = rng.random_range(1..=(nodes - 1) / 2);
@@ -439,6 +471,25 @@ fn draw_schedule(
                     max_latency_ms: rng.random_range(20..=300),
                     duration_ms: rng.random_range(100..=2_000),
                 },
+                FaultFamily::Membership => match rng.random_range(0..4) {
+                    0 => Fault::Grow { node: rng.random_range(1..=hosts) },
+                    1 => Fault::Shrink {
+                        target: if rng.random_bool(0.3) {
+                            Target::Leader
+                        } else {
+                            Target::Node(rng.random_range(1..=hosts))
+                        },
+                    },
+                    2 => Fault::Replace {
+                        old: if rng.random_bool(0.4) {
+                            Target::Leader
+                        } else {
+                            Target::Node(rng.random_range(1..=hosts))
+                        },
+                        new: rng.random_range(1..=hosts),
+                    },
+                    _ => Fault::TransferLeadership { to: rng.random_range(1..=hosts) },
+                },
                 FaultFamily::Disk => Fault::Disk {
                     node: disk_victims[rng.random_range(0..disk_victims.len())],
                     kind: match rng.random_range(0..3) {
@@ -492,6 +543,18 @@ impl fmt::Display for Fault {
                 f,
                 "crash the next new leader {delay_ms} ms after its election, restart after {down_ms} ms"
             ),
+            Fault::Grow { node } => write!(f, "add n{node} as a learner, then promote it"),
+            Fault::Shrink { target: Target::Leader } => {
+                write!(f, "remove the leader from the cluster")
+            }
+            Fault::Shrink { target: Target::Node(node) } => {
+                write!(f, "remove n{node} from the cluster")
+            }
+            Fault::Replace { old: Target::Leader, new } => {
+                write!(f, "replace the leader by n{new}")
+            }
+            Fault::Replace { old: Target::Node(old), new } => write!(f, "replace n{old} by n{new}"),
+            Fault::TransferLeadership { to } => write!(f, "transfer leadership to n{to}"),
             Fault::ClockDrift { node, drift_ppm, duration_ms } => {
                 write!(
                     f,
@@ -526,9 +589,10 @@ impl fmt::Display for RunConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: {} nodes, {} clients, {} keys, {} ms of faults{}",
+            "seed {}: {} nodes{}, {} clients, {} keys, {} ms of faults{}",
             self.seed,
             self.nodes,
+            if self.spares > 0 { format!(" (+{} spare)", self.spares) } else { String::new() },
             self.clients,
             self.keys,
             self.fault_phase_ms,

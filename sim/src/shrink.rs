@@ -144,6 +144,22 @@ pub fn shrink(
                 break;
             }
         }
+        let uses_spares = best
+            .schedule
+            .iter()
+            .any(|f| f.fault.family() == crate::schedule::FaultFamily::Membership);
+        if best.spares > 0 && !uses_spares {
+            let candidate = RunConfig { spares: 0, ..best.clone() };
+            if try_candidate(
+                candidate,
+                "no spare nodes".to_string(),
+                &mut best,
+                &mut best_report,
+                &mut runs,
+            ) {
+                changed = true;
+            }
+        }
         if best.nodes == 5 {
             let mut candidate = RunConfig { nodes: 3, ..best.clone() };
             candidate.schedule.retain(|f| fault_fits(&f.fault, 3));
@@ -170,7 +186,11 @@ fn fault_duration_ms(fault: &crate::schedule::Fault) -> u64 {
         | Fault::LatencySpike { duration_ms, .. }
         | Fault::Disk { duration_ms, .. } => *duration_ms,
         Fault::Crash { down_ms, .. } | Fault::CrashNewLeader { down_ms, .. } => *down_ms,
-        Fault::ClockJump { .. } => 0,
+        Fault::ClockJump { .. }
+        | Fault::Grow { .. }
+        | Fault::Shrink { .. }
+        | Fault::Replace { .. }
+        | Fault::TransferLeadership { .. } => 0,
     }
 }
 
@@ -193,5 +213,11 @@ fn fault_fits(fault: &crate::schedule::Fault, nodes: u64) -> bool {
         | Fault::ClockJump { node, .. }
         | Fault::Disk { node, .. } => *node <= nodes,
         Fault::LatencySpike { .. } => true,
+        Fault::Grow { node } | Fault::TransferLeadership { to: node } => *node <= nodes,
+        Fault::Shrink { target: Target::Node(node) } => *node <= nodes,
+        Fault::Shrink { target: Target::Leader } => true,
+        Fault::Replace { old, new } => {
+            *new <= nodes && !matches!(old, Target::Node(n) if *n > nodes)
+        }
     }
 }

@@ -227,7 +227,7 @@ impl Client {
                 // This attempt's entry lost its slot; an earlier attempt's may still apply.
                 Some(Err(EngineError::NotCommitted)) => {}
                 Some(Err(EngineError::Unknown)) => maybe_applied = true,
-                Some(Err(EngineError::Invalid(_))) => {
+                Some(Err(EngineError::Invalid(_) | EngineError::MembershipRefused(_))) => {
                     return if maybe_applied { Outcome::Unknown } else { Outcome::NotApplied };
                 }
                 None => {

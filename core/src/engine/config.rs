@@ -24,6 +24,8 @@ pub struct EngineConfig {
     pub max_inputs_per_cycle: usize,
     /// Watch events buffered for slow subscribers before they miss some.
     pub event_buffer: usize,
+    /// A learner is promoted only when at most this many entries behind the leader.
+    pub max_learner_lag_entries: u64,
 }
 
 impl EngineConfig {
@@ -46,6 +48,7 @@ impl EngineConfig {
             retained_log_entries: 5_000,
             max_inputs_per_cycle: 1_024,
             event_buffer: 4_096,
+            max_learner_lag_entries: 1_000,
         }
     }
 }

@@ -22,8 +22,9 @@ use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult, Repl
 use super::status::{EngineStatus, PeerStatus};
 use crate::kv::{KvCommand, KvError, KvEvent, KvRequest, KvResponse, KvStateMachine, SessionTag};
 use crate::raft::{
-    ConfigError, Entry, EntryPayload, Message, MessageBody, NodeId, ProposeError, Raft, ReadError,
-    ReadState, Ready, RestoredState, Role, Snapshot, SnapshotMeta, SnapshotRequest, SoftState,
+    ConfigError, Entry, EntryPayload, MembershipError, Message, MessageBody, NodeId, ProposeError,
+    Raft, ReadError, ReadState, Ready, RestoredState, Role, Snapshot, SnapshotMeta,
+    SnapshotRequest, SoftState,
 };
 use crate::seams::storage::StorageFailure;
 use crate::seams::{Clock, Storage, StorageJob, StorageProgress, Transport};
@@ -79,6 +80,8 @@ pub struct Engine<T: Transport, S: Storage, C: Clock> {
     /// Set once a shutdown was requested: answered when storage has caught up.
     shutdown: Option<oneshot::Sender<()>>,
     probe: Option<Box<dyn EngineProbe>>,
+    /// The configuration (by log index) the transport's peers were last set from.
+    peers_config_index: Option<u64>,
 }
 
 impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
@@ -139,6 +142,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             proposals_failed: 0,
             shutdown: None,
             probe: None,
+            peers_config_index: None,
             config,
         };
         Ok((engine, handle))
@@ -268,6 +272,23 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 });
                 let _ = reply.send(result);
             }
+            EngineRequest::ChangeMembership { change, reply } => {
+                if self.pending.count() >= self.config.max_pending_requests {
+                    let _ = reply.send(Err(EngineError::Busy));
+                    return;
+                }
+                match self.raft.propose_membership(change, self.config.max_learner_lag_entries) {
+                    Ok((index, term, _)) => {
+                        self.pending.membership.insert(index, (term, reply));
+                    }
+                    Err(MembershipError::NotLeader { leader }) => {
+                        let _ = reply.send(Err(EngineError::NotLeader { leader: known(leader) }));
+                    }
+                    Err(refused) => {
+                        let _ = reply.send(Err(EngineError::MembershipRefused(refused)));
+                    }
+                }
+            }
             EngineRequest::Shutdown { reply } => self.begin_shutdown(Some(reply)),
         }
     }
@@ -378,8 +399,27 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             let _ = read.reply.send(Ok(result));
         }
         self.maybe_snapshot()?;
+        self.update_transport_peers();
         self.publish_status();
         Ok(())
+    }
+
+    /// Keeps the transport's peer set equal to the members of the configuration in force.
+    fn update_transport_peers(&mut self) {
+        let config_index = self.raft.log().config_index();
+        if self.peers_config_index == Some(config_index) {
+            return;
+        }
+        self.peers_config_index = Some(config_index);
+        let config = self.raft.log().config();
+        let members = config.members();
+        let peers = config
+            .addresses
+            .iter()
+            .filter(|(id, _)| members.contains(id))
+            .map(|(id, address)| (*id, address.clone()))
+            .collect();
+        self.transport.update_peers(&peers);
     }
 
     async fn carry_out(&mut self, ready: Ready) -> Result<(), EngineFailure> {
@@ -464,13 +504,21 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                     }
                     Some(result.response)
                 }
-                EntryPayload::Noop | EntryPayload::Config(_) => {
+                EntryPayload::Noop => {
                     self.kv.advance_applied_index(entry.index);
+                    None
+                }
+                EntryPayload::Config(config) => {
+                    self.kv.advance_applied_index(entry.index);
+                    self.pending.resolve_membership(entry.index, entry.term, Some(config));
                     None
                 }
             };
             if self.expire_tick_in_flight.is_some_and(|index| index <= entry.index) {
                 self.expire_tick_in_flight = None;
+            }
+            if !matches!(entry.payload, EntryPayload::Config(_)) {
+                self.pending.resolve_membership(entry.index, entry.term, None);
             }
             match self.pending.resolve_write(entry.index, entry.term, response) {
                 Some(true) => self.proposals_committed += 1,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::kv::RequestError;
-use crate::raft::NodeId;
+use crate::raft::{MembershipError, NodeId};
 
 #[derive(Clone, Debug, Error, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EngineError {
@@ -24,6 +24,9 @@ pub enum EngineError {
     /// this node saw it applied). Retry with the same session to learn its outcome.
     #[error("the outcome of the write is unknown")]
     Unknown,
+    /// A membership change was refused (it would be unsafe now); the reason says what to do.
+    #[error("membership change refused: {0}")]
+    MembershipRefused(MembershipError),
     /// The engine has stopped.
     #[error("the node is shutting down")]
     Stopped,

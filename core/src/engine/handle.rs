@@ -7,7 +7,7 @@ use super::error::EngineError;
 use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult};
 use super::status::EngineStatus;
 use crate::kv::{KvCommand, KvEvent, KvResponse, SessionTag};
-use crate::raft::NodeId;
+use crate::raft::{ClusterConfig, MembershipChange, NodeId};
 use crate::seams::Consensus;
 
 #[derive(Clone)]
@@ -33,6 +33,15 @@ impl EngineHandle {
 
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), EngineError> {
         self.call(|reply| EngineRequest::TransferLeadership { to, reply }).await
+    }
+
+    /// Changes the cluster's membership (at the leader); resolves once the new configuration is
+    /// committed and applied.
+    pub async fn change_membership(
+        &self,
+        change: MembershipChange,
+    ) -> Result<ClusterConfig, EngineError> {
+        self.call(|reply| EngineRequest::ChangeMembership { change, reply }).await
     }
 
     /// Asks the engine to finish its storage work and stop.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::error::EngineError;
 use super::request::{ReadConsistency, ReadQuery, ReadResult, Reply};
 use crate::kv::KvResponse;
-use crate::raft::{LogIndex, Term};
+use crate::raft::{ClusterConfig, LogIndex, Term};
 
 pub(super) struct PendingWrite {
     pub term: Term,
@@ -22,6 +22,8 @@ pub(super) struct PendingRead {
 pub(super) struct Pending {
     /// By log index: the write proposed there and the term it was proposed in.
     pub writes: BTreeMap<LogIndex, PendingWrite>,
+    /// Membership changes by the index of their configuration entry.
+    pub membership: BTreeMap<LogIndex, (Term, Reply<ClusterConfig>)>,
     /// Reads waiting for Raft to confirm a read index, by context.
     pub reads_awaiting_index: BTreeMap<u64, PendingRead>,
     /// Reads with a read index, waiting for the state machine to apply it: (index, context).
@@ -31,7 +33,27 @@ pub(super) struct Pending {
 
 impl Pending {
     pub fn count(&self) -> usize {
-        self.writes.len() + self.reads_awaiting_index.len() + self.reads_awaiting_apply.len()
+        self.writes.len()
+            + self.membership.len()
+            + self.reads_awaiting_index.len()
+            + self.reads_awaiting_apply.len()
+    }
+
+    /// The entry at `index` (of `term`) was applied: answer a membership change proposed
+    /// there — with the configuration if it is the one, or "not committed" if another entry won.
+    pub fn resolve_membership(
+        &mut self,
+        index: LogIndex,
+        term: Term,
+        config: Option<&ClusterConfig>,
+    ) {
+        if let Some((proposed_term, reply)) = self.membership.remove(&index) {
+            let outcome = match config {
+                Some(config) if proposed_term == term => Ok(config.clone()),
+                _ => Err(EngineError::NotCommitted),
+            };
+            let _ = reply.send(outcome);
+        }
     }
 
     pub fn new_read_context(&mut self) -> u64 {
@@ -61,6 +83,10 @@ impl Pending {
     /// A snapshot jumped the state machine to `index`: writes at or below it can no longer be
     /// matched to their outcome.
     pub fn writes_superseded_by_snapshot(&mut self, index: LogIndex) {
+        let later_changes = self.membership.split_off(&(index + 1));
+        for (_, (_, reply)) in std::mem::replace(&mut self.membership, later_changes) {
+            let _ = reply.send(Err(EngineError::Unknown));
+        }
         let later = self.writes.split_off(&(index + 1));
         for (_, pending) in std::mem::replace(&mut self.writes, later) {
             let _ = pending.reply.send(Err(EngineError::Unknown));
@@ -74,6 +100,9 @@ impl Pending {
     }
 
     pub fn fail_all(&mut self, error: EngineError) {
+        for (_, (_, reply)) in std::mem::take(&mut self.membership) {
+            let _ = reply.send(Err(error.clone()));
+        }
         for (_, pending) in std::mem::take(&mut self.writes) {
             let _ = pending.reply.send(Err(error.clone()));
         }

@@ -6,7 +6,7 @@ use tokio::sync::oneshot;
 
 use super::error::EngineError;
 use crate::kv::{KeyMeta, KeyValue, KvCommand, KvResponse, SessionTag};
-use crate::raft::{LogIndex, NodeId};
+use crate::raft::{ClusterConfig, LogIndex, MembershipChange, NodeId};
 
 /// How fresh a read must be.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,5 +39,6 @@ pub(super) enum EngineRequest {
     Write { command: KvCommand, session: Option<SessionTag>, reply: Reply<KvResponse> },
     Read { query: ReadQuery, consistency: ReadConsistency, reply: Reply<ReadResult> },
     TransferLeadership { to: NodeId, reply: Reply<()> },
+    ChangeMembership { change: MembershipChange, reply: Reply<ClusterConfig> },
     Shutdown { reply: oneshot::Sender<()> },
 }

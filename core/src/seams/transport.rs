@@ -23,6 +23,8 @@ pub trait Transport {
     fn try_recv(&mut self) -> Option<PeerMessage>;
     /// Peers whose connection failed since the last call.
     fn take_unreachable(&mut self) -> Vec<NodeId>;
+    /// The cluster's members changed: connect to new ones, drop removed ones.
+    fn update_peers(&mut self, peers: &BTreeMap<NodeId, String>);
 }
 
 /// An in-process network for engine tests: every node's inbox is a channel; links can be cut.
@@ -90,5 +92,9 @@ impl Transport for MemoryTransport {
 
     fn take_unreachable(&mut self) -> Vec<NodeId> {
         Vec::new()
+    }
+
+    fn update_peers(&mut self, _peers: &BTreeMap<NodeId, String>) {
+        // Every node of the in-memory network is reachable by id.
     }
 }

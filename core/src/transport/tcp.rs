@@ -91,10 +91,16 @@ struct PeerQueue {
     queued_bytes: Rc<Cell<u64>>,
 }
 
+/// Starts the writer for one peer (kept so peers can be added when membership changes).
+type WriterFactory = Box<dyn Fn(NodeId, String) -> (PeerQueue, JoinHandle<()>)>;
+
 pub struct TcpTransport {
     local: NodeId,
     config: TcpTransportConfig,
     peers: BTreeMap<NodeId, PeerQueue>,
+    addresses: BTreeMap<NodeId, String>,
+    writers: BTreeMap<NodeId, JoinHandle<()>>,
+    start_writer: WriterFactory,
     inbound: mpsc::Receiver<PeerMessage>,
     shared: Rc<Shared>,
     tasks: Vec<JoinHandle<()>>,
@@ -102,7 +108,7 @@ pub struct TcpTransport {
 
 impl Drop for TcpTransport {
     fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.iter().chain(self.writers.values()) {
             task.abort();
         }
         for (_, reader) in std::mem::take(&mut *self.shared.readers.borrow_mut()) {
@@ -151,29 +157,38 @@ impl TcpTransport {
             inbound_sender,
             shared.clone(),
         )));
-        let mut queues = BTreeMap::new();
-        for (peer, address) in peers {
-            if *peer == local {
-                continue;
-            }
-            let (sender, receiver) = mpsc::channel(config.peer_queue_messages);
+        let factory_shared = shared.clone();
+        let factory_config = config.clone();
+        let start_writer: WriterFactory = Box::new(move |peer: NodeId, address: String| {
+            let (sender, receiver) = mpsc::channel(factory_config.peer_queue_messages);
             let queued_bytes = Rc::new(Cell::new(0));
             let writer = PeerWriter {
                 network: network.clone(),
                 clock: clock.clone(),
-                config: config.clone(),
+                config: factory_config.clone(),
                 local,
-                peer: *peer,
-                address: address.clone(),
+                peer,
+                address,
                 queue: receiver,
                 queued_bytes: queued_bytes.clone(),
-                shared: shared.clone(),
+                shared: factory_shared.clone(),
                 rng: ChaCha8Rng::seed_from_u64(rng_seed ^ peer.0.rotate_left(17)),
             };
-            tasks.push(tokio::task::spawn_local(writer.run()));
-            queues.insert(*peer, PeerQueue { sender, queued_bytes });
-        }
-        Ok(TcpTransport { local, config, peers: queues, inbound, shared, tasks })
+            (PeerQueue { sender, queued_bytes }, tokio::task::spawn_local(writer.run()))
+        });
+        let mut transport = TcpTransport {
+            local,
+            config,
+            peers: BTreeMap::new(),
+            addresses: BTreeMap::new(),
+            writers: BTreeMap::new(),
+            start_writer,
+            inbound,
+            shared,
+            tasks,
+        };
+        transport.update_peers(peers);
+        Ok(transport)
     }
 
     pub fn counters(&self) -> TransportCounters {
@@ -207,6 +222,36 @@ impl Transport for TcpTransport {
 
     fn take_unreachable(&mut self) -> Vec<NodeId> {
         std::mem::take(&mut *self.shared.unreachable.borrow_mut()).into_iter().collect()
+    }
+
+    fn update_peers(&mut self, peers: &BTreeMap<NodeId, String>) {
+        let wanted: BTreeMap<NodeId, String> = peers
+            .iter()
+            .filter(|(id, _)| **id != self.local)
+            .map(|(id, a)| (*id, a.clone()))
+            .collect();
+        let stale: Vec<NodeId> = self
+            .addresses
+            .iter()
+            .filter(|(id, address)| wanted.get(id) != Some(*address))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            // Dropping the queue ends the writer; aborting makes sure a stalled one goes too.
+            self.peers.remove(&id);
+            self.addresses.remove(&id);
+            if let Some(writer) = self.writers.remove(&id) {
+                writer.abort();
+            }
+        }
+        for (id, address) in wanted {
+            if !self.addresses.contains_key(&id) {
+                let (queue, writer) = (self.start_writer)(id, address.clone());
+                self.peers.insert(id, queue);
+                self.writers.insert(id, writer);
+                self.addresses.insert(id, address);
+            }
+        }
     }
 }
 
