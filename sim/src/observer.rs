@@ -54,7 +54,6 @@ pub struct ObservedStats {
 }
 
 pub struct Observer {
-    voters: usize,
     violations: Vec<String>,
     pub trace: TraceHash,
     leaders_by_term: BTreeMap<Term, NodeId>,
@@ -95,7 +94,6 @@ pub fn payload_hash(entry: &Entry) -> u64 {
 impl Observer {
     pub fn new(voters: usize) -> Self {
         Observer {
-            voters,
             violations: Vec::new(),
             trace: TraceHash::default(),
             leaders_by_term: BTreeMap::new(),

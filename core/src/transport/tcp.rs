@@ -147,8 +147,7 @@ impl TcpTransport {
             readers: RefCell::new(BTreeMap::new()),
         });
         let (inbound_sender, inbound) = mpsc::channel(config.inbound_queue_messages);
-        let mut tasks = Vec::new();
-        tasks.push(tokio::task::spawn_local(accept_loop(
+        let tasks = vec![tokio::task::spawn_local(accept_loop(
             network.clone(),
             clock.clone(),
             listener,
@@ -156,7 +155,7 @@ impl TcpTransport {
             config.clone(),
             inbound_sender,
             shared.clone(),
-        )));
+        ))];
         let factory_shared = shared.clone();
         let factory_config = config.clone();
         let start_writer: WriterFactory = Box::new(move |peer: NodeId, address: String| {
