@@ -5,6 +5,7 @@
 pub mod error;
 pub mod fs;
 pub mod hard_state;
+pub mod log_terms;
 pub mod mem_fs;
 pub mod record;
 pub mod recovery;

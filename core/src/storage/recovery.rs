@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use super::error::{StorageError, StorageResult};
 use super::fs::{EntryKind, FileSystem, FsFile, OpenMode, read_whole_file};
 use super::hard_state::{HARD_STATE_FILE_NAME, HardStateFile};
+use super::log_terms::LogTerms;
 use super::segment::{
     HeaderRead, SEGMENT_HEADER_BYTES, SegmentEnd, SegmentHeader, decode_segment_header,
     parse_segment_file_name, scan_segment, segment_file_name,
@@ -52,6 +53,8 @@ pub struct RecoveredParts<F: FileSystem> {
     /// Snapshot metadata (default when none), the hard state, and the entries after the
     /// snapshot, contiguous.
     pub restored: RestoredState,
+    /// The terms of the recovered log, for the writer.
+    pub log_terms: LogTerms,
     /// What recovery repaired, one sentence each.
     pub repairs: Vec<String>,
     /// The directory was empty (or missing) and has been initialised.
@@ -195,7 +198,9 @@ pub async fn recover<F: FileSystem>(
     {
         return Err(error);
     }
-    let entries = join(&log.replay, snapshot.as_ref().map(|s| &s.meta), dir)?;
+    let joined = join(&log.replay, snapshot.as_ref().map(|s| &s.meta), dir)?;
+    let replaced = joined == Join::Replaced;
+    let entries = joined.into_entries();
     let restored = RestoredState {
         hard_state,
         snapshot: snapshot.as_ref().map(|s| s.meta.clone()).unwrap_or_default(),
@@ -204,9 +209,29 @@ pub async fn recover<F: FileSystem>(
 
     log.active.sync_data().await.map_err(|e| StorageError::io("sync", &log.active_path, e))?;
     fs.sync_dir(dir).await.map_err(|e| StorageError::io("sync directory", dir, e))?;
-    let wal =
+    let mut wal =
         Wal::resume(fs.clone(), dir.to_path_buf(), limits.wal, log.position, log.active).await?;
-    Ok(RecoveredParts { wal, hard_state_file, snapshot, restored, repairs, created: false })
+    if replaced && let Some(snapshot) = &snapshot {
+        wal.append_snapshot_installed(snapshot.meta.last_index, snapshot.meta.last_term, false)
+            .await?;
+        wal.sync().await?;
+        repairs.push(format!(
+            "recorded in the log that the snapshot at index {} replaces it (the record saying so \
+             was lost in a crash)",
+            snapshot.meta.last_index
+        ));
+    }
+    let floor = (restored.snapshot.last_index, restored.snapshot.last_term);
+    let log_terms = LogTerms::new(floor, &restored.entries);
+    Ok(RecoveredParts {
+        wal,
+        hard_state_file,
+        snapshot,
+        restored,
+        log_terms,
+        repairs,
+        created: false,
+    })
 }
 
 async fn initialise<F: FileSystem>(
@@ -230,6 +255,7 @@ async fn initialise<F: FileSystem>(
         hard_state_file,
         snapshot: None,
         restored: RestoredState::default(),
+        log_terms: LogTerms::default(),
         repairs,
         created: true,
     })
@@ -382,6 +408,8 @@ async fn read_log<F: FileSystem>(
 struct LogReplay {
     /// The last snapshot installation seen: (index, term).
     base: Option<(LogIndex, Term)>,
+    /// Whether that installation replaced the whole log (so the log continues right after it).
+    base_ends_log: bool,
     /// Contiguous entries.
     entries: Vec<Entry>,
 }
@@ -402,14 +430,15 @@ impl LogReplay {
 
     fn apply(&mut self, record: WalRecord, path: &Path, offset: u64) -> StorageResult<()> {
         match record {
-            WalRecord::SnapshotInstalled { last_index, last_term } => {
-                // The same rule Raft applied when it installed the snapshot.
-                if self.term(last_index) == Some(last_term) {
+            WalRecord::SnapshotInstalled { last_index, last_term, keeps_suffix } => {
+                // The decision Raft made, recorded by the writer.
+                if keeps_suffix {
                     self.entries.retain(|entry| entry.index > last_index);
                 } else {
                     self.entries.clear();
                 }
                 self.base = Some((last_index, last_term));
+                self.base_ends_log = !keeps_suffix;
             }
             WalRecord::Entries(mut entries) => {
                 if entries.is_empty() {
@@ -451,7 +480,11 @@ impl LogReplay {
                         self.entries.truncate(first_new.saturating_sub(first) as usize);
                     }
                     _ => {
+                        // After a snapshot that replaced the log, the log continues right after
+                        // it. (After one that kept the suffix, the kept entries may have been
+                        // compacted away: the next record then starts the surviving log.)
                         if let Some((base_index, _)) = self.base
+                            && self.base_ends_log
                             && first_new != base_index + 1
                         {
                             return Err(StorageError::corrupt(
@@ -471,13 +504,29 @@ impl LogReplay {
     }
 }
 
-/// Joins the replayed log to the snapshot: the entries after the snapshot, or an error when
-/// the log does not reach it.
-fn join(
-    replay: &LogReplay,
-    snapshot: Option<&SnapshotMeta>,
-    dir: &Path,
-) -> StorageResult<Vec<Entry>> {
+/// How the replayed log joins the snapshot.
+#[derive(Debug, PartialEq, Eq)]
+enum Join {
+    /// The log continues the snapshot; these entries follow it.
+    Continues(Vec<Entry>),
+    /// The log does not reach past the snapshot, or conflicts with it (an installed snapshot
+    /// whose marker record did not survive): no entry follows it. The log must record this
+    /// decision (a marker record), or entries appended later would be replayed onto the old,
+    /// conflicting or too short log.
+    Replaced,
+}
+
+impl Join {
+    fn into_entries(self) -> Vec<Entry> {
+        match self {
+            Join::Continues(entries) => entries,
+            Join::Replaced => Vec::new(),
+        }
+    }
+}
+
+/// Joins the replayed log to the snapshot, or explains why it cannot.
+fn join(replay: &LogReplay, snapshot: Option<&SnapshotMeta>, dir: &Path) -> StorageResult<Join> {
     let (index, term) = snapshot.map_or((0, 0), |meta| (meta.last_index, meta.last_term));
     if let Some((base_index, _)) = replay.base
         && base_index > index
@@ -491,26 +540,31 @@ fn join(
     }
     let after =
         |entries: &[Entry]| entries.iter().filter(|e| e.index > index).cloned().collect::<Vec<_>>();
-    match replay.term(index) {
-        Some(log_term) if log_term == term => Ok(after(&replay.entries)),
-        // An installed snapshot replaced a conflicting log; its marker record did not survive.
-        Some(_) => Ok(Vec::new()),
-        None if index == 0 && snapshot.is_none() => match replay.entries.first() {
-            None => Ok(Vec::new()),
-            Some(first) if first.index == 1 => Ok(replay.entries.clone()),
+    if snapshot.is_none() {
+        return match replay.entries.first() {
+            None => Ok(Join::Continues(Vec::new())),
+            Some(first) if first.index == 1 => Ok(Join::Continues(replay.entries.clone())),
             Some(first) => Err(StorageError::inconsistent(
                 dir,
                 format!("the log starts at index {} and there is no snapshot", first.index),
             )),
-        },
-        None => match (replay.entries.first(), replay.entries.last()) {
-            (Some(first), _) if first.index == index + 1 => Ok(replay.entries.clone()),
-            (Some(first), Some(_)) if first.index > index + 1 => Err(StorageError::inconsistent(
+        };
+    }
+    match replay.term(index) {
+        Some(log_term) if log_term == term => Ok(Join::Continues(after(&replay.entries))),
+        Some(_) => Ok(Join::Replaced),
+        None => match replay.entries.first() {
+            // The log ends at an older installed snapshot: later appends must not be replayed
+            // onto it.
+            None if replay.base.is_some() => Ok(Join::Replaced),
+            None => Ok(Join::Continues(Vec::new())),
+            Some(first) if first.index == index + 1 => Ok(Join::Continues(replay.entries.clone())),
+            Some(first) if first.index > index + 1 => Err(StorageError::inconsistent(
                 dir,
                 format!("the log starts at index {} but the snapshot ends at {index}", first.index),
             )),
-            // Everything in the log is covered by the snapshot.
-            _ => Ok(Vec::new()),
+            // Everything in the log lies below the snapshot.
+            Some(_) => Ok(Join::Replaced),
         },
     }
 }

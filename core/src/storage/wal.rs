@@ -5,8 +5,10 @@
 //! - `Entries`: contiguous entries; the first one's index truncates every entry at or after it
 //!   that the log already holds (Raft overwrites a conflicting suffix this way);
 //! - `SnapshotInstalled`: a snapshot received from the leader replaced the log up to its last
-//!   index — entries after it are kept only if the log held the snapshot's last entry with the
-//!   same term. The snapshot file itself is made durable before this record is written.
+//!   index; `keeps_suffix` records whether the entries after it stayed (Raft keeps them when the
+//!   log held the snapshot's last entry with the same term — decided by the writer when it
+//!   wrote the record, since compaction may later remove the entries the decision rested on).
+//!   The snapshot file itself is made durable before this record is written.
 //!
 //! Segments roll when the next record does not fit; the full segment is sealed (synced) before
 //! the next one receives a record, so only the last segment can end in a torn write. Log
@@ -29,14 +31,14 @@ use crate::raft::{Entry, LogIndex, Term};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WalRecord {
     Entries(Vec<Entry>),
-    SnapshotInstalled { last_index: LogIndex, last_term: Term },
+    SnapshotInstalled { last_index: LogIndex, last_term: Term, keeps_suffix: bool },
 }
 
 /// The same encoding as [`WalRecord`], borrowing the entries (no copy on the write path).
 #[derive(Serialize)]
 enum WalRecordRef<'a> {
     Entries(&'a [Entry]),
-    SnapshotInstalled { last_index: LogIndex, last_term: Term },
+    SnapshotInstalled { last_index: LogIndex, last_term: Term, keeps_suffix: bool },
 }
 
 impl WalRecord {
@@ -191,8 +193,10 @@ impl<F: FileSystem> Wal<F> {
         &mut self,
         last_index: LogIndex,
         last_term: Term,
+        keeps_suffix: bool,
     ) -> StorageResult<()> {
-        self.append(&WalRecordRef::SnapshotInstalled { last_index, last_term }, last_index).await
+        let record = WalRecordRef::SnapshotInstalled { last_index, last_term, keeps_suffix };
+        self.append(&record, last_index).await
     }
 
     async fn append(

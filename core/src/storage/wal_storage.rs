@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use super::error::{StorageError, StorageResult};
 use super::fs::FileSystem;
 use super::hard_state::HardStateFile;
+use super::log_terms::LogTerms;
 use super::record::record_bytes;
 use super::recovery::{RecoveryLimits, recover};
 use super::segment::SEGMENT_HEADER_BYTES;
@@ -164,6 +165,7 @@ impl<F: FileSystem> WalStorage<F> {
             hard_state: parts.hard_state_file,
             latest_snapshot: latest_snapshot.clone(),
             snapshot_index,
+            log_terms: parts.log_terms,
             progress,
             unsynced_commit_writes: 0,
         };
@@ -225,6 +227,8 @@ struct Writer<F: FileSystem> {
     hard_state: HardStateFile<F>,
     latest_snapshot: Rc<RefCell<Option<Snapshot>>>,
     snapshot_index: LogIndex,
+    /// The terms of the log written so far (to record how an installed snapshot joins it).
+    log_terms: LogTerms,
     progress: StorageProgress,
     unsynced_commit_writes: u32,
 }
@@ -324,12 +328,15 @@ impl<F: FileSystem> Writer<F> {
         if let Some(snapshot) = &batch.snapshot {
             self.wal.sync().await?;
             self.save(snapshot.clone()).await?;
+            let meta = &snapshot.meta;
+            let keeps_suffix = self.log_terms.install(meta.last_index, meta.last_term);
             self.wal
-                .append_snapshot_installed(snapshot.meta.last_index, snapshot.meta.last_term)
+                .append_snapshot_installed(meta.last_index, meta.last_term, keeps_suffix)
                 .await?;
         }
         if !batch.entries.is_empty() {
             self.wal.append_entries(&batch.entries).await?;
+            self.log_terms.append(&batch.entries);
         }
         Ok(())
     }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod crash_model;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
