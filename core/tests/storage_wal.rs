@@ -2,6 +2,9 @@
 //! durable survives a crash, group commit, segment rolls, snapshots and compaction, and
 //! recovery's answers to damaged directories.
 
+// Helpers outside `#[test]` functions unwrap too: a failed setup step should panic.
+#![allow(clippy::unwrap_used)]
+
 mod storage_support;
 
 use std::path::{Path, PathBuf};

@@ -2,6 +2,8 @@
 //! `MemFs` never makes a future wait, so polling the writer once carries out every queued job.
 
 #![allow(dead_code)]
+// Test helpers outside `#[test]` functions: a failed setup step should panic.
+#![allow(clippy::unwrap_used)]
 
 pub mod crash_model;
 
