@@ -15,6 +15,7 @@ pub mod client_protocol;
 pub mod client_server;
 pub mod clock;
 pub mod disk;
+pub mod fs;
 pub mod nemesis;
 pub mod network;
 pub mod node_host;

@@ -7,15 +7,15 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use conclave_core::engine::{Engine, EngineConfig};
-use conclave_core::raft::memory_cluster::DurableState;
 use conclave_core::raft::{ClusterConfig, LeaseConfig, NodeId, RaftConfig};
-use conclave_core::seams::storage::MemoryStorage;
+use conclave_core::storage::{WalOptions, WalStorage};
 use conclave_core::transport::tcp::{TcpTransport, TcpTransportConfig};
 
 use crate::client_protocol::PEER_PORT;
 use crate::client_server;
 use crate::clock::SimClock;
 use crate::disk::DiskFaults;
+use crate::fs::SimFs;
 use crate::network::TurmoilNetwork;
 use crate::observer::{NodeProbe, Observer};
 use crate::schedule::{PlantedBug, RunConfig};
@@ -24,11 +24,15 @@ pub fn node_id(node: u64) -> NodeId {
     NodeId(node)
 }
 
-/// What survives a crash of the node: only what its closure holds — the disk and the clock.
+/// Where each node keeps its data on its (simulated) disk.
+pub const DATA_DIR: &str = "/data";
+
+/// What survives a crash of the node: only what its closure holds — the clock and the disk's
+/// fault switches. The data itself lives on turmoil's per-host file system, which keeps what
+/// was synced (and loses the rest) across `crash` and `bounce`.
 pub struct NodeContext {
     pub node: u64,
     pub run: Rc<RunConfig>,
-    pub durable: Rc<RefCell<DurableState>>,
     pub clock: SimClock,
     pub disk: DiskFaults,
     pub observer: Rc<RefCell<Observer>>,
@@ -47,6 +51,16 @@ impl NodeContext {
         let mut config = ClusterConfig::with_voters((1..=self.run.nodes).map(node_id));
         config.addresses = self.peers();
         config
+    }
+
+    /// Small segments, so that runs roll and compact them.
+    fn wal_options(&self) -> WalOptions {
+        WalOptions {
+            segment_bytes: 128 * 1024,
+            max_record_bytes: 32 * 1024,
+            max_snapshot_bytes: 64 << 20,
+            ..WalOptions::default()
+        }
     }
 
     fn engine_config(&self) -> EngineConfig {
@@ -85,15 +99,24 @@ pub async fn node_main(context: Rc<NodeContext>) -> turmoil::Result {
     let incarnation = context.incarnation.get() + 1;
     context.incarnation.set(incarnation);
     let id = node_id(context.node);
-    let restored = context.durable.borrow().restored(&context.members());
-    context.observer.borrow_mut().on_recovered(id, &restored);
-    let snapshot_data = context.durable.borrow().snapshot.as_ref().map(|s| s.data.clone());
-    let (storage, writer) = MemoryStorage::new(
-        context.durable.clone(),
-        context.clock.clone(),
-        context.run.swarm.disk_sync_ms,
-    );
     let seed = context.run.seed ^ (context.node << 48) ^ (incarnation << 32);
+    let fs = SimFs::new(context.disk.clone(), seed ^ 0xd15c, context.run.swarm.disk_sync_ms);
+    let (mut storage, recovered) = match WalStorage::open(fs, DATA_DIR, context.wal_options()).await
+    {
+        Ok(opened) => opened,
+        Err(error) => {
+            // A damaged or failing disk: the node refuses to start (and keeps refusing
+            // while the damage is real). Not a simulator error.
+            let reason = format!("recovery refused: {error}");
+            context.observer.borrow_mut().on_engine_stopped(id, reason);
+            return Ok(());
+        }
+    };
+    let recovered = recovered.with_initial_config(&context.members());
+    let restored = recovered.restored;
+    let snapshot_data = recovered.snapshot_data;
+    context.observer.borrow_mut().on_recovered(id, &restored);
+    let writer = storage.writer();
     let transport_config =
         TcpTransportConfig { cluster_id: context.run.seed, ..TcpTransportConfig::default() };
     let transport = TcpTransport::start(

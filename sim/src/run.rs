@@ -11,7 +11,6 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use conclave_checker::{CheckOptions, History, Operation, Status, Verdict};
-use conclave_core::raft::memory_cluster::DurableState;
 
 use crate::admin::{AdminShared, AdminStats, run_admin};
 use crate::clock::SimClock;
@@ -126,7 +125,6 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         let context = Rc::new(NodeContext {
             node,
             run: run_config.clone(),
-            durable: Rc::new(RefCell::new(DurableState::default())),
             clock: clocks[(node - 1) as usize].clone(),
             disk: disks[(node - 1) as usize].clone(),
             observer: observer.clone(),
