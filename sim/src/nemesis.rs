@@ -29,7 +29,12 @@ enum FollowUp {
         node: u64,
         down_ms: u64,
     },
+    /// The supervisor restarts a node that stopped on its own.
+    SupervisorRestart(u64),
 }
+
+/// How long a supervisor waits before restarting a node that stopped on its own.
+const SUPERVISOR_RESTART_MS: u64 = 1_000;
 
 pub struct Nemesis {
     schedule: Vec<TimedFault>,
@@ -40,6 +45,8 @@ pub struct Nemesis {
     /// Directed links cut, with how many faults cut each.
     cuts: BTreeMap<(u64, u64), u32>,
     down: BTreeSet<u64>,
+    /// Nodes that stopped on their own, with a supervisor restart scheduled.
+    restarting: BTreeSet<u64>,
     clocks: Vec<SimClock>,
     disks: Vec<DiskFaults>,
     base_max_latency: Duration,
@@ -75,6 +82,7 @@ impl Nemesis {
             follow_up_seq: 0,
             cuts: BTreeMap::new(),
             down: BTreeSet::new(),
+            restarting: BTreeSet::new(),
             clocks,
             disks,
             base_max_latency,
@@ -104,6 +112,14 @@ impl Nemesis {
 
     /// Fires every fault and follow-up due at `now_ms`.
     pub fn step(&mut self, now_ms: u64, sim: &mut Sim<'_>, observer: &Rc<RefCell<Observer>>) {
+        // A node that stopped on its own (its disk failed it) is restarted a little later, as
+        // a process supervisor would; if the damage is real it refuses to start again.
+        for node in 1..=self.nodes {
+            if !self.down.contains(&node) && !self.restarting.contains(&node) && !sim.is_host_running(name(node)) {
+                self.restarting.insert(node);
+                self.later(now_ms + SUPERVISOR_RESTART_MS, FollowUp::SupervisorRestart(node));
+            }
+        }
         let leader = observer.borrow().current_leader().map(|id| id.0);
         if leader.is_some()
             && leader != self.last_leader
@@ -158,6 +174,7 @@ impl Nemesis {
                 match node {
                     Some(node) if !self.down.contains(&node) => {
                         sim.crash(name(node));
+                        observer.borrow_mut().on_node_down(crate::node_host::node_id(node));
                         self.down.insert(node);
                         self.later(now_ms + down_ms, FollowUp::Restart(node));
                         true
@@ -292,7 +309,26 @@ impl Nemesis {
                     sim.set_max_message_latency(self.base_max_latency);
                 }
             }
-            FollowUp::DiskHeals(node) => self.disks[(node - 1) as usize].heal(),
+            FollowUp::DiskHeals(node) => {
+                self.disks[(node - 1) as usize].heal();
+                // A node its disk stopped is restarted once the disk works again, as a
+                // process supervisor would (if the damage is real it refuses to start).
+                if !self.down.contains(&node) && !sim.is_host_running(name(node)) {
+                    sim.bounce(name(node));
+                    self.log.push(format!(
+                        "{:>7.3} s  restart n{node}, which its disk had stopped",
+                        now_ms as f64 / 1000.0
+                    ));
+                }
+            }
+            FollowUp::SupervisorRestart(node) => {
+                self.restarting.remove(&node);
+                if !self.down.contains(&node) && !sim.is_host_running(name(node)) {
+                    sim.bounce(name(node));
+                    let at = now_ms as f64 / 1000.0;
+                    self.log.push(format!("{at:>7.3} s  restart n{node}, which had stopped on its own"));
+                }
+            }
             FollowUp::CrashSprung { node, down_ms } => {
                 if self.down.insert(node) {
                     sim.crash(name(node));
@@ -312,14 +348,24 @@ impl Nemesis {
         for ((from, to), _) in std::mem::take(&mut self.cuts) {
             sim.repair_oneway(name(from), name(to));
         }
-        for node in std::mem::take(&mut self.down) {
-            sim.bounce(name(node));
+        self.down.clear();
+        self.restarting.clear();
+        // Crashed nodes, and nodes that stopped because their disk failed them.
+        for node in 1..=self.nodes {
+            if !sim.is_host_running(name(node)) {
+                sim.bounce(name(node));
+            }
         }
         for clock in &self.clocks {
             clock.set_drift(now_ms, 0);
         }
         for disk in &self.disks {
             disk.heal();
+        }
+        for node in 1..=self.nodes {
+            if !sim.is_host_running(name(node)) {
+                sim.bounce(name(node));
+            }
         }
         self.latency_spikes = 0;
         sim.set_max_message_latency(self.base_max_latency);
