@@ -13,7 +13,7 @@ use storage_support::Harness;
 use storage_support::crash_model::{Coverage, Op, Workload, ops_strategy};
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(160)
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
 }
 
 fn crash_and_recover(h: &mut Harness, cut_recovery: Option<u8>) -> Result<Recovered, String> {

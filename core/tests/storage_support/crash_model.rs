@@ -368,6 +368,13 @@ impl Workload {
         }
     }
 
+    /// Whether the storage reported everything submitted so far as done.
+    pub fn is_caught_up(&self, progress: StorageProgress) -> bool {
+        let last_batch = self.next_batch - 1;
+        let last_snapshot = self.snapshot_position.last().map_or(0, |(index, _)| *index);
+        progress.durable_batch >= last_batch && progress.snapshot_index >= last_snapshot
+    }
+
     /// What the storage reported done.
     pub fn on_progress(&mut self, progress: StorageProgress) {
         if let Some(&position) = self.batch_position.get(&progress.durable_batch) {
