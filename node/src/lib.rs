@@ -1,0 +1,3 @@
+//! conclave-node: the parts of the `conclave` binary that touch the operating system.
+
+pub mod fs;
