@@ -390,3 +390,44 @@ fn leftover_temporary_snapshot_files_are_removed() {
     );
     let _ = Path::new("/");
 }
+
+#[test]
+fn an_online_backup_restores_into_an_empty_directory_and_the_node_continues() {
+    use conclave_core::storage::backup::{BackupSource, RestoreOptions, restore_backup};
+    let mut h = Harness::new(12, Some(512), small_options());
+    h.open().unwrap();
+    for start in (1..=100).step_by(10) {
+        h.persist(entries(start..=start + 9, 3), Some(hard_state(3, 1, start + 9)), None).unwrap();
+    }
+    h.submit(StorageJob::SaveSnapshot { snapshot: snapshot(90, 3), compact_to: 80 }).unwrap();
+    h.pump().unwrap();
+    let backup = PathBuf::from("/srv/backup.cnb");
+    let source = BackupSource { created_wall_ms: 1, description: "n1".into() };
+    let meta = futures::executor::block_on(h.storage().backup_to(&backup, &source)).unwrap();
+    assert_eq!((meta.last_index, meta.last_term), (90, 3));
+    // Restore on another machine, into an empty directory, as a new cluster of other members.
+    let image = h.fs.image()[&backup].clone();
+    let mut other = Harness::new(13, Some(512), small_options());
+    other.fs.put_durable_file(&backup, image);
+    let options = RestoreOptions {
+        config: Some(ClusterConfig::with_voters([NodeId(7)])),
+        segment_bytes: small_options().segment_bytes,
+        max_snapshot_bytes: 1 << 20,
+    };
+    futures::executor::block_on(restore_backup(&other.fs, &backup, &other.dir, &options)).unwrap();
+    let recovered = other.open().unwrap();
+    assert_eq!(recovered.restored.snapshot.last_index, 90);
+    assert_eq!(recovered.restored.snapshot.config, ClusterConfig::with_voters([NodeId(7)]));
+    assert_eq!(recovered.snapshot_data, Some(snapshot(90, 3).data));
+    assert_eq!((recovered.restored.hard_state.term, recovered.restored.hard_state.commit), (3, 90));
+    assert!(recovered.restored.entries.is_empty());
+    other.persist(entries(91..=95, 4), Some(hard_state(4, 7, 90)), None).unwrap();
+    other.pump().unwrap();
+    other.crash();
+    let recovered = other.open().unwrap();
+    assert!(recovered.restored.entries == entries(91..=95, 4));
+    // A second restore into the now used directory is refused.
+    let error =
+        futures::executor::block_on(restore_backup(&other.fs, &backup, &other.dir, &options));
+    assert!(matches!(error, Err(StorageError::NotEmpty { .. })));
+}

@@ -2,6 +2,7 @@
 //! backups, all over the [`fs::FileSystem`] seam so that the same code runs on the real disk
 //! (`node/`) and on the simulated one (`sim/`).
 
+pub mod backup;
 pub mod error;
 pub mod fs;
 pub mod hard_state;

@@ -15,12 +15,13 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
+use super::backup::{BackupMeta, BackupSource, write_backup};
 use super::error::{StorageError, StorageResult};
 use super::fs::FileSystem;
 use super::hard_state::HardStateFile;
@@ -126,6 +127,8 @@ impl Recovered {
 }
 
 pub struct WalStorage<F: FileSystem> {
+    fs: F,
+    options: WalOptions,
     jobs: mpsc::UnboundedSender<StorageJob>,
     progress: watch::Receiver<Result<StorageProgress, StorageFailure>>,
     /// The newest durable snapshot, shared with the writer (it replaces it).
@@ -156,7 +159,7 @@ impl<F: FileSystem> WalStorage<F> {
         let (publish, progress_rx) = watch::channel(Ok(progress));
         let latest_snapshot = Rc::new(RefCell::new(parts.snapshot));
         let writer = Writer {
-            fs,
+            fs: fs.clone(),
             dir,
             options,
             queue,
@@ -169,8 +172,14 @@ impl<F: FileSystem> WalStorage<F> {
             progress,
             unsynced_commit_writes: 0,
         };
-        let storage =
-            WalStorage { jobs, progress: progress_rx, latest_snapshot, writer: Some(writer) };
+        let storage = WalStorage {
+            fs,
+            options,
+            jobs,
+            progress: progress_rx,
+            latest_snapshot,
+            writer: Some(writer),
+        };
         Ok((storage, recovered))
     }
 
@@ -185,6 +194,19 @@ impl<F: FileSystem> WalStorage<F> {
                 None => Err(StorageFailure("the storage writer was already taken".into())),
             }
         }
+    }
+
+    /// Writes a consistent backup of the running node to `path`: the newest durable snapshot
+    /// with metadata, checksummed, in one file (see `backup.rs`). Fails if the node has no
+    /// snapshot yet — have the engine take one first for an up-to-date backup.
+    pub async fn backup_to(&self, path: &Path, source: &BackupSource) -> StorageResult<BackupMeta> {
+        let snapshot = self.latest_snapshot.borrow().clone();
+        let Some(snapshot) = snapshot else {
+            return Err(StorageError::InvalidOptions(
+                "no durable snapshot to back up yet; take a snapshot first".into(),
+            ));
+        };
+        write_backup(&self.fs, path, &snapshot, source, self.options.max_snapshot_bytes).await
     }
 
     /// The progress published so far (for tests and metrics).
