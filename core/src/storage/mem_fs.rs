@@ -634,3 +634,126 @@ impl FileSystem for MemFs {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::executor::block_on;
+
+    fn fs(torn_block_bytes: Option<u64>) -> MemFs {
+        MemFs::new(7, MemFsConfig { torn_block_bytes, capacity_bytes: None })
+    }
+
+    fn read_all(fs: &MemFs, path: &str) -> Option<Vec<u8>> {
+        fs.image().get(Path::new(path)).cloned()
+    }
+
+    #[test]
+    fn synced_data_survives_and_unsynced_data_may_not() {
+        let fs = fs(None);
+        block_on(async {
+            let file = fs.open(Path::new("/a"), OpenMode::CreateNew).await.unwrap();
+            file.write_all_at(0, b"durable".to_vec()).await.unwrap();
+            file.sync_data().await.unwrap();
+            fs.sync_dir(Path::new("/")).await.unwrap();
+            file.write_all_at(0, b"XXXXXXX".to_vec()).await.unwrap();
+        });
+        // Without torn writes an unsynced write survives whole or not at all.
+        fs.crash();
+        let content = read_all(&fs, "/a").unwrap();
+        assert!(content == b"durable" || content == b"XXXXXXX", "{content:?}");
+    }
+
+    #[test]
+    fn a_new_file_needs_its_directory_synced() {
+        let fs = fs(None);
+        block_on(async {
+            let file = fs.open(Path::new("/a"), OpenMode::CreateNew).await.unwrap();
+            file.write_all_at(0, b"data".to_vec()).await.unwrap();
+            file.sync_all().await.unwrap();
+        });
+        fs.crash();
+        assert_eq!(read_all(&fs, "/a"), None, "synced data, unsynced directory entry");
+    }
+
+    #[test]
+    fn renames_and_removals_are_undone_unless_the_directory_is_synced() {
+        let fs = fs(None);
+        block_on(async {
+            let file = fs.open(Path::new("/a"), OpenMode::CreateNew).await.unwrap();
+            file.write_all_at(0, b"1".to_vec()).await.unwrap();
+            file.sync_all().await.unwrap();
+            fs.sync_dir(Path::new("/")).await.unwrap();
+            fs.rename(Path::new("/a"), Path::new("/b")).await.unwrap();
+        });
+        fs.crash();
+        assert!(read_all(&fs, "/a").is_some() && read_all(&fs, "/b").is_none());
+        block_on(async {
+            fs.rename(Path::new("/a"), Path::new("/b")).await.unwrap();
+            fs.sync_dir(Path::new("/")).await.unwrap();
+            fs.remove_file(Path::new("/b")).await.unwrap();
+        });
+        fs.crash();
+        assert_eq!(read_all(&fs, "/b"), Some(b"1".to_vec()), "the removal was not synced");
+    }
+
+    #[test]
+    fn torn_writes_keep_a_block_prefix() {
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..64 {
+            let fs =
+                MemFs::new(seed, MemFsConfig { torn_block_bytes: Some(4), capacity_bytes: None });
+            block_on(async {
+                let file = fs.open(Path::new("/a"), OpenMode::CreateNew).await.unwrap();
+                file.set_len(12).await.unwrap();
+                file.sync_all().await.unwrap();
+                fs.sync_dir(Path::new("/")).await.unwrap();
+                file.write_all_at(0, b"abcdefghijkl".to_vec()).await.unwrap();
+            });
+            fs.crash();
+            let content = read_all(&fs, "/a").unwrap();
+            let kept = content.iter().take_while(|b| **b != 0).count();
+            assert_eq!(kept % 4, 0, "{content:?}");
+            assert_eq!(&content[..kept], &b"abcdefghijkl"[..kept]);
+            seen.insert(kept);
+        }
+        assert_eq!(seen.len(), 4, "every cut point occurs: {seen:?}");
+    }
+
+    #[test]
+    fn faults_fail_operations_and_a_power_cut_stops_everything_until_the_crash() {
+        let fs = fs(None);
+        let faults = fs.faults();
+        block_on(async {
+            let file = fs.open(Path::new("/a"), OpenMode::CreateNew).await.unwrap();
+            faults.set_no_space(true);
+            let error = file.write_all_at(0, vec![1]).await.unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::StorageFull);
+            faults.heal();
+            faults.set_io_error_permille(1000);
+            assert!(file.sync_data().await.is_err());
+            faults.heal();
+            file.write_all_at(0, vec![9; 64]).await.unwrap();
+            faults.set_corrupt_read_permille(1000);
+            assert_ne!(file.read_at(0, 64).await.unwrap(), vec![9; 64]);
+            faults.heal();
+            faults.power_cut_after_ops(1);
+            file.read_at(0, 1).await.unwrap();
+            assert!(file.read_at(0, 1).await.is_err());
+            assert!(faults.is_powered_off());
+        });
+        assert!(faults.injected() >= 3);
+        fs.crash();
+        assert!(!fs.faults().is_powered_off());
+        assert!(block_on(fs.list_dir(Path::new("/"))).is_ok());
+    }
+
+    #[test]
+    fn handles_from_before_a_crash_are_dead() {
+        let fs = fs(None);
+        let file = block_on(fs.open(Path::new("/a"), OpenMode::CreateNew)).unwrap();
+        block_on(fs.sync_dir(Path::new("/"))).unwrap();
+        fs.crash();
+        assert!(block_on(file.read_at(0, 1)).is_err());
+    }
+}
