@@ -1,3 +1,22 @@
-//! conclave-node: the parts of the `conclave` binary that touch the operating system.
+//! conclave-node: the parts of the `conclave` binary that touch the operating system, its HTTP
+//! API, and the client library its CLI uses.
+//!
+//! - `config.rs` (flags and TOML, ids and ports), `serve.rs` (a node's lifecycle),
+//!   `engine_thread.rs` (the engine on its own thread), `clock.rs`, `network.rs`, `fs.rs`,
+//!   `storage.rs` (the engine's seams on the OS);
+//! - `http/` (the API), `watch_hub.rs` (watch history and fan-out), `metrics.rs`, `api.rs`
+//!   (the JSON shapes);
+//! - `client/` (leader discovery, retries, sessions), `cli/` (the client commands),
+//!   `dev_cluster.rs` (`conclave dev`).
 
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod engine_thread;
 pub mod fs;
+pub mod http;
+pub mod metrics;
+pub mod network;
+pub mod serve;
+pub mod storage;
+pub mod watch_hub;

@@ -115,7 +115,10 @@ impl Nemesis {
         // A node that stopped on its own (its disk failed it) is restarted a little later, as
         // a process supervisor would; if the damage is real it refuses to start again.
         for node in 1..=self.nodes {
-            if !self.down.contains(&node) && !self.restarting.contains(&node) && !sim.is_host_running(name(node)) {
+            if !self.down.contains(&node)
+                && !self.restarting.contains(&node)
+                && !sim.is_host_running(name(node))
+            {
                 self.restarting.insert(node);
                 self.later(now_ms + SUPERVISOR_RESTART_MS, FollowUp::SupervisorRestart(node));
             }
@@ -326,7 +329,9 @@ impl Nemesis {
                 if !self.down.contains(&node) && !sim.is_host_running(name(node)) {
                     sim.bounce(name(node));
                     let at = now_ms as f64 / 1000.0;
-                    self.log.push(format!("{at:>7.3} s  restart n{node}, which had stopped on its own"));
+                    self.log.push(format!(
+                        "{at:>7.3} s  restart n{node}, which had stopped on its own"
+                    ));
                 }
             }
             FollowUp::CrashSprung { node, down_ms } => {

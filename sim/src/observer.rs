@@ -38,6 +38,20 @@ struct NodeView {
     applied: LogIndex,
     /// This node's log as prefix hashes: index -> (term, hash of every entry up to it).
     chain: BTreeMap<LogIndex, (Term, u64)>,
+    last_seen: LastSeen,
+}
+
+/// A node's state when last observed.
+#[derive(Default)]
+struct LastSeen {
+    running: bool,
+    role: Option<Role>,
+    term: Term,
+    leader: NodeId,
+    commit: LogIndex,
+    last_index: LogIndex,
+    voters: Vec<u64>,
+    learners: Vec<u64>,
 }
 
 /// Counters for the run report.
@@ -229,11 +243,56 @@ impl Observer {
         self.stats.engine_failures += 1;
         self.trace.add(0x5707_0000 + node.0);
         self.node_stops.push(format!("{node}: {reason}"));
+        self.on_node_down(node);
+    }
+
+    /// A node crashed or stopped: it leads nothing any more.
+    pub fn on_node_down(&mut self, node: NodeId) {
+        if self.current_leader.is_some_and(|(id, _)| id == node) {
+            self.current_leader = None;
+        }
+        if let Some(view) = self.nodes.get_mut(&node) {
+            view.last_seen.running = false;
+        }
+    }
+
+    /// One line per node: what it looked like when last observed (for liveness failures).
+    pub fn node_summaries(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|(id, view)| {
+                let seen = &view.last_seen;
+                format!(
+                    "{id}: {} {:?} term {} leader {} commit {} last {} voters {:?} learners {:?}",
+                    if seen.running { "running" } else { "down" },
+                    seen.role,
+                    seen.term,
+                    seen.leader,
+                    seen.commit,
+                    seen.last_index,
+                    seen.voters,
+                    seen.learners
+                )
+            })
+            .collect()
     }
 
     fn observe(&mut self, node: NodeId, view: CycleView<'_>) {
         let raft = view.raft;
         let log = raft.log();
+        {
+            let config = log.config();
+            self.nodes.entry(node).or_default().last_seen = LastSeen {
+                running: true,
+                role: Some(raft.role()),
+                term: raft.term(),
+                leader: raft.leader(),
+                commit: log.committed(),
+                last_index: log.last_index(),
+                voters: config.voters.iter().map(|id| id.0).collect(),
+                learners: config.learners.iter().map(|id| id.0).collect(),
+            };
+        }
         self.trace.add(node.0);
         self.trace.add(raft.term());
 

@@ -178,12 +178,13 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
                     failure = Some((
                         FailureKind::Liveness,
                         format!(
-                            "after healing at {:.3} s: {} new operations completed in {} ms (needed {}), leader: {:?}",
+                            "after healing at {:.3} s: {} new operations completed in {} ms (needed {}), leader: {:?}\n    {}",
                             since_ms as f64 / 1000.0,
                             workload.completed_since_liveness.get(),
                             config.liveness_timeout_ms,
                             config.liveness_ops,
-                            observer.borrow().current_leader()
+                            observer.borrow().current_leader(),
+                            observer.borrow().node_summaries().join("\n    ")
                         ),
                     ));
                     break;

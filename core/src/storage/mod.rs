@@ -1,6 +1,24 @@
 //! The storage engine: a segmented write-ahead log, the hard state, snapshot files, recovery and
 //! backups, all over the [`fs::FileSystem`] seam so that the same code runs on the real disk
 //! (`node/`) and on the simulated one (`sim/`).
+//!
+//! A data directory holds:
+//!
+//! ```text
+//! 00000000000000000007.wal              log segments, numbered without gaps (segment.rs, wal.rs)
+//! 00000000000000000008.wal              the last one is the one being appended to
+//! hard_state                            term, vote, commit in two checksummed slots (hard_state.rs)
+//! snapshot-00000000000000012345.snap    the newest snapshot (snapshot_file.rs); during a
+//!                                       snapshot save also the previous one and a `.snap.tmp`
+//! ```
+//!
+//! Entry points: [`WalStorage::open`] recovers (or creates) a directory and returns the
+//! storage handle and what the node restarts from ([`Recovered`]); [`WalStorage::writer`] is the
+//! future that does the I/O (group commit); [`WalStorage::backup_to`] and
+//! [`backup::restore_backup`] make and restore backups.
+//!
+//! Every file starts with a magic number and [`FORMAT_VERSION`]; every record and file is
+//! checksummed with CRC32C. What recovery repairs and what it refuses is in `recovery.rs`.
 
 pub mod backup;
 pub mod error;
@@ -10,14 +28,13 @@ pub mod log_terms;
 pub mod mem_fs;
 pub mod record;
 pub mod recovery;
-
-pub use error::{StorageError, StorageResult};
 pub mod segment;
 pub mod snapshot_file;
 pub mod wal;
 pub mod wal_storage;
 
+pub use error::{StorageError, StorageResult};
+pub use wal_storage::{Recovered, WalOptions, WalStorage};
+
 /// The on-disk format version, in every file's header. Recovery refuses any other version.
 pub const FORMAT_VERSION: u32 = 1;
-
-pub use wal_storage::{Recovered, WalOptions, WalStorage};

@@ -186,7 +186,7 @@ impl<F: FileSystem> WalStorage<F> {
     /// The writer future the engine must run (`Engine::run(writer)`). It ends with `Ok` when
     /// the storage handle is dropped, with the failure otherwise. Only the first call gets the
     /// real writer; later calls get a future that fails at once.
-    pub fn writer(&mut self) -> impl Future<Output = Result<(), StorageFailure>> + 'static {
+    pub fn writer(&mut self) -> impl Future<Output = Result<(), StorageFailure>> + use<F> {
         let writer = self.writer.take();
         async move {
             match writer {

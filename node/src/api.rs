@@ -1,0 +1,269 @@
+//! The JSON shapes of the HTTP API, shared by the server and the client library. Values are
+//! bytes: JSON carries them as `value` when they are valid UTF-8, otherwise as `value_base64`
+//! (standard alphabet, padded); requests may use either.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use conclave_core::kv::{KeyMeta, KeyValue};
+use serde::{Deserialize, Serialize};
+
+/// Request headers of the session protocol (exactly-once writes; see `client/session.rs`).
+pub const CLIENT_ID_HEADER: &str = "x-conclave-client-id";
+pub const SEQ_HEADER: &str = "x-conclave-seq";
+/// The leader's node id, on redirects and "not the leader" answers.
+pub const LEADER_HEADER: &str = "x-conclave-leader";
+/// The store revision a response reflects.
+pub const REVISION_HEADER: &str = "x-conclave-revision";
+/// Set on a request one node forwarded to the leader, so that it is never forwarded twice.
+pub const FORWARDED_HEADER: &str = "x-conclave-forwarded";
+
+/// Splits bytes into the JSON `value` / `value_base64` pair.
+pub fn encode_value(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Some(text.to_string()), None),
+        Err(_) => (None, Some(BASE64.encode(bytes))),
+    }
+}
+
+/// Joins the JSON `value` / `value_base64` pair back into bytes; exactly one must be present.
+pub fn decode_value(
+    value: Option<&str>,
+    value_base64: Option<&str>,
+    what: &str,
+) -> Result<Bytes, String> {
+    match (value, value_base64) {
+        (Some(text), None) => Ok(Bytes::copy_from_slice(text.as_bytes())),
+        (None, Some(encoded)) => BASE64
+            .decode(encoded)
+            .map(Bytes::from)
+            .map_err(|error| format!("{what}: value_base64 is not valid base64: {error}")),
+        (Some(_), Some(_)) => Err(format!("{what}: give either value or value_base64, not both")),
+        (None, None) => Err(format!("{what}: value (or value_base64) is missing")),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValueJson {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+    pub create_revision: u64,
+    pub mod_revision: u64,
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+}
+
+impl KeyValueJson {
+    pub fn new(key: &str, value: &[u8], meta: &KeyMeta) -> KeyValueJson {
+        let (value, value_base64) = encode_value(value);
+        KeyValueJson {
+            key: key.to_string(),
+            value,
+            value_base64,
+            create_revision: meta.create_revision,
+            mod_revision: meta.mod_revision,
+            version: meta.version,
+            expires_at_ms: meta.expires_at_ms,
+        }
+    }
+
+    pub fn from_kv(kv: &KeyValue) -> KeyValueJson {
+        KeyValueJson::new(&kv.key, &kv.value, &kv.meta)
+    }
+
+    /// The value's bytes.
+    pub fn bytes(&self) -> Result<Bytes, String> {
+        decode_value(self.value.as_deref(), self.value_base64.as_deref(), &self.key)
+    }
+}
+
+/// `GET /kv?prefix=&limit=`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeJson {
+    pub revision: u64,
+    pub more: bool,
+    pub kvs: Vec<KeyValueJson>,
+}
+
+/// `POST /txn`: if every compare holds, run `success`, else `failure` (etcd's model).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TxnRequestJson {
+    #[serde(default)]
+    pub compare: Vec<CompareJson>,
+    #[serde(default)]
+    pub success: Vec<TxnOpJson>,
+    #[serde(default)]
+    pub failure: Vec<TxnOpJson>,
+}
+
+/// One compare: `{"key":"a","target":"value","op":"=","value":"x"}`. Targets: `value` (with
+/// `value` or `value_base64`), `mod_revision` / `create_revision` (with `revision`), `version`
+/// (with `version`), `exists` (with `exists`). Ops: `=`, `!=`, `<`, `>` (default `=`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareJson {
+    pub key: String,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
+}
+
+/// One operation: `{"put":{"key":"a","value":"1","ttl":"30s"}}`, `{"delete":{"key":"a"}}`,
+/// `{"get":{"key":"a"}}`, `{"range":{"prefix":"a","limit":10}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TxnOpJson {
+    Put {
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value_base64: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl: Option<String>,
+    },
+    Delete {
+        key: String,
+    },
+    Get {
+        key: String,
+    },
+    Range {
+        #[serde(default)]
+        prefix: String,
+        #[serde(default)]
+        limit: u32,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnResponseJson {
+    pub succeeded: bool,
+    pub revision: u64,
+    pub results: Vec<TxnResultJson>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnResultJson {
+    Put { created: bool },
+    Delete { deleted: bool },
+    Get { kv: Option<KeyValueJson> },
+    Range { kvs: Vec<KeyValueJson>, more: bool },
+}
+
+/// `POST /session`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionJson {
+    pub client_id: u64,
+}
+
+/// One member as `/cluster/info` and `/cluster/members` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberJson {
+    pub id: u64,
+    /// `voter` or `learner`.
+    pub role: String,
+    pub is_leader: bool,
+    #[serde(default)]
+    pub http_address: Option<String>,
+    #[serde(default)]
+    pub peer_address: Option<String>,
+    /// Known on the leader only: the highest log index the member has stored.
+    #[serde(default)]
+    pub matched_index: Option<u64>,
+    /// Known on the leader only: log entries the member is behind.
+    #[serde(default)]
+    pub lag: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfoJson {
+    pub id: u64,
+    /// `leader`, `follower`, `candidate` or `pre_candidate`.
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub leader_http_address: Option<String>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_index: u64,
+    pub snapshot_index: u64,
+    pub revision: u64,
+    pub key_count: u64,
+    pub leader_changes: u64,
+    pub proposals_committed: u64,
+    pub proposals_failed: u64,
+    pub proposals_pending: u64,
+    pub members: Vec<MemberJson>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembersJson {
+    pub members: Vec<MemberJson>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthJson {
+    pub health: bool,
+    pub role: String,
+    pub leader: Option<u64>,
+}
+
+/// The `data` of one server-sent watch event (the SSE `id` is `mod_revision`, the SSE event
+/// name is `kind`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEventJson {
+    /// `put`, `delete` or `expire`.
+    pub kind: String,
+    pub key: String,
+    /// For `put` the new value, for `delete`/`expire` the value the key had.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+    pub mod_revision: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_as_text_or_base64() {
+        for bytes in [&b"plain text"[..], "emoji \u{1f600}\t".as_bytes(), &[0xff, 0x00, 0xfe][..]] {
+            let (value, value_base64) = encode_value(bytes);
+            assert!(value.is_some() != value_base64.is_some());
+            let back = decode_value(value.as_deref(), value_base64.as_deref(), "k").expect("ok");
+            assert_eq!(&back[..], bytes);
+        }
+        assert!(decode_value(None, None, "k").is_err());
+        assert!(decode_value(Some("a"), Some("YQ=="), "k").is_err());
+        assert!(decode_value(None, Some("%%"), "k").is_err());
+    }
+
+    #[test]
+    fn txn_json_parses_etcd_style_requests() {
+        let text = r#"{"compare":[{"key":"a","target":"value","op":"=","value":"1"}],
+            "success":[{"put":{"key":"a","value":"2"}},{"get":{"key":"a"}}],
+            "failure":[{"range":{"prefix":"a"}}]}"#;
+        let txn: TxnRequestJson = serde_json::from_str(text).expect("valid");
+        assert_eq!(txn.success.len(), 2);
+        assert!(serde_json::from_str::<TxnRequestJson>(r#"{"compares":[]}"#).is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! The engine's own thread. The engine and the peer transport are single-threaded by design
+//! (`Rc`, `spawn_local`), so they run on a current-thread tokio runtime inside a `LocalSet` on a
+//! dedicated OS thread. Everything else (HTTP, watch fan-out) runs on the multi-threaded
+//! runtime and reaches the engine through the `EngineHandle`, whose channels are `Send`.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
+use anyhow::{Context as _, anyhow};
+use conclave_core::engine::{Engine, EngineHandle};
+use conclave_core::kv::KvEvent;
+use conclave_core::transport::tcp::{TcpTransport, TcpTransportConfig};
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::sync::{broadcast, oneshot};
+
+use crate::clock::OsClock;
+use crate::config::NodeConfig;
+use crate::network::TokioNetwork;
+use crate::storage::open_storage;
+
+// The HTTP runtime shares the handle between worker threads.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<EngineHandle>();
+};
+
+/// What recovery found, for the startup log line.
+#[derive(Clone, Debug)]
+pub struct RecoverySummary {
+    pub created: bool,
+    pub repairs: Vec<String>,
+    pub log_entries: usize,
+    pub snapshot_index: u64,
+    pub term: u64,
+}
+
+pub struct RunningEngine {
+    pub handle: EngineHandle,
+    /// Subscribed before the engine ran its first cycle: sees every change this process applies.
+    pub events: broadcast::Receiver<KvEvent>,
+    pub recovery: RecoverySummary,
+    /// Resolves when the engine stops: `Ok` after a requested shutdown, `Err` on a failure.
+    pub finished: oneshot::Receiver<Result<(), String>>,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// An unpredictable seed for election jitter (std's `RandomState` is seeded by the OS).
+fn os_seed() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(std::process::id() as u64);
+    hasher.finish()
+}
+
+/// Opens storage, recovers, starts the peer transport and the engine on a new thread.
+/// Returns once the engine is ready to take requests, or with the reason it could not start.
+pub async fn start(config: NodeConfig, fsync_seconds: Histogram) -> anyhow::Result<RunningEngine> {
+    let (started_tx, started_rx) = oneshot::channel();
+    let (finished_tx, finished) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("engine-{}", config.node_id.0))
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    let _ =
+                        started_tx.send(Err(anyhow!("cannot build the engine runtime: {error}")));
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, async move {
+                match prepare(&config, fsync_seconds).await {
+                    Err(error) => {
+                        let _ = started_tx.send(Err(error));
+                    }
+                    Ok((engine, writer, started)) => {
+                        let _ = started_tx.send(Ok(started));
+                        let result =
+                            engine.run(writer).await.map_err(|failure| failure.to_string());
+                        let _ = finished_tx.send(result);
+                    }
+                }
+            });
+        })
+        .context("cannot spawn the engine thread")?;
+    let (handle, events, recovery) =
+        started_rx.await.map_err(|_| anyhow!("the engine thread ended before starting"))??;
+    Ok(RunningEngine { handle, events, recovery, finished, thread })
+}
+
+type Started = (EngineHandle, broadcast::Receiver<KvEvent>, RecoverySummary);
+
+async fn prepare(
+    config: &NodeConfig,
+    fsync_seconds: Histogram,
+) -> anyhow::Result<(
+    Engine<TcpTransport, crate::storage::NodeStorage, OsClock>,
+    impl Future<Output = Result<(), conclave_core::seams::storage::StorageFailure>> + 'static,
+    Started,
+)> {
+    let engine_config = config.engine_config();
+    let max_record_bytes = (engine_config.raft.max_message_bytes + 64 * 1024).max(8 << 20);
+    let (mut storage, recovered) =
+        open_storage(&config.working_dir, config.fsync, fsync_seconds, max_record_bytes)
+            .await
+            .with_context(|| {
+                format!("cannot open the data directory {}", config.working_dir.display())
+            })?;
+    for repair in &recovered.repairs {
+        tracing::warn!(%repair, "storage recovery repaired the data directory");
+    }
+    let recovered = recovered.with_initial_config(&config.initial_cluster());
+    let recovery = RecoverySummary {
+        created: recovered.created,
+        repairs: recovered.repairs.clone(),
+        log_entries: recovered.restored.entries.len(),
+        snapshot_index: recovered.restored.snapshot.last_index,
+        term: recovered.restored.hard_state.term,
+    };
+    let writer = storage.writer();
+    let clock = OsClock::new();
+    let seed = os_seed();
+    let max_frame_bytes =
+        (2 * engine_config.raft.max_message_bytes + (1 << 20)).min(u32::MAX as u64);
+    let transport_config = TcpTransportConfig {
+        cluster_id: config.cluster_id,
+        max_frame_bytes: (max_frame_bytes as u32)
+            .max(TcpTransportConfig::default().max_frame_bytes),
+        ..TcpTransportConfig::default()
+    };
+    let transport = TcpTransport::start(
+        TokioNetwork,
+        clock.clone(),
+        config.node_id,
+        &config.peer_bind_address(),
+        &config.peer_addresses(),
+        transport_config,
+        seed,
+    )
+    .await
+    .with_context(|| format!("cannot listen for peers on {}", config.peer_bind_address()))?;
+    let (engine, handle) = Engine::new(
+        engine_config,
+        recovered.restored,
+        recovered.snapshot_data,
+        transport,
+        storage,
+        clock,
+        seed,
+    )
+    .context("cannot start the engine")?;
+    let events = handle.subscribe();
+    Ok((engine, writer, (handle, events, recovery)))
+}

@@ -1,0 +1,92 @@
+//! `/cluster/info`, `/cluster/members`, `/health` and `/metrics`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use conclave_core::engine::EngineStatus;
+use conclave_core::raft::{NodeId, Role};
+
+use super::AppState;
+use super::reply::json;
+use crate::api::{ClusterInfoJson, HealthJson, MemberJson, MembersJson};
+
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre_candidate",
+    }
+}
+
+fn members_of(state: &AppState, status: &EngineStatus) -> Vec<MemberJson> {
+    let member = |id: NodeId, role: &str| {
+        let progress = status.peers.iter().find(|peer| peer.id == id);
+        let known = state.config.members.get(&id);
+        MemberJson {
+            id: id.0,
+            role: role.to_string(),
+            is_leader: status.leader == Some(id),
+            http_address: known.map(|member| member.http_address()),
+            peer_address: known.map(|member| member.peer_address()),
+            matched_index: progress.map(|peer| peer.matched),
+            lag: progress.map(|peer| peer.lag),
+        }
+    };
+    let mut members: Vec<MemberJson> =
+        status.voters.iter().map(|id| member(*id, "voter")).collect();
+    members.extend(status.learners.iter().map(|id| member(*id, "learner")));
+    members
+}
+
+pub async fn info(State(state): State<Arc<AppState>>) -> Response {
+    let status = state.engine.status();
+    let info = ClusterInfoJson {
+        id: status.id.0,
+        role: role_name(status.role).to_string(),
+        term: status.term,
+        leader: status.leader.map(|id| id.0),
+        leader_http_address: status.leader.and_then(|id| state.config.http_address_of(id)),
+        commit_index: status.commit_index,
+        applied_index: status.applied_index,
+        last_index: status.last_index,
+        snapshot_index: status.snapshot_index,
+        revision: status.revision,
+        key_count: status.key_count as u64,
+        leader_changes: status.leader_changes,
+        proposals_committed: status.proposals_committed,
+        proposals_failed: status.proposals_failed,
+        proposals_pending: status.proposals_pending as u64,
+        members: members_of(&state, &status),
+    };
+    json(StatusCode::OK, &info)
+}
+
+pub async fn members(State(state): State<Arc<AppState>>) -> Response {
+    let status = state.engine.status();
+    json(StatusCode::OK, &MembersJson { members: members_of(&state, &status) })
+}
+
+/// 200 while the node knows a leader, 503 otherwise (load balancers take it out of rotation).
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let status = state.engine.status();
+    let health = HealthJson {
+        health: status.leader.is_some(),
+        role: role_name(status.role).to_string(),
+        leader: status.leader.map(|id| id.0),
+    };
+    let code = if health.health { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json(code, &health)
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.render(&state.engine.status());
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,249 @@
+//! `/kv/{key}` (GET, PUT, DELETE), `GET /kv?prefix=&limit=`, `DELETE /clear` and
+//! `POST /session`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use conclave_core::engine::{ReadQuery, ReadResult};
+use conclave_core::kv::{Condition, KvCommand, KvResponse};
+
+use super::AppState;
+use super::key::key_from_path;
+use super::leader::Forwardable;
+use super::params::{KvParams, parse_condition, parse_consistency, parse_session, parse_ttl};
+use super::propose::{read, unexpected, write};
+use super::reply::{self, KEY_EMPTY, KEY_NOT_FOUND, VALUE_EMPTY, etag, text, with_header};
+use crate::api::{KeyValueJson, REVISION_HEADER, RangeJson, SessionJson};
+
+fn bad_request(message: impl std::fmt::Display) -> Response {
+    text(StatusCode::BAD_REQUEST, format!("{message}\n"))
+}
+
+/// Reads a request body of at most `limit_bytes`.
+pub async fn read_body(body: Body, limit_bytes: u64, what: &str) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, limit_bytes as usize).await.map_err(|_| {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} is larger than the limit of {limit_bytes} bytes\n"),
+        )
+    })
+}
+
+/// The key of the request, or the 400 to answer.
+#[allow(clippy::result_large_err)] // the error is the finished reply, built once on a cold path
+fn request_key(uri: &Uri) -> Result<String, Response> {
+    match key_from_path(uri.path()) {
+        Ok(key) if key.is_empty() => Err(text(StatusCode::BAD_REQUEST, KEY_EMPTY)),
+        Ok(key) => Ok(key),
+        Err(_) => Err(bad_request("key is not valid UTF-8")),
+    }
+}
+
+pub async fn empty_key() -> Response {
+    text(StatusCode::BAD_REQUEST, KEY_EMPTY)
+}
+
+pub async fn get_key(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(params): Query<KvParams>,
+) -> Response {
+    let key = match request_key(&uri) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let consistency = match parse_consistency(params.consistency.as_deref()) {
+        Ok(consistency) => consistency,
+        Err(message) => return bad_request(message),
+    };
+    let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
+    match read(&state, ReadQuery::Get { key }, consistency, request).await {
+        Ok(ReadResult::Value { value: Some((value, meta)), revision, .. }) => {
+            let mut response = value.into_response();
+            let headers = response.headers_mut();
+            headers
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            headers.insert(header::ETAG, etag(meta.mod_revision));
+            with_header(response, REVISION_HEADER, revision)
+        }
+        Ok(ReadResult::Value { value: None, revision, .. }) => {
+            with_header(text(StatusCode::NOT_FOUND, KEY_NOT_FOUND), REVISION_HEADER, revision)
+        }
+        Ok(ReadResult::Range { .. }) => {
+            reply::text(StatusCode::INTERNAL_SERVER_ERROR, "range answer to a get\n")
+        }
+        Err(response) => response,
+    }
+}
+
+pub async fn put_key(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(params): Query<KvParams>,
+    body: Body,
+) -> Response {
+    let key = match request_key(&uri) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let limits = &state.config.kv_limits;
+    let value = match read_body(body, limits.max_value_bytes, "value").await {
+        Ok(value) => value,
+        Err(response) => return response,
+    };
+    if value.is_empty() {
+        return text(StatusCode::BAD_REQUEST, VALUE_EMPTY);
+    }
+    let (condition, ttl_ms, session) = match (
+        parse_condition(&headers),
+        params.ttl.as_deref().map(parse_ttl).transpose(),
+        parse_session(&headers),
+    ) {
+        (Ok(condition), Ok(ttl_ms), Ok(session)) => (condition, ttl_ms, session),
+        (Err(message), _, _) | (_, Err(message), _) | (_, _, Err(message)) => {
+            return bad_request(message);
+        }
+    };
+    let command = KvCommand::Put { key, value: value.clone(), ttl_ms, condition };
+    let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: value };
+    match write(&state, command, session, request).await {
+        Ok(KvResponse::Put { revision, .. }) => {
+            let mut response = StatusCode::OK.into_response();
+            response.headers_mut().insert(header::ETAG, etag(revision));
+            with_header(response, REVISION_HEADER, revision)
+        }
+        Ok(answer) => write_answer(&answer),
+        Err(response) => response,
+    }
+}
+
+pub async fn delete_key(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let key = match request_key(&uri) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let (condition, session) = match (parse_condition(&headers), parse_session(&headers)) {
+        (Ok(condition), Ok(session)) => (condition, session),
+        (Err(message), _) | (_, Err(message)) => return bad_request(message),
+    };
+    if condition == Condition::Absent {
+        return bad_request("If-None-Match: * makes no sense on DELETE");
+    }
+    let command = KvCommand::Delete { key, condition };
+    let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
+    match write(&state, command, session, request).await {
+        Ok(KvResponse::Delete { prev: Some(_), revision }) => {
+            with_header(StatusCode::OK.into_response(), REVISION_HEADER, revision)
+        }
+        Ok(KvResponse::Delete { prev: None, revision }) => {
+            with_header(text(StatusCode::NOT_FOUND, KEY_NOT_FOUND), REVISION_HEADER, revision)
+        }
+        Ok(answer) => write_answer(&answer),
+        Err(response) => response,
+    }
+}
+
+/// The shared answers of single-key writes: failed conditions and refused requests.
+fn write_answer(answer: &KvResponse) -> Response {
+    match answer {
+        KvResponse::ConditionFailed { current, revision } => {
+            let mut response = text(StatusCode::PRECONDITION_FAILED, "precondition failed\n");
+            if let Some(meta) = current {
+                response.headers_mut().insert(header::ETAG, etag(meta.mod_revision));
+            }
+            with_header(response, REVISION_HEADER, *revision)
+        }
+        KvResponse::Error(error) => reply::request_error(error),
+        other => unexpected(other),
+    }
+}
+
+pub async fn range(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(params): Query<KvParams>,
+) -> Response {
+    let consistency = match parse_consistency(params.consistency.as_deref()) {
+        Ok(consistency) => consistency,
+        Err(message) => return bad_request(message),
+    };
+    let limits = &state.config.kv_limits;
+    let limit = params.limit.unwrap_or(0);
+    if limit > limits.max_range_limit {
+        return bad_request(format!(
+            "limit {limit} exceeds the maximum {}",
+            limits.max_range_limit
+        ));
+    }
+    let prefix = params.prefix.unwrap_or_default();
+    if prefix.len() as u64 > limits.max_key_bytes {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("prefix is longer than the key limit of {} bytes\n", limits.max_key_bytes),
+        );
+    }
+    let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
+    match read(&state, ReadQuery::Range { prefix, limit }, consistency, request).await {
+        Ok(ReadResult::Range { entries, more, revision, .. }) => {
+            let kvs = entries.iter().map(KeyValueJson::from_kv).collect();
+            reply::json(StatusCode::OK, &RangeJson { revision, more, kvs })
+        }
+        Ok(ReadResult::Value { .. }) => {
+            reply::text(StatusCode::INTERNAL_SERVER_ERROR, "value answer to a range\n")
+        }
+        Err(response) => response,
+    }
+}
+
+pub async fn clear(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let session = match parse_session(&headers) {
+        Ok(session) => session,
+        Err(message) => return bad_request(message),
+    };
+    let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
+    match write(&state, KvCommand::Clear, session, request).await {
+        Ok(KvResponse::Clear { revision, deleted_keys }) => {
+            let response = with_header(StatusCode::OK.into_response(), REVISION_HEADER, revision);
+            with_header(response, "x-conclave-deleted-keys", deleted_keys)
+        }
+        Ok(answer) => write_answer(&answer),
+        Err(response) => response,
+    }
+}
+
+/// Opens a client session for exactly-once writes (see `client/session.rs`).
+pub async fn register_session(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
+    match write(&state, KvCommand::RegisterSession, None, request).await {
+        Ok(KvResponse::SessionRegistered { client_id }) => {
+            reply::json(StatusCode::OK, &SessionJson { client_id })
+        }
+        Ok(answer) => write_answer(&answer),
+        Err(response) => response,
+    }
+}

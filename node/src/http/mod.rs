@@ -1,0 +1,89 @@
+//! The HTTP API (see DESIGN.md, "HTTP API (node)"): routes, shared state, and the server loop.
+//!
+//! Files: `server.rs` (accept loop, connection limits, graceful shutdown), `kv.rs` (keys,
+//! ranges, clear, sessions), `txn.rs`, `watch.rs` (server-sent events), `cluster.rs` (info,
+//! members, health, metrics), `leader.rs` (redirect or forward to the leader), `observe.rs`
+//! (latency metrics), `key.rs`, `params.rs`, `reply.rs`.
+
+mod cluster;
+mod key;
+mod kv;
+mod leader;
+mod observe;
+mod params;
+mod propose;
+mod reply;
+pub mod server;
+mod txn;
+mod watch;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{any, delete, get, post};
+use conclave_core::engine::EngineHandle;
+use tokio::sync::{Semaphore, watch as signal};
+
+use crate::config::NodeConfig;
+use crate::metrics::Metrics;
+use crate::watch_hub::WatchHub;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub config: Arc<NodeConfig>,
+    pub engine: EngineHandle,
+    pub hub: Arc<WatchHub>,
+    pub metrics: Arc<Metrics>,
+    /// Pooled connections to the leader, for forwarding.
+    pub forwarder: reqwest::Client,
+    /// Flips to true when the node starts shutting down: watch streams end.
+    pub shutdown: signal::Receiver<bool>,
+    /// Bounds the number of open watch streams.
+    pub watchers: Arc<Semaphore>,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let not_allowed = || any(reply_method_not_allowed);
+    Router::new()
+        .route(
+            "/kv",
+            get(kv::range)
+                .put(kv::empty_key)
+                .delete(kv::empty_key)
+                .fallback(reply_method_not_allowed),
+        )
+        .route(
+            "/kv/",
+            get(kv::empty_key)
+                .put(kv::empty_key)
+                .delete(kv::empty_key)
+                .fallback(reply_method_not_allowed),
+        )
+        .route(
+            "/kv/{*key}",
+            get(kv::get_key)
+                .put(kv::put_key)
+                .delete(kv::delete_key)
+                .fallback(reply_method_not_allowed),
+        )
+        .route("/clear", delete(kv::clear).fallback(reply_method_not_allowed))
+        .route("/session", post(kv::register_session).fallback(reply_method_not_allowed))
+        .route("/txn", post(txn::txn).fallback(reply_method_not_allowed))
+        .route("/watch", get(watch::watch).fallback(reply_method_not_allowed))
+        .route("/cluster/info", get(cluster::info).fallback(reply_method_not_allowed))
+        .route("/cluster/members", get(cluster::members).fallback(reply_method_not_allowed))
+        .route("/health", get(cluster::health).fallback(reply_method_not_allowed))
+        .route("/metrics", get(cluster::metrics).fallback(reply_method_not_allowed))
+        .route("/", not_allowed())
+        .fallback(reply_not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe))
+        .with_state(state)
+}
+
+async fn reply_method_not_allowed() -> axum::response::Response {
+    reply::text(axum::http::StatusCode::METHOD_NOT_ALLOWED, reply::METHOD_NOT_ALLOWED)
+}
+
+async fn reply_not_found() -> axum::response::Response {
+    reply::text(axum::http::StatusCode::NOT_FOUND, reply::NOT_FOUND)
+}

@@ -1,0 +1,104 @@
+//! Plain-text answers and the mapping of engine and request errors to HTTP status codes.
+//!
+//! The bodies of the challenge contract are fixed strings ending in a newline; every other
+//! error body is one line saying what went wrong and what to do.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use conclave_core::engine::EngineError;
+use conclave_core::kv::RequestError;
+
+pub const KEY_EMPTY: &str = "key cannot be empty\n";
+pub const VALUE_EMPTY: &str = "value cannot be empty\n";
+pub const KEY_NOT_FOUND: &str = "key not found\n";
+pub const METHOD_NOT_ALLOWED: &str = "method not allowed\n";
+pub const NOT_FOUND: &str = "not found\n";
+pub const NO_LEADER: &str =
+    "no leader: the cluster is electing one or has lost its quorum; retry shortly\n";
+
+pub fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    let mut response = (status, body.into()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            let mut response = (status, body).into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(error) => {
+            text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding failed: {error}\n"))
+        }
+    }
+}
+
+/// 503 with a hint to retry after a second.
+pub fn unavailable(body: impl Into<String>) -> Response {
+    let mut response = text(StatusCode::SERVICE_UNAVAILABLE, body);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// An ETag is the key's modification revision, quoted as RFC 9110 wants.
+pub fn etag(revision: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{revision}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+pub fn with_header(mut response: Response, name: &'static str, value: u64) -> Response {
+    if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
+        response.headers_mut().insert(name, value);
+    }
+    response
+}
+
+/// A request the state machine refused.
+pub fn request_error(error: &RequestError) -> Response {
+    match error {
+        RequestError::EmptyKey => text(StatusCode::BAD_REQUEST, KEY_EMPTY),
+        // Keys travel in the URL, but an oversized key is the same kind of problem as an
+        // oversized value for a client: too much data, with a documented limit.
+        RequestError::KeyTooLarge { .. } => {
+            text(StatusCode::PAYLOAD_TOO_LARGE, format!("{error}\n"))
+        }
+        error if error.is_payload_too_large() => {
+            text(StatusCode::PAYLOAD_TOO_LARGE, format!("{error}\n"))
+        }
+        RequestError::UnknownSession { .. }
+        | RequestError::StaleRequest { .. }
+        | RequestError::ResponseNotRetained { .. } => {
+            text(StatusCode::CONFLICT, format!("{error}\n"))
+        }
+        RequestError::MalformedCommand => {
+            text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n"))
+        }
+        error => text(StatusCode::BAD_REQUEST, format!("{error}\n")),
+    }
+}
+
+/// An engine error other than "not the leader" (see `leader.rs` for that one).
+pub fn engine_error(error: &EngineError) -> Response {
+    match error {
+        EngineError::NotLeader { .. } => unavailable(NO_LEADER),
+        EngineError::Busy => unavailable("busy: too many requests in flight; retry shortly\n"),
+        EngineError::Invalid(error) => request_error(error),
+        EngineError::NotCommitted => unavailable(
+            "the write was not committed (leadership changed) and did not take effect; retry\n",
+        ),
+        EngineError::Unknown => text(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the outcome of the write is unknown; retry it with the same session seq to learn it\n",
+        ),
+        EngineError::MembershipRefused(reason) => {
+            text(StatusCode::CONFLICT, format!("membership change refused: {reason}\n"))
+        }
+        EngineError::Stopped => unavailable("the node is shutting down; use another node\n"),
+    }
+}

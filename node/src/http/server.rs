@@ -1,0 +1,84 @@
+//! The HTTP server loop on hyper: at most `max_connections` open connections (the next waits
+//! in the kernel's accept queue until one closes), a connection idle for `idle_timeout_ms`
+//! without sending a complete request head is closed (so idle or slow-loris connections cannot
+//! hold every slot), and a graceful shutdown that stops accepting, lets in-flight requests
+//! finish within `shutdown_timeout_ms`, then drops what is left.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch as signal};
+
+use crate::config::HttpLimits;
+use crate::metrics::Metrics;
+
+/// Largest request head (request line and headers): a maximal key percent-encoded is about
+/// 12 KiB; anything much larger is not a request of this API.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// After an accept error (typically out of file descriptors), wait before the next accept
+/// instead of spinning.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    metrics: Arc<Metrics>,
+    mut shutdown: signal::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(limits.idle_timeout_ms))
+        .max_header_size(MAX_HEADER_BYTES)
+        .keep_alive(true);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        let metrics = metrics.clone();
+        metrics.open_connections.inc();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "HTTP connection ended with an error");
+            }
+            metrics.open_connections.dec();
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let deadline = Duration::from_millis(limits.shutdown_timeout_ms);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("HTTP connections closed"),
+        () = tokio::time::sleep(deadline) => {
+            tracing::warn!(deadline_ms = limits.shutdown_timeout_ms, "in-flight requests did not finish before the shutdown deadline");
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Prometheus metrics (text exposition format). The engine keeps its own counters in its status;
+//! they are copied into the registry at each scrape, so a scrape always shows the engine's
+//! latest state without the engine knowing about Prometheus.
+
+use std::sync::Mutex;
+
+use conclave_core::engine::EngineStatus;
+use conclave_core::raft::Role;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    /// The route's template (`/kv/{*key}`), never the raw path: keys must not become labels.
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResponseLabels {
+    pub route: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms to about 13 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    has_leader: Gauge,
+    term: Gauge,
+    is_leader: Gauge,
+    commit_index: Gauge,
+    applied_index: Gauge,
+    keys: Gauge,
+    leader_changes: Counter,
+    proposals_committed: Counter,
+    proposals_failed: Counter,
+    proposals_pending: Gauge,
+    peer_lag: Family<PeerLabels, Gauge>,
+    pub fsync_seconds: Histogram,
+    pub request_seconds: HistogramFamily<RouteLabels>,
+    pub responses: Family<ResponseLabels, Counter>,
+    pub open_connections: Gauge,
+    pub watchers: Gauge,
+    /// Serialises scrapes: counters are advanced by the difference to the engine's value.
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("conclave");
+        let metrics = Metrics {
+            has_leader: Gauge::default(),
+            term: Gauge::default(),
+            is_leader: Gauge::default(),
+            commit_index: Gauge::default(),
+            applied_index: Gauge::default(),
+            keys: Gauge::default(),
+            leader_changes: Counter::default(),
+            proposals_committed: Counter::default(),
+            proposals_failed: Counter::default(),
+            proposals_pending: Gauge::default(),
+            peer_lag: Family::default(),
+            fsync_seconds: latency_histogram(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            responses: Family::default(),
+            open_connections: Gauge::default(),
+            watchers: Gauge::default(),
+            scrape: Mutex::new(()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "has_leader",
+            "1 if this node knows a leader",
+            metrics.has_leader.clone(),
+        );
+        registry.register("is_leader", "1 if this node is the leader", metrics.is_leader.clone());
+        registry.register("term", "Current Raft term", metrics.term.clone());
+        registry.register("commit_index", "Raft commit index", metrics.commit_index.clone());
+        registry.register("applied_index", "Last applied log index", metrics.applied_index.clone());
+        registry.register("keys", "Keys stored", metrics.keys.clone());
+        registry.register(
+            "leader_changes",
+            "Leader changes seen by this node",
+            metrics.leader_changes.clone(),
+        );
+        registry.register(
+            "proposals_committed",
+            "Proposals committed",
+            metrics.proposals_committed.clone(),
+        );
+        registry.register("proposals_failed", "Proposals failed", metrics.proposals_failed.clone());
+        registry.register(
+            "proposals_pending",
+            "Proposals waiting to commit",
+            metrics.proposals_pending.clone(),
+        );
+        registry.register(
+            "peer_lag_entries",
+            "Leader only: log entries each member is behind",
+            metrics.peer_lag.clone(),
+        );
+        registry.register(
+            "fsync_duration_seconds",
+            "Time of each fdatasync/fsync of the write-ahead log",
+            metrics.fsync_seconds.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            metrics.request_seconds.clone(),
+        );
+        registry.register(
+            "http_responses",
+            "HTTP responses by route and code",
+            metrics.responses.clone(),
+        );
+        registry.register(
+            "http_open_connections",
+            "Open HTTP connections",
+            metrics.open_connections.clone(),
+        );
+        registry.register("watchers", "Open watch streams", metrics.watchers.clone());
+        Metrics { registry, ..metrics }
+    }
+
+    /// Copies the engine's status in, then renders the text format.
+    pub fn render(&self, status: &EngineStatus) -> String {
+        let _guard = self.scrape.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.has_leader.set(i64::from(status.leader.is_some()));
+        self.is_leader.set(i64::from(status.role == Role::Leader));
+        self.term.set(status.term as i64);
+        self.commit_index.set(status.commit_index as i64);
+        self.applied_index.set(status.applied_index as i64);
+        self.keys.set(status.key_count as i64);
+        self.proposals_pending.set(status.proposals_pending as i64);
+        advance(&self.leader_changes, status.leader_changes);
+        advance(&self.proposals_committed, status.proposals_committed);
+        advance(&self.proposals_failed, status.proposals_failed);
+        self.peer_lag.clear();
+        for peer in &status.peers {
+            let labels = PeerLabels { peer: peer.id.0.to_string() };
+            self.peer_lag.get_or_create(&labels).set(peer.lag as i64);
+        }
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text = "# encoding the metrics failed\n".into();
+        }
+        text
+    }
+}
+
+/// Moves a Prometheus counter up to the engine's cumulative value.
+fn advance(counter: &Counter, engine_value: u64) {
+    let current = counter.get();
+    if engine_value > current {
+        counter.inc_by(engine_value - current);
+    }
+}

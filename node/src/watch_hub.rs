@@ -1,0 +1,199 @@
+//! Fan-out of change events to watch streams, with a bounded in-memory history so that a watch
+//! can start from a past revision.
+//!
+//! The hub subscribes to the engine before the engine's first cycle, so it sees every change
+//! this process applies (after a restart the engine re-applies the log from its snapshot, so
+//! history resumes from the snapshot's revision). It keeps the newest events, at most
+//! `max_events` and [`MAX_HISTORY_BYTES`]; `floor` is the lowest revision whose events are all
+//! still held. A watch from a revision below the floor is refused as compacted (HTTP 410, as
+//! etcd does) instead of silently skipping events: the client must re-read the keys and watch
+//! from the current revision.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use conclave_core::kv::KvEvent;
+use tokio::sync::broadcast;
+
+/// Key and value bytes kept in the history at most.
+pub const MAX_HISTORY_BYTES: usize = 64 << 20;
+/// Live events buffered per watcher before a slow one is cut off.
+const LIVE_BUFFER_EVENTS: usize = 4_096;
+
+#[derive(Clone, Debug)]
+pub enum HubMessage {
+    Event(Arc<KvEvent>),
+    /// The hub itself fell behind the engine and lost events: every watch must restart.
+    Gap,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Compacted {
+    pub requested: u64,
+    /// The lowest revision that can be replayed, if any.
+    pub floor: Option<u64>,
+}
+
+struct History {
+    events: VecDeque<Arc<KvEvent>>,
+    bytes: usize,
+    floor: Option<u64>,
+    /// After a gap the next event may be one of several of its revision: the floor starts
+    /// after it.
+    after_gap: bool,
+    last_revision: u64,
+}
+
+pub struct WatchHub {
+    history: Mutex<History>,
+    live: broadcast::Sender<HubMessage>,
+    max_events: usize,
+}
+
+fn event_bytes(event: &KvEvent) -> usize {
+    64 + event.key.len() + event.value.len()
+}
+
+impl WatchHub {
+    pub fn new(max_events: usize) -> Arc<WatchHub> {
+        let (live, _) = broadcast::channel(LIVE_BUFFER_EVENTS);
+        Arc::new(WatchHub {
+            history: Mutex::new(History {
+                events: VecDeque::new(),
+                bytes: 0,
+                floor: None,
+                after_gap: false,
+                last_revision: 0,
+            }),
+            live,
+            max_events: max_events.max(1),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, History> {
+        // A panic while holding the lock leaves consistent data (each step is one push/pop).
+        self.history.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Feeds the hub from the engine until the engine stops.
+    pub async fn run(self: Arc<Self>, mut events: broadcast::Receiver<KvEvent>) {
+        loop {
+            match events.recv().await {
+                Ok(event) => self.push(event),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "watch history fell behind the engine; watches restart");
+                    self.gap();
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn push(&self, event: KvEvent) {
+        let event = Arc::new(event);
+        let mut history = self.lock();
+        let revision = event.mod_revision;
+        history.last_revision = history.last_revision.max(revision);
+        if history.floor.is_none() {
+            history.floor = Some(if history.after_gap { revision + 1 } else { revision });
+        }
+        history.bytes += event_bytes(&event);
+        history.events.push_back(event.clone());
+        while history.events.len() > self.max_events || history.bytes > MAX_HISTORY_BYTES {
+            let Some(oldest) = history.events.pop_front() else { break };
+            history.bytes -= event_bytes(&oldest);
+            let floor = history.floor.unwrap_or(0).max(oldest.mod_revision + 1);
+            history.floor = Some(floor);
+        }
+        // Sent under the lock, so that a subscriber sees each event exactly once: either in
+        // the history it copied or on the live channel it joined.
+        let _ = self.live.send(HubMessage::Event(event));
+    }
+
+    fn gap(&self) {
+        let mut history = self.lock();
+        history.events.clear();
+        history.bytes = 0;
+        history.floor = None;
+        history.after_gap = true;
+        let _ = self.live.send(HubMessage::Gap);
+    }
+
+    /// Events from `start_revision` on (`None`: only future events): the ones held, then a
+    /// live subscription. `current_revision` is the store's revision as the caller knows it.
+    pub fn watch_from(
+        &self,
+        start_revision: Option<u64>,
+        current_revision: u64,
+    ) -> Result<(Vec<Arc<KvEvent>>, broadcast::Receiver<HubMessage>), Compacted> {
+        let history = self.lock();
+        let live = self.live.subscribe();
+        let newest = history.last_revision.max(current_revision);
+        let Some(start) = start_revision else { return Ok((Vec::new(), live)) };
+        if start > newest {
+            return Ok((Vec::new(), live));
+        }
+        match history.floor {
+            Some(floor) if start >= floor => {
+                let past =
+                    history.events.iter().filter(|e| e.mod_revision >= start).cloned().collect();
+                Ok((past, live))
+            }
+            floor => Err(Compacted { requested: start, floor }),
+        }
+    }
+
+    /// The lowest revision a watch can start from, if any.
+    pub fn floor(&self) -> Option<u64> {
+        self.lock().floor
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use conclave_core::kv::KvEventKind;
+
+    use super::*;
+
+    fn event(key: &str, revision: u64) -> KvEvent {
+        KvEvent {
+            key: key.into(),
+            kind: KvEventKind::Put,
+            value: Bytes::from_static(b"v"),
+            mod_revision: revision,
+        }
+    }
+
+    #[test]
+    fn replays_from_a_held_revision_and_refuses_an_evicted_one() {
+        let hub = WatchHub::new(3);
+        for revision in 5..=9 {
+            hub.push(event("k", revision));
+        }
+        assert_eq!(hub.floor(), Some(7));
+        let (past, _) = hub.watch_from(Some(8), 9).expect("held");
+        assert_eq!(past.iter().map(|e| e.mod_revision).collect::<Vec<_>>(), vec![8, 9]);
+        assert_eq!(
+            hub.watch_from(Some(6), 9).err(),
+            Some(Compacted { requested: 6, floor: Some(7) })
+        );
+        // The future needs no history.
+        assert!(hub.watch_from(Some(10), 9).expect("future").0.is_empty());
+        assert!(hub.watch_from(None, 9).expect("now").0.is_empty());
+    }
+
+    #[test]
+    fn a_gap_restarts_the_history_after_the_next_revision() {
+        let hub = WatchHub::new(10);
+        hub.push(event("a", 1));
+        let (_, mut live) = hub.watch_from(Some(1), 1).expect("held");
+        hub.gap();
+        assert!(matches!(live.try_recv(), Ok(HubMessage::Gap)));
+        hub.push(event("b", 4));
+        hub.push(event("c", 5));
+        assert_eq!(hub.floor(), Some(5));
+        assert!(hub.watch_from(Some(4), 5).is_err());
+        assert_eq!(hub.watch_from(Some(5), 5).expect("held").0.len(), 1);
+    }
+}
