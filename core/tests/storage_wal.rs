@@ -274,6 +274,45 @@ fn a_zero_length_last_segment_is_an_interrupted_roll_and_is_removed() {
 }
 
 #[test]
+fn a_headerless_first_segment_of_a_never_used_directory_is_rewritten() {
+    // Initialisation stopped after the hard-state file was written but before the first
+    // segment's header reached the disk.
+    let mut h = Harness::new(3, None, small_options());
+    h.open().unwrap();
+    h.crash();
+    let first = segment_files(&h)[0].clone();
+    let zeros = vec![0u8; h.fs.image()[&first].len()];
+    h.fs.put_durable_file(&first, zeros);
+    let recovered = h.open().unwrap();
+    assert!(recovered.restored.entries.is_empty());
+    assert!(
+        recovered.repairs.iter().any(|r| r.contains("creation never completed")),
+        "{:?}",
+        recovered.repairs
+    );
+    // The directory works again: what is written now survives a crash.
+    h.persist(entries(1..=5, 1), Some(hard_state(1, 1, 0)), None).unwrap();
+    h.pump().unwrap();
+    h.crash();
+    assert!(h.open().unwrap().restored.entries == entries(1..=5, 1));
+}
+
+#[test]
+fn a_headerless_only_segment_is_refused_once_the_directory_was_used() {
+    // A vote or term was recorded: the zeroed segment may have held promised entries.
+    let mut h = Harness::new(4, None, small_options());
+    h.open().unwrap();
+    h.persist(Vec::new(), Some(hard_state(2, 1, 0)), None).unwrap();
+    h.pump().unwrap();
+    h.crash();
+    let first = segment_files(&h)[0].clone();
+    let zeros = vec![0u8; h.fs.image()[&first].len()];
+    h.fs.put_durable_file(&first, zeros);
+    let error = error_of(&mut h);
+    assert!(error.contains("segment without a header"), "{error}");
+}
+
+#[test]
 fn garbage_appended_to_the_last_segment_is_refused() {
     let mut h = written(100);
     let segments = segment_files(&h);

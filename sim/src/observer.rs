@@ -429,10 +429,23 @@ impl Observer {
                         })
                         .count();
                     if holders <= voters.len() / 2 {
+                        let detail: Vec<String> = voters
+                            .iter()
+                            .map(|id| match self.nodes.get(id) {
+                                Some(v) => format!(
+                                    "{id}: persisted {:?}, snapshot floor {}, durable term at {index}: {:?}",
+                                    v.persisted,
+                                    v.durable_floor,
+                                    v.durable_terms.get(&index)
+                                ),
+                                None => format!("{id}: never observed"),
+                            })
+                            .collect();
                         self.violation(format!(
-                            "durability: entry {index} (term {}) committed while durable on only {holders} of {} voters",
+                            "durability: entry {index} (term {}) committed by {node} while durable on only {holders} of {} voters ({})",
                             entry.term,
-                            voters.len()
+                            voters.len(),
+                            detail.join("; ")
                         ));
                     }
                     if let EntryPayload::Config(next) = &entry.payload {

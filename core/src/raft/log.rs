@@ -399,8 +399,15 @@ impl RaftLog {
     pub fn install_snapshot(&mut self, meta: &SnapshotMeta) {
         assert!(meta.last_index > self.committed);
         // Until the batch carrying the snapshot is durable, only the old committed prefix is
-        // known durable *and* consistent with the snapshot (committed entries agree everywhere).
-        let durable_consistent = self.persisted.min(self.committed);
+        // known durable *and* consistent with the snapshot (committed entries agree everywhere)
+        // — unless the log holds the snapshot's last entry: then the whole log agrees with the
+        // snapshot and storage keeps it, so everything durable stays durable. (Lowering it
+        // would retract acknowledgements the leader may already have counted.)
+        let durable_consistent = if self.matches(meta.last_index, meta.last_term) {
+            self.persisted
+        } else {
+            self.persisted.min(self.committed)
+        };
         if self.matches(meta.last_index, meta.last_term) {
             let keep_from = meta.last_index;
             let drop = (keep_from - self.snapshot_index) as usize;
@@ -470,6 +477,28 @@ mod tests {
         // A delayed copy of an older message that covers only a prefix of what we have.
         assert_eq!(log.try_append(1, 1, &[entry(2, 1)]), Ok(2));
         assert_eq!(log.last_index(), 4, "matching prefix must not truncate the suffix");
+    }
+
+    #[test]
+    fn installing_a_snapshot_the_log_already_holds_keeps_its_durable_suffix() {
+        // Entries 1..=6 durable and acknowledged; the leader, which counted those
+        // acknowledgements, then sends a snapshot at 4 (it had compacted past our match index).
+        let mut log = log_with_terms(&[1, 1, 1, 1, 1, 1]);
+        log.commit_to(2);
+        let meta = SnapshotMeta { last_index: 4, last_term: 1, ..SnapshotMeta::default() };
+        log.install_snapshot(&meta);
+        assert_eq!(log.last_index(), 6);
+        assert_eq!(log.persisted(), 6, "durable entries must stay durable");
+    }
+
+    #[test]
+    fn installing_a_conflicting_snapshot_keeps_only_the_committed_prefix_durable() {
+        let mut log = log_with_terms(&[1, 1, 1, 1, 1, 1]);
+        log.commit_to(2);
+        let meta = SnapshotMeta { last_index: 4, last_term: 2, ..SnapshotMeta::default() };
+        log.install_snapshot(&meta);
+        assert_eq!(log.last_index(), 4);
+        assert_eq!(log.persisted(), 2);
     }
 
     #[test]

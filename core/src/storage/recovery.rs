@@ -165,7 +165,10 @@ pub async fn recover<F: FileSystem>(
         repairs.push(format!("removed the incomplete snapshot {}", path.display()));
     }
 
-    let log = read_log(fs, dir, &listing.segments, limits, &mut repairs).await?;
+    // A directory whose initialisation stopped after the hard-state file was created but
+    // before the first segment's header became durable: the node never ran on it.
+    let never_ran = hard_state == HardState::default() && listing.snapshots.is_empty();
+    let log = read_log(fs, dir, &listing.segments, limits, never_ran, &mut repairs).await?;
 
     // The newest snapshot that is intact and that the log connects to.
     let mut snapshot = None;
@@ -273,6 +276,7 @@ async fn read_log<F: FileSystem>(
     dir: &Path,
     seqs: &[u64],
     limits: RecoveryLimits,
+    never_ran: bool,
     repairs: &mut Vec<String>,
 ) -> StorageResult<LogRead<F>> {
     let Some(&last_seq) = seqs.last() else {
@@ -296,12 +300,32 @@ async fn read_log<F: FileSystem>(
         let path = dir.join(segment_file_name(seq));
         let is_last = seq == last_seq;
         let mode = if is_last { OpenMode::ReadWrite } else { OpenMode::Read };
-        let file = fs.open(&path, mode).await.map_err(|e| StorageError::io("open", &path, e))?;
-        let image = read_whole_file(&file, MAX_SEGMENT_FILE_BYTES)
+        let mut file =
+            fs.open(&path, mode).await.map_err(|e| StorageError::io("open", &path, e))?;
+        let mut image = read_whole_file(&file, MAX_SEGMENT_FILE_BYTES)
             .await
             .map_err(|e| StorageError::io("read", &path, e))?;
         let header = match decode_segment_header(&image, &path)? {
             HeaderRead::Valid(header) => header,
+            HeaderRead::Missing if never_ran && seqs == [1] && image.iter().all(|b| *b == 0) => {
+                // Records are appended only after the header is synced, so an all-zero first
+                // segment never held one; with a pristine hard state and no snapshot nothing
+                // was ever promised from this directory. Start the segment again.
+                drop(file);
+                fs.remove_file(&path).await.map_err(|e| StorageError::io("remove", &path, e))?;
+                let header = SegmentHeader { seq: 1, first_lsn: 1 };
+                let (created, _) =
+                    create_segment(fs, dir, header, limits.wal.segment_bytes).await?;
+                file = created;
+                image = read_whole_file(&file, MAX_SEGMENT_FILE_BYTES)
+                    .await
+                    .map_err(|e| StorageError::io("read", &path, e))?;
+                repairs.push(format!(
+                    "rewrote {} whose creation never completed (the directory was never used)",
+                    path.display()
+                ));
+                header
+            }
             HeaderRead::Missing if is_last && image.iter().all(|b| *b == 0) && seqs.len() > 1 => {
                 // Its creation never completed (it is synced before it gets any record).
                 drop(file);

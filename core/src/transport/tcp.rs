@@ -347,6 +347,14 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
         let mut read_buffer = [0u8; 256];
         let mut batch = Vec::with_capacity(64 * 1024);
         loop {
+            // Checked on every turn, not only when the timer below fires: a peer that keeps
+            // sending (a pre-candidate retrying every few ticks) restarts that timer before it
+            // ever fires, and a dead connection would then be fed forever.
+            if let Some(since_ms) = waiting_since_ms
+                && self.clock.monotonic_ms().saturating_sub(since_ms) > deadline_ms
+            {
+                return ServeEnd::Stalled;
+            }
             let check_ms = deadline_ms / 4 + 1;
             tokio::select! {
                 biased;
@@ -403,13 +411,7 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
                         }
                     }
                 }
-                () = self.clock.sleep_ms(check_ms) => {
-                    if let Some(since_ms) = waiting_since_ms
-                        && self.clock.monotonic_ms().saturating_sub(since_ms) > deadline_ms
-                    {
-                        return ServeEnd::Stalled;
-                    }
-                }
+                () = self.clock.sleep_ms(check_ms) => {}
             }
         }
     }
