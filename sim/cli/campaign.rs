@@ -24,6 +24,12 @@ pub struct SeedSummary {
     pub faults: Vec<String>,
     pub leader_terms: u64,
     pub snapshots_installed: u64,
+    #[serde(default)]
+    pub snapshot_chunks_sent: u64,
+    #[serde(default)]
+    pub snapshots_streamed: u64,
+    #[serde(default)]
+    pub snapshot_transfers_resumed: u64,
     pub crashes_restarts: u64,
     pub config_changes: u64,
     pub learners_added: u64,
@@ -155,6 +161,12 @@ pub fn print_summary(result: &CampaignResult, replay_hint: &dyn Fn(u64) -> Strin
         summaries.iter().map(|s| s.snapshots_installed).sum::<u64>()
     );
     let sum = |field: fn(&SeedSummary) -> u64| summaries.iter().map(field).sum::<u64>();
+    println!(
+        "snapshot streaming:   {} snapshots delivered in {} chunks, {} transfers resumed after a lost connection or gap",
+        sum(|s| s.snapshots_streamed),
+        sum(|s| s.snapshot_chunks_sent),
+        sum(|s| s.snapshot_transfers_resumed)
+    );
     println!(
         "membership:           {} configurations committed ({} learners added, {} promoted, {} removed), {} leadership transfers",
         sum(|s| s.config_changes),

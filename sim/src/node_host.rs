@@ -117,8 +117,11 @@ pub async fn node_main(context: Rc<NodeContext>) -> turmoil::Result {
     let snapshot_data = recovered.snapshot_data;
     context.observer.borrow_mut().on_recovered(id, &restored);
     let writer = storage.writer();
-    let transport_config =
-        TcpTransportConfig { cluster_id: context.run.seed, ..TcpTransportConfig::default() };
+    let transport_config = TcpTransportConfig {
+        cluster_id: context.run.seed,
+        snapshot_chunk_bytes: context.run.swarm.snapshot_chunk_bytes,
+        ..TcpTransportConfig::default()
+    };
     let transport = TcpTransport::start(
         TurmoilNetwork,
         context.clock.clone(),
@@ -129,6 +132,7 @@ pub async fn node_main(context: Rc<NodeContext>) -> turmoil::Result {
         seed,
     )
     .await?;
+    context.observer.borrow_mut().on_transport_started(transport.counters_handle());
     let (engine, handle) = Engine::new(
         context.engine_config(),
         restored,

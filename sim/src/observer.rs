@@ -19,6 +19,7 @@ use conclave_core::engine::{CycleView, EngineProbe};
 use conclave_core::raft::{
     Entry, EntryPayload, LogIndex, MessageBody, NodeId, RestoredState, Role, Term,
 };
+use conclave_core::transport::tcp::TransportCountersHandle;
 
 use crate::trace::TraceHash;
 
@@ -65,6 +66,10 @@ pub struct ObservedStats {
     pub snapshot_messages: u64,
     pub restarts_checked: u64,
     pub engine_failures: u64,
+    /// Snapshot streaming, summed over every node incarnation's transport.
+    pub snapshot_chunks_sent: u64,
+    pub snapshots_streamed: u64,
+    pub snapshot_transfers_resumed: u64,
 }
 
 pub struct Observer {
@@ -85,6 +90,26 @@ pub struct Observer {
     /// Why nodes stopped on their own (storage failures), for the report.
     pub node_stops: Vec<String>,
     pub fault_kinds: BTreeSet<&'static str>,
+    /// Every transport started, for the snapshot-streaming totals.
+    transports: Vec<TransportCountersHandle>,
+}
+
+impl Observer {
+    pub fn on_transport_started(&mut self, counters: TransportCountersHandle) {
+        self.transports.push(counters);
+    }
+
+    /// The statistics, with the transports' snapshot-streaming counters summed in.
+    pub fn final_stats(&self) -> ObservedStats {
+        let mut stats = self.stats.clone();
+        for handle in &self.transports {
+            let counters = handle.get();
+            stats.snapshot_chunks_sent += counters.snapshot_chunks_sent;
+            stats.snapshots_streamed += counters.snapshots_delivered;
+            stats.snapshot_transfers_resumed += counters.snapshot_transfers_resumed;
+        }
+        stats
+    }
 }
 
 pub fn payload_hash(entry: &Entry) -> u64 {
@@ -122,6 +147,7 @@ impl Observer {
             stats: ObservedStats::default(),
             node_stops: Vec::new(),
             fault_kinds: BTreeSet::new(),
+            transports: Vec::new(),
         }
     }
 

@@ -298,7 +298,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         faults_fired: nemesis.fired.clone(),
         sim_ms,
         steps,
-        stats: observer.stats.clone(),
+        stats: observer.final_stats(),
         nemesis_log: {
             let mut log = nemesis.log.clone();
             log.extend(admin.log.borrow().iter().cloned());

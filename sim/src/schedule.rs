@@ -167,6 +167,14 @@ pub struct Swarm {
     pub torn_write_block_bytes: u64,
     pub disk_sync_ms: u64,
     pub families: Vec<FaultFamily>,
+    /// Snapshots travel between nodes in chunks of this size: small chunks make most snapshot
+    /// installs multi-chunk transfers that partitions and crashes interrupt and resume.
+    #[serde(default = "default_snapshot_chunk_bytes")]
+    pub snapshot_chunk_bytes: usize,
+}
+
+fn default_snapshot_chunk_bytes() -> usize {
+    1024
 }
 
 /// A planted bug to switch on (simulator builds only; see `conclave-core`'s `planted-bugs`).
@@ -366,6 +374,9 @@ impl RunConfig {
             torn_write_block_bytes: [512, 4096][rng.random_range(0..2)],
             disk_sync_ms: rng.random_range(0..=3),
             families: families.clone(),
+            // Not drawn from `rng`: adding it must not change the rest of every seed's draw.
+            snapshot_chunk_bytes: [24, 64, 256, 1 << 20]
+                [(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 62) as usize],
         };
         let fault_phase_ms = options.fault_phase_ms;
         let spares =

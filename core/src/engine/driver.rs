@@ -390,6 +390,9 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         for peer in self.transport.take_unreachable() {
             self.raft.report_unreachable(peer);
         }
+        for (peer, delivered) in self.transport.take_snapshot_reports() {
+            self.raft.report_snapshot(peer, delivered);
+        }
         while self.raft.has_ready() {
             let ready = self.raft.ready();
             self.carry_out(ready).await?;
@@ -555,7 +558,11 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                     body: MessageBody::InstallSnapshot { snapshot },
                 };
                 let sent = self.transport.send(request.to, PeerMessage::Raft(message));
-                self.raft.report_snapshot(request.to, sent);
+                // A streaming transport reports the outcome when the transfer ends; until then
+                // the leader waits (the follower's progress stays paused in snapshot mode).
+                if !sent || !self.transport.reports_snapshot_delivery() {
+                    self.raft.report_snapshot(request.to, sent);
+                }
             }
             _ => self.raft.report_snapshot(request.to, false),
         }

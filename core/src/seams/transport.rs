@@ -25,6 +25,16 @@ pub trait Transport {
     fn take_unreachable(&mut self) -> Vec<NodeId>;
     /// The cluster's members changed: connect to new ones, drop removed ones.
     fn update_peers(&mut self, peers: &BTreeMap<NodeId, String>);
+    /// Whether this transport reports when a snapshot was delivered or given up (through
+    /// [`Transport::take_snapshot_reports`]). One that does not is assumed to have delivered a
+    /// snapshot as soon as `send` accepted it.
+    fn reports_snapshot_delivery(&self) -> bool {
+        false
+    }
+    /// Snapshot transfers that ended since the last call: (peer, delivered).
+    fn take_snapshot_reports(&mut self) -> Vec<(NodeId, bool)> {
+        Vec::new()
+    }
 }
 
 /// An in-process network for engine tests: every node's inbox is a channel; links can be cut.

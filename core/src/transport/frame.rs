@@ -10,10 +10,11 @@ use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::peer_message::PeerMessage;
+use super::snapshot_stream::{SnapshotChunk, TransferKey};
 use crate::raft::NodeId;
 
 /// Bumped whenever `Frame` or anything inside it changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 const HEADER_BYTES: usize = 8;
 
@@ -32,6 +33,14 @@ pub enum Frame {
     /// (a lost segment that will never be retransmitted, a dead peer) and is replaced.
     Ack {
         received: u64,
+    },
+    /// A piece of a snapshot (see `snapshot_stream.rs`); counted like a `Message` by `Ack`.
+    SnapshotChunk(SnapshotChunk),
+    /// From the accepting side: a chunk did not continue what it holds of this transfer;
+    /// resume at `offset`.
+    SnapshotResume {
+        key: TransferKey,
+        offset: u64,
     },
 }
 

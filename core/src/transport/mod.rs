@@ -5,6 +5,7 @@
 pub mod frame;
 pub mod network;
 pub mod peer_message;
+pub mod snapshot_stream;
 pub mod tcp;
 
 pub use network::Network;

@@ -26,6 +26,7 @@ use super::frame::{
 };
 use super::network::Network;
 use super::peer_message::PeerMessage;
+use super::snapshot_stream::{ChunkOutcome, IncomingTransfers, OutgoingTransfer};
 use crate::raft::{MessageBody, NodeId};
 use crate::seams::clock::{Clock, with_deadline};
 use crate::seams::transport::Transport;
@@ -46,6 +47,15 @@ pub struct TcpTransportConfig {
     pub backoff_max_ms: u64,
     /// At most this many bytes are coalesced into one write.
     pub max_write_batch_bytes: usize,
+    /// Snapshots travel in chunks of this size (see `snapshot_stream.rs`).
+    pub snapshot_chunk_bytes: usize,
+    /// Chunks written but not yet acknowledged, at most.
+    pub snapshot_window_chunks: usize,
+    /// A snapshot transfer not delivered in this time is given up (Raft asks again). Separate
+    /// from the delivery deadline: a large snapshot takes far longer than a heartbeat.
+    pub snapshot_timeout_ms: u64,
+    /// The largest snapshot this node accepts from a peer (what it buffers while receiving).
+    pub max_snapshot_bytes: u64,
 }
 
 impl Default for TcpTransportConfig {
@@ -62,6 +72,10 @@ impl Default for TcpTransportConfig {
             backoff_min_ms: 10,
             backoff_max_ms: 1_000,
             max_write_batch_bytes: 1024 * 1024,
+            snapshot_chunk_bytes: 1024 * 1024,
+            snapshot_window_chunks: 4,
+            snapshot_timeout_ms: 120_000,
+            max_snapshot_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -76,6 +90,22 @@ pub struct TransportCounters {
     pub connections_replaced_stalled: u64,
     pub connections_failed: u64,
     pub inbound_rejected: u64,
+    pub snapshot_chunks_sent: u64,
+    /// Transfers continued after a lost connection or a receiver's resume request.
+    pub snapshot_transfers_resumed: u64,
+    pub snapshots_delivered: u64,
+    pub snapshot_transfers_given_up: u64,
+    pub snapshots_received: u64,
+}
+
+/// A read-only view of a transport's counters that outlives the transport.
+#[derive(Clone)]
+pub struct TransportCountersHandle(Rc<Shared>);
+
+impl TransportCountersHandle {
+    pub fn get(&self) -> TransportCounters {
+        self.0.counters.borrow().clone()
+    }
 }
 
 struct Shared {
@@ -84,6 +114,10 @@ struct Shared {
     inbound_connections: Cell<usize>,
     /// The reader of the newest connection from each peer.
     readers: RefCell<BTreeMap<NodeId, JoinHandle<()>>>,
+    /// Snapshots being received, per peer, kept across connections.
+    incoming_snapshots: RefCell<IncomingTransfers>,
+    /// Snapshot transfers that ended: (peer, delivered).
+    snapshot_reports: RefCell<Vec<(NodeId, bool)>>,
 }
 
 struct PeerQueue {
@@ -145,6 +179,8 @@ impl TcpTransport {
             unreachable: RefCell::new(BTreeSet::new()),
             inbound_connections: Cell::new(0),
             readers: RefCell::new(BTreeMap::new()),
+            incoming_snapshots: RefCell::new(IncomingTransfers::default()),
+            snapshot_reports: RefCell::new(Vec::new()),
         });
         let (inbound_sender, inbound) = mpsc::channel(config.inbound_queue_messages);
         let tasks = vec![tokio::task::spawn_local(accept_loop(
@@ -172,6 +208,7 @@ impl TcpTransport {
                 queued_bytes: queued_bytes.clone(),
                 shared: factory_shared.clone(),
                 rng: ChaCha8Rng::seed_from_u64(rng_seed ^ peer.0.rotate_left(17)),
+                transfer: None,
             };
             (PeerQueue { sender, queued_bytes }, tokio::task::spawn_local(writer.run()))
         });
@@ -192,6 +229,11 @@ impl TcpTransport {
 
     pub fn counters(&self) -> TransportCounters {
         self.shared.counters.borrow().clone()
+    }
+
+    /// Reads the counters after the transport moved into the engine (metrics, the simulator).
+    pub fn counters_handle(&self) -> TransportCountersHandle {
+        TransportCountersHandle(self.shared.clone())
     }
 }
 
@@ -223,6 +265,14 @@ impl Transport for TcpTransport {
         std::mem::take(&mut *self.shared.unreachable.borrow_mut()).into_iter().collect()
     }
 
+    fn reports_snapshot_delivery(&self) -> bool {
+        true
+    }
+
+    fn take_snapshot_reports(&mut self) -> Vec<(NodeId, bool)> {
+        std::mem::take(&mut *self.shared.snapshot_reports.borrow_mut())
+    }
+
     fn update_peers(&mut self, peers: &BTreeMap<NodeId, String>) {
         let wanted: BTreeMap<NodeId, String> = peers
             .iter()
@@ -242,6 +292,8 @@ impl Transport for TcpTransport {
             if let Some(writer) = self.writers.remove(&id) {
                 writer.abort();
             }
+            // A transfer the aborted writer carried ends here (harmless if there was none).
+            self.shared.snapshot_reports.borrow_mut().push((id, false));
         }
         for (id, address) in wanted {
             if !self.addresses.contains_key(&id) {
@@ -265,6 +317,8 @@ struct PeerWriter<N: Network, C: Clock> {
     queued_bytes: Rc<Cell<u64>>,
     shared: Rc<Shared>,
     rng: ChaCha8Rng,
+    /// The snapshot being streamed to this peer; it survives reconnections.
+    transfer: Option<OutgoingTransfer>,
 }
 
 impl<N: Network, C: Clock> PeerWriter<N, C> {
@@ -281,6 +335,7 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
                 Some(Ok(stream)) => stream,
                 _ => {
                     self.connection_lost(false);
+                    self.give_up_transfer_if_late();
                     // Messages queued for a peer we cannot reach are stale by the time it is
                     // back; Raft will resend what matters.
                     self.discard_queue();
@@ -306,16 +361,71 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
         }
     }
 
-    fn connection_lost(&self, was_connected: bool) {
+    fn connection_lost(&mut self, was_connected: bool) {
         if was_connected {
             self.shared.counters.borrow_mut().connections_failed += 1;
         }
         self.shared.unreachable.borrow_mut().insert(self.peer);
+        if let Some(transfer) = &mut self.transfer {
+            transfer.connection_lost();
+            if was_connected {
+                self.shared.counters.borrow_mut().snapshot_transfers_resumed += 1;
+            }
+        }
+    }
+
+    fn report_transfer(&mut self, delivered: bool) {
+        if self.transfer.take().is_some() {
+            let mut counters = self.shared.counters.borrow_mut();
+            if delivered {
+                counters.snapshots_delivered += 1;
+            } else {
+                counters.snapshot_transfers_given_up += 1;
+            }
+            drop(counters);
+            self.shared.snapshot_reports.borrow_mut().push((self.peer, delivered));
+        }
+    }
+
+    fn give_up_transfer_if_late(&mut self) {
+        let late = self.transfer.as_ref().is_some_and(|transfer| {
+            self.clock.monotonic_ms().saturating_sub(transfer.started_ms)
+                > self.config.snapshot_timeout_ms
+        });
+        if late {
+            tracing::warn!(peer = %self.peer, "giving up a snapshot transfer that took too long");
+            self.report_transfer(false);
+        }
+    }
+
+    /// Takes an `InstallSnapshot` off the queue: it is streamed in chunks, not framed whole.
+    /// Returns the message back if it is anything else.
+    fn start_transfer(&mut self, message: PeerMessage) -> Option<PeerMessage> {
+        let PeerMessage::Raft(raft_message) = &message;
+        let MessageBody::InstallSnapshot { snapshot } = &raft_message.body else {
+            return Some(message);
+        };
+        let transfer =
+            OutgoingTransfer::new(raft_message, snapshot.clone(), self.clock.monotonic_ms());
+        match &self.transfer {
+            // The leader asked again for the snapshot already on its way: keep streaming it.
+            Some(current) if current.key() == transfer.key() => {}
+            // A newer snapshot (or a new term) replaces the transfer; its report covers both.
+            _ => self.transfer = Some(transfer),
+        }
+        None
     }
 
     fn discard_queue(&mut self) {
         while self.queue.try_recv().is_ok() {}
         self.queued_bytes.set(0);
+    }
+
+    fn chunk_may_go(&self) -> bool {
+        self.transfer.as_ref().is_some_and(|transfer| {
+            transfer.has_unsent()
+                && transfer.in_flight_chunks() < self.config.snapshot_window_chunks.max(1)
+        })
     }
 
     /// Writes queued messages to one connection until it fails or stalls.
@@ -355,6 +465,7 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
             {
                 return ServeEnd::Stalled;
             }
+            self.give_up_transfer_if_late();
             let check_ms = deadline_ms / 4 + 1;
             tokio::select! {
                 biased;
@@ -365,6 +476,10 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
                     let mut next = Some(message);
                     while let Some(message) = next.take() {
                         self.queued_bytes.set(self.queued_bytes.get().saturating_sub(message_bytes(&message)));
+                        let Some(message) = self.start_transfer(message) else {
+                            next = self.queue.try_recv().ok();
+                            continue;
+                        };
                         match encode_frame(&Frame::Message(message), &mut batch, max_frame_bytes) {
                             Ok(()) => count += 1,
                             Err(error) => tracing::warn!(peer = %self.peer, %error, "dropping an unencodable message"),
@@ -404,12 +519,50 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
                                     acknowledged = received;
                                     waiting_since_ms = (acknowledged < sent).then(|| self.clock.monotonic_ms());
                                 }
+                                if let Some(transfer) = &mut self.transfer {
+                                    transfer.frames_acknowledged(received);
+                                    if transfer.is_delivered() {
+                                        self.report_transfer(true);
+                                    }
+                                }
+                            }
+                            Ok(Some((Frame::SnapshotResume { key, offset }, used))) => {
+                                ack_bytes.drain(..used);
+                                if let Some(transfer) = &mut self.transfer
+                                    && transfer.key() == key
+                                {
+                                    transfer.resume_at(offset);
+                                    self.shared.counters.borrow_mut().snapshot_transfers_resumed += 1;
+                                }
                             }
                             Ok(None) => break,
                             // Only acks travel this way; anything else is a broken peer.
                             Ok(Some(_)) | Err(_) => return ServeEnd::Failed,
                         }
                     }
+                }
+                () = std::future::ready(()), if self.chunk_may_go() => {
+                    let Some(transfer) = &mut self.transfer else { continue };
+                    let chunk = transfer.next_chunk(self.config.snapshot_chunk_bytes, sent + 1);
+                    batch.clear();
+                    if let Err(error) = encode_frame(&Frame::SnapshotChunk(chunk), &mut batch, max_frame_bytes) {
+                        tracing::warn!(peer = %self.peer, %error, "cannot encode a snapshot chunk; giving the transfer up");
+                        self.report_transfer(false);
+                        continue;
+                    }
+                    let write = async {
+                        writer.write_all(&batch).await?;
+                        writer.flush().await
+                    };
+                    match with_deadline(&self.clock, deadline_ms, write).await {
+                        Some(Ok(())) => {}
+                        _ => return ServeEnd::Failed,
+                    }
+                    if sent == acknowledged {
+                        waiting_since_ms = Some(self.clock.monotonic_ms());
+                    }
+                    sent += 1;
+                    self.shared.counters.borrow_mut().snapshot_chunks_sent += 1;
                 }
                 () = self.clock.sleep_ms(check_ms) => {}
             }
@@ -459,7 +612,7 @@ async fn accept_loop<N: Network, C: Clock>(
             let handshake = reader.handshake::<N>(stream).await;
             if let Some((from, stream)) = handshake {
                 // The newest connection from a peer replaces its older ones.
-                let serving = tokio::task::spawn_local(reader.serve::<N>(stream));
+                let serving = tokio::task::spawn_local(reader.serve::<N>(stream, from));
                 if let Some(previous) = task_shared.readers.borrow_mut().insert(from, serving) {
                     previous.abort();
                 }
@@ -513,13 +666,15 @@ impl<C: Clock> InboundConnection<C> {
         }
     }
 
-    async fn serve<N: Network>(self, stream: N::Stream) {
+    async fn serve<N: Network>(self, stream: N::Stream, from: NodeId) {
         let _slot = ConnectionSlot(self.shared.clone());
         let (mut reader, mut writer) = tokio::io::split(stream);
         let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
         let mut chunk = vec![0u8; 64 * 1024];
         let mut received: u64 = 0;
         let mut acknowledged: u64 = 0;
+        // Frames for the sender (acknowledgements, resume requests), written together.
+        let mut replies: Vec<u8> = Vec::with_capacity(256);
         loop {
             let read = match reader.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
@@ -538,6 +693,45 @@ impl<C: Clock> InboundConnection<C> {
                             return;
                         }
                     }
+                    Ok(Some((Frame::SnapshotChunk(chunk), used))) => {
+                        consumed += used;
+                        received += 1;
+                        let outcome = self.shared.incoming_snapshots.borrow_mut().accept(
+                            from,
+                            self.local,
+                            chunk,
+                            self.config.max_snapshot_bytes,
+                        );
+                        match outcome {
+                            ChunkOutcome::Stored | ChunkOutcome::Ignored => {}
+                            ChunkOutcome::Complete(message) => {
+                                self.shared.counters.borrow_mut().snapshots_received += 1;
+                                if self.inbound.send(PeerMessage::Raft(message)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            ChunkOutcome::Resume { key, offset } => {
+                                if encode_frame(
+                                    &Frame::SnapshotResume { key, offset },
+                                    &mut replies,
+                                    self.config.max_frame_bytes,
+                                )
+                                .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            ChunkOutcome::TooLarge { total_bytes, limit_bytes } => {
+                                tracing::warn!(
+                                    peer = %from,
+                                    total_bytes,
+                                    limit_bytes,
+                                    "a peer offered a snapshot larger than this node accepts; closing"
+                                );
+                                return;
+                            }
+                        }
+                    }
                     Ok(None) => break,
                     Ok(Some((other, _))) => {
                         tracing::debug!(?other, "unexpected frame from a peer; closing");
@@ -550,21 +744,28 @@ impl<C: Clock> InboundConnection<C> {
                 }
             }
             buffer.drain(..consumed);
-            if received > acknowledged {
-                let mut ack = Vec::with_capacity(32);
-                if encode_frame(&Frame::Ack { received }, &mut ack, self.config.max_frame_bytes)
+            if received > acknowledged || !replies.is_empty() {
+                // Resume requests first, so the sender rewinds before it counts the
+                // acknowledgement of the chunks that asked for them.
+                if received > acknowledged
+                    && encode_frame(
+                        &Frame::Ack { received },
+                        &mut replies,
+                        self.config.max_frame_bytes,
+                    )
                     .is_err()
                 {
                     return;
                 }
                 let write = async {
-                    writer.write_all(&ack).await?;
+                    writer.write_all(&replies).await?;
                     writer.flush().await
                 };
                 match with_deadline(&self.clock, self.config.delivery_deadline_ms, write).await {
                     Some(Ok(())) => acknowledged = received,
                     _ => return,
                 }
+                replies.clear();
             }
         }
     }
