@@ -86,6 +86,11 @@ pub struct Observer {
     current_leader: Option<(NodeId, Term)>,
     /// Voters of the last committed configuration.
     committed_voters: std::collections::BTreeSet<NodeId>,
+    /// Voters and learners of the last committed configuration, and of any committed so far.
+    committed_members: BTreeSet<NodeId>,
+    ever_members: BTreeSet<NodeId>,
+    /// Who was first seen in each term, and whether it had been removed from the cluster then.
+    term_starters: BTreeMap<Term, (NodeId, bool)>,
     pub stats: ObservedStats,
     /// Why nodes stopped on their own (storage failures), for the report.
     pub node_stops: Vec<String>,
@@ -144,10 +149,30 @@ impl Observer {
             nodes: BTreeMap::new(),
             current_leader: None,
             committed_voters: (1..=voters as u64).map(NodeId).collect(),
+            committed_members: (1..=voters as u64).map(NodeId).collect(),
+            ever_members: (1..=voters as u64).map(NodeId).collect(),
+            term_starters: BTreeMap::new(),
             stats: ObservedStats::default(),
             node_stops: Vec::new(),
             fault_kinds: BTreeSet::new(),
             transports: Vec::new(),
+        }
+    }
+
+    /// A node removed from the cluster must never disrupt it: a term it starts (it never
+    /// learned of its removal and campaigns) must never become a member's term.
+    fn check_no_disruption_by_removed_nodes(&mut self, node: NodeId, term: Term) {
+        let removed = self.ever_members.contains(&node) && !self.committed_members.contains(&node);
+        match self.term_starters.get(&term).copied() {
+            None => {
+                self.term_starters.insert(term, (node, removed));
+            }
+            Some((starter, true)) if starter != node && self.committed_members.contains(&node) => {
+                self.violation(format!(
+                    "{starter}, removed from the cluster, started term {term} and member {node} adopted it"
+                ));
+            }
+            Some(_) => {}
         }
     }
 
@@ -321,6 +346,7 @@ impl Observer {
         }
         self.trace.add(node.0);
         self.trace.add(raft.term());
+        self.check_no_disruption_by_removed_nodes(node, raft.term());
 
         // A snapshot installed from the leader replaces the log up to its index.
         if let Some(meta) = view.snapshot_installed {
@@ -486,6 +512,8 @@ impl Observer {
                             ));
                         }
                         self.committed_voters = next.voters.clone();
+                        self.committed_members = next.members();
+                        self.ever_members.extend(next.members());
                     }
                 }
             }
