@@ -417,7 +417,14 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
     }
 
     fn discard_queue(&mut self) {
-        while self.queue.try_recv().is_ok() {}
+        while let Ok(message) = self.queue.try_recv() {
+            let PeerMessage::Raft(message) = &message;
+            if let MessageBody::InstallSnapshot { .. } = message.body {
+                // The engine waits for a report on every snapshot it handed over; without one
+                // the leader would wait for this follower forever.
+                self.shared.snapshot_reports.borrow_mut().push((self.peer, false));
+            }
+        }
         self.queued_bytes.set(0);
     }
 
