@@ -10,6 +10,7 @@
 //!   `dev_cluster.rs` (`conclave dev`).
 
 pub mod api;
+pub mod backup_restore;
 pub mod clock;
 pub mod config;
 pub mod engine_thread;

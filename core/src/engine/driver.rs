@@ -263,6 +263,22 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             EngineRequest::Read { query, consistency, reply } => {
                 self.on_read(query, consistency, reply)
             }
+            EngineRequest::Snapshot { reply } => {
+                let applied = self.kv.applied_index();
+                let result = match self.raft.log().term(applied) {
+                    Some(last_term) => Ok(Snapshot {
+                        meta: SnapshotMeta {
+                            last_index: applied,
+                            last_term,
+                            config: self.raft.log().config_at(applied).clone(),
+                        },
+                        data: self.kv.snapshot(),
+                    }),
+                    // Applied entries are always in the log or its snapshot.
+                    None => Err(EngineError::Busy),
+                };
+                let _ = reply.send(result);
+            }
             EngineRequest::TransferLeadership { to, reply } => {
                 let result = self.raft.transfer_leadership(to).map_err(|error| match error {
                     ProposeError::NotLeader { leader } => {

@@ -7,7 +7,7 @@ use super::error::EngineError;
 use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult};
 use super::status::EngineStatus;
 use crate::kv::{KvCommand, KvEvent, KvResponse, SessionTag};
-use crate::raft::{ClusterConfig, MembershipChange, NodeId};
+use crate::raft::{ClusterConfig, MembershipChange, NodeId, Snapshot};
 use crate::seams::Consensus;
 
 #[derive(Clone)]
@@ -42,6 +42,13 @@ impl EngineHandle {
         change: MembershipChange,
     ) -> Result<ClusterConfig, EngineError> {
         self.call(|reply| EngineRequest::ChangeMembership { change, reply }).await
+    }
+
+    /// A consistent image of this node's state machine at its applied index, with the index,
+    /// term and configuration there: what an online backup stores. A follower's image may be
+    /// behind the leader's; ask the leader for the freshest.
+    pub async fn snapshot_now(&self) -> Result<Snapshot, EngineError> {
+        self.call(|reply| EngineRequest::Snapshot { reply }).await
     }
 
     /// Asks the engine to finish its storage work and stop.

@@ -6,7 +6,7 @@ use tokio::sync::oneshot;
 
 use super::error::EngineError;
 use crate::kv::{KeyMeta, KeyValue, KvCommand, KvResponse, SessionTag};
-use crate::raft::{ClusterConfig, LogIndex, MembershipChange, NodeId};
+use crate::raft::{ClusterConfig, LogIndex, MembershipChange, NodeId, Snapshot};
 
 /// How fresh a read must be.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,9 +36,29 @@ pub enum ReadResult {
 pub(super) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
 pub(super) enum EngineRequest {
-    Write { command: KvCommand, session: Option<SessionTag>, reply: Reply<KvResponse> },
-    Read { query: ReadQuery, consistency: ReadConsistency, reply: Reply<ReadResult> },
-    TransferLeadership { to: NodeId, reply: Reply<()> },
-    ChangeMembership { change: MembershipChange, reply: Reply<ClusterConfig> },
-    Shutdown { reply: oneshot::Sender<()> },
+    Write {
+        command: KvCommand,
+        session: Option<SessionTag>,
+        reply: Reply<KvResponse>,
+    },
+    Read {
+        query: ReadQuery,
+        consistency: ReadConsistency,
+        reply: Reply<ReadResult>,
+    },
+    TransferLeadership {
+        to: NodeId,
+        reply: Reply<()>,
+    },
+    ChangeMembership {
+        change: MembershipChange,
+        reply: Reply<ClusterConfig>,
+    },
+    /// An image of the state machine at its applied index (for online backups).
+    Snapshot {
+        reply: Reply<Snapshot>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
 }

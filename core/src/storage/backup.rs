@@ -55,7 +55,9 @@ pub struct BackupMeta {
     pub snapshot_bytes: u64,
 }
 
-fn encode_backup(
+/// The bytes of a backup file holding `snapshot` (what `write_backup` writes; a node serves them
+/// over HTTP so a backup can be taken from anywhere).
+pub fn encode_backup(
     snapshot: &Snapshot,
     source: &BackupSource,
     max_bytes: u64,

@@ -5,6 +5,7 @@
 //! members, health, metrics), `leader.rs` (redirect or forward to the leader), `observe.rs`
 //! (latency metrics), `key.rs`, `params.rs`, `reply.rs`.
 
+mod backup;
 mod cluster;
 mod key;
 mod kv;
@@ -72,6 +73,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/watch", get(watch::watch).fallback(reply_method_not_allowed))
         .route("/cluster/info", get(cluster::info).fallback(reply_method_not_allowed))
         .route("/cluster/members", get(cluster::members).fallback(reply_method_not_allowed))
+        .route("/admin/backup", get(backup::backup).fallback(reply_method_not_allowed))
         .route("/health", get(cluster::health).fallback(reply_method_not_allowed))
         .route("/metrics", get(cluster::metrics).fallback(reply_method_not_allowed))
         .route("/", not_allowed())
