@@ -11,8 +11,11 @@
 
 pub mod api;
 pub mod backup_restore;
+pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
+pub mod dev_cluster;
 pub mod engine_thread;
 pub mod fs;
 pub mod http;

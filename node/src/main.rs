@@ -1,24 +1,44 @@
-//! The `conclave` binary: a node (`serve`), a local cluster (`dev`), the client commands and
-//! the history checker.
+//! The `conclave` binary: a node (`serve`), a local cluster (`dev`), the client commands, online
+//! backups, and the history checker.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use conclave_node::backup_restore::{BackupArgs, RestoreArgs};
+use conclave_node::cli::{ClientCommand, ClientFlags, EXIT_CODES_HELP};
 use conclave_node::config::{NodeConfig, ServeOptions};
+use conclave_node::dev_cluster::DevArgs;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "conclave", version, about = "A Raft-replicated key-value store")]
+#[command(
+    name = "conclave",
+    version,
+    about = "A Raft-replicated key-value store: a node, a local cluster, and its client.",
+    after_help = EXIT_CODES_HELP
+)]
 struct Cli {
+    #[command(flatten)]
+    client: ClientFlags,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a node (a single-node store without --peers).
+    /// Run a node (a durable single-node store without --peers).
     Serve(ServeArgs),
+    /// Run a local cluster of N nodes as child processes, until Ctrl-C.
+    Dev(DevArgs),
+    /// Save an online backup of a running node to a file.
+    Backup(BackupArgs),
+    /// Seed an empty data directory from a backup file (offline).
+    Restore(RestoreArgs),
+    /// Check a history file (JSON Lines) for linearizability.
+    Check(conclave_checker::cli::CheckArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 #[derive(Debug, Args)]
@@ -46,19 +66,58 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(conclave_node::serve::run(config))
 }
 
+/// A small runtime for the client-side commands.
+fn client_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("conclave: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
             init_logging();
-            match serve(args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    tracing::error!("{error:#}");
-                    eprintln!("conclave: {error:#}");
-                    ExitCode::FAILURE
-                }
+            let result = serve(args);
+            if let Err(error) = &result {
+                tracing::error!("{error:#}");
             }
+            report(result)
         }
+        Command::Dev(args) => report(
+            client_runtime()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(conclave_node::dev_cluster::run(args))),
+        ),
+        Command::Backup(args) => report(
+            client_runtime()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(conclave_node::backup_restore::backup(args))),
+        ),
+        Command::Restore(args) => report(
+            client_runtime()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(conclave_node::backup_restore::restore(args))),
+        ),
+        Command::Check(args) => {
+            let code = conclave_checker::cli::run_check(
+                &args,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            );
+            ExitCode::from(code)
+        }
+        Command::Client(command) => match client_runtime() {
+            Ok(runtime) => runtime.block_on(conclave_node::cli::run(cli.client, command)),
+            Err(error) => report(Err(error.into())),
+        },
     }
 }

@@ -1,0 +1,344 @@
+//! The client commands of `conclave`: `put`, `get`, `del`, `cas`, `txn`, `watch`, `status`,
+//! `members`. They find the leader from any endpoint, retry through failovers with a session
+//! (a retried write applies once), print plain output or `--json`, and exit non-zero with one
+//! line on stderr when something fails (the codes are in [`EXIT_CODES_HELP`]).
+
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+
+use crate::api::{CompareJson, TxnOpJson, TxnRequestJson, encode_value};
+use crate::client::{Client, ClientError, ClientOptions, Consistency, Precondition};
+
+pub const EXIT_CODES_HELP: &str = "Exit codes of the client commands: 0 success, 1 bad usage or \
+local error, 2 key not found, 3 condition failed (cas, --if-absent, --if-revision), 4 cluster \
+unavailable or outcome unknown, 5 request refused by the node (bad input, limits), 6 unreadable \
+answer.";
+
+/// Flags every client command takes.
+#[derive(Debug, Clone, Args)]
+pub struct ClientFlags {
+    /// Members to talk to, comma-separated (`:8001,:8002` or `host:port`); any one is enough.
+    #[arg(long, env = "CONCLAVE_ENDPOINTS", default_value = "127.0.0.1:8001", global = true)]
+    pub endpoints: String,
+    /// Print JSON instead of plain text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Give up after this many seconds, retries included.
+    #[arg(long, default_value_t = 15, global = true)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Set a key (the value from the argument, or `-` to read it from stdin, bytes exact).
+    Put {
+        key: String,
+        value: String,
+        /// Expire the key after this long (`30s`, `500ms`, `2m`).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Only create: fail (exit 3) if the key exists.
+        #[arg(long, conflicts_with = "if_revision")]
+        if_absent: bool,
+        /// Only if the key's modification revision is this (exit 3 otherwise).
+        #[arg(long)]
+        if_revision: Option<u64>,
+    },
+    /// Print a key's value exactly (no newline added), or with `--prefix` the keys under it.
+    Get {
+        /// The key (or, with --prefix, the prefix; empty for every key).
+        #[arg(default_value = "")]
+        key: String,
+        #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
+        consistency: Consistency,
+        /// List the keys starting with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// With --prefix: at most this many keys (0 = the server's maximum).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+    },
+    /// Delete a key (exit 2 if it did not exist).
+    Del {
+        key: String,
+        /// Only if the key's modification revision is this (exit 3 otherwise).
+        #[arg(long)]
+        if_revision: Option<u64>,
+    },
+    /// Compare-and-swap: set KEY to NEW only if its value is EXPECTED (exit 3 otherwise).
+    Cas { key: String, expected: String, new: String },
+    /// Run a transaction from a JSON file (or `-` for stdin), as `POST /txn` takes it.
+    ///
+    /// Example: {"compare":[{"key":"a","target":"value","op":"=","value":"1"}],
+    ///  "success":[{"put":{"key":"a","value":"2"}}],"failure":[{"get":{"key":"a"}}]}
+    Txn { file: PathBuf },
+    /// Print changes of keys under a prefix as they happen, until interrupted.
+    Watch {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Start from this revision (past events the node still holds are replayed).
+        #[arg(long)]
+        from_revision: Option<u64>,
+    },
+    /// Each endpoint's view: role, term, leader, commit and applied index.
+    Status,
+    /// The cluster's members with their role and replication lag.
+    Members,
+}
+
+fn client(flags: &ClientFlags) -> Result<Client, ClientError> {
+    let endpoints: Vec<String> =
+        flags.endpoints.split(',').filter(|e| !e.trim().is_empty()).map(str::to_string).collect();
+    Client::new(
+        &endpoints,
+        ClientOptions {
+            call_deadline: Duration::from_secs(flags.timeout_secs.max(1)),
+            ..ClientOptions::default()
+        },
+    )
+}
+
+fn read_value(value: &str) -> anyhow::Result<Bytes> {
+    if value == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes).context("reading the value from stdin")?;
+        Ok(Bytes::from(bytes))
+    } else {
+        Ok(Bytes::copy_from_slice(value.as_bytes()))
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+/// Runs a client command; returns the process exit code.
+pub async fn run(flags: ClientFlags, command: ClientCommand) -> ExitCode {
+    match execute(&flags, command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let code = error.downcast_ref::<ClientError>().map_or(1, ClientError::exit_code);
+            if flags.json {
+                let _ = print_json(
+                    &serde_json::json!({ "error": format!("{error:#}"), "exit_code": code }),
+                );
+            }
+            eprintln!("conclave: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<()> {
+    let client = client(flags)?;
+    match command {
+        ClientCommand::Put { key, value, ttl, if_absent, if_revision } => {
+            let precondition = match (if_absent, if_revision) {
+                (true, _) => Precondition::Absent,
+                (false, Some(revision)) => Precondition::RevisionIs(revision),
+                (false, None) => Precondition::None,
+            };
+            let value = read_value(&value)?;
+            let revision = client.put(&key, value, ttl.as_deref(), precondition).await?;
+            if flags.json {
+                print_json(&serde_json::json!({ "key": key, "mod_revision": revision }))?;
+            } else {
+                println!("OK (revision {revision})");
+            }
+        }
+        ClientCommand::Get { key, consistency, prefix: true, limit } => {
+            let range = client.range(&key, limit, consistency).await?;
+            if flags.json {
+                print_json(&range)?;
+            } else {
+                for kv in &range.kvs {
+                    let value = kv.value.clone().unwrap_or_else(|| {
+                        format!("(base64) {}", kv.value_base64.clone().unwrap_or_default())
+                    });
+                    println!("{}\t{}", kv.key, value);
+                }
+                if range.more {
+                    eprintln!("(more keys; raise --limit)");
+                }
+            }
+        }
+        ClientCommand::Get { key, consistency, prefix: false, .. } => {
+            let Some(found) = client.get(&key, consistency).await? else {
+                return Err(ClientError::NotFound.into());
+            };
+            if flags.json {
+                let (value, value_base64) = encode_value(&found.value);
+                print_json(&serde_json::json!({
+                    "key": key, "value": value, "value_base64": value_base64,
+                    "mod_revision": found.mod_revision,
+                }))?;
+            } else {
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(&found.value)?;
+                stdout.flush()?;
+            }
+        }
+        ClientCommand::Del { key, if_revision } => {
+            let precondition = if_revision.map_or(Precondition::None, Precondition::RevisionIs);
+            client.delete(&key, precondition).await?;
+            if flags.json {
+                print_json(&serde_json::json!({ "key": key, "deleted": true }))?;
+            } else {
+                println!("deleted");
+            }
+        }
+        ClientCommand::Cas { key, expected, new } => {
+            let request = TxnRequestJson {
+                compare: vec![CompareJson {
+                    key: key.clone(),
+                    target: "value".into(),
+                    op: Some("=".into()),
+                    value: Some(expected),
+                    ..CompareJson::default()
+                }],
+                success: vec![TxnOpJson::Put {
+                    key: key.clone(),
+                    value: Some(new),
+                    value_base64: None,
+                    ttl: None,
+                }],
+                failure: vec![TxnOpJson::Get { key: key.clone() }],
+            };
+            let answer = client.txn(&request).await?;
+            if flags.json {
+                print_json(&answer)?;
+            }
+            if !answer.succeeded {
+                return Err(ClientError::ConditionFailed { current_revision: None }.into());
+            }
+            if !flags.json {
+                println!("OK (revision {})", answer.revision);
+            }
+        }
+        ClientCommand::Txn { file } => {
+            let text = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::stdin().read_to_string(&mut text).context("reading the txn from stdin")?;
+                text
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let request: TxnRequestJson = serde_json::from_str(&text)
+                .context("the transaction is not valid JSON for /txn")?;
+            let answer = client.txn(&request).await?;
+            if flags.json {
+                print_json(&answer)?;
+            } else {
+                println!(
+                    "{} (revision {})",
+                    if answer.succeeded { "succeeded" } else { "failed: ran the failure branch" },
+                    answer.revision
+                );
+                for result in &answer.results {
+                    println!("{}", serde_json::to_string(result)?);
+                }
+            }
+        }
+        ClientCommand::Watch { prefix, from_revision } => {
+            let mut events = Box::pin(client.watch(&prefix, from_revision).await?);
+            while let Some(event) = events.next().await {
+                let event = event?;
+                if flags.json {
+                    print_json(&event)?;
+                } else {
+                    let value = event
+                        .value
+                        .clone()
+                        .or_else(|| event.value_base64.as_ref().map(|b| format!("(base64) {b}")));
+                    match value {
+                        Some(value) => println!(
+                            "{} {} {} = {}",
+                            event.mod_revision, event.kind, event.key, value
+                        ),
+                        None => println!("{} {} {}", event.mod_revision, event.kind, event.key),
+                    }
+                }
+            }
+        }
+        ClientCommand::Status => {
+            let mut rows = Vec::new();
+            for base in client.endpoints() {
+                rows.push((base.clone(), client.cluster_info_of(base).await));
+            }
+            if flags.json {
+                let json: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|(base, info)| match info {
+                        Ok(info) => serde_json::json!({ "endpoint": base, "info": info }),
+                        Err(error) => {
+                            serde_json::json!({ "endpoint": base, "error": error.to_string() })
+                        }
+                    })
+                    .collect();
+                print_json(&json)?;
+            } else {
+                println!(
+                    "{:<24} {:>6} {:<13} {:>5} {:>7} {:>8} {:>8}",
+                    "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED"
+                );
+                for (base, info) in &rows {
+                    match info {
+                        Ok(info) => println!(
+                            "{:<24} {:>6} {:<13} {:>5} {:>7} {:>8} {:>8}",
+                            base.trim_start_matches("http://"),
+                            info.id,
+                            info.role,
+                            info.term,
+                            info.leader.map_or("-".to_string(), |id| id.to_string()),
+                            info.commit_index,
+                            info.applied_index
+                        ),
+                        Err(error) => println!(
+                            "{:<24} unreachable: {error}",
+                            base.trim_start_matches("http://")
+                        ),
+                    }
+                }
+            }
+            if rows.iter().all(|(_, info)| info.is_err()) {
+                return Err(ClientError::Unavailable {
+                    tried: flags.endpoints.clone(),
+                    last_error: "no endpoint answered".into(),
+                }
+                .into());
+            }
+        }
+        ClientCommand::Members => {
+            let members = client.members().await?;
+            if flags.json {
+                print_json(&members)?;
+            } else {
+                println!(
+                    "{:>6} {:<8} {:<7} {:<22} {:<22} {:>8}",
+                    "ID", "ROLE", "LEADER", "HTTP", "PEER", "LAG"
+                );
+                for member in &members.members {
+                    println!(
+                        "{:>6} {:<8} {:<7} {:<22} {:<22} {:>8}",
+                        member.id,
+                        member.role,
+                        if member.is_leader { "yes" } else { "" },
+                        member.http_address.clone().unwrap_or_default(),
+                        member.peer_address.clone().unwrap_or_default(),
+                        member.lag.map_or("-".to_string(), |lag| lag.to_string())
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

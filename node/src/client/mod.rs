@@ -1,0 +1,539 @@
+//! The Rust client of a Conclave cluster (the CLI is built on it).
+//!
+//! - **Leader discovery**: any endpoint will do; a follower answers writes with 307 and the
+//!   leader's address, which the client remembers and tries first from then on.
+//! - **Retries**: on 503 (no leader yet, busy), a redirect, or a node that does not answer, the
+//!   client moves on to the next endpoint with a growing pause, until the call's deadline.
+//! - **Exactly-once writes**: writes carry a client session (registered with `POST /session`)
+//!   and a sequence number; a write retried after a timeout or a failover reuses its number, so
+//!   the cluster applies it once and answers the retry with the first outcome. A session holds
+//!   one write at a time, so the client keeps a small pool of them for concurrent writes.
+//! - **Connection pooling**: one `reqwest::Client` with keep-alive for every call.
+
+pub mod endpoint;
+pub mod error;
+mod sse;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+use reqwest::{Method, StatusCode};
+
+pub use self::error::ClientError;
+use crate::api::{
+    CLIENT_ID_HEADER, ClusterInfoJson, KeyValueJson, MembersJson, RangeJson, SEQ_HEADER,
+    SessionJson, TxnRequestJson, TxnResponseJson, WatchEventJson,
+};
+
+/// How fresh a read must be (see DESIGN.md); linearizable unless asked otherwise.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Consistency {
+    #[default]
+    Linearizable,
+    Lease,
+    Stale,
+}
+
+impl Consistency {
+    fn as_query(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Lease => "lease",
+            Consistency::Stale => "stale",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// One HTTP request's timeout.
+    pub request_timeout: Duration,
+    /// A whole call, retries included, gives up after this long.
+    pub call_deadline: Duration,
+    /// Tag writes with a session so retries apply once (on by default).
+    pub sessions: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            request_timeout: Duration::from_secs(5),
+            call_deadline: Duration::from_secs(15),
+            sessions: true,
+        }
+    }
+}
+
+/// A value with its modification revision (the `ETag`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Bytes,
+    pub mod_revision: u64,
+}
+
+/// A write's precondition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    None,
+    /// The key must not exist (`If-None-Match: *`).
+    Absent,
+    /// The key's modification revision must be this (`If-Match: "N"`).
+    RevisionIs(u64),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Session {
+    client_id: u64,
+    last_seq: u64,
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    endpoints: Vec<String>,
+    leader: Mutex<Option<String>>,
+    sessions: Mutex<Vec<Session>>,
+    options: ClientOptions,
+}
+
+/// One logical request, resent as is on every attempt.
+struct Call<'a> {
+    method: Method,
+    path_and_query: String,
+    body: Bytes,
+    headers: Vec<(&'a str, String)>,
+    /// Whether to follow the leader on 307 (writes and linearizable reads).
+    follow_leader: bool,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const FIRST_BACKOFF: Duration = Duration::from_millis(25);
+const SESSIONS_KEPT: usize = 64;
+
+impl Client {
+    /// `endpoints`: any members of the cluster, as `host:port`, `:port` or URLs.
+    pub fn new(endpoints: &[String], options: ClientOptions) -> Result<Client, ClientError> {
+        let endpoints: Vec<String> =
+            endpoints.iter().map(|e| endpoint::base_url(e)).collect::<Result<_, _>>()?;
+        if endpoints.is_empty() {
+            return Err(ClientError::BadEndpoint {
+                endpoint: String::new(),
+                reason: "no endpoint given".into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(options.request_timeout)
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|error| ClientError::BadEndpoint {
+                endpoint: endpoints.join(","),
+                reason: format!("cannot build the HTTP client: {error}"),
+            })?;
+        Ok(Client {
+            http,
+            endpoints,
+            leader: Mutex::new(None),
+            sessions: Mutex::new(Vec::new()),
+            options,
+        })
+    }
+
+    /// The leader this client last heard of, if any.
+    pub fn known_leader(&self) -> Option<String> {
+        self.leader.lock().ok().and_then(|leader| leader.clone())
+    }
+
+    fn remember_leader(&self, base: Option<String>) {
+        if let Ok(mut leader) = self.leader.lock() {
+            *leader = base;
+        }
+    }
+
+    /// Where to send attempt number `attempt`: the known leader first, then round robin.
+    fn target(&self, attempt: usize, follow_leader: bool) -> String {
+        if follow_leader
+            && attempt.is_multiple_of(2)
+            && let Some(leader) = self.known_leader()
+        {
+            return leader;
+        }
+        self.endpoints[attempt % self.endpoints.len()].clone()
+    }
+
+    async fn send(&self, call: &Call<'_>) -> Result<reqwest::Response, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.options.call_deadline;
+        let mut backoff = FIRST_BACKOFF;
+        let mut last_error = String::from("no attempt made");
+        let mut tried: Vec<String> = Vec::new();
+        let mut redirect_to: Option<String> = None;
+        for attempt in 0.. {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let base =
+                redirect_to.take().unwrap_or_else(|| self.target(attempt, call.follow_leader));
+            if !tried.contains(&base) {
+                tried.push(base.clone());
+            }
+            let mut request = self
+                .http
+                .request(call.method.clone(), format!("{base}{}", call.path_and_query))
+                .body(call.body.clone());
+            for (name, value) in &call.headers {
+                request = request.header(*name, value);
+            }
+            match request.send().await {
+                Ok(response) => match response.status() {
+                    StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {
+                        let location = response
+                            .headers()
+                            .get(reqwest::header::LOCATION)
+                            .and_then(|l| l.to_str().ok())
+                            .and_then(endpoint::base_of_location);
+                        last_error = format!("{base} redirected to {location:?}");
+                        if let Some(leader) = location {
+                            self.remember_leader(Some(leader.clone()));
+                            redirect_to = Some(leader);
+                            continue;
+                        }
+                    }
+                    StatusCode::SERVICE_UNAVAILABLE => {
+                        last_error =
+                            format!("{base}: {}", response.text().await.unwrap_or_default().trim());
+                        self.remember_leader(None);
+                    }
+                    _ => return Ok(response),
+                },
+                Err(error) => {
+                    last_error = format!("{base}: {error}");
+                    if self.known_leader().as_deref() == Some(base.as_str()) {
+                        self.remember_leader(None);
+                    }
+                }
+            }
+            let pause =
+                backoff.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            tokio::time::sleep(pause).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        Err(ClientError::Unavailable { tried: tried.join(", "), last_error })
+    }
+
+    /// Runs a write under a session (if sessions are on): the same sequence number on every
+    /// retry, so a write that reached the log before a timeout is not applied twice.
+    async fn send_write(&self, mut call: Call<'_>) -> Result<reqwest::Response, ClientError> {
+        if !self.options.sessions {
+            return self.send(&call).await;
+        }
+        let mut session = self.take_session().await?;
+        session.last_seq += 1;
+        call.headers.push((CLIENT_ID_HEADER, session.client_id.to_string()));
+        call.headers.push((SEQ_HEADER, session.last_seq.to_string()));
+        let deadline = tokio::time::Instant::now() + self.options.call_deadline;
+        loop {
+            let result = self.send(&call).await;
+            match &result {
+                // The node gave up waiting for the commit: retrying with the same number is
+                // safe and learns the outcome.
+                Ok(response) if response.status() == StatusCode::GATEWAY_TIMEOUT => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(ClientError::Unknown("no outcome before the deadline".into()));
+                    }
+                    continue;
+                }
+                Ok(_) => {
+                    self.return_session(session);
+                    return result;
+                }
+                // Unavailable: the write may still apply later; the session's number is spent,
+                // so the session is not reused (a later write would look like this one's retry).
+                Err(_) => return result,
+            }
+        }
+    }
+
+    async fn take_session(&self) -> Result<Session, ClientError> {
+        if let Some(session) = self.sessions.lock().ok().and_then(|mut pool| pool.pop()) {
+            return Ok(session);
+        }
+        let call = Call {
+            method: Method::POST,
+            path_and_query: "/session".into(),
+            body: Bytes::new(),
+            headers: Vec::new(),
+            follow_leader: true,
+        };
+        let response = self.send(&call).await?;
+        let registered: SessionJson = json_of(response).await?;
+        Ok(Session { client_id: registered.client_id, last_seq: 0 })
+    }
+
+    fn return_session(&self, session: Session) {
+        if let Ok(mut pool) = self.sessions.lock()
+            && pool.len() < SESSIONS_KEPT
+        {
+            pool.push(session);
+        }
+    }
+
+    /// Sets `key` to `value`; returns the key's new modification revision.
+    pub async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<&str>,
+        precondition: Precondition,
+    ) -> Result<u64, ClientError> {
+        let mut path = key_path(key);
+        if let Some(ttl) = ttl {
+            path.push_str(&format!("?ttl={}", encode_component(ttl)));
+        }
+        let mut headers = Vec::new();
+        match precondition {
+            Precondition::None => {}
+            Precondition::Absent => headers.push(("if-none-match", "*".to_string())),
+            Precondition::RevisionIs(revision) => {
+                headers.push(("if-match", format!("\"{revision}\"")))
+            }
+        }
+        let call = Call {
+            method: Method::PUT,
+            path_and_query: path,
+            body: value,
+            headers,
+            follow_leader: true,
+        };
+        let response = self.send_write(call).await?;
+        match response.status() {
+            StatusCode::OK | StatusCode::CREATED => Ok(etag_of(&response).unwrap_or(0)),
+            StatusCode::PRECONDITION_FAILED => {
+                Err(ClientError::ConditionFailed { current_revision: etag_of(&response) })
+            }
+            _ => Err(rejected(response).await),
+        }
+    }
+
+    /// The value of `key` and its modification revision, or `None`.
+    pub async fn get(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<Versioned>, ClientError> {
+        let call = Call {
+            method: Method::GET,
+            path_and_query: format!("{}?consistency={}", key_path(key), consistency.as_query()),
+            body: Bytes::new(),
+            headers: Vec::new(),
+            follow_leader: consistency != Consistency::Stale,
+        };
+        let response = self.send(&call).await?;
+        match response.status() {
+            StatusCode::OK => {
+                let mod_revision = etag_of(&response).unwrap_or(0);
+                let value = response
+                    .bytes()
+                    .await
+                    .map_err(|error| ClientError::BadAnswer(error.to_string()))?;
+                Ok(Some(Versioned { value, mod_revision }))
+            }
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(rejected(response).await),
+        }
+    }
+
+    /// Deletes `key`; `NotFound` if it did not exist.
+    pub async fn delete(&self, key: &str, precondition: Precondition) -> Result<(), ClientError> {
+        let mut headers = Vec::new();
+        if let Precondition::RevisionIs(revision) = precondition {
+            headers.push(("if-match", format!("\"{revision}\"")));
+        }
+        let call = Call {
+            method: Method::DELETE,
+            path_and_query: key_path(key),
+            body: Bytes::new(),
+            headers,
+            follow_leader: true,
+        };
+        let response = self.send_write(call).await?;
+        match response.status() {
+            StatusCode::OK | StatusCode::NO_CONTENT => Ok(()),
+            StatusCode::NOT_FOUND => Err(ClientError::NotFound),
+            StatusCode::PRECONDITION_FAILED => {
+                Err(ClientError::ConditionFailed { current_revision: etag_of(&response) })
+            }
+            _ => Err(rejected(response).await),
+        }
+    }
+
+    /// Keys starting with `prefix` (at most `limit`, 0 = the server's maximum).
+    pub async fn range(
+        &self,
+        prefix: &str,
+        limit: u64,
+        consistency: Consistency,
+    ) -> Result<RangeJson, ClientError> {
+        let call = Call {
+            method: Method::GET,
+            path_and_query: format!(
+                "/kv?prefix={}&limit={limit}&consistency={}",
+                encode_component(prefix),
+                consistency.as_query()
+            ),
+            body: Bytes::new(),
+            headers: Vec::new(),
+            follow_leader: consistency != Consistency::Stale,
+        };
+        let response = self.send(&call).await?;
+        if response.status() != StatusCode::OK {
+            return Err(rejected(response).await);
+        }
+        json_of(response).await
+    }
+
+    /// An etcd-style transaction (compare, then success or failure operations).
+    pub async fn txn(&self, request: &TxnRequestJson) -> Result<TxnResponseJson, ClientError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|error| ClientError::BadAnswer(format!("cannot encode the txn: {error}")))?;
+        let call = Call {
+            method: Method::POST,
+            path_and_query: "/txn".into(),
+            body: Bytes::from(body),
+            headers: vec![("content-type", "application/json".into())],
+            follow_leader: true,
+        };
+        let response = self.send_write(call).await?;
+        if response.status() != StatusCode::OK {
+            return Err(rejected(response).await);
+        }
+        json_of(response).await
+    }
+
+    /// The state of the node behind the first endpoint that answers.
+    pub async fn cluster_info(&self) -> Result<ClusterInfoJson, ClientError> {
+        let call = Call {
+            method: Method::GET,
+            path_and_query: "/cluster/info".into(),
+            body: Bytes::new(),
+            headers: Vec::new(),
+            follow_leader: false,
+        };
+        let response = self.send(&call).await?;
+        if response.status() != StatusCode::OK {
+            return Err(rejected(response).await);
+        }
+        json_of(response).await
+    }
+
+    /// `/cluster/info` of one particular endpoint (no retries elsewhere).
+    pub async fn cluster_info_of(&self, base: &str) -> Result<ClusterInfoJson, ClientError> {
+        let response =
+            self.http.get(format!("{base}/cluster/info")).send().await.map_err(|error| {
+                ClientError::Unavailable { tried: base.to_string(), last_error: error.to_string() }
+            })?;
+        if response.status() != StatusCode::OK {
+            return Err(rejected(response).await);
+        }
+        json_of(response).await
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    pub async fn members(&self) -> Result<MembersJson, ClientError> {
+        let call = Call {
+            method: Method::GET,
+            path_and_query: "/cluster/members".into(),
+            body: Bytes::new(),
+            headers: Vec::new(),
+            follow_leader: false,
+        };
+        let response = self.send(&call).await?;
+        if response.status() != StatusCode::OK {
+            return Err(rejected(response).await);
+        }
+        json_of(response).await
+    }
+
+    /// Changes of keys under `prefix`, from `start_revision` (or from now), as they happen.
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        start_revision: Option<u64>,
+    ) -> Result<impl Stream<Item = Result<WatchEventJson, ClientError>> + use<>, ClientError> {
+        let mut path = format!("/watch?prefix={}", encode_component(prefix));
+        if let Some(revision) = start_revision {
+            path.push_str(&format!("&start_revision={revision}"));
+        }
+        // A watch lives as long as the caller wants: no request timeout on the stream.
+        let call = Call {
+            method: Method::GET,
+            path_and_query: path,
+            body: Bytes::new(),
+            headers: vec![("accept", "text/event-stream".into())],
+            follow_leader: false,
+        };
+        let deadline = tokio::time::Instant::now() + self.options.call_deadline;
+        let mut last_error = String::new();
+        for attempt in 0..self.endpoints.len().max(1) * 4 {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let base = self.target(attempt, false);
+            let request = self
+                .http
+                .get(format!("{base}{}", call.path_and_query))
+                .header("accept", "text/event-stream")
+                .timeout(Duration::from_secs(365 * 24 * 3600));
+            match request.send().await {
+                Ok(response) if response.status() == StatusCode::OK => {
+                    return Ok(sse::events(response.bytes_stream()));
+                }
+                Ok(response) => return Err(rejected(response).await),
+                Err(error) => last_error = format!("{base}: {error}"),
+            }
+            tokio::time::sleep(FIRST_BACKOFF).await;
+        }
+        Err(ClientError::Unavailable { tried: self.endpoints.join(", "), last_error })
+    }
+}
+
+/// `/kv/` and the key, percent-encoded so any UTF-8 key (spaces, `?`, `/`, emoji) survives.
+fn key_path(key: &str) -> String {
+    format!("/kv/{}", encode_component(key))
+}
+
+fn encode_component(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn etag_of(response: &reqwest::Response) -> Option<u64> {
+    let etag = response.headers().get(reqwest::header::ETAG)?.to_str().ok()?;
+    etag.trim_matches('"').parse().ok()
+}
+
+async fn rejected(response: reqwest::Response) -> ClientError {
+    let status = response.status().as_u16();
+    let message = response.text().await.unwrap_or_default().trim().to_string();
+    match status {
+        404 if message == "key not found" => ClientError::NotFound,
+        504 => ClientError::Unknown(message),
+        _ => ClientError::Rejected { status, message },
+    }
+}
+
+async fn json_of<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<T, ClientError> {
+    let bytes =
+        response.bytes().await.map_err(|error| ClientError::BadAnswer(error.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|error| ClientError::BadAnswer(error.to_string()))
+}
+
+/// The value of a JSON key-value, as bytes.
+pub fn value_bytes(kv: &KeyValueJson) -> Result<Bytes, ClientError> {
+    kv.bytes().map_err(ClientError::BadAnswer)
+}
