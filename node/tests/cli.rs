@@ -1,0 +1,120 @@
+//! The client commands and `conclave dev`, as a user runs them: real processes, real output,
+//! real exit codes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use support::{BINARY, Node, free_ports, temp_dir, wait_for, wait_for_leader};
+
+fn conclave(endpoints: &str, args: &[&str]) -> Output {
+    Command::new(BINARY)
+        .args(args)
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--timeout-secs=5")
+        .output()
+        .expect("run conclave")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+#[test]
+fn client_commands_print_values_exactly_and_exit_with_documented_codes() {
+    let port = free_ports(1)[0];
+    let node = Node::start(port, &temp_dir("cli").join("data"), None, &[]);
+    wait_for_leader(&[&node], Duration::from_secs(20));
+    let endpoint = format!(":{port}");
+
+    let put = conclave(&endpoint, &["put", "greeting", "hello, world "]);
+    assert!(put.status.success(), "{put:?}");
+    let get = conclave(&endpoint, &["get", "greeting"]);
+    assert_eq!(get.status.code(), Some(0));
+    assert_eq!(stdout(&get), "hello, world ", "the value exactly, no newline added");
+
+    // Binary values through stdin.
+    let mut child = Command::new(BINARY)
+        .args(["put", "blob", "-", &format!("--endpoints={endpoint}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&[0, 1, 2, 255, 10]).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(conclave(&endpoint, &["get", "blob"]).stdout, vec![0, 1, 2, 255, 10]);
+
+    // Exit codes: 2 not found, 3 condition failed.
+    let missing = conclave(&endpoint, &["get", "missing"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+    assert_eq!(
+        conclave(&endpoint, &["put", "greeting", "x", "--if-absent"]).status.code(),
+        Some(3)
+    );
+    assert_eq!(conclave(&endpoint, &["cas", "greeting", "wrong", "x"]).status.code(), Some(3));
+    let cas = conclave(&endpoint, &["cas", "greeting", "hello, world ", "swapped"]);
+    assert!(cas.status.success(), "{cas:?}");
+    assert_eq!(stdout(&conclave(&endpoint, &["get", "greeting"])), "swapped");
+
+    // --json.
+    let json: serde_json::Value =
+        serde_json::from_slice(&conclave(&endpoint, &["get", "greeting", "--json"]).stdout)
+            .unwrap();
+    assert_eq!(json["value"], "swapped");
+    assert!(json["mod_revision"].as_u64().unwrap() > 0);
+    let status: serde_json::Value =
+        serde_json::from_slice(&conclave(&endpoint, &["status", "--json"]).stdout).unwrap();
+    assert_eq!(status[0]["info"]["role"], "leader");
+
+    let del = conclave(&endpoint, &["del", "greeting"]);
+    assert!(del.status.success());
+    assert_eq!(conclave(&endpoint, &["del", "greeting"]).status.code(), Some(2));
+
+    // Nobody listening: exit 4 with a clear message.
+    let dead = free_ports(1)[0];
+    let unavailable = Command::new(BINARY)
+        .args(["get", "k", &format!("--endpoints=:{dead}"), "--timeout-secs=1"])
+        .output()
+        .unwrap();
+    assert_eq!(unavailable.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&unavailable.stderr).contains("no node answered"));
+}
+
+#[test]
+fn dev_starts_a_cluster_and_stops_it_on_sigterm_leaving_no_process() {
+    let base = free_ports(3);
+    // free_ports hands out increasing ports; dev needs three consecutive ones.
+    let base_port = base[0];
+    assert_eq!(base, vec![base_port, base_port + 1, base_port + 2], "consecutive free ports");
+    let dir = temp_dir("dev");
+    let mut dev = Command::new(BINARY)
+        .args(["dev", "--nodes=3", &format!("--base-port={base_port}")])
+        .arg(format!("--data-dir={}", dir.display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let endpoints = format!(":{},:{},:{}", base_port, base_port + 1, base_port + 2);
+    wait_for("the dev cluster to accept a write", Duration::from_secs(30), || {
+        conclave(&endpoints, &["put", "k", "v"]).status.success().then_some(())
+    });
+    assert_eq!(stdout(&conclave(&endpoints, &["get", "k"])), "v");
+    let pid = nix::unistd::Pid::from_raw(dev.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status =
+        wait_for("conclave dev to exit", Duration::from_secs(20), || dev.try_wait().unwrap());
+    assert!(status.success(), "{status}");
+    // Every node is gone: no port answers any more.
+    for port in [base_port, base_port + 1, base_port + 2] {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "node {port} still listening"
+        );
+    }
+    let printed = std::io::read_to_string(dev.stdout.take().unwrap()).unwrap();
+    assert!(printed.contains("node(s) running"), "{printed}");
+}

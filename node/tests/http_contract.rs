@@ -1,0 +1,223 @@
+//! A single real node against the HTTP contract of DESIGN.md, byte for byte, plus the bad input
+//! the issue lists: oversized keys and values, invalid UTF-8, malformed JSON, unknown routes,
+//! thousands of idle connections, and a peer port fed garbage.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use support::{Node, free_ports, http, key_url, temp_dir, wait_for, wait_for_leader};
+
+fn single_node(name: &str, extra: &[&str]) -> Node {
+    let port = free_ports(1)[0];
+    let node = Node::start(port, &temp_dir(name).join("data"), None, extra);
+    wait_for_leader(&[&node], Duration::from_secs(20));
+    node
+}
+
+#[test]
+fn the_http_contract_holds_byte_for_byte() {
+    let node = single_node("contract", &[]);
+    let client = http();
+    let port = node.port;
+
+    // Empty key and empty value.
+    let response = client.put(node.url("/kv/")).body("x").send().unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.text().unwrap(), "key cannot be empty\n");
+    let response = client.put(key_url(port, "k")).body("").send().unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.text().unwrap(), "value cannot be empty\n");
+
+    // Unknown key.
+    let response = client.get(key_url(port, "never-written")).send().unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(response.text().unwrap(), "key not found\n");
+
+    // Keys and values with spaces, symbols, tabs, `:`, `.`, emoji — returned exactly.
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("plain", b"value".to_vec()),
+        ("with space", b"  leading and trailing spaces  ".to_vec()),
+        ("sym:bols.and/slash?q=1&x#frag", b"tabs\tand\nnewlines\r\n".to_vec()),
+        ("emoji \u{1F600} key", "v\u{00E9}lue \u{1F680}".as_bytes().to_vec()),
+        ("binary", vec![0, 159, 146, 150, 255, 0, 1]),
+        ("big", (0..10_000).map(|i| b'a' + (i % 26) as u8).collect()),
+    ];
+    for (key, value) in &cases {
+        let response = client.put(key_url(port, key)).body(value.clone()).send().unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "put {key:?}");
+        let etag = response.headers()["etag"].to_str().unwrap().to_string();
+        let response = client.get(key_url(port, key)).send().unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "get {key:?}");
+        assert_eq!(response.headers()["etag"].to_str().unwrap(), etag);
+        assert_eq!(response.bytes().unwrap().as_ref(), value.as_slice(), "value of {key:?}");
+    }
+
+    // Wrong methods.
+    for (method, path) in [("POST", "/kv/plain"), ("PATCH", "/kv/plain"), ("GET", "/clear")] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client.request(method.clone(), node.url(path)).send().unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        assert_eq!(response.text().unwrap(), "method not allowed\n");
+    }
+
+    // Conditional writes: create-only and compare-and-swap on the ETag.
+    let response = client
+        .put(key_url(port, "plain"))
+        .header("if-none-match", "*")
+        .body("again")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PRECONDITION_FAILED);
+    let current = client.get(key_url(port, "plain")).send().unwrap();
+    let etag = current.headers()["etag"].to_str().unwrap().to_string();
+    let response = client
+        .put(key_url(port, "plain"))
+        .header("if-match", "\"999999\"")
+        .body("stale")
+        .send()
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::PRECONDITION_FAILED,
+        "revision 999999 is not current"
+    );
+    let response = client
+        .put(key_url(port, "plain"))
+        .header("if-match", &etag)
+        .body("swapped")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(client.get(key_url(port, "plain")).send().unwrap().text().unwrap(), "swapped");
+
+    // Ranges by prefix, with a limit.
+    for i in 0..5 {
+        client.put(key_url(port, &format!("range/{i}"))).body(format!("{i}")).send().unwrap();
+    }
+    let range: serde_json::Value =
+        client.get(node.url("/kv?prefix=range%2F&limit=3")).send().unwrap().json().unwrap();
+    let keys: Vec<&str> =
+        range["kvs"].as_array().unwrap().iter().map(|kv| kv["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["range/0", "range/1", "range/2"]);
+    assert_eq!(range["more"], true);
+
+    // A transaction: compare on a value, then put.
+    let txn = serde_json::json!({
+        "compare": [{"key": "plain", "target": "value", "op": "=", "value": "swapped"}],
+        "success": [{"put": {"key": "txn-made", "value": "yes"}}],
+        "failure": [],
+    });
+    let answer: serde_json::Value =
+        client.post(node.url("/txn")).json(&txn).send().unwrap().json().unwrap();
+    assert_eq!(answer["succeeded"], true);
+    assert_eq!(client.get(key_url(port, "txn-made")).send().unwrap().text().unwrap(), "yes");
+
+    // TTL: the key expires (observed by polling).
+    let response =
+        client.put(format!("{}?ttl=300ms", key_url(port, "short-lived"))).body("v").send().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    wait_for("the key to expire", Duration::from_secs(10), || {
+        let status = client.get(key_url(port, "short-lived")).send().ok()?.status();
+        (status == StatusCode::NOT_FOUND).then_some(())
+    });
+
+    // DELETE, then DELETE /clear.
+    let response = client.delete(key_url(port, "with space")).send().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        client.get(key_url(port, "with space")).send().unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(client.delete(node.url("/clear")).send().unwrap().status(), StatusCode::OK);
+    assert_eq!(client.get(key_url(port, "big")).send().unwrap().status(), StatusCode::NOT_FOUND);
+
+    // Health and metrics.
+    assert_eq!(client.get(node.url("/health")).send().unwrap().status(), StatusCode::OK);
+    let metrics = client.get(node.url("/metrics")).send().unwrap().text().unwrap();
+    for name in
+        ["conclave_has_leader", "conclave_term", "conclave_leader_changes", "conclave_commit_index"]
+    {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+}
+
+#[test]
+fn a_watch_stream_sees_a_put() {
+    let node = single_node("watch", &[]);
+    let port = node.port;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /watch?prefix=w HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .unwrap();
+    let mut seen = String::new();
+    let mut buffer = [0u8; 4096];
+    // The stream is open once the response head arrives.
+    while !seen.contains("\r\n\r\n") {
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "the watch stream closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    http().put(key_url(port, "watched")).body("hello").send().unwrap();
+    while !seen.contains("\"key\":\"watched\"") {
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "the watch stream closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+    assert!(seen.contains("event: put"), "{seen}");
+}
+
+#[test]
+fn bad_input_is_refused_and_the_node_stays_healthy() {
+    let node = single_node("bad-input", &["--max-key-bytes=64", "--max-value-bytes=1024"]);
+    let client = http();
+    let port = node.port;
+
+    let response = client.put(key_url(port, &"k".repeat(65))).body("v").send().unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let response = client.put(key_url(port, "k")).body(vec![b'v'; 1025]).send().unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        client.put(key_url(port, "k")).body(vec![b'v'; 1024]).send().unwrap().status(),
+        StatusCode::OK
+    );
+
+    let response = client.get(node.url("/kv/%FF%FE")).send().unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().unwrap().contains("UTF-8"));
+
+    let response = client.post(node.url("/txn")).body("{\"compare\": [").send().unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = response.text().unwrap();
+    assert!(!body.trim().is_empty(), "the 400 says what is wrong");
+
+    let response = client.get(node.url("/no/such/route")).send().unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // Two thousand idle connections: the node keeps answering.
+    let idle: Vec<TcpStream> =
+        (0..2_000).filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    assert!(idle.len() > 100, "could open only {} connections", idle.len());
+    let started = std::time::Instant::now();
+    assert_eq!(client.get(key_url(port, "k")).send().unwrap().status(), StatusCode::OK);
+    println!("answered with {} idle connections open in {:?}", idle.len(), started.elapsed());
+    drop(idle);
+
+    // A "peer" that speaks garbage on the peer port is dropped; the node is unharmed.
+    let mut garbage = TcpStream::connect(("127.0.0.1", port + 10_000)).unwrap();
+    garbage.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = garbage.write_all(&[0xde, 0xad, 0xbe, 0xef].repeat(1_000));
+    let mut buffer = [0u8; 16];
+    let closed = matches!(garbage.read(&mut buffer), Ok(0) | Err(_));
+    assert!(closed, "the node closes a connection that speaks garbage");
+    assert_eq!(
+        client.put(key_url(port, "after")).body("fine").send().unwrap().status(),
+        StatusCode::OK
+    );
+}
