@@ -195,6 +195,9 @@ pub struct MemberJson {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterInfoJson {
     pub id: u64,
+    /// Nodes of different clusters refuse each other; a joining node learns it here.
+    #[serde(default)]
+    pub cluster_id: u64,
     /// `leader`, `follower`, `candidate` or `pre_candidate`.
     pub role: String,
     pub term: u64,

@@ -91,6 +91,19 @@ pub struct ServeOptions {
     /// Bound on clock drift assumed by lease reads, parts per million [default: 10000].
     #[arg(long)]
     pub max_clock_drift_ppm: Option<u32>,
+    /// Take a snapshot of the state machine (and compact the log) every this many applied
+    /// entries [default: 50000].
+    #[arg(long)]
+    pub snapshot_every_entries: Option<u64>,
+    /// Entries kept behind a snapshot for followers that are slightly behind [default: 5000].
+    #[arg(long)]
+    pub retained_log_entries: Option<u64>,
+    /// Join an existing cluster instead of starting a new one: the node starts with no
+    /// configuration of its own and waits for the leader to replicate the cluster's to it
+    /// (add it first with `conclave members add-learner`). It learns the cluster's id from the
+    /// other members listed in --peers. Keep this flag on every restart [default: false].
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub join: Option<bool>,
     /// Forward writes to the leader instead of answering 307 with its address [default: false].
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub forward_to_leader: Option<bool>,
@@ -152,6 +165,9 @@ impl ServeOptions {
             lease_reads: self.lease_reads.or(file.lease_reads),
             max_clock_drift_ppm: self.max_clock_drift_ppm.or(file.max_clock_drift_ppm),
             forward_to_leader: self.forward_to_leader.or(file.forward_to_leader),
+            join: self.join.or(file.join),
+            snapshot_every_entries: self.snapshot_every_entries.or(file.snapshot_every_entries),
+            retained_log_entries: self.retained_log_entries.or(file.retained_log_entries),
             max_key_bytes: self.max_key_bytes.or(file.max_key_bytes),
             max_value_bytes: self.max_value_bytes.or(file.max_value_bytes),
             max_connections: self.max_connections.or(file.max_connections),
@@ -233,6 +249,10 @@ pub struct NodeConfig {
     pub peer_port: u16,
     /// Every member, this node included.
     pub members: BTreeMap<NodeId, Member>,
+    /// Joining an existing cluster: no configuration of its own (see `--join`).
+    pub join: bool,
+    pub snapshot_every_entries: u64,
+    pub retained_log_entries: u64,
     pub working_dir: PathBuf,
     pub tick_ms: u64,
     pub election_timeout_ms: u64,
@@ -391,6 +411,12 @@ impl NodeConfig {
             fsync: options.fsync.unwrap_or(true),
             lease_drift_ppm,
             forward_to_leader: options.forward_to_leader.unwrap_or(false),
+            join: options.join.unwrap_or(false),
+            snapshot_every_entries: positive(
+                options.snapshot_every_entries.unwrap_or(50_000),
+                "--snapshot-every-entries",
+            )?,
+            retained_log_entries: options.retained_log_entries.unwrap_or(5_000),
             kv_limits,
             http,
             watch_history_events,
@@ -413,9 +439,24 @@ impl NodeConfig {
 
     /// The configuration a brand-new cluster starts from (a snapshot carries its own).
     pub fn initial_cluster(&self) -> ClusterConfig {
-        let mut config = ClusterConfig::with_voters(self.members.keys().copied());
+        // A joining node knows where its peers are (to answer the leader) but is nobody's
+        // voter: it cannot campaign until the leader's log or snapshot says otherwise.
+        let mut config = if self.join {
+            ClusterConfig::default()
+        } else {
+            ClusterConfig::with_voters(self.members.keys().copied())
+        };
         config.addresses = self.peer_addresses();
         config
+    }
+
+    /// The HTTP addresses of the other members (to discover the cluster's id when joining).
+    pub fn other_http_addresses(&self) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|member| member.id != self.node_id)
+            .map(Member::http_address)
+            .collect()
     }
 
     pub fn engine_config(&self) -> EngineConfig {
@@ -423,6 +464,8 @@ impl NodeConfig {
         let largest_entry_bytes =
             self.kv_limits.max_request_bytes + self.kv_limits.max_key_bytes + 64 * 1024;
         config.tick_ms = self.tick_ms;
+        config.snapshot_every_entries = self.snapshot_every_entries;
+        config.retained_log_entries = self.retained_log_entries;
         config.kv_limits = self.kv_limits.clone();
         config.raft = RaftConfig {
             election_timeout_ticks: (self.election_timeout_ms / self.tick_ms) as u32,

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a node (a durable single-node store without --peers).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local cluster of N nodes as child processes, until Ctrl-C.
     Dev(DevArgs),
     /// Save an online backup of a running node to a file.
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
             init_logging();
-            let result = serve(args);
+            let result = serve(*args);
             if let Err(error) = &result {
                 tracing::error!("{error:#}");
             }

@@ -5,11 +5,13 @@
 //! failure), the node stops too, with the reason, and exits non-zero.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::api::ClusterInfoJson;
 use crate::config::NodeConfig;
 use crate::engine_thread;
 use crate::http::{self, AppState};
@@ -19,7 +21,52 @@ use crate::watch_hub::WatchHub;
 /// Connections kept open to the leader per follower, for forwarding.
 const FORWARD_POOL_IDLE_PER_HOST: usize = 64;
 
-pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
+/// How long a joining node keeps asking its peers for the cluster's id.
+const JOIN_DISCOVERY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A joining node's cluster id: asked of the other members over HTTP (the id guards the peer
+/// transport against nodes of other clusters, so it must be the cluster's, not derived from
+/// this node's view of the member list).
+async fn discover_cluster_id(config: &NodeConfig) -> anyhow::Result<u64> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .context("cannot build the HTTP client")?;
+    let peers = config.other_http_addresses();
+    if peers.is_empty() {
+        return Err(anyhow!("--join needs the existing members in --peers"));
+    }
+    let deadline = tokio::time::Instant::now() + JOIN_DISCOVERY_DEADLINE;
+    let mut last_error = String::new();
+    while tokio::time::Instant::now() < deadline {
+        for peer in &peers {
+            let answer = client.get(format!("http://{peer}/cluster/info")).send().await;
+            match answer {
+                Ok(response) if response.status().is_success() => {
+                    let body = response.bytes().await.unwrap_or_default();
+                    match serde_json::from_slice::<ClusterInfoJson>(&body) {
+                        Ok(info) if info.cluster_id != 0 => return Ok(info.cluster_id),
+                        Ok(_) => last_error = format!("{peer} did not say its cluster id"),
+                        Err(error) => last_error = format!("{peer}: {error}"),
+                    }
+                }
+                Ok(response) => last_error = format!("{peer} answered {}", response.status()),
+                Err(error) => last_error = format!("{peer}: {error}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(anyhow!(
+        "no member in --peers told its cluster id within {} s: {last_error}",
+        JOIN_DISCOVERY_DEADLINE.as_secs()
+    ))
+}
+
+pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
+    if config.join {
+        config.cluster_id = discover_cluster_id(&config).await?;
+        tracing::info!(cluster_id = config.cluster_id, "joining an existing cluster");
+    }
     let config = Arc::new(config);
     // Bind first: a port in use is reported before any disk work.
     let listener = TcpListener::bind(config.http_bind_address())
@@ -72,6 +119,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         }
         result = &mut finished => Some(result),
     };
+    if engine_stopped.is_none() {
+        hand_over_leadership(&engine.handle, &config).await;
+    }
     let _ = shutdown_tx.send(true);
     if let Some(result) = engine_stopped {
         let _ = server.await;
@@ -93,6 +143,50 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
             Ok(())
         }
         Ok(Err(reason)) => Err(anyhow!("the engine failed while stopping: {reason}")),
+    }
+}
+
+/// A leader that is asked to stop hands leadership to the most caught-up voter first, so a
+/// rolling restart costs no election timeout. Bounded by two election timeouts; if the hand-over
+/// does not happen, the node stops anyway and the others elect a leader as usual.
+async fn hand_over_leadership(engine: &conclave_core::engine::EngineHandle, config: &NodeConfig) {
+    let status = engine.status();
+    if status.role != conclave_core::raft::Role::Leader {
+        return;
+    }
+    let target = status
+        .peers
+        .iter()
+        .filter(|peer| peer.id != status.id && status.voters.contains(&peer.id))
+        .max_by_key(|peer| peer.matched)
+        .map(|peer| peer.id);
+    let Some(target) = target else { return };
+    if let Err(error) = engine.transfer_leadership(target).await {
+        tracing::warn!(%error, target = target.0, "could not hand over leadership before stopping");
+        return;
+    }
+    let mut status = engine.status_receiver();
+    let deadline = Duration::from_millis(2 * config.election_timeout_ms);
+    let moved = tokio::time::timeout(deadline, async {
+        loop {
+            let leader = status.borrow_and_update().leader;
+            if leader.is_some_and(|leader| leader != config.node_id) {
+                return leader;
+            }
+            if status.changed().await.is_err() {
+                return None;
+            }
+        }
+    })
+    .await;
+    match moved {
+        Ok(Some(leader)) => {
+            tracing::info!(leader = leader.0, "handed leadership over before stopping")
+        }
+        _ => tracing::warn!(
+            target = target.0,
+            "leadership was not handed over in time; stopping anyway"
+        ),
     }
 }
 

@@ -432,10 +432,13 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         self.peers_config_index = Some(config_index);
         let config = self.raft.log().config();
         let members = config.members();
+        // A node joining a cluster has no configuration yet, only the addresses it was given:
+        // it must still be able to answer the leader that is about to replicate one to it.
+        let joining = members.is_empty();
         let peers = config
             .addresses
             .iter()
-            .filter(|(id, _)| members.contains(id))
+            .filter(|(id, _)| joining || members.contains(id))
             .map(|(id, address)| (*id, address.clone()))
             .collect();
         self.transport.update_peers(&peers);

@@ -89,8 +89,36 @@ pub enum ClientCommand {
     },
     /// Each endpoint's view: role, term, leader, commit and applied index.
     Status,
-    /// The cluster's members with their role and replication lag.
-    Members,
+    /// List or change the cluster's members.
+    #[command(subcommand)]
+    Members(MembersCommand),
+    /// Leadership: `conclave leader transfer --to ID`.
+    #[command(subcommand)]
+    Leader(LeaderCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// Members with their role (voter or learner) and replication lag.
+    List,
+    /// Add a voter: first as a learner, then promoted once it has caught up. MEMBER is
+    /// `[host]:port[/peer_port]` as in --peers; start it with `conclave serve --join`.
+    Add { member: String },
+    /// Add a non-voting member that receives the log and snapshots.
+    AddLearner { member: String },
+    /// Make a caught-up learner a voter.
+    Promote { member: String },
+    /// Remove a member (the leader too: it steps down once the change commits).
+    Remove { member: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaderCommand {
+    /// Hand leadership to a caught-up voter without waiting for an election timeout.
+    Transfer {
+        #[arg(long)]
+        to: u64,
+    },
 }
 
 fn client(flags: &ClientFlags) -> Result<Client, ClientError> {
@@ -112,6 +140,15 @@ fn read_value(value: &str) -> anyhow::Result<Bytes> {
         Ok(Bytes::from(bytes))
     } else {
         Ok(Bytes::copy_from_slice(value.as_bytes()))
+    }
+}
+
+fn print_config(flags: &ClientFlags, config: &serde_json::Value) -> anyhow::Result<()> {
+    if flags.json {
+        print_json(config)
+    } else {
+        println!("voters: {}  learners: {}", config["voters"], config["learners"]);
+        Ok(())
     }
 }
 
@@ -317,7 +354,49 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 .into());
             }
         }
-        ClientCommand::Members => {
+        ClientCommand::Leader(LeaderCommand::Transfer { to }) => {
+            client.transfer_leadership(to).await?;
+            if flags.json {
+                print_json(&serde_json::json!({ "leader": to }))?;
+            } else {
+                println!("node {to} is the leader");
+            }
+        }
+        ClientCommand::Members(MembersCommand::AddLearner { member }) => {
+            let config = client.change_membership("add-learner", &member).await?;
+            print_config(flags, &config)?;
+        }
+        ClientCommand::Members(MembersCommand::Promote { member }) => {
+            let config = client.change_membership("promote", &member).await?;
+            print_config(flags, &config)?;
+        }
+        ClientCommand::Members(MembersCommand::Remove { member }) => {
+            let config = client.change_membership("remove", &member).await?;
+            print_config(flags, &config)?;
+        }
+        ClientCommand::Members(MembersCommand::Add { member }) => {
+            client.change_membership("add-learner", &member).await?;
+            if !flags.json {
+                println!("added {member} as a learner; promoting it once it has caught up");
+            }
+            // The leader refuses to promote a learner that is behind: retry until it is not.
+            let deadline =
+                tokio::time::Instant::now() + Duration::from_secs(flags.timeout_secs.max(1) * 4);
+            let config = loop {
+                match client.change_membership("promote", &member).await {
+                    Ok(config) => break config,
+                    Err(ClientError::Rejected { status: 409, message })
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        tracing::debug!(%message, "not promoted yet");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            };
+            print_config(flags, &config)?;
+        }
+        ClientCommand::Members(MembersCommand::List) => {
             let members = client.members().await?;
             if flags.json {
                 print_json(&members)?;

@@ -458,6 +458,44 @@ impl Client {
         json_of(response).await
     }
 
+    /// A membership change at the leader: `add-learner`, `promote` or `remove` of `member`
+    /// (`[host]:port[/peer_port]` or an id). Returns the new voters and learners.
+    pub async fn change_membership(
+        &self,
+        action: &str,
+        member: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::json!({ "action": action, "member": member }).to_string();
+        let call = Call {
+            method: Method::POST,
+            path_and_query: "/cluster/members".into(),
+            body: Bytes::from(body),
+            headers: vec![("content-type", "application/json".into())],
+            follow_leader: true,
+        };
+        let response = self.send(&call).await?;
+        if response.status() != StatusCode::OK {
+            return Err(rejected(response).await);
+        }
+        json_of(response).await
+    }
+
+    /// Hands leadership to member `to`; resolves once it leads.
+    pub async fn transfer_leadership(&self, to: u64) -> Result<(), ClientError> {
+        let call = Call {
+            method: Method::POST,
+            path_and_query: "/cluster/leader".into(),
+            body: Bytes::from(serde_json::json!({ "to": to }).to_string()),
+            headers: vec![("content-type", "application/json".into())],
+            follow_leader: true,
+        };
+        let response = self.send(&call).await?;
+        if response.status() != StatusCode::OK {
+            return Err(rejected(response).await);
+        }
+        Ok(())
+    }
+
     /// Changes of keys under `prefix`, from `start_revision` (or from now), as they happen.
     pub async fn watch(
         &self,

@@ -45,6 +45,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
     let status = state.engine.status();
     let info = ClusterInfoJson {
         id: status.id.0,
+        cluster_id: state.config.cluster_id,
         role: role_name(status.role).to_string(),
         term: status.term,
         leader: status.leader.map(|id| id.0),

@@ -5,6 +5,7 @@
 //! members, health, metrics), `leader.rs` (redirect or forward to the leader), `observe.rs`
 //! (latency metrics), `key.rs`, `params.rs`, `reply.rs`.
 
+mod admin;
 mod backup;
 mod cluster;
 mod key;
@@ -72,7 +73,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/txn", post(txn::txn).fallback(reply_method_not_allowed))
         .route("/watch", get(watch::watch).fallback(reply_method_not_allowed))
         .route("/cluster/info", get(cluster::info).fallback(reply_method_not_allowed))
-        .route("/cluster/members", get(cluster::members).fallback(reply_method_not_allowed))
+        .route(
+            "/cluster/members",
+            get(cluster::members).post(admin::change_membership).fallback(reply_method_not_allowed),
+        )
+        .route(
+            "/cluster/leader",
+            post(admin::transfer_leadership).fallback(reply_method_not_allowed),
+        )
         .route("/admin/backup", get(backup::backup).fallback(reply_method_not_allowed))
         .route("/health", get(cluster::health).fallback(reply_method_not_allowed))
         .route("/metrics", get(cluster::metrics).fallback(reply_method_not_allowed))
