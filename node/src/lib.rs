@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod backup_restore;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod clock;

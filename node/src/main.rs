@@ -35,6 +35,8 @@ enum Command {
     Backup(BackupArgs),
     /// Seed an empty data directory from a backup file (offline).
     Restore(RestoreArgs),
+    /// Load-test a Conclave cluster (or etcd's v3 gateway) and print throughput and latency.
+    Bench(conclave_node::bench::BenchArgs),
     /// Check a history file (JSON Lines) for linearizability.
     Check(conclave_checker::cli::CheckArgs),
     #[command(flatten)]
@@ -107,6 +109,14 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(conclave_node::backup_restore::restore(args))),
         ),
+        Command::Bench(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+            report(
+                runtime
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rt| rt.block_on(conclave_node::bench::run(args))),
+            )
+        }
         Command::Check(args) => {
             let code = conclave_checker::cli::run_check(
                 &args,

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Conclave and etcd side by side, on this machine, under the same load from the same generator
+# (`conclave bench`): a 3-member etcd cluster and a 3-node Conclave cluster on loopback, both
+# with fsync on, 16-byte keys and 100-byte values. Scenarios: put at 1, 16 and 64 connections;
+# linearizable get at 64; lease get at 64 (etcd: serializable get). Rounds alternate which
+# system goes first so that drift over the run hits both. Prints one table with the ratios and
+# stops every process it started.
+#
+#   bench/compare-etcd.sh [--rounds N] [--duration 10s] [--warmup 2s] [--keys 10000]
+#
+# Installs etcd from Debian's `etcd-server` package if `etcd` is missing (needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=1
+DURATION=10s
+WARMUP=2s
+KEYS=10000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) ROUNDS="$2"; shift 2 ;;
+    --duration) DURATION="$2"; shift 2 ;;
+    --warmup) WARMUP="$2"; shift 2 ;;
+    --keys) KEYS="$2"; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+unset RUSTFLAGS
+if ! command -v etcd >/dev/null 2>&1; then
+  echo "== installing etcd (Debian package etcd-server)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+fi
+echo "== building conclave (release)"
+cargo build --release --locked --bin conclave
+CONCLAVE="$PWD/target/release/conclave"
+
+WORK="$(mktemp -d /var/tmp/conclave-vs-etcd.XXXXXX)"   # a real disk: /tmp may be tmpfs
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+ETCD_CLUSTER="e1=http://127.0.0.1:23801,e2=http://127.0.0.1:23802,e3=http://127.0.0.1:23803"
+ETCD_ENDPOINTS="127.0.0.1:23791,127.0.0.1:23792,127.0.0.1:23793"
+CONCLAVE_ENDPOINTS=":28001,:28002,:28003"
+
+start_clusters() {
+  for i in 1 2 3; do
+    etcd --name "e$i" --data-dir "$WORK/etcd-$i" \
+      --listen-client-urls "http://127.0.0.1:2379$i" --advertise-client-urls "http://127.0.0.1:2379$i" \
+      --listen-peer-urls "http://127.0.0.1:2380$i" --initial-advertise-peer-urls "http://127.0.0.1:2380$i" \
+      --initial-cluster "$ETCD_CLUSTER" --initial-cluster-state new --log-level error \
+      >"$WORK/etcd-$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for port in 28001 28002 28003; do
+    RUST_LOG=warn "$CONCLAVE" serve --port "$port" --peers="$CONCLAVE_ENDPOINTS" --lease-reads \
+      --working-dir "$WORK/conclave-$port" >"$WORK/conclave-$port.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for _ in $(seq 1 100); do
+    if curl -sf -X POST http://127.0.0.1:23791/v3/maintenance/status -d '{}' >/dev/null 2>&1 \
+      && curl -sf http://127.0.0.1:28001/cluster/info | grep -q '"leader":[0-9]'; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "the clusters did not come up; logs in $WORK" >&2
+  exit 1
+}
+
+# bench SYSTEM CONNECTIONS MIX CONSISTENCY -> "ops_per_second p50_ms p99_ms"
+bench() {
+  local system="$1" connections="$2" mix="$3" consistency="$4" endpoints
+  if [ "$system" = etcd ]; then endpoints="$ETCD_ENDPOINTS"; else endpoints="$CONCLAVE_ENDPOINTS"; fi
+  local json
+  json="$("$CONCLAVE" bench --target "$system" --target-endpoints "$endpoints" \
+    --connections "$connections" --duration "$DURATION" --warmup "$WARMUP" --keys "$KEYS" \
+    --key-bytes 16 --value-bytes 100 --mix "$mix" --consistency "$consistency" --bench-json)"
+  # The report's "all" object comes first (keys are sorted).
+  local ops p50 p99
+  ops="$(grep -o '"ops_per_second":[0-9.]*' <<<"$json" | head -1 | cut -d: -f2)"
+  p50="$(grep -o '"p50_ms":[0-9.]*' <<<"$json" | head -1 | cut -d: -f2)"
+  p99="$(grep -o '"p99_ms":[0-9.]*' <<<"$json" | head -1 | cut -d: -f2)"
+  if grep -q '"errors":{}' <<<"$json"; then :; else echo "  ($system: errors: $(grep -o '"errors":{[^}]*}' <<<"$json"))" >&2; fi
+  echo "$ops $p50 $p99"
+}
+
+SCENARIOS=(
+  "put, 1 connection|1|put=100|linearizable"
+  "put, 16 connections|16|put=100|linearizable"
+  "put, 64 connections|64|put=100|linearizable"
+  "linearizable get, 64|64|get=100|linearizable"
+  "lease get, 64 (etcd: serializable)|64|get=100|lease"
+)
+
+echo "== starting a 3-member etcd ($(etcd --version | head -1)) and a 3-node Conclave cluster in $WORK"
+start_clusters
+echo "== preloading $KEYS keys into each"
+"$CONCLAVE" bench --target etcd --target-endpoints "$ETCD_ENDPOINTS" --connections 16 --duration 1s --warmup 0s --keys "$KEYS" --preload --bench-json >/dev/null
+"$CONCLAVE" bench --target conclave --target-endpoints "$CONCLAVE_ENDPOINTS" --connections 16 --duration 1s --warmup 0s --keys "$KEYS" --preload --bench-json >/dev/null
+
+declare -A RESULT
+for round in $(seq 1 "$ROUNDS"); do
+  if [ $((round % 2)) -eq 1 ]; then order="etcd conclave"; else order="conclave etcd"; fi
+  for scenario in "${SCENARIOS[@]}"; do
+    IFS='|' read -r name connections mix consistency <<<"$scenario"
+    for system in $order; do
+      echo "  round $round: $system — $name" >&2
+      RESULT["$round|$name|$system"]="$(bench "$system" "$connections" "$mix" "$consistency")"
+    done
+  done
+done
+
+echo
+echo "date: $(date -u +%Y-%m-%d), machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "command: bench/compare-etcd.sh --rounds $ROUNDS --duration $DURATION --warmup $WARMUP --keys $KEYS"
+printf '%-38s %6s %12s %9s %9s %12s %9s %9s %8s\n' scenario round "etcd ops/s" "p50 ms" "p99 ms" "conclave" "p50 ms" "p99 ms" ratio
+for round in $(seq 1 "$ROUNDS"); do
+  for scenario in "${SCENARIOS[@]}"; do
+    IFS='|' read -r name _ _ _ <<<"$scenario"
+    read -r e_ops e_p50 e_p99 <<<"${RESULT["$round|$name|etcd"]}"
+    read -r c_ops c_p50 c_p99 <<<"${RESULT["$round|$name|conclave"]}"
+    ratio="$(awk -v c="$c_ops" -v e="$e_ops" 'BEGIN { if (e > 0) printf "%.1fx", c / e; else print "-" }')"
+    printf '%-38s %6s %12.0f %9.2f %9.2f %12.0f %9.2f %9.2f %8s\n' "$name" "$round" "$e_ops" "$e_p50" "$e_p99" "$c_ops" "$c_p50" "$c_p99" "$ratio"
+  done
+done
