@@ -87,10 +87,7 @@ fn client_commands_print_values_exactly_and_exit_with_documented_codes() {
 
 #[test]
 fn dev_starts_a_cluster_and_stops_it_on_sigterm_leaving_no_process() {
-    let base = free_ports(3);
-    // free_ports hands out increasing ports; dev needs three consecutive ones.
-    let base_port = base[0];
-    assert_eq!(base, vec![base_port, base_port + 1, base_port + 2], "consecutive free ports");
+    let base_port = support::consecutive_free_ports(3);
     let dir = temp_dir("dev");
     let mut dev = Command::new(BINARY)
         .args(["dev", "--nodes=3", &format!("--base-port={base_port}")])

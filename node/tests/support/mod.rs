@@ -21,18 +21,34 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_conclave");
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 pub fn free_ports(count: usize) -> Vec<u16> {
-    let base = 20_000 + (std::process::id() % 500) as u16 * 60;
+    // Below the kernel's ephemeral range (32768 and up on Linux), peer ports included: a port
+    // in that range can be taken by any outgoing connection between a node's kill and restart.
+    let base = 12_000 + (std::process::id() % 150) as u16 * 70;
     let _ = NEXT_PORT.compare_exchange(0, base, Ordering::SeqCst, Ordering::SeqCst);
     let mut ports = Vec::new();
     while ports.len() < count {
         let port = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
-        assert!(port < 55_000, "ran out of test ports");
+        assert!(port + 10_000 < 32_768, "ran out of test ports");
         let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
         if free(port) && free(port + 10_000) {
             ports.push(port);
         }
     }
     ports
+}
+
+/// `count` consecutive free ports (for `conclave dev`, which numbers its nodes itself), taken as
+/// one block so that tests running in parallel cannot interleave with it.
+pub fn consecutive_free_ports(count: u16) -> u16 {
+    let _ = free_ports(0);
+    loop {
+        let base = NEXT_PORT.fetch_add(count, Ordering::SeqCst);
+        assert!(base + count + 10_000 < 32_768, "ran out of test ports");
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if (base..base + count).all(|p| free(p) && free(p + 10_000)) {
+            return base;
+        }
+    }
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
