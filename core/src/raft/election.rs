@@ -169,14 +169,12 @@ impl Raft {
     pub(super) fn accept_higher_term(&mut self, message: &Message) -> bool {
         match message.body {
             MessageBody::VoteRequest { pre_vote, transfer, .. } => {
-                // A candidate that is not a voter of our newest configuration has been removed
-                // (or not yet promoted, as far as we know): its term must not become ours, or a
-                // removed node that never learned of its removal would depose leader after
-                // leader (the disruption §4.2.3 of Ongaro's thesis describes).
-                if !self.log.config().is_voter(message.from) {
-                    self.counters.messages_dropped += 1;
-                    return false;
-                }
+                // Deliberately no test of whether the candidate is a voter of *our* newest
+                // configuration: ours may be stale (we may not have received the entry that
+                // promoted it), and refusing it can leave the cluster without any electable
+                // node. A removed node is kept out by PreVote (its log lacks the entry that
+                // removed it, so it never wins a pre-vote) and by the stickiness below.
+                //
                 // Leader stickiness: a follower that heard from a live leader within the
                 // minimum election timeout ignores vote requests — a node returning from a
                 // partition cannot disrupt the cluster, and lease reads stay safe.
@@ -248,9 +246,9 @@ impl Raft {
             || (self.vote.is_none() && self.leader.is_none())
             || (pre_vote && request_term > self.term)
             || (!pre_vote && self.planted(super::planted::PlantedBug::DoubleVote));
-        let grant = can_vote
-            && self.log.config().is_voter(from)
-            && self.log.is_up_to_date(last_log_index, last_log_term);
+        // Whether `from` is a voter is the candidate's business (it counts votes against its
+        // own configuration): ours may not yet hold the entry that made it one.
+        let grant = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
         if pre_vote {
             let term = if grant { request_term } else { self.term };
             self.send_with_term(
