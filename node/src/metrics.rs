@@ -2,6 +2,7 @@
 //! they are copied into the registry at each scrape, so a scrape always shows the engine's
 //! latest state without the engine knowing about Prometheus.
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 
 use conclave_core::engine::EngineStatus;
@@ -15,15 +16,15 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// The route's template (`/kv/{*key}`), never the raw path: keys must not become labels.
-    pub route: String,
+    pub route: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResponseLabels {
-    pub route: String,
-    pub code: String,
+    pub route: Cow<'static, str>,
+    pub code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -40,7 +40,7 @@ pub async fn run(plan: &Plan, target: &Arc<Target>) -> anyhow::Result<Outcome> {
     let end = measure_from + plan.duration;
     let mut workers = Vec::new();
     for worker in 0..plan.connections {
-        let connection = target.connection(worker)?;
+        let mut connection = target.connection(worker);
         let target = target.clone();
         let plan = plan.clone();
         workers.push(tokio::spawn(async move {
@@ -70,7 +70,7 @@ pub async fn run(plan: &Plan, target: &Arc<Target>) -> anyhow::Result<Outcome> {
                 }
                 sent += 1;
                 let (operation, key) = workload.next();
-                let result = target.send(&connection, operation, &key, &value).await;
+                let result = target.send(&mut connection, operation, &key, &value).await;
                 if due < measure_from {
                     continue;
                 }
@@ -114,7 +114,7 @@ pub async fn preload(plan: &Plan, target: &Arc<Target>) -> anyhow::Result<()> {
     let value = value_of(plan.value_bytes);
     let mut workers = Vec::new();
     for worker in 0..plan.connections {
-        let connection = target.connection(worker)?;
+        let mut connection = target.connection(worker);
         let target = target.clone();
         let value = value.clone();
         let (keys, key_bytes, stride) = (plan.keys, plan.key_bytes, plan.connections as u64);
@@ -124,7 +124,9 @@ pub async fn preload(plan: &Plan, target: &Arc<Target>) -> anyhow::Result<()> {
                 let key = key_name(index, key_bytes);
                 // Retried: a preload must be complete.
                 let mut attempts = 0;
-                while let Err(kind) = target.send(&connection, Operation::Put, &key, &value).await {
+                while let Err(kind) =
+                    target.send(&mut connection, Operation::Put, &key, &value).await
+                {
                     attempts += 1;
                     if attempts > 20 {
                         return Err(anyhow::anyhow!("preloading {key} failed: {kind}"));

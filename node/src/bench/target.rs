@@ -1,11 +1,16 @@
-//! Sending one operation to the system under test. Each connection (worker) has its own HTTP
-//! client holding one keep-alive connection per node.
+//! Sending one operation to the system under test. Each connection (worker) holds its own
+//! keep-alive HTTP/1.1 connection per node, on hyper's client connection directly: a
+//! load generator shares the machine with the systems it measures, so every microsecond it
+//! spends per request is taken from them (a pooled client with URL parsing and a per-request
+//! timer cost several times what the request itself does).
 //!
 //! - Conclave: writes go to the leader (found from `/cluster/info`, followed on 307); reads are
 //!   spread over the endpoints (a follower serves a linearizable read through ReadIndex).
 //! - etcd: every request is spread over the endpoints (a member forwards writes to its leader);
 //!   keys and values are base64 in JSON, linearizable reads are `serializable: false`.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +18,12 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use reqwest::StatusCode;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_TYPE, HOST, LOCATION};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use super::options::{Plan, TargetKind};
 use super::workload::Operation;
@@ -29,15 +39,29 @@ pub struct Target {
     consistency: Consistency,
 }
 
+/// One worker's connections: at most one open connection per node, reopened after a failure.
 pub struct Connection {
-    http: reqwest::Client,
+    links: BTreeMap<String, SendRequest<Full<Bytes>>>,
     read_base: String,
+    /// The request path, rebuilt in place for every request.
+    path: String,
+    /// etcd's JSON body, rebuilt in place for every request.
+    json: String,
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `host:port` of a `http://host:port` base URL.
+fn authority_of(base: &str) -> Result<&str, ErrorKind> {
+    base.strip_prefix("http://")
+        .ok_or_else(|| format!("{base}: conclave bench speaks plain http:// only"))
+}
+
 impl Target {
     pub async fn connect(plan: &Plan) -> anyhow::Result<Target> {
+        for base in &plan.endpoints {
+            authority_of(base).map_err(anyhow::Error::msg)?;
+        }
         let probe = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
         let mut leader = plan.endpoints[0].clone();
         match plan.target_kind {
@@ -76,14 +100,13 @@ impl Target {
         })
     }
 
-    pub fn connection(&self, worker: usize) -> anyhow::Result<Connection> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(REQUEST_TIMEOUT)
-            .pool_max_idle_per_host(1)
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Connection { http, read_base: self.endpoints[worker % self.endpoints.len()].clone() })
+    pub fn connection(&self, worker: usize) -> Connection {
+        Connection {
+            links: BTreeMap::new(),
+            read_base: self.endpoints[worker % self.endpoints.len()].clone(),
+            path: String::with_capacity(128),
+            json: String::with_capacity(256),
+        }
     }
 
     fn leader(&self) -> String {
@@ -92,7 +115,7 @@ impl Target {
 
     pub async fn send(
         &self,
-        connection: &Connection,
+        connection: &mut Connection,
         operation: Operation,
         key: &str,
         value: &Bytes,
@@ -105,16 +128,18 @@ impl Target {
 
     async fn send_conclave(
         &self,
-        connection: &Connection,
+        connection: &mut Connection,
         operation: Operation,
         key: &str,
         value: &Bytes,
     ) -> Result<(), ErrorKind> {
         for _redirect in 0..3 {
             let leader = self.leader();
-            let request = match operation {
+            connection.path.clear();
+            let (base, method, content_type, body) = match operation {
                 Operation::Put => {
-                    connection.http.put(format!("{leader}/kv/{key}")).body(value.clone())
+                    let _ = write!(connection.path, "/kv/{key}");
+                    (leader, Method::PUT, None, value.clone())
                 }
                 Operation::Get => {
                     let consistency = match self.consistency {
@@ -122,12 +147,13 @@ impl Target {
                         Consistency::Lease => "lease",
                         Consistency::Stale => "stale",
                     };
+                    let _ = write!(connection.path, "/kv/{key}?consistency={consistency}");
                     let base = if self.consistency == Consistency::Lease {
-                        &leader
+                        leader
                     } else {
-                        &connection.read_base
+                        connection.read_base.clone()
                     };
-                    connection.http.get(format!("{base}/kv/{key}?consistency={consistency}"))
+                    (base, Method::GET, None, Bytes::new())
                 }
                 Operation::Cas => {
                     let text = String::from_utf8_lossy(value);
@@ -136,23 +162,21 @@ impl Target {
                         "success": [{"put": {"key": key, "value": text}}],
                         "failure": [],
                     });
-                    connection.http.post(format!("{leader}/txn")).json_body(&txn)
+                    connection.path.push_str("/txn");
+                    (leader, Method::POST, Some("application/json"), Bytes::from(txn.to_string()))
                 }
             };
-            let response = request.send().await.map_err(classify)?;
-            match response.status() {
-                StatusCode::OK | StatusCode::NOT_FOUND => {
-                    let _ = response.bytes().await.map_err(classify)?;
-                    return Ok(());
-                }
+            let answer = connection.exchange(&base, method, content_type, body).await?;
+            match answer.status {
+                StatusCode::OK | StatusCode::NOT_FOUND => return Ok(()),
                 StatusCode::TEMPORARY_REDIRECT => {
-                    let location = response
-                        .headers()
-                        .get("location")
-                        .and_then(|l| l.to_str().ok())
+                    let location = answer
+                        .location
+                        .as_deref()
                         .and_then(crate::client::endpoint::base_of_location);
                     match location {
                         Some(base) => {
+                            authority_of(&base)?;
                             if let Ok(mut leader) = self.leader.lock() {
                                 *leader = base;
                             }
@@ -160,7 +184,7 @@ impl Target {
                         None => return Err("307 without a location".into()),
                     }
                 }
-                status => return Err(format!("HTTP {}", status.as_u16())),
+                _ => return Err(answer.error_kind()),
             }
         }
         Err("redirected too often".into())
@@ -168,56 +192,130 @@ impl Target {
 
     async fn send_etcd(
         &self,
-        connection: &Connection,
+        connection: &mut Connection,
         operation: Operation,
         key: &str,
         value: &Bytes,
     ) -> Result<(), ErrorKind> {
-        let key64 = BASE64.encode(key.as_bytes());
-        let (path, body) = match operation {
+        // Base64 has no characters that need escaping in JSON.
+        let json = &mut connection.json;
+        json.clear();
+        json.push_str("{\"key\":\"");
+        BASE64.encode_string(key.as_bytes(), json);
+        let path = match operation {
             Operation::Put => {
-                ("/v3/kv/put", serde_json::json!({ "key": key64, "value": BASE64.encode(value) }))
+                json.push_str("\",\"value\":\"");
+                BASE64.encode_string(value, json);
+                json.push_str("\"}");
+                "/v3/kv/put"
             }
-            Operation::Get => (
-                "/v3/kv/range",
-                serde_json::json!({
-                    "key": key64,
-                    "serializable": self.consistency != Consistency::Linearizable,
-                }),
-            ),
+            Operation::Get => {
+                let serializable = self.consistency != Consistency::Linearizable;
+                let _ = write!(json, "\",\"serializable\":{serializable}}}");
+                "/v3/kv/range"
+            }
             Operation::Cas => return Err("cas is not measured on etcd".into()),
         };
-        let response = connection
-            .http
-            .post(format!("{}{path}", connection.read_base))
-            .json_body(&body)
-            .send()
-            .await
-            .map_err(classify)?;
-        let status = response.status();
-        let _ = response.bytes().await.map_err(classify)?;
-        if status.is_success() { Ok(()) } else { Err(format!("HTTP {}", status.as_u16())) }
+        connection.path.clear();
+        connection.path.push_str(path);
+        let body = Bytes::copy_from_slice(connection.json.as_bytes());
+        let base = connection.read_base.clone();
+        let answer =
+            connection.exchange(&base, Method::POST, Some("application/json"), body).await?;
+        if answer.status.is_success() { Ok(()) } else { Err(answer.error_kind()) }
     }
 }
 
-fn classify(error: reqwest::Error) -> ErrorKind {
-    if error.is_timeout() {
-        "timeout".into()
-    } else if error.is_connect() {
-        "connect".into()
-    } else {
-        "transport".into()
+/// What the generator needs of an answer; a success's body is read to the end and dropped.
+struct Answer {
+    status: StatusCode,
+    location: Option<String>,
+    /// For an error: the start of the body's first line.
+    reason: Option<String>,
+}
+
+impl Answer {
+    fn error_kind(&self) -> ErrorKind {
+        match &self.reason {
+            Some(reason) if !reason.is_empty() => {
+                format!("HTTP {}: {reason}", self.status.as_u16())
+            }
+            _ => format!("HTTP {}", self.status.as_u16()),
+        }
     }
 }
 
-/// JSON bodies without reqwest's `json` feature in the main build.
-trait JsonBody {
-    fn json_body(self, value: &serde_json::Value) -> Self;
-}
+/// Error kinds are counted by name; a long body would make every kind unique.
+const MAX_REASON_CHARS: usize = 48;
 
-impl JsonBody for reqwest::RequestBuilder {
-    fn json_body(self, value: &serde_json::Value) -> Self {
-        self.header("content-type", "application/json").body(value.to_string())
+impl Connection {
+    /// Sends `self.path` to `base` and reads the whole answer, within `REQUEST_TIMEOUT`.
+    async fn exchange(
+        &mut self,
+        base: &str,
+        method: Method,
+        content_type: Option<&'static str>,
+        body: Bytes,
+    ) -> Result<Answer, ErrorKind> {
+        let authority = authority_of(base)?;
+        let mut request = Request::builder().method(method).uri(self.path.as_str());
+        request = request.header(HOST, authority);
+        if let Some(content_type) = content_type {
+            request = request.header(CONTENT_TYPE, content_type);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| format!("bad request: {e}"))?;
+        let link = self.link(authority).await?;
+        let exchange = async {
+            let response = link.send_request(request).await.map_err(|_| "transport")?;
+            let status = response.status();
+            let location =
+                response.headers().get(LOCATION).and_then(|l| l.to_str().ok()).map(str::to_string);
+            let body = response.into_body().collect().await.map_err(|_| "transport")?;
+            // An error's kind is its status and the first line of its plain-text body ("HTTP
+            // 503: busy: ..."), so a report tells a full queue from a missing leader.
+            let reason = if status.is_success() || status.is_redirection() {
+                None
+            } else {
+                let body = body.to_bytes();
+                let line = String::from_utf8_lossy(&body);
+                let line = line.lines().next().unwrap_or("").trim();
+                Some(line.chars().take(MAX_REASON_CHARS).collect())
+            };
+            Ok::<_, &'static str>(Answer { status, location, reason })
+        };
+        let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(kind)) => kind,
+            Err(_elapsed) => "timeout",
+        };
+        // The connection's state is unknown: the next request opens a new one.
+        self.links.remove(authority);
+        Err(outcome.into())
+    }
+
+    /// The open connection to `authority`, opened (again) if there is none or it closed.
+    async fn link(&mut self, authority: &str) -> Result<&mut SendRequest<Full<Bytes>>, ErrorKind> {
+        let usable = match self.links.get_mut(authority) {
+            Some(link) => link.ready().await.is_ok(),
+            None => false,
+        };
+        if !usable {
+            let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(authority))
+                .await
+                .map_err(|_| "connect")?
+                .map_err(|_| "connect")?;
+            let _ = stream.set_nodelay(true);
+            let (link, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|_| "connect")?;
+            tokio::spawn(async move {
+                // Ends when the link is dropped or the peer closes; either way the next
+                // request notices and reconnects.
+                let _ = driver.await;
+            });
+            self.links.insert(authority.to_string(), link);
+        }
+        self.links.get_mut(authority).ok_or_else(|| "connect".into())
     }
 }
 

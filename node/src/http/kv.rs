@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -49,12 +49,14 @@ pub async fn empty_key() -> Response {
 
 pub async fn get_key(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Query(params): Query<KvParams>,
+    request: Request,
 ) -> Response {
-    let key = match request_key(&uri) {
+    // The request's parts are borrowed, not extracted one by one: extracting `HeaderMap`
+    // clones it, on every request of the hottest routes.
+    let (parts, _body) = request.into_parts();
+    let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
+    let key = match request_key(uri) {
         Ok(key) => key,
         Err(response) => return response,
     };
@@ -62,7 +64,7 @@ pub async fn get_key(
         Ok(consistency) => consistency,
         Err(message) => return bad_request(message),
     };
-    let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
+    let request = Forwardable { method, uri, headers, body: Bytes::new() };
     match read(&state, ReadQuery::Get { key }, consistency, request).await {
         Ok(ReadResult::Value { value: Some((value, meta)), revision, .. }) => {
             let mut response = value.into_response();
@@ -84,13 +86,12 @@ pub async fn get_key(
 
 pub async fn put_key(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Query(params): Query<KvParams>,
-    body: Body,
+    request: Request,
 ) -> Response {
-    let key = match request_key(&uri) {
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
+    let key = match request_key(uri) {
         Ok(key) => key,
         Err(response) => return response,
     };
@@ -103,9 +104,9 @@ pub async fn put_key(
         return text(StatusCode::BAD_REQUEST, VALUE_EMPTY);
     }
     let (condition, ttl_ms, session) = match (
-        parse_condition(&headers),
+        parse_condition(headers),
         params.ttl.as_deref().map(parse_ttl).transpose(),
-        parse_session(&headers),
+        parse_session(headers),
     ) {
         (Ok(condition), Ok(ttl_ms), Ok(session)) => (condition, ttl_ms, session),
         (Err(message), _, _) | (_, Err(message), _) | (_, _, Err(message)) => {
@@ -113,7 +114,7 @@ pub async fn put_key(
         }
     };
     let command = KvCommand::Put { key, value: value.clone(), ttl_ms, condition };
-    let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: value };
+    let request = Forwardable { method, uri, headers, body: value };
     match write(&state, command, session, request).await {
         Ok(KvResponse::Put { revision, .. }) => {
             let mut response = StatusCode::OK.into_response();
@@ -125,17 +126,14 @@ pub async fn put_key(
     }
 }
 
-pub async fn delete_key(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let key = match request_key(&uri) {
+pub async fn delete_key(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
+    let key = match request_key(uri) {
         Ok(key) => key,
         Err(response) => return response,
     };
-    let (condition, session) = match (parse_condition(&headers), parse_session(&headers)) {
+    let (condition, session) = match (parse_condition(headers), parse_session(headers)) {
         (Ok(condition), Ok(session)) => (condition, session),
         (Err(message), _) | (_, Err(message)) => return bad_request(message),
     };
@@ -143,7 +141,7 @@ pub async fn delete_key(
         return bad_request("If-None-Match: * makes no sense on DELETE");
     }
     let command = KvCommand::Delete { key, condition };
-    let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
+    let request = Forwardable { method, uri, headers, body: Bytes::new() };
     match write(&state, command, session, request).await {
         Ok(KvResponse::Delete { prev: Some(_), revision }) => {
             with_header(StatusCode::OK.into_response(), REVISION_HEADER, revision)
