@@ -485,6 +485,24 @@ impl NodeConfig {
     }
 }
 
+/// A member's id from `8004`, `:8004` or `host:8004[/peer_port]` (ids are HTTP ports).
+pub fn parse_member_id(text: &str) -> Result<NodeId, String> {
+    let text = text.trim();
+    if let Ok(id) = text.parse::<u64>() {
+        return Ok(NodeId(id));
+    }
+    parse_member(text).map(|member| member.id).map_err(|error| error.to_string())
+}
+
+/// The HTTP address of a member known only from the cluster configuration in the log (one
+/// added after this node started): a member's id is its HTTP port, and it serves HTTP on the
+/// host of its peer address.
+pub fn http_address_from_peer_address(id: NodeId, peer_address: &str) -> Option<String> {
+    let (host, _peer_port) = peer_address.rsplit_once(':')?;
+    let http_port = u16::try_from(id.0).ok().filter(|port| *port != 0)?;
+    Some(format!("{host}:{http_port}"))
+}
+
 /// FNV-1a over the sorted member list: equal lists give equal ids on every node.
 fn cluster_id(members: &BTreeMap<NodeId, Member>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -508,6 +526,20 @@ mod tests {
             peers: Some(peers.split(',').map(String::from).collect()),
             ..ServeOptions::default()
         }
+    }
+
+    #[test]
+    fn a_later_members_http_address_comes_from_its_id_and_peer_host() {
+        assert_eq!(
+            http_address_from_peer_address(NodeId(8004), "10.0.0.4:9004").as_deref(),
+            Some("10.0.0.4:8004")
+        );
+        assert_eq!(
+            http_address_from_peer_address(NodeId(8004), "[::1]:9004").as_deref(),
+            Some("[::1]:8004")
+        );
+        assert_eq!(http_address_from_peer_address(NodeId(70_000), "h:9004"), None);
+        assert_eq!(http_address_from_peer_address(NodeId(8004), "no-port"), None);
     }
 
     #[test]

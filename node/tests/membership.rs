@@ -148,6 +148,23 @@ fn grow_from_three_to_five_under_load_and_shrink_back() {
         });
     }
 
+    // Leadership moves to a member added after the original three started: they must still
+    // send clients to it (its HTTP address comes from the configuration in the log).
+    let newcomer = ports[4];
+    conclave(&initial, &["leader", "transfer", "--to", &format!(":{newcomer}")]);
+    wait_for("the newcomer to lead", Duration::from_secs(10), || {
+        let info = support::info(&http(), ports[0])?;
+        (info["leader"].as_u64()? == newcomer as u64).then_some(())
+    });
+    let response = http()
+        .put(format!("http://127.0.0.1:{}/kv/redirected", ports[0]))
+        .body("v")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::TEMPORARY_REDIRECT);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.contains(&format!(":{newcomer}/kv/redirected")), "location {location}");
+
     for port in ports[3..].iter().rev() {
         conclave(&initial, &["members", "remove", &format!(":{port}")]);
     }

@@ -7,7 +7,9 @@
 //! in flight is proposed, appended and handed to storage together, and the storage writer turns
 //! whatever is queued into one sync.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -22,8 +24,8 @@ use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult, Repl
 use super::status::{EngineStatus, PeerStatus};
 use crate::kv::{KvCommand, KvError, KvEvent, KvRequest, KvResponse, KvStateMachine, SessionTag};
 use crate::raft::{
-    ConfigError, Entry, EntryPayload, MembershipError, Message, MessageBody, NodeId, ProposeError,
-    Raft, ReadError, ReadState, Ready, RestoredState, Role, Snapshot, SnapshotMeta,
+    ConfigError, Entry, EntryPayload, LogIndex, MembershipError, Message, MessageBody, NodeId,
+    ProposeError, Raft, ReadError, ReadState, Ready, RestoredState, Role, Snapshot, SnapshotMeta,
     SnapshotRequest, SoftState,
 };
 use crate::seams::storage::StorageFailure;
@@ -80,8 +82,9 @@ pub struct Engine<T: Transport, S: Storage, C: Clock> {
     /// Set once a shutdown was requested: answered when storage has caught up.
     shutdown: Option<oneshot::Sender<()>>,
     probe: Option<Box<dyn EngineProbe>>,
-    /// The configuration (by log index) the transport's peers were last set from.
-    peers_config_index: Option<u64>,
+    /// The configurations (latest, last committed; by log index) the transport's peers were
+    /// last set from.
+    peers_config_index: Option<(LogIndex, LogIndex)>,
 }
 
 impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
@@ -423,24 +426,32 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         Ok(())
     }
 
-    /// Keeps the transport's peer set equal to the members of the configuration in force.
+    /// Keeps the transport's peer set equal to the members of the configuration in force and
+    /// of the last committed one. Until a removal commits, the removed member may still be the
+    /// leader collecting the acknowledgements that commit it: dropping its address on append
+    /// would leave it unable to hear them.
     fn update_transport_peers(&mut self) {
-        let config_index = self.raft.log().config_index();
-        if self.peers_config_index == Some(config_index) {
+        let log = self.raft.log();
+        let key = (log.config_index(), log.config_index_at(log.committed()));
+        if self.peers_config_index == Some(key) {
             return;
         }
-        self.peers_config_index = Some(config_index);
-        let config = self.raft.log().config();
-        let members = config.members();
+        self.peers_config_index = Some(key);
+        let latest = log.config();
+        let committed = log.config_at(log.committed());
+        let mut members = latest.members();
+        members.extend(committed.members());
         // A node joining a cluster has no configuration yet, only the addresses it was given:
         // it must still be able to answer the leader that is about to replicate one to it.
         let joining = members.is_empty();
-        let peers = config
-            .addresses
-            .iter()
-            .filter(|(id, _)| joining || members.contains(id))
-            .map(|(id, address)| (*id, address.clone()))
-            .collect();
+        let mut peers: BTreeMap<NodeId, String> = BTreeMap::new();
+        for config in [committed, latest] {
+            for (id, address) in &config.addresses {
+                if joining || members.contains(id) {
+                    peers.insert(*id, address.clone());
+                }
+            }
+        }
         self.transport.update_peers(&peers);
     }
 
@@ -650,6 +661,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             key_count: self.kv.key_count(),
             voters: raft.config.voters.iter().copied().collect(),
             learners: raft.config.learners.iter().copied().collect(),
+            peer_addresses: self.shared_peer_addresses(&raft.config.addresses),
             peers,
             leader_changes: self.leader_changes,
             proposals_committed: self.proposals_committed,
@@ -663,6 +675,16 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             }
             changed
         });
+    }
+
+    /// The configuration's peer addresses, shared with the last published status unless they
+    /// changed (they change only with membership, and the status is published every cycle).
+    fn shared_peer_addresses(
+        &self,
+        current: &BTreeMap<NodeId, String>,
+    ) -> Arc<BTreeMap<NodeId, String>> {
+        let published = &self.status.borrow().peer_addresses;
+        if **published == *current { Arc::clone(published) } else { Arc::new(current.clone()) }
     }
 
     /// The Raft core, for the simulator's invariant checks.

@@ -63,6 +63,11 @@ impl EngineHandle {
         self.status.borrow().clone()
     }
 
+    /// Where member `id`'s peer transport listens, by the configuration in effect.
+    pub fn peer_address(&self, id: NodeId) -> Option<String> {
+        self.status.borrow().peer_addresses.get(&id).cloned()
+    }
+
     pub fn status_receiver(&self) -> watch::Receiver<EngineStatus> {
         self.status.clone()
     }

@@ -1,5 +1,8 @@
 //! A snapshot of the engine's state for status pages, metrics and the simulator's checks.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use crate::raft::{LogIndex, NodeId, Role, Term};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +19,9 @@ pub struct EngineStatus {
     pub key_count: usize,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
+    /// Where each member's peer transport listens, from the configuration in effect: how a
+    /// node finds members added after it started. Shared, and rebuilt only when it changes.
+    pub peer_addresses: Arc<BTreeMap<NodeId, String>>,
     /// Leader only: replication progress of every member.
     pub peers: Vec<PeerStatus>,
     pub leader_changes: u64,
@@ -47,6 +53,7 @@ impl EngineStatus {
             key_count: 0,
             voters: Vec::new(),
             learners: Vec::new(),
+            peer_addresses: Arc::default(),
             peers: Vec::new(),
             leader_changes: 0,
             proposals_committed: 0,

@@ -163,6 +163,15 @@ impl RaftLog {
             .map_or(&self.configs[0].1, |(_, config)| config)
     }
 
+    /// The index of the entry that carried the configuration in force at `index`.
+    pub fn config_index_at(&self, index: LogIndex) -> LogIndex {
+        self.configs
+            .iter()
+            .rev()
+            .find(|(config_index, _)| *config_index <= index)
+            .map_or(self.configs[0].0, |(config_index, _)| *config_index)
+    }
+
     /// The index of the entry that carried the configuration in force.
     pub fn config_index(&self) -> LogIndex {
         self.configs.last().expect("the snapshot's configuration is always present").0

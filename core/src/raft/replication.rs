@@ -167,11 +167,32 @@ impl Raft {
         // leader managed the change and now steps down (§4.2.2).
         let config = self.log.config();
         if self.log.config_index() <= candidate && !config.is_voter(self.id) {
+            self.hand_over_to_successor();
             let term = self.term;
             self.become_follower(term, NodeId::NONE);
             return true;
         }
         true
+    }
+
+    /// A leader that just committed its own removal tells the most up-to-date remaining voter
+    /// to campaign at once, as a leadership transfer does: otherwise the cluster waits an
+    /// election timeout for someone to notice the leader has gone quiet.
+    fn hand_over_to_successor(&mut self) {
+        let last_index = self.log.last_index();
+        let successor = self
+            .log
+            .config()
+            .voters
+            .iter()
+            .filter(|id| **id != self.id)
+            .filter_map(|id| self.progress.get(id).map(|progress| (*id, progress.matched)))
+            .filter(|(_, matched)| *matched == last_index)
+            .map(|(id, _)| id)
+            .next();
+        if let Some(successor) = successor {
+            self.send(successor, MessageBody::TimeoutNow);
+        }
     }
 
     pub(super) fn handle_append_request(

@@ -116,9 +116,16 @@ pub enum MembersCommand {
 pub enum LeaderCommand {
     /// Hand leadership to a caught-up voter without waiting for an election timeout.
     Transfer {
-        #[arg(long)]
+        /// The target's id: its `:port` as in --peers (`[host]:port[/peer_port]` also works),
+        /// or the bare number.
+        #[arg(long, value_parser = parse_member_id)]
         to: u64,
     },
+}
+
+/// `--to`'s parser: a member's id as `conclave members` names it.
+fn parse_member_id(text: &str) -> Result<u64, String> {
+    crate::config::parse_member_id(text).map(|id| id.0)
 }
 
 fn client(flags: &ClientFlags) -> Result<Client, ClientError> {
@@ -420,4 +427,17 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_member_id;
+
+    #[test]
+    fn a_transfer_target_is_named_like_a_member_or_by_number() {
+        assert_eq!(parse_member_id("8004"), Ok(8004));
+        assert_eq!(parse_member_id(":8004"), Ok(8004));
+        assert_eq!(parse_member_id("127.0.0.1:8004/9104"), Ok(8004));
+        assert!(parse_member_id("eight").is_err());
+    }
 }

@@ -55,14 +55,6 @@ fn bad_request(message: impl std::fmt::Display) -> Response {
     text(StatusCode::BAD_REQUEST, format!("{message}\n"))
 }
 
-/// A member's id from `8004`, `:8004` or `host:8004[/peer]`.
-fn member_id(member: &str) -> Result<NodeId, String> {
-    if let Ok(id) = member.trim().parse::<u64>() {
-        return Ok(NodeId(id));
-    }
-    parse_member(member).map(|m| m.id).map_err(|error| error.to_string())
-}
-
 pub async fn change_membership(
     State(state): State<Arc<AppState>>,
     method: Method,
@@ -85,7 +77,7 @@ pub async fn change_membership(
             }
             Err(error) => return bad_request(error),
         },
-        "promote" | "remove" => match member_id(&request.member) {
+        "promote" | "remove" => match crate::config::parse_member_id(&request.member) {
             Ok(id) if request.action == "promote" => MembershipChange::Promote { id },
             Ok(id) => MembershipChange::Remove { id },
             Err(error) => return bad_request(error),

@@ -49,7 +49,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
         role: role_name(status.role).to_string(),
         term: status.term,
         leader: status.leader.map(|id| id.0),
-        leader_http_address: status.leader.and_then(|id| state.config.http_address_of(id)),
+        leader_http_address: status.leader.and_then(|id| state.http_address_of(id)),
         commit_index: status.commit_index,
         applied_index: status.applied_index,
         last_index: status.last_index,

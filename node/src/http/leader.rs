@@ -46,7 +46,7 @@ pub async fn not_leader(
     request: Forwardable<'_>,
 ) -> Response {
     let Some(leader) = leader else { return reply::unavailable(NO_LEADER) };
-    let Some(address) = state.config.http_address_of(leader) else {
+    let Some(address) = state.http_address_of(leader) else {
         // A member added after this node started: its HTTP address is not known here.
         let mut response = reply::unavailable(format!(
             "not the leader; the leader is node {}, whose HTTP address this node does not know\n",

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{any, delete, get, post};
 use conclave_core::engine::EngineHandle;
+use conclave_core::raft::NodeId;
 use tokio::sync::{Semaphore, watch as signal};
 
 use crate::config::NodeConfig;
@@ -42,6 +43,17 @@ pub struct AppState {
     pub shutdown: signal::Receiver<bool>,
     /// Bounds the number of open watch streams.
     pub watchers: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// The HTTP address of a member, for redirects and forwarding: from this node's own
+    /// member list, or for a member added since, from the configuration in the log.
+    pub fn http_address_of(&self, id: NodeId) -> Option<String> {
+        self.config.http_address_of(id).or_else(|| {
+            let peer_address = self.engine.peer_address(id)?;
+            crate::config::http_address_from_peer_address(id, &peer_address)
+        })
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
