@@ -73,6 +73,19 @@ pub trait FsFile {
     fn sync_data(&self) -> impl Future<Output = io::Result<()>>;
     /// Makes the file's data and metadata durable: `fsync`.
     fn sync_all(&self) -> impl Future<Output = io::Result<()>>;
+    /// `write_all_at` then `sync_data`, as one operation: the log's group commit does both
+    /// every time, and a file system whose calls each cost a hand-off to another thread can
+    /// pay it once. Same failure semantics as the two calls in a row.
+    fn write_all_at_and_sync_data(
+        &self,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> impl Future<Output = io::Result<()>> {
+        async move {
+            self.write_all_at(offset, data).await?;
+            self.sync_data().await
+        }
+    }
 }
 
 /// Reads a whole file of at most `limit_bytes`, in chunks (a huge read would make the simulated

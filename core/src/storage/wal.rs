@@ -247,8 +247,17 @@ impl<F: FileSystem> Wal<F> {
 
     /// Makes every appended record durable (one `fdatasync`, whatever the number of records).
     pub async fn sync(&mut self) -> StorageResult<()> {
-        self.write_buffer().await?;
-        if self.unsynced {
+        if !self.buffer.is_empty() {
+            let data = std::mem::take(&mut self.buffer);
+            let len = data.len() as u64;
+            let path = &self.segments[self.segments.len() - 1].path;
+            self.active
+                .write_all_at_and_sync_data(self.write_offset, data)
+                .await
+                .map_err(|e| StorageError::io("write and sync", path, e))?;
+            self.write_offset += len;
+            self.unsynced = false;
+        } else if self.unsynced {
             let path = &self.segments[self.segments.len() - 1].path;
             self.active.sync_data().await.map_err(|e| StorageError::io("sync", path, e))?;
             self.unsynced = false;
