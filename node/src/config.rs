@@ -529,6 +529,14 @@ mod tests {
     }
 
     #[test]
+    fn a_member_is_named_by_its_id_or_like_in_peers() {
+        assert_eq!(parse_member_id("8004"), Ok(NodeId(8004)));
+        assert_eq!(parse_member_id(":8004"), Ok(NodeId(8004)));
+        assert_eq!(parse_member_id("127.0.0.1:8004/9104"), Ok(NodeId(8004)));
+        assert!(parse_member_id("eight").is_err());
+    }
+
+    #[test]
     fn a_later_members_http_address_comes_from_its_id_and_peer_host() {
         assert_eq!(
             http_address_from_peer_address(NodeId(8004), "10.0.0.4:9004").as_deref(),

@@ -224,44 +224,40 @@ impl<F: FileSystem> Wal<F> {
         let active = self.segments.len() - 1;
         self.segments[active].max_index = self.segments[active].max_index.max(max_index);
         if self.buffer.len() >= WRITE_BUFFER_BYTES {
-            self.write_buffer().await?;
+            self.write_buffer(false).await?;
         }
         Ok(())
     }
 
-    async fn write_buffer(&mut self) -> StorageResult<()> {
+    /// Writes the buffered records to the active segment; with `and_sync`, also makes them
+    /// (and anything written before) durable, in the same file-system call.
+    async fn write_buffer(&mut self, and_sync: bool) -> StorageResult<()> {
+        let path = &self.segments[self.segments.len() - 1].path;
         if self.buffer.is_empty() {
+            if and_sync && self.unsynced {
+                self.active.sync_data().await.map_err(|e| StorageError::io("sync", path, e))?;
+                self.unsynced = false;
+            }
             return Ok(());
         }
         let data = std::mem::take(&mut self.buffer);
         let len = data.len() as u64;
-        let path = &self.segments[self.segments.len() - 1].path;
-        self.active
-            .write_all_at(self.write_offset, data)
-            .await
-            .map_err(|e| StorageError::io("write", path, e))?;
+        let written = if and_sync {
+            self.active.write_all_at_and_sync_data(self.write_offset, data).await
+        } else {
+            self.active.write_all_at(self.write_offset, data).await
+        };
+        written.map_err(|e| {
+            StorageError::io(if and_sync { "write and sync" } else { "write" }, path, e)
+        })?;
         self.write_offset += len;
-        self.unsynced = true;
+        self.unsynced = !and_sync;
         Ok(())
     }
 
     /// Makes every appended record durable (one `fdatasync`, whatever the number of records).
     pub async fn sync(&mut self) -> StorageResult<()> {
-        if !self.buffer.is_empty() {
-            let data = std::mem::take(&mut self.buffer);
-            let len = data.len() as u64;
-            let path = &self.segments[self.segments.len() - 1].path;
-            self.active
-                .write_all_at_and_sync_data(self.write_offset, data)
-                .await
-                .map_err(|e| StorageError::io("write and sync", path, e))?;
-            self.write_offset += len;
-            self.unsynced = false;
-        } else if self.unsynced {
-            let path = &self.segments[self.segments.len() - 1].path;
-            self.active.sync_data().await.map_err(|e| StorageError::io("sync", path, e))?;
-            self.unsynced = false;
-        }
+        self.write_buffer(true).await?;
         self.durable_lsn = self.next_lsn - 1;
         Ok(())
     }

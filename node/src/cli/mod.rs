@@ -428,16 +428,3 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
     }
     Ok(())
 }
-
-#[cfg(test)]
-mod tests {
-    use super::parse_member_id;
-
-    #[test]
-    fn a_transfer_target_is_named_like_a_member_or_by_number() {
-        assert_eq!(parse_member_id("8004"), Ok(8004));
-        assert_eq!(parse_member_id(":8004"), Ok(8004));
-        assert_eq!(parse_member_id("127.0.0.1:8004/9104"), Ok(8004));
-        assert!(parse_member_id("eight").is_err());
-    }
-}
