@@ -175,9 +175,10 @@ impl Raft {
         true
     }
 
-    /// A leader that just committed its own removal tells the most up-to-date remaining voter
-    /// to campaign at once, as a leadership transfer does: otherwise the cluster waits an
-    /// election timeout for someone to notice the leader has gone quiet.
+    /// A leader that just committed its own removal tells a remaining voter that holds its
+    /// whole log to campaign at once, as a leadership transfer does: otherwise the cluster
+    /// waits an election timeout for someone to notice the leader has gone quiet. (If none is
+    /// caught up yet, the election timeout it is.)
     fn hand_over_to_successor(&mut self) {
         let last_index = self.log.last_index();
         let successor = self
