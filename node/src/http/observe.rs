@@ -45,19 +45,12 @@ fn route_label(request: &Request) -> Cow<'static, str> {
     }
 }
 
+/// Standard methods, by name; any other keeps its own label, allocated per request.
+const METHODS: &[&str] = &["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS", "PATCH"];
+
 fn method_label(method: &Method) -> Cow<'static, str> {
-    let known = [
-        Method::GET,
-        Method::PUT,
-        Method::POST,
-        Method::DELETE,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::PATCH,
-    ];
-    let names = ["GET", "PUT", "POST", "DELETE", "HEAD", "OPTIONS", "PATCH"];
-    match known.iter().position(|m| m == method) {
-        Some(index) => Cow::Borrowed(names[index]),
+    match METHODS.iter().find(|name| **name == method.as_str()) {
+        Some(name) => Cow::Borrowed(name),
         None => Cow::Owned(method.as_str().to_string()),
     }
 }
