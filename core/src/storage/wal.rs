@@ -63,6 +63,12 @@ pub struct WalLimits {
 /// Buffered record bytes are written out once they reach this size, even before the sync.
 const WRITE_BUFFER_BYTES: usize = 4 << 20;
 
+/// How far ahead of the data the active segment is filled with written zeros. A segment is
+/// created sparse (`set_len`); a sync after writing into a hole must also flush the block
+/// allocation, which made each group commit's `fdatasync` about 1.5× slower on ext4. Writing
+/// zeros ahead, in the same call as a group's data, allocates the blocks once per this many bytes.
+const ZERO_AHEAD_BYTES: u64 = 1 << 20;
+
 /// What the log knows about one segment file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentInfo {
@@ -90,6 +96,9 @@ pub struct Wal<F: FileSystem> {
     active: F::File,
     /// The active segment's preallocated size.
     active_capacity: u64,
+    /// The active segment's bytes before this offset were written (data or zeros), so its
+    /// blocks are allocated.
+    written_to: u64,
     /// Offset in the active segment where `buffer` starts.
     write_offset: u64,
     buffer: Vec<u8>,
@@ -98,6 +107,14 @@ pub struct Wal<F: FileSystem> {
     next_lsn: u64,
     /// Every record up to this lsn is durable.
     durable_lsn: u64,
+}
+
+/// Where a write whose data ends at `data_end` extends with zeros: `None` while the data stays
+/// within the segment's written part (which ends at `written_to`), otherwise
+/// `ZERO_AHEAD_BYTES` past the data, within the segment's `capacity`.
+fn zero_fill_end(data_end: u64, written_to: u64, capacity: u64) -> Option<u64> {
+    assert!(data_end <= capacity, "a write never passes the segment's end");
+    (data_end > written_to).then(|| (data_end + ZERO_AHEAD_BYTES).min(capacity))
 }
 
 /// Creates segment `seq` durably: header, preallocation, file sync, directory sync.
@@ -145,6 +162,9 @@ impl<F: FileSystem> Wal<F> {
             segments: position.segments,
             active,
             active_capacity,
+            // Which blocks past the data recovery found are allocated is unknown; the tail there
+            // holds no data, so zeros may be written over it.
+            written_to: position.write_offset,
             write_offset: position.write_offset,
             buffer: Vec::new(),
             unsynced: false,
@@ -240,8 +260,14 @@ impl<F: FileSystem> Wal<F> {
             }
             return Ok(());
         }
-        let data = std::mem::take(&mut self.buffer);
+        let mut data = std::mem::take(&mut self.buffer);
         let len = data.len() as u64;
+        let data_end = self.write_offset + len;
+        if let Some(zeroed_to) = zero_fill_end(data_end, self.written_to, self.active_capacity) {
+            // Past the data lies the preallocated tail, which recovery requires to be zeros.
+            data.resize((zeroed_to - self.write_offset) as usize, 0);
+            self.written_to = zeroed_to;
+        }
         let written = if and_sync {
             self.active.write_all_at_and_sync_data(self.write_offset, data).await
         } else {
@@ -273,6 +299,7 @@ impl<F: FileSystem> Wal<F> {
         self.active = file;
         self.active_capacity = self.limits.segment_bytes;
         self.write_offset = SEGMENT_HEADER_BYTES as u64;
+        self.written_to = self.write_offset;
         Ok(())
     }
 
@@ -301,5 +328,23 @@ impl<F: FileSystem> Wal<F> {
             .await
             .map_err(|e| StorageError::io("sync directory", &self.dir, e))?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeros_are_written_ahead_only_once_the_data_passes_the_written_part() {
+        let capacity = 64 << 20;
+        // Within the written part: nothing more to zero.
+        assert_eq!(zero_fill_end(4_096, 8_192, capacity), None);
+        assert_eq!(zero_fill_end(8_192, 8_192, capacity), None);
+        // Past it: zeros reach ZERO_AHEAD_BYTES beyond the data.
+        assert_eq!(zero_fill_end(8_193, 8_192, capacity), Some(8_193 + ZERO_AHEAD_BYTES));
+        // Never past the segment's preallocated end.
+        assert_eq!(zero_fill_end(capacity - 10, 0, capacity), Some(capacity));
+        assert_eq!(zero_fill_end(capacity, capacity - 1, capacity), Some(capacity));
     }
 }

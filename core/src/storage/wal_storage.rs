@@ -239,6 +239,12 @@ impl<F: FileSystem> Storage for WalStorage<F> {
     }
 }
 
+/// The work of a group that follows its log sync.
+struct AfterSync {
+    newest_hard_state: Option<HardState>,
+    compact_to: Option<LogIndex>,
+}
+
 struct Writer<F: FileSystem> {
     fs: F,
     dir: PathBuf,
@@ -265,19 +271,33 @@ impl<F: FileSystem> Writer<F> {
                     Err(_) => break,
                 }
             }
-            if let Err(error) = self.carry_out(group).await {
-                let failure = StorageFailure::from(error);
-                let _previous = self.publish.send_replace(Err(failure.clone()));
-                return Err(failure);
-            }
+            let after_sync = match self.carry_out(group).await {
+                Ok(after_sync) => after_sync,
+                Err(error) => return Err(self.fail(error)),
+            };
+            // Durability is reported before the bookkeeping that follows the sync: the engine
+            // acknowledges writes on it, and they must not wait for the commit-index write.
             if self.publish.send(Ok(self.progress)).is_err() {
                 return Ok(()); // nobody is listening any more
+            }
+            if let Err(error) = self.after_sync(after_sync).await {
+                return Err(self.fail(error));
+            }
+            if self.publish.send(Ok(self.progress)).is_err() {
+                return Ok(());
             }
         }
         Ok(())
     }
 
-    async fn carry_out(&mut self, group: Vec<StorageJob>) -> StorageResult<()> {
+    fn fail(&mut self, error: StorageError) -> StorageFailure {
+        let failure = StorageFailure::from(error);
+        let _previous = self.publish.send_replace(Err(failure.clone()));
+        failure
+    }
+
+    /// Carries out a group of jobs up to and including its one log sync.
+    async fn carry_out(&mut self, group: Vec<StorageJob>) -> StorageResult<AfterSync> {
         let mut last_batch = None;
         let mut newest_hard_state: Option<HardState> = None;
         let mut compact_to: Option<LogIndex> = None;
@@ -301,6 +321,17 @@ impl<F: FileSystem> Writer<F> {
         }
         // The one sync of the group.
         self.wal.sync().await?;
+        if let Some(id) = last_batch {
+            assert!(id > self.progress.durable_batch, "persist batches arrive in id order");
+            self.progress.durable_batch = id;
+        }
+        Ok(AfterSync { newest_hard_state, compact_to })
+    }
+
+    /// What a group leaves to do once its records are durable: record the newest commit index
+    /// and compact the log.
+    async fn after_sync(&mut self, after_sync: AfterSync) -> StorageResult<()> {
+        let AfterSync { newest_hard_state, compact_to } = after_sync;
         if let Some(hard_state) = newest_hard_state
             && hard_state != self.hard_state.written()
         {
@@ -316,10 +347,6 @@ impl<F: FileSystem> Writer<F> {
             if sync {
                 self.unsynced_commit_writes = 0;
             }
-        }
-        if let Some(id) = last_batch {
-            assert!(id > self.progress.durable_batch, "persist batches arrive in id order");
-            self.progress.durable_batch = id;
         }
         if let Some(up_to) = compact_to {
             // Never beyond what a durable snapshot covers.
