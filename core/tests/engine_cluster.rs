@@ -13,7 +13,9 @@ use conclave_core::engine::{
 };
 use conclave_core::kv::{Condition, KvCommand, KvResponse, SessionTag};
 use conclave_core::raft::memory_cluster::DurableState;
-use conclave_core::raft::{ClusterConfig, MembershipChange, MembershipError, NodeId, Role};
+use conclave_core::raft::{
+    ClusterConfig, LeaseConfig, MembershipChange, MembershipError, NodeId, Role,
+};
 use conclave_core::seams::Consensus;
 use conclave_core::seams::clock::Clock;
 use conclave_core::seams::storage::MemoryStorage;
@@ -46,6 +48,7 @@ struct TestCluster {
     tasks: BTreeMap<NodeId, JoinHandle<()>>,
     members: ClusterConfig,
     snapshot_every_entries: u64,
+    lease_reads: bool,
 }
 
 impl TestCluster {
@@ -55,6 +58,15 @@ impl TestCluster {
 
     /// `size` voters plus `spares` running nodes that are not members yet.
     fn with_spares(size: u64, spares: u64, snapshot_every_entries: u64) -> Self {
+        Self::build(size, spares, snapshot_every_entries, false)
+    }
+
+    /// `size` voters whose leader answers lease reads.
+    fn with_lease_reads(size: u64) -> Self {
+        Self::build(size, 0, 1_000, true)
+    }
+
+    fn build(size: u64, spares: u64, snapshot_every_entries: u64, lease_reads: bool) -> Self {
         let mut members = ClusterConfig::with_voters((1..=size).map(NodeId));
         members.addresses = (1..=size + spares).map(|id| (NodeId(id), format!("n{id}"))).collect();
         let mut cluster = TestCluster {
@@ -65,6 +77,7 @@ impl TestCluster {
             tasks: BTreeMap::new(),
             members,
             snapshot_every_entries,
+            lease_reads,
         };
         for id in 1..=size + spares {
             cluster.durable.insert(NodeId(id), Rc::default());
@@ -80,6 +93,9 @@ impl TestCluster {
         let mut config = EngineConfig::new(id);
         config.snapshot_every_entries = self.snapshot_every_entries;
         config.retained_log_entries = 5;
+        if self.lease_reads {
+            config.raft.lease_read = Some(LeaseConfig { max_clock_drift_ppm: 10_000 });
+        }
         let (storage, writer) = MemoryStorage::new(durable, self.clock.clone(), 1);
         let transport = self.network.join(id);
         let (engine, handle) = Engine::new(
@@ -137,6 +153,20 @@ impl TestCluster {
     ) -> Result<Option<Bytes>, EngineError> {
         match self.handles[&at].read(ReadQuery::Get { key: key.to_string() }, consistency).await? {
             ReadResult::Value { value, .. } => Ok(value.map(|(value, _)| value)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+impl TestCluster {
+    /// What `at` answers on the caller's side, without its engine: `None` if it cannot.
+    fn read_locally(&self, at: NodeId, key: &str, consistency: ReadConsistency) -> Option<Bytes> {
+        let now_ms = || self.clock.monotonic_ms();
+        let query = ReadQuery::Get { key: key.to_string() };
+        match self.handles[&at].read_locally(&query, consistency, &now_ms)? {
+            ReadResult::Value { value, .. } => {
+                Some(value.map(|(value, _)| value).unwrap_or_default())
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -404,5 +434,67 @@ fn membership_changes_add_promote_and_remove() {
             Some(&b"v"[..])
         );
         assert_eq!(cluster.handles[&new].status().voters.len(), 3);
+    });
+}
+
+#[test]
+fn a_leader_answers_lease_reads_locally_only_while_its_lease_holds() {
+    run_local(async {
+        let cluster = TestCluster::with_lease_reads(3);
+        let old = cluster.wait_for_leader().await;
+        cluster.put(old, "k", "1").await.expect("put");
+        // The next heartbeat round acknowledged by a quorum grants the lease.
+        let mut answered = None;
+        for _ in 0..100 {
+            answered = cluster.read_locally(old, "k", ReadConsistency::Lease);
+            if answered.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(answered.as_deref(), Some(&b"1"[..]), "the leader answers from its lease");
+        assert_eq!(cluster.read_locally(old, "k", ReadConsistency::Linearizable), None);
+        let followers: Vec<NodeId> =
+            cluster.handles.keys().copied().filter(|id| *id != old).collect();
+        for follower in &followers {
+            assert_eq!(cluster.read_locally(*follower, "k", ReadConsistency::Lease), None);
+            assert!(cluster.read_locally(*follower, "k", ReadConsistency::Stale).is_some());
+        }
+
+        // Cut off, the old leader keeps its state but its lease runs out before the others can
+        // elect a new leader, which then takes a write the old one never sees.
+        for follower in &followers {
+            cluster.network.cut(old, *follower);
+        }
+        let new = loop {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            let leader = followers
+                .iter()
+                .copied()
+                .find(|id| cluster.handles[id].status().role == Role::Leader);
+            if let Some(leader) = leader {
+                break leader;
+            }
+        };
+        cluster.put(new, "k", "2").await.expect("put at the new leader");
+        assert_eq!(cluster.read_locally(old, "k", ReadConsistency::Lease), None, "no stale read");
+        assert_eq!(
+            cluster.read_locally(old, "k", ReadConsistency::Stale).as_deref(),
+            Some(&b"1"[..])
+        );
+
+        // A transfer ends the lease before the successor is told to campaign.
+        let mut answered = None;
+        for _ in 0..100 {
+            answered = cluster.read_locally(new, "k", ReadConsistency::Lease);
+            if answered.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(answered.as_deref(), Some(&b"2"[..]));
+        let successor = followers.iter().copied().find(|id| *id != new).expect("a successor");
+        cluster.handles[&new].transfer_leadership(successor).await.expect("transfer");
+        assert_eq!(cluster.read_locally(new, "k", ReadConsistency::Lease), None);
     });
 }

@@ -39,6 +39,8 @@ pub struct RunningEngine {
     /// Subscribed before the engine ran its first cycle: sees every change this process applies.
     pub events: broadcast::Receiver<KvEvent>,
     pub recovery: RecoverySummary,
+    /// The engine's clock: local reads compare its lease against this clock.
+    pub clock: OsClock,
     /// Resolves when the engine stops: `Ok` after a requested shutdown, `Err` on a failure.
     pub finished: oneshot::Receiver<Result<(), String>>,
     pub thread: std::thread::JoinHandle<()>,
@@ -83,12 +85,12 @@ pub async fn start(config: NodeConfig, fsync_seconds: Histogram) -> anyhow::Resu
             });
         })
         .context("cannot spawn the engine thread")?;
-    let (handle, events, recovery) =
+    let (handle, events, recovery, clock) =
         started_rx.await.map_err(|_| anyhow!("the engine thread ended before starting"))??;
-    Ok(RunningEngine { handle, events, recovery, finished, thread })
+    Ok(RunningEngine { handle, events, recovery, clock, finished, thread })
 }
 
-type Started = (EngineHandle, broadcast::Receiver<KvEvent>, RecoverySummary);
+type Started = (EngineHandle, broadcast::Receiver<KvEvent>, RecoverySummary, OsClock);
 
 async fn prepare(
     config: &NodeConfig,
@@ -145,10 +147,10 @@ async fn prepare(
         recovered.snapshot_data,
         transport,
         storage,
-        clock,
+        clock.clone(),
         seed,
     )
     .context("cannot start the engine")?;
     let events = handle.subscribe();
-    Ok((engine, writer, (handle, events, recovery)))
+    Ok((engine, writer, (handle, events, recovery, clock)))
 }

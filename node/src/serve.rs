@@ -96,6 +96,7 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         config: config.clone(),
         engine: engine.handle.clone(),
+        clock: engine.clock.clone(),
         hub,
         metrics: metrics.clone(),
         forwarder,

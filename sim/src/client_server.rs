@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use conclave_core::engine::{EngineError, EngineHandle};
-use conclave_core::seams::Consensus;
+use conclave_core::seams::{Clock, Consensus};
 use conclave_core::transport::frame::{read_frame, write_frame};
 use turmoil::net::{TcpListener, TcpStream};
 
@@ -14,21 +14,25 @@ use crate::client_protocol::{
 
 /// Serves clients until the host stops. Connections are handled concurrently; requests on one
 /// connection in order (a simulated client has one request outstanding). Operator calls go to
-/// `admin` (the engine) whatever `consensus` is.
-pub async fn serve<C: Consensus + 'static>(
+/// `admin` (the engine) whatever `consensus` is. Reads are first offered to
+/// `Consensus::read_locally` with the node's `clock`, as the production HTTP server does.
+pub async fn serve<C: Consensus + 'static, K: Clock>(
     consensus: Rc<C>,
     admin: Rc<EngineHandle>,
+    clock: K,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", CLIENT_PORT)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
-        tokio::task::spawn_local(serve_connection(consensus.clone(), admin.clone(), stream));
+        let connection = serve_connection(consensus.clone(), admin.clone(), clock.clone(), stream);
+        tokio::task::spawn_local(connection);
     }
 }
 
-async fn serve_connection<C: Consensus>(
+async fn serve_connection<C: Consensus, K: Clock>(
     consensus: Rc<C>,
     admin: Rc<EngineHandle>,
+    clock: K,
     mut stream: TcpStream,
 ) {
     loop {
@@ -41,7 +45,11 @@ async fn serve_connection<C: Consensus>(
                 consensus.write(command, session).await.map(ClientAnswer::Write)
             }
             ClientCall::Read { query, consistency } => {
-                consensus.read(query, consistency).await.map(ClientAnswer::Read)
+                let now_ms = || clock.monotonic_ms();
+                match consensus.read_locally(&query, consistency, &now_ms) {
+                    Some(result) => Ok(ClientAnswer::Read(result)),
+                    None => consensus.read(query, consistency).await.map(ClientAnswer::Read),
+                }
             }
             ClientCall::ChangeMembership { change } => {
                 admin.change_membership(change).await.map(ClientAnswer::Membership)

@@ -145,7 +145,7 @@ pub async fn node_main(context: Rc<NodeContext>) -> turmoil::Result {
     let engine =
         engine.with_probe(Box::new(NodeProbe { node: id, observer: context.observer.clone() }));
     let handle = Rc::new(handle);
-    let server = client_server::serve(handle.clone(), handle);
+    let server = client_server::serve(handle.clone(), handle, context.clock.clone());
     tokio::select! {
         result = engine.run(writer) => {
             if let Err(failure) = result {

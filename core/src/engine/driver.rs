@@ -7,7 +7,7 @@
 //! in flight is proposed, appended and handed to storage together, and the storage writer turns
 //! whatever is queued into one sync.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use super::config::EngineConfig;
 use super::error::EngineError;
 use super::handle::EngineHandle;
+use super::local_reads::{LocalReads, execute_read};
 use super::pending::{Pending, PendingRead, PendingWrite, allows_lease};
 use super::probe::{CycleView, EngineProbe};
 use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult, Reply};
@@ -59,7 +60,11 @@ const MAX_TICKS_PER_WAKE: u32 = 5;
 pub struct Engine<T: Transport, S: Storage, C: Clock> {
     config: EngineConfig,
     raft: Raft,
-    kv: KvStateMachine,
+    /// The state machine, shared with the handles for local reads (`local_reads.rs`).
+    local: Arc<LocalReads>,
+    /// When (monotonic ms) each recent tick was taken, newest last: turns the Raft lease,
+    /// counted in ticks, into a deadline on the clock.
+    tick_times_ms: VecDeque<(u64, u64)>,
     transport: T,
     storage: S,
     clock: C,
@@ -122,10 +127,18 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         let (request_sender, requests) = mpsc::channel(config.max_queued_requests);
         let (status_sender, status) = watch::channel(EngineStatus::initial(config.node_id));
         let (events, _) = broadcast::channel(config.event_buffer);
-        let handle = EngineHandle { requests: request_sender, status, events: events.clone() };
+        let local = Arc::new(LocalReads::new(kv));
+        let handle = EngineHandle {
+            requests: request_sender,
+            status,
+            events: events.clone(),
+            local: local.clone(),
+        };
+        let started_ms = clock.monotonic_ms();
         let engine = Engine {
+            tick_times_ms: VecDeque::from([(raft.tick_count(), started_ms)]),
             raft,
-            kv,
+            local,
             transport,
             storage,
             requests,
@@ -229,6 +242,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         let mut fired = 0;
         while self.next_tick_ms <= now_ms && fired < MAX_TICKS_PER_WAKE {
             self.raft.tick();
+            self.record_tick_time(now_ms);
             self.next_tick_ms += self.config.tick_ms;
             fired += 1;
         }
@@ -267,7 +281,8 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 self.on_read(query, consistency, reply)
             }
             EngineRequest::Snapshot { reply } => {
-                let applied = self.kv.applied_index();
+                let kv = self.local.kv();
+                let applied = kv.applied_index();
                 let result = match self.raft.log().term(applied) {
                     Some(last_term) => Ok(Snapshot {
                         meta: SnapshotMeta {
@@ -275,7 +290,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                             last_term,
                             config: self.raft.log().config_at(applied).clone(),
                         },
-                        data: self.kv.snapshot(),
+                        data: kv.snapshot(),
                     }),
                     // Applied entries are always in the log or its snapshot.
                     None => Err(EngineError::Busy),
@@ -333,7 +348,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             return;
         }
         let request = KvRequest { session, leader_time_ms: self.clock.wall_ms(), command };
-        if let Err(error) = self.kv.validate(&request) {
+        if let Err(error) = self.local.kv().validate(&request) {
             let _ = reply.send(Err(EngineError::Invalid(error)));
             return;
         }
@@ -362,7 +377,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         reply: Reply<ReadResult>,
     ) {
         if consistency == ReadConsistency::Stale {
-            let _ = reply.send(Ok(self.execute_read(&query)));
+            let _ = reply.send(Ok(execute_read(&self.local.kv(), &query)));
             return;
         }
         if self.pending.count() >= self.config.max_pending_requests {
@@ -390,7 +405,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             return;
         }
         let now_ms = self.clock.wall_ms();
-        if self.kv.next_expiry_ms().is_none_or(|due_ms| due_ms > now_ms) {
+        if self.local.kv().next_expiry_ms().is_none_or(|due_ms| due_ms > now_ms) {
             return;
         }
         let request =
@@ -416,12 +431,14 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             let ready = self.raft.ready();
             self.carry_out(ready).await?;
         }
-        for read in self.pending.reads_ready(self.kv.applied_index()) {
-            let result = self.execute_read(&read.query);
+        let applied = self.local.kv().applied_index();
+        for read in self.pending.reads_ready(applied) {
+            let result = execute_read(&self.local.kv(), &read.query);
             let _ = read.reply.send(Ok(result));
         }
         self.maybe_snapshot()?;
         self.update_transport_peers();
+        self.publish_lease();
         self.publish_status();
         Ok(())
     }
@@ -478,6 +495,8 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             self.last_submitted_batch = batch.id;
             self.storage.submit(StorageJob::Persist(batch))?;
         }
+        // Before any message leaves: one of them may be a TimeoutNow that ends the lease.
+        self.publish_lease();
         for message in messages {
             let to = message.to;
             self.transport.send(to, PeerMessage::Raft(message));
@@ -489,7 +508,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         if let (Some(probe), Some((batch, messages, snapshot))) = (self.probe.as_mut(), observed) {
             probe.observe(CycleView {
                 raft: &self.raft,
-                kv: &self.kv,
+                kv: &self.local.kv(),
                 persist_batch: batch.as_ref().map(|(id, entries)| (*id, entries.as_slice())),
                 messages: &messages,
                 snapshot_installed: snapshot.as_ref(),
@@ -527,10 +546,11 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
 
     fn apply(&mut self, entries: &[Entry]) {
         let Some(last) = entries.last().map(|entry| entry.index) else { return };
+        let mut kv = self.local.kv_mut();
         for entry in entries {
             let response = match &entry.payload {
                 EntryPayload::Command(bytes) => {
-                    let result = self.kv.apply_command_bytes(entry.index, bytes);
+                    let result = kv.apply_command_bytes(entry.index, bytes);
                     for event in result.events {
                         // No subscriber is not an error: events are best effort.
                         let _ = self.events.send(event);
@@ -538,11 +558,11 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                     Some(result.response)
                 }
                 EntryPayload::Noop => {
-                    self.kv.advance_applied_index(entry.index);
+                    kv.advance_applied_index(entry.index);
                     None
                 }
                 EntryPayload::Config(config) => {
-                    self.kv.advance_applied_index(entry.index);
+                    kv.advance_applied_index(entry.index);
                     self.pending.resolve_membership(entry.index, entry.term, Some(config));
                     None
                 }
@@ -559,7 +579,8 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 None => {}
             }
         }
-        debug_assert_eq!(self.kv.applied_index(), last);
+        debug_assert_eq!(kv.applied_index(), last);
+        drop(kv);
         self.raft.applied(last);
     }
 
@@ -570,7 +591,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             snapshot.meta.last_index,
             "snapshot metadata and content agree"
         );
-        self.kv = kv;
+        *self.local.kv_mut() = kv;
         self.pending.writes_superseded_by_snapshot(snapshot.meta.last_index);
         self.last_snapshot_index = snapshot.meta.last_index;
         self.raft.applied(snapshot.meta.last_index);
@@ -604,7 +625,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         if self.snapshot_in_progress.is_some() {
             return Ok(());
         }
-        let applied = self.kv.applied_index();
+        let applied = self.local.kv().applied_index();
         if applied < self.last_snapshot_index + self.config.snapshot_every_entries {
             return Ok(());
         }
@@ -614,30 +635,43 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             last_term,
             config: self.raft.log().config_at(applied).clone(),
         };
-        let snapshot = Snapshot { meta, data: self.kv.snapshot() };
+        let snapshot = Snapshot { meta, data: self.local.kv().snapshot() };
         let compact_to = applied.saturating_sub(self.config.retained_log_entries);
         self.storage.submit(StorageJob::SaveSnapshot { snapshot, compact_to })?;
         self.snapshot_in_progress = Some((applied, compact_to));
         Ok(())
     }
 
-    fn execute_read(&self, query: &ReadQuery) -> ReadResult {
-        let revision = self.kv.revision();
-        let applied_index = self.kv.applied_index();
-        match query {
-            ReadQuery::Get { key } => {
-                ReadResult::Value { value: self.kv.get(key), revision, applied_index }
-            }
-            ReadQuery::Range { prefix, limit } => {
-                let limit = self.kv.limits().effective_range_limit(*limit);
-                let (entries, more) = self.kv.range(prefix, limit);
-                ReadResult::Range { entries, more, revision, applied_index }
-            }
+    /// Publishes until when lease reads may be answered without the engine. The lease is
+    /// measured from the tick at which its heartbeat round was sent: followers reset their
+    /// election timers no earlier than that, and ticks are never taken early.
+    fn publish_lease(&self) {
+        let until_ms = match (self.raft.lease_start_tick(), self.config.raft.lease_ticks()) {
+            (Some(start_tick), Some(lease_ticks)) => self
+                .tick_time_ms(start_tick)
+                .map_or(0, |start_ms| start_ms + lease_ticks * self.config.tick_ms),
+            _ => 0,
+        };
+        self.local.set_lease_until_ms(until_ms);
+    }
+
+    fn record_tick_time(&mut self, now_ms: u64) {
+        self.tick_times_ms.push_back((self.raft.tick_count(), now_ms));
+        // A lease never reaches further back than one election timeout.
+        let keep = self.config.raft.election_timeout_ticks as usize + 2;
+        while self.tick_times_ms.len() > keep {
+            self.tick_times_ms.pop_front();
         }
+    }
+
+    /// When tick `tick` was taken, if it is recent enough to be remembered.
+    fn tick_time_ms(&self, tick: u64) -> Option<u64> {
+        self.tick_times_ms.iter().rev().find(|(at, _)| *at == tick).map(|(_, ms)| *ms)
     }
 
     fn publish_status(&mut self) {
         let raft = self.raft.status();
+        let kv = self.local.kv();
         let last_index = raft.last_index;
         let peers = raft
             .matched
@@ -654,11 +688,11 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             term: raft.term,
             leader: known(raft.leader),
             commit_index: raft.commit,
-            applied_index: self.kv.applied_index(),
+            applied_index: kv.applied_index(),
             last_index,
             snapshot_index: raft.first_index - 1,
-            revision: self.kv.revision(),
-            key_count: self.kv.key_count(),
+            revision: kv.revision(),
+            key_count: kv.key_count(),
             voters: raft.config.voters.iter().copied().collect(),
             learners: raft.config.learners.iter().copied().collect(),
             peer_addresses: self.shared_peer_addresses(&raft.config.addresses),

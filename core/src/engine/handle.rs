@@ -1,9 +1,12 @@
 //! The client side of the engine: cheap to clone, usable from any task of the runtime the
 //! engine runs on (HTTP handlers, the simulator's client server).
 
+use std::sync::Arc;
+
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::error::EngineError;
+use super::local_reads::LocalReads;
 use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult};
 use super::status::EngineStatus;
 use crate::kv::{KvCommand, KvEvent, KvResponse, SessionTag};
@@ -15,6 +18,7 @@ pub struct EngineHandle {
     pub(super) requests: mpsc::Sender<EngineRequest>,
     pub(super) status: watch::Receiver<EngineStatus>,
     pub(super) events: broadcast::Sender<KvEvent>,
+    pub(super) local: Arc<LocalReads>,
 }
 
 impl EngineHandle {
@@ -80,6 +84,15 @@ impl EngineHandle {
 }
 
 impl Consensus for EngineHandle {
+    fn read_locally(
+        &self,
+        query: &ReadQuery,
+        consistency: ReadConsistency,
+        now_ms: &dyn Fn() -> u64,
+    ) -> Option<ReadResult> {
+        self.local.try_read(query, consistency, now_ms)
+    }
+
     async fn write(
         &self,
         command: KvCommand,

@@ -9,6 +9,7 @@ mod config;
 mod driver;
 mod error;
 mod handle;
+mod local_reads;
 mod pending;
 mod probe;
 mod request;

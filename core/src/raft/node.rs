@@ -703,6 +703,26 @@ impl Raft {
         self.leader_noop_index != 0 && self.log.committed() >= self.leader_noop_index
     }
 
+    /// While this leader may answer reads from its lease: the tick at which the heartbeat round
+    /// the lease rests on was sent. The lease lasts `RaftConfig::lease_ticks` from there.
+    /// `None` without a valid lease, during a transfer, or before the leader committed an entry
+    /// of its term (until then its state machine may lack writes acknowledged by its predecessor).
+    pub fn lease_start_tick(&self) -> Option<u64> {
+        if self.role != Role::Leader
+            || !self.lease_is_valid()
+            || !self.leader_has_committed_in_term()
+        {
+            return None;
+        }
+        let lease_ticks = self.config.lease_ticks()?;
+        Some(self.lease_expires_tick.saturating_sub(lease_ticks))
+    }
+
+    /// Ticks since the node started.
+    pub fn tick_count(&self) -> u64 {
+        self.tick_count
+    }
+
     fn lease_is_valid(&self) -> bool {
         self.config.lease_read.is_some()
             && self.transfer_target.is_none()

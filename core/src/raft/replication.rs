@@ -192,6 +192,8 @@ impl Raft {
             .map(|(id, _)| id)
             .next();
         if let Some(successor) = successor {
+            // A lease is a promise that no other leader exists; the successor is about to be one.
+            self.lease_expires_tick = 0;
             self.send(successor, MessageBody::TimeoutNow);
         }
     }

@@ -20,4 +20,16 @@ pub trait Consensus {
         query: ReadQuery,
         consistency: ReadConsistency,
     ) -> impl Future<Output = Result<ReadResult, EngineError>>;
+
+    /// Answers a read on the caller's thread if `consistency` allows it without consensus
+    /// work: a stale read, or a lease read on a leader whose lease holds at `now_ms` (the
+    /// engine clock's monotonic ms). `None` means: ask `read`.
+    fn read_locally(
+        &self,
+        _query: &ReadQuery,
+        _consistency: ReadConsistency,
+        _now_ms: &dyn Fn() -> u64,
+    ) -> Option<ReadResult> {
+        None
+    }
 }

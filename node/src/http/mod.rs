@@ -27,6 +27,7 @@ use conclave_core::engine::EngineHandle;
 use conclave_core::raft::NodeId;
 use tokio::sync::{Semaphore, watch as signal};
 
+use crate::clock::OsClock;
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
 use crate::watch_hub::WatchHub;
@@ -35,6 +36,8 @@ use crate::watch_hub::WatchHub;
 pub struct AppState {
     pub config: Arc<NodeConfig>,
     pub engine: EngineHandle,
+    /// The engine's clock, for reads answered without the engine (`propose::read`).
+    pub clock: OsClock,
     pub hub: Arc<WatchHub>,
     pub metrics: Arc<Metrics>,
     /// Pooled connections to the leader, for forwarding.

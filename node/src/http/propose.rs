@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use conclave_core::engine::{EngineError, ReadConsistency, ReadQuery, ReadResult};
 use conclave_core::kv::{KvCommand, KvResponse, SessionTag};
-use conclave_core::seams::Consensus;
+use conclave_core::seams::{Clock, Consensus};
 
 use super::AppState;
 use super::leader::{Forwardable, not_leader};
@@ -47,6 +47,10 @@ pub async fn read(
     consistency: ReadConsistency,
     request: Forwardable<'_>,
 ) -> Result<ReadResult, Response> {
+    let now_ms = || state.clock.monotonic_ms();
+    if let Some(result) = state.engine.read_locally(&query, consistency, &now_ms) {
+        return Ok(result);
+    }
     let deadline_ms = state.config.http.request_timeout_ms;
     let answer = tokio::time::timeout(
         Duration::from_millis(deadline_ms),
