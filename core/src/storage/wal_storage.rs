@@ -171,6 +171,8 @@ impl<F: FileSystem> WalStorage<F> {
             log_terms: parts.log_terms,
             progress,
             unsynced_commit_writes: 0,
+            deferred_commit: None,
+            commit_writes_deferred: 0,
         };
         let storage = WalStorage {
             fs,
@@ -239,6 +241,9 @@ impl<F: FileSystem> Storage for WalStorage<F> {
     }
 }
 
+/// Under load, groups in a row that may leave the commit index unwritten.
+const MAX_DEFERRED_COMMIT_WRITES: u32 = 7;
+
 /// The work of a group that follows its log sync.
 struct AfterSync {
     newest_hard_state: Option<HardState>,
@@ -259,6 +264,9 @@ struct Writer<F: FileSystem> {
     log_terms: LogTerms,
     progress: StorageProgress,
     unsynced_commit_writes: u32,
+    /// A commit index not written yet, and how many groups in a row deferred writing it.
+    deferred_commit: Option<LogIndex>,
+    commit_writes_deferred: u32,
 }
 
 impl<F: FileSystem> Writer<F> {
@@ -332,20 +340,32 @@ impl<F: FileSystem> Writer<F> {
     /// and compact the log.
     async fn after_sync(&mut self, after_sync: AfterSync) -> StorageResult<()> {
         let AfterSync { newest_hard_state, compact_to } = after_sync;
-        if let Some(hard_state) = newest_hard_state
-            && hard_state != self.hard_state.written()
-        {
-            let written = self.hard_state.written();
+        let written = self.hard_state.written();
+        let commit = newest_hard_state.map(|hard_state| {
             assert_eq!(
                 (hard_state.term, hard_state.vote),
                 (written.term, written.vote),
                 "term and vote changes are made durable before the batch's records"
             );
-            self.unsynced_commit_writes += 1;
-            let sync = self.unsynced_commit_writes >= self.options.commit_sync_every_writes;
-            self.hard_state.write(hard_state, sync).await?;
-            if sync {
-                self.unsynced_commit_writes = 0;
+            hard_state.commit
+        });
+        let commit = commit.max(self.deferred_commit.take());
+        if let Some(commit) = commit
+            && commit > written.commit
+        {
+            // The commit index is a hint for restarts, not needed for safety. While the next
+            // group is already waiting, it is recorded every few groups rather than after each.
+            if !self.queue.is_empty() && self.commit_writes_deferred < MAX_DEFERRED_COMMIT_WRITES {
+                self.deferred_commit = Some(commit);
+                self.commit_writes_deferred += 1;
+            } else {
+                self.commit_writes_deferred = 0;
+                self.unsynced_commit_writes += 1;
+                let sync = self.unsynced_commit_writes >= self.options.commit_sync_every_writes;
+                self.hard_state.write(HardState { commit, ..written }, sync).await?;
+                if sync {
+                    self.unsynced_commit_writes = 0;
+                }
             }
         }
         if let Some(up_to) = compact_to {
