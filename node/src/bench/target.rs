@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http1::{Connection as Driver, SendRequest};
 use hyper::header::{CONTENT_TYPE, HOST, LOCATION};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -41,12 +42,32 @@ pub struct Target {
 
 /// One worker's connections: at most one open connection per node, reopened after a failure.
 pub struct Connection {
-    links: BTreeMap<String, SendRequest<Full<Bytes>>>,
+    links: BTreeMap<String, Link>,
     read_base: String,
     /// The request path, rebuilt in place for every request.
     path: String,
     /// etcd's JSON body, rebuilt in place for every request.
     json: String,
+}
+
+/// One HTTP/1.1 connection. Its driver (hyper's connection state machine) is polled by the
+/// worker itself while a request is in flight, not by a task of its own: a separate task would
+/// cost two task wake-ups per request, often across threads.
+struct Link {
+    sender: SendRequest<Full<Bytes>>,
+    driver: Pin<Box<Driver<TokioIo<TcpStream>, Full<Bytes>>>>,
+}
+
+impl Link {
+    /// Whether the peer closed the connection while it was idle: the driver then finishes as
+    /// soon as it is polled.
+    async fn closed(&mut self) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.driver.as_mut() => true,
+            () = std::future::ready(()) => false,
+        }
+    }
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -109,6 +130,19 @@ impl Target {
         }
     }
 
+    /// After `base` failed to answer: if it was taken for the leader, the next request tries
+    /// the next endpoint, which redirects to the leader it knows (so a killed leader costs a
+    /// few errors per worker, not every request until the run ends).
+    fn suspect_leader(&self, base: &str) {
+        let Ok(mut leader) = self.leader.lock() else { return };
+        if *leader != base {
+            return;
+        }
+        let at = self.endpoints.iter().position(|endpoint| endpoint == base);
+        let next = at.map_or(0, |at| (at + 1) % self.endpoints.len());
+        *leader = self.endpoints[next].clone();
+    }
+
     fn leader(&self) -> String {
         self.leader.lock().map(|l| l.clone()).unwrap_or_else(|_| self.endpoints[0].clone())
     }
@@ -166,7 +200,13 @@ impl Target {
                     (leader, Method::POST, Some("application/json"), Bytes::from(txn.to_string()))
                 }
             };
-            let answer = connection.exchange(&base, method, content_type, body).await?;
+            let answer = match connection.exchange(&base, method, content_type, body).await {
+                Ok(answer) => answer,
+                Err(kind) => {
+                    self.suspect_leader(&base);
+                    return Err(kind);
+                }
+            };
             match answer.status {
                 StatusCode::OK | StatusCode::NOT_FOUND => return Ok(()),
                 StatusCode::TEMPORARY_REDIRECT => {
@@ -264,9 +304,10 @@ impl Connection {
             request = request.header(CONTENT_TYPE, content_type);
         }
         let request = request.body(Full::new(body)).map_err(|e| format!("bad request: {e}"))?;
-        let link = self.link(authority).await?;
+        let Link { sender, driver } = self.link(authority).await?;
         let exchange = async {
-            let response = link.send_request(request).await.map_err(|_| "transport")?;
+            sender.ready().await.map_err(|_| "transport")?;
+            let response = sender.send_request(request).await.map_err(|_| "transport")?;
             let status = response.status();
             let location =
                 response.headers().get(LOCATION).and_then(|l| l.to_str().ok()).map(str::to_string);
@@ -283,7 +324,14 @@ impl Connection {
             };
             Ok::<_, &'static str>(Answer { status, location, reason })
         };
-        let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        let driven = async {
+            tokio::select! {
+                answer = exchange => answer,
+                // The connection ended before the answer was complete.
+                _ = driver.as_mut() => Err("transport"),
+            }
+        };
+        let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, driven).await {
             Ok(Ok(answer)) => return Ok(answer),
             Ok(Err(kind)) => kind,
             Err(_elapsed) => "timeout",
@@ -294,9 +342,9 @@ impl Connection {
     }
 
     /// The open connection to `authority`, opened (again) if there is none or it closed.
-    async fn link(&mut self, authority: &str) -> Result<&mut SendRequest<Full<Bytes>>, ErrorKind> {
+    async fn link(&mut self, authority: &str) -> Result<&mut Link, ErrorKind> {
         let usable = match self.links.get_mut(authority) {
-            Some(link) => link.ready().await.is_ok(),
+            Some(link) => !link.closed().await,
             None => false,
         };
         if !usable {
@@ -305,15 +353,10 @@ impl Connection {
                 .map_err(|_| "connect")?
                 .map_err(|_| "connect")?;
             let _ = stream.set_nodelay(true);
-            let (link, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(|_| "connect")?;
-            tokio::spawn(async move {
-                // Ends when the link is dropped or the peer closes; either way the next
-                // request notices and reconnects.
-                let _ = driver.await;
-            });
-            self.links.insert(authority.to_string(), link);
+            self.links.insert(authority.to_string(), Link { sender, driver: Box::pin(driver) });
         }
         self.links.get_mut(authority).ok_or_else(|| "connect".into())
     }
