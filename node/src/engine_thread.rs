@@ -1,10 +1,13 @@
 //! The engine's own thread. The engine and the peer transport are single-threaded by design
 //! (`Rc`, `spawn_local`), so they run on a current-thread tokio runtime inside a `LocalSet` on a
 //! dedicated OS thread. Everything else (HTTP, watch fan-out) runs on the multi-threaded
-//! runtime and reaches the engine through the `EngineHandle`, whose channels are `Send`.
+//! runtime and reaches the engine through the `EngineHandle`, whose channels are `Send`. The
+//! watch hub's feed runs on the engine's thread too: every applied write is an event, and
+//! waking another thread for each cycle's events would cost more than recording them.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
 use conclave_core::engine::{Engine, EngineHandle};
@@ -17,6 +20,7 @@ use crate::clock::OsClock;
 use crate::config::NodeConfig;
 use crate::network::TokioNetwork;
 use crate::storage::open_storage;
+use crate::watch_hub::WatchHub;
 
 // The HTTP runtime shares the handle between worker threads.
 const _: fn() = || {
@@ -36,8 +40,6 @@ pub struct RecoverySummary {
 
 pub struct RunningEngine {
     pub handle: EngineHandle,
-    /// Subscribed before the engine ran its first cycle: sees every change this process applies.
-    pub events: broadcast::Receiver<KvEvent>,
     pub recovery: RecoverySummary,
     /// The engine's clock: local reads compare its lease against this clock.
     pub clock: OsClock,
@@ -53,9 +55,14 @@ fn os_seed() -> u64 {
     hasher.finish()
 }
 
-/// Opens storage, recovers, starts the peer transport and the engine on a new thread.
-/// Returns once the engine is ready to take requests, or with the reason it could not start.
-pub async fn start(config: NodeConfig, fsync_seconds: Histogram) -> anyhow::Result<RunningEngine> {
+/// Opens storage, recovers, starts the peer transport and the engine on a new thread, with
+/// `hub` fed every change this process applies. Returns once the engine is ready to take
+/// requests, or with the reason it could not start.
+pub async fn start(
+    config: NodeConfig,
+    fsync_seconds: Histogram,
+    hub: Arc<WatchHub>,
+) -> anyhow::Result<RunningEngine> {
     let (started_tx, started_rx) = oneshot::channel();
     let (finished_tx, finished) = oneshot::channel();
     let thread = std::thread::Builder::new()
@@ -75,7 +82,8 @@ pub async fn start(config: NodeConfig, fsync_seconds: Histogram) -> anyhow::Resu
                     Err(error) => {
                         let _ = started_tx.send(Err(error));
                     }
-                    Ok((engine, writer, started)) => {
+                    Ok((engine, writer, events, started)) => {
+                        tokio::task::spawn_local(hub.run(events));
                         let _ = started_tx.send(Ok(started));
                         let result =
                             engine.run(writer).await.map_err(|failure| failure.to_string());
@@ -85,12 +93,12 @@ pub async fn start(config: NodeConfig, fsync_seconds: Histogram) -> anyhow::Resu
             });
         })
         .context("cannot spawn the engine thread")?;
-    let (handle, events, recovery, clock) =
+    let (handle, recovery, clock) =
         started_rx.await.map_err(|_| anyhow!("the engine thread ended before starting"))??;
-    Ok(RunningEngine { handle, events, recovery, clock, finished, thread })
+    Ok(RunningEngine { handle, recovery, clock, finished, thread })
 }
 
-type Started = (EngineHandle, broadcast::Receiver<KvEvent>, RecoverySummary, OsClock);
+type Started = (EngineHandle, RecoverySummary, OsClock);
 
 async fn prepare(
     config: &NodeConfig,
@@ -98,6 +106,8 @@ async fn prepare(
 ) -> anyhow::Result<(
     Engine<TcpTransport, crate::storage::NodeStorage, OsClock>,
     impl Future<Output = Result<(), conclave_core::seams::storage::StorageFailure>> + 'static,
+    // Subscribed before the engine runs its first cycle: sees every change it applies.
+    broadcast::Receiver<KvEvent>,
     Started,
 )> {
     let engine_config = config.engine_config();
@@ -152,5 +162,5 @@ async fn prepare(
     )
     .context("cannot start the engine")?;
     let events = handle.subscribe();
-    Ok((engine, writer, (handle, events, recovery, clock)))
+    Ok((engine, writer, events, (handle, recovery, clock)))
 }

@@ -73,7 +73,9 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_bind_address()))?;
     let metrics = Arc::new(Metrics::new());
-    let engine = engine_thread::start((*config).clone(), metrics.fsync_seconds.clone()).await?;
+    let hub = WatchHub::new(config.watch_history_events);
+    let engine =
+        engine_thread::start((*config).clone(), metrics.fsync_seconds.clone(), hub.clone()).await?;
     let recovery = &engine.recovery;
     tracing::info!(
         node = config.node_id.0,
@@ -85,8 +87,6 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         members = ?config.members.keys().map(|id| id.0).collect::<Vec<_>>(),
         "storage recovered, engine started"
     );
-    let hub = WatchHub::new(config.watch_history_events);
-    tokio::spawn(hub.clone().run(engine.events));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let forwarder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

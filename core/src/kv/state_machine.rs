@@ -283,6 +283,12 @@ impl KvStateMachine {
         }
     }
 
+    /// Whether `condition` holds for `key` now. An unconditional write (the common case) needs
+    /// no lookup of the key.
+    fn condition_holds(&self, key: &str, condition: &Condition) -> bool {
+        *condition == Condition::Always || condition.holds(self.keyspace.lookup(key, self.clock_ms))
+    }
+
     fn put_if(
         &mut self,
         key: &str,
@@ -291,7 +297,7 @@ impl KvStateMachine {
         condition: &Condition,
         events: &mut Vec<KvEvent>,
     ) -> KvResponse {
-        if !condition.holds(self.keyspace.lookup(key, self.clock_ms)) {
+        if !self.condition_holds(key, condition) {
             return self.condition_failed(key);
         }
         let revision = self.keyspace.pending_revision();
@@ -307,7 +313,7 @@ impl KvStateMachine {
         condition: &Condition,
         events: &mut Vec<KvEvent>,
     ) -> KvResponse {
-        if !condition.holds(self.keyspace.lookup(key, self.clock_ms)) {
+        if !self.condition_holds(key, condition) {
             return self.condition_failed(key);
         }
         let revision = self.keyspace.pending_revision();
