@@ -496,7 +496,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             self.storage.submit(StorageJob::Persist(batch))?;
         }
         // Before any message leaves: one of them may be a TimeoutNow that ends the lease.
-        self.publish_lease();
+        self.revoke_lease_if_lost();
         for message in messages {
             let to = message.to;
             self.transport.send(to, PeerMessage::Raft(message));
@@ -642,17 +642,28 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         Ok(())
     }
 
-    /// Publishes until when lease reads may be answered without the engine. The lease is
-    /// measured from the tick at which its heartbeat round was sent: followers reset their
-    /// election timers no earlier than that, and ticks are never taken early.
+    /// Publishes until when lease reads may be answered without the engine, at the end of a
+    /// cycle, once everything committed is applied. The lease is measured from the tick at
+    /// which its heartbeat round was sent: followers reset their election timers no earlier
+    /// than that, and ticks are never taken early.
     fn publish_lease(&self) {
+        let caught_up = self.local.kv().applied_index() >= self.raft.log().committed();
         let until_ms = match (self.raft.lease_start_tick(), self.config.raft.lease_ticks()) {
-            (Some(start_tick), Some(lease_ticks)) => self
+            (Some(start_tick), Some(lease_ticks)) if caught_up => self
                 .tick_time_ms(start_tick)
                 .map_or(0, |start_ms| start_ms + lease_ticks * self.config.tick_ms),
             _ => 0,
         };
         self.local.set_lease_until_ms(until_ms);
+    }
+
+    /// Mid-cycle, the lease may only be withdrawn, never granted: the entries this cycle
+    /// commits are not applied yet, and a leader's first commit in its term is what makes its
+    /// predecessor's acknowledged writes readable.
+    fn revoke_lease_if_lost(&self) {
+        if self.raft.lease_start_tick().is_none() {
+            self.local.set_lease_until_ms(0);
+        }
     }
 
     fn record_tick_time(&mut self, now_ms: u64) {
