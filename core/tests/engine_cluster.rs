@@ -170,6 +170,18 @@ impl TestCluster {
             other => panic!("unexpected {other:?}"),
         }
     }
+
+    /// The first lease read `at` answers locally within a second (its next heartbeat round
+    /// acknowledged by a quorum grants the lease); `None` if it never does.
+    async fn first_lease_read(&self, at: NodeId, key: &str) -> Option<Bytes> {
+        for _ in 0..100 {
+            if let Some(value) = self.read_locally(at, key, ReadConsistency::Lease) {
+                return Some(value);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
 }
 
 fn run_local<F: std::future::Future<Output = ()>>(test: F) {
@@ -443,15 +455,7 @@ fn a_leader_answers_lease_reads_locally_only_while_its_lease_holds() {
         let cluster = TestCluster::with_lease_reads(3);
         let old = cluster.wait_for_leader().await;
         cluster.put(old, "k", "1").await.expect("put");
-        // The next heartbeat round acknowledged by a quorum grants the lease.
-        let mut answered = None;
-        for _ in 0..100 {
-            answered = cluster.read_locally(old, "k", ReadConsistency::Lease);
-            if answered.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let answered = cluster.first_lease_read(old, "k").await;
         assert_eq!(answered.as_deref(), Some(&b"1"[..]), "the leader answers from its lease");
         assert_eq!(cluster.read_locally(old, "k", ReadConsistency::Linearizable), None);
         let followers: Vec<NodeId> =
@@ -484,14 +488,7 @@ fn a_leader_answers_lease_reads_locally_only_while_its_lease_holds() {
         );
 
         // A transfer ends the lease before the successor is told to campaign.
-        let mut answered = None;
-        for _ in 0..100 {
-            answered = cluster.read_locally(new, "k", ReadConsistency::Lease);
-            if answered.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let answered = cluster.first_lease_read(new, "k").await;
         assert_eq!(answered.as_deref(), Some(&b"2"[..]));
         let successor = followers.iter().copied().find(|id| *id != new).expect("a successor");
         cluster.handles[&new].transfer_leadership(successor).await.expect("transfer");

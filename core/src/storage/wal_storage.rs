@@ -288,10 +288,12 @@ impl<F: FileSystem> Writer<F> {
             if self.publish.send(Ok(self.progress)).is_err() {
                 return Ok(()); // nobody is listening any more
             }
+            let published = self.progress;
             if let Err(error) = self.after_sync(after_sync).await {
                 return Err(self.fail(error));
             }
-            if self.publish.send(Ok(self.progress)).is_err() {
+            // A second notice only if there is news: each one wakes the engine.
+            if self.progress != published && self.publish.send(Ok(self.progress)).is_err() {
                 return Ok(());
             }
         }
