@@ -431,11 +431,11 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             let ready = self.raft.ready();
             self.carry_out(ready).await?;
         }
-        let applied = self.local.kv().applied_index();
-        for read in self.pending.reads_ready(applied) {
-            let result = execute_read(&self.local.kv(), &read.query);
-            let _ = read.reply.send(Ok(result));
+        let kv = self.local.kv();
+        for read in self.pending.reads_ready(kv.applied_index()) {
+            let _ = read.reply.send(Ok(execute_read(&kv, &read.query)));
         }
+        drop(kv);
         self.maybe_snapshot()?;
         self.update_transport_peers();
         self.publish_lease();
