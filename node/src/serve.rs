@@ -103,9 +103,14 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         shutdown: shutdown_rx.clone(),
         watchers: Arc::new(Semaphore::new(config.http.max_watchers)),
     });
-    let app = http::router(state);
-    let server =
-        tokio::spawn(http::server::serve(listener, app, config.http.clone(), metrics, shutdown_rx));
+    let service = http::service(state);
+    let server = tokio::spawn(http::server::serve(
+        listener,
+        service,
+        config.http.clone(),
+        metrics,
+        shutdown_rx,
+    ));
     tracing::info!(
         node = config.node_id.0,
         http = %config.http_bind_address(),

@@ -145,6 +145,22 @@ fn the_http_contract_holds_byte_for_byte() {
     {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
+    // Single-key requests skip the router (`http/service.rs`) and are still counted under the
+    // route's template. The PUTs above: the empty value, the six cases, the two refused
+    // conditional puts, the swap, five range keys and the TTL key (`/kv/`, the empty key, is the
+    // router's own route).
+    let count_of = |series: &str| -> u64 {
+        let line = metrics.lines().find(|line| line.starts_with(series));
+        let line = line.unwrap_or_else(|| panic!("/metrics lacks {series}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let key_route = r#"route="/kv/{*key}""#;
+    let puts = count_of(&format!(
+        r#"conclave_http_request_duration_seconds_count{{method="PUT",{key_route}}}"#
+    ));
+    assert_eq!(puts, 1 + 6 + 2 + 1 + 5 + 1, "PUT /kv/{{key}} requests counted");
+    let refused = count_of(&format!(r#"conclave_http_responses_total{{{key_route},code="412"}}"#));
+    assert_eq!(refused, 2, "the two refused conditional puts");
 }
 
 #[test]

@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use conclave_core::engine::{ReadQuery, ReadResult};
 use conclave_core::kv::{Condition, KvCommand, KvResponse};
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::Body as HttpBody;
 
 use super::AppState;
 use super::key::key_from_path;
@@ -24,13 +26,19 @@ fn bad_request(message: impl std::fmt::Display) -> Response {
 }
 
 /// Reads a request body of at most `limit_bytes`.
-pub async fn read_body(body: Body, limit_bytes: u64, what: &str) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, limit_bytes as usize).await.map_err(|_| {
-        text(
+pub async fn read_body<B>(body: B, limit_bytes: u64, what: &str) -> Result<Bytes, Response>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
+    let limit = usize::try_from(limit_bytes).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("{what} is larger than the limit of {limit_bytes} bytes\n"),
-        )
-    })
+        )),
+    }
 }
 
 /// The key of the request, or the 400 to answer.
@@ -43,21 +51,48 @@ fn request_key(uri: &Uri) -> Result<String, Response> {
     }
 }
 
+/// The query parameters of a key request (`?ttl=`, `?consistency=`), or the 400 to answer.
+#[allow(clippy::result_large_err)] // as above
+fn key_params(uri: &Uri) -> Result<KvParams, Response> {
+    match uri.query() {
+        None => Ok(KvParams::default()),
+        Some(query) => serde_urlencoded::from_str(query)
+            .map_err(|error| bad_request(format!("invalid query string: {error}"))),
+    }
+}
+
 pub async fn empty_key() -> Response {
     text(StatusCode::BAD_REQUEST, KEY_EMPTY)
 }
 
-pub async fn get_key(
-    State(state): State<Arc<AppState>>,
-    Query(params): Query<KvParams>,
-    request: Request,
-) -> Response {
-    // The request's parts are borrowed, not extracted one by one: extracting `HeaderMap`
-    // clones it, on every request of the hottest routes.
+/// `GET /kv/{key}` as a router handler; the work is in [`get_key`].
+pub async fn get_key_route(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
+    get_key(&state, &parts).await
+}
+
+/// `PUT /kv/{key}` as a router handler; the work is in [`put_key`].
+pub async fn put_key_route(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    put_key(&state, &parts, body).await
+}
+
+/// `DELETE /kv/{key}` as a router handler; the work is in [`delete_key`].
+pub async fn delete_key_route(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    delete_key(&state, &parts).await
+}
+
+/// `GET /kv/{key}`. Takes the request's parts by reference, not extractor by extractor:
+/// extracting `HeaderMap` clones it, on every request of the hottest route.
+pub async fn get_key(state: &AppState, parts: &Parts) -> Response {
     let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
     let key = match request_key(uri) {
         Ok(key) => key,
+        Err(response) => return response,
+    };
+    let params = match key_params(uri) {
+        Ok(params) => params,
         Err(response) => return response,
     };
     let consistency = match parse_consistency(params.consistency.as_deref()) {
@@ -65,7 +100,7 @@ pub async fn get_key(
         Err(message) => return bad_request(message),
     };
     let request = Forwardable { method, uri, headers, body: Bytes::new() };
-    match read(&state, ReadQuery::Get { key }, consistency, request).await {
+    match read(state, ReadQuery::Get { key }, consistency, request).await {
         Ok(ReadResult::Value { value: Some((value, meta)), revision, .. }) => {
             let mut response = value.into_response();
             let headers = response.headers_mut();
@@ -84,15 +119,19 @@ pub async fn get_key(
     }
 }
 
-pub async fn put_key(
-    State(state): State<Arc<AppState>>,
-    Query(params): Query<KvParams>,
-    request: Request,
-) -> Response {
-    let (parts, body) = request.into_parts();
+/// `PUT /kv/{key}`.
+pub async fn put_key<B>(state: &AppState, parts: &Parts, body: B) -> Response
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<axum::BoxError>,
+{
     let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
     let key = match request_key(uri) {
         Ok(key) => key,
+        Err(response) => return response,
+    };
+    let params = match key_params(uri) {
+        Ok(params) => params,
         Err(response) => return response,
     };
     let limits = &state.config.kv_limits;
@@ -115,7 +154,7 @@ pub async fn put_key(
     };
     let command = KvCommand::Put { key, value: value.clone(), ttl_ms, condition };
     let request = Forwardable { method, uri, headers, body: value };
-    match write(&state, command, session, request).await {
+    match write(state, command, session, request).await {
         Ok(KvResponse::Put { revision, .. }) => {
             let mut response = StatusCode::OK.into_response();
             response.headers_mut().insert(header::ETAG, etag(revision));
@@ -126,8 +165,8 @@ pub async fn put_key(
     }
 }
 
-pub async fn delete_key(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let (parts, _body) = request.into_parts();
+/// `DELETE /kv/{key}`.
+pub async fn delete_key(state: &AppState, parts: &Parts) -> Response {
     let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
     let key = match request_key(uri) {
         Ok(key) => key,
@@ -142,7 +181,7 @@ pub async fn delete_key(State(state): State<Arc<AppState>>, request: Request) ->
     }
     let command = KvCommand::Delete { key, condition };
     let request = Forwardable { method, uri, headers, body: Bytes::new() };
-    match write(&state, command, session, request).await {
+    match write(state, command, session, request).await {
         Ok(KvResponse::Delete { prev: Some(_), revision }) => {
             with_header(StatusCode::OK.into_response(), REVISION_HEADER, revision)
         }

@@ -3,7 +3,8 @@
 //! Files: `server.rs` (accept loop, connection limits, graceful shutdown), `kv.rs` (keys,
 //! ranges, clear, sessions), `txn.rs`, `watch.rs` (server-sent events), `cluster.rs` (info,
 //! members, health, metrics), `leader.rs` (redirect or forward to the leader), `observe.rs`
-//! (latency metrics), `key.rs`, `params.rs`, `reply.rs`.
+//! (latency metrics), `service.rs` (the fast path for single-key requests, in front of the
+//! router), `key.rs`, `params.rs`, `reply.rs`.
 
 mod admin;
 mod backup;
@@ -16,6 +17,7 @@ mod params;
 mod propose;
 mod reply;
 pub mod server;
+mod service;
 mod txn;
 mod watch;
 
@@ -59,6 +61,12 @@ impl AppState {
     }
 }
 
+/// What the server calls for each request: single-key requests on a fast path, the rest through
+/// [`router`].
+pub fn service(state: Arc<AppState>) -> service::ApiService {
+    service::ApiService::new(state.clone(), router(state))
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     let not_allowed = || any(reply_method_not_allowed);
     Router::new()
@@ -77,10 +85,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .fallback(reply_method_not_allowed),
         )
         .route(
-            "/kv/{*key}",
-            get(kv::get_key)
-                .put(kv::put_key)
-                .delete(kv::delete_key)
+            observe::KEY_ROUTE,
+            get(kv::get_key_route)
+                .put(kv::put_key_route)
+                .delete(kv::delete_key_route)
                 .fallback(reply_method_not_allowed),
         )
         .route("/clear", delete(kv::clear).fallback(reply_method_not_allowed))

@@ -9,19 +9,24 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 
 use super::AppState;
-use crate::metrics::{ResponseLabels, RouteLabels};
+use crate::metrics::{Metrics, ResponseLabels, RouteLabels};
+
+/// The template of the single-key route, as the router names it.
+pub const KEY_ROUTE: &str = "/kv/{*key}";
 
 /// The router's templates (see `router` in `mod.rs`); a route missing here still gets its own
 /// label, only allocated per request.
 const ROUTES: &[&str] = &[
     "/kv",
     "/kv/",
-    "/kv/{*key}",
+    KEY_ROUTE,
     "/clear",
     "/session",
     "/txn",
@@ -72,6 +77,62 @@ pub async fn observe(State(state): State<Arc<AppState>>, request: Request, next:
         .get_or_create(&ResponseLabels { route, code: response.status().as_u16() })
         .inc();
     response
+}
+
+/// The metrics of the single-key route, looked up once. The service's fast path (`service.rs`)
+/// records each GET, PUT and DELETE on `/kv/{key}` with these, under the same labels the
+/// middleware above gives the router's requests, without a label lookup per request.
+pub struct KeyRouteMetrics {
+    get_seconds: Histogram,
+    put_seconds: Histogram,
+    delete_seconds: Histogram,
+    ok: Counter,
+    not_found: Counter,
+    metrics: Arc<Metrics>,
+}
+
+impl KeyRouteMetrics {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        let seconds = |method: &'static str| {
+            let labels =
+                RouteLabels { method: Cow::Borrowed(method), route: Cow::Borrowed(KEY_ROUTE) };
+            metrics.request_seconds.get_or_create(&labels).clone()
+        };
+        let responses = |code: StatusCode| {
+            let labels = ResponseLabels { route: Cow::Borrowed(KEY_ROUTE), code: code.as_u16() };
+            metrics.responses.get_or_create(&labels).clone()
+        };
+        KeyRouteMetrics {
+            get_seconds: seconds("GET"),
+            put_seconds: seconds("PUT"),
+            delete_seconds: seconds("DELETE"),
+            ok: responses(StatusCode::OK),
+            not_found: responses(StatusCode::NOT_FOUND),
+            metrics,
+        }
+    }
+
+    pub fn record(&self, method: &Method, elapsed_seconds: f64, status: StatusCode) {
+        match *method {
+            Method::GET => self.get_seconds.observe(elapsed_seconds),
+            Method::PUT => self.put_seconds.observe(elapsed_seconds),
+            Method::DELETE => self.delete_seconds.observe(elapsed_seconds),
+            ref other => {
+                let labels =
+                    RouteLabels { method: method_label(other), route: Cow::Borrowed(KEY_ROUTE) };
+                self.metrics.request_seconds.get_or_create(&labels).observe(elapsed_seconds);
+            }
+        }
+        match status {
+            StatusCode::OK => self.ok.inc(),
+            StatusCode::NOT_FOUND => self.not_found.inc(),
+            other => {
+                let labels =
+                    ResponseLabels { route: Cow::Borrowed(KEY_ROUTE), code: other.as_u16() };
+                self.metrics.responses.get_or_create(&labels).inc()
+            }
+        };
+    }
 }
 
 #[cfg(test)]

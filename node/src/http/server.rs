@@ -7,14 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch as signal};
 
+use super::service::ApiService;
 use crate::config::HttpLimits;
 use crate::metrics::Metrics;
 
@@ -27,7 +26,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    service: ApiService,
     limits: HttpLimits,
     metrics: Arc<Metrics>,
     mut shutdown: signal::Receiver<bool>,
@@ -60,8 +59,7 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = builder.serve_connection(TokioIo::new(stream), service.clone());
         let connection = graceful.watch(connection);
         let metrics = metrics.clone();
         metrics.open_connections.inc();
