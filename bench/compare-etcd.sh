@@ -3,8 +3,9 @@
 # (`conclave bench`): a 3-member etcd cluster and a 3-node Conclave cluster on loopback, both
 # with fsync on, 16-byte keys and 100-byte values. Scenarios: put at 1, 16 and 64 connections;
 # linearizable get at 64; lease get at 64 (etcd: serializable get). Rounds alternate which
-# system goes first so that drift over the run hits both. Prints one table with the ratios and
-# stops every process it started.
+# system goes first so that drift over the run hits both. Prints one table with the ratios, then
+# the medians over the rounds with the issue's targets checked against them, and stops every
+# process it started.
 #
 #   bench/compare-etcd.sh [--rounds N] [--duration 10s] [--warmup 2s] [--keys 10000]
 #
@@ -131,3 +132,53 @@ for round in $(seq 1 "$ROUNDS"); do
     printf '%-38s %6s %12.0f %9.2f %9.2f %12.0f %9.2f %9.2f %8s\n' "$name" "$round" "$e_ops" "$e_p50" "$e_p99" "$c_ops" "$c_p50" "$c_p99" "$ratio"
   done
 done
+
+# The median of its arguments (the mean of the middle two for an even count).
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# Per scenario, the median of each figure over the rounds; the ratio is taken per round first
+# (etcd and Conclave ran back to back in a round), then its median.
+declare -A MEDIAN
+echo
+echo "median of $ROUNDS round(s):"
+printf '%-38s %12s %9s %9s %12s %9s %9s %8s\n' scenario "etcd ops/s" "p50 ms" "p99 ms" "conclave" "p50 ms" "p99 ms" ratio
+for scenario in "${SCENARIOS[@]}"; do
+  IFS='|' read -r name _ _ _ <<<"$scenario"
+  e_ops=(); e_p50=(); e_p99=(); c_ops=(); c_p50=(); c_p99=(); ratios=()
+  for round in $(seq 1 "$ROUNDS"); do
+    read -r eo e5 e9 <<<"${RESULT["$round|$name|etcd"]}"
+    read -r co c5 c9 <<<"${RESULT["$round|$name|conclave"]}"
+    e_ops+=("$eo"); e_p50+=("$e5"); e_p99+=("$e9"); c_ops+=("$co"); c_p50+=("$c5"); c_p99+=("$c9")
+    ratios+=("$(awk -v c="$co" -v e="$eo" 'BEGIN { if (e > 0) print c / e; else print 0 }')")
+  done
+  MEDIAN["$name|ratio"]="$(median "${ratios[@]}")"
+  MEDIAN["$name|c_ops"]="$(median "${c_ops[@]}")"
+  MEDIAN["$name|c_p50"]="$(median "${c_p50[@]}")"
+  MEDIAN["$name|c_p99"]="$(median "${c_p99[@]}")"
+  MEDIAN["$name|e_p99"]="$(median "${e_p99[@]}")"
+  printf '%-38s %12.0f %9.2f %9.2f %12.0f %9.2f %9.2f %7.1fx\n' "$name" "$(median "${e_ops[@]}")" \
+    "$(median "${e_p50[@]}")" "${MEDIAN["$name|e_p99"]}" "${MEDIAN["$name|c_ops"]}" \
+    "${MEDIAN["$name|c_p50"]}" "${MEDIAN["$name|c_p99"]}" "${MEDIAN["$name|ratio"]}"
+done
+
+# verdict WHAT VALUE TARGET higher|lower UNIT: "met" or by how much it is missed.
+verdict() {
+  awk -v what="$1" -v v="$2" -v t="$3" -v dir="$4" -v unit="$5" 'BEGIN {
+    met = (dir == "higher") ? (v >= t) : (v <= t)
+    if (met) { printf "  %-52s %10.2f%s  target %s%s%s: met\n", what, v, unit, (dir == "higher") ? ">= " : "<= ", t, unit }
+    else { printf "  %-52s %10.2f%s  target %s%s%s: missed by %.0f%%\n", what, v, unit, (dir == "higher") ? ">= " : "<= ", t, unit, 100 * ((dir == "higher") ? (t - v) / t : (v - t) / t) }
+  }'
+}
+PUT1="put, 1 connection"; PUT64="put, 64 connections"
+LIN="linearizable get, 64"; LEASE="lease get, 64 (etcd: serializable)"
+echo
+echo "targets (issue 7), on the medians:"
+verdict "puts at 64 connections, times etcd" "${MEDIAN["$PUT64|ratio"]}" 5 higher "x"
+verdict "puts at 64 connections, p99 (target: etcd's p99)" "${MEDIAN["$PUT64|c_p99"]}" "${MEDIAN["$PUT64|e_p99"]}" lower " ms"
+verdict "put at 1 connection, p50" "${MEDIAN["$PUT1|c_p50"]}" 0.5 lower " ms"
+verdict "linearizable gets at 64, times etcd" "${MEDIAN["$LIN|ratio"]}" 5 higher "x"
+verdict "lease gets at 64, times etcd" "${MEDIAN["$LEASE|ratio"]}" 10 higher "x"
+verdict "floor: puts at 64 connections" "${MEDIAN["$PUT64|c_ops"]}" 10000 higher " /s"
+verdict "floor: put p99 at 64 connections" "${MEDIAN["$PUT64|c_p99"]}" 10 lower " ms"

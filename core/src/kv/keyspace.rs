@@ -132,34 +132,46 @@ impl Keyspace {
     ) -> Option<KeyMeta> {
         assert_eq!(revision, self.pending_revision());
         assert!(!key.is_empty());
-        let prev = self.records.get(key).map(|record| record.meta);
-        if let Some(deadline_ms) = prev.and_then(|meta| meta.expires_at_ms) {
-            self.expiry.remove(deadline_ms, key);
-        }
-        let meta = match prev {
-            Some(prev) => KeyMeta {
-                create_revision: prev.create_revision,
-                mod_revision: revision,
-                version: prev.version.saturating_add(1),
-                expires_at_ms,
-            },
-            None => KeyMeta {
-                create_revision: revision,
-                mod_revision: revision,
-                version: 1,
-                expires_at_ms,
-            },
-        };
-        if let Some(deadline_ms) = expires_at_ms {
-            self.expiry.insert(deadline_ms, key);
-        }
         events.push(KvEvent {
             key: key.to_owned(),
             kind: KvEventKind::Put,
             value: value.clone(),
             mod_revision: revision,
         });
-        self.records.insert(key.to_owned(), KeyRecord { value, meta });
+        // One search of the map: an existing key (the common case under load) is updated in
+        // place, and only a new key allocates its owned copy.
+        let prev = match self.records.get_mut(key) {
+            Some(record) => {
+                let prev = record.meta;
+                record.value = value;
+                record.meta = KeyMeta {
+                    create_revision: prev.create_revision,
+                    mod_revision: revision,
+                    version: prev.version.saturating_add(1),
+                    expires_at_ms,
+                };
+                Some(prev)
+            }
+            None => {
+                let meta = KeyMeta {
+                    create_revision: revision,
+                    mod_revision: revision,
+                    version: 1,
+                    expires_at_ms,
+                };
+                self.records.insert(key.to_owned(), KeyRecord { value, meta });
+                None
+            }
+        };
+        let old_deadline_ms = prev.and_then(|meta| meta.expires_at_ms);
+        if old_deadline_ms != expires_at_ms {
+            if let Some(deadline_ms) = old_deadline_ms {
+                self.expiry.remove(deadline_ms, key);
+            }
+            if let Some(deadline_ms) = expires_at_ms {
+                self.expiry.insert(deadline_ms, key);
+            }
+        }
         prev
     }
 
