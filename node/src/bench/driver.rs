@@ -24,7 +24,6 @@ pub struct Outcome {
 }
 
 struct WorkerOutcome {
-    latency_us: Histogram<u64>,
     by_operation: BTreeMap<Operation, Histogram<u64>>,
     errors: BTreeMap<String, u64>,
 }
@@ -46,11 +45,7 @@ pub async fn run(plan: &Plan, target: &Arc<Target>) -> anyhow::Result<Outcome> {
         workers.push(tokio::spawn(async move {
             let mut workload = Workload::new(&plan, worker);
             let value = workload.value();
-            let mut out = WorkerOutcome {
-                latency_us: histogram(),
-                by_operation: BTreeMap::new(),
-                errors: BTreeMap::new(),
-            };
+            let mut out = WorkerOutcome { by_operation: BTreeMap::new(), errors: BTreeMap::new() };
             let mut sent: u64 = 0;
             loop {
                 let due = match plan.rate_per_second {
@@ -76,8 +71,9 @@ pub async fn run(plan: &Plan, target: &Arc<Target>) -> anyhow::Result<Outcome> {
                 }
                 match result {
                     Ok(()) => {
+                        // Recorded once, per operation; the histogram of all operations is
+                        // their sum, made when the worker ends.
                         let micros = due.elapsed().as_micros().clamp(1, 100_000_000) as u64;
-                        let _ = out.latency_us.record(micros);
                         let _ = out
                             .by_operation
                             .entry(operation)
@@ -98,8 +94,8 @@ pub async fn run(plan: &Plan, target: &Arc<Target>) -> anyhow::Result<Outcome> {
     };
     for worker in workers {
         let out = worker.await?;
-        outcome.latency_us.add(&out.latency_us)?;
         for (operation, histogram_of) in out.by_operation {
+            outcome.latency_us.add(&histogram_of)?;
             outcome.by_operation.entry(operation).or_insert_with(histogram).add(&histogram_of)?;
         }
         for (kind, count) in out.errors {

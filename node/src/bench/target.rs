@@ -21,7 +21,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::{Connection as Driver, SendRequest};
-use hyper::header::{CONTENT_TYPE, HOST, LOCATION};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, LOCATION};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -35,15 +35,17 @@ pub type ErrorKind = String;
 
 pub struct Target {
     kind: TargetKind,
-    endpoints: Vec<String>,
-    leader: Arc<Mutex<String>>,
+    endpoints: Vec<Arc<str>>,
+    /// Shared, not copied, by every request: a load generator's allocations per request are
+    /// CPU taken from the systems it measures on the same machine.
+    leader: Mutex<Arc<str>>,
     consistency: Consistency,
 }
 
 /// One worker's connections: at most one open connection per node, reopened after a failure.
 pub struct Connection {
     links: BTreeMap<String, Link>,
-    read_base: String,
+    read_base: Arc<str>,
     /// The request path, rebuilt in place for every request.
     path: String,
     /// etcd's JSON body, rebuilt in place for every request.
@@ -56,6 +58,8 @@ pub struct Connection {
 struct Link {
     sender: SendRequest<Full<Bytes>>,
     driver: Pin<Box<Driver<TokioIo<TcpStream>, Full<Bytes>>>>,
+    /// The `Host` header of every request on this connection, made once.
+    host: HeaderValue,
 }
 
 impl Link {
@@ -115,8 +119,8 @@ impl Target {
         }
         Ok(Target {
             kind: plan.target_kind,
-            endpoints: plan.endpoints.clone(),
-            leader: Arc::new(Mutex::new(leader)),
+            endpoints: plan.endpoints.iter().map(|endpoint| Arc::from(endpoint.as_str())).collect(),
+            leader: Mutex::new(Arc::from(leader)),
             consistency: plan.consistency,
         })
     }
@@ -135,15 +139,15 @@ impl Target {
     /// few errors per worker, not every request until the run ends).
     fn suspect_leader(&self, base: &str) {
         let Ok(mut leader) = self.leader.lock() else { return };
-        if *leader != base {
+        if **leader != *base {
             return;
         }
-        let at = self.endpoints.iter().position(|endpoint| endpoint == base);
+        let at = self.endpoints.iter().position(|endpoint| **endpoint == *base);
         let next = at.map_or(0, |at| (at + 1) % self.endpoints.len());
         *leader = self.endpoints[next].clone();
     }
 
-    fn leader(&self) -> String {
+    fn leader(&self) -> Arc<str> {
         self.leader.lock().map(|l| l.clone()).unwrap_or_else(|_| self.endpoints[0].clone())
     }
 
@@ -218,7 +222,7 @@ impl Target {
                         Some(base) => {
                             authority_of(&base)?;
                             if let Ok(mut leader) = self.leader.lock() {
-                                *leader = base;
+                                *leader = Arc::from(base);
                             }
                         }
                         None => return Err("307 without a location".into()),
@@ -299,12 +303,12 @@ impl Connection {
     ) -> Result<Answer, ErrorKind> {
         let authority = authority_of(base)?;
         let mut request = Request::builder().method(method).uri(self.path.as_str());
-        request = request.header(HOST, authority);
         if let Some(content_type) = content_type {
             request = request.header(CONTENT_TYPE, content_type);
         }
-        let request = request.body(Full::new(body)).map_err(|e| format!("bad request: {e}"))?;
-        let Link { sender, driver } = self.link(authority).await?;
+        let mut request = request.body(Full::new(body)).map_err(|e| format!("bad request: {e}"))?;
+        let Link { sender, driver, host } = self.link(authority).await?;
+        request.headers_mut().insert(HOST, host.clone());
         let exchange = async {
             sender.ready().await.map_err(|_| "transport")?;
             let response = sender.send_request(request).await.map_err(|_| "transport")?;
@@ -356,7 +360,9 @@ impl Connection {
             let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(|_| "connect")?;
-            self.links.insert(authority.to_string(), Link { sender, driver: Box::pin(driver) });
+            let host = HeaderValue::from_str(authority).map_err(|_| "bad endpoint")?;
+            let link = Link { sender, driver: Box::pin(driver), host };
+            self.links.insert(authority.to_string(), link);
         }
         self.links.get_mut(authority).ok_or_else(|| "connect".into())
     }
