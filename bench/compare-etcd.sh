@@ -163,12 +163,15 @@ for scenario in "${SCENARIOS[@]}"; do
     "${MEDIAN["$name|c_p50"]}" "${MEDIAN["$name|c_p99"]}" "${MEDIAN["$name|ratio"]}"
 done
 
-# verdict WHAT VALUE TARGET higher|lower UNIT: "met" or by how much it is missed.
+# verdict WHAT VALUE TARGET higher|lower UNIT: "met" or by how much it is missed. Latencies are
+# printed to the microsecond, so a verdict never disagrees with the figure beside it.
 verdict() {
   awk -v what="$1" -v v="$2" -v t="$3" -v dir="$4" -v unit="$5" 'BEGIN {
+    digits = (unit == " ms") ? 3 : (unit == "x") ? 2 : 0
     met = (dir == "higher") ? (v >= t) : (v <= t)
-    if (met) { printf "  %-52s %10.2f%s  target %s%s%s: met\n", what, v, unit, (dir == "higher") ? ">= " : "<= ", t, unit }
-    else { printf "  %-52s %10.2f%s  target %s%s%s: missed by %.0f%%\n", what, v, unit, (dir == "higher") ? ">= " : "<= ", t, unit, 100 * ((dir == "higher") ? (t - v) / t : (v - t) / t) }
+    printf "  %-52s %12.*f%s  target %s%.*f%s: ", what, digits, v, unit, (dir == "higher") ? ">= " : "<= ", digits, t, unit
+    if (met) print "met"
+    else printf "missed by %.0f%%\n", 100 * ((dir == "higher") ? (t - v) / t : (v - t) / t)
   }'
 }
 PUT1="put, 1 connection"; PUT64="put, 64 connections"
