@@ -213,6 +213,16 @@ fn bad_input_is_refused_and_the_node_stays_healthy() {
     let body = response.text().unwrap();
     assert!(!body.trim().is_empty(), "the 400 says what is wrong");
 
+    // Query strings: one parser for `/kv` and `/kv/{key}`, which take different paths through
+    // the server (`http/service.rs`), and the same 400 from both.
+    for path in ["/kv?limit=many", "/kv/k?ttl=1s&ttl=2s"] {
+        let response = client.get(node.url(path)).send().unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert!(response.text().unwrap().starts_with("invalid query string"), "{path}");
+    }
+    let response = client.get(node.url("/kv/k?consistency=eventual")).send().unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
     let response = client.get(node.url("/no/such/route")).send().unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 

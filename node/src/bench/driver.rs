@@ -72,7 +72,7 @@ pub async fn run(plan: &Plan, target: &Arc<Target>) -> anyhow::Result<Outcome> {
                 match result {
                     Ok(()) => {
                         // Recorded once, per operation; the histogram of all operations is
-                        // their sum, made when the worker ends.
+                        // their sum, made when the run ends.
                         let micros = due.elapsed().as_micros().clamp(1, 100_000_000) as u64;
                         let _ = out
                             .by_operation

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -51,9 +51,10 @@ fn request_key(uri: &Uri) -> Result<String, Response> {
     }
 }
 
-/// The query parameters of a key request (`?ttl=`, `?consistency=`), or the 400 to answer.
+/// The query parameters of a `/kv` request (`?ttl=`, `?consistency=`, `?prefix=`, `?limit=`),
+/// or the 400 to answer.
 #[allow(clippy::result_large_err)] // as above
-fn key_params(uri: &Uri) -> Result<KvParams, Response> {
+fn kv_params(uri: &Uri) -> Result<KvParams, Response> {
     match uri.query() {
         None => Ok(KvParams::default()),
         Some(query) => serde_urlencoded::from_str(query)
@@ -91,7 +92,7 @@ pub async fn get_key(state: &AppState, parts: &Parts) -> Response {
         Ok(key) => key,
         Err(response) => return response,
     };
-    let params = match key_params(uri) {
+    let params = match kv_params(uri) {
         Ok(params) => params,
         Err(response) => return response,
     };
@@ -130,7 +131,7 @@ where
         Ok(key) => key,
         Err(response) => return response,
     };
-    let params = match key_params(uri) {
+    let params = match kv_params(uri) {
         Ok(params) => params,
         Err(response) => return response,
     };
@@ -213,8 +214,11 @@ pub async fn range(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    Query(params): Query<KvParams>,
 ) -> Response {
+    let params = match kv_params(&uri) {
+        Ok(params) => params,
+        Err(response) => return response,
+    };
     let consistency = match parse_consistency(params.consistency.as_deref()) {
         Ok(consistency) => consistency,
         Err(message) => return bad_request(message),
