@@ -56,6 +56,8 @@ fn stale_leader_reads_are_caught() {
 
 #[test]
 fn committing_an_old_term_entry_by_counting_is_caught() {
-    // Raft's figure 8 needs three leaders in a row to die young; it is the rarest.
-    assert_caught(PlantedBug::CommitOldTermByCounting, 500);
+    // Raft's figure 8 needs three leaders in a row to die young; it is the rarest: about one
+    // leader-churn seed in 200 shows it (3 in seeds 0..1000, 3 in 500..1113 with different
+    // transport timing), so the bound leaves room for changes that shift every trace.
+    assert_caught(PlantedBug::CommitOldTermByCounting, 2000);
 }

@@ -13,6 +13,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use rand::{Rng, SeedableRng};
@@ -30,6 +32,10 @@ use super::snapshot_stream::{ChunkOutcome, IncomingTransfers, OutgoingTransfer};
 use crate::raft::{MessageBody, NodeId};
 use crate::seams::clock::{Clock, with_deadline};
 use crate::seams::transport::Transport;
+
+/// A receiver acknowledges plain messages within `delivery_deadline_ms / ACK_DELAY_DIVISOR`
+/// of the first unacknowledged one: often enough that a healthy stream never looks stalled.
+const ACK_DELAY_DIVISOR: u64 = 16;
 
 #[derive(Clone, Debug)]
 pub struct TcpTransportConfig {
@@ -86,6 +92,8 @@ pub struct TransportCounters {
     pub messages_sent: u64,
     pub messages_dropped_queue_full: u64,
     pub messages_received: u64,
+    /// `Ack` frames received from peers (each covers every frame before it).
+    pub acknowledgements_received: u64,
     pub connections_opened: u64,
     pub connections_replaced_stalled: u64,
     pub connections_failed: u64,
@@ -522,6 +530,7 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
                         match decode_frame::<Frame>(&ack_bytes, max_frame_bytes) {
                             Ok(Some((Frame::Ack { received }, used))) => {
                                 ack_bytes.drain(..used);
+                                self.shared.counters.borrow_mut().acknowledgements_received += 1;
                                 if received > acknowledged && received <= sent {
                                     acknowledged = received;
                                     waiting_since_ms = (acknowledged < sent).then(|| self.clock.monotonic_ms());
@@ -682,13 +691,36 @@ impl<C: Clock> InboundConnection<C> {
         let mut acknowledged: u64 = 0;
         // Frames for the sender (acknowledgements, resume requests), written together.
         let mut replies: Vec<u8> = Vec::with_capacity(256);
+        // Plain messages are acknowledged after a delay, covering all that arrived meanwhile:
+        // acknowledging every read doubled the writes, reads and wake-ups of both ends under
+        // load. The sender only needs to hear progress well within its delivery deadline.
+        // Snapshot chunks and resume requests are answered at once: they pace a transfer.
+        let ack_delay_ms = (self.config.delivery_deadline_ms / ACK_DELAY_DIVISOR).max(1);
+        let clock = self.clock.clone();
+        let mut ack_timer: Option<Pin<Box<dyn Future<Output = ()> + '_>>> = None;
+        // When the armed timer falls due: a stream that always has bytes ready would otherwise
+        // starve the timer branch (the read is polled first) and never be acknowledged.
+        let mut ack_due_ms: u64 = 0;
         loop {
-            let read = match reader.read(&mut chunk).await {
+            let read = tokio::select! {
+                biased;
+                read = reader.read(&mut chunk) => read,
+                () = async { ack_timer.as_mut().expect("guarded by the condition").await },
+                    if ack_timer.is_some() => {
+                    ack_timer = None;
+                    if !self.write_replies(&mut writer, &mut replies, received, &mut acknowledged).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let read = match read {
                 Ok(0) | Err(_) => return,
                 Ok(read) => read,
             };
             buffer.extend_from_slice(&chunk[..read]);
             let mut consumed = 0;
+            let mut pacing_transfer = false;
             loop {
                 match decode_frame::<Frame>(&buffer[consumed..], self.config.max_frame_bytes) {
                     Ok(Some((Frame::Message(message), used))) => {
@@ -703,6 +735,7 @@ impl<C: Clock> InboundConnection<C> {
                     Ok(Some((Frame::SnapshotChunk(chunk), used))) => {
                         consumed += used;
                         received += 1;
+                        pacing_transfer = true;
                         let outcome = self.shared.incoming_snapshots.borrow_mut().accept(
                             from,
                             self.local,
@@ -751,29 +784,51 @@ impl<C: Clock> InboundConnection<C> {
                 }
             }
             buffer.drain(..consumed);
-            if received > acknowledged || !replies.is_empty() {
-                // Resume requests first, so the sender rewinds before it counts the
-                // acknowledgement of the chunks that asked for them.
-                if received > acknowledged
-                    && encode_frame(
-                        &Frame::Ack { received },
-                        &mut replies,
-                        self.config.max_frame_bytes,
-                    )
-                    .is_err()
+            let ack_overdue = ack_timer.is_some() && clock.monotonic_ms() >= ack_due_ms;
+            if pacing_transfer || !replies.is_empty() || ack_overdue {
+                ack_timer = None;
+                if !self.write_replies(&mut writer, &mut replies, received, &mut acknowledged).await
                 {
                     return;
                 }
-                let write = async {
-                    writer.write_all(&replies).await?;
-                    writer.flush().await
-                };
-                match with_deadline(&self.clock, self.config.delivery_deadline_ms, write).await {
-                    Some(Ok(())) => acknowledged = received,
-                    _ => return,
-                }
-                replies.clear();
+            } else if received > acknowledged && ack_timer.is_none() {
+                ack_due_ms = clock.monotonic_ms() + ack_delay_ms;
+                ack_timer = Some(Box::pin(clock.sleep_ms(ack_delay_ms)));
             }
+        }
+    }
+
+    /// Writes the pending replies and an acknowledgement of every frame received so far (if
+    /// any is unacknowledged); false if the connection is to be dropped.
+    async fn write_replies(
+        &self,
+        writer: &mut (impl AsyncWriteExt + Unpin),
+        replies: &mut Vec<u8>,
+        received: u64,
+        acknowledged: &mut u64,
+    ) -> bool {
+        if received <= *acknowledged && replies.is_empty() {
+            return true;
+        }
+        // Resume requests first, so the sender rewinds before it counts the acknowledgement of
+        // the chunks that asked for them.
+        if received > *acknowledged
+            && encode_frame(&Frame::Ack { received }, replies, self.config.max_frame_bytes).is_err()
+        {
+            return false;
+        }
+        let write = async {
+            writer.write_all(replies).await?;
+            writer.flush().await
+        };
+        let written = with_deadline(&self.clock, self.config.delivery_deadline_ms, write).await;
+        replies.clear();
+        match written {
+            Some(Ok(())) => {
+                *acknowledged = received;
+                true
+            }
+            _ => false,
         }
     }
 }
