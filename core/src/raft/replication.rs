@@ -150,10 +150,10 @@ impl Raft {
         }
         let previous = self.log.committed();
         self.log.commit_to(candidate);
-        let newly_committed_bytes: u64 = self
-            .log
-            .slice(previous + 1, candidate, usize::MAX, u64::MAX)
-            .iter()
+        // Summed in place: a copy of the newly committed entries (as `slice` makes) would cost
+        // an allocation and a reference count per entry on every commit.
+        let newly_committed_bytes: u64 = (previous + 1..=candidate)
+            .filter_map(|index| self.log.entry(index))
             .map(Entry::size_bytes)
             .sum();
         self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(newly_committed_bytes);
