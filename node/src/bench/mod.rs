@@ -2,13 +2,15 @@
 //! etcd's v3 JSON gateway, so one tool measures both systems the same way.
 //!
 //! - `options.rs`: the flags; `workload.rs`: keys, values and the operation mix;
-//! - `target.rs`: how one operation is sent to each system;
+//! - `target.rs`: how one operation is sent to each system, over `http1.rs`, a lean keep-alive
+//!   HTTP/1.1 client;
 //! - `driver.rs`: closed loop (each connection sends its next request when the previous one
 //!   answered) and open loop (`--rate`: requests are due at fixed times and latency is measured
 //!   from when a request was due, so a stall is charged to every request it delayed);
 //! - `report.rs`: throughput, latency percentiles (HdrHistogram), errors by kind, `--json`.
 
 mod driver;
+mod http1;
 pub mod options;
 mod report;
 mod target;

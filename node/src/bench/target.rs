@@ -1,8 +1,6 @@
 //! Sending one operation to the system under test. Each connection (worker) holds its own
-//! keep-alive HTTP/1.1 connection per node, on hyper's client connection directly: a
-//! load generator shares the machine with the systems it measures, so every microsecond it
-//! spends per request is taken from them (a pooled client with URL parsing and a per-request
-//! timer cost several times what the request itself does).
+//! keep-alive HTTP/1.1 connection per node (`http1.rs`): a load generator shares the machine
+//! with the systems it measures, so every microsecond it spends per request is taken from them.
 //!
 //! - Conclave: writes go to the leader (found from `/cluster/info`, followed on 307); reads are
 //!   spread over the endpoints (a follower serves a linearizable read through ReadIndex).
@@ -11,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,13 +16,8 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::{Connection as Driver, SendRequest};
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, LOCATION};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
+use super::http1::{Answer, Failure, Link};
 use super::options::{Plan, TargetKind};
 use super::workload::Operation;
 use crate::client::Consistency;
@@ -50,28 +42,8 @@ pub struct Connection {
     path: String,
     /// etcd's JSON body, rebuilt in place for every request.
     json: String,
-}
-
-/// One HTTP/1.1 connection. Its driver (hyper's connection state machine) is polled by the
-/// worker itself while a request is in flight, not by a task of its own: a separate task would
-/// cost two task wake-ups per request, often across threads.
-struct Link {
-    sender: SendRequest<Full<Bytes>>,
-    driver: Pin<Box<Driver<TokioIo<TcpStream>, Full<Bytes>>>>,
-    /// The `Host` header of every request on this connection, made once.
-    host: HeaderValue,
-}
-
-impl Link {
-    /// Whether the peer closed the connection while it was idle: the driver then finishes as
-    /// soon as it is polled.
-    async fn closed(&mut self) -> bool {
-        tokio::select! {
-            biased;
-            _ = self.driver.as_mut() => true,
-            () = std::future::ready(()) => false,
-        }
-    }
+    /// A CAS request's JSON body.
+    txn: Vec<u8>,
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,6 +103,7 @@ impl Target {
             read_base: self.endpoints[worker % self.endpoints.len()].clone(),
             path: String::with_capacity(128),
             json: String::with_capacity(256),
+            txn: Vec::new(),
         }
     }
 
@@ -174,10 +147,10 @@ impl Target {
         for _redirect in 0..3 {
             let leader = self.leader();
             connection.path.clear();
-            let (base, method, content_type, body) = match operation {
+            let (base, method, content_type) = match operation {
                 Operation::Put => {
                     let _ = write!(connection.path, "/kv/{key}");
-                    (leader, Method::PUT, None, value.clone())
+                    (leader, "PUT", None)
                 }
                 Operation::Get => {
                     let consistency = match self.consistency {
@@ -191,7 +164,7 @@ impl Target {
                     } else {
                         connection.read_base.clone()
                     };
-                    (base, Method::GET, None, Bytes::new())
+                    (base, "GET", None)
                 }
                 Operation::Cas => {
                     let text = String::from_utf8_lossy(value);
@@ -200,11 +173,17 @@ impl Target {
                         "success": [{"put": {"key": key, "value": text}}],
                         "failure": [],
                     });
+                    connection.txn = txn.to_string().into_bytes();
                     connection.path.push_str("/txn");
-                    (leader, Method::POST, Some("application/json"), Bytes::from(txn.to_string()))
+                    (leader, "POST", Some("application/json"))
                 }
             };
-            let answer = match connection.exchange(&base, method, content_type, body).await {
+            let body = match operation {
+                Operation::Put => Body::Value,
+                Operation::Get => Body::Empty,
+                Operation::Cas => Body::Txn,
+            };
+            let answer = match connection.exchange(&base, method, content_type, body, value).await {
                 Ok(answer) => answer,
                 Err(kind) => {
                     self.suspect_leader(&base);
@@ -212,8 +191,8 @@ impl Target {
                 }
             };
             match answer.status {
-                StatusCode::OK | StatusCode::NOT_FOUND => return Ok(()),
-                StatusCode::TEMPORARY_REDIRECT => {
+                200 | 404 => return Ok(()),
+                307 => {
                     let location = answer
                         .location
                         .as_deref()
@@ -228,7 +207,7 @@ impl Target {
                         None => return Err("307 without a location".into()),
                     }
                 }
-                _ => return Err(answer.error_kind()),
+                _ => return Err(error_kind(&answer)),
             }
         }
         Err("redirected too often".into())
@@ -262,30 +241,35 @@ impl Target {
         };
         connection.path.clear();
         connection.path.push_str(path);
-        let body = Bytes::copy_from_slice(connection.json.as_bytes());
         let base = connection.read_base.clone();
         let answer =
-            connection.exchange(&base, Method::POST, Some("application/json"), body).await?;
-        if answer.status.is_success() { Ok(()) } else { Err(answer.error_kind()) }
+            connection.exchange(&base, "POST", Some("application/json"), Body::Json, value).await?;
+        if (200..300).contains(&answer.status) { Ok(()) } else { Err(error_kind(&answer)) }
     }
 }
 
-/// What the generator needs of an answer; a success's body is read to the end and dropped.
-struct Answer {
-    status: StatusCode,
-    location: Option<String>,
-    /// For an error: the start of the body's first line.
-    reason: Option<String>,
+/// Which of the connection's buffers a request sends as its body.
+#[derive(Clone, Copy)]
+enum Body {
+    Empty,
+    /// The workload's value, as is.
+    Value,
+    /// `Connection::json` (etcd's requests).
+    Json,
+    /// `Connection::txn` (a CAS).
+    Txn,
 }
 
-impl Answer {
-    fn error_kind(&self) -> ErrorKind {
-        match &self.reason {
-            Some(reason) if !reason.is_empty() => {
-                format!("HTTP {}: {reason}", self.status.as_u16())
-            }
-            _ => format!("HTTP {}", self.status.as_u16()),
-        }
+/// An error's kind is its status and the first line of its plain-text body ("HTTP 503: busy:
+/// ..."), so a report tells a full queue from a missing leader.
+fn error_kind(answer: &Answer) -> ErrorKind {
+    let line = answer.error_body.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+    let line: String =
+        line.lines().next().unwrap_or("").trim().chars().take(MAX_REASON_CHARS).collect();
+    if line.is_empty() {
+        format!("HTTP {}", answer.status)
+    } else {
+        format!("HTTP {}: {line}", answer.status)
     }
 }
 
@@ -297,45 +281,47 @@ impl Connection {
     async fn exchange(
         &mut self,
         base: &str,
-        method: Method,
-        content_type: Option<&'static str>,
-        body: Bytes,
+        method: &str,
+        content_type: Option<&str>,
+        body: Body,
+        value: &[u8],
     ) -> Result<Answer, ErrorKind> {
         let authority = authority_of(base)?;
-        let mut request = Request::builder().method(method).uri(self.path.as_str());
-        if let Some(content_type) = content_type {
-            request = request.header(CONTENT_TYPE, content_type);
-        }
-        let mut request = request.body(Full::new(body)).map_err(|e| format!("bad request: {e}"))?;
-        let Link { sender, driver, host } = self.link(authority).await?;
-        request.headers_mut().insert(HOST, host.clone());
+        let Connection { links, path, json, txn, .. } = self;
+        let body = match body {
+            Body::Empty => &[][..],
+            Body::Value => value,
+            Body::Json => json.as_bytes(),
+            Body::Txn => txn.as_slice(),
+        };
         let exchange = async {
-            sender.ready().await.map_err(|_| "transport")?;
-            let response = sender.send_request(request).await.map_err(|_| "transport")?;
-            let status = response.status();
-            let location =
-                response.headers().get(LOCATION).and_then(|l| l.to_str().ok()).map(str::to_string);
-            let body = response.into_body().collect().await.map_err(|_| "transport")?;
-            // An error's kind is its status and the first line of its plain-text body ("HTTP
-            // 503: busy: ..."), so a report tells a full queue from a missing leader.
-            let reason = if status.is_success() || status.is_redirection() {
-                None
-            } else {
-                let body = body.to_bytes();
-                let line = String::from_utf8_lossy(&body);
-                let line = line.lines().next().unwrap_or("").trim();
-                Some(line.chars().take(MAX_REASON_CHARS).collect())
-            };
-            Ok::<_, &'static str>(Answer { status, location, reason })
-        };
-        let driven = async {
-            tokio::select! {
-                answer = exchange => answer,
-                // The connection ended before the answer was complete.
-                _ = driver.as_mut() => Err("transport"),
+            // A server may close a keep-alive connection while it is idle; that is no failure
+            // of the request, which then goes once more on a new connection.
+            for attempt in 0..2 {
+                let link = match links.get_mut(authority) {
+                    Some(link) => link,
+                    None => {
+                        let link = Link::connect(authority).await.map_err(|_| "connect")?;
+                        links.entry(authority.to_string()).or_insert(link)
+                    }
+                };
+                match link.exchange(method, path, content_type, body).await {
+                    Ok(answer) => {
+                        if link.closing {
+                            links.remove(authority);
+                        }
+                        return Ok(answer);
+                    }
+                    Err(Failure::ClosedBeforeAnswer) if attempt == 0 => {
+                        links.remove(authority);
+                    }
+                    Err(Failure::Protocol) => return Err("protocol"),
+                    Err(_) => return Err("transport"),
+                }
             }
+            Err("transport")
         };
-        let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, driven).await {
+        let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
             Ok(Ok(answer)) => return Ok(answer),
             Ok(Err(kind)) => kind,
             Err(_elapsed) => "timeout",
@@ -343,28 +329,6 @@ impl Connection {
         // The connection's state is unknown: the next request opens a new one.
         self.links.remove(authority);
         Err(outcome.into())
-    }
-
-    /// The open connection to `authority`, opened (again) if there is none or it closed.
-    async fn link(&mut self, authority: &str) -> Result<&mut Link, ErrorKind> {
-        let usable = match self.links.get_mut(authority) {
-            Some(link) => !link.closed().await,
-            None => false,
-        };
-        if !usable {
-            let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(authority))
-                .await
-                .map_err(|_| "connect")?
-                .map_err(|_| "connect")?;
-            let _ = stream.set_nodelay(true);
-            let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|_| "connect")?;
-            let host = HeaderValue::from_str(authority).map_err(|_| "bad endpoint")?;
-            let link = Link { sender, driver: Box::pin(driver), host };
-            self.links.insert(authority.to_string(), link);
-        }
-        self.links.get_mut(authority).ok_or_else(|| "connect".into())
     }
 }
 
