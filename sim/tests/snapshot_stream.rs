@@ -3,27 +3,19 @@
 //! in flight (the transfer resumes, it does not start over), and the sender learns the outcome.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use conclave_core::raft::{ClusterConfig, Message, MessageBody, NodeId, Snapshot, SnapshotMeta};
 use conclave_core::seams::transport::Transport;
 use conclave_core::transport::PeerMessage;
-use conclave_core::transport::tcp::{TcpTransport, TcpTransportConfig, TransportCounters};
-use conclave_sim::clock::SimClock;
-use conclave_sim::network::TurmoilNetwork;
+use conclave_core::transport::tcp::{TcpTransportConfig, TransportCounters};
 
-const PORT: u16 = 7000;
+mod peer_pair;
+
 const SNAPSHOT_BYTES: usize = 200_000;
 const CHUNK_BYTES: usize = 1_000;
-
-fn peers() -> BTreeMap<NodeId, String> {
-    [(NodeId(1), format!("sender:{PORT}")), (NodeId(2), format!("receiver:{PORT}"))]
-        .into_iter()
-        .collect()
-}
 
 fn config() -> TcpTransportConfig {
     TcpTransportConfig { snapshot_chunk_bytes: CHUNK_BYTES, ..TcpTransportConfig::default() }
@@ -45,32 +37,14 @@ struct Seen {
 
 #[test]
 fn a_partition_mid_transfer_resumes_instead_of_starting_over() -> turmoil::Result {
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(5)
-        .epoch(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
-        .simulation_duration(Duration::from_secs(60))
-        .tick_duration(Duration::from_millis(1))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(2))
-        .build();
+    let mut sim = peer_pair::simulation(5);
     let seen = Rc::new(RefCell::new(Seen::default()));
 
     let receiver_seen = seen.clone();
     sim.host("receiver", move || {
         let seen = receiver_seen.clone();
         async move {
-            let clock = SimClock::new(1_700_000_000_000);
-            let address = format!("0.0.0.0:{PORT}");
-            let mut transport = TcpTransport::start(
-                TurmoilNetwork,
-                clock,
-                NodeId(2),
-                &address,
-                &peers(),
-                config(),
-                2,
-            )
-            .await?;
+            let mut transport = peer_pair::start_transport(peer_pair::RECEIVER, config()).await?;
             while let Some(PeerMessage::Raft(message)) = transport.recv().await {
                 seen.borrow_mut().received.push(message);
             }
@@ -82,18 +56,7 @@ fn a_partition_mid_transfer_resumes_instead_of_starting_over() -> turmoil::Resul
     sim.host("sender", move || {
         let seen = sender_seen.clone();
         async move {
-            let clock = SimClock::new(1_700_000_000_000);
-            let address = format!("0.0.0.0:{PORT}");
-            let mut transport = TcpTransport::start(
-                TurmoilNetwork,
-                clock,
-                NodeId(1),
-                &address,
-                &peers(),
-                config(),
-                1,
-            )
-            .await?;
+            let mut transport = peer_pair::start_transport(peer_pair::SENDER, config()).await?;
             let message = Message {
                 from: NodeId(1),
                 to: NodeId(2),

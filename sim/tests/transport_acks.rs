@@ -5,26 +5,18 @@
 //! stream that really stalls (a partition) is still replaced within the delivery deadline.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use conclave_core::raft::{Message, MessageBody, NodeId};
 use conclave_core::seams::transport::Transport;
 use conclave_core::transport::PeerMessage;
-use conclave_core::transport::tcp::{TcpTransport, TcpTransportConfig, TransportCounters};
-use conclave_sim::clock::SimClock;
-use conclave_sim::network::TurmoilNetwork;
+use conclave_core::transport::tcp::{TcpTransportConfig, TransportCounters};
 
-const PORT: u16 = 7000;
+mod peer_pair;
+
 /// One message per millisecond of simulated time, for this long before the partition.
 const STEADY_MS: u64 = 3_000;
-
-fn peers() -> BTreeMap<NodeId, String> {
-    [(NodeId(1), format!("sender:{PORT}")), (NodeId(2), format!("receiver:{PORT}"))]
-        .into_iter()
-        .collect()
-}
 
 #[derive(Default)]
 struct Seen {
@@ -36,33 +28,16 @@ struct Seen {
 
 #[test]
 fn acknowledgements_are_batched_yet_a_stalled_stream_is_still_replaced() -> turmoil::Result {
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(11)
-        .epoch(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
-        .simulation_duration(Duration::from_secs(60))
-        .tick_duration(Duration::from_millis(1))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(2))
-        .build();
+    let mut sim = peer_pair::simulation(11);
     let seen = Rc::new(RefCell::new(Seen::default()));
 
     let receiver_seen = seen.clone();
     sim.host("receiver", move || {
         let seen = receiver_seen.clone();
         async move {
-            let clock = SimClock::new(1_700_000_000_000);
-            let address = format!("0.0.0.0:{PORT}");
-            let config = TcpTransportConfig::default();
-            let mut transport = TcpTransport::start(
-                TurmoilNetwork,
-                clock,
-                NodeId(2),
-                &address,
-                &peers(),
-                config,
-                2,
-            )
-            .await?;
+            let mut transport =
+                peer_pair::start_transport(peer_pair::RECEIVER, TcpTransportConfig::default())
+                    .await?;
             while let Some(PeerMessage::Raft(message)) = transport.recv().await {
                 if let MessageBody::Heartbeat { commit, .. } = message.body {
                     seen.borrow_mut().received.push(commit);
@@ -76,19 +51,9 @@ fn acknowledgements_are_batched_yet_a_stalled_stream_is_still_replaced() -> turm
     sim.host("sender", move || {
         let seen = sender_seen.clone();
         async move {
-            let clock = SimClock::new(1_700_000_000_000);
-            let address = format!("0.0.0.0:{PORT}");
-            let config = TcpTransportConfig::default();
-            let mut transport = TcpTransport::start(
-                TurmoilNetwork,
-                clock,
-                NodeId(1),
-                &address,
-                &peers(),
-                config,
-                1,
-            )
-            .await?;
+            let mut transport =
+                peer_pair::start_transport(peer_pair::SENDER, TcpTransportConfig::default())
+                    .await?;
             let mut commit = 0;
             loop {
                 tokio::time::sleep(Duration::from_millis(1)).await;
