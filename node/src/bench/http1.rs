@@ -58,7 +58,7 @@ pub struct Link {
     request: Vec<u8>,
     answer: Vec<u8>,
     /// Whether an exchange completed on this connection (see `Failure::ClosedBeforeAnswer`).
-    pub reused: bool,
+    reused: bool,
     /// Whether the server asked to close the connection after the last answer.
     pub closing: bool,
 }
@@ -88,17 +88,11 @@ impl Link {
         body: &[u8],
     ) -> Result<Answer, Failure> {
         self.write_request(method, path, content_type, body);
-        self.stream.write_all(&self.request).await.map_err(|_| {
-            if self.reused { Failure::ClosedBeforeAnswer } else { Failure::Transport }
-        })?;
         self.answer.clear();
+        self.stream.write_all(&self.request).await.map_err(|_| self.ended())?;
         let (head_len, head) = loop {
             if self.read_more().await? == 0 {
-                return Err(if self.answer.is_empty() {
-                    Failure::ClosedBeforeAnswer
-                } else {
-                    Failure::Transport
-                });
+                return Err(self.ended());
             }
             if let Some(parsed) = parse_head(&self.answer)? {
                 break parsed;
@@ -150,14 +144,18 @@ impl Link {
 
     async fn read_more(&mut self) -> Result<usize, Failure> {
         self.answer.reserve(READ_CHUNK_BYTES);
-        self.stream.read_buf(&mut self.answer).await.map_err(|_| {
-            // A reset instead of an orderly close: the same story if nothing has arrived.
-            if self.reused && self.answer.is_empty() {
-                Failure::ClosedBeforeAnswer
-            } else {
-                Failure::Transport
-            }
-        })
+        // A reset instead of an orderly close tells the same story.
+        self.stream.read_buf(&mut self.answer).await.map_err(|_| self.ended())
+    }
+
+    /// What it means that the connection ended now: before any byte of the answer on a reused
+    /// connection, the server closed it while idle; otherwise the exchange failed.
+    fn ended(&self) -> Failure {
+        if self.reused && self.answer.is_empty() {
+            Failure::ClosedBeforeAnswer
+        } else {
+            Failure::Transport
+        }
     }
 }
 

@@ -147,10 +147,10 @@ impl Target {
         for _redirect in 0..3 {
             let leader = self.leader();
             connection.path.clear();
-            let (base, method, content_type) = match operation {
+            let (base, method, content_type, body) = match operation {
                 Operation::Put => {
                     let _ = write!(connection.path, "/kv/{key}");
-                    (leader, "PUT", None)
+                    (leader, "PUT", None, Body::Value)
                 }
                 Operation::Get => {
                     let consistency = match self.consistency {
@@ -164,7 +164,7 @@ impl Target {
                     } else {
                         connection.read_base.clone()
                     };
-                    (base, "GET", None)
+                    (base, "GET", None, Body::Empty)
                 }
                 Operation::Cas => {
                     let text = String::from_utf8_lossy(value);
@@ -175,13 +175,8 @@ impl Target {
                     });
                     connection.txn = txn.to_string().into_bytes();
                     connection.path.push_str("/txn");
-                    (leader, "POST", Some("application/json"))
+                    (leader, "POST", Some("application/json"), Body::Txn)
                 }
-            };
-            let body = match operation {
-                Operation::Put => Body::Value,
-                Operation::Get => Body::Empty,
-                Operation::Cas => Body::Txn,
             };
             let answer = match connection.exchange(&base, method, content_type, body, value).await {
                 Ok(answer) => answer,
