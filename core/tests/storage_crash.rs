@@ -38,7 +38,6 @@ fn run(
     let options = conclave_core::storage::WalOptions {
         segment_bytes,
         max_record_bytes: 2048,
-        commit_sync_every_writes: 3,
         ..Default::default()
     };
     let mut h = Harness::new(seed, torn_block_bytes, options);

@@ -82,6 +82,40 @@ fn durable_batches_survive_a_crash_exactly() {
 }
 
 #[test]
+fn the_commit_index_rides_with_the_next_group_that_writes_and_is_recovered() {
+    let mut h = Harness::new(7, None, small_options());
+    h.open().unwrap();
+    h.persist(entries(1..=3, 1), Some(hard_state(1, 1, 0)), None).unwrap();
+    h.pump().unwrap();
+    // A commit-only batch (a follower learns a commit once per round trip) costs no I/O...
+    let ops_before = h.fs.ops();
+    h.persist(vec![], Some(hard_state(1, 1, 3)), None).unwrap();
+    assert_eq!(h.pump().unwrap().durable_batch, 2);
+    assert_eq!(h.fs.ops() - ops_before, 0);
+    h.crash();
+    let recovered = h.open().unwrap();
+    assert_eq!(recovered.restored.hard_state.commit, 0, "nothing recorded the commit yet");
+    // ...and is recorded with the next group's records, in the same write and sync.
+    h.persist(vec![], Some(hard_state(1, 1, 3)), None).unwrap();
+    let ops_before = h.fs.ops();
+    h.persist(entries(4..=5, 1), Some(hard_state(1, 1, 3)), None).unwrap();
+    h.pump().unwrap();
+    assert_eq!(h.fs.ops() - ops_before, 2, "one write and one sync");
+    h.crash();
+    let recovered = h.open().unwrap();
+    assert_eq!(recovered.restored.hard_state.commit, 3);
+    assert!(
+        recovered.restored.entries == entries(1..=5, 1),
+        "{}",
+        summary(&recovered.restored.entries)
+    );
+    assert_eq!(
+        (recovered.restored.hard_state.term, recovered.restored.hard_state.vote),
+        (1, NodeId(1))
+    );
+}
+
+#[test]
 fn a_suffix_overwrite_replaces_the_conflicting_entries() {
     let mut h = Harness::new(3, None, small_options());
     h.open().unwrap();

@@ -29,12 +29,7 @@ fn cases() -> u32 {
 }
 
 fn options() -> WalOptions {
-    WalOptions {
-        segment_bytes: 4_200,
-        max_record_bytes: 2_048,
-        commit_sync_every_writes: 3,
-        ..WalOptions::default()
-    }
+    WalOptions { segment_bytes: 4_200, max_record_bytes: 2_048, ..WalOptions::default() }
 }
 
 /// Shared between the host's software (re-run after every crash) and the test.

@@ -14,11 +14,12 @@
 //! - a change of term or vote is written and synced *before* the log records of the same batch
 //!   and before the batch is reported durable, because Raft grants a vote (or accepts a leader)
 //!   only once it is durable — a node that forgot its vote could vote twice in one term;
-//! - a change of commit alone is written *without* a sync (and synced every few groups to bound
-//!   the unsynced writes the OS holds). Commit is not needed for safety: after a restart a stale
-//!   commit only delays applying until the leader's next message carries the current one. It is
-//!   written only after the log records it covers are synced, so whatever survives never claims
-//!   more than the durable log holds.
+//! - a change of commit alone is not written here at all: it rides in the log as a `Committed`
+//!   record of the next group that writes records anyway (`wal.rs`), after the entries it
+//!   covers, so it costs no write or sync of its own and never claims more than the durable log
+//!   holds. Commit is not needed for safety: after a restart a stale commit only delays applying
+//!   until the leader's next message carries the current one. The commit kept in this file is
+//!   the one known at the last term or vote change; recovery takes the newer of the two.
 
 use std::path::{Path, PathBuf};
 

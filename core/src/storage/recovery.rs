@@ -12,7 +12,8 @@
 //!    contiguous; the last segment's torn tail is truncated (`segment.rs` says exactly when a
 //!    tail counts as torn) after a second read confirms the same bytes; a last segment whose
 //!    creation never completed (no header, nothing written) is removed;
-//! 5. the records are replayed into the log and the log is joined to the snapshot;
+//! 5. the records are replayed into the log and the log is joined to the snapshot; the newest
+//!    `Committed` record, when newer than the hard state's commit, replaces it;
 //! 6. the last segment, the hard state and the directory are synced: after a process crash
 //!    the page cache may hold writes the disk does not, and Raft will treat all of it as
 //!    durable.
@@ -204,8 +205,11 @@ pub async fn recover<F: FileSystem>(
     let joined = join(&log.replay, snapshot.as_ref().map(|s| &s.meta), dir)?;
     let replaced = joined == Join::Replaced;
     let entries = joined.into_entries();
+    // The hard-state file holds the commit index as of the last term or vote change; the log's
+    // commit records carry it on from there.
+    let commit = hard_state.commit.max(log.replay.committed);
     let restored = RestoredState {
-        hard_state,
+        hard_state: HardState { commit, ..hard_state },
         snapshot: snapshot.as_ref().map(|s| s.meta.clone()).unwrap_or_default(),
         entries,
     };
@@ -436,6 +440,8 @@ struct LogReplay {
     base_ends_log: bool,
     /// Contiguous entries.
     entries: Vec<Entry>,
+    /// The highest commit index recorded in the log (0 for none).
+    committed: LogIndex,
 }
 
 impl LogReplay {
@@ -454,6 +460,7 @@ impl LogReplay {
 
     fn apply(&mut self, record: WalRecord, path: &Path, offset: u64) -> StorageResult<()> {
         match record {
+            WalRecord::Committed { index } => self.committed = self.committed.max(index),
             WalRecord::SnapshotInstalled { last_index, last_term, keeps_suffix } => {
                 // The decision Raft made, recorded by the writer.
                 if keeps_suffix {

@@ -8,7 +8,11 @@
 //!   index; `keeps_suffix` records whether the entries after it stayed (Raft keeps them when the
 //!   log held the snapshot's last entry with the same term — decided by the writer when it
 //!   wrote the record, since compaction may later remove the entries the decision rested on).
-//!   The snapshot file itself is made durable before this record is written.
+//!   The snapshot file itself is made durable before this record is written;
+//! - `Committed`: the commit index known when its group was written — a hint that lets a
+//!   restarted node apply what it already knows is committed, never needed for safety. It rides
+//!   in a group that writes records anyway, after them, so it costs neither a write nor a sync
+//!   of its own and never claims an entry that is not durable with it.
 //!
 //! Segments roll when the next record does not fit; the full segment is sealed (synced) before
 //! the next one receives a record, so only the last segment can end in a torn write. Log
@@ -32,6 +36,7 @@ use crate::raft::{Entry, LogIndex, Term};
 pub enum WalRecord {
     Entries(Vec<Entry>),
     SnapshotInstalled { last_index: LogIndex, last_term: Term, keeps_suffix: bool },
+    Committed { index: LogIndex },
 }
 
 /// The same encoding as [`WalRecord`], borrowing the entries (no copy on the write path).
@@ -39,14 +44,17 @@ pub enum WalRecord {
 enum WalRecordRef<'a> {
     Entries(&'a [Entry]),
     SnapshotInstalled { last_index: LogIndex, last_term: Term, keeps_suffix: bool },
+    Committed { index: LogIndex },
 }
 
 impl WalRecord {
-    /// The highest log index the record mentions (0 for none).
+    /// The highest log index the record holds or installs (0 for none). A commit hint holds
+    /// nothing: it must not keep its segment from being compacted.
     pub fn max_index(&self) -> LogIndex {
         match self {
             WalRecord::Entries(entries) => entries.last().map_or(0, |entry| entry.index),
             WalRecord::SnapshotInstalled { last_index, .. } => *last_index,
+            WalRecord::Committed { .. } => 0,
         }
     }
 }
@@ -217,6 +225,12 @@ impl<F: FileSystem> Wal<F> {
     ) -> StorageResult<()> {
         let record = WalRecordRef::SnapshotInstalled { last_index, last_term, keeps_suffix };
         self.append(&record, last_index).await
+    }
+
+    /// Records the commit index (see `Committed` above). The caller appends it only to a group
+    /// that has other records to write, and only once those entries are appended.
+    pub async fn append_committed(&mut self, index: LogIndex) -> StorageResult<()> {
+        self.append(&WalRecordRef::Committed { index }, 0).await
     }
 
     async fn append(

@@ -45,10 +45,6 @@ pub struct WalOptions {
     pub max_snapshot_bytes: u64,
     /// The most jobs one group commit takes; the rest wait for the next.
     pub max_jobs_per_group: usize,
-    /// A commit-only change of the hard state is written without a sync; every this many such
-    /// writes one is synced, bounding both how stale a restarted node's commit is and the
-    /// unsynced writes the OS holds.
-    pub commit_sync_every_writes: u32,
 }
 
 impl Default for WalOptions {
@@ -58,7 +54,6 @@ impl Default for WalOptions {
             max_record_bytes: 8 << 20,
             max_snapshot_bytes: 4 << 30,
             max_jobs_per_group: 4096,
-            commit_sync_every_writes: 64,
         }
     }
 }
@@ -81,10 +76,8 @@ impl WalOptions {
         if self.segment_bytes > 1 << 30 {
             return Err(StorageError::InvalidOptions("segment_bytes must be at most 1 GiB".into()));
         }
-        if self.max_jobs_per_group == 0 || self.commit_sync_every_writes == 0 {
-            return Err(StorageError::InvalidOptions(
-                "max_jobs_per_group and commit_sync_every_writes must be positive".into(),
-            ));
+        if self.max_jobs_per_group == 0 {
+            return Err(StorageError::InvalidOptions("max_jobs_per_group must be positive".into()));
         }
         Ok(())
     }
@@ -170,9 +163,8 @@ impl<F: FileSystem> WalStorage<F> {
             snapshot_index,
             log_terms: parts.log_terms,
             progress,
-            unsynced_commit_writes: 0,
-            deferred_commit: None,
-            commit_writes_deferred: 0,
+            recorded_commit: recovered.restored.hard_state.commit,
+            known_commit: recovered.restored.hard_state.commit,
         };
         let storage = WalStorage {
             fs,
@@ -241,15 +233,6 @@ impl<F: FileSystem> Storage for WalStorage<F> {
     }
 }
 
-/// Under load, groups in a row that may leave the commit index unwritten.
-const MAX_DEFERRED_COMMIT_WRITES: u32 = 7;
-
-/// The work of a group that follows its log sync.
-struct AfterSync {
-    newest_hard_state: Option<HardState>,
-    compact_to: Option<LogIndex>,
-}
-
 struct Writer<F: FileSystem> {
     fs: F,
     dir: PathBuf,
@@ -263,10 +246,11 @@ struct Writer<F: FileSystem> {
     /// The terms of the log written so far (to record how an installed snapshot joins it).
     log_terms: LogTerms,
     progress: StorageProgress,
-    unsynced_commit_writes: u32,
-    /// A commit index not written yet, and how many groups in a row deferred writing it.
-    deferred_commit: Option<LogIndex>,
-    commit_writes_deferred: u32,
+    /// The newest commit index the log (or the hard-state file) records.
+    recorded_commit: LogIndex,
+    /// The newest commit index the engine has passed on; recorded with the next group that
+    /// writes records anyway (see `Committed` in `wal.rs`).
+    known_commit: LogIndex,
 }
 
 impl<F: FileSystem> Writer<F> {
@@ -279,19 +263,22 @@ impl<F: FileSystem> Writer<F> {
                     Err(_) => break,
                 }
             }
-            let after_sync = match self.carry_out(group).await {
-                Ok(after_sync) => after_sync,
+            let compact_to = match self.carry_out(group).await {
+                Ok(compact_to) => compact_to,
                 Err(error) => return Err(self.fail(error)),
             };
-            // Durability is reported before the bookkeeping that follows the sync: the engine
-            // acknowledges writes on it, and they must not wait for the commit-index write.
+            // Durability is reported before the compaction that follows the sync: the engine
+            // acknowledges writes on it, and they must not wait for segment removals.
             if self.publish.send(Ok(self.progress)).is_err() {
                 return Ok(()); // nobody is listening any more
             }
             let published = self.progress;
-            if let Err(error) = self.after_sync(after_sync).await {
+            if let Some(up_to) = compact_to
+                && let Err(error) = self.compact(up_to).await
+            {
                 return Err(self.fail(error));
             }
+            self.progress.snapshot_index = self.snapshot_index;
             // A second notice only if there is news: each one wakes the engine.
             if self.progress != published && self.publish.send(Ok(self.progress)).is_err() {
                 return Ok(());
@@ -306,17 +293,23 @@ impl<F: FileSystem> Writer<F> {
         failure
     }
 
-    /// Carries out a group of jobs up to and including its one log sync.
-    async fn carry_out(&mut self, group: Vec<StorageJob>) -> StorageResult<AfterSync> {
+    /// Carries out a group of jobs up to and including its one log sync. Returns how far the
+    /// group's local snapshots allow the log to be compacted.
+    async fn carry_out(&mut self, group: Vec<StorageJob>) -> StorageResult<Option<LogIndex>> {
         let mut last_batch = None;
-        let mut newest_hard_state: Option<HardState> = None;
         let mut compact_to: Option<LogIndex> = None;
         for job in group {
             match job {
                 StorageJob::Persist(batch) => {
                     self.persist(&batch).await?;
                     if let Some(hard_state) = batch.hard_state {
-                        newest_hard_state = Some(hard_state);
+                        let written = self.hard_state.written();
+                        assert_eq!(
+                            (hard_state.term, hard_state.vote),
+                            (written.term, written.vote),
+                            "term and vote changes are made durable before the batch's records"
+                        );
+                        self.known_commit = self.known_commit.max(hard_state.commit);
                     }
                     last_batch = Some(batch.id);
                 }
@@ -329,54 +322,27 @@ impl<F: FileSystem> Writer<F> {
                 }
             }
         }
+        // The commit index rides along only when the group writes to the log anyway: a
+        // commit-only group (the engine learns commits once per round trip) would otherwise
+        // cost a sync, or a write, of its own.
+        if self.known_commit > self.recorded_commit && self.wal.has_unsynced() {
+            self.wal.append_committed(self.known_commit).await?;
+            self.recorded_commit = self.known_commit;
+        }
         // The one sync of the group.
         self.wal.sync().await?;
         if let Some(id) = last_batch {
             assert!(id > self.progress.durable_batch, "persist batches arrive in id order");
             self.progress.durable_batch = id;
         }
-        Ok(AfterSync { newest_hard_state, compact_to })
+        Ok(compact_to)
     }
 
-    /// What a group leaves to do once its records are durable: record the newest commit index
-    /// and compact the log.
-    async fn after_sync(&mut self, after_sync: AfterSync) -> StorageResult<()> {
-        let AfterSync { newest_hard_state, compact_to } = after_sync;
-        let written = self.hard_state.written();
-        let commit = newest_hard_state.map(|hard_state| {
-            assert_eq!(
-                (hard_state.term, hard_state.vote),
-                (written.term, written.vote),
-                "term and vote changes are made durable before the batch's records"
-            );
-            hard_state.commit
-        });
-        let commit = commit.max(self.deferred_commit.take());
-        if let Some(commit) = commit
-            && commit > written.commit
-        {
-            // The commit index is a hint for restarts, not needed for safety. While the next
-            // group is already waiting, it is recorded every few groups rather than after each.
-            if !self.queue.is_empty() && self.commit_writes_deferred < MAX_DEFERRED_COMMIT_WRITES {
-                self.deferred_commit = Some(commit);
-                self.commit_writes_deferred += 1;
-            } else {
-                self.commit_writes_deferred = 0;
-                self.unsynced_commit_writes += 1;
-                let sync = self.unsynced_commit_writes >= self.options.commit_sync_every_writes;
-                self.hard_state.write(HardState { commit, ..written }, sync).await?;
-                if sync {
-                    self.unsynced_commit_writes = 0;
-                }
-            }
-        }
-        if let Some(up_to) = compact_to {
-            // Never beyond what a durable snapshot covers.
-            let up_to = up_to.min(self.snapshot_index);
-            self.wal.compact(up_to).await?;
-            self.progress.compacted_to = self.progress.compacted_to.max(up_to);
-        }
-        self.progress.snapshot_index = self.snapshot_index;
+    /// Compacts the log up to `up_to`, never beyond what a durable snapshot covers.
+    async fn compact(&mut self, up_to: LogIndex) -> StorageResult<()> {
+        let up_to = up_to.min(self.snapshot_index);
+        self.wal.compact(up_to).await?;
+        self.progress.compacted_to = self.progress.compacted_to.max(up_to);
         Ok(())
     }
 
@@ -389,8 +355,9 @@ impl<F: FileSystem> Writer<F> {
                 assert!(hard_state.term >= written.term, "the term never goes back");
                 // Records of earlier batches first: batches become durable in id order.
                 self.wal.sync().await?;
-                // The commit written with it must not claim entries not yet durable.
-                let durable_commit = written.commit;
+                // The commit written with it must not claim entries not yet durable: the one
+                // recorded by a group that has synced (this group records its own at its end).
+                let durable_commit = self.recorded_commit;
                 self.hard_state
                     .write(HardState { commit: durable_commit, ..hard_state }, true)
                     .await?;
