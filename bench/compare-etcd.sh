@@ -101,6 +101,16 @@ SCENARIOS=(
   "lease get, 64 (etcd: serializable)|64|get=100|lease"
 )
 
+# The disk's synced-write latency, before and after: on a shared virtual disk it drifts by
+# several times over an hour, and the single-connection put p50 of both systems follows it.
+disk_sync_ms() {
+  local seconds
+  seconds="$(dd if=/dev/zero of="$WORK/disk-probe" bs=4k count=500 oflag=dsync 2>&1 | awk '/copied/ { print $(NF-3) }')"
+  rm -f "$WORK/disk-probe"
+  awk -v s="$seconds" 'BEGIN { printf "%.3f", s * 1000 / 500 }'
+}
+DISK_BEFORE_MS="$(disk_sync_ms)"
+
 echo "== starting a 3-member etcd ($(etcd --version | head -1)) and a 3-node Conclave cluster in $WORK"
 start_clusters
 echo "== preloading $KEYS keys into each"
@@ -121,6 +131,7 @@ done
 
 echo
 echo "date: $(date -u +%Y-%m-%d), machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "disk: a 4 KiB O_DSYNC write (dd, 500 writes) took $DISK_BEFORE_MS ms before the clusters started and $(disk_sync_ms) ms after the last round"
 echo "command: bench/compare-etcd.sh --rounds $ROUNDS --duration $DURATION --warmup $WARMUP --keys $KEYS"
 printf '%-38s %6s %12s %9s %9s %12s %9s %9s %8s\n' scenario round "etcd ops/s" "p50 ms" "p99 ms" "conclave" "p50 ms" "p99 ms" ratio
 for round in $(seq 1 "$ROUNDS"); do
