@@ -36,6 +36,14 @@ fn summary(entries: &[conclave_core::raft::Entry]) -> String {
     }
 }
 
+/// The recovered log is exactly `expected` (shown in short when it is not).
+fn assert_log(
+    recovered: &conclave_core::storage::Recovered,
+    expected: &[conclave_core::raft::Entry],
+) {
+    assert!(recovered.restored.entries == expected, "{}", summary(&recovered.restored.entries));
+}
+
 fn segment_files(harness: &Harness) -> Vec<PathBuf> {
     harness
         .fs
@@ -69,11 +77,7 @@ fn durable_batches_survive_a_crash_exactly() {
     assert_eq!(progress.durable_batch, 2);
     h.crash();
     let recovered = h.open().unwrap();
-    assert!(
-        recovered.restored.entries == entries(1..=5, 1),
-        "{}",
-        summary(&recovered.restored.entries)
-    );
+    assert_log(&recovered, &entries(1..=5, 1));
     assert_eq!(
         (recovered.restored.hard_state.term, recovered.restored.hard_state.vote),
         (1, NodeId(1))
@@ -104,11 +108,7 @@ fn the_commit_index_rides_with_the_next_group_that_writes_and_is_recovered() {
     h.crash();
     let recovered = h.open().unwrap();
     assert_eq!(recovered.restored.hard_state.commit, 3);
-    assert!(
-        recovered.restored.entries == entries(1..=5, 1),
-        "{}",
-        summary(&recovered.restored.entries)
-    );
+    assert_log(&recovered, &entries(1..=5, 1));
     assert_eq!(
         (recovered.restored.hard_state.term, recovered.restored.hard_state.vote),
         (1, NodeId(1))
@@ -127,7 +127,7 @@ fn a_suffix_overwrite_replaces_the_conflicting_entries() {
     let recovered = h.open().unwrap();
     let mut expected = entries(1..=3, 1);
     expected.extend(entries(4..=5, 2));
-    assert!(recovered.restored.entries == expected, "{}", summary(&recovered.restored.entries));
+    assert_log(&recovered, &expected);
     assert_eq!(recovered.restored.hard_state.term, 2);
 }
 
@@ -142,11 +142,7 @@ fn segments_roll_and_the_log_reads_back_across_them() {
     assert!(segment_files(&h).len() > 3, "{:?}", segment_files(&h));
     h.crash();
     let recovered = h.open().unwrap();
-    assert!(
-        recovered.restored.entries == entries(1..=400, 1),
-        "{}",
-        summary(&recovered.restored.entries)
-    );
+    assert_log(&recovered, &entries(1..=400, 1));
 }
 
 #[test]
@@ -181,11 +177,7 @@ fn snapshot_then_compaction_removes_whole_segments_and_recovers() {
     let recovered = h.open().unwrap();
     assert_eq!(recovered.restored.snapshot.last_index, 250);
     assert_eq!(recovered.snapshot_data, Some(snapshot(250, 1).data));
-    assert!(
-        recovered.restored.entries == entries(251..=300, 1),
-        "{}",
-        summary(&recovered.restored.entries)
-    );
+    assert_log(&recovered, &entries(251..=300, 1));
 }
 
 #[test]
@@ -200,11 +192,7 @@ fn an_installed_snapshot_replaces_a_conflicting_log() {
     h.crash();
     let recovered = h.open().unwrap();
     assert_eq!(recovered.restored.snapshot.last_index, 15);
-    assert!(
-        recovered.restored.entries == entries(16..=17, 2),
-        "{}",
-        summary(&recovered.restored.entries)
-    );
+    assert_log(&recovered, &entries(16..=17, 2));
 }
 
 #[test]
@@ -295,11 +283,7 @@ fn a_zero_length_last_segment_is_an_interrupted_roll_and_is_removed() {
     let path = h.dir.join(format!("{next:020}.wal"));
     h.fs.put_durable_file(&path, Vec::new());
     let recovered = h.open().unwrap();
-    assert!(
-        recovered.restored.entries == entries(1..=300, 1),
-        "{}",
-        summary(&recovered.restored.entries)
-    );
+    assert_log(&recovered, &entries(1..=300, 1));
     assert!(
         recovered.repairs.iter().any(|r| r.contains("creation never completed")),
         "{:?}",
@@ -379,7 +363,7 @@ fn a_torn_tail_is_truncated_and_appending_continues() {
     // The last record (a chunk of the last batch) is gone, everything before it is intact.
     let kept = recovered.restored.entries.len() as u64;
     assert!((90..100).contains(&kept), "{}", summary(&recovered.restored.entries));
-    assert!(recovered.restored.entries == entries(1..=kept, 1));
+    assert_log(&recovered, &entries(1..=kept, 1));
     h.persist(entries(kept + 1..=kept + 5, 2), None, None).unwrap();
     h.pump().unwrap();
     h.crash();
@@ -387,7 +371,7 @@ fn a_torn_tail_is_truncated_and_appending_continues() {
     assert!(recovered.repairs.is_empty(), "{:?}", recovered.repairs);
     let mut expected = entries(1..=kept, 1);
     expected.extend(entries(kept + 1..=kept + 5, 2));
-    assert!(recovered.restored.entries == expected, "{}", summary(&recovered.restored.entries));
+    assert_log(&recovered, &expected);
 }
 
 #[test]
@@ -456,11 +440,7 @@ fn leftover_temporary_snapshot_files_are_removed() {
     let recovered = h.open().unwrap();
     assert!(recovered.repairs.iter().any(|r| r.contains("incomplete snapshot")));
     assert!(!h.fs.image().contains_key(&temp));
-    assert!(
-        recovered.restored.entries == entries(1..=30, 1),
-        "{}",
-        summary(&recovered.restored.entries)
-    );
+    assert_log(&recovered, &entries(1..=30, 1));
     let _ = Path::new("/");
 }
 
