@@ -16,7 +16,9 @@ use hyper::body::Body as HttpBody;
 use super::AppState;
 use super::key::key_from_path;
 use super::leader::Forwardable;
-use super::params::{KvParams, parse_condition, parse_consistency, parse_session, parse_ttl};
+use super::params::{
+    KvParams, parse_condition, parse_consistency, parse_kv_params, parse_session, parse_ttl,
+};
 use super::propose::{read, unexpected, write};
 use super::reply::{self, KEY_EMPTY, KEY_NOT_FOUND, VALUE_EMPTY, etag, text, with_header};
 use crate::api::{KeyValueJson, REVISION_HEADER, RangeJson, SessionJson};
@@ -55,11 +57,7 @@ fn request_key(uri: &Uri) -> Result<String, Response> {
 /// or the 400 to answer.
 #[allow(clippy::result_large_err)] // as above
 fn kv_params(uri: &Uri) -> Result<KvParams, Response> {
-    match uri.query() {
-        None => Ok(KvParams::default()),
-        Some(query) => serde_urlencoded::from_str(query)
-            .map_err(|error| bad_request(format!("invalid query string: {error}"))),
-    }
+    parse_kv_params(uri.query()).map_err(bad_request)
 }
 
 pub async fn empty_key() -> Response {

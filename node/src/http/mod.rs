@@ -9,11 +9,11 @@
 mod admin;
 mod backup;
 mod cluster;
-mod key;
+pub mod key;
 mod kv;
 mod leader;
 mod observe;
-mod params;
+pub mod params;
 mod propose;
 mod reply;
 pub mod server;

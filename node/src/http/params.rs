@@ -19,6 +19,16 @@ pub struct KvParams {
     pub limit: Option<u64>,
 }
 
+/// The query string of a `/kv` request (`ttl=30s&consistency=lease`); `None` when the URI has
+/// none. The error is the reason, for a 400.
+pub fn parse_kv_params(query: Option<&str>) -> Result<KvParams, String> {
+    match query {
+        None => Ok(KvParams::default()),
+        Some(query) => serde_urlencoded::from_str(query)
+            .map_err(|error| format!("invalid query string: {error}")),
+    }
+}
+
 /// `30s`, `500ms`, `5m`, `2h`, or a bare number of seconds.
 pub fn parse_ttl(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -142,5 +152,22 @@ mod tests {
         assert_eq!(parse_condition(&headers), Ok(Condition::Present));
         headers.insert("if-match", HeaderValue::from_static("abc"));
         assert!(parse_condition(&headers).is_err());
+    }
+
+    #[test]
+    fn query_strings_are_decoded_and_bad_ones_refused() {
+        let params = parse_kv_params(None).unwrap();
+        assert_eq!(
+            (params.ttl, params.consistency, params.prefix, params.limit),
+            (None, None, None, None)
+        );
+        let params =
+            parse_kv_params(Some("ttl=30s&consistency=lease&prefix=a%2Fb&limit=5")).unwrap();
+        assert_eq!(params.ttl.as_deref(), Some("30s"));
+        assert_eq!(params.consistency.as_deref(), Some("lease"));
+        assert_eq!(params.prefix.as_deref(), Some("a/b"));
+        assert_eq!(params.limit, Some(5));
+        let error = parse_kv_params(Some("limit=many")).unwrap_err();
+        assert!(error.starts_with("invalid query string"), "{error}");
     }
 }
