@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::kv::read_body;
 use super::leader::{Forwardable, not_leader};
-use super::reply::{self, engine_error, json, text};
+use super::reply::{self, bad_request, engine_error, json, text};
 use crate::config::parse_member;
 
 /// The largest admin request body.
@@ -49,10 +49,6 @@ pub struct TransferRequestJson {
 #[derive(Debug, Serialize)]
 pub struct TransferAnswerJson {
     pub leader: u64,
-}
-
-fn bad_request(message: impl std::fmt::Display) -> Response {
-    text(StatusCode::BAD_REQUEST, format!("{message}\n"))
 }
 
 pub async fn change_membership(

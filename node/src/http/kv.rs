@@ -14,18 +14,14 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Body as HttpBody;
 
 use super::AppState;
-use super::key::key_from_path;
+use super::key_request::{kv_params, parse_get, parse_put_head, put_command, request_key};
 use super::leader::Forwardable;
-use super::params::{
-    KvParams, parse_condition, parse_consistency, parse_kv_params, parse_session, parse_ttl,
-};
+use super::params::{parse_condition, parse_consistency, parse_session};
 use super::propose::{read, unexpected, write};
-use super::reply::{self, KEY_EMPTY, KEY_NOT_FOUND, VALUE_EMPTY, etag, text, with_header};
+use super::reply::{
+    self, KEY_EMPTY, KEY_NOT_FOUND, VALUE_EMPTY, bad_request, etag, text, with_header,
+};
 use crate::api::{KeyValueJson, REVISION_HEADER, RangeJson, SessionJson};
-
-fn bad_request(message: impl std::fmt::Display) -> Response {
-    text(StatusCode::BAD_REQUEST, format!("{message}\n"))
-}
 
 /// Reads a request body of at most `limit_bytes`.
 pub async fn read_body<B>(body: B, limit_bytes: u64, what: &str) -> Result<Bytes, Response>
@@ -41,23 +37,6 @@ where
             format!("{what} is larger than the limit of {limit_bytes} bytes\n"),
         )),
     }
-}
-
-/// The key of the request, or the 400 to answer.
-#[allow(clippy::result_large_err)] // the error is the finished reply, built once on a cold path
-fn request_key(uri: &Uri) -> Result<String, Response> {
-    match key_from_path(uri.path()) {
-        Ok(key) if key.is_empty() => Err(text(StatusCode::BAD_REQUEST, KEY_EMPTY)),
-        Ok(key) => Ok(key),
-        Err(_) => Err(bad_request("key is not valid UTF-8")),
-    }
-}
-
-/// The query parameters of a `/kv` request (`?ttl=`, `?consistency=`, `?prefix=`, `?limit=`),
-/// or the 400 to answer.
-#[allow(clippy::result_large_err)] // as above
-fn kv_params(uri: &Uri) -> Result<KvParams, Response> {
-    parse_kv_params(uri.query()).map_err(bad_request)
 }
 
 pub async fn empty_key() -> Response {
@@ -86,20 +65,12 @@ pub async fn delete_key_route(State(state): State<Arc<AppState>>, request: Reque
 /// extracting `HeaderMap` clones it, on every request of the hottest route.
 pub async fn get_key(state: &AppState, parts: &Parts) -> Response {
     let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
-    let key = match request_key(uri) {
-        Ok(key) => key,
+    let (query, consistency) = match parse_get(uri) {
+        Ok(parsed) => parsed,
         Err(response) => return response,
-    };
-    let params = match kv_params(uri) {
-        Ok(params) => params,
-        Err(response) => return response,
-    };
-    let consistency = match parse_consistency(params.consistency.as_deref()) {
-        Ok(consistency) => consistency,
-        Err(message) => return bad_request(message),
     };
     let request = Forwardable { method, uri, headers, body: Bytes::new() };
-    match read(state, ReadQuery::Get { key }, consistency, request).await {
+    match read(state, query, consistency, request).await {
         Ok(ReadResult::Value { value: Some((value, meta)), revision, .. }) => {
             let mut response = value.into_response();
             let headers = response.headers_mut();
@@ -125,12 +96,8 @@ where
     B::Error: Into<axum::BoxError>,
 {
     let (method, uri, headers) = (&parts.method, &parts.uri, &parts.headers);
-    let key = match request_key(uri) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let params = match kv_params(uri) {
-        Ok(params) => params,
+    let head = match parse_put_head(uri) {
+        Ok(head) => head,
         Err(response) => return response,
     };
     let limits = &state.config.kv_limits;
@@ -141,17 +108,10 @@ where
     if value.is_empty() {
         return text(StatusCode::BAD_REQUEST, VALUE_EMPTY);
     }
-    let (condition, ttl_ms, session) = match (
-        parse_condition(headers),
-        params.ttl.as_deref().map(parse_ttl).transpose(),
-        parse_session(headers),
-    ) {
-        (Ok(condition), Ok(ttl_ms), Ok(session)) => (condition, ttl_ms, session),
-        (Err(message), _, _) | (_, Err(message), _) | (_, _, Err(message)) => {
-            return bad_request(message);
-        }
+    let (command, session) = match put_command(head, headers, value.clone()) {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
     };
-    let command = KvCommand::Put { key, value: value.clone(), ttl_ms, condition };
     let request = Forwardable { method, uri, headers, body: value };
     match write(state, command, session, request).await {
         Ok(KvResponse::Put { revision, .. }) => {

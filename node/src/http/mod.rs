@@ -4,12 +4,14 @@
 //! ranges, clear, sessions), `txn.rs`, `watch.rs` (server-sent events), `cluster.rs` (info,
 //! members, health, metrics), `leader.rs` (redirect or forward to the leader), `observe.rs`
 //! (latency metrics), `service.rs` (the fast path for single-key requests, in front of the
-//! router), `key.rs`, `params.rs`, `reply.rs`.
+//! router), `key_request.rs` (the head of a single-key request, parsed), `key.rs`, `params.rs`,
+//! `reply.rs`.
 
 mod admin;
 mod backup;
 mod cluster;
-pub mod key;
+mod key;
+pub mod key_request;
 mod kv;
 mod leader;
 mod observe;

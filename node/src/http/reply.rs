@@ -24,6 +24,11 @@ pub fn text(status: StatusCode, body: impl Into<String>) -> Response {
     response
 }
 
+/// A 400 whose body is `message` on one line.
+pub fn bad_request(message: impl std::fmt::Display) -> Response {
+    text(StatusCode::BAD_REQUEST, format!("{message}\n"))
+}
+
 pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(mut body) => {
