@@ -13,6 +13,7 @@ use clap::Args;
 use tokio::process::{Child, Command};
 
 use crate::client::{Client, ClientOptions};
+use crate::stop_signals::StopSignals;
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
@@ -51,6 +52,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let executable = std::env::current_exe().context("finding the conclave executable")?;
+    // Installed before any node starts: a SIGTERM that arrives while the cluster is still
+    // forming must stop the nodes too, not kill this process and leave them running.
+    let mut stop_signals = StopSignals::install()?;
     let mut nodes = Vec::new();
     for port in &ports {
         let log_path = args.data_dir.join(format!("node-{port}.log"));
@@ -74,7 +78,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let child = command.spawn().with_context(|| format!("starting the node on port {port}"))?;
         nodes.push(Node { port: *port, child });
     }
-    let result = serve_until_stopped(&args, &ports, &mut nodes).await;
+    let result = serve_until_stopped(&args, &ports, &mut nodes, &mut stop_signals).await;
     stop_all(&mut nodes).await;
     result
 }
@@ -83,6 +87,7 @@ async fn serve_until_stopped(
     args: &DevArgs,
     ports: &[u16],
     nodes: &mut [Node],
+    stop_signals: &mut StopSignals,
 ) -> anyhow::Result<()> {
     let endpoints: Vec<String> = ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
     let client = Client::new(&endpoints, ClientOptions::default())?;
@@ -99,6 +104,10 @@ async fn serve_until_stopped(
     let info = tokio::select! {
         info = waited => info.with_context(|| format!("no leader within {} s; see the logs in {}", LEADER_DEADLINE.as_secs(), args.data_dir.display()))?,
         died = first_exit(nodes) => bail!("{died} before the cluster formed; see {}", args.data_dir.display()),
+        signal = stop_signals.next() => {
+            println!("conclave dev: {signal} before the cluster formed, stopping the nodes");
+            return Ok(());
+        }
     };
     let list = endpoints.join(",");
     println!("conclave dev: {} node(s) running, leader {}", ports.len(), info.leader.unwrap_or(0));
@@ -120,7 +129,7 @@ async fn serve_until_stopped(
     println!();
     println!("Ctrl-C stops every node (their data stays in {}).", args.data_dir.display());
     tokio::select! {
-        signal = termination_signal() => {
+        signal = stop_signals.next() => {
             println!("conclave dev: {signal}, stopping the nodes");
             Ok(())
         }
@@ -158,18 +167,5 @@ async fn stop_all(nodes: &mut [Node]) {
                 let _ = node.child.kill().await;
             }
         }
-    }
-}
-
-async fn termination_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "Ctrl-C",
     }
 }

@@ -23,5 +23,6 @@ pub mod http;
 pub mod metrics;
 pub mod network;
 pub mod serve;
+pub mod stop_signals;
 pub mod storage;
 pub mod watch_hub;

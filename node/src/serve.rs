@@ -16,6 +16,7 @@ use crate::config::NodeConfig;
 use crate::engine_thread;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::stop_signals::StopSignals;
 use crate::watch_hub::WatchHub;
 
 /// Connections kept open to the leader per follower, for forwarding.
@@ -68,6 +69,9 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         tracing::info!(cluster_id = config.cluster_id, "joining an existing cluster");
     }
     let config = Arc::new(config);
+    // Before serving anything: a SIGTERM from then on gets the orderly shutdown below (once
+    // storage is recovered), not the default immediate exit.
+    let mut stop_signals = StopSignals::install()?;
     // Bind first: a port in use is reported before any disk work.
     let listener = TcpListener::bind(config.http_bind_address())
         .await
@@ -119,7 +123,7 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
     );
     let mut finished = engine.finished;
     let engine_stopped = tokio::select! {
-        signal = termination_signal() => {
+        signal = stop_signals.next() => {
             tracing::info!(signal, "shutting down: no new connections, finishing in-flight requests");
             None
         }
@@ -193,20 +197,5 @@ async fn hand_over_leadership(engine: &conclave_core::engine::EngineHandle, conf
             target = target.0,
             "leadership was not handed over in time; stopping anyway"
         ),
-    }
-}
-
-/// Resolves with the name of the first SIGTERM or SIGINT.
-async fn termination_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
-        tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
     }
 }

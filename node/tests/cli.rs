@@ -115,3 +115,33 @@ fn dev_starts_a_cluster_and_stops_it_on_sigterm_leaving_no_process() {
     let printed = std::io::read_to_string(dev.stdout.take().unwrap()).unwrap();
     assert!(printed.contains("node(s) running"), "{printed}");
 }
+
+#[test]
+fn dev_stops_its_nodes_on_a_sigterm_that_arrives_while_the_cluster_is_forming() {
+    let base_port = support::consecutive_free_ports(3);
+    let dir = temp_dir("dev-early-stop");
+    let mut dev = Command::new(BINARY)
+        .args(["dev", "--nodes=3", &format!("--base-port={base_port}")])
+        .arg(format!("--data-dir={}", dir.display()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A node listening means `conclave dev` has started its nodes; the leader election that
+    // `dev` waits for before it prints anything takes far longer than this.
+    wait_for("the first dev node to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", base_port)).ok()
+    });
+    let pid = nix::unistd::Pid::from_raw(dev.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status =
+        wait_for("conclave dev to exit", Duration::from_secs(20), || dev.try_wait().unwrap());
+    assert!(status.success(), "dev must catch the signal and stop its nodes: {status}");
+    for port in [base_port, base_port + 1, base_port + 2] {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "node {port} still listening"
+        );
+    }
+    let printed = std::io::read_to_string(dev.stdout.take().unwrap()).unwrap();
+    assert!(printed.contains("SIGTERM"), "{printed}");
+}
