@@ -5,8 +5,8 @@
 
 mod support;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use support::{BINARY, Node, free_ports, temp_dir, wait_for, wait_for_leader};
@@ -85,52 +85,21 @@ fn client_commands_print_values_exactly_and_exit_with_documented_codes() {
     assert!(String::from_utf8_lossy(&unavailable.stderr).contains("no node answered"));
 }
 
-#[test]
-fn dev_starts_a_cluster_and_stops_it_on_sigterm_leaving_no_process() {
+/// `conclave dev --nodes=3` on three free consecutive ports; returns it and its first port.
+fn start_dev(name: &str) -> (Child, u16) {
     let base_port = support::consecutive_free_ports(3);
-    let dir = temp_dir("dev");
-    let mut dev = Command::new(BINARY)
+    let dev = Command::new(BINARY)
         .args(["dev", "--nodes=3", &format!("--base-port={base_port}")])
-        .arg(format!("--data-dir={}", dir.display()))
+        .arg(format!("--data-dir={}", temp_dir(name).display()))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let endpoints = format!(":{},:{},:{}", base_port, base_port + 1, base_port + 2);
-    wait_for("the dev cluster to accept a write", Duration::from_secs(30), || {
-        conclave(&endpoints, &["put", "k", "v"]).status.success().then_some(())
-    });
-    assert_eq!(stdout(&conclave(&endpoints, &["get", "k"])), "v");
-    let pid = nix::unistd::Pid::from_raw(dev.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status =
-        wait_for("conclave dev to exit", Duration::from_secs(20), || dev.try_wait().unwrap());
-    assert!(status.success(), "{status}");
-    // Every node is gone: no port answers any more.
-    for port in [base_port, base_port + 1, base_port + 2] {
-        assert!(
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
-            "node {port} still listening"
-        );
-    }
-    let printed = std::io::read_to_string(dev.stdout.take().unwrap()).unwrap();
-    assert!(printed.contains("node(s) running"), "{printed}");
+    (dev, base_port)
 }
 
-#[test]
-fn dev_stops_its_nodes_on_a_sigterm_that_arrives_while_the_cluster_is_forming() {
-    let base_port = support::consecutive_free_ports(3);
-    let dir = temp_dir("dev-early-stop");
-    let mut dev = Command::new(BINARY)
-        .args(["dev", "--nodes=3", &format!("--base-port={base_port}")])
-        .arg(format!("--data-dir={}", dir.display()))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A node listening means `conclave dev` has started its nodes; the leader election that
-    // `dev` waits for before it prints anything takes far longer than this.
-    wait_for("the first dev node to listen", Duration::from_secs(30), || {
-        std::net::TcpStream::connect(("127.0.0.1", base_port)).ok()
-    });
+/// Sends SIGTERM to `conclave dev` and asserts it exits successfully with none of its nodes
+/// still listening.
+fn stop_dev_with_sigterm(dev: &mut Child, base_port: u16) {
     let pid = nix::unistd::Pid::from_raw(dev.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let status =
@@ -142,6 +111,39 @@ fn dev_stops_its_nodes_on_a_sigterm_that_arrives_while_the_cluster_is_forming() 
             "node {port} still listening"
         );
     }
+}
+
+#[test]
+fn dev_starts_a_cluster_and_stops_it_on_sigterm_leaving_no_process() {
+    let (mut dev, base_port) = start_dev("dev");
+    // `dev` prints its banner once it has seen a leader; until then the cluster is forming.
+    let mut printed = BufReader::new(dev.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("node(s) running") {
+        banner.clear();
+        let read = printed.read_line(&mut banner).unwrap();
+        assert!(read > 0, "conclave dev ended its output before the banner");
+    }
+    let endpoints = format!(":{},:{},:{}", base_port, base_port + 1, base_port + 2);
+    wait_for("the dev cluster to accept a write", Duration::from_secs(30), || {
+        conclave(&endpoints, &["put", "k", "v"]).status.success().then_some(())
+    });
+    assert_eq!(stdout(&conclave(&endpoints, &["get", "k"])), "v");
+    stop_dev_with_sigterm(&mut dev, base_port);
+    let rest = std::io::read_to_string(printed).unwrap();
+    assert!(rest.contains("SIGTERM, stopping the nodes"), "{rest}");
+}
+
+#[test]
+fn dev_stops_its_nodes_on_a_sigterm_that_arrives_while_the_cluster_is_forming() {
+    let (mut dev, base_port) = start_dev("dev-early-stop");
+    // A node listening means `conclave dev` has started its nodes; the leader election that
+    // `dev` waits for before its banner is then still under way. (Had it finished, dev must
+    // stop cleanly all the same.)
+    wait_for("the first dev node to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", base_port)).ok()
+    });
+    stop_dev_with_sigterm(&mut dev, base_port);
     let printed = std::io::read_to_string(dev.stdout.take().unwrap()).unwrap();
     assert!(printed.contains("SIGTERM"), "{printed}");
 }
