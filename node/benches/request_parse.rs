@@ -3,8 +3,9 @@
 //! the `http` crate's request parts, as hyper does, then the node's own parsing, the same
 //! functions its handlers call (`http/key_request.rs`: the key, the query string, the
 //! consistency level or the write's condition, TTL and session) — and, for a write, the log
-//! entry's bytes (`KvRequest::encode`, which the engine does before proposing). The requests are the ones `conclave bench` sends: a lease get and a put of
-//! a 100-byte value under a 16-byte key.
+//! entry's bytes (`KvRequest::encode`, which the engine does before proposing). The requests
+//! are the ones `conclave bench` sends: a lease get and a put of a 100-byte value under a
+//! 16-byte key.
 //!
 //! Lease gets are bound by CPU (the kernel's loopback TCP on both ends takes most of it; see
 //! `bench/RESULTS.md`), so this per-request user-space cost is the part of a lease get the

@@ -84,7 +84,7 @@ pub fn request_error(error: &RequestError) -> Response {
         RequestError::MalformedCommand => {
             text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n"))
         }
-        error => text(StatusCode::BAD_REQUEST, format!("{error}\n")),
+        error => bad_request(error),
     }
 }
 

@@ -16,7 +16,7 @@ use super::kv::read_body;
 use super::leader::Forwardable;
 use super::params::{parse_session, parse_ttl};
 use super::propose::{unexpected, write};
-use super::reply::{self, text};
+use super::reply::{self, bad_request};
 use crate::api::{
     CompareJson, KeyValueJson, TxnOpJson, TxnRequestJson, TxnResponseJson, TxnResultJson,
     decode_value,
@@ -125,19 +125,15 @@ pub async fn txn(
     };
     let request: TxnRequestJson = match serde_json::from_slice(&body) {
         Ok(request) => request,
-        Err(error) => {
-            return text(StatusCode::BAD_REQUEST, format!("invalid transaction JSON: {error}\n"));
-        }
+        Err(error) => return bad_request(format!("invalid transaction JSON: {error}")),
     };
     let txn = match parse_txn(&request) {
         Ok(txn) => txn,
-        Err(message) => {
-            return text(StatusCode::BAD_REQUEST, format!("invalid transaction: {message}\n"));
-        }
+        Err(message) => return bad_request(format!("invalid transaction: {message}")),
     };
     let session = match parse_session(&headers) {
         Ok(session) => session,
-        Err(message) => return text(StatusCode::BAD_REQUEST, format!("{message}\n")),
+        Err(message) => return bad_request(message),
     };
     let forward = Forwardable { method: &method, uri: &uri, headers: &headers, body };
     match write(&state, KvCommand::Txn(txn), session, forward).await {
