@@ -32,11 +32,15 @@ pub fn kv_params(uri: &Uri) -> Result<KvParams, Response> {
     parse_kv_params(uri.query()).map_err(bad_request)
 }
 
+/// The read consistency `?consistency=` asks for (linearizable when absent), or the 400.
+pub fn read_consistency(params: &KvParams) -> Result<ReadConsistency, Response> {
+    parse_consistency(params.consistency.as_deref()).map_err(bad_request)
+}
+
 /// `GET /kv/{key}`: what to read and at which consistency.
 pub fn parse_get(uri: &Uri) -> Result<(ReadQuery, ReadConsistency), Response> {
     let key = request_key(uri)?;
-    let params = kv_params(uri)?;
-    let consistency = parse_consistency(params.consistency.as_deref()).map_err(bad_request)?;
+    let consistency = read_consistency(&kv_params(uri)?)?;
     Ok((ReadQuery::Get { key }, consistency))
 }
 

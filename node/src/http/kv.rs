@@ -14,9 +14,11 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Body as HttpBody;
 
 use super::AppState;
-use super::key_request::{kv_params, parse_get, parse_put_head, put_command, request_key};
+use super::key_request::{
+    kv_params, parse_get, parse_put_head, put_command, read_consistency, request_key,
+};
 use super::leader::Forwardable;
-use super::params::{parse_condition, parse_consistency, parse_session};
+use super::params::{parse_condition, parse_session};
 use super::propose::{read, unexpected, write};
 use super::reply::{
     self, KEY_EMPTY, KEY_NOT_FOUND, VALUE_EMPTY, bad_request, etag, text, with_header,
@@ -177,9 +179,9 @@ pub async fn range(
         Ok(params) => params,
         Err(response) => return response,
     };
-    let consistency = match parse_consistency(params.consistency.as_deref()) {
+    let consistency = match read_consistency(&params) {
         Ok(consistency) => consistency,
-        Err(message) => return bad_request(message),
+        Err(response) => return response,
     };
     let limits = &state.config.kv_limits;
     let limit = params.limit.unwrap_or(0);
