@@ -212,14 +212,68 @@ fn after_a_failed_sync_the_writer_stops_and_everything_fails() {
     assert!(h.open().unwrap().restored.entries == entries(1..=2, 1));
 }
 
+/// Pumps the writer until `done` holds for its progress (a waiting writer needs several polls:
+/// each wait for space gives control back once on this file system).
+fn pump_until(
+    h: &mut Harness,
+    what: &str,
+    done: impl Fn(&conclave_core::seams::storage::StorageProgress) -> bool,
+) -> conclave_core::seams::storage::StorageProgress {
+    for _ in 0..100 {
+        let progress = h.pump().unwrap();
+        if done(&progress) {
+            return progress;
+        }
+    }
+    panic!("the writer never reached: {what}");
+}
+
 #[test]
-fn no_space_stops_the_writer() {
+fn a_full_disk_raises_the_alarm_and_writes_wait_for_space_losing_nothing() {
     let mut h = Harness::new(9, None, small_options());
     h.open().unwrap();
+    h.persist(entries(1..=2, 1), Some(hard_state(1, 1, 0)), None).unwrap();
+    assert_eq!(h.pump().unwrap().durable_batch, 1);
     h.fs.faults().set_no_space(true);
-    h.persist(entries(1..=2, 1), None, None).unwrap();
-    let error = h.pump().unwrap_err().to_string();
-    assert!(error.contains("ENOSPC"), "{error}");
+    // Enough entries to roll a segment while the disk is full, and a vote change.
+    h.persist(entries(3..=200, 2), Some(hard_state(2, 2, 2)), None).unwrap();
+    let progress = pump_until(&mut h, "the alarm", |progress| progress.disk_full);
+    assert_eq!(progress.durable_batch, 1, "nothing is reported durable while the disk is full");
+    for _ in 0..10 {
+        let progress = h.pump().unwrap();
+        assert!(progress.disk_full && progress.durable_batch == 1);
+    }
+    assert!(h.writer_result.is_none(), "a full disk does not stop the writer");
+    h.fs.faults().set_no_space(false);
+    let progress = pump_until(&mut h, "durability", |progress| progress.durable_batch == 2);
+    assert!(!progress.disk_full, "the alarm comes down once the writes succeed");
+    h.crash();
+    let recovered = h.open().unwrap();
+    let mut expected = entries(1..=2, 1);
+    expected.extend(entries(3..=200, 2));
+    assert_log(&recovered, &expected);
+    assert_eq!(recovered.restored.hard_state.term, 2);
+}
+
+#[test]
+fn a_snapshot_that_does_not_fit_is_given_up_and_the_log_goes_on() {
+    let mut h = Harness::new(14, None, small_options());
+    h.open().unwrap();
+    h.persist(entries(1..=20, 1), Some(hard_state(1, 1, 20)), None).unwrap();
+    h.pump().unwrap();
+    h.fs.faults().set_no_space(true);
+    h.submit(StorageJob::SaveSnapshot { snapshot: snapshot(20, 1), compact_to: 20 }).unwrap();
+    let progress = pump_until(&mut h, "the abandoned snapshot", |p| p.snapshots_abandoned == 1);
+    assert!(progress.disk_full);
+    assert_eq!(progress.snapshot_index, 0);
+    assert!(h.load_snapshot().unwrap().is_none(), "no snapshot was kept");
+    // Space comes back; with nothing to write, the writer's own probe notices.
+    h.fs.faults().set_no_space(false);
+    pump_until(&mut h, "the alarm coming down", |progress| !progress.disk_full);
+    h.persist(entries(21..=22, 1), None, None).unwrap();
+    pump_until(&mut h, "durability", |progress| progress.durable_batch == 2);
+    h.crash();
+    assert_log(&h.open().unwrap(), &entries(1..=22, 1));
 }
 
 // ---- damaged directories ----------------------------------------------------------------------
@@ -466,6 +520,7 @@ fn an_online_backup_restores_into_an_empty_directory_and_the_node_continues() {
         config: Some(ClusterConfig::with_voters([NodeId(7)])),
         segment_bytes: small_options().segment_bytes,
         max_snapshot_bytes: 1 << 20,
+        foreign_entries: Vec::new(),
     };
     futures::executor::block_on(restore_backup(&other.fs, &backup, &other.dir, &options)).unwrap();
     let recovered = other.open().unwrap();

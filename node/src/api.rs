@@ -15,6 +15,9 @@ pub const SEQ_HEADER: &str = "x-conclave-seq";
 pub const LEADER_HEADER: &str = "x-conclave-leader";
 /// The store revision a response reflects.
 pub const REVISION_HEADER: &str = "x-conclave-revision";
+/// On the 200 of a `DELETE /kv/{key}`: `1` if the key existed and was removed, `0` if there
+/// was nothing to delete.
+pub const DELETED_HEADER: &str = "x-conclave-deleted";
 /// Set on a request one node forwarded to the leader, so that it is never forwarded twice.
 pub const FORWARDED_HEADER: &str = "x-conclave-forwarded";
 
@@ -226,6 +229,9 @@ pub struct HealthJson {
     pub health: bool,
     pub role: String,
     pub leader: Option<u64>,
+    /// Why the node is not healthy (empty when it is): `no leader`, `disk full: ...`.
+    #[serde(default)]
+    pub reasons: Vec<String>,
 }
 
 /// The `data` of one server-sent watch event (the SSE `id` is `mod_revision`, the SSE event

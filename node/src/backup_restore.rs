@@ -13,8 +13,10 @@ use conclave_core::raft::ClusterConfig;
 use conclave_core::storage::backup::{RestoreOptions, read_backup, restore_backup};
 use conclave_core::storage::fs::FileSystem as _;
 
-use crate::config::parse_member;
+use crate::config::{NodeConfig, ServeOptions, parse_member};
+use crate::data_dir::{DataDir, LOCK_FILE_NAME, is_locked_by_another_process};
 use crate::fs::OsFs;
+use crate::member_identity::{self, MemberIdentity};
 
 /// The largest backup this tool reads.
 const MAX_SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024 * 1024;
@@ -36,9 +38,14 @@ pub struct RestoreArgs {
     /// The backup file (from `conclave backup`).
     #[arg(long)]
     pub from: PathBuf,
-    /// The data directory to seed; it must be missing or empty.
+    /// The --working-dir the restored node will be started with; the member's own directory
+    /// in it (`member-PORT`) must be missing or empty, and no node may be running on it.
     #[arg(long, alias = "data-dir")]
     pub working_dir: PathBuf,
+    /// The member this directory is for (its HTTP port, as `conclave serve --port`); needed
+    /// unless the cluster has a single member.
+    #[arg(long)]
+    pub port: Option<u16>,
     /// Start a *new* cluster with these members instead of the backed-up one's
     /// (e.g. `--peers=:9001,:9002,:9003`); restore every new member from the same file.
     #[arg(long, value_delimiter = ',', require_equals = true)]
@@ -59,6 +66,14 @@ fn endpoint_url(endpoint: &str) -> String {
 }
 
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    let out_dir = args.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Some(holder) = is_locked_by_another_process(out_dir) {
+        let holder = holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default();
+        bail!(
+            "{} is the data directory of a running node{holder}: write the backup elsewhere",
+            out_dir.display()
+        );
+    }
     let url = format!("{}/admin/backup", endpoint_url(&args.endpoint));
     let response = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
@@ -107,37 +122,64 @@ async fn write_synced(fs: &OsFs, path: &Path, bytes: Vec<u8>) -> anyhow::Result<
 }
 
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let config = match &args.peers {
-        None => None,
-        Some(peers) => {
-            let mut config = ClusterConfig::default();
-            for peer in peers {
-                let member = parse_member(peer).map_err(|error| anyhow!("--peers: {error}"))?;
-                config.voters.insert(member.id);
-                config.addresses.insert(member.id, member.peer_address());
-            }
-            if config.voters.is_empty() {
-                bail!("--peers names no member");
-            }
-            Some(config)
-        }
+    let (backed_up, _) = read_backup(&OsFs, &args.from, MAX_SNAPSHOT_BYTES)
+        .await
+        .with_context(|| format!("reading {}", args.from.display()))?;
+    // The members the restored node starts with: the new cluster's, or the backed-up one's as
+    // `--peers` entries (`host:id/peer_port`), which give the same cluster id it had.
+    let peers: Vec<String> = match &args.peers {
+        Some(peers) => peers.clone(),
+        None => backed_up
+            .config
+            .addresses
+            .iter()
+            .filter(|(id, _)| backed_up.config.members().contains(*id))
+            .map(|(id, address)| match address.rsplit_once(':') {
+                Some((host, peer_port)) => format!("{host}:{}/{peer_port}", id.0),
+                None => format!(":{}", id.0),
+            })
+            .collect(),
     };
+    let port = match (args.port, peers.as_slice()) {
+        (Some(port), _) => port,
+        (None, [only]) => parse_member(only).map_err(|error| anyhow!("{error}"))?.http_port,
+        (None, _) => bail!(
+            "the cluster has {} members: say which one this directory is for with --port",
+            peers.len()
+        ),
+    };
+    let options = ServeOptions {
+        port: Some(port),
+        peers: Some(peers.clone()),
+        working_dir: Some(args.working_dir.clone()),
+        ..ServeOptions::default()
+    };
+    // Exactly what `conclave serve` with these flags resolves, cluster id included.
+    let node = NodeConfig::resolve(options).context("the restored member")?;
+    let config = args.peers.is_some().then(|| {
+        let mut config = ClusterConfig::with_voters(node.members.keys().copied());
+        config.addresses = node.peer_addresses();
+        config
+    });
+    let data_dir = DataDir::open(&args.working_dir, node.node_id)?;
     let options = RestoreOptions {
         config,
         segment_bytes: SEGMENT_BYTES,
         max_snapshot_bytes: MAX_SNAPSHOT_BYTES,
+        foreign_entries: vec![LOCK_FILE_NAME.to_string()],
     };
-    if let Some(parent) = args.working_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let meta = restore_backup(&OsFs, &args.from, &args.working_dir, &options).await.with_context(
-        || format!("restoring {} into {}", args.from.display(), args.working_dir.display()),
-    )?;
+    let meta =
+        restore_backup(&OsFs, &args.from, data_dir.path(), &options).await.with_context(|| {
+            format!("restoring {} into {}", args.from.display(), data_dir.path().display())
+        })?;
+    let identity = MemberIdentity { node_id: node.node_id.0, cluster_id: Some(node.cluster_id) };
+    member_identity::write(data_dir.path(), &identity)?;
+    let peers_flag =
+        if peers.len() > 1 { format!(" --peers={}", peers.join(",")) } else { String::new() };
     println!(
-        "restored {} into {}: state at log index {} (term {}), members {:?}; start the node with `conclave serve --working-dir {}`",
+        "restored {} into {}: state at log index {} (term {}), members {:?}; start the node with:\n  conclave serve --port {port}{peers_flag} --working-dir {}",
         args.from.display(),
-        args.working_dir.display(),
+        data_dir.path().display(),
         meta.last_index,
         meta.last_term,
         meta.config.members().iter().map(|id| id.0).collect::<Vec<_>>(),

@@ -5,9 +5,11 @@
 //! omitted), and its Raft node id is its HTTP port: `:8001` is node 8001. So every member of a
 //! cluster needs a distinct HTTP port, even on different hosts. The peer (Raft) transport
 //! listens on the HTTP port + 10000 unless a member entry says otherwise with `/PEER_PORT`
-//! (`10.0.0.1:8001/9001`), or `--peer-port` sets this node's. The cluster id that peers check
-//! when they connect is a hash of the sorted member list, so nodes started with different
-//! member lists refuse each other.
+//! (`10.0.0.1:8001/9001`), or `--peer-port` sets this node's. A node started without --peers
+//! is a cluster of one and listens for peers only once members are added (so a peer port out
+//! of range, or taken, costs a one-node store nothing). The cluster id that peers check when
+//! they connect is a hash of the sorted member list, so nodes started with different member
+//! lists refuse each other; the data directory records it (see `member_identity.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,12 +30,13 @@ const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    // Causes are in the messages, so they are not also `source`s (a chain would repeat them).
+    #[error("cannot read config file {path}: {cause}")]
+    ReadFile { path: PathBuf, cause: std::io::Error },
     #[error("config file {path} is larger than {MAX_CONFIG_FILE_BYTES} bytes")]
     FileTooLarge { path: PathBuf },
-    #[error("config file {path}: {source}")]
-    ParseFile { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("config file {path}: {cause}")]
+    ParseFile { path: PathBuf, cause: Box<toml::de::Error> },
     #[error("invalid member {entry:?} in --peers: {reason}")]
     BadMember { entry: String, reason: String },
     #[error(
@@ -113,13 +116,18 @@ pub struct ServeOptions {
     /// Largest value in bytes [default: 1048576].
     #[arg(long)]
     pub max_value_bytes: Option<u64>,
-    /// Open HTTP connections at most; more wait to be accepted [default: 4096].
+    /// Open HTTP connections at most; a connection beyond them is answered 503 (with
+    /// Retry-After) and closed [default: 4096].
     #[arg(long)]
     pub max_connections: Option<usize>,
     /// A connection that sends no complete request head for this long is closed [default:
     /// 30000].
     #[arg(long)]
     pub idle_timeout_ms: Option<u64>,
+    /// A request body must arrive within this long of its head, or the request gets 408 and
+    /// the connection is closed [default: 10000].
+    #[arg(long)]
+    pub body_timeout_ms: Option<u64>,
     /// A request not answered in this time gets 504 [default: 5000].
     #[arg(long)]
     pub request_timeout_ms: Option<u64>,
@@ -138,15 +146,15 @@ pub struct ServeOptions {
 impl ServeOptions {
     /// Reads a TOML file of the same settings.
     pub fn from_file(path: &Path) -> Result<ServeOptions, ConfigError> {
-        let read_error = |source| ConfigError::ReadFile { path: path.to_path_buf(), source };
+        let read_error = |cause| ConfigError::ReadFile { path: path.to_path_buf(), cause };
         let size_bytes = std::fs::metadata(path).map_err(read_error)?.len();
         if size_bytes > MAX_CONFIG_FILE_BYTES {
             return Err(ConfigError::FileTooLarge { path: path.to_path_buf() });
         }
         let text = std::fs::read_to_string(path).map_err(read_error)?;
-        toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
+        toml::from_str(&text).map_err(|cause| ConfigError::ParseFile {
             path: path.to_path_buf(),
-            source: Box::new(source),
+            cause: Box::new(cause),
         })
     }
 
@@ -172,6 +180,7 @@ impl ServeOptions {
             max_value_bytes: self.max_value_bytes.or(file.max_value_bytes),
             max_connections: self.max_connections.or(file.max_connections),
             idle_timeout_ms: self.idle_timeout_ms.or(file.idle_timeout_ms),
+            body_timeout_ms: self.body_timeout_ms.or(file.body_timeout_ms),
             request_timeout_ms: self.request_timeout_ms.or(file.request_timeout_ms),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(file.shutdown_timeout_ms),
             watch_history_events: self.watch_history_events.or(file.watch_history_events),
@@ -186,7 +195,9 @@ pub struct Member {
     pub id: NodeId,
     pub host: String,
     pub http_port: u16,
-    pub peer_port: u16,
+    /// `None` only for a node started without --peers whose port + 10000 is out of range:
+    /// it has no peer port until one is given with --peer-port.
+    pub peer_port: Option<u16>,
 }
 
 impl Member {
@@ -194,8 +205,8 @@ impl Member {
         format!("{}:{}", self.host, self.http_port)
     }
 
-    pub fn peer_address(&self) -> String {
-        format!("{}:{}", self.host, self.peer_port)
+    pub fn peer_address(&self) -> Option<String> {
+        self.peer_port.map(|port| format!("{}:{}", self.host, port))
     }
 }
 
@@ -226,7 +237,12 @@ pub fn parse_member(entry: &str) -> Result<Member, ConfigError> {
         Some(port) => port,
         None => derived_peer_port(http_port)?,
     };
-    Ok(Member { id: NodeId(http_port as u64), host: host.to_string(), http_port, peer_port })
+    Ok(Member {
+        id: NodeId(http_port as u64),
+        host: host.to_string(),
+        http_port,
+        peer_port: Some(peer_port),
+    })
 }
 
 /// Network-facing limits of the HTTP server.
@@ -234,6 +250,7 @@ pub fn parse_member(entry: &str) -> Result<Member, ConfigError> {
 pub struct HttpLimits {
     pub max_connections: usize,
     pub idle_timeout_ms: u64,
+    pub body_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub shutdown_timeout_ms: u64,
     pub max_watchers: usize,
@@ -246,7 +263,8 @@ pub struct NodeConfig {
     /// Address the HTTP server and the peer transport bind.
     pub bind_host: String,
     pub http_port: u16,
-    pub peer_port: u16,
+    /// `None`: no peer port (see [`Member::peer_port`]).
+    pub peer_port: Option<u16>,
     /// Every member, this node included.
     pub members: BTreeMap<NodeId, Member>,
     /// Joining an existing cluster: no configuration of its own (see `--join`).
@@ -294,10 +312,8 @@ impl NodeConfig {
             }
             _ => {
                 let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
-                let peer_port = match options.peer_port {
-                    Some(peer_port) => peer_port,
-                    None => derived_peer_port(port)?,
-                };
+                // A cluster of one needs a peer port only to grow; without one it still serves.
+                let peer_port = options.peer_port.or_else(|| derived_peer_port(port).ok());
                 let member = Member { id: NodeId(port as u64), host, http_port: port, peer_port };
                 members.insert(member.id, member);
             }
@@ -308,9 +324,9 @@ impl NodeConfig {
             return Err(ConfigError::SelfNotMember { port, peers });
         };
         if let Some(peer_port) = options.peer_port {
-            me.peer_port = peer_port;
+            me.peer_port = Some(peer_port);
         }
-        if me.peer_port == me.http_port {
+        if me.peer_port == Some(me.http_port) {
             return Err(ConfigError::Invalid(format!(
                 "the peer port of node {port} equals its HTTP port"
             )));
@@ -383,6 +399,10 @@ impl NodeConfig {
                 options.idle_timeout_ms.unwrap_or(30_000),
                 "--idle-timeout-ms",
             )?,
+            body_timeout_ms: positive(
+                options.body_timeout_ms.unwrap_or(10_000),
+                "--body-timeout-ms",
+            )?,
             request_timeout_ms: positive(
                 options.request_timeout_ms.unwrap_or(5_000),
                 "--request-timeout-ms",
@@ -428,13 +448,20 @@ impl NodeConfig {
         format!("{}:{}", self.bind_host, self.http_port)
     }
 
-    pub fn peer_bind_address(&self) -> String {
-        format!("{}:{}", self.bind_host, self.peer_port)
+    /// Where the peer transport listens; `None` without a peer port.
+    pub fn peer_bind_address(&self) -> Option<String> {
+        self.peer_port.map(|port| format!("{}:{}", self.bind_host, port))
+    }
+
+    /// Whether the peer port must be listening from the start: the node has peers, or is
+    /// joining a cluster. A cluster of one binds it only once members are added.
+    pub fn listens_for_peers_at_start(&self) -> bool {
+        self.join || self.members.len() > 1
     }
 
     /// Where each member's peer transport listens.
     pub fn peer_addresses(&self) -> BTreeMap<NodeId, String> {
-        self.members.iter().map(|(id, member)| (*id, member.peer_address())).collect()
+        self.members.iter().filter_map(|(id, member)| Some((*id, member.peer_address()?))).collect()
     }
 
     /// The configuration a brand-new cluster starts from (a snapshot carries its own).
@@ -507,7 +534,8 @@ pub fn http_address_from_peer_address(id: NodeId, peer_address: &str) -> Option<
 fn cluster_id(members: &BTreeMap<NodeId, Member>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for member in members.values() {
-        let text = format!("{}={}/{};", member.id.0, member.http_address(), member.peer_port);
+        let peer_port = member.peer_port.unwrap_or(0);
+        let text = format!("{}={}/{};", member.id.0, member.http_address(), peer_port);
         for byte in text.bytes() {
             hash ^= byte as u64;
             hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
@@ -555,9 +583,9 @@ mod tests {
         let member = parse_member(":8001").expect("valid");
         assert_eq!(member.id, NodeId(8001));
         assert_eq!(member.http_address(), "127.0.0.1:8001");
-        assert_eq!(member.peer_address(), "127.0.0.1:18001");
+        assert_eq!(member.peer_address().as_deref(), Some("127.0.0.1:18001"));
         let member = parse_member("10.0.0.2:8002/9002").expect("valid");
-        assert_eq!(member.peer_address(), "10.0.0.2:9002");
+        assert_eq!(member.peer_address().as_deref(), Some("10.0.0.2:9002"));
         assert!(matches!(parse_member(":60000"), Err(ConfigError::PeerPortOverflow { .. })));
         assert!(parse_member("8001").is_err());
         assert!(parse_member(":x").is_err());
@@ -596,6 +624,19 @@ mod tests {
                 .expect("valid toml");
         assert_eq!(parsed.working_dir, Some(PathBuf::from("d")));
         assert!(toml::from_str::<ServeOptions>("prot = 1").is_err());
+    }
+
+    #[test]
+    fn a_cluster_of_one_needs_no_peer_port() {
+        let single = ServeOptions { port: Some(60_000), ..ServeOptions::default() };
+        let config = NodeConfig::resolve(single).expect("a single node on port 60000");
+        assert_eq!(config.peer_port, None);
+        assert!(config.peer_addresses().is_empty());
+        assert!(!config.listens_for_peers_at_start());
+        let clustered = NodeConfig::resolve(options(":8001,:8002", 8001)).expect("valid");
+        assert!(clustered.listens_for_peers_at_start());
+        // In a member list every member needs one.
+        assert!(NodeConfig::resolve(options(":60000,:8002", 8002)).is_err());
     }
 
     #[test]

@@ -7,12 +7,13 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
 use conclave_core::engine::{Engine, EngineHandle};
 use conclave_core::kv::KvEvent;
-use conclave_core::transport::tcp::{TcpTransport, TcpTransportConfig};
+use conclave_core::transport::tcp::{PeerListener, TcpTransport, TcpTransportConfig};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{broadcast, oneshot};
 
@@ -55,11 +56,14 @@ fn os_seed() -> u64 {
     hasher.finish()
 }
 
-/// Opens storage, recovers, starts the peer transport and the engine on a new thread, with
-/// `hub` fed every change this process applies. Returns once the engine is ready to take
-/// requests, or with the reason it could not start.
+/// Opens storage in `data_dir` (locked by the caller), recovers, starts the peer transport (on
+/// `peer_listener` if bound, else listening once the node has peers) and the engine on a new
+/// thread, with `hub` fed every change this process applies. Returns once the engine is ready
+/// to take requests, or with the reason it could not start.
 pub async fn start(
     config: NodeConfig,
+    data_dir: PathBuf,
+    peer_listener: Option<std::net::TcpListener>,
     fsync_seconds: Histogram,
     hub: Arc<WatchHub>,
 ) -> anyhow::Result<RunningEngine> {
@@ -78,7 +82,7 @@ pub async fn start(
             };
             let local = tokio::task::LocalSet::new();
             local.block_on(&runtime, async move {
-                match prepare(&config, fsync_seconds).await {
+                match prepare(&config, &data_dir, peer_listener, fsync_seconds).await {
                     Err(error) => {
                         let _ = started_tx.send(Err(error));
                     }
@@ -102,6 +106,8 @@ type Started = (EngineHandle, RecoverySummary, OsClock);
 
 async fn prepare(
     config: &NodeConfig,
+    data_dir: &Path,
+    peer_listener: Option<std::net::TcpListener>,
     fsync_seconds: Histogram,
 ) -> anyhow::Result<(
     Engine<TcpTransport, crate::storage::NodeStorage, OsClock>,
@@ -113,11 +119,9 @@ async fn prepare(
     let engine_config = config.engine_config();
     let max_record_bytes = (engine_config.raft.max_message_bytes + 64 * 1024).max(8 << 20);
     let (mut storage, recovered) =
-        open_storage(&config.working_dir, config.fsync, fsync_seconds, max_record_bytes)
+        open_storage(data_dir, config.fsync, fsync_seconds, max_record_bytes)
             .await
-            .with_context(|| {
-                format!("cannot open the data directory {}", config.working_dir.display())
-            })?;
+            .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
     for repair in &recovered.repairs {
         tracing::warn!(%repair, "storage recovery repaired the data directory");
     }
@@ -140,17 +144,23 @@ async fn prepare(
             .max(TcpTransportConfig::default().max_frame_bytes),
         ..TcpTransportConfig::default()
     };
-    let transport = TcpTransport::start(
+    let listener = match (peer_listener, config.peer_bind_address()) {
+        (Some(listener), _) => PeerListener::Bound(
+            tokio::net::TcpListener::from_std(listener)
+                .context("cannot register the peer listener")?,
+        ),
+        (None, Some(address)) => PeerListener::OnDemand(address),
+        (None, None) => PeerListener::Never,
+    };
+    let transport = TcpTransport::start_with(
         TokioNetwork,
         clock.clone(),
         config.node_id,
-        &config.peer_bind_address(),
+        listener,
         &config.peer_addresses(),
         transport_config,
         seed,
-    )
-    .await
-    .with_context(|| format!("cannot listen for peers on {}", config.peer_bind_address()))?;
+    );
     let (engine, handle) = Engine::new(
         engine_config,
         recovered.restored,

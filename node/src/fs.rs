@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use conclave_core::storage::fs::{DirEntry, EntryKind, FileSystem, FsFile, OpenMode};
+use conclave_core::storage::fs::{DirEntry, EntryKind, FileSystem, FsFile, OpenMode, sync_failure};
 
 /// Runs a blocking file-system call on the blocking pool.
 async fn blocking<T, F>(call: F) -> io::Result<T>
@@ -74,12 +74,12 @@ impl FsFile for OsFile {
 
     async fn sync_data(&self) -> io::Result<()> {
         let file = self.file.clone();
-        blocking(move || file.sync_data()).await
+        blocking(move || file.sync_data().map_err(sync_failure)).await
     }
 
     async fn sync_all(&self) -> io::Result<()> {
         let file = self.file.clone();
-        blocking(move || file.sync_all()).await
+        blocking(move || file.sync_all().map_err(sync_failure)).await
     }
 
     async fn write_all_at_and_sync_data(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
@@ -87,7 +87,7 @@ impl FsFile for OsFile {
         // One trip to the blocking pool instead of two, on every group commit.
         blocking(move || {
             file.write_all_at(&data, offset)?;
-            file.sync_data()
+            file.sync_data().map_err(sync_failure)
         })
         .await
     }
@@ -160,7 +160,11 @@ impl FileSystem for OsFs {
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let path = path.to_path_buf();
-        blocking(move || fs::File::open(&path)?.sync_all()).await
+        blocking(move || fs::File::open(&path)?.sync_all().map_err(sync_failure)).await
+    }
+
+    async fn wait_ms(&self, duration_ms: u64) {
+        tokio::time::sleep(std::time::Duration::from_millis(duration_ms)).await;
     }
 }
 

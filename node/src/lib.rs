@@ -2,8 +2,10 @@
 //! API, and the client library its CLI uses.
 //!
 //! - `config.rs` (flags and TOML, ids and ports), `serve.rs` (a node's lifecycle),
-//!   `engine_thread.rs` (the engine on its own thread), `clock.rs`, `network.rs`, `fs.rs`,
-//!   `storage.rs` (the engine's seams on the OS);
+//!   `bound_socket.rs` (ports bound before they listen), `data_dir.rs` (a member's directory
+//!   and its lock), `member_identity.rs` (whose directory it is), `engine_thread.rs` (the
+//!   engine on its own thread), `clock.rs`, `network.rs`, `fs.rs`, `storage.rs` (the engine's
+//!   seams on the OS);
 //! - `http/` (the API), `watch_hub.rs` (watch history and fan-out), `metrics.rs`, `api.rs`
 //!   (the JSON shapes);
 //! - `client/` (leader discovery, retries, sessions), `cli/` (the client commands),
@@ -12,14 +14,17 @@
 pub mod api;
 pub mod backup_restore;
 pub mod bench;
+pub mod bound_socket;
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod data_dir;
 pub mod dev_cluster;
 pub mod engine_thread;
 pub mod fs;
 pub mod http;
+pub mod member_identity;
 pub mod metrics;
 pub mod network;
 pub mod serve;

@@ -94,11 +94,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
             init_logging();
-            let result = serve(*args);
-            if let Err(error) = &result {
-                tracing::error!("{error:#}");
-            }
-            report(result)
+            // The error is printed once, by `report` (not also logged: both go to stderr).
+            report(serve(*args))
         }
         Command::Dev(args) => report(
             client_runtime()

@@ -51,11 +51,14 @@ pub struct Metrics {
     proposals_committed: Counter,
     proposals_failed: Counter,
     proposals_pending: Gauge,
+    disk_full: Gauge,
+    snapshots_abandoned: Counter,
     peer_lag: Family<PeerLabels, Gauge>,
     pub fsync_seconds: Histogram,
     pub request_seconds: HistogramFamily<RouteLabels>,
     pub responses: Family<ResponseLabels, Counter>,
     pub open_connections: Gauge,
+    pub refused_connections: Counter,
     pub watchers: Gauge,
     /// Serialises scrapes: counters are advanced by the difference to the engine's value.
     scrape: Mutex<()>,
@@ -81,11 +84,14 @@ impl Metrics {
             proposals_committed: Counter::default(),
             proposals_failed: Counter::default(),
             proposals_pending: Gauge::default(),
+            disk_full: Gauge::default(),
+            snapshots_abandoned: Counter::default(),
             peer_lag: Family::default(),
             fsync_seconds: latency_histogram(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             responses: Family::default(),
             open_connections: Gauge::default(),
+            refused_connections: Counter::default(),
             watchers: Gauge::default(),
             scrape: Mutex::new(()),
             registry: Registry::default(),
@@ -117,6 +123,17 @@ impl Metrics {
             metrics.proposals_pending.clone(),
         );
         registry.register(
+            "disk_full",
+            "1 while the disk-full alarm is up (client writes refused with 507 until space is \
+             freed)",
+            metrics.disk_full.clone(),
+        );
+        registry.register(
+            "snapshots_abandoned",
+            "Snapshots given up because they did not fit on the disk (retried later)",
+            metrics.snapshots_abandoned.clone(),
+        );
+        registry.register(
             "peer_lag_entries",
             "Leader only: log entries each member is behind",
             metrics.peer_lag.clone(),
@@ -141,6 +158,11 @@ impl Metrics {
             "Open HTTP connections",
             metrics.open_connections.clone(),
         );
+        registry.register(
+            "http_refused_connections",
+            "HTTP connections refused with 503 because --max-connections were open",
+            metrics.refused_connections.clone(),
+        );
         registry.register("watchers", "Open watch streams", metrics.watchers.clone());
         Metrics { registry, ..metrics }
     }
@@ -155,6 +177,8 @@ impl Metrics {
         self.applied_index.set(status.applied_index as i64);
         self.keys.set(status.key_count as i64);
         self.proposals_pending.set(status.proposals_pending as i64);
+        self.disk_full.set(i64::from(status.disk_full));
+        advance(&self.snapshots_abandoned, status.snapshots_abandoned);
         advance(&self.leader_changes, status.leader_changes);
         advance(&self.proposals_committed, status.proposals_committed);
         advance(&self.proposals_failed, status.proposals_failed);

@@ -1,7 +1,8 @@
-//! `conclave serve`: one node's life. Bind the HTTP port, recover storage and start the engine
-//! thread, serve HTTP until SIGTERM or SIGINT, then stop accepting, let in-flight requests
-//! finish (within the shutdown deadline), stop the engine (which finishes its storage work, so
-//! everything acknowledged is synced) and return. If the engine stops on its own (a storage
+//! `conclave serve`: one node's life. Bind its ports, lock and check its data directory, recover
+//! storage and start the engine thread, listen once the node can serve (see
+//! `wait_until_serving`), serve HTTP until SIGTERM or SIGINT, then stop accepting, let
+//! in-flight requests finish (within the shutdown deadline), stop the engine (which finishes
+//! its storage work, so everything acknowledged is synced) and return. If the engine stops on its own (a storage
 //! failure), the node stops too, with the reason, and exits non-zero.
 
 use std::sync::Arc;
@@ -12,9 +13,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::api::ClusterInfoJson;
+use crate::bound_socket::BoundSocket;
 use crate::config::NodeConfig;
+use crate::data_dir::DataDir;
 use crate::engine_thread;
 use crate::http::{self, AppState};
+use crate::member_identity::{self, MemberIdentity};
 use crate::metrics::Metrics;
 use crate::stop_signals::StopSignals;
 use crate::watch_hub::WatchHub;
@@ -64,26 +68,56 @@ async fn discover_cluster_id(config: &NodeConfig) -> anyhow::Result<u64> {
 }
 
 pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
-    if config.join {
-        config.cluster_id = discover_cluster_id(&config).await?;
-        tracing::info!(cluster_id = config.cluster_id, "joining an existing cluster");
-    }
-    let config = Arc::new(config);
-    // Before serving anything: a SIGTERM from then on gets the orderly shutdown below (once
+    // Before anything else: a SIGTERM from then on gets the orderly shutdown below (once
     // storage is recovered), not the default immediate exit.
     let mut stop_signals = StopSignals::install()?;
-    // Bind first: a port in use is reported before any disk work.
-    let listener = TcpListener::bind(config.http_bind_address())
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {}", config.http_bind_address()))?;
+    raise_open_files_limit();
+    // Every port is bound before anything is created or accepted (see `bound_socket.rs`).
+    let http_address = config.http_bind_address();
+    let http_socket = BoundSocket::bind(&http_address)
+        .with_context(|| format!("cannot listen for HTTP on {http_address}"))?;
+    let peer_socket = match config.peer_bind_address() {
+        Some(address) if config.listens_for_peers_at_start() => Some(
+            BoundSocket::bind(&address)
+                .with_context(|| format!("cannot listen for peers on {address}"))?,
+        ),
+        Some(_) => None,
+        None if config.listens_for_peers_at_start() => {
+            return Err(anyhow!("node {} has peers but no peer port", config.node_id.0));
+        }
+        None => None,
+    };
+    let data_dir = DataDir::open(&config.working_dir, config.node_id)?;
+    let recorded = member_identity::read(data_dir.path())?;
+    if config.join {
+        // A member that joined once knows its cluster: a restart needs no other member up.
+        config.cluster_id = match recorded.and_then(|identity| identity.cluster_id) {
+            Some(cluster_id) => cluster_id,
+            None => discover_cluster_id(&config).await?,
+        };
+        tracing::info!(cluster_id = config.cluster_id, "joining an existing cluster");
+    }
+    let asked = MemberIdentity { node_id: config.node_id.0, cluster_id: Some(config.cluster_id) };
+    member_identity::check_or_record(data_dir.path(), asked)?;
+    let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let hub = WatchHub::new(config.watch_history_events);
-    let engine =
-        engine_thread::start((*config).clone(), metrics.fsync_seconds.clone(), hub.clone()).await?;
+    let peer_listener = match peer_socket {
+        Some(socket) => Some(socket.listen().context("cannot listen for peers")?),
+        None => None,
+    };
+    let engine = engine_thread::start(
+        (*config).clone(),
+        data_dir.path().to_path_buf(),
+        peer_listener,
+        metrics.fsync_seconds.clone(),
+        hub.clone(),
+    )
+    .await?;
     let recovery = &engine.recovery;
     tracing::info!(
         node = config.node_id.0,
-        data_dir = %config.working_dir.display(),
+        data_dir = %data_dir.path().display(),
         created = recovery.created,
         log_entries = recovery.log_entries,
         snapshot_index = recovery.snapshot_index,
@@ -91,6 +125,11 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         members = ?config.members.keys().map(|id| id.0).collect::<Vec<_>>(),
         "storage recovered, engine started"
     );
+    wait_until_serving(&engine.handle, &config).await;
+    let listener = http_socket
+        .listen()
+        .and_then(TcpListener::from_std)
+        .with_context(|| format!("cannot listen for HTTP on {http_address}"))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let forwarder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -118,7 +157,7 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
     tracing::info!(
         node = config.node_id.0,
         http = %config.http_bind_address(),
-        peers = %config.peer_bind_address(),
+        peers = config.peer_bind_address().as_deref().unwrap_or("none"),
         "serving"
     );
     let mut finished = engine.finished;
@@ -145,6 +184,8 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
     let _ = server.await;
     engine.handle.shutdown().await;
     let result = finished.await;
+    // The lock goes only once the engine has finished writing.
+    let _data_dir = data_dir;
     let thread = engine.thread;
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     match result {
@@ -153,6 +194,56 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
             Ok(())
         }
         Ok(Err(reason)) => Err(anyhow!("the engine failed while stopping: {reason}")),
+    }
+}
+
+/// Every connection costs a file descriptor, and `--max-connections` (4,096 by default) is
+/// above the usual soft limit of 1,024: raise the soft limit to the hard one, as servers do.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(%error, soft, hard, "could not raise the open-files limit");
+    }
+}
+
+/// How long a node that is its own cluster waits to lead before it opens its HTTP port anyway
+/// (answering 503 until it leads). Leading takes two syncs; this bound is for a disk that is
+/// full or failing.
+const SOLE_VOTER_READY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Returns once the node can serve what its HTTP port will receive. A member of a larger
+/// cluster serves as soon as its storage is recovered (without a leader it answers 503 with
+/// `Retry-After`, which is the truth). A node that is the only voter leads without an election
+/// timeout (it campaigns at once); it waits until it leads and has applied its first entry,
+/// so that the very first request succeeds.
+async fn wait_until_serving(engine: &conclave_core::engine::EngineHandle, config: &NodeConfig) {
+    let mut status = engine.status_receiver();
+    let ready = async {
+        loop {
+            {
+                let now = status.borrow_and_update();
+                if now.voters != [config.node_id] {
+                    return true;
+                }
+                let leads = now.role == conclave_core::raft::Role::Leader;
+                if leads && now.applied_index >= now.last_index && now.last_index > 0 {
+                    return true;
+                }
+            }
+            if status.changed().await.is_err() {
+                return false;
+            }
+        }
+    };
+    match tokio::time::timeout(SOLE_VOTER_READY_DEADLINE, ready).await {
+        Ok(true) => {}
+        _ => tracing::warn!(
+            deadline_s = SOLE_VOTER_READY_DEADLINE.as_secs(),
+            "not leading yet; serving anyway (requests get 503 until it leads)"
+        ),
     }
 }
 

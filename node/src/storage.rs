@@ -109,6 +109,10 @@ impl FileSystem for NodeFs {
         }
         self.inner.sync_dir(path).await
     }
+
+    async fn wait_ms(&self, duration_ms: u64) {
+        self.inner.wait_ms(duration_ms).await
+    }
 }
 
 pub type NodeStorage = WalStorage<NodeFs>;
@@ -147,6 +151,6 @@ fn create_error(dir: &Path, source: io::Error) -> StorageError {
     StorageError::Io {
         operation: "create the parent directories of",
         path: dir.to_path_buf(),
-        source,
+        cause: source,
     }
 }

@@ -192,4 +192,8 @@ impl FileSystem for SimFs {
         self.inject(false, "sync directory", path)?;
         sim_fs::sync_dir(path).await
     }
+
+    async fn wait_ms(&self, duration_ms: u64) {
+        tokio::time::sleep(Duration::from_millis(duration_ms)).await;
+    }
 }

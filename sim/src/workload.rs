@@ -221,7 +221,9 @@ impl Client {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
-                Some(Err(EngineError::Busy | EngineError::Stopped)) => {
+                // Refused before it was proposed (a full disk refuses writes that way): this
+                // attempt changed nothing; try again.
+                Some(Err(EngineError::Busy | EngineError::Stopped | EngineError::NoSpace)) => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 // This attempt's entry lost its slot; an earlier attempt's may still apply.

@@ -57,6 +57,11 @@ impl From<ConfigError> for EngineFailure {
 /// of firing an election timeout's worth of ticks at once.
 const MAX_TICKS_PER_WAKE: u32 = 5;
 
+/// After a snapshot was given up for lack of space, the next attempt waits at least this long
+/// (and for the disk-full alarm to come down): a snapshot is big, and trying again at every
+/// applied entry would fill the disk with attempts.
+const SNAPSHOT_RETRY_AFTER_MS: u64 = 5_000;
+
 pub struct Engine<T: Transport, S: Storage, C: Clock> {
     config: EngineConfig,
     raft: Raft,
@@ -77,6 +82,12 @@ pub struct Engine<T: Transport, S: Storage, C: Clock> {
     last_submitted_batch: u64,
     /// A snapshot being saved: (its last index, the index the log is compacted to after it).
     snapshot_in_progress: Option<(u64, u64)>,
+    /// The disk-full alarm of the storage, as last reported: client writes are refused.
+    disk_full: bool,
+    /// Snapshots the storage gave up for lack of space, as last reported.
+    snapshots_abandoned: u64,
+    /// No snapshot is attempted before this time (monotonic ms), after one was given up.
+    snapshot_retry_at_ms: u64,
     last_snapshot_index: u64,
     /// The index of an `ExpireTick` this leader proposed and that has not been applied yet.
     expire_tick_in_flight: Option<u64>,
@@ -150,6 +161,9 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             durable_batch: 0,
             last_submitted_batch: 0,
             snapshot_in_progress: None,
+            disk_full: false,
+            snapshots_abandoned: 0,
+            snapshot_retry_at_ms: 0,
             last_snapshot_index,
             expire_tick_in_flight: None,
             last_leader: NodeId::NONE,
@@ -259,6 +273,12 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
     }
 
     fn on_storage_progress(&mut self, progress: StorageProgress) {
+        self.disk_full = progress.disk_full;
+        if progress.snapshots_abandoned > self.snapshots_abandoned {
+            self.snapshots_abandoned = progress.snapshots_abandoned;
+            self.snapshot_in_progress = None;
+            self.snapshot_retry_at_ms = self.clock.monotonic_ms() + SNAPSHOT_RETRY_AFTER_MS;
+        }
         if progress.durable_batch > self.durable_batch {
             self.durable_batch = progress.durable_batch;
             self.raft.persisted(progress.durable_batch);
@@ -345,6 +365,11 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         }
         if self.raft.role() != Role::Leader {
             let _ = reply.send(Err(EngineError::NotLeader { leader: known(self.raft.leader()) }));
+            return;
+        }
+        if self.disk_full {
+            // Refused before it is proposed: a write answered "no space" never takes effect.
+            let _ = reply.send(Err(EngineError::NoSpace));
             return;
         }
         let request = KvRequest { session, leader_time_ms: self.clock.wall_ms(), command };
@@ -622,7 +647,10 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
 
     /// Takes a snapshot of the state machine once enough entries were applied since the last.
     fn maybe_snapshot(&mut self) -> Result<(), EngineFailure> {
-        if self.snapshot_in_progress.is_some() {
+        if self.snapshot_in_progress.is_some()
+            || self.disk_full
+            || self.clock.monotonic_ms() < self.snapshot_retry_at_ms
+        {
             return Ok(());
         }
         let applied = self.local.kv().applied_index();
@@ -712,6 +740,8 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             proposals_committed: self.proposals_committed,
             proposals_failed: self.proposals_failed,
             proposals_pending: self.pending.writes.len(),
+            disk_full: self.disk_full,
+            snapshots_abandoned: self.snapshots_abandoned,
         };
         self.status.send_if_modified(|current| {
             let changed = *current != status;

@@ -27,6 +27,10 @@ pub enum EngineError {
     /// A membership change was refused (it would be unsafe now); the reason says what to do.
     #[error("membership change refused: {0}")]
     MembershipRefused(MembershipError),
+    /// This node's disk is full: it takes no new writes until space is freed (it resumes by
+    /// itself). The write was not proposed, so it never takes effect; reads still work.
+    #[error("the disk of this node is full: writes are refused until space is freed")]
+    NoSpace,
     /// The engine has stopped.
     #[error("the node is shutting down")]
     Stopped,

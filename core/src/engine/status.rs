@@ -28,6 +28,10 @@ pub struct EngineStatus {
     pub proposals_committed: u64,
     pub proposals_failed: u64,
     pub proposals_pending: usize,
+    /// The disk-full alarm is up: client writes are refused (see `storage/space.rs`).
+    pub disk_full: bool,
+    /// Local snapshots given up for lack of space since the start.
+    pub snapshots_abandoned: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +63,8 @@ impl EngineStatus {
             proposals_committed: 0,
             proposals_failed: 0,
             proposals_pending: 0,
+            disk_full: false,
+            snapshots_abandoned: 0,
         }
     }
 }

@@ -14,7 +14,11 @@ impl Raft {
     /// Follower / candidate tick: start an election when the randomized timeout expires.
     pub(super) fn tick_election(&mut self) {
         self.election_elapsed += 1;
-        if self.election_elapsed >= self.randomized_election_timeout && self.is_promotable() {
+        // A sole voter has nobody to wait for: no other node can lead, so an election timeout
+        // would only keep the cluster unavailable for its length.
+        let timed_out =
+            self.election_elapsed >= self.randomized_election_timeout || self.is_single_voter();
+        if timed_out && self.is_promotable() {
             self.start_campaign(self.config.pre_vote, false);
         }
     }

@@ -214,6 +214,11 @@ impl Raft {
             config,
         };
         raft.reset_election_timer();
+        // A sole voter campaigns at once, at every start: it alone decides the election, and
+        // a node that is the whole cluster must be writable the moment it is up.
+        if raft.is_single_voter() {
+            raft.start_campaign(false, false);
+        }
         raft
     }
 

@@ -126,12 +126,23 @@ impl Progress {
     }
 
     /// Handles a rejection of the AppendEntries whose `prev_log_index` was `rejected`, with
-    /// the next index to try computed from the follower's hint. Returns false for a stale
-    /// rejection (of a message older than what we already know matches).
-    pub fn reject(&mut self, rejected: LogIndex, retry_at: LogIndex) -> bool {
-        // Everything at or below `matched` is known to agree: a rejection there is stale.
+    /// the next index to try computed from the follower's hint (`hint_index`, at most the
+    /// follower's last index). Returns false for a stale rejection (of a message older than
+    /// what we already know matches).
+    pub fn reject(&mut self, rejected: LogIndex, hint_index: LogIndex, retry_at: LogIndex) -> bool {
         if rejected <= self.matched {
-            return false;
+            // Everything at or below `matched` was acknowledged, so a rejection there is
+            // normally stale. Unless the follower's log now ends below `matched`: then it lost
+            // entries it had acknowledged (a disk that dropped synced writes, a restore), and
+            // waiting for it to confirm `matched` again would wait forever. Start over from
+            // what it holds. (If the rejection was only stale after all, this costs a probe.)
+            if hint_index >= self.matched {
+                return false;
+            }
+            self.matched = hint_index;
+            self.become_probe();
+            self.next = retry_at.clamp(1, hint_index + 1);
+            return true;
         }
         match self.mode {
             ReplicationMode::Replicate => {

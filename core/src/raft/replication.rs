@@ -319,7 +319,7 @@ impl Raft {
             // largest index in our log at or below the hint whose term is <= the hint's term.
             let (retry_index, _) = self.log.find_conflict_by_term(hint_index, hint_term);
             let Some(progress) = self.progress.get_mut(&from) else { return };
-            if progress.reject(index, retry_index + 1) {
+            if progress.reject(index, hint_index, retry_index + 1) {
                 self.maybe_send_append(from, true);
             }
         }

@@ -10,6 +10,7 @@
 //! propose 1 [N] | read 1 | transfer 1 3 | snapshot 2
 //! deliver 1->* [one] | drop *->3 | partition 1 2 | 3 4 5 | isolate 3 | heal
 //! crash 2 | restart 2 | persist 2 | persist all
+//! lose-tail 3 4                                   # 3 restarts keeping only entries 1..=4
 //! expect leader 1 | expect leader none | expect role 2 follower | expect term 2 5
 //! expect commit all 4 | expect applied 2 4 | expect log all = 1 1 2 | expect vote 3 1
 //! expect reads-served 1 2 | expect reads-failed 1 1 | expect propose-fails 2
@@ -100,6 +101,17 @@ impl Runner {
         match words.as_slice() {
             ["cluster", size, options @ ..] => self.new_cluster(size, options),
             ["node", id, rest @ ..] => self.reset_node(id, rest),
+            ["lose-tail", id, keep] => {
+                // A disk that dropped synced writes: the node restarts with a prefix of its log.
+                let (id, keep) = (self.node(id)?, parse_u64(keep)?);
+                let cluster = self.cluster()?;
+                cluster.crash(id);
+                let node = cluster.nodes.get_mut(&id).ok_or("unknown node")?;
+                node.durable.entries.retain(|entry| entry.index <= keep);
+                node.durable.hard_state.commit = node.durable.hard_state.commit.min(keep);
+                cluster.restart(id);
+                Ok(())
+            }
             ["campaign", id] => {
                 let id = self.node(id)?;
                 self.cluster()?.raft_mut(id).campaign();

@@ -34,6 +34,12 @@ pub struct StorageProgress {
     pub snapshot_index: LogIndex,
     /// The log is compacted up to here.
     pub compacted_to: LogIndex,
+    /// The disk-full alarm: writes are waiting for space (see `storage/space.rs`); the engine
+    /// refuses new client writes while it is up.
+    pub disk_full: bool,
+    /// Local snapshots given up for lack of space, since the start (the engine tries again
+    /// later; the log is not compacted meanwhile).
+    pub snapshots_abandoned: u64,
 }
 
 /// Storage failed. After a failed sync nothing can be trusted (the page cache may have

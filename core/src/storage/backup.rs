@@ -185,6 +185,9 @@ pub struct RestoreOptions {
     pub config: Option<ClusterConfig>,
     pub segment_bytes: u64,
     pub max_snapshot_bytes: u64,
+    /// Names that may already be in `data_dir` and do not make it "not empty": what the caller
+    /// put there itself (the node's lock file, taken before the restore writes anything).
+    pub foreign_entries: Vec<String>,
 }
 
 /// Restores `backup` into `data_dir`, which must be missing or empty (its parent must exist).
@@ -213,7 +216,7 @@ pub async fn restore_backup<F: FileSystem>(
         Some(super::fs::EntryKind::Directory) => {
             let entries =
                 fs.list_dir(data_dir).await.map_err(|e| StorageError::io("list", data_dir, e))?;
-            if !entries.is_empty() {
+            if entries.iter().any(|entry| !options.foreign_entries.contains(&entry.name)) {
                 return Err(StorageError::NotEmpty { path: data_dir.to_path_buf() });
             }
         }
@@ -256,7 +259,12 @@ mod tests {
     }
 
     fn options() -> RestoreOptions {
-        RestoreOptions { config: None, segment_bytes: 64 * 1024, max_snapshot_bytes: 1 << 20 }
+        RestoreOptions {
+            config: None,
+            segment_bytes: 64 * 1024,
+            max_snapshot_bytes: 1 << 20,
+            foreign_entries: Vec::new(),
+        }
     }
 
     #[test]

@@ -11,13 +11,10 @@ use crate::seams::storage::StorageFailure;
 #[derive(Debug, Error)]
 pub enum StorageError {
     /// The file system refused an operation (EIO, ENOSPC, permissions...).
-    #[error("{operation} {path}: {source}")]
-    Io {
-        operation: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The message includes the cause; it is deliberately not also a `#[source]`, or error
+    // chains (`{:#}`) would print it twice.
+    #[error("{operation} {path}: {cause}")]
+    Io { operation: &'static str, path: PathBuf, cause: io::Error },
     /// Data on disk failed a check (checksum, framing, sequence). Never repaired silently.
     #[error("corrupt data in {path} at byte offset {offset}: {reason}")]
     Corrupt { path: PathBuf, offset: u64, reason: String },
@@ -43,8 +40,13 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether the file system refused an operation for lack of space (see `space.rs`).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StorageError::Io { cause, .. } if super::fs::is_no_space(cause))
+    }
+
     pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        StorageError::Io { operation, path: path.into(), source }
+        StorageError::Io { operation, path: path.into(), cause: source }
     }
 
     pub(crate) fn corrupt(

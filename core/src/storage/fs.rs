@@ -11,6 +11,12 @@
 //! - after a failed sync nothing about the unsynced data can be assumed, even a later successful
 //!   sync: the kernel may have dropped the dirty pages and cleared the error.
 //!
+//! Running out of space is the one failure the storage engine waits out instead of stopping
+//! for (see `space.rs`): a write, a file creation or a size change that fails with
+//! [`is_no_space`] changed nothing that a retry of the same call would not overwrite. A *sync*
+//! that fails for lack of space is different — data it was to make durable may already be
+//! gone — so implementations report it as a plain I/O error, never with a no-space kind.
+//!
 //! No `Send` bound anywhere: the simulator runs everything on one thread.
 
 use std::future::Future;
@@ -59,6 +65,25 @@ pub trait FileSystem: Clone + 'static {
     fn entry_kind(&self, path: &Path) -> impl Future<Output = io::Result<Option<EntryKind>>>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, path: &Path) -> impl Future<Output = io::Result<()>>;
+    /// Waits `duration_ms` of this file system's time (the real clock, or the simulation's).
+    /// The storage engine has no clock of its own; it waits here between attempts to write to
+    /// a full disk.
+    fn wait_ms(&self, duration_ms: u64) -> impl Future<Output = ()>;
+}
+
+/// Whether an operation failed because the disk (or the user's quota) is full.
+pub fn is_no_space(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+}
+
+/// What a sync's failure must look like (see the module documentation): a no-space error
+/// becomes a plain one, so that nothing retries it.
+pub fn sync_failure(error: io::Error) -> io::Error {
+    if is_no_space(&error) {
+        io::Error::other(format!("sync failed, written data may be lost: {error}"))
+    } else {
+        error
+    }
 }
 
 pub trait FsFile {

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{StorageError, StorageResult};
 use super::fs::{FileSystem, FsFile, OpenMode};
+use super::space::DiskSpace;
 use crate::raft::{HardState, NodeId};
 
 pub const HARD_STATE_FILE_NAME: &str = "hard_state";
@@ -224,13 +225,34 @@ impl<F: FileSystem> HardStateFile<F> {
     /// Writes `hard_state` to the slot not holding the last synced state; with `sync`, makes
     /// it durable (and it becomes the slot to keep).
     pub async fn write(&mut self, hard_state: HardState, sync: bool) -> StorageResult<()> {
+        self.write_waiting_for_space(hard_state, sync, None).await
+    }
+
+    /// `write`, except that a write refused for lack of space waits for room (`space`) and is
+    /// tried again: the slot it targets holds nothing durable, so rewriting it is harmless.
+    pub async fn write_waiting_for_space(
+        &mut self,
+        hard_state: HardState,
+        sync: bool,
+        space: Option<&DiskSpace<F>>,
+    ) -> StorageResult<()> {
         let slot = 1 - self.durable_slot;
         self.seq += 1;
         let offset = slot as u64 * SLOT_BYTES;
-        self.file
-            .write_all_at(offset, encode_slot(self.seq, hard_state))
-            .await
-            .map_err(|e| StorageError::io("write", &self.path, e))?;
+        loop {
+            let written = self.file.write_all_at(offset, encode_slot(self.seq, hard_state)).await;
+            let error = match written {
+                Ok(()) => break,
+                Err(error) => error,
+            };
+            match space {
+                Some(space) if space.wait_after(&error, "hard state", SLOT_BYTES).await => {}
+                _ => return Err(StorageError::io("write", &self.path, error)),
+            }
+        }
+        if let Some(space) = space {
+            space.succeeded();
+        }
         self.written = hard_state;
         if sync {
             self.file.sync_data().await.map_err(|e| StorageError::io("sync", &self.path, e))?;

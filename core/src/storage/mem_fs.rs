@@ -633,6 +633,22 @@ impl FileSystem for MemFs {
         state.durable.insert(path.to_path_buf(), entries);
         Ok(())
     }
+
+    /// No time passes on this disk: a wait only gives control back once, so that a test that
+    /// polls the writer sees it waiting (for space, say) and can change the disk meanwhile.
+    async fn wait_ms(&self, _duration_ms: u64) {
+        let mut yielded = false;
+        std::future::poll_fn(|context| {
+            if yielded {
+                std::task::Poll::Ready(())
+            } else {
+                yielded = true;
+                context.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

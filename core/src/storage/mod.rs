@@ -10,6 +10,7 @@
 //! hard_state                            term, vote, commit in two checksummed slots (hard_state.rs)
 //! snapshot-00000000000000012345.snap    the newest snapshot (snapshot_file.rs); during a
 //!                                       snapshot save also the previous one and a `.snap.tmp`
+//! space-probe.tmp                       only while the disk is full (space.rs)
 //! ```
 //!
 //! Entry points: [`WalStorage::open`] recovers (or creates) a directory and returns the
@@ -30,6 +31,7 @@ pub mod record;
 pub mod recovery;
 pub mod segment;
 pub mod snapshot_file;
+pub mod space;
 pub mod wal;
 pub mod wal_storage;
 

@@ -178,9 +178,14 @@ pub async fn write_file_atomically<F: FileSystem>(
     let mut offset = 0usize;
     while offset < image.len() {
         let end = (offset + WRITE_CHUNK_BYTES).min(image.len());
-        file.write_all_at(offset as u64, image[offset..end].to_vec())
-            .await
-            .map_err(|e| StorageError::io("write", &temp, e))?;
+        let written = file.write_all_at(offset as u64, image[offset..end].to_vec()).await;
+        if let Err(error) = written {
+            // A partial temporary file only takes room (on a full disk, the room the rest of
+            // the node needs): remove it now rather than at the next recovery.
+            drop(file);
+            let _ = fs.remove_file(&temp).await;
+            return Err(StorageError::io("write", &temp, error));
+        }
         offset = end;
     }
     file.sync_all().await.map_err(|e| StorageError::io("sync", &temp, e))?;

@@ -29,6 +29,7 @@ use super::record::{encode_record, record_bytes};
 use super::segment::{
     SEGMENT_HEADER_BYTES, SegmentHeader, encode_segment_header, segment_file_name,
 };
+use super::space::DiskSpace;
 use crate::raft::{Entry, LogIndex, Term};
 
 /// The content of one log record.
@@ -115,6 +116,9 @@ pub struct Wal<F: FileSystem> {
     next_lsn: u64,
     /// Every record up to this lsn is durable.
     durable_lsn: u64,
+    /// Set once the writer runs (recovery has none: its errors stop the start): writes that
+    /// fail for lack of space wait for room and are tried again (see `space.rs`).
+    space: Option<DiskSpace<F>>,
 }
 
 /// Where a write whose data ends at `data_end` extends with zeros: `None` while the data stays
@@ -133,17 +137,28 @@ pub async fn create_segment<F: FileSystem>(
     segment_bytes: u64,
 ) -> StorageResult<(F::File, PathBuf)> {
     let path = dir.join(segment_file_name(header.seq));
-    let file = fs
-        .open(&path, OpenMode::CreateNew)
-        .await
-        .map_err(|e| StorageError::io("create", &path, e))?;
-    file.write_all_at(0, encode_segment_header(header))
-        .await
-        .map_err(|e| StorageError::io("write", &path, e))?;
-    file.set_len(segment_bytes).await.map_err(|e| StorageError::io("preallocate", &path, e))?;
-    file.sync_all().await.map_err(|e| StorageError::io("sync", &path, e))?;
-    fs.sync_dir(dir).await.map_err(|e| StorageError::io("sync directory", dir, e))?;
-    Ok((file, path))
+    match create_segment_file(fs, &path, header, segment_bytes).await {
+        Ok(file) => {
+            file.sync_all().await.map_err(|e| StorageError::io("sync", &path, e))?;
+            fs.sync_dir(dir).await.map_err(|e| StorageError::io("sync directory", dir, e))?;
+            Ok((file, path))
+        }
+        Err((operation, error)) => Err(StorageError::io(operation, &path, error)),
+    }
+}
+
+/// The part of a segment's creation that needs space: a failure of it leaves a file that
+/// recovery removes (no header) or that the next attempt removes first.
+async fn create_segment_file<F: FileSystem>(
+    fs: &F,
+    path: &Path,
+    header: SegmentHeader,
+    segment_bytes: u64,
+) -> Result<F::File, (&'static str, std::io::Error)> {
+    let file = fs.open(path, OpenMode::CreateNew).await.map_err(|e| ("create", e))?;
+    file.write_all_at(0, encode_segment_header(header)).await.map_err(|e| ("write", e))?;
+    file.set_len(segment_bytes).await.map_err(|e| ("preallocate", e))?;
+    Ok(file)
 }
 
 impl<F: FileSystem> Wal<F> {
@@ -178,7 +193,13 @@ impl<F: FileSystem> Wal<F> {
             unsynced: false,
             next_lsn: position.next_lsn,
             durable_lsn: position.next_lsn - 1,
+            space: None,
         })
+    }
+
+    /// From now on, writes that fail for lack of space raise `space`'s alarm and wait.
+    pub fn wait_for_space_with(&mut self, space: DiskSpace<F>) {
+        self.space = Some(space);
     }
 
     pub fn segments(&self) -> &[SegmentInfo] {
@@ -274,22 +295,44 @@ impl<F: FileSystem> Wal<F> {
             }
             return Ok(());
         }
-        let mut data = std::mem::take(&mut self.buffer);
-        let len = data.len() as u64;
+        let len = self.buffer.len() as u64;
         let data_end = self.write_offset + len;
-        if let Some(zeroed_to) = zero_fill_end(data_end, self.written_to, self.active_capacity) {
-            // Past the data lies the preallocated tail, which recovery requires to be zeros.
-            data.resize((zeroed_to - self.write_offset) as usize, 0);
+        let mut zero_fill = zero_fill_end(data_end, self.written_to, self.active_capacity);
+        let operation = if and_sync { "write and sync" } else { "write" };
+        loop {
+            // The buffer stays until the write succeeds: a write refused for lack of space is
+            // tried again with the same bytes at the same place.
+            let mut data = self.buffer.clone();
+            if let Some(zeroed_to) = zero_fill {
+                // Past the data lies the preallocated tail, which recovery requires to be zeros.
+                data.resize((zeroed_to - self.write_offset) as usize, 0);
+            }
+            let written = if and_sync {
+                self.active.write_all_at_and_sync_data(self.write_offset, data).await
+            } else {
+                self.active.write_all_at(self.write_offset, data).await
+            };
+            let error = match written {
+                Ok(()) => break,
+                Err(error) => error,
+            };
+            let Some(space) = &self.space else {
+                return Err(StorageError::io(operation, path, error));
+            };
+            // Writing zeros ahead only saves work later; on a nearly full disk the data alone
+            // may fit (the tail past it is a hole, which reads as zeros too).
+            zero_fill = None;
+            if !space.wait_after(&error, "log write", len).await {
+                return Err(StorageError::io(operation, path, error));
+            }
+        }
+        if let Some(space) = &self.space {
+            space.succeeded();
+        }
+        self.buffer.clear();
+        if let Some(zeroed_to) = zero_fill {
             self.written_to = zeroed_to;
         }
-        let written = if and_sync {
-            self.active.write_all_at_and_sync_data(self.write_offset, data).await
-        } else {
-            self.active.write_all_at(self.write_offset, data).await
-        };
-        written.map_err(|e| {
-            StorageError::io(if and_sync { "write and sync" } else { "write" }, path, e)
-        })?;
         self.write_offset += len;
         self.unsynced = !and_sync;
         Ok(())
@@ -307,14 +350,49 @@ impl<F: FileSystem> Wal<F> {
         self.sync().await?;
         let seq = self.segments[self.segments.len() - 1].seq + 1;
         let header = SegmentHeader { seq, first_lsn: self.next_lsn };
-        let (file, path) =
-            create_segment(&self.fs, &self.dir, header, self.limits.segment_bytes).await?;
+        let (file, path) = self.create_segment_waiting_for_space(header).await?;
         self.segments.push(SegmentInfo { seq, first_lsn: self.next_lsn, max_index: 0, path });
         self.active = file;
         self.active_capacity = self.limits.segment_bytes;
         self.write_offset = SEGMENT_HEADER_BYTES as u64;
         self.written_to = self.write_offset;
         Ok(())
+    }
+
+    /// `create_segment`, waiting out a full disk: a partly created file is removed before
+    /// the next attempt.
+    async fn create_segment_waiting_for_space(
+        &self,
+        header: SegmentHeader,
+    ) -> StorageResult<(F::File, PathBuf)> {
+        let Some(space) = &self.space else {
+            return create_segment(&self.fs, &self.dir, header, self.limits.segment_bytes).await;
+        };
+        let path = self.dir.join(segment_file_name(header.seq));
+        loop {
+            match create_segment_file(&self.fs, &path, header, self.limits.segment_bytes).await {
+                Ok(file) => {
+                    space.succeeded();
+                    file.sync_all().await.map_err(|e| StorageError::io("sync", &path, e))?;
+                    self.fs
+                        .sync_dir(&self.dir)
+                        .await
+                        .map_err(|e| StorageError::io("sync directory", &self.dir, e))?;
+                    return Ok((file, path));
+                }
+                Err((operation, error)) => {
+                    let removed = match self.fs.entry_kind(&path).await {
+                        Ok(Some(_)) => self.fs.remove_file(&path).await.is_ok(),
+                        Ok(None) => true,
+                        Err(_) => false,
+                    };
+                    let needed = SEGMENT_HEADER_BYTES as u64;
+                    if !removed || !space.wait_after(&error, "new log segment", needed).await {
+                        return Err(StorageError::io(operation, &path, error));
+                    }
+                }
+            }
+        }
     }
 
     /// Removes the oldest segments whose records all lie at or below `up_to` (never the active

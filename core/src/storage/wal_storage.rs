@@ -12,6 +12,9 @@
 //! Any failure ends the writer with a [`StorageFailure`] and makes every later call fail:
 //! after a failed sync the page cache may have dropped the data, so retrying and carrying on
 //! could report lost writes as durable. The node stops and recovers from disk on restart.
+//! The exception is a full disk (`space.rs`): the writer raises the disk-full alarm and waits
+//! for room, trying the same write again; a local snapshot that does not fit is given up
+//! instead (the engine tries again later), so that it never holds up the log.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -30,6 +33,7 @@ use super::record::record_bytes;
 use super::recovery::{RecoveryLimits, recover};
 use super::segment::SEGMENT_HEADER_BYTES;
 use super::snapshot_file::save_snapshot;
+use super::space::DiskSpace;
 use super::wal::{Wal, WalLimits};
 use crate::raft::{ClusterConfig, HardState, LogIndex, PersistBatch, RestoredState, Snapshot};
 use crate::seams::storage::{Storage, StorageFailure, StorageJob, StorageProgress};
@@ -45,6 +49,8 @@ pub struct WalOptions {
     pub max_snapshot_bytes: u64,
     /// The most jobs one group commit takes; the rest wait for the next.
     pub max_jobs_per_group: usize,
+    /// After the disk was full, writes resume once a scratch file of this size fits.
+    pub space_probe_bytes: u64,
 }
 
 impl Default for WalOptions {
@@ -54,6 +60,7 @@ impl Default for WalOptions {
             max_record_bytes: 8 << 20,
             max_snapshot_bytes: 4 << 30,
             max_jobs_per_group: 4096,
+            space_probe_bytes: 4 << 20,
         }
     }
 }
@@ -150,6 +157,22 @@ impl<F: FileSystem> WalStorage<F> {
         let progress = StorageProgress { snapshot_index, ..StorageProgress::default() };
         let (jobs, queue) = mpsc::unbounded_channel();
         let (publish, progress_rx) = watch::channel(Ok(progress));
+        let publish = Rc::new(publish);
+        let alarm = publish.clone();
+        let space = DiskSpace::new(
+            fs.clone(),
+            &dir,
+            options.space_probe_bytes,
+            Box::new(move |full| {
+                alarm.send_modify(|progress| {
+                    if let Ok(progress) = progress {
+                        progress.disk_full = full;
+                    }
+                })
+            }),
+        );
+        let mut wal = parts.wal;
+        wal.wait_for_space_with(space.clone());
         let latest_snapshot = Rc::new(RefCell::new(parts.snapshot));
         let writer = Writer {
             fs: fs.clone(),
@@ -157,7 +180,8 @@ impl<F: FileSystem> WalStorage<F> {
             options,
             queue,
             publish,
-            wal: parts.wal,
+            space,
+            wal,
             hard_state: parts.hard_state_file,
             latest_snapshot: latest_snapshot.clone(),
             snapshot_index,
@@ -238,7 +262,9 @@ struct Writer<F: FileSystem> {
     dir: PathBuf,
     options: WalOptions,
     queue: mpsc::UnboundedReceiver<StorageJob>,
-    publish: watch::Sender<Result<StorageProgress, StorageFailure>>,
+    /// Shared with the disk-full alarm, which publishes its changes at once.
+    publish: Rc<watch::Sender<Result<StorageProgress, StorageFailure>>>,
+    space: DiskSpace<F>,
     wal: Wal<F>,
     hard_state: HardStateFile<F>,
     latest_snapshot: Rc<RefCell<Option<Snapshot>>>,
@@ -254,8 +280,32 @@ struct Writer<F: FileSystem> {
 }
 
 impl<F: FileSystem> Writer<F> {
+    /// The next job; while the disk-full alarm is up and nothing is queued, a probe for space
+    /// every retry interval, so that the alarm comes down even when nothing is written (the
+    /// engine refuses writes meanwhile, so nothing else would find out).
+    async fn next_job(&mut self) -> Option<StorageJob> {
+        loop {
+            if !self.space.is_full() {
+                return self.queue.recv().await;
+            }
+            tokio::select! {
+                biased;
+                job = self.queue.recv() => return job,
+                () = self.fs.wait_ms(super::space::RETRY_INTERVAL_MS) => {
+                    self.space.probe_and_lower().await;
+                }
+            }
+        }
+    }
+
+    /// Publishes the progress (with the alarm's current state); false once nobody listens.
+    fn publish_progress(&mut self) -> bool {
+        self.progress.disk_full = self.space.is_full();
+        self.publish.send(Ok(self.progress)).is_ok()
+    }
+
     async fn run(mut self) -> Result<(), StorageFailure> {
-        while let Some(first) = self.queue.recv().await {
+        while let Some(first) = self.next_job().await {
             let mut group = vec![first];
             while group.len() < self.options.max_jobs_per_group {
                 match self.queue.try_recv() {
@@ -269,7 +319,7 @@ impl<F: FileSystem> Writer<F> {
             };
             // Durability is reported before the compaction that follows the sync: the engine
             // acknowledges writes on it, and they must not wait for segment removals.
-            if self.publish.send(Ok(self.progress)).is_err() {
+            if !self.publish_progress() {
                 return Ok(()); // nobody is listening any more
             }
             let published = self.progress;
@@ -280,7 +330,7 @@ impl<F: FileSystem> Writer<F> {
             }
             self.progress.snapshot_index = self.snapshot_index;
             // A second notice only if there is news: each one wakes the engine.
-            if self.progress != published && self.publish.send(Ok(self.progress)).is_err() {
+            if self.progress != published && !self.publish_progress() {
                 return Ok(());
             }
         }
@@ -316,7 +366,19 @@ impl<F: FileSystem> Writer<F> {
                 StorageJob::SaveSnapshot { snapshot, compact_to: up_to } => {
                     // A local snapshot does not change the log, so it needs no log sync first.
                     if snapshot.meta.last_index > self.snapshot_index {
-                        self.save(snapshot).await?;
+                        let size_bytes = snapshot.data.len() as u64;
+                        match self.save(snapshot).await {
+                            Ok(()) => {}
+                            Err(error) if error.is_no_space() => {
+                                // Nothing depends on it: the log stays uncompacted, the engine
+                                // tries again once there is room for one this size.
+                                self.space.raise("snapshot", size_bytes);
+                                self.progress.snapshots_abandoned += 1;
+                                tracing::warn!(%error, "a snapshot did not fit on the disk");
+                                continue;
+                            }
+                            Err(error) => return Err(error),
+                        }
                     }
                     compact_to = Some(compact_to.map_or(up_to, |c| c.max(up_to)));
                 }
@@ -358,14 +420,27 @@ impl<F: FileSystem> Writer<F> {
                 // The commit written with it must not claim entries not yet durable: the one
                 // recorded by a group that has synced (this group records its own at its end).
                 let durable_commit = self.recorded_commit;
+                let hard_state = HardState { commit: durable_commit, ..hard_state };
                 self.hard_state
-                    .write(HardState { commit: durable_commit, ..hard_state }, true)
+                    .write_waiting_for_space(hard_state, true, Some(&self.space))
                     .await?;
             }
         }
         if let Some(snapshot) = &batch.snapshot {
             self.wal.sync().await?;
-            self.save(snapshot.clone()).await?;
+            // A snapshot from the leader must be kept before it is acknowledged: wait for room.
+            loop {
+                match self.save(snapshot.clone()).await {
+                    Ok(()) => break,
+                    Err(StorageError::Io { cause, .. })
+                        if self
+                            .space
+                            .wait_after(&cause, "received snapshot", snapshot.data.len() as u64)
+                            .await => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            self.space.succeeded();
             let meta = &snapshot.meta;
             let keeps_suffix = self.log_terms.install(meta.last_index, meta.last_term);
             self.wal

@@ -133,8 +133,13 @@ pub async fn read_frame<T: DeserializeOwned, R: AsyncRead + Unpin>(
             limit_bytes: max_frame_bytes as u64,
         });
     }
-    let mut payload = vec![0u8; length as usize];
-    reader.read_exact(&mut payload).await?;
+    // The buffer grows as bytes arrive, never to what the header merely announces: a peer
+    // that promises a large frame and sends nothing must not make us allocate it.
+    let mut payload = Vec::new();
+    let read = reader.take(u64::from(length)).read_to_end(&mut payload).await?;
+    if read < length as usize {
+        return Err(FrameError::Closed);
+    }
     if crc32c::crc32c(&payload) != checksum {
         return Err(FrameError::Checksum);
     }

@@ -37,6 +37,25 @@ use crate::seams::transport::Transport;
 /// of the first unacknowledged one: often enough that a healthy stream never looks stalled.
 const ACK_DELAY_DIVISOR: u64 = 16;
 
+/// The largest first frame accepted on an inbound connection. A `Hello` is a few dozen bytes;
+/// until it has named a member of this cluster, a connection may make us buffer no more.
+const MAX_HELLO_FRAME_BYTES: u32 = 256;
+
+/// An inbound connection's read buffer is given back to the allocator once it is this much
+/// larger than what it holds: one large message must not pin its size for the connection's life.
+const SHRINK_BUFFER_ABOVE_BYTES: usize = 4 << 20;
+
+/// Where the transport listens for its peers.
+pub enum PeerListener<L> {
+    /// Bound by the caller already (so that a port in use is reported before anything starts).
+    Bound(L),
+    /// Bound when the transport first has a peer: a node that is its whole cluster needs no
+    /// peer port until members are added. A failed bind is retried and logged.
+    OnDemand(String),
+    /// No peer port at all (a cluster of one that was given none): peers cannot reach it.
+    Never,
+}
+
 #[derive(Clone, Debug)]
 pub struct TcpTransportConfig {
     /// Nodes of different clusters refuse each other's connections.
@@ -62,6 +81,10 @@ pub struct TcpTransportConfig {
     pub snapshot_timeout_ms: u64,
     /// The largest snapshot this node accepts from a peer (what it buffers while receiving).
     pub max_snapshot_bytes: u64,
+    /// Bytes all inbound connections together may hold in their read buffers; a connection
+    /// that would take the total past it is closed (a correct peer reconnects and Raft
+    /// resends), so that peers announcing large frames cannot exhaust memory.
+    pub max_inbound_buffered_bytes: u64,
 }
 
 impl Default for TcpTransportConfig {
@@ -82,6 +105,7 @@ impl Default for TcpTransportConfig {
             snapshot_window_chunks: 4,
             snapshot_timeout_ms: 120_000,
             max_snapshot_bytes: 4 * 1024 * 1024 * 1024,
+            max_inbound_buffered_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -98,6 +122,8 @@ pub struct TransportCounters {
     pub connections_replaced_stalled: u64,
     pub connections_failed: u64,
     pub inbound_rejected: u64,
+    /// Inbound connections closed because the read buffers of all of them held too much.
+    pub inbound_closed_over_budget: u64,
     pub snapshot_chunks_sent: u64,
     /// Transfers continued after a lost connection or a receiver's resume request.
     pub snapshot_transfers_resumed: u64,
@@ -120,6 +146,8 @@ struct Shared {
     counters: RefCell<TransportCounters>,
     unreachable: RefCell<BTreeSet<NodeId>>,
     inbound_connections: Cell<usize>,
+    /// Bytes held in the read buffers of all inbound connections.
+    inbound_buffered_bytes: Cell<u64>,
     /// The reader of the newest connection from each peer.
     readers: RefCell<BTreeMap<NodeId, JoinHandle<()>>>,
     /// Snapshots being received, per peer, kept across connections.
@@ -146,6 +174,9 @@ pub struct TcpTransport {
     inbound: mpsc::Receiver<PeerMessage>,
     shared: Rc<Shared>,
     tasks: Vec<JoinHandle<()>>,
+    /// Starts listening, for a transport whose listener is bound on demand (see
+    /// [`PeerListener::OnDemand`]); taken when the first peer appears.
+    listen_on_demand: Option<Box<dyn FnOnce() -> JoinHandle<()>>>,
 }
 
 impl Drop for TcpTransport {
@@ -182,24 +213,63 @@ impl TcpTransport {
         rng_seed: u64,
     ) -> std::io::Result<Self> {
         let listener = network.bind(listen_address).await?;
+        let listener = PeerListener::Bound(listener);
+        Ok(Self::start_with(network, clock, local, listener, peers, config, rng_seed))
+    }
+
+    /// Starts the transport on `listener` (bound, or to bind once a peer appears) with a writer
+    /// for each peer.
+    pub fn start_with<N: Network, C: Clock>(
+        network: N,
+        clock: C,
+        local: NodeId,
+        listener: PeerListener<N::Listener>,
+        peers: &BTreeMap<NodeId, String>,
+        config: TcpTransportConfig,
+        rng_seed: u64,
+    ) -> Self {
         let shared = Rc::new(Shared {
             counters: RefCell::new(TransportCounters::default()),
             unreachable: RefCell::new(BTreeSet::new()),
             inbound_connections: Cell::new(0),
+            inbound_buffered_bytes: Cell::new(0),
             readers: RefCell::new(BTreeMap::new()),
             incoming_snapshots: RefCell::new(IncomingTransfers::default()),
             snapshot_reports: RefCell::new(Vec::new()),
         });
         let (inbound_sender, inbound) = mpsc::channel(config.inbound_queue_messages);
-        let tasks = vec![tokio::task::spawn_local(accept_loop(
-            network.clone(),
-            clock.clone(),
-            listener,
-            local,
-            config.clone(),
-            inbound_sender,
-            shared.clone(),
-        ))];
+        let accept = {
+            let (network, clock, config, shared) =
+                (network.clone(), clock.clone(), config.clone(), shared.clone());
+            move |listener| {
+                accept_loop(network, clock, listener, local, config, inbound_sender, shared)
+            }
+        };
+        let mut tasks = Vec::new();
+        let mut listen_on_demand: Option<Box<dyn FnOnce() -> JoinHandle<()>>> = None;
+        match listener {
+            PeerListener::Bound(listener) => tasks.push(tokio::task::spawn_local(accept(listener))),
+            PeerListener::OnDemand(address) => {
+                let (network, clock) = (network.clone(), clock.clone());
+                let retry_ms = config.backoff_max_ms;
+                listen_on_demand = Some(Box::new(move || {
+                    tokio::task::spawn_local(async move {
+                        let listener = bind_until_bound(&network, &clock, &address, retry_ms).await;
+                        accept(listener).await
+                    })
+                }));
+            }
+            PeerListener::Never => {
+                listen_on_demand = Some(Box::new(|| {
+                    tokio::task::spawn_local(async {
+                        tracing::warn!(
+                            "this node has peers but no peer port to hear them on: restart it \
+                             with --peer-port"
+                        );
+                    })
+                }));
+            }
+        }
         let factory_shared = shared.clone();
         let factory_config = config.clone();
         let start_writer: WriterFactory = Box::new(move |peer: NodeId, address: String| {
@@ -230,9 +300,10 @@ impl TcpTransport {
             inbound,
             shared,
             tasks,
+            listen_on_demand,
         };
         transport.update_peers(peers);
-        Ok(transport)
+        transport
     }
 
     pub fn counters(&self) -> TransportCounters {
@@ -302,6 +373,11 @@ impl Transport for TcpTransport {
             }
             // A transfer the aborted writer carried ends here (harmless if there was none).
             self.shared.snapshot_reports.borrow_mut().push((id, false));
+        }
+        if !wanted.is_empty()
+            && let Some(listen) = self.listen_on_demand.take()
+        {
+            self.tasks.push(listen());
         }
         for (id, address) in wanted {
             if !self.addresses.contains_key(&id) {
@@ -592,6 +668,28 @@ enum ServeEnd {
     Failed,
 }
 
+/// Binds the peer port of a transport that listens on demand; a failure (the port is taken)
+/// is logged and retried, since the node keeps serving its clients meanwhile.
+async fn bind_until_bound<N: Network, C: Clock>(
+    network: &N,
+    clock: &C,
+    address: &str,
+    retry_ms: u64,
+) -> N::Listener {
+    loop {
+        match network.bind(address).await {
+            Ok(listener) => {
+                tracing::info!(%address, "listening for peers");
+                return listener;
+            }
+            Err(error) => {
+                tracing::warn!(%address, %error, "cannot listen for peers; retrying");
+                clock.sleep_ms(retry_ms).await;
+            }
+        }
+    }
+}
+
 async fn accept_loop<N: Network, C: Clock>(
     network: N,
     clock: C,
@@ -664,7 +762,7 @@ impl<C: Clock> InboundConnection<C> {
         let hello = with_deadline(
             &self.clock,
             self.config.delivery_deadline_ms,
-            read_frame::<Frame, _>(&mut stream, self.config.max_frame_bytes),
+            read_frame::<Frame, _>(&mut stream, MAX_HELLO_FRAME_BYTES),
         )
         .await;
         match hello {
@@ -685,7 +783,7 @@ impl<C: Clock> InboundConnection<C> {
     async fn serve<N: Network>(self, stream: N::Stream, from: NodeId) {
         let _slot = ConnectionSlot(self.shared.clone());
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let mut buffer: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let mut buffer = BudgetedBuffer::new(self.shared.clone());
         let mut chunk = vec![0u8; 64 * 1024];
         let mut received: u64 = 0;
         let mut acknowledged: u64 = 0;
@@ -718,11 +816,21 @@ impl<C: Clock> InboundConnection<C> {
                 Ok(0) | Err(_) => return,
                 Ok(read) => read,
             };
-            buffer.extend_from_slice(&chunk[..read]);
+            if !buffer.extend(&chunk[..read], self.config.max_inbound_buffered_bytes) {
+                self.shared.counters.borrow_mut().inbound_closed_over_budget += 1;
+                tracing::warn!(
+                    peer = %from,
+                    limit_bytes = self.config.max_inbound_buffered_bytes,
+                    "inbound peer connections buffer too much; closing this one"
+                );
+                return;
+            }
+            let buffer_bytes = buffer.bytes();
             let mut consumed = 0;
             let mut pacing_transfer = false;
             loop {
-                match decode_frame::<Frame>(&buffer[consumed..], self.config.max_frame_bytes) {
+                match decode_frame::<Frame>(&buffer_bytes[consumed..], self.config.max_frame_bytes)
+                {
                     Ok(Some((Frame::Message(message), used))) => {
                         consumed += used;
                         received += 1;
@@ -783,7 +891,7 @@ impl<C: Clock> InboundConnection<C> {
                     }
                 }
             }
-            buffer.drain(..consumed);
+            buffer.consume(consumed);
             let ack_overdue = ack_timer.is_some() && clock.monotonic_ms() >= ack_due_ms;
             if pacing_transfer || !replies.is_empty() || ack_overdue {
                 ack_timer = None;
@@ -830,6 +938,52 @@ impl<C: Clock> InboundConnection<C> {
             }
             _ => false,
         }
+    }
+}
+
+/// An inbound connection's read buffer, counted against the budget all inbound connections
+/// share (`max_inbound_buffered_bytes`); its bytes are returned to the budget when it drops.
+struct BudgetedBuffer {
+    bytes: Vec<u8>,
+    shared: Rc<Shared>,
+}
+
+impl BudgetedBuffer {
+    fn new(shared: Rc<Shared>) -> Self {
+        BudgetedBuffer { bytes: Vec::with_capacity(64 * 1024), shared }
+    }
+
+    /// Appends `data` unless the shared budget would be exceeded; returns whether it did.
+    fn extend(&mut self, data: &[u8], budget_bytes: u64) -> bool {
+        let total = &self.shared.inbound_buffered_bytes;
+        let after = total.get() + data.len() as u64;
+        if after > budget_bytes {
+            return false;
+        }
+        total.set(after);
+        self.bytes.extend_from_slice(data);
+        true
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Drops the first `count` bytes (decoded frames).
+    fn consume(&mut self, count: usize) {
+        self.bytes.drain(..count);
+        let total = &self.shared.inbound_buffered_bytes;
+        total.set(total.get().saturating_sub(count as u64));
+        if self.bytes.capacity() > SHRINK_BUFFER_ABOVE_BYTES && self.bytes.len() < 64 * 1024 {
+            self.bytes.shrink_to(64 * 1024);
+        }
+    }
+}
+
+impl Drop for BudgetedBuffer {
+    fn drop(&mut self) {
+        let total = &self.shared.inbound_buffered_bytes;
+        total.set(total.get().saturating_sub(self.bytes.len() as u64));
     }
 }
 

@@ -23,8 +23,8 @@ use reqwest::{Method, StatusCode};
 
 pub use self::error::ClientError;
 use crate::api::{
-    CLIENT_ID_HEADER, ClusterInfoJson, KeyValueJson, MembersJson, RangeJson, SEQ_HEADER,
-    SessionJson, TxnRequestJson, TxnResponseJson, WatchEventJson,
+    CLIENT_ID_HEADER, ClusterInfoJson, DELETED_HEADER, KeyValueJson, MembersJson, RangeJson,
+    SEQ_HEADER, SessionJson, TxnRequestJson, TxnResponseJson, WatchEventJson,
 };
 
 /// How fresh a read must be (see DESIGN.md); linearizable unless asked otherwise.
@@ -359,7 +359,15 @@ impl Client {
         };
         let response = self.send_write(call).await?;
         match response.status() {
-            StatusCode::OK | StatusCode::NO_CONTENT => Ok(()),
+            // A node answers 200 either way and says in a header whether the key existed
+            // (older nodes answered 404 for a missing key).
+            StatusCode::OK | StatusCode::NO_CONTENT => {
+                let removed = response.headers().get(DELETED_HEADER);
+                match removed.map(|value| value.as_bytes()) {
+                    Some(b"0") => Err(ClientError::NotFound),
+                    _ => Ok(()),
+                }
+            }
             StatusCode::NOT_FOUND => Err(ClientError::NotFound),
             StatusCode::PRECONDITION_FAILED => {
                 Err(ClientError::ConditionFailed { current_revision: etag_of(&response) })

@@ -20,7 +20,7 @@ use super::AppState;
 use super::kv::read_body;
 use super::leader::{Forwardable, not_leader};
 use super::reply::{self, bad_request, engine_error, json, text};
-use crate::config::parse_member;
+use crate::config::{Member, parse_member};
 
 /// The largest admin request body.
 const MAX_ADMIN_BODY_BYTES: u64 = 16 * 1024;
@@ -58,7 +58,7 @@ pub async fn change_membership(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match read_body(body, MAX_ADMIN_BODY_BYTES, "the request").await {
+    let bytes = match read_body(&state, body, MAX_ADMIN_BODY_BYTES, "the request").await {
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
@@ -68,9 +68,10 @@ pub async fn change_membership(
     };
     let change = match request.action.as_str() {
         "add-learner" => match parse_member(&request.member) {
-            Ok(member) => {
-                MembershipChange::AddLearner { id: member.id, address: member.peer_address() }
+            Ok(Member { id, peer_port: Some(peer_port), host, .. }) => {
+                MembershipChange::AddLearner { id, address: format!("{host}:{peer_port}") }
             }
+            Ok(_) => return bad_request("the new member needs a peer port"),
             Err(error) => return bad_request(error),
         },
         "promote" | "remove" => match crate::config::parse_member_id(&request.member) {
@@ -114,7 +115,7 @@ pub async fn transfer_leadership(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match read_body(body, MAX_ADMIN_BODY_BYTES, "the request").await {
+    let bytes = match read_body(&state, body, MAX_ADMIN_BODY_BYTES, "the request").await {
         Ok(bytes) => bytes,
         Err(response) => return response,
     };

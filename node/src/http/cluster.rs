@@ -30,7 +30,7 @@ fn members_of(state: &AppState, status: &EngineStatus) -> Vec<MemberJson> {
             role: role.to_string(),
             is_leader: status.leader == Some(id),
             http_address: known.map(|member| member.http_address()),
-            peer_address: known.map(|member| member.peer_address()),
+            peer_address: known.and_then(|member| member.peer_address()),
             matched_index: progress.map(|peer| peer.matched),
             lag: progress.map(|peer| peer.lag),
         }
@@ -73,10 +73,22 @@ pub async fn members(State(state): State<Arc<AppState>>) -> Response {
 /// 200 while the node knows a leader, 503 otherwise (load balancers take it out of rotation).
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     let status = state.engine.status();
+    let mut reasons = Vec::new();
+    if status.leader.is_none() {
+        reasons.push("no leader".to_string());
+    }
+    if status.disk_full {
+        // etcd's NOSPACE alarm, in words: what is refused, and that it resumes by itself.
+        reasons.push(
+            "disk full: writes are refused until space is freed (they resume by themselves)"
+                .to_string(),
+        );
+    }
     let health = HealthJson {
-        health: status.leader.is_some(),
+        health: reasons.is_empty(),
         role: role_name(status.role).to_string(),
         leader: status.leader.map(|id| id.0),
+        reasons,
     };
     let code = if health.health { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     json(code, &health)

@@ -22,7 +22,7 @@ pub fn request_key(uri: &Uri) -> Result<String, Response> {
     match key_from_path(uri.path()) {
         Ok(key) if key.is_empty() => Err(text(StatusCode::BAD_REQUEST, KEY_EMPTY)),
         Ok(key) => Ok(key),
-        Err(_) => Err(bad_request("key is not valid UTF-8")),
+        Err(error) => Err(bad_request(error)),
     }
 }
 

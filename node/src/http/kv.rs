@@ -2,6 +2,7 @@
 //! `POST /session`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use conclave_core::engine::{ReadQuery, ReadResult};
 use conclave_core::kv::{Condition, KvCommand, KvResponse};
-use http_body_util::{BodyExt as _, Limited};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Body as HttpBody;
 
 use super::AppState;
@@ -23,21 +24,49 @@ use super::propose::{read, unexpected, write};
 use super::reply::{
     self, KEY_EMPTY, KEY_NOT_FOUND, VALUE_EMPTY, bad_request, etag, text, with_header,
 };
-use crate::api::{KeyValueJson, REVISION_HEADER, RangeJson, SessionJson};
+use crate::api::{DELETED_HEADER, KeyValueJson, REVISION_HEADER, RangeJson, SessionJson};
 
-/// Reads a request body of at most `limit_bytes`.
-pub async fn read_body<B>(body: B, limit_bytes: u64, what: &str) -> Result<Bytes, Response>
+/// Reads a request body of at most `limit_bytes`, which must arrive within the node's body
+/// timeout. A body announced larger than the limit (`Content-Length`) is refused before any of
+/// it is read; one that grows past it while arriving (chunked) as soon as it does. A body that
+/// is not valid HTTP framing (a malformed chunk) is a 400, and one that stops arriving a 408:
+/// a slow or stalled sender must not hold a connection (and its memory) indefinitely.
+pub async fn read_body<B>(
+    state: &AppState,
+    body: B,
+    limit_bytes: u64,
+    what: &str,
+) -> Result<Bytes, Response>
 where
     B: HttpBody<Data = Bytes>,
     B::Error: Into<axum::BoxError>,
 {
-    let limit = usize::try_from(limit_bytes).unwrap_or(usize::MAX);
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(text(
+    let too_large = || {
+        text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("{what} is larger than the limit of {limit_bytes} bytes\n"),
-        )),
+        )
+    };
+    if body.size_hint().lower() > limit_bytes {
+        return Err(too_large());
+    }
+    let limit = usize::try_from(limit_bytes).unwrap_or(usize::MAX);
+    let timeout = Duration::from_millis(state.config.http.body_timeout_ms);
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(error)) => Err(bad_request(format!("malformed request body: {error}"))),
+        Err(_) => {
+            let mut response = text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} ms\n",
+                    state.config.http.body_timeout_ms
+                ),
+            );
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Err(response)
+        }
     }
 }
 
@@ -103,7 +132,7 @@ where
         Err(response) => return response,
     };
     let limits = &state.config.kv_limits;
-    let value = match read_body(body, limits.max_value_bytes, "value").await {
+    let value = match read_body(state, body, limits.max_value_bytes, "value").await {
         Ok(value) => value,
         Err(response) => return response,
     };
@@ -143,11 +172,11 @@ pub async fn delete_key(state: &AppState, parts: &Parts) -> Response {
     let command = KvCommand::Delete { key, condition };
     let request = Forwardable { method, uri, headers, body: Bytes::new() };
     match write(state, command, session, request).await {
-        Ok(KvResponse::Delete { prev: Some(_), revision }) => {
-            with_header(StatusCode::OK.into_response(), REVISION_HEADER, revision)
-        }
-        Ok(KvResponse::Delete { prev: None, revision }) => {
-            with_header(text(StatusCode::NOT_FOUND, KEY_NOT_FOUND), REVISION_HEADER, revision)
+        // Idempotent, as the challenge contract, etcd and Consul have it: deleting a missing
+        // key succeeds. Whether something was removed is in a header.
+        Ok(KvResponse::Delete { prev, revision }) => {
+            let response = with_header(StatusCode::OK.into_response(), REVISION_HEADER, revision);
+            with_header(response, DELETED_HEADER, u64::from(prev.is_some()))
         }
         Ok(answer) => write_answer(&answer),
         Err(response) => response,

@@ -104,6 +104,11 @@ pub fn engine_error(error: &EngineError) -> Response {
         EngineError::MembershipRefused(reason) => {
             text(StatusCode::CONFLICT, format!("membership change refused: {reason}\n"))
         }
+        EngineError::NoSpace => text(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the disk of this node is full: writes are refused (and were not applied) until \
+             space is freed; reads still work\n",
+        ),
         EngineError::Stopped => unavailable("the node is shutting down; use another node\n"),
     }
 }

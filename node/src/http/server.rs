@@ -1,8 +1,10 @@
-//! The HTTP server loop on hyper: at most `max_connections` open connections (the next waits
-//! in the kernel's accept queue until one closes), a connection idle for `idle_timeout_ms`
-//! without sending a complete request head is closed (so idle or slow-loris connections cannot
-//! hold every slot), and a graceful shutdown that stops accepting, lets in-flight requests
-//! finish within `shutdown_timeout_ms`, then drops what is left.
+//! The HTTP server loop on hyper: at most `max_connections` open connections (one beyond them
+//! is answered 503 with `Retry-After` and closed at once, so a client is told instead of left
+//! waiting in the accept queue), a connection idle for `idle_timeout_ms` without sending a
+//! complete request head is closed (so idle or slow-loris connections cannot hold every slot;
+//! bodies have their own deadline, see `kv::read_body`), and a graceful shutdown that stops
+//! accepting, lets in-flight requests finish within `shutdown_timeout_ms`, then drops what is
+//! left.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,13 +42,6 @@ pub async fn serve(
         .max_header_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     loop {
-        let slot = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
-        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -57,6 +52,11 @@ pub async fn serve(
                 }
             },
             _ = shutdown.changed() => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refuse(&stream, limits.max_connections);
+            metrics.refused_connections.inc();
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let connection = builder.serve_connection(TokioIo::new(stream), service.clone());
@@ -79,4 +79,19 @@ pub async fn serve(
             tracing::warn!(deadline_ms = limits.shutdown_timeout_ms, "in-flight requests did not finish before the shutdown deadline");
         }
     }
+}
+
+/// Tells a connection beyond the limit why it is closed, without waiting for it: the answer is
+/// far smaller than a socket's send buffer, and a client that does not read it must not hold up
+/// the accept loop.
+fn refuse(stream: &tokio::net::TcpStream, max_connections: usize) {
+    let body = format!(
+        "too many connections: this node serves at most {max_connections} at once; retry shortly\n"
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
 }

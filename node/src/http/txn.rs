@@ -119,7 +119,7 @@ pub async fn txn(
 ) -> Response {
     // JSON costs up to 4/3 of the bytes (base64) plus field names.
     let limit_bytes = state.config.kv_limits.max_request_bytes * 2 + 64 * 1024;
-    let body = match read_body(body, limit_bytes, "transaction").await {
+    let body = match read_body(&state, body, limit_bytes, "transaction").await {
         Ok(body) => body,
         Err(response) => return response,
     };
