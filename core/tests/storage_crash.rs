@@ -38,6 +38,10 @@ fn run(
     let options = conclave_core::storage::WalOptions {
         segment_bytes,
         max_record_bytes: 2048,
+        space: conclave_core::storage::space::SpaceOptions {
+            ballast_bytes: 4096,
+            probe_bytes: 4096,
+        },
         ..Default::default()
     };
     let mut h = Harness::new(seed, torn_block_bytes, options);

@@ -26,7 +26,13 @@ use libfuzzer_sys::fuzz_target;
 const DATA_DIR: &str = "/data";
 
 fn options() -> WalOptions {
-    WalOptions { segment_bytes: 4_096, max_record_bytes: 1_024, max_snapshot_bytes: 1 << 20, ..WalOptions::default() }
+    WalOptions {
+        segment_bytes: 4_096,
+        max_record_bytes: 1_024,
+        max_snapshot_bytes: 1 << 20,
+        space: conclave_core::storage::space::SpaceOptions { ballast_bytes: 1024, probe_bytes: 1024 },
+        ..WalOptions::default()
+    }
 }
 
 /// A healthy directory: 120 entries over several segments, a term change, a snapshot.

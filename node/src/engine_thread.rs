@@ -138,10 +138,14 @@ async fn prepare(
     let seed = os_seed();
     let max_frame_bytes =
         (2 * engine_config.raft.max_message_bytes + (1 << 20)).min(u32::MAX as u64);
+    let max_frame_bytes =
+        (max_frame_bytes as u32).max(TcpTransportConfig::default().max_frame_bytes);
     let transport_config = TcpTransportConfig {
         cluster_id: config.cluster_id,
-        max_frame_bytes: (max_frame_bytes as u32)
-            .max(TcpTransportConfig::default().max_frame_bytes),
+        max_frame_bytes,
+        // Room for two largest frames at once: a correct peer never needs more.
+        max_inbound_buffered_bytes: (2 * u64::from(max_frame_bytes))
+            .max(TcpTransportConfig::default().max_inbound_buffered_bytes),
         ..TcpTransportConfig::default()
     };
     let listener = match (peer_listener, config.peer_bind_address()) {

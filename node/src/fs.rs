@@ -200,6 +200,10 @@ mod tests {
         let options = WalOptions {
             segment_bytes: 64 * 1024,
             max_record_bytes: 16 * 1024,
+            space: conclave_core::storage::space::SpaceOptions {
+                ballast_bytes: 64 * 1024,
+                probe_bytes: 64 * 1024,
+            },
             ..WalOptions::default()
         };
         let entries: Vec<Entry> = (1..=2_000)

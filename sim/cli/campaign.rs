@@ -31,6 +31,11 @@ pub struct SeedSummary {
     #[serde(default)]
     pub snapshot_transfers_resumed: u64,
     pub crashes_restarts: u64,
+    /// Restarts that found their newest synced log records lost, and the entries lost.
+    #[serde(default)]
+    pub tails_lost: u64,
+    #[serde(default)]
+    pub tail_entries_lost: u64,
     pub config_changes: u64,
     pub learners_added: u64,
     pub promotions: u64,
@@ -166,6 +171,11 @@ pub fn print_summary(result: &CampaignResult, replay_hint: &dyn Fn(u64) -> Strin
         sum(|s| s.snapshots_streamed),
         sum(|s| s.snapshot_chunks_sent),
         sum(|s| s.snapshot_transfers_resumed)
+    );
+    println!(
+        "lost synced tails:    {} restarts lost their newest synced records ({} entries), caught up by their leaders",
+        sum(|s| s.tails_lost),
+        sum(|s| s.tail_entries_lost)
     );
     println!(
         "membership:           {} configurations committed ({} learners added, {} promoted, {} removed), {} leadership transfers",

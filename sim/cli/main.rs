@@ -217,6 +217,8 @@ pub fn summarize(report: &RunReport) -> SeedSummary {
         snapshots_streamed: report.stats.snapshots_streamed,
         snapshot_transfers_resumed: report.stats.snapshot_transfers_resumed,
         crashes_restarts: report.stats.restarts_checked,
+        tails_lost: report.stats.tails_lost,
+        tail_entries_lost: report.stats.tail_entries_lost,
         config_changes: report.stats.config_changes,
         learners_added: report.admin.learners_added,
         promotions: report.admin.promotions,

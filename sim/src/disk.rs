@@ -5,6 +5,8 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use crate::lost_tail::TailLoss;
+
 #[derive(Clone, Debug, Default)]
 pub struct DiskFaults {
     inner: Rc<DiskFaultState>,
@@ -15,6 +17,8 @@ struct DiskFaultState {
     io_error_permille: Cell<u32>,
     no_space: Cell<bool>,
     corrupt_read_permille: Cell<u32>,
+    /// Synced records to lose before the node's next start (see `lost_tail.rs`).
+    tail_loss: Cell<Option<TailLoss>>,
     /// How many faults actually hit an operation (for the run report).
     injected: Cell<u64>,
 }
@@ -30,6 +34,15 @@ impl DiskFaults {
 
     pub fn set_corrupt_read_permille(&self, permille: u32) {
         self.inner.corrupt_read_permille.set(permille.min(1000));
+    }
+
+    /// The node's next start finds its newest synced records gone (`lost_tail.rs`).
+    pub fn plan_tail_loss(&self, plan: TailLoss) {
+        self.inner.tail_loss.set(Some(plan));
+    }
+
+    pub fn take_tail_loss(&self) -> Option<TailLoss> {
+        self.inner.tail_loss.take()
     }
 
     pub fn heal(&self) {

@@ -16,6 +16,7 @@ pub mod client_server;
 pub mod clock;
 pub mod disk;
 pub mod fs;
+pub mod lost_tail;
 pub mod nemesis;
 pub mod network;
 pub mod node_host;

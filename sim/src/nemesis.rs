@@ -13,6 +13,7 @@ use turmoil::Sim;
 use crate::admin::{AdminCommand, AdminShared};
 use crate::clock::SimClock;
 use crate::disk::DiskFaults;
+use crate::lost_tail::TailLoss;
 use crate::observer::Observer;
 use crate::schedule::{DiskFaultKind, Fault, FaultFamily, PartitionKind, Target, TimedFault};
 
@@ -24,6 +25,8 @@ enum FollowUp {
     ClockDriftEnds(u64),
     LatencyEnds,
     DiskHeals(u64),
+    /// The full disks of these nodes have room again.
+    DiskSpaceFreed(Vec<u64>),
     /// A `CrashNewLeader` trap springs on `node`.
     CrashSprung {
         node: u64,
@@ -226,10 +229,37 @@ impl Nemesis {
                     }
                 }
                 // A disk that may have lied voids that node's durability promises; the cluster
-                // must stay safe and available regardless.
-                observer.borrow_mut().mark_disk_damaged(crate::node_host::node_id(node));
+                // must stay safe and available regardless. A full disk does not lie: its
+                // node's promises stay checked.
+                if kind != DiskFaultKind::NoSpace {
+                    observer.borrow_mut().mark_disk_damaged(crate::node_host::node_id(node));
+                }
                 self.later(now_ms + duration_ms, FollowUp::DiskHeals(node));
                 true
+            }
+            Fault::DiskFull { nodes, duration_ms } => {
+                for node in &nodes {
+                    self.disks[(node - 1) as usize].set_no_space(true);
+                }
+                self.later(now_ms + duration_ms, FollowUp::DiskSpaceFreed(nodes));
+                true
+            }
+            Fault::CrashLosingTail { node, down_ms, records } => {
+                if self.down.contains(&node) {
+                    false
+                } else {
+                    let id = crate::node_host::node_id(node);
+                    let floor = observer.borrow().held_durably_without(id);
+                    sim.crash(name(node));
+                    observer.borrow_mut().on_node_down(id);
+                    self.down.insert(node);
+                    if floor > 0 {
+                        let plan = TailLoss { floor, max_records: records };
+                        self.disks[(node - 1) as usize].plan_tail_loss(plan);
+                    }
+                    self.later(now_ms + down_ms, FollowUp::Restart(node));
+                    true
+                }
             }
         };
         if applied {
@@ -322,6 +352,11 @@ impl Nemesis {
                         "{:>7.3} s  restart n{node}, which its disk had stopped",
                         now_ms as f64 / 1000.0
                     ));
+                }
+            }
+            FollowUp::DiskSpaceFreed(nodes) => {
+                for node in nodes {
+                    self.disks[(node - 1) as usize].set_no_space(false);
                 }
             }
             FollowUp::SupervisorRestart(node) => {

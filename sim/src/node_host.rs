@@ -8,6 +8,7 @@ use std::rc::Rc;
 
 use conclave_core::engine::{Engine, EngineConfig};
 use conclave_core::raft::{ClusterConfig, LeaseConfig, NodeId, RaftConfig};
+use conclave_core::storage::space::SpaceOptions;
 use conclave_core::storage::{WalOptions, WalStorage};
 use conclave_core::transport::tcp::{TcpTransport, TcpTransportConfig};
 
@@ -16,6 +17,7 @@ use crate::client_server;
 use crate::clock::SimClock;
 use crate::disk::DiskFaults;
 use crate::fs::SimFs;
+use crate::lost_tail::lose_synced_tail;
 use crate::network::TurmoilNetwork;
 use crate::observer::{NodeProbe, Observer};
 use crate::schedule::{PlantedBug, RunConfig};
@@ -59,6 +61,9 @@ impl NodeContext {
             segment_bytes: 128 * 1024,
             max_record_bytes: 32 * 1024,
             max_snapshot_bytes: 64 << 20,
+            // The simulated disk is full when the nemesis says so, whatever the sizes: a small
+            // reserve exercises the same paths for a fraction of the simulated I/O.
+            space: SpaceOptions { ballast_bytes: 16 * 1024, probe_bytes: 16 * 1024 },
             ..WalOptions::default()
         }
     }
@@ -92,6 +97,7 @@ fn core_bug(bug: PlantedBug) -> conclave_core::raft::PlantedBug {
         PlantedBug::AckBeforeSync => Core::AckBeforeSync,
         PlantedBug::StaleLeaderRead => Core::StaleLeaderRead,
         PlantedBug::KeepConflictingSuffix => Core::KeepConflictingSuffix,
+        PlantedBug::IgnoreShortenedLog => Core::IgnoreShortenedLog,
     }
 }
 
@@ -101,6 +107,10 @@ pub async fn node_main(context: Rc<NodeContext>) -> turmoil::Result {
     let id = node_id(context.node);
     let seed = context.run.seed ^ (context.node << 48) ^ (incarnation << 32);
     let fs = SimFs::new(context.disk.clone(), seed ^ 0xd15c, context.run.swarm.disk_sync_ms);
+    if let Some(plan) = context.disk.take_tail_loss() {
+        let lost = lose_synced_tail(&fs, std::path::Path::new(DATA_DIR), plan).await;
+        context.observer.borrow_mut().on_tail_lost(id, lost);
+    }
     let (mut storage, recovered) = match WalStorage::open(fs, DATA_DIR, context.wal_options()).await
     {
         Ok(opened) => opened,

@@ -70,6 +70,9 @@ pub struct ObservedStats {
     pub snapshot_chunks_sent: u64,
     pub snapshots_streamed: u64,
     pub snapshot_transfers_resumed: u64,
+    /// Restarts whose disk lost its newest synced records (`lost_tail.rs`), and entries lost.
+    pub tails_lost: u64,
+    pub tail_entries_lost: u64,
 }
 
 pub struct Observer {
@@ -196,6 +199,52 @@ impl Observer {
         self.committed.keys().next_back().copied().unwrap_or(0)
     }
 
+    /// The highest index up to which a majority of the committed voters other than `node` hold
+    /// the committed log durably: what `node` may lose without Raft losing it.
+    pub fn held_durably_without(&self, node: NodeId) -> LogIndex {
+        let needed = self.committed_voters.len() / 2 + 1;
+        let mut held: Vec<LogIndex> = self
+            .committed_voters
+            .iter()
+            .filter(|voter| **voter != node)
+            .map(|voter| self.committed_prefix_durable_on(*voter))
+            .collect();
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        held.get(needed - 1).copied().unwrap_or(0)
+    }
+
+    /// How far `node`'s durable log is the committed log (0 when that cannot be told).
+    fn committed_prefix_durable_on(&self, node: NodeId) -> LogIndex {
+        let Some(view) = self.nodes.get(&node) else { return 0 };
+        if view.disk_damaged {
+            return 0;
+        }
+        let index = view.persisted.0.min(self.max_commit());
+        if index <= view.durable_floor {
+            return index;
+        }
+        // Its log holds the committed term at `index`, so (log matching, checked) the committed
+        // prefix up to it; and `index` is at or below what it reported durable.
+        match (view.chain.get(&index), self.committed.get(&index)) {
+            (Some((term, _)), Some((committed_term, _))) if term == committed_term => index,
+            _ => 0,
+        }
+    }
+
+    /// `node`'s disk lost its newest synced records before this start (an injected fault, see
+    /// `lost_tail.rs`): its durability promise now ends at what it kept.
+    pub fn on_tail_lost(&mut self, node: NodeId, lost: Option<crate::lost_tail::LostTail>) {
+        let Some(lost) = lost else { return };
+        self.stats.tails_lost += 1;
+        self.stats.tail_entries_lost += lost.last + 1 - lost.first;
+        self.trace.add(0x7a11_0000 + node.0);
+        self.trace.add(lost.first);
+        self.trace.add(lost.last);
+        let view = self.nodes.entry(node).or_default();
+        view.persisted = lost.kept;
+        view.durable_terms.retain(|index, _| *index < lost.first);
+    }
+
     pub fn mark_disk_damaged(&mut self, node: NodeId) {
         self.nodes.entry(node).or_default().disk_damaged = true;
     }
@@ -279,8 +328,13 @@ impl Observer {
             return;
         }
         self.stats.restarts_checked += 1;
+        // Term 0: the node reported `index` durable after compacting it from memory, so its
+        // term was not at hand; the index alone is checked.
         let recovered = restored.snapshot.last_index >= index
-            || restored.entries.iter().any(|entry| entry.index == index && entry.term == term);
+            || restored
+                .entries
+                .iter()
+                .any(|entry| entry.index == index && (entry.term == term || term == 0));
         if !recovered {
             let last = restored.entries.last().map_or(restored.snapshot.last_index, |e| e.index);
             self.violation(format!(
@@ -307,6 +361,19 @@ impl Observer {
         }
     }
 
+    /// Running members of the last committed configuration whose commit index is below
+    /// `target`, with theirs: after healing, every member must catch up (a follower a leader
+    /// has stopped replicating to would otherwise go unnoticed while the others make progress).
+    pub fn members_behind(&self, target: LogIndex) -> Vec<(NodeId, LogIndex)> {
+        self.committed_members
+            .iter()
+            .filter_map(|id| {
+                let seen = &self.nodes.get(id)?.last_seen;
+                (seen.running && seen.commit < target).then_some((*id, seen.commit))
+            })
+            .collect()
+    }
+
     /// One line per node: what it looked like when last observed (for liveness failures).
     pub fn node_summaries(&self) -> Vec<String> {
         self.nodes
@@ -314,13 +381,15 @@ impl Observer {
             .map(|(id, view)| {
                 let seen = &view.last_seen;
                 format!(
-                    "{id}: {} {:?} term {} leader {} commit {} last {} voters {:?} learners {:?}",
+                    "{id}: {} {:?} term {} leader {} commit {} last {} durable {} voters {:?} \
+                     learners {:?}",
                     if seen.running { "running" } else { "down" },
                     seen.role,
                     seen.term,
                     seen.leader,
                     seen.commit,
                     seen.last_index,
+                    view.persisted.0,
                     seen.voters,
                     seen.learners
                 )

@@ -94,8 +94,18 @@ pub struct RunReport {
 
 enum Phase {
     Faults,
-    Liveness { since_ms: u64 },
-    Draining { since_ms: u64 },
+    Liveness {
+        since_ms: u64,
+    },
+    /// Liveness was shown; every running member must now reach `target` (the commit index
+    /// then): the cluster converges.
+    Converging {
+        since_ms: u64,
+        target: u64,
+    },
+    Draining {
+        since_ms: u64,
+    },
 }
 
 pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
@@ -173,7 +183,8 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
                 if progressed && observer.borrow().current_leader().is_some() {
                     workload.stop.set(true);
                     admin.stop.set(true);
-                    phase = Phase::Draining { since_ms: now_ms };
+                    let target = observer.borrow().max_commit();
+                    phase = Phase::Converging { since_ms: now_ms, target };
                 } else if now_ms - since_ms > config.liveness_timeout_ms {
                     failure = Some((
                         FailureKind::Liveness,
@@ -184,6 +195,28 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
                             config.liveness_timeout_ms,
                             config.liveness_ops,
                             observer.borrow().current_leader(),
+                            observer.borrow().node_summaries().join("\n    ")
+                        ),
+                    ));
+                    break;
+                }
+            }
+            Phase::Converging { since_ms, target } => {
+                let behind = observer.borrow().members_behind(target);
+                if behind.is_empty() {
+                    phase = Phase::Draining { since_ms: now_ms };
+                } else if now_ms - since_ms > config.liveness_timeout_ms {
+                    let lagging: Vec<String> = behind
+                        .iter()
+                        .map(|(id, commit)| format!("{id} at commit {commit}"))
+                        .collect();
+                    failure = Some((
+                        FailureKind::Liveness,
+                        format!(
+                            "the cluster did not converge: {} ms after the leader reached commit \
+                             {target}, {} still behind\n    {}",
+                            config.liveness_timeout_ms,
+                            lagging.join(", "),
                             observer.borrow().node_summaries().join("\n    ")
                         ),
                     ));

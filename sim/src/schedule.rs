@@ -82,6 +82,21 @@ pub enum Fault {
         kind: DiskFaultKind,
         duration_ms: u64,
     },
+    /// Every disk of `nodes` (one node, or a majority) is full for whole seconds: those nodes
+    /// refuse client writes and keep serving; nothing acknowledged may be lost and nothing
+    /// refused may ever apply.
+    DiskFull {
+        nodes: Vec<u64>,
+        duration_ms: u64,
+    },
+    /// Crash `node` and restart it after `down_ms` with its newest synced log records (at most
+    /// `records`) gone — only entries a majority of the other voters hold durably, so Raft
+    /// stays safe (see `lost_tail.rs`). The leader must catch up the shortened log.
+    CrashLosingTail {
+        node: u64,
+        down_ms: u64,
+        records: u32,
+    },
     /// Arms a trap: the next leader to be elected after this point is crashed `delay_ms` after
     /// its election (mid-replication, before its first entries reach everyone), and restarted
     /// after `down_ms`. Young leaders dying is where Raft's subtle cases live (figure 8).
@@ -115,7 +130,9 @@ impl Fault {
             Fault::Crash { .. } | Fault::CrashNewLeader { .. } => FaultFamily::Crash,
             Fault::ClockDrift { .. } | Fault::ClockJump { .. } => FaultFamily::Clock,
             Fault::LatencySpike { .. } => FaultFamily::Latency,
-            Fault::Disk { .. } => FaultFamily::Disk,
+            Fault::Disk { .. } | Fault::DiskFull { .. } | Fault::CrashLosingTail { .. } => {
+                FaultFamily::Disk
+            }
             Fault::Grow { .. }
             | Fault::Shrink { .. }
             | Fault::Replace { .. }
@@ -185,15 +202,17 @@ pub enum PlantedBug {
     AckBeforeSync,
     StaleLeaderRead,
     KeepConflictingSuffix,
+    IgnoreShortenedLog,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 6] = [
         PlantedBug::DoubleVote,
         PlantedBug::CommitOldTermByCounting,
         PlantedBug::AckBeforeSync,
         PlantedBug::StaleLeaderRead,
         PlantedBug::KeepConflictingSuffix,
+        PlantedBug::IgnoreShortenedLog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -203,6 +222,7 @@ impl PlantedBug {
             PlantedBug::AckBeforeSync => "ack-before-sync",
             PlantedBug::StaleLeaderRead => "stale-leader-read",
             PlantedBug::KeepConflictingSuffix => "keep-conflicting-suffix",
+            PlantedBug::IgnoreShortenedLog => "ignore-shortened-log",
         }
     }
 
@@ -381,7 +401,14 @@ impl RunConfig {
         let fault_phase_ms = options.fault_phase_ms;
         let spares =
             if families.contains(&FaultFamily::Membership) { rng.random_range(1..=2) } else { 0 };
-        let schedule = draw_schedule(&mut rng, nodes, spares, &swarm, fault_phase_ms);
+        let mut schedule = draw_schedule(&mut rng, nodes, spares, &swarm, fault_phase_ms);
+        if families.contains(&FaultFamily::Disk) {
+            // From a generator of their own: adding them left every other draw of a seed as it
+            // was.
+            let mut storage_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0d15_c0f5_0000_0000);
+            schedule.extend(draw_storage_faults(&mut storage_rng, nodes, fault_phase_ms));
+            schedule.sort_by_key(|fault| fault.at_ms);
+        }
         RunConfig {
             seed,
             nodes,
@@ -519,6 +546,36 @@ fn draw_schedule(
     schedule
 }
 
+/// Whole seconds of full disks (on one node, on a majority) and crashes that lose synced
+/// records, drawn for seeds whose disks fail.
+fn draw_storage_faults(rng: &mut ChaCha8Rng, nodes: u64, phase_ms: u64) -> Vec<TimedFault> {
+    let mut faults = Vec::new();
+    let at = |rng: &mut ChaCha8Rng| rng.random_range(0..phase_ms.saturating_sub(1_000).max(1));
+    if rng.random_bool(0.5) {
+        let fault = Fault::DiskFull {
+            nodes: pick_nodes(rng, nodes, 1),
+            duration_ms: rng.random_range(1_000..=5_000),
+        };
+        faults.push(TimedFault { at_ms: at(rng), fault });
+    }
+    if rng.random_bool(0.35) {
+        let fault = Fault::DiskFull {
+            nodes: pick_nodes(rng, nodes, nodes / 2 + 1),
+            duration_ms: rng.random_range(1_000..=4_000),
+        };
+        faults.push(TimedFault { at_ms: at(rng), fault });
+    }
+    for _ in 0..rng.random_range(0..=2) {
+        let fault = Fault::CrashLosingTail {
+            node: rng.random_range(1..=nodes),
+            down_ms: rng.random_range(10..=1_000),
+            records: rng.random_range(1..=4),
+        };
+        faults.push(TimedFault { at_ms: at(rng), fault });
+    }
+    faults
+}
+
 fn names(nodes: &[u64]) -> String {
     nodes.iter().map(|n| format!("n{n}")).collect::<Vec<_>>().join(", ")
 }
@@ -591,6 +648,18 @@ impl fmt::Display for Fault {
                 }
                 write!(f, " for {duration_ms} ms")
             }
+            Fault::DiskFull { nodes, duration_ms } => {
+                write!(
+                    f,
+                    "the disks of {{{}}} are full (ENOSPC) for {duration_ms} ms",
+                    names(nodes)
+                )
+            }
+            Fault::CrashLosingTail { node, down_ms, records } => write!(
+                f,
+                "crash n{node}, restart after {down_ms} ms with up to {records} of its newest \
+                 synced log records lost"
+            ),
         }
     }
 }

@@ -184,8 +184,11 @@ fn fault_duration_ms(fault: &crate::schedule::Fault) -> u64 {
         Fault::Partition { duration_ms, .. }
         | Fault::ClockDrift { duration_ms, .. }
         | Fault::LatencySpike { duration_ms, .. }
-        | Fault::Disk { duration_ms, .. } => *duration_ms,
-        Fault::Crash { down_ms, .. } | Fault::CrashNewLeader { down_ms, .. } => *down_ms,
+        | Fault::Disk { duration_ms, .. }
+        | Fault::DiskFull { duration_ms, .. } => *duration_ms,
+        Fault::Crash { down_ms, .. }
+        | Fault::CrashNewLeader { down_ms, .. }
+        | Fault::CrashLosingTail { down_ms, .. } => *down_ms,
         Fault::ClockJump { .. }
         | Fault::Grow { .. }
         | Fault::Shrink { .. }
@@ -211,7 +214,10 @@ fn fault_fits(fault: &crate::schedule::Fault, nodes: u64) -> bool {
         Fault::Crash { target: Target::Leader, .. } | Fault::CrashNewLeader { .. } => true,
         Fault::ClockDrift { node, .. }
         | Fault::ClockJump { node, .. }
-        | Fault::Disk { node, .. } => *node <= nodes,
+        | Fault::Disk { node, .. }
+        | Fault::CrashLosingTail { node, .. } => *node <= nodes,
+        // A majority of a smaller cluster is not the same fault; a single node is.
+        Fault::DiskFull { nodes: full, .. } => fits(full) && (full.len() == 1 || nodes >= 3),
         Fault::LatencySpike { .. } => true,
         Fault::Grow { node } | Fault::TransferLeadership { to: node } => *node <= nodes,
         Fault::Shrink { target: Target::Node(node) } => *node <= nodes,

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use conclave_core::seams::storage::Storage;
+use conclave_core::storage::space::SpaceOptions;
 use conclave_core::storage::{WalOptions, WalStorage};
 use conclave_sim::disk::DiskFaults;
 use conclave_sim::fs::SimFs;
@@ -29,7 +30,12 @@ fn cases() -> u32 {
 }
 
 fn options() -> WalOptions {
-    WalOptions { segment_bytes: 4_200, max_record_bytes: 2_048, ..WalOptions::default() }
+    WalOptions {
+        segment_bytes: 4_200,
+        max_record_bytes: 2_048,
+        space: SpaceOptions { ballast_bytes: 4096, probe_bytes: 4096 },
+        ..WalOptions::default()
+    }
 }
 
 /// Shared between the host's software (re-run after every crash) and the test.

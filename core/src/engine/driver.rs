@@ -97,10 +97,16 @@ pub struct Engine<T: Transport, S: Storage, C: Clock> {
     proposals_failed: u64,
     /// Set once a shutdown was requested: answered when storage has caught up.
     shutdown: Option<oneshot::Sender<()>>,
+    /// False once the transport said it will deliver nothing more.
+    transport_open: bool,
     probe: Option<Box<dyn EngineProbe>>,
-    /// The configurations (latest, last committed; by log index) the transport's peers were
-    /// last set from.
-    peers_config_index: Option<(LogIndex, LogIndex)>,
+    /// The configurations (latest, last committed; by log index) and the leader the
+    /// transport's peers were last set from.
+    peers_config_index: Option<(LogIndex, LogIndex, NodeId)>,
+    /// Every member address seen in any configuration since the start: a lagging follower may
+    /// hear from a leader that its own (stale) configuration does not list, and must be able
+    /// to answer it.
+    known_addresses: BTreeMap<NodeId, String>,
 }
 
 impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
@@ -171,8 +177,10 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             proposals_committed: 0,
             proposals_failed: 0,
             shutdown: None,
+            transport_open: true,
             probe: None,
             peers_config_index: None,
+            known_addresses: BTreeMap::new(),
             config,
         };
         Ok((engine, handle))
@@ -222,13 +230,18 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             tokio::select! {
                 biased;
                 progress = self.storage.progress_changed() => self.on_storage_progress(progress?),
-                message = self.transport.recv() => {
-                    if let Some(message) = message {
-                        self.on_peer_message(message);
-                        for _ in 1..self.config.max_inputs_per_cycle {
-                            let Some(message) = self.transport.try_recv() else { break };
+                message = self.transport.recv(), if self.transport_open => {
+                    match message {
+                        Some(message) => {
                             self.on_peer_message(message);
+                            for _ in 1..self.config.max_inputs_per_cycle {
+                                let Some(message) = self.transport.try_recv() else { break };
+                                self.on_peer_message(message);
+                            }
                         }
+                        // A transport that will never deliver again must not win every turn of
+                        // this loop (it is polled before requests and ticks).
+                        None => self.transport_open = false,
                     }
                 }
                 request = self.requests.recv(), if accepting => match request {
@@ -474,7 +487,8 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
     /// would leave it unable to hear them.
     fn update_transport_peers(&mut self) {
         let log = self.raft.log();
-        let key = (log.config_index(), log.config_index_at(log.committed()));
+        let leader = self.raft.leader();
+        let key = (log.config_index(), log.config_index_at(log.committed()), leader);
         if self.peers_config_index == Some(key) {
             return;
         }
@@ -486,14 +500,22 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         // A node joining a cluster has no configuration yet, only the addresses it was given:
         // it must still be able to answer the leader that is about to replicate one to it.
         let joining = members.is_empty();
-        let mut peers: BTreeMap<NodeId, String> = BTreeMap::new();
         for config in [committed, latest] {
             for (id, address) in &config.addresses {
-                if joining || members.contains(id) {
-                    peers.insert(*id, address.clone());
-                }
+                self.known_addresses.insert(*id, address.clone());
             }
         }
+        // The leader too, member or not as far as this node's configuration knows: a follower
+        // that missed the entry adding it must still answer it, or it is never caught up.
+        if !leader.is_none() {
+            members.insert(leader);
+        }
+        let peers: BTreeMap<NodeId, String> = self
+            .known_addresses
+            .iter()
+            .filter(|(id, _)| joining || members.contains(id))
+            .map(|(id, address)| (*id, address.clone()))
+            .collect();
         self.transport.update_peers(&peers);
     }
 

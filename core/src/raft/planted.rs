@@ -16,6 +16,10 @@ pub enum PlantedBug {
     StaleLeaderRead,
     /// On a conflicting entry, overwrite it but keep the stale entries after it.
     KeepConflictingSuffix,
+    /// Treat every rejection at or below a follower's matched index as stale, even when the
+    /// follower's log has become shorter than that (it lost entries it had acknowledged): the
+    /// leader then never catches it up.
+    IgnoreShortenedLog,
 }
 
 impl super::node::Raft {

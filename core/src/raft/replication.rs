@@ -318,8 +318,13 @@ impl Raft {
             // Jump back over the whole mismatching term at once (fast backtracking): find the
             // largest index in our log at or below the hint whose term is <= the hint's term.
             let (retry_index, _) = self.log.find_conflict_by_term(hint_index, hint_term);
+            let follower_log_hint = if self.planted(PlantedBug::IgnoreShortenedLog) {
+                LogIndex::MAX
+            } else {
+                hint_index
+            };
             let Some(progress) = self.progress.get_mut(&from) else { return };
-            if progress.reject(index, hint_index, retry_index + 1) {
+            if progress.reject(index, follower_log_hint, retry_index + 1) {
                 self.maybe_send_append(from, true);
             }
         }

@@ -250,9 +250,6 @@ impl<F: FileSystem> HardStateFile<F> {
                 _ => return Err(StorageError::io("write", &self.path, error)),
             }
         }
-        if let Some(space) = space {
-            space.succeeded();
-        }
         self.written = hard_state;
         if sync {
             self.file.sync_data().await.map_err(|e| StorageError::io("sync", &self.path, e))?;

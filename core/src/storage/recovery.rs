@@ -364,7 +364,7 @@ async fn read_log<F: FileSystem>(
         let mut max_index = 0;
         for record in &scan.records {
             let payload = &image[record.payload.clone()];
-            let decoded: WalRecord = postcard::from_bytes(payload).map_err(|e| {
+            let decoded = WalRecord::decode(payload).map_err(|e| {
                 StorageError::corrupt(
                     &path,
                     record.offset,

@@ -49,6 +49,11 @@ enum WalRecordRef<'a> {
 }
 
 impl WalRecord {
+    /// Decodes a record's payload (as recovery reads it).
+    pub fn decode(payload: &[u8]) -> Result<WalRecord, postcard::Error> {
+        postcard::from_bytes(payload)
+    }
+
     /// The highest log index the record holds or installs (0 for none). A commit hint holds
     /// nothing: it must not keep its segment from being compacted.
     pub fn max_index(&self) -> LogIndex {
@@ -326,9 +331,6 @@ impl<F: FileSystem> Wal<F> {
                 return Err(StorageError::io(operation, path, error));
             }
         }
-        if let Some(space) = &self.space {
-            space.succeeded();
-        }
         self.buffer.clear();
         if let Some(zeroed_to) = zero_fill {
             self.written_to = zeroed_to;
@@ -372,7 +374,6 @@ impl<F: FileSystem> Wal<F> {
         loop {
             match create_segment_file(&self.fs, &path, header, self.limits.segment_bytes).await {
                 Ok(file) => {
-                    space.succeeded();
                     file.sync_all().await.map_err(|e| StorageError::io("sync", &path, e))?;
                     self.fs
                         .sync_dir(&self.dir)

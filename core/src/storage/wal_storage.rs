@@ -33,7 +33,7 @@ use super::record::record_bytes;
 use super::recovery::{RecoveryLimits, recover};
 use super::segment::SEGMENT_HEADER_BYTES;
 use super::snapshot_file::save_snapshot;
-use super::space::DiskSpace;
+use super::space::{DiskSpace, SpaceOptions};
 use super::wal::{Wal, WalLimits};
 use crate::raft::{ClusterConfig, HardState, LogIndex, PersistBatch, RestoredState, Snapshot};
 use crate::seams::storage::{Storage, StorageFailure, StorageJob, StorageProgress};
@@ -49,8 +49,8 @@ pub struct WalOptions {
     pub max_snapshot_bytes: u64,
     /// The most jobs one group commit takes; the rest wait for the next.
     pub max_jobs_per_group: usize,
-    /// After the disk was full, writes resume once a scratch file of this size fits.
-    pub space_probe_bytes: u64,
+    /// The ballast kept against a full disk, and the room writes need to resume (`space.rs`).
+    pub space: SpaceOptions,
 }
 
 impl Default for WalOptions {
@@ -60,7 +60,7 @@ impl Default for WalOptions {
             max_record_bytes: 8 << 20,
             max_snapshot_bytes: 4 << 30,
             max_jobs_per_group: 4096,
-            space_probe_bytes: 4 << 20,
+            space: SpaceOptions { ballast_bytes: 16 << 20, probe_bytes: 8 << 20 },
         }
     }
 }
@@ -162,7 +162,7 @@ impl<F: FileSystem> WalStorage<F> {
         let space = DiskSpace::new(
             fs.clone(),
             &dir,
-            options.space_probe_bytes,
+            options.space,
             Box::new(move |full| {
                 alarm.send_modify(|progress| {
                     if let Ok(progress) = progress {
@@ -171,6 +171,7 @@ impl<F: FileSystem> WalStorage<F> {
                 })
             }),
         );
+        space.prepare().await;
         let mut wal = parts.wal;
         wal.wait_for_space_with(space.clone());
         let latest_snapshot = Rc::new(RefCell::new(parts.snapshot));
@@ -189,6 +190,7 @@ impl<F: FileSystem> WalStorage<F> {
             progress,
             recorded_commit: recovered.restored.hard_state.commit,
             known_commit: recovered.restored.hard_state.commit,
+            groups_while_full: 0,
         };
         let storage = WalStorage {
             fs,
@@ -277,22 +279,31 @@ struct Writer<F: FileSystem> {
     /// The newest commit index the engine has passed on; recorded with the next group that
     /// writes records anyway (see `Committed` in `wal.rs`).
     known_commit: LogIndex,
+    /// Groups taken while the disk-full alarm was up (paces the probes of a busy writer).
+    groups_while_full: u64,
 }
 
 impl<F: FileSystem> Writer<F> {
-    /// The next job; while the disk-full alarm is up and nothing is queued, a probe for space
-    /// every retry interval, so that the alarm comes down even when nothing is written (the
-    /// engine refuses writes meanwhile, so nothing else would find out).
+    /// The next job. While the disk-full alarm is up, the writer also looks for space: every
+    /// retry interval when nothing is queued (the engine refuses client writes meanwhile, so
+    /// often nothing is written), and every `PROBE_EVERY_GROUPS` groups when the queue is never
+    /// empty (a follower kept busy by its leader).
     async fn next_job(&mut self) -> Option<StorageJob> {
+        const PROBE_EVERY_GROUPS: u64 = 100;
         loop {
             if !self.space.is_full() {
                 return self.queue.recv().await;
+            }
+            self.groups_while_full += 1;
+            if self.groups_while_full.is_multiple_of(PROBE_EVERY_GROUPS) {
+                self.space.try_lower().await;
+                continue;
             }
             tokio::select! {
                 biased;
                 job = self.queue.recv() => return job,
                 () = self.fs.wait_ms(super::space::RETRY_INTERVAL_MS) => {
-                    self.space.probe_and_lower().await;
+                    self.space.try_lower().await;
                 }
             }
         }
@@ -372,7 +383,7 @@ impl<F: FileSystem> Writer<F> {
                             Err(error) if error.is_no_space() => {
                                 // Nothing depends on it: the log stays uncompacted, the engine
                                 // tries again once there is room for one this size.
-                                self.space.raise("snapshot", size_bytes);
+                                self.space.raise("snapshot", size_bytes).await;
                                 self.progress.snapshots_abandoned += 1;
                                 tracing::warn!(%error, "a snapshot did not fit on the disk");
                                 continue;
@@ -440,7 +451,6 @@ impl<F: FileSystem> Writer<F> {
                     Err(error) => return Err(error),
                 }
             }
-            self.space.succeeded();
             let meta = &snapshot.meta;
             let keeps_suffix = self.log_terms.install(meta.last_index, meta.last_term);
             self.wal

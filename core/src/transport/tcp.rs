@@ -105,7 +105,7 @@ impl Default for TcpTransportConfig {
             snapshot_window_chunks: 4,
             snapshot_timeout_ms: 120_000,
             max_snapshot_bytes: 4 * 1024 * 1024 * 1024,
-            max_inbound_buffered_bytes: 256 * 1024 * 1024,
+            max_inbound_buffered_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -177,6 +177,9 @@ pub struct TcpTransport {
     /// Starts listening, for a transport whose listener is bound on demand (see
     /// [`PeerListener::OnDemand`]); taken when the first peer appears.
     listen_on_demand: Option<Box<dyn FnOnce() -> JoinHandle<()>>>,
+    /// Keeps the inbound queue open while nothing listens yet: a closed queue would make
+    /// `recv` return at once, forever.
+    _inbound_sender: mpsc::Sender<PeerMessage>,
 }
 
 impl Drop for TcpTransport {
@@ -241,6 +244,7 @@ impl TcpTransport {
         let accept = {
             let (network, clock, config, shared) =
                 (network.clone(), clock.clone(), config.clone(), shared.clone());
+            let inbound_sender = inbound_sender.clone();
             move |listener| {
                 accept_loop(network, clock, listener, local, config, inbound_sender, shared)
             }
@@ -301,6 +305,7 @@ impl TcpTransport {
             shared,
             tasks,
             listen_on_demand,
+            _inbound_sender: inbound_sender,
         };
         transport.update_peers(peers);
         transport
@@ -942,25 +947,42 @@ impl<C: Clock> InboundConnection<C> {
 }
 
 /// An inbound connection's read buffer, counted against the budget all inbound connections
-/// share (`max_inbound_buffered_bytes`); its bytes are returned to the budget when it drops.
+/// share (`max_inbound_buffered_bytes`) by the memory it holds (its capacity, not just what it
+/// holds now); returned to the budget when it drops. It grows by doubling, but never beyond the
+/// end of the frame it is receiving, so a frame's memory is about its size, not twice it.
 struct BudgetedBuffer {
     bytes: Vec<u8>,
+    /// The capacity charged to the shared budget.
+    charged: usize,
     shared: Rc<Shared>,
 }
 
 impl BudgetedBuffer {
     fn new(shared: Rc<Shared>) -> Self {
-        BudgetedBuffer { bytes: Vec::with_capacity(64 * 1024), shared }
+        BudgetedBuffer { bytes: Vec::new(), charged: 0, shared }
     }
 
     /// Appends `data` unless the shared budget would be exceeded; returns whether it did.
     fn extend(&mut self, data: &[u8], budget_bytes: u64) -> bool {
-        let total = &self.shared.inbound_buffered_bytes;
-        let after = total.get() + data.len() as u64;
-        if after > budget_bytes {
-            return false;
+        let needed = self.bytes.len() + data.len();
+        if needed > self.bytes.capacity() {
+            // The frame at the front of the buffer says where it ends (`frame.rs`: a 4-byte
+            // length, a 4-byte checksum, the payload).
+            let frame_end = match self.bytes.get(..4) {
+                Some(length) => {
+                    8 + u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize
+                }
+                None => needed,
+            };
+            let doubled = (2 * self.bytes.capacity()).max(64 * 1024);
+            let target = needed.max(doubled.min(frame_end.max(needed)));
+            let total = self.shared.inbound_buffered_bytes.get();
+            if total + (target - self.charged) as u64 > budget_bytes {
+                return false;
+            }
+            self.bytes.reserve_exact(target - self.bytes.len());
+            self.recharge();
         }
-        total.set(after);
         self.bytes.extend_from_slice(data);
         true
     }
@@ -972,18 +994,25 @@ impl BudgetedBuffer {
     /// Drops the first `count` bytes (decoded frames).
     fn consume(&mut self, count: usize) {
         self.bytes.drain(..count);
-        let total = &self.shared.inbound_buffered_bytes;
-        total.set(total.get().saturating_sub(count as u64));
         if self.bytes.capacity() > SHRINK_BUFFER_ABOVE_BYTES && self.bytes.len() < 64 * 1024 {
             self.bytes.shrink_to(64 * 1024);
+            self.recharge();
         }
+    }
+
+    /// Charges the budget for the buffer's current capacity.
+    fn recharge(&mut self) {
+        let total = &self.shared.inbound_buffered_bytes;
+        let capacity = self.bytes.capacity();
+        total.set((total.get() + capacity as u64).saturating_sub(self.charged as u64));
+        self.charged = capacity;
     }
 }
 
 impl Drop for BudgetedBuffer {
     fn drop(&mut self) {
         let total = &self.shared.inbound_buffered_bytes;
-        total.set(total.get().saturating_sub(self.bytes.len() as u64));
+        total.set(total.get().saturating_sub(self.charged as u64));
     }
 }
 

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use conclave_core::raft::{Entry, EntryPayload, HardState, NodeId, PersistBatch};
 use conclave_core::seams::storage::{Storage, StorageFailure, StorageJob, StorageProgress};
 use conclave_core::storage::mem_fs::{MemFs, MemFsConfig};
+use conclave_core::storage::space::SpaceOptions;
 use conclave_core::storage::{Recovered, StorageError, WalOptions, WalStorage};
 
 pub type WriterFuture = Pin<Box<dyn Future<Output = Result<(), StorageFailure>>>>;
@@ -36,7 +37,13 @@ pub fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
 
 /// Small segments so that tests roll and compact.
 pub fn small_options() -> WalOptions {
-    WalOptions { segment_bytes: 8 * 1024, max_record_bytes: 2 * 1024, ..WalOptions::default() }
+    WalOptions {
+        segment_bytes: 8 * 1024,
+        max_record_bytes: 2 * 1024,
+        // A small reserve: these tests reopen directories thousands of times.
+        space: SpaceOptions { ballast_bytes: 4096, probe_bytes: 4096 },
+        ..WalOptions::default()
+    }
 }
 
 pub struct Harness {

@@ -34,6 +34,7 @@ pub async fn serve(
     mut shutdown: signal::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -54,7 +55,7 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refuse(&stream, limits.max_connections);
+            refuse(stream, limits.max_connections, &refusals);
             metrics.refused_connections.inc();
             continue;
         };
@@ -81,17 +82,38 @@ pub async fn serve(
     }
 }
 
-/// Tells a connection beyond the limit why it is closed, without waiting for it: the answer is
-/// far smaller than a socket's send buffer, and a client that does not read it must not hold up
-/// the accept loop.
-fn refuse(stream: &tokio::net::TcpStream, max_connections: usize) {
-    let body = format!(
-        "too many connections: this node serves at most {max_connections} at once; retry shortly\n"
-    );
-    let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
-         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.try_write(answer.as_bytes());
+/// Refusals being written at once, at most; beyond them a connection is just closed.
+const MAX_REFUSALS_IN_FLIGHT: usize = 256;
+/// How long a refusal may take to write and to see the client's request drained.
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Tells a connection beyond the limit why it is closed. The answer is written, the sending
+/// side shut, and what the client already sent is read and dropped before the socket closes:
+/// closing with its request unread would make the kernel reset the connection, and the client
+/// would see a reset instead of the answer. Bounded in time and in number, so refusing costs
+/// the node little while it is overloaded.
+fn refuse(stream: tokio::net::TcpStream, max_connections: usize, refusals: &Arc<Semaphore>) {
+    let Ok(permit) = refusals.clone().try_acquire_owned() else { return };
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = stream;
+        let body = format!(
+            "too many connections: this node serves at most {max_connections} at once; retry \
+             shortly\n"
+        );
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let refusal = async {
+            stream.write_all(answer.as_bytes()).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<(), std::io::Error>(())
+        };
+        let _ = tokio::time::timeout(REFUSAL_DEADLINE, refusal).await;
+        drop(permit);
+    });
 }

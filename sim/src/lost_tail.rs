@@ -1,0 +1,109 @@
+//! A disk that loses the last records it had synced: the nemesis crashes a node, and before it
+//! restarts, the newest log records of its active segment are gone (zeros where they were, as
+//! if the writes had never reached the platter). Recovery then finds a clean log that simply
+//! ends early, and the node comes back with a shorter log than it acknowledged.
+//!
+//! No node can tell this apart from a log that never had those records, so Raft's safety needs
+//! the lost entries elsewhere: only entries that a majority of the *other* voters hold durably,
+//! with the committed content, are ever dropped (the nemesis computes that floor from the
+//! observer). What the fault tests is the leader's side: it recorded those entries as matched,
+//! and must notice the follower's shorter log and catch it up, instead of waiting forever for
+//! acknowledgements of entries the follower no longer has.
+
+use std::path::Path;
+
+use conclave_core::raft::{LogIndex, Term};
+use conclave_core::storage::fs::{FileSystem, FsFile, OpenMode, read_whole_file};
+use conclave_core::storage::segment::{
+    HeaderRead, decode_segment_header, parse_segment_file_name, scan_segment,
+};
+use conclave_core::storage::wal::WalRecord;
+
+use crate::fs::SimFs;
+
+/// A planned loss: at most `max_records` of the newest records, holding only entries at or
+/// below `floor` (held durably by a majority of the other voters), and never reaching back past
+/// a snapshot-installation record.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct TailLoss {
+    pub floor: LogIndex,
+    pub max_records: u32,
+}
+
+/// What was lost.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct LostTail {
+    pub records: u32,
+    /// The entries dropped: `first..=last`.
+    pub first: LogIndex,
+    pub last: LogIndex,
+    /// The newest entry the log still holds (0 if none since the segment's start).
+    pub kept: (LogIndex, Term),
+}
+
+/// Carries out `plan` on the node's data directory `dir`. `None` if nothing could be dropped
+/// under the plan's rules (or the disk could not be read: then nothing is changed).
+pub async fn lose_synced_tail(fs: &SimFs, dir: &Path, plan: TailLoss) -> Option<LostTail> {
+    let entries = fs.list_dir(dir).await.ok()?;
+    let seq = entries.iter().filter_map(|entry| parse_segment_file_name(&entry.name)).max()?;
+    let path = dir.join(conclave_core::storage::segment::segment_file_name(seq));
+    let file = fs.open(&path, OpenMode::ReadWrite).await.ok()?;
+    let image = read_whole_file(&file, 64 << 20).await.ok()?;
+    let HeaderRead::Valid(header) = decode_segment_header(&image, &path).ok()? else {
+        return None;
+    };
+    let scan = scan_segment(&image, &path, header, true, usize::MAX >> 1).ok()?;
+    let records: Vec<(u64, WalRecord)> = scan
+        .records
+        .iter()
+        .filter_map(|record| {
+            let decoded = WalRecord::decode(&image[record.payload.clone()]).ok()?;
+            Some((record.offset, decoded))
+        })
+        .collect();
+    if records.len() != scan.records.len() {
+        return None;
+    }
+    let end = match scan.end {
+        conclave_core::storage::segment::SegmentEnd::Clean { end_offset } => end_offset,
+        conclave_core::storage::segment::SegmentEnd::Torn { offset, .. } => offset,
+    };
+    // Walk back from the newest record while the rules allow.
+    let mut cut = records.len();
+    let mut lost = LostTail { records: 0, first: 0, last: 0, kept: (0, 0) };
+    while cut > 0 && lost.records < plan.max_records {
+        match &records[cut - 1].1 {
+            WalRecord::Committed { .. } => {}
+            WalRecord::Entries(batch) => {
+                let (Some(first), Some(last)) = (batch.first(), batch.last()) else { break };
+                if last.index > plan.floor {
+                    break;
+                }
+                lost.first = first.index;
+                lost.last = lost.last.max(last.index);
+            }
+            WalRecord::SnapshotInstalled { .. } => break,
+        }
+        cut -= 1;
+        lost.records += 1;
+    }
+    if lost.first == 0 {
+        return None;
+    }
+    // The newest entry kept: the last entry of the last Entries record before the cut whose
+    // entries are below the lost ones (a later record may have overwritten an earlier suffix).
+    lost.kept = records[..cut]
+        .iter()
+        .rev()
+        .find_map(|(_, record)| match record {
+            WalRecord::Entries(batch) => {
+                batch.iter().rev().find(|entry| entry.index < lost.first).map(|e| (e.index, e.term))
+            }
+            _ => None,
+        })
+        .unwrap_or((0, 0));
+    let from = records[cut].0;
+    file.write_all_at(from, vec![0u8; (end - from) as usize]).await.ok()?;
+    file.sync_data().await.ok()?;
+    Some(lost)
+}
