@@ -225,7 +225,13 @@ async fn wait_until_serving(engine: &conclave_core::engine::EngineHandle, config
         loop {
             {
                 let now = status.borrow_and_update();
-                if now.voters != [config.node_id] {
+                // A joining node has no configuration until the leader sends one; nothing to
+                // wait for. Otherwise, before the engine's first status, the voters are unknown.
+                if config.join {
+                    return true;
+                }
+                let published = !now.voters.is_empty();
+                if published && now.voters != [config.node_id] {
                     return true;
                 }
                 let leads = now.role == conclave_core::raft::Role::Leader;

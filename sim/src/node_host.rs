@@ -95,6 +95,7 @@ fn core_bug(bug: PlantedBug) -> conclave_core::raft::PlantedBug {
         PlantedBug::DoubleVote => Core::DoubleVote,
         PlantedBug::CommitOldTermByCounting => Core::CommitOldTermByCounting,
         PlantedBug::AckBeforeSync => Core::AckBeforeSync,
+        PlantedBug::VoteBeforeSync => Core::VoteBeforeSync,
         PlantedBug::StaleLeaderRead => Core::StaleLeaderRead,
         PlantedBug::KeepConflictingSuffix => Core::KeepConflictingSuffix,
         PlantedBug::IgnoreShortenedLog => Core::IgnoreShortenedLog,

@@ -40,6 +40,81 @@ struct NodeView {
     /// This node's log as prefix hashes: index -> (term, hash of every entry up to it).
     chain: BTreeMap<LogIndex, (Term, u64)>,
     last_seen: LastSeen,
+    /// What the storage seam reported durable, followed independently of Raft's bookkeeping.
+    seam: SeamView,
+}
+
+/// One node's durable state as the storage seam reports it: the persist batches handed to
+/// storage, applied once storage reports them durable. Every acknowledgement and granted vote
+/// that leaves the node is checked against it at once — whether or not a crash follows.
+#[derive(Default)]
+struct SeamView {
+    /// Handed to storage, not yet reported durable.
+    pending: BTreeMap<u64, PendingBatch>,
+    durable_batch: u64,
+    /// The durable log's tail, index -> term; everything at or below `floor` is durable too.
+    durable_terms: BTreeMap<LogIndex, Term>,
+    floor: LogIndex,
+    /// The durable term and vote.
+    vote: (Term, NodeId),
+    /// The last vote granted and the last entry acknowledged, as sent (checked at restart).
+    granted: Option<(Term, NodeId)>,
+    acked: Option<(LogIndex, Term)>,
+}
+
+struct PendingBatch {
+    entries: Vec<(LogIndex, Term)>,
+    hard_state: Option<(Term, NodeId)>,
+    snapshot: Option<(LogIndex, Term)>,
+}
+
+impl SeamView {
+    /// A new incarnation starts from what recovery found.
+    fn restart(&mut self, restored: &RestoredState) {
+        self.pending.clear();
+        self.durable_batch = 0;
+        self.floor = restored.snapshot.last_index;
+        self.durable_terms =
+            restored.entries.iter().map(|entry| (entry.index, entry.term)).collect();
+        self.vote = (restored.hard_state.term, restored.hard_state.vote);
+    }
+
+    /// Storage reported every batch up to `durable_batch` durable.
+    fn advance(&mut self, durable_batch: u64) {
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > durable_batch {
+                break;
+            }
+            let batch = entry.remove();
+            if let Some(vote) = batch.hard_state {
+                self.vote = vote;
+            }
+            if let Some((index, term)) = batch.snapshot {
+                self.durable_terms.retain(|at, _| *at > index);
+                self.durable_terms.insert(index, term);
+                self.floor = self.floor.max(index);
+            }
+            if let Some((first, _)) = batch.entries.first() {
+                self.durable_terms.split_off(first);
+                self.durable_terms.extend(batch.entries.iter().copied());
+            }
+        }
+        self.durable_batch = self.durable_batch.max(durable_batch);
+    }
+
+    fn holds(&self, index: LogIndex, term: Term) -> bool {
+        index <= self.floor || self.durable_terms.get(&index) == Some(&term)
+    }
+
+    /// Forgets the tail below `index` (it is durable and committed): memory stays bounded.
+    fn prune_below(&mut self, index: LogIndex) {
+        let durable_end = self.durable_terms.keys().next_back().copied().unwrap_or(self.floor);
+        let prune_to = index.min(durable_end);
+        if prune_to > self.floor {
+            self.durable_terms = self.durable_terms.split_off(&prune_to);
+            self.floor = prune_to.saturating_sub(1);
+        }
+    }
 }
 
 /// A node's state when last observed.
@@ -243,6 +318,8 @@ impl Observer {
         let view = self.nodes.entry(node).or_default();
         view.persisted = lost.kept;
         view.durable_terms.retain(|index, _| *index < lost.first);
+        // The acknowledgements of what was lost are voided with it.
+        view.seam.acked = (lost.kept.0 > 0).then_some(lost.kept);
     }
 
     pub fn mark_disk_damaged(&mut self, node: NodeId) {
@@ -315,7 +392,9 @@ impl Observer {
         let after_snapshot: Vec<Entry> =
             restored.entries.iter().filter(|entry| entry.index > base.0).cloned().collect();
         self.extend_chain(node, base, &after_snapshot);
+        self.check_seam_promises_kept(node, restored);
         let view = self.nodes.entry(node).or_default();
+        view.seam.restart(restored);
         view.incarnation += 1;
         view.commit = 0;
         view.applied = restored.snapshot.last_index;
@@ -341,6 +420,90 @@ impl Observer {
                 "durability: {node} reported entries up to index {index} (term {term}) durable, \
                  but recovered only up to index {last} after a restart"
             ));
+        }
+    }
+
+    /// A restarted node must hold every vote it granted and every entry it acknowledged: it
+    /// promised them durable. (A damaged disk, or one that lost its tail on purpose, voids the
+    /// promise; the cluster must stay safe regardless, which the other checks verify.)
+    fn check_seam_promises_kept(&mut self, node: NodeId, restored: &RestoredState) {
+        let Some(view) = self.nodes.get(&node) else { return };
+        if view.disk_damaged {
+            return;
+        }
+        let (granted, acked) = (view.seam.granted, view.seam.acked);
+        let hard_state = &restored.hard_state;
+        if let Some((term, candidate)) = granted
+            && (hard_state.term < term || (hard_state.term == term && hard_state.vote != candidate))
+        {
+            self.violation(format!(
+                "durability: {node} granted its vote to {candidate} in term {term} but restarted \
+                 with term {} and vote {}",
+                hard_state.term, hard_state.vote
+            ));
+        }
+        if let Some((index, term)) = acked {
+            let kept = restored.snapshot.last_index >= index
+                || restored.entries.iter().any(|entry| entry.index == index && entry.term == term);
+            if !kept {
+                self.violation(format!(
+                    "durability: {node} acknowledged entry {index} (term {term}) but restarted \
+                     without it"
+                ));
+            }
+        }
+    }
+
+    /// Checks what leaves a node against what its storage reported durable (see `SeamView`).
+    fn check_seams(&mut self, node: NodeId, view: &CycleView<'_>) {
+        let log = view.raft.log();
+        let Some(node_view) = self.nodes.get_mut(&node) else { return };
+        let seam = &mut node_view.seam;
+        if let Some((id, entries)) = view.persist_batch {
+            let batch = PendingBatch {
+                entries: entries.iter().map(|entry| (entry.index, entry.term)).collect(),
+                hard_state: view.persist_hard_state.map(|hs| (hs.term, hs.vote)),
+                snapshot: view.persist_snapshot,
+            };
+            seam.pending.insert(id, batch);
+        }
+        seam.advance(view.durable_batch);
+        let mut broken = Vec::new();
+        for message in view.messages {
+            match message.body {
+                MessageBody::AppendResponse { success: true, index, .. } if index > 0 => {
+                    let term = log.term(index);
+                    let durable = match term {
+                        Some(term) => seam.holds(index, term),
+                        // Compacted away: the engine compacts only what a durable snapshot
+                        // covers.
+                        None => index <= seam.floor || index <= log.snapshot_index(),
+                    };
+                    if !durable {
+                        broken.push(format!(
+                            "durability at the seam: {node} acknowledged index {index} (term \
+                             {term:?}) to {} before its storage reported it durable",
+                            message.to
+                        ));
+                    }
+                    seam.acked = Some((index, term.unwrap_or(0)));
+                }
+                MessageBody::VoteResponse { pre_vote: false, granted: true } => {
+                    if seam.vote != (message.term, message.to) {
+                        broken.push(format!(
+                            "durability at the seam: {node} granted its vote to {} in term {} \
+                             while its durable vote was {:?}",
+                            message.to, message.term, seam.vote
+                        ));
+                    }
+                    seam.granted = Some((message.term, message.to));
+                }
+                _ => {}
+            }
+        }
+        seam.prune_below(log.committed().saturating_sub(1));
+        for description in broken {
+            self.violation(description);
         }
     }
 
@@ -416,6 +579,7 @@ impl Observer {
         self.trace.add(node.0);
         self.trace.add(raft.term());
         self.check_no_disruption_by_removed_nodes(node, raft.term());
+        self.check_seams(node, &view);
 
         // A snapshot installed from the leader replaces the log up to its index.
         if let Some(meta) = view.snapshot_installed {

@@ -200,16 +200,18 @@ pub enum PlantedBug {
     DoubleVote,
     CommitOldTermByCounting,
     AckBeforeSync,
+    VoteBeforeSync,
     StaleLeaderRead,
     KeepConflictingSuffix,
     IgnoreShortenedLog,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 6] = [
+    pub const ALL: [PlantedBug; 7] = [
         PlantedBug::DoubleVote,
         PlantedBug::CommitOldTermByCounting,
         PlantedBug::AckBeforeSync,
+        PlantedBug::VoteBeforeSync,
         PlantedBug::StaleLeaderRead,
         PlantedBug::KeepConflictingSuffix,
         PlantedBug::IgnoreShortenedLog,
@@ -220,6 +222,7 @@ impl PlantedBug {
             PlantedBug::DoubleVote => "double-vote",
             PlantedBug::CommitOldTermByCounting => "commit-old-term-by-counting",
             PlantedBug::AckBeforeSync => "ack-before-sync",
+            PlantedBug::VoteBeforeSync => "vote-before-sync",
             PlantedBug::StaleLeaderRead => "stale-leader-read",
             PlantedBug::KeepConflictingSuffix => "keep-conflicting-suffix",
             PlantedBug::IgnoreShortenedLog => "ignore-shortened-log",

@@ -52,6 +52,13 @@ fn ack_before_sync_is_caught() {
 }
 
 #[test]
+fn granting_a_vote_before_it_is_durable_is_caught() {
+    // The observer checks every granted vote against what storage reported durable, so this
+    // is caught at the first election, whether or not a crash falls in the window.
+    assert_caught(PlantedBug::VoteBeforeSync, 5);
+}
+
+#[test]
 fn keeping_a_conflicting_suffix_is_caught() {
     assert_caught(PlantedBug::KeepConflictingSuffix, 50);
 }

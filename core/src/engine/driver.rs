@@ -535,7 +535,12 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         }
         // Only a probe needs copies of what is handed on below.
         let observed = self.probe.as_ref().map(|_| {
-            let batch = persist.as_ref().map(|batch| (batch.id, batch.entries.clone()));
+            let batch = persist.as_ref().map(|batch| PersistedView {
+                id: batch.id,
+                entries: batch.entries.clone(),
+                hard_state: batch.hard_state,
+                snapshot: batch.snapshot.as_ref().map(|s| (s.meta.last_index, s.meta.last_term)),
+            });
             (batch, messages.clone(), snapshot_to_apply.as_ref().map(|s| s.meta.clone()))
         });
         if let Some(batch) = persist {
@@ -556,7 +561,10 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             probe.observe(CycleView {
                 raft: &self.raft,
                 kv: &self.local.kv(),
-                persist_batch: batch.as_ref().map(|(id, entries)| (*id, entries.as_slice())),
+                persist_batch: batch.as_ref().map(|batch| (batch.id, batch.entries.as_slice())),
+                persist_hard_state: batch.as_ref().and_then(|batch| batch.hard_state),
+                persist_snapshot: batch.as_ref().and_then(|batch| batch.snapshot),
+                durable_batch: self.durable_batch,
                 messages: &messages,
                 snapshot_installed: snapshot.as_ref(),
                 applied: &committed_entries,
@@ -788,6 +796,14 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
     pub fn raft(&self) -> &Raft {
         &self.raft
     }
+}
+
+/// What a probe is shown of a persist batch (copied only when a probe is attached).
+struct PersistedView {
+    id: u64,
+    entries: Vec<Entry>,
+    hard_state: Option<crate::raft::HardState>,
+    snapshot: Option<(LogIndex, crate::raft::Term)>,
 }
 
 fn known(id: NodeId) -> Option<NodeId> {

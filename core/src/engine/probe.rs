@@ -2,7 +2,7 @@
 //! hash. Production runs without a probe; the calls cost nothing then.
 
 use crate::kv::KvStateMachine;
-use crate::raft::{Entry, Message, Raft, SnapshotMeta};
+use crate::raft::{Entry, HardState, LogIndex, Message, Raft, SnapshotMeta, Term};
 
 /// What one `Ready` did, seen right after the engine carried it out.
 pub struct CycleView<'a> {
@@ -10,6 +10,12 @@ pub struct CycleView<'a> {
     pub kv: &'a KvStateMachine,
     /// The persist batch handed to storage, if any: its id and entries.
     pub persist_batch: Option<(u64, &'a [Entry])>,
+    /// That batch's hard state, and the (last index, last term) of the snapshot it installs.
+    pub persist_hard_state: Option<HardState>,
+    pub persist_snapshot: Option<(LogIndex, Term)>,
+    /// Every persist batch up to this id is durable, as the storage seam reported it (not as
+    /// Raft believes): a probe checks the messages that leave against it.
+    pub durable_batch: u64,
     pub messages: &'a [Message],
     pub snapshot_installed: Option<&'a SnapshotMeta>,
     pub applied: &'a [Entry],

@@ -266,10 +266,12 @@ impl Raft {
             self.vote = from;
             self.reset_election_timer();
             // §5.2 / persistence contract: the grant leaves only once the vote is durable.
-            self.send_after_persist(
-                from,
-                MessageBody::VoteResponse { pre_vote: false, granted: true },
-            );
+            let grant = MessageBody::VoteResponse { pre_vote: false, granted: true };
+            if self.planted(super::planted::PlantedBug::VoteBeforeSync) {
+                self.send(from, grant);
+            } else {
+                self.send_after_persist(from, grant);
+            }
         } else {
             self.send(from, MessageBody::VoteResponse { pre_vote: false, granted: false });
         }

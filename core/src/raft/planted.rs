@@ -11,6 +11,9 @@ pub enum PlantedBug {
     CommitOldTermByCounting,
     /// Acknowledge appended entries before they are durable.
     AckBeforeSync,
+    /// Send a granted vote before the vote is durable (a crash in that window lets the node
+    /// vote again in the same term).
+    VoteBeforeSync,
     /// Answer ReadIndex requests at once, without confirming leadership or waiting for the
     /// leader's first commit.
     StaleLeaderRead,
