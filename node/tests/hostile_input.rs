@@ -199,6 +199,7 @@ fn peers_announcing_huge_frames_cannot_exhaust_memory() {
                     cluster_id,
                     from: NodeId(100_000 + i),
                     to,
+                    reply_to: None,
                 };
                 let mut bytes = Vec::new();
                 encode_frame(&hello, &mut bytes, 1 << 10).unwrap();

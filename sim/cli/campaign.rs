@@ -32,6 +32,9 @@ pub struct SeedSummary {
     pub snapshot_transfers_resumed: u64,
     pub crashes_restarts: u64,
     /// Restarts that found their newest synced log records lost, and the entries lost.
+    /// Lease reads excused (their node drifted past the bound during their lease).
+    #[serde(default)]
+    pub excused_lease_reads: u64,
     #[serde(default)]
     pub tails_lost: u64,
     #[serde(default)]
@@ -46,9 +49,40 @@ pub struct SeedSummary {
 pub struct CampaignOptions {
     pub first_seed: u64,
     pub end_seed: u64,
+    /// This process runs shard `shard.0` of `shard.1`: the seeds whose offset from
+    /// `first_seed` is `shard.0` modulo `shard.1` (strided, so every shard gets the same mix).
+    pub shard: Shard,
     pub jobs: usize,
     pub worker_args: Vec<String>,
     pub stop_after_failures: Option<usize>,
+}
+
+/// One of `count` disjoint parts of a seed range.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// `K/N`, with K in 0..N.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let (index, count) = text.split_once('/').ok_or("a shard is K/N, e.g. 3/100")?;
+        let index: u64 = index.trim().parse().map_err(|_| format!("bad shard index {index:?}"))?;
+        let count: u64 = count.trim().parse().map_err(|_| format!("bad shard count {count:?}"))?;
+        if count == 0 || index >= count {
+            return Err(format!("shard {index}/{count}: the index must be in 0..{count}"));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// How many seeds of `first..end` this shard runs.
+    pub fn seeds_in(&self, first: u64, end: u64) -> u64 {
+        let total = end.saturating_sub(first);
+        total / self.count + u64::from(total % self.count > self.index)
+    }
 }
 
 pub struct CampaignResult {
@@ -60,7 +94,17 @@ pub async fn run(options: &CampaignOptions) -> Result<CampaignResult> {
     if options.end_seed <= options.first_seed {
         bail!("empty seed range {}..{}", options.first_seed, options.end_seed);
     }
-    let total = options.end_seed - options.first_seed;
+    let shard = options.shard;
+    let total = shard.seeds_in(options.first_seed, options.end_seed);
+    if total == 0 {
+        bail!(
+            "shard {}/{} of {}..{} has no seeds",
+            shard.index,
+            shard.count,
+            options.first_seed,
+            options.end_seed
+        );
+    }
     let jobs = options.jobs.clamp(1, 64).min(total as usize);
     let executable = std::env::current_exe().context("locating conclave-sim")?;
     let started = Instant::now();
@@ -79,9 +123,9 @@ pub async fn run(options: &CampaignOptions) -> Result<CampaignResult> {
             .arg("--seeds")
             .arg(format!("{}..{}", options.first_seed, options.end_seed))
             .arg("--stride")
-            .arg(jobs.to_string())
+            .arg((jobs as u64 * shard.count).to_string())
             .arg("--offset")
-            .arg(job.to_string())
+            .arg((shard.index + job as u64 * shard.count).to_string())
             .args(&options.worker_args)
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true);
@@ -133,66 +177,186 @@ pub async fn run(options: &CampaignOptions) -> Result<CampaignResult> {
     Ok(CampaignResult { summaries, wall_seconds: started.elapsed().as_secs_f64() })
 }
 
-pub fn print_summary(result: &CampaignResult, replay_hint: &dyn Fn(u64) -> String) {
-    let summaries = &result.summaries;
-    let seeds = summaries.len() as f64;
-    let sim_seconds: f64 = summaries.iter().map(|s| s.sim_ms as f64 / 1000.0).sum();
-    let operations: u64 = summaries.iter().map(|s| s.operations).sum();
-    let mut faults: BTreeMap<&str, usize> = BTreeMap::new();
-    for summary in summaries {
-        for fault in &summary.faults {
-            *faults.entry(fault.as_str()).or_default() += 1;
+/// What a campaign (or a shard of one) found, small enough to keep and to merge: the sums,
+/// the coverage per fault family, and every failing seed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CampaignTotals {
+    /// The seed range the campaign was drawn from and the shards it covers.
+    pub first_seed: u64,
+    pub end_seed: u64,
+    pub shard_count: u64,
+    pub shards: BTreeSet<u64>,
+    /// The draw options (`--fault-ms`, `--profile`, `--planted-bug`), as worker arguments.
+    pub draw: Vec<String>,
+    pub seeds_run: u64,
+    pub wall_seconds: f64,
+    pub sim_ms: u64,
+    pub operations: u64,
+    pub leader_terms: u64,
+    pub snapshots_installed: u64,
+    pub snapshots_streamed: u64,
+    pub snapshot_chunks_sent: u64,
+    pub snapshot_transfers_resumed: u64,
+    pub tails_lost: u64,
+    pub tail_entries_lost: u64,
+    pub config_changes: u64,
+    pub learners_added: u64,
+    pub promotions: u64,
+    pub removals: u64,
+    pub transfers: u64,
+    /// Seeds in which each fault family fired.
+    pub fault_families: BTreeMap<String, u64>,
+    pub lease_anomalies: u64,
+    pub excused_lease_reads: u64,
+    pub failures: Vec<SeedSummary>,
+}
+
+impl CampaignTotals {
+    pub fn new(options: &CampaignOptions, result: &CampaignResult) -> CampaignTotals {
+        let mut totals = CampaignTotals {
+            first_seed: options.first_seed,
+            end_seed: options.end_seed,
+            shard_count: options.shard.count,
+            shards: BTreeSet::from([options.shard.index]),
+            draw: options.worker_args.clone(),
+            wall_seconds: result.wall_seconds,
+            ..CampaignTotals::default()
+        };
+        for summary in &result.summaries {
+            totals.add(summary);
+        }
+        totals
+    }
+
+    fn add(&mut self, s: &SeedSummary) {
+        self.seeds_run += 1;
+        self.sim_ms += s.sim_ms;
+        self.operations += s.operations;
+        self.leader_terms += s.leader_terms;
+        self.snapshots_installed += s.snapshots_installed;
+        self.snapshots_streamed += s.snapshots_streamed;
+        self.snapshot_chunks_sent += s.snapshot_chunks_sent;
+        self.snapshot_transfers_resumed += s.snapshot_transfers_resumed;
+        self.tails_lost += s.tails_lost;
+        self.tail_entries_lost += s.tail_entries_lost;
+        self.excused_lease_reads += s.excused_lease_reads;
+        self.config_changes += s.config_changes;
+        self.learners_added += s.learners_added;
+        self.promotions += s.promotions;
+        self.removals += s.removals;
+        self.transfers += s.transfers;
+        for family in &s.faults {
+            *self.fault_families.entry(family.clone()).or_default() += 1;
+        }
+        match s.outcome.as_str() {
+            "pass" => {}
+            "lease-anomaly" => self.lease_anomalies += 1,
+            _ => self.failures.push(s.clone()),
         }
     }
-    let failures: Vec<&SeedSummary> =
-        summaries.iter().filter(|s| s.outcome != "pass" && s.outcome != "lease-anomaly").collect();
-    let anomalies = summaries.iter().filter(|s| s.outcome == "lease-anomaly").count();
-    let kinds: BTreeSet<&str> = failures.iter().map(|s| s.outcome.as_str()).collect();
-    println!("seeds run:            {}", summaries.len());
+
+    /// Adds another shard of the same campaign. Refuses shards of another campaign (range,
+    /// shard count or draw options differ) and a shard given twice.
+    pub fn merge(&mut self, other: CampaignTotals) -> Result<()> {
+        if (self.first_seed, self.end_seed, self.shard_count, &self.draw)
+            != (other.first_seed, other.end_seed, other.shard_count, &other.draw)
+        {
+            bail!(
+                "shards of different campaigns: {}..{} in {} shards ({:?}) and {}..{} in {} shards ({:?})",
+                self.first_seed,
+                self.end_seed,
+                self.shard_count,
+                self.draw,
+                other.first_seed,
+                other.end_seed,
+                other.shard_count,
+                other.draw
+            );
+        }
+        if let Some(twice) = self.shards.intersection(&other.shards).next() {
+            bail!("shard {twice}/{} is given twice", self.shard_count);
+        }
+        self.shards.extend(other.shards.iter().copied());
+        self.seeds_run += other.seeds_run;
+        // Shards run side by side on different machines: the campaign took the longest one.
+        self.wall_seconds = self.wall_seconds.max(other.wall_seconds);
+        self.sim_ms += other.sim_ms;
+        self.operations += other.operations;
+        self.leader_terms += other.leader_terms;
+        self.snapshots_installed += other.snapshots_installed;
+        self.snapshots_streamed += other.snapshots_streamed;
+        self.snapshot_chunks_sent += other.snapshot_chunks_sent;
+        self.snapshot_transfers_resumed += other.snapshot_transfers_resumed;
+        self.tails_lost += other.tails_lost;
+        self.tail_entries_lost += other.tail_entries_lost;
+        self.config_changes += other.config_changes;
+        self.learners_added += other.learners_added;
+        self.promotions += other.promotions;
+        self.removals += other.removals;
+        self.transfers += other.transfers;
+        for (family, seeds) in other.fault_families {
+            *self.fault_families.entry(family).or_default() += seeds;
+        }
+        self.lease_anomalies += other.lease_anomalies;
+        self.excused_lease_reads += other.excused_lease_reads;
+        self.failures.extend(other.failures);
+        self.failures.sort_by_key(|failure| failure.seed);
+        Ok(())
+    }
+
+    /// Shards of the campaign that no merged summary covers.
+    pub fn missing_shards(&self) -> Vec<u64> {
+        (0..self.shard_count).filter(|shard| !self.shards.contains(shard)).collect()
+    }
+}
+
+pub fn print_summary(totals: &CampaignTotals, replay_hint: &dyn Fn(u64) -> String) {
+    let seeds = totals.seeds_run as f64;
+    let sim_seconds = totals.sim_ms as f64 / 1000.0;
+    let kinds: BTreeSet<&str> = totals.failures.iter().map(|s| s.outcome.as_str()).collect();
+    if totals.shard_count > 1 {
+        println!(
+            "campaign:             seeds {}..{}, shards {:?} of {}",
+            totals.first_seed, totals.end_seed, totals.shards, totals.shard_count
+        );
+    }
+    println!("seeds run:            {}", totals.seeds_run);
     println!(
         "wall time:            {:.1} s ({:.1} seeds/s)",
-        result.wall_seconds,
-        seeds / result.wall_seconds.max(1e-9)
+        totals.wall_seconds,
+        seeds / totals.wall_seconds.max(1e-9)
     );
     println!(
         "simulated time:       {:.0} s ({:.1} simulated s per wall s)",
         sim_seconds,
-        sim_seconds / result.wall_seconds.max(1e-9)
+        sim_seconds / totals.wall_seconds.max(1e-9)
     );
-    println!("operations checked:   {operations}");
-    println!("leader terms:         {}", summaries.iter().map(|s| s.leader_terms).sum::<u64>());
-    println!(
-        "snapshots installed:  {}",
-        summaries.iter().map(|s| s.snapshots_installed).sum::<u64>()
-    );
-    let sum = |field: fn(&SeedSummary) -> u64| summaries.iter().map(field).sum::<u64>();
+    println!("operations checked:   {}", totals.operations);
+    println!("leader terms:         {}", totals.leader_terms);
+    println!("snapshots installed:  {}", totals.snapshots_installed);
     println!(
         "snapshot streaming:   {} snapshots delivered in {} chunks, {} transfers resumed after a lost connection or gap",
-        sum(|s| s.snapshots_streamed),
-        sum(|s| s.snapshot_chunks_sent),
-        sum(|s| s.snapshot_transfers_resumed)
+        totals.snapshots_streamed, totals.snapshot_chunks_sent, totals.snapshot_transfers_resumed
     );
     println!(
         "lost synced tails:    {} restarts lost their newest synced records ({} entries), caught up by their leaders",
-        sum(|s| s.tails_lost),
-        sum(|s| s.tail_entries_lost)
+        totals.tails_lost, totals.tail_entries_lost
     );
     println!(
         "membership:           {} configurations committed ({} learners added, {} promoted, {} removed), {} leadership transfers",
-        sum(|s| s.config_changes),
-        sum(|s| s.learners_added),
-        sum(|s| s.promotions),
-        sum(|s| s.removals),
-        sum(|s| s.transfers)
+        totals.config_changes,
+        totals.learners_added,
+        totals.promotions,
+        totals.removals,
+        totals.transfers
     );
-    println!("fault kinds (seeds):  {faults:?}");
-    if anomalies > 0 {
-        println!(
-            "lease reads stale under clock drift beyond the configured bound (expected): {anomalies} seeds"
-        );
-    }
-    println!("failures:             {} {:?}", failures.len(), kinds);
-    for failure in failures.iter().take(20) {
+    println!("fault kinds (seeds):  {:?}", totals.fault_families);
+    println!(
+        "excused lease reads:  {} in {} seeds (stale reads served by a node whose clock drifted past the lease's bound during that lease; every other read is checked)",
+        totals.excused_lease_reads, totals.lease_anomalies
+    );
+    println!("failures:             {} {:?}", totals.failures.len(), kinds);
+    for failure in totals.failures.iter().take(20) {
         println!("  seed {} ({}): {}", failure.seed, failure.outcome, failure.detail);
         println!("    replay: {}", replay_hint(failure.seed));
     }

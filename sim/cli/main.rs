@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! conclave-sim run --seeds 0..100000 --jobs 2          # a campaign, with a progress bar
+//! conclave-sim run --seeds 0..1000000 --shard 7/100 --summary-out shard-7.json
+//! conclave-sim merge shard-*.json                       # the campaign's summary, from its shards
 //! conclave-sim replay --seed 1234 --out sim-failures/1234
 //! conclave-sim shrink --seed 1234 --out sim-failures/1234-min
 //! conclave-sim replay --schedule sim-failures/1234-min/config.json
@@ -20,7 +22,7 @@ use conclave_sim::{
     DrawOptions, DrawProfile, Outcome, PlantedBug, RunConfig, RunOptions, RunReport, run, shrink,
 };
 
-use crate::campaign::{CampaignOptions, SeedSummary};
+use crate::campaign::{CampaignOptions, CampaignTotals, SeedSummary, Shard};
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +68,17 @@ impl DrawArgs {
         }
     }
 
+    /// The draw options back from `as_args` (as a summary records them).
+    fn from_args(args: &[String]) -> Result<DrawArgs> {
+        #[derive(Parser)]
+        struct Draw {
+            #[command(flatten)]
+            draw: DrawArgs,
+        }
+        let words = std::iter::once("draw".to_string()).chain(args.iter().cloned());
+        Ok(Draw::try_parse_from(words).context("the summary's draw options")?.draw)
+    }
+
     fn as_args(&self) -> Vec<String> {
         let mut args = vec![
             "--fault-ms".to_string(),
@@ -94,8 +107,27 @@ enum Command {
         /// Stop once this many seeds failed.
         #[arg(long)]
         stop_after: Option<usize>,
+        /// Run only shard K of N (K in 0..N) of the range: every N-th seed, starting at the
+        /// K-th. Shards of one campaign run anywhere (machines, a Kubernetes Indexed Job, a CI
+        /// matrix) and `merge` sums their summaries.
+        #[arg(long, value_parser = Shard::parse)]
+        shard: Option<Shard>,
+        /// Also write the summary (sums, fault coverage, failing seeds) as JSON to this file,
+        /// for `merge`.
+        #[arg(long)]
+        summary_out: Option<PathBuf>,
         #[command(flatten)]
         draw: DrawArgs,
+    },
+    /// Sum the summaries (`run --summary-out`) of the shards of one campaign; says which
+    /// shards are missing. Exit 0 when every shard is there and no seed failed.
+    Merge {
+        /// The shards' summary files.
+        #[arg(required = true)]
+        summaries: Vec<PathBuf>,
+        /// Write the merged summary as JSON to this file too.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Run one seed (or a saved config) and write its config, schedule, report, history and
     /// HTML timeline to a folder.
@@ -137,6 +169,11 @@ enum Command {
         #[command(flatten)]
         draw: DrawArgs,
     },
+}
+
+fn write_json<T: serde::Serialize>(path: &std::path::Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
 fn parse_bug(name: &str) -> Result<PlantedBug, String> {
@@ -217,6 +254,7 @@ pub fn summarize(report: &RunReport) -> SeedSummary {
         snapshots_streamed: report.stats.snapshots_streamed,
         snapshot_transfers_resumed: report.stats.snapshot_transfers_resumed,
         crashes_restarts: report.stats.restarts_checked,
+        excused_lease_reads: report.excused_lease_reads as u64,
         tails_lost: report.stats.tails_lost,
         tail_entries_lost: report.stats.tail_entries_lost,
         config_changes: report.stats.config_changes,
@@ -230,22 +268,56 @@ pub fn summarize(report: &RunReport) -> SeedSummary {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { seeds, jobs, stop_after, draw } => {
+        Command::Run { seeds, jobs, stop_after, shard, summary_out, draw } => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let options = CampaignOptions {
                 first_seed: seeds.start,
                 end_seed: seeds.end,
+                shard: shard.unwrap_or(Shard::WHOLE),
                 jobs,
                 worker_args: draw.as_args(),
                 stop_after_failures: stop_after,
             };
             let result = runtime.block_on(campaign::run(&options))?;
-            campaign::print_summary(&result, &|seed| replay_command(seed, &draw));
-            let failed = result
-                .summaries
-                .iter()
-                .any(|s| s.outcome != "pass" && s.outcome != "lease-anomaly");
-            if failed {
+            let totals = CampaignTotals::new(&options, &result);
+            campaign::print_summary(&totals, &|seed| replay_command(seed, &draw));
+            if let Some(path) = summary_out {
+                write_json(&path, &totals)?;
+            }
+            if !totals.failures.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Merge { summaries, out } => {
+            let mut merged: Option<CampaignTotals> = None;
+            for path in &summaries {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let shard: CampaignTotals = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a campaign summary", path.display()))?;
+                match merged.as_mut() {
+                    None => merged = Some(shard),
+                    Some(merged) => merged
+                        .merge(shard)
+                        .with_context(|| format!("merging {}", path.display()))?,
+                }
+            }
+            let merged = merged.context("no summary given")?;
+            let draw = DrawArgs::from_args(&merged.draw)?;
+            campaign::print_summary(&merged, &|seed| replay_command(seed, &draw));
+            let missing = merged.missing_shards();
+            if !missing.is_empty() {
+                println!(
+                    "incomplete:           {} of {} shards missing: {missing:?}",
+                    missing.len(),
+                    merged.shard_count
+                );
+            }
+            if let Some(path) = out {
+                write_json(&path, &merged)?;
+            }
+            if !merged.failures.is_empty() || !missing.is_empty() {
                 std::process::exit(1);
             }
             Ok(())

@@ -22,11 +22,19 @@ pub struct ClockModel {
     drift_ppm: i64,
     /// Wall clock = epoch + monotonic + offset (jumps change the offset).
     wall_offset_ms: i64,
+    /// Every change of drift: (simulated ms, new drift in ppm), oldest first.
+    drift_history: Vec<(u64, i64)>,
 }
 
 impl ClockModel {
     fn new() -> Self {
-        ClockModel { anchor_sim_ms: 0, anchor_node_ms: 0, drift_ppm: 0, wall_offset_ms: 0 }
+        ClockModel {
+            anchor_sim_ms: 0,
+            anchor_node_ms: 0,
+            drift_ppm: 0,
+            wall_offset_ms: 0,
+            drift_history: Vec::new(),
+        }
     }
 
     fn monotonic_at(&self, sim_ms: u64) -> u64 {
@@ -60,6 +68,27 @@ impl SimClock {
         model.anchor_sim_ms = at_sim_ms;
         model.anchor_node_ms = now_node;
         model.drift_ppm = drift_ppm.clamp(-PPM / 2, PPM);
+        let drift = model.drift_ppm;
+        model.drift_history.push((at_sim_ms, drift));
+    }
+
+    /// The largest drift (in absolute ppm) this clock had at any moment of the simulated
+    /// interval `[from_ms, to_ms]`.
+    pub fn max_drift_ppm_between(&self, from_ms: u64, to_ms: u64) -> i64 {
+        let model = self.model.borrow();
+        let mut in_force = 0;
+        let mut largest = 0;
+        for (at_ms, drift) in &model.drift_history {
+            if *at_ms > to_ms {
+                break;
+            }
+            if *at_ms <= from_ms {
+                in_force = drift.abs();
+            } else {
+                largest = largest.max(drift.abs());
+            }
+        }
+        largest.max(in_force)
     }
 
     /// Steps the wall clock by `delta_ms` (forwards or backwards).

@@ -38,8 +38,8 @@ const MAX_READ_ATTEMPTS: u32 = 6;
 pub struct WorkloadShared {
     pub stop: Cell<bool>,
     pub operations: RefCell<Vec<Operation>>,
-    /// Indexes (into `operations`) of the reads served under a lease.
-    pub lease_reads: RefCell<Vec<usize>>,
+    /// The reads served under a lease, and by whom.
+    pub lease_reads: RefCell<Vec<LeaseRead>>,
     /// Operations that began at or after this time (µs) and completed count for liveness.
     pub liveness_from_us: Cell<Option<u64>>,
     pub completed_since_liveness: Cell<u64>,
@@ -61,9 +61,20 @@ fn now_us() -> u64 {
     turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_micros() as u64)
 }
 
+/// A read answered from a leader's lease: which operation, which node, when.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseRead {
+    /// Index into the recorded operations.
+    pub operation: usize,
+    pub node: u64,
+    pub call_us: u64,
+    pub ret_us: u64,
+}
+
 /// What became of one attempt sequence.
 enum Outcome {
-    Answer(ClientAnswer),
+    /// The answer, and the node that gave it.
+    Answer(ClientAnswer, u64),
     /// Definitely did not take effect.
     NotApplied,
     /// May or may not have taken effect.
@@ -125,9 +136,10 @@ impl Client {
     async fn register_session(&mut self) -> Option<u64> {
         while !self.shared.stop.get() {
             let call = ClientCall::Write { command: KvCommand::RegisterSession, session: None };
-            if let Outcome::Answer(ClientAnswer::Write(KvResponse::SessionRegistered {
-                client_id,
-            })) = self.execute(call).await
+            if let Outcome::Answer(
+                ClientAnswer::Write(KvResponse::SessionRegistered { client_id }),
+                _,
+            ) = self.execute(call).await
             {
                 return Some(client_id);
             }
@@ -214,7 +226,7 @@ impl Client {
             attempt += 1;
             let node = self.choose_node(!is_write);
             match self.send(node, call.clone()).await {
-                Some(Ok(answer)) => return Outcome::Answer(answer),
+                Some(Ok(answer)) => return Outcome::Answer(answer, node),
                 Some(Err(EngineError::NotLeader { leader })) => {
                     self.shared.leader_hint.set(leader.map(|id| id.0));
                     if leader.is_none() {
@@ -276,9 +288,13 @@ impl Client {
         let client = self.setup.index;
         let ret_us = now_us();
         let is_lease_read = matches!(planned, Planned::Get { lease: true, .. });
+        let mut answered_by = None;
         let operation = match outcome {
-            Outcome::Answer(answer) => match self.observe(planned, answer) {
-                Some(op) => Operation::ok(client, call_us, ret_us, op),
+            Outcome::Answer(answer, node) => match self.observe(planned, answer) {
+                Some(op) => {
+                    answered_by = Some(node);
+                    Operation::ok(client, call_us, ret_us, op)
+                }
                 None => return,
             },
             Outcome::NotApplied => match planned.history_op() {
@@ -307,8 +323,9 @@ impl Client {
                 .set(self.shared.completed_since_liveness.get() + 1);
         }
         let mut operations = self.shared.operations.borrow_mut();
-        if is_lease_read {
-            self.shared.lease_reads.borrow_mut().push(operations.len());
+        if is_lease_read && let Some(node) = answered_by {
+            let read = LeaseRead { operation: operations.len(), node, call_us, ret_us };
+            self.shared.lease_reads.borrow_mut().push(read);
         }
         operations.push(operation);
     }

@@ -506,10 +506,14 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             }
         }
         // The leader too, member or not as far as this node's configuration knows: a follower
-        // that missed the entry adding it must still answer it, or it is never caught up.
+        // that missed the entry adding it must still answer it, or it is never caught up. (If
+        // no configuration this node ever saw has its address, the transport learns it from
+        // the leader's own hello.) And this node itself: the transport tells peers where to
+        // answer it.
         if !leader.is_none() {
             members.insert(leader);
         }
+        members.insert(self.config.node_id);
         let peers: BTreeMap<NodeId, String> = self
             .known_addresses
             .iter()

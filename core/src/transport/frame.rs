@@ -14,7 +14,7 @@ use super::snapshot_stream::{SnapshotChunk, TransferKey};
 use crate::raft::NodeId;
 
 /// Bumped whenever `Frame` or anything inside it changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 const HEADER_BYTES: usize = 8;
 
@@ -26,6 +26,9 @@ pub enum Frame {
         cluster_id: u64,
         from: NodeId,
         to: NodeId,
+        /// Where the sender's own peer transport listens, if it knows: the receiver can answer
+        /// a node that its (perhaps stale) configuration does not list.
+        reply_to: Option<String>,
     },
     Message(PeerMessage),
     /// From the accepting side: how many `Message` frames it has received so far. The sender

@@ -154,7 +154,15 @@ struct Shared {
     incoming_snapshots: RefCell<IncomingTransfers>,
     /// Snapshot transfers that ended: (peer, delivered).
     snapshot_reports: RefCell<Vec<(NodeId, bool)>>,
+    /// This node's own peer address as the configuration gives it (sent in every hello).
+    own_address: RefCell<Option<String>>,
+    /// Addresses peers gave in their hellos: how to answer a node that the configuration this
+    /// node has does not list (a new leader added while this node lagged behind).
+    learned_addresses: RefCell<BTreeMap<NodeId, String>>,
 }
+
+/// Longest address a hello may carry; an address is a host name and a port.
+const MAX_REPLY_ADDRESS_BYTES: usize = 255;
 
 struct PeerQueue {
     sender: mpsc::Sender<PeerMessage>,
@@ -180,6 +188,9 @@ pub struct TcpTransport {
     /// Keeps the inbound queue open while nothing listens yet: a closed queue would make
     /// `recv` return at once, forever.
     _inbound_sender: mpsc::Sender<PeerMessage>,
+    /// Peers reached at an address they gave in a hello, not one from `update_peers`; kept
+    /// across `update_peers` (bounded by the nodes that ever connected).
+    learned_peers: BTreeSet<NodeId>,
 }
 
 impl Drop for TcpTransport {
@@ -239,6 +250,8 @@ impl TcpTransport {
             readers: RefCell::new(BTreeMap::new()),
             incoming_snapshots: RefCell::new(IncomingTransfers::default()),
             snapshot_reports: RefCell::new(Vec::new()),
+            own_address: RefCell::new(None),
+            learned_addresses: RefCell::new(BTreeMap::new()),
         });
         let (inbound_sender, inbound) = mpsc::channel(config.inbound_queue_messages);
         let accept = {
@@ -306,6 +319,7 @@ impl TcpTransport {
             tasks,
             listen_on_demand,
             _inbound_sender: inbound_sender,
+            learned_peers: BTreeSet::new(),
         };
         transport.update_peers(peers);
         transport
@@ -325,6 +339,17 @@ impl Transport for TcpTransport {
     fn send(&mut self, to: NodeId, message: PeerMessage) -> bool {
         if to == self.local {
             return false;
+        }
+        if !self.peers.contains_key(&to) {
+            let learned = self.shared.learned_addresses.borrow().get(&to).cloned();
+            let Some(address) = learned else { return false };
+            // A node our configuration does not list spoke to us first (it leads, or asks
+            // for votes): answer it where it said it listens.
+            let (queue, writer) = (self.start_writer)(to, address.clone());
+            self.peers.insert(to, queue);
+            self.writers.insert(to, writer);
+            self.addresses.insert(to, address);
+            self.learned_peers.insert(to);
         }
         let Some(queue) = self.peers.get(&to) else { return false };
         let size_bytes = message_bytes(&message);
@@ -358,15 +383,25 @@ impl Transport for TcpTransport {
     }
 
     fn update_peers(&mut self, peers: &BTreeMap<NodeId, String>) {
+        if let Some(own) = peers.get(&self.local) {
+            *self.shared.own_address.borrow_mut() = Some(own.clone());
+        }
         let wanted: BTreeMap<NodeId, String> = peers
             .iter()
             .filter(|(id, _)| **id != self.local)
             .map(|(id, a)| (*id, a.clone()))
             .collect();
+        for id in wanted.keys() {
+            self.learned_peers.remove(id);
+        }
         let stale: Vec<NodeId> = self
             .addresses
             .iter()
-            .filter(|(id, address)| wanted.get(id) != Some(*address))
+            .filter(|(id, address)| {
+                // A peer reached at its own word stays until the configuration names it.
+                let learned = self.learned_peers.contains(id) && !wanted.contains_key(id);
+                !learned && wanted.get(id) != Some(*address)
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in stale {
@@ -532,6 +567,7 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
             cluster_id: self.config.cluster_id,
             from: self.local,
             to: self.peer,
+            reply_to: self.shared.own_address.borrow().clone(),
         };
         let deadline_ms = self.config.delivery_deadline_ms;
         let max_frame_bytes = self.config.max_frame_bytes;
@@ -771,11 +807,14 @@ impl<C: Clock> InboundConnection<C> {
         )
         .await;
         match hello {
-            Some(Ok(Frame::Hello { protocol_version, cluster_id, from, to }))
+            Some(Ok(Frame::Hello { protocol_version, cluster_id, from, to, reply_to }))
                 if protocol_version == PROTOCOL_VERSION
                     && cluster_id == self.config.cluster_id
                     && to == self.local =>
             {
+                if let Some(address) = reply_to.filter(|a| a.len() <= MAX_REPLY_ADDRESS_BYTES) {
+                    self.shared.learned_addresses.borrow_mut().insert(from, address);
+                }
                 Some((from, stream))
             }
             other => {
