@@ -6,8 +6,9 @@ use crate::budget::{Budget, BudgetKind};
 use crate::history::{History, OpIndex};
 use crate::minimize::minimize;
 use crate::model::PartitionModel;
-use crate::partition::split;
+use crate::partition::{PartitionPlan, split};
 use crate::search::{SearchOptions, SearchResult, search};
+use crate::unique_values::{self, Declined, FastOutcome, NotEligible};
 
 /// How hard to try. The defaults suit both the simulator (deterministic: no timeout) and the
 /// CLI.
@@ -27,6 +28,10 @@ pub struct CheckOptions {
     /// Deterministic budget for minimization, separate from `max_steps` so that explaining a
     /// violation never turns it into "unknown".
     pub minimize_max_steps: u64,
+    /// Decide single-key partitions whose written values are unique without search (see
+    /// `unique_values.rs`); the general search still decides whatever the fast path declines.
+    /// Off only to compare the two.
+    pub fast_path: bool,
 }
 
 impl Default for CheckOptions {
@@ -37,6 +42,7 @@ impl Default for CheckOptions {
             max_cache_bytes: 512 << 20,
             minimize: true,
             minimize_max_steps: 20_000_000,
+            fast_path: true,
         }
     }
 }
@@ -79,6 +85,9 @@ pub struct Violation {
     pub longest_prefix: Vec<OpIndex>,
     /// How many partitions failed in total.
     pub violating_partitions: usize,
+    /// What the fast path proved, when it found the violation (the general search names no
+    /// pattern).
+    pub rule: Option<&'static str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +111,23 @@ pub struct PartitionReport {
     pub op_count: usize,
     pub outcome: PartitionOutcome,
     pub steps: u64,
+    /// Whether the unique-value fast path decided it (without search steps), or why not.
+    pub fast_path: FastPath,
+}
+
+/// What the unique-value fast path did with a partition.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FastPath {
+    /// It gave the verdict.
+    Decided,
+    /// Not eligible: transactions or ranges, or more than one key.
+    MultiKey,
+    /// Not eligible: some value may be written twice.
+    RepeatedValue,
+    /// Eligible, but neither a rule nor the builder settled it: the search decided.
+    Undecided,
+    /// Switched off (`CheckOptions::fast_path`), or the time budget ran out first.
+    Skipped,
 }
 
 /// The result of [`check`]. Without a timeout it is a pure function of the history and the
@@ -156,64 +182,75 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
         SearchOptions { max_cache_bytes: options.max_cache_bytes, record_longest_prefix: false };
     let mut budget = Budget::new(options.max_steps, deadline);
     let mut partitions = Vec::with_capacity(plans.len());
-    let mut first_violation: Option<(usize, Vec<u32>)> = None;
+    let mut first_violation: Option<(usize, Failure)> = None;
     let mut first_unknown: Option<(usize, BudgetKind)> = None;
     let mut violating_partitions = 0;
     for (index, plan) in plans.iter().enumerate() {
         let steps_before = budget.steps_used();
-        let outcome = match budget.check_deadline() {
-            Err(kind) => PartitionOutcome::Unknown(kind),
-            Ok(()) => {
+        let (fast, fast_path) = match budget.check_deadline() {
+            Ok(()) if options.fast_path => match unique_values::decide(history.ops(), &plan.ops) {
+                FastOutcome::Linearizable => {
+                    (Some(PartitionOutcome::Linearizable), FastPath::Decided)
+                }
+                FastOutcome::Violation { rule, ops } => {
+                    first_violation.get_or_insert((index, Failure::Proved { rule, ops }));
+                    (Some(PartitionOutcome::Violation), FastPath::Decided)
+                }
+                FastOutcome::Declined(Declined::NotEligible(NotEligible::MultiKey)) => {
+                    (None, FastPath::MultiKey)
+                }
+                FastOutcome::Declined(Declined::NotEligible(NotEligible::RepeatedValue)) => {
+                    (None, FastPath::RepeatedValue)
+                }
+                FastOutcome::Declined(Declined::Undecided) => (None, FastPath::Undecided),
+            },
+            Ok(()) | Err(_) => (None, FastPath::Skipped),
+        };
+        let outcome = match (fast, budget.check_deadline()) {
+            (Some(outcome), _) => outcome,
+            (None, Err(kind)) => PartitionOutcome::Unknown(kind),
+            (None, Ok(())) => {
                 let model = PartitionModel::compile(history.ops(), plan.keys.clone(), &plan.ops);
                 let all: Vec<u32> = (0..model.len() as u32).collect();
                 match search(&model, &all, &[], &search_options, &mut budget) {
                     SearchResult::Linearizable => PartitionOutcome::Linearizable,
                     SearchResult::Violation { frontier, .. } => {
-                        if first_violation.is_none() {
-                            first_violation = Some((index, frontier));
-                        }
-                        violating_partitions += 1;
+                        first_violation.get_or_insert((index, Failure::Searched { frontier }));
                         PartitionOutcome::Violation
                     }
                     SearchResult::Unknown(kind) => PartitionOutcome::Unknown(kind),
                 }
             }
         };
-        if let PartitionOutcome::Unknown(kind) = outcome {
-            first_unknown.get_or_insert((index, kind));
+        match outcome {
+            PartitionOutcome::Unknown(kind) => {
+                first_unknown.get_or_insert((index, kind));
+            }
+            PartitionOutcome::Violation => violating_partitions += 1,
+            PartitionOutcome::Linearizable => {}
         }
         partitions.push(PartitionReport {
             keys: plan.keys.iter().map(|key| (*key).to_owned()).collect(),
             op_count: plan.ops.len(),
             outcome,
             steps: budget.steps_used() - steps_before,
+            fast_path,
         });
     }
 
     let mut minimize_budget = Budget::new(options.minimize_max_steps, deadline);
     let verdict = match (first_violation, first_unknown) {
-        (Some((index, frontier)), _) => {
+        (Some((index, failure)), _) => {
             let plan = &plans[index];
-            let model = PartitionModel::compile(history.ops(), plan.keys.clone(), &plan.ops);
-            let (ops, minimal, longest_prefix) = if options.minimize {
-                let minimized =
-                    minimize(&model, frontier, options.max_cache_bytes, &mut minimize_budget);
-                (minimized.ops, minimized.minimal, minimized.longest_prefix)
-            } else {
-                let completed =
-                    (0..model.len() as u32).filter(|&op| !model.is_optional(op as usize)).collect();
-                (completed, false, Vec::new())
-            };
-            let to_history = |ops: &[u32]| -> Vec<OpIndex> {
-                ops.iter().map(|&op| model.origins[op as usize]).collect()
-            };
+            let explained = explain_failure(history, plan, failure, options, &mut minimize_budget);
             Verdict::Violation(Violation {
                 keys: partitions[index].keys.clone(),
                 partition_op_count: plan.ops.len(),
-                failing_ops: to_history(&ops),
-                minimal,
-                longest_prefix: to_history(&longest_prefix),
+                failing_ops: explained.ops,
+                minimal: explained.minimal,
+                longest_prefix: explained.longest_prefix,
                 violating_partitions,
+                rule: explained.rule,
             })
         }
         (None, Some((index, reason))) => {
@@ -228,5 +265,96 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
         partitions,
         steps: budget.steps_used(),
         minimize_steps: minimize_budget.steps_used(),
+    }
+}
+
+/// How the first failing partition was found to fail.
+enum Failure {
+    /// By the fast path's rule, with its certificate (history indexes).
+    Proved { rule: unique_values::Rule, ops: Vec<OpIndex> },
+    /// By the search, which got stuck at `frontier` (model indexes).
+    Searched { frontier: Vec<u32> },
+}
+
+/// A violation ready for the report.
+struct Explanation {
+    ops: Vec<OpIndex>,
+    minimal: bool,
+    longest_prefix: Vec<OpIndex>,
+    rule: Option<&'static str>,
+}
+
+/// Shrinks (or checks) the failing set of the first failing partition.
+fn explain_failure(
+    history: &History,
+    plan: &PartitionPlan<'_>,
+    failure: Failure,
+    options: &CheckOptions,
+    budget: &mut Budget,
+) -> Explanation {
+    let model = || PartitionModel::compile(history.ops(), plan.keys.clone(), &plan.ops);
+    if !options.minimize {
+        let model = model();
+        let completed =
+            (0..model.len()).filter(|&op| !model.is_optional(op)).map(|op| model.origins[op]);
+        let rule = match failure {
+            Failure::Proved { rule, .. } => Some(rule.as_str()),
+            Failure::Searched { .. } => None,
+        };
+        return Explanation {
+            ops: completed.collect(),
+            minimal: false,
+            longest_prefix: Vec::new(),
+            rule,
+        };
+    }
+    let model = model();
+    let (frontier, rule) = match failure {
+        Failure::Proved { rule, ops } => {
+            match unique_values::explain(
+                history.ops(),
+                &plan.ops,
+                &ops,
+                options.max_cache_bytes,
+                budget,
+            ) {
+                Some(explained) if explained.minimal => {
+                    return Explanation {
+                        ops: explained.ops,
+                        minimal: true,
+                        longest_prefix: explained.longest_prefix,
+                        rule: Some(rule.as_str()),
+                    };
+                }
+                // Not shown minimal: the general minimizer shrinks it further, starting from
+                // the certificate (it checks that the certificate fails before relying on it).
+                Some(explained) => {
+                    let position: std::collections::HashMap<OpIndex, u32> = (0..model.len() as u32)
+                        .map(|op| (model.origins[op as usize], op))
+                        .collect();
+                    let mut frontier: Vec<u32> =
+                        explained.ops.iter().map(|index| position[index]).collect();
+                    frontier.sort_unstable();
+                    (frontier, Some(rule.as_str()))
+                }
+                // A certificate that linearizes would be a bug in a rule; the general
+                // minimizer then explains the partition from scratch.
+                None => {
+                    debug_assert!(false, "a fast-path certificate linearized: {rule:?} {ops:?}");
+                    ((0..model.len() as u32).collect(), None)
+                }
+            }
+        }
+        Failure::Searched { frontier } => (frontier, None),
+    };
+    let minimized = minimize(&model, frontier, options.max_cache_bytes, budget);
+    let to_history = |ops: &[u32]| -> Vec<OpIndex> {
+        ops.iter().map(|&op| model.origins[op as usize]).collect()
+    };
+    Explanation {
+        ops: to_history(&minimized.ops),
+        minimal: minimized.minimal,
+        longest_prefix: to_history(&minimized.longest_prefix),
+        rule,
     }
 }

@@ -54,6 +54,11 @@ pub struct CheckArgs {
     /// Report the whole failing partition instead of shrinking it to a minimal failing set.
     #[arg(long)]
     pub no_minimize: bool,
+
+    /// Decide every partition by search, even those the unique-value fast path decides
+    /// (for comparing the two).
+    #[arg(long)]
+    pub no_fast_path: bool,
 }
 
 impl CheckArgs {
@@ -62,6 +67,7 @@ impl CheckArgs {
             max_steps: self.budget_steps,
             timeout: self.timeout_ms.map(Duration::from_millis),
             minimize: !self.no_minimize,
+            fast_path: !self.no_fast_path,
             ..CheckOptions::default()
         }
     }

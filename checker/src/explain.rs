@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::check::{CheckReport, Verdict};
+use crate::check::{CheckReport, FastPath, Verdict};
 use crate::history::{Compare, History, KeyValue, Op, Range, Status, TxnOp};
 
 fn value_text(value: Option<&str>) -> String {
@@ -133,14 +133,16 @@ pub fn describe_indexed(history: &History, index: usize) -> String {
 pub fn summarize(history: &History, report: &CheckReport) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "verdict: {}", report.verdict.as_str());
+    let fast = report.partitions.iter().filter(|p| p.fast_path == FastPath::Decided).count();
     let _ = writeln!(
         text,
-        "operations: {} ({} left out as failed or unobserved reads; {} independent {}; {} search \
-         steps)",
+        "operations: {} ({} left out as failed or unobserved reads; {} independent {}, {} decided \
+         by the unique-value fast path; {} search steps)",
         report.op_count,
         report.dropped_op_count,
         report.partitions.len(),
         if report.partitions.len() == 1 { "partition" } else { "partitions" },
+        fast,
         report.steps
     );
     match &report.verdict {
@@ -165,6 +167,9 @@ pub fn summarize(history: &History, report: &CheckReport) -> String {
                 if violation.minimal { "minimal set of" } else { "set of" },
                 if violation.minimal { "" } else { " (not minimized further)" },
             );
+            if let Some(rule) = violation.rule {
+                let _ = writeln!(text, "why: {rule}");
+            }
             for &index in &violation.failing_ops {
                 let _ = writeln!(text, "  {}", describe_indexed(history, index));
             }

@@ -29,11 +29,12 @@ mod search;
 pub mod spec;
 mod timeline_html;
 mod union_find;
+mod unique_values;
 
 pub use budget::BudgetKind;
 pub use check::{
-    CheckOptions, CheckReport, PartitionOutcome, PartitionReport, Unknown, Verdict, Violation,
-    check,
+    CheckOptions, CheckReport, FastPath, PartitionOutcome, PartitionReport, Unknown, Verdict,
+    Violation, check,
 };
 pub use error::{HistoryError, HistoryErrorKind, Location};
 pub use explain::{describe_indexed, describe_op, summarize};

@@ -27,6 +27,7 @@ fn run(name: &str, text: &str) -> (u8, String, String) {
         budget_steps: 1_000_000,
         timeout_ms: None,
         no_minimize: false,
+        no_fast_path: false,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = run_check(&args, &mut out, &mut err);
@@ -98,6 +99,7 @@ fn unreadable_files_and_invalid_utf8_are_bad_input() {
         budget_steps: 1_000,
         timeout_ms: None,
         no_minimize: false,
+        no_fast_path: false,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     assert_eq!(run_check(&args, &mut out, &mut err), EXIT_BAD_INPUT);

@@ -83,7 +83,12 @@ fn exhausted_budget_exits_2() {
     let history =
         linearizable_history(&GenerateOptions { op_count: 2_000, ..GenerateOptions::default() });
     std::fs::write(dir.join("big.jsonl"), to_jsonl_string(&history)).expect("write");
+    // Written values are unique, so the fast path decides without search steps...
     let output = run_in(&dir, &["check", "big.jsonl", "--budget-steps", "10"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert!(stdout(&output).contains("decided by the unique-value fast path; 0 search steps"));
+    // ...and the search alone runs out.
+    let output = run_in(&dir, &["check", "big.jsonl", "--budget-steps", "10", "--no-fast-path"]);
     assert_eq!(output.status.code(), Some(2));
     let text = stdout(&output);
     assert!(text.contains("verdict: unknown") && text.contains("step budget exhausted"), "{text}");
