@@ -188,22 +188,24 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
     for (index, plan) in plans.iter().enumerate() {
         let steps_before = budget.steps_used();
         let (fast, fast_path) = match budget.check_deadline() {
-            Ok(()) if options.fast_path => match unique_values::decide(history.ops(), &plan.ops) {
-                FastOutcome::Linearizable => {
-                    (Some(PartitionOutcome::Linearizable), FastPath::Decided)
+            Ok(()) if options.fast_path => {
+                match unique_values::decide(history.ops(), &plan.keys, &plan.ops) {
+                    FastOutcome::Linearizable => {
+                        (Some(PartitionOutcome::Linearizable), FastPath::Decided)
+                    }
+                    FastOutcome::Violation { rule, ops } => {
+                        first_violation.get_or_insert((index, Failure::Proved { rule, ops }));
+                        (Some(PartitionOutcome::Violation), FastPath::Decided)
+                    }
+                    FastOutcome::Declined(Declined::NotEligible(NotEligible::MultiKey)) => {
+                        (None, FastPath::MultiKey)
+                    }
+                    FastOutcome::Declined(Declined::NotEligible(NotEligible::RepeatedValue)) => {
+                        (None, FastPath::RepeatedValue)
+                    }
+                    FastOutcome::Declined(Declined::Undecided) => (None, FastPath::Undecided),
                 }
-                FastOutcome::Violation { rule, ops } => {
-                    first_violation.get_or_insert((index, Failure::Proved { rule, ops }));
-                    (Some(PartitionOutcome::Violation), FastPath::Decided)
-                }
-                FastOutcome::Declined(Declined::NotEligible(NotEligible::MultiKey)) => {
-                    (None, FastPath::MultiKey)
-                }
-                FastOutcome::Declined(Declined::NotEligible(NotEligible::RepeatedValue)) => {
-                    (None, FastPath::RepeatedValue)
-                }
-                FastOutcome::Declined(Declined::Undecided) => (None, FastPath::Undecided),
-            },
+            }
             Ok(()) | Err(_) => (None, FastPath::Skipped),
         };
         let outcome = match (fast, budget.check_deadline()) {
@@ -268,6 +270,11 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
     }
 }
 
+/// Partitions up to this size get the general minimizer when the fast path could not show its
+/// certificate minimal (rare); in larger ones the minimizer's trials cost more than the check,
+/// and the certificate is reported as it is.
+const MINIMIZE_AFTER_FAST_PATH_OPS_MAX: usize = 5_000;
+
 /// How the first failing partition was found to fail.
 enum Failure {
     /// By the fast path's rule, with its certificate (history indexes).
@@ -313,6 +320,7 @@ fn explain_failure(
         Failure::Proved { rule, ops } => {
             match unique_values::explain(
                 history.ops(),
+                &plan.keys,
                 &plan.ops,
                 &ops,
                 options.max_cache_bytes,
@@ -322,6 +330,16 @@ fn explain_failure(
                     return Explanation {
                         ops: explained.ops,
                         minimal: true,
+                        longest_prefix: explained.longest_prefix,
+                        rule: Some(rule.as_str()),
+                    };
+                }
+                // Not shown minimal in a large partition: the certificate is small and proved
+                // failing; the general minimizer would cost more than the check there.
+                Some(explained) if plan.ops.len() > MINIMIZE_AFTER_FAST_PATH_OPS_MAX => {
+                    return Explanation {
+                        ops: explained.ops,
+                        minimal: false,
                         longest_prefix: explained.longest_prefix,
                         rule: Some(rule.as_str()),
                     };

@@ -239,8 +239,7 @@ pub enum Anomaly {
     StaleRead,
     /// A get returns a value no operation ever wrote.
     PhantomRead,
-    /// A get finds the key absent after a put finished, with no delete that could take effect
-    /// in between: the put was lost.
+    /// A get after a put finished returns the value that put overwrote: the put was lost.
     LostWrite,
     /// A compare-and-set succeeds expecting the value another successful compare-and-set
     /// already replaced.
@@ -320,26 +319,21 @@ pub fn plant_anomaly(history: &History, anomaly: Anomaly, key: &str) -> Option<P
                 Some((read, vec![stale, earlier, later, read], op))
             })?
         }
-        Anomaly::LostWrite => on_key[middle..]
-            .iter()
-            .copied()
-            .filter(|&index| {
-                is_get(index) && matches!(ops[index].op, Op::Get { value: Some(_), .. })
-            })
-            .find_map(|read| {
-                let put = puts_before(call(read))
-                    .into_iter()
-                    .max_by_key(|&index| (call(index), index))?;
-                // No delete that may take effect between the put and the read.
-                let deletes_between = on_key.iter().any(|&index| {
-                    matches!(ops[index].op, Op::Delete { .. })
-                        && ops[index].status != Status::Fail
-                        && call(index) <= ret(read)
-                        && ret(index) >= call(put)
-                });
-                let op = Op::Get { key: key.to_owned(), value: None };
-                (!deletes_between).then_some((read, vec![put, read], op))
-            })?,
+        Anomaly::LostWrite => {
+            on_key[middle..].iter().copied().filter(|&i| is_put(i)).find_map(|lost| {
+                // The put it overwrote: the completed put that returned last before it began.
+                let previous = *puts_before(call(lost)).first()?;
+                // The first completed get after the lost put returned now sees the previous
+                // value, as if the put never happened.
+                let read = on_key
+                    .iter()
+                    .copied()
+                    .find(|&index| call(index) > ret(lost) && is_get(index))?;
+                let Op::Put { value, .. } = &ops[previous].op else { return None };
+                let op = Op::Get { key: key.to_owned(), value: Some(value.clone()) };
+                Some((read, vec![previous, lost, read], op))
+            })?
+        }
         Anomaly::DoubleCas => {
             let first = on_key[middle..].iter().copied().find(|&index| {
                 ok(index)
@@ -347,8 +341,9 @@ pub fn plant_anomaly(history: &History, anomaly: Anomaly, key: &str) -> Option<P
             })?;
             let Op::Cas { expected, .. } = &ops[first].op else { return None };
             let expected = expected.clone();
+            // A failed cas called after the first returned, now claiming the same success.
             let second = on_key[middle..].iter().copied().find(|&index| {
-                index != first
+                call(index) > ret(first)
                     && ok(index)
                     && matches!(ops[index].op, Op::Cas { success: false, .. })
             })?;

@@ -17,6 +17,7 @@ mod check;
 pub mod cli;
 mod error;
 mod explain;
+mod fast_hash;
 pub mod generate;
 mod history;
 mod jsonl;

@@ -12,7 +12,9 @@
 //! the order; a key the range claims to have returned appears in the history (in the range's own
 //! result) and is therefore joined, so a phantom result is still caught.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+
+use crate::fast_hash::FastHashMap;
 
 use crate::history::{History, Op, Operation, Range, Status, TxnOp};
 use crate::union_find::DisjointSets;
@@ -115,40 +117,56 @@ pub(crate) fn split(history: &History) -> Split<'_> {
     let ops = history.ops();
     let relevant: Vec<usize> = (0..ops.len()).filter(|&index| is_relevant(&ops[index])).collect();
 
-    // Every key named by a relevant operation, sorted, so that key ids follow key order.
-    let mut universe: BTreeSet<&str> = BTreeSet::new();
+    // Every key named by a relevant operation, interned in order of first appearance (a hash
+    // map: millions of lookups of short strings), then numbered in key order so that ids
+    // follow key order. Named key ids per operation, by first-appearance id, flattened.
+    let mut first_seen: FastHashMap<&str, u32> = FastHashMap::default();
+    let mut seen_keys: Vec<&str> = Vec::new();
+    let mut named_start: Vec<u32> = Vec::with_capacity(relevant.len() + 1);
+    let mut named: Vec<u32> = Vec::with_capacity(relevant.len());
     for &index in &relevant {
+        named_start.push(named.len() as u32);
         for_each_named_key(&ops[index].op, &mut |key| {
-            universe.insert(key);
+            let next = seen_keys.len() as u32;
+            let id = *first_seen.entry(key).or_insert(next);
+            if id == next {
+                seen_keys.push(key);
+            }
+            named.push(id);
         });
     }
-    let key_id: BTreeMap<&str, u32> =
-        universe.iter().enumerate().map(|(id, key)| (*key, id as u32)).collect();
-    let keys: Vec<&str> = universe.iter().copied().collect();
+    named_start.push(named.len() as u32);
+    let mut by_key: Vec<u32> = (0..seen_keys.len() as u32).collect();
+    by_key.sort_unstable_by_key(|&id| seen_keys[id as usize]);
+    let keys: Vec<&str> = by_key.iter().map(|&id| seen_keys[id as usize]).collect();
+    let mut key_id = vec![0u32; seen_keys.len()];
+    for (sorted, &id) in by_key.iter().enumerate() {
+        key_id[id as usize] = sorted as u32;
+    }
 
     // The keys of each operation: named ones plus, for ranges, every matching key of the
     // universe. `first_key[i]` is any one of them, for grouping after the unions.
     let mut sets = DisjointSets::new(keys.len());
     let mut first_key: Vec<Option<u32>> = Vec::with_capacity(relevant.len());
-    for &index in &relevant {
+    for (position, &index) in relevant.iter().enumerate() {
         let op = &ops[index].op;
+        let own = &named[named_start[position] as usize..named_start[position + 1] as usize];
         let mut first: Option<u32> = None;
         let mut join = |id: u32, sets: &mut DisjointSets| match first {
             None => first = Some(id),
             Some(first) => sets.union(first, id),
         };
-        let mut named = Vec::new();
-        for_each_named_key(op, &mut |key| named.push(key_id[key]));
-        for id in named {
-            join(id, &mut sets);
+        for &id in own {
+            join(key_id[id as usize], &mut sets);
         }
         let mut covered = Vec::new();
         for_each_range(op, &mut |range| {
+            let prefix = range.prefix.as_str();
+            let from = keys.partition_point(|key| *key < prefix);
             covered.extend(
-                universe
-                    .range(range.prefix.as_str()..)
-                    .take_while(|key| key.starts_with(range.prefix.as_str()))
-                    .map(|key| key_id[key]),
+                (from..keys.len())
+                    .take_while(|&id| keys[id].starts_with(prefix))
+                    .map(|id| id as u32),
             );
         });
         for id in covered {
@@ -157,38 +175,39 @@ pub(crate) fn split(history: &History) -> Split<'_> {
         first_key.push(first);
     }
 
-    // Group by root. BTreeMap keyed by the smallest key id of each group keeps the output order
-    // independent of union-find internals.
-    let mut smallest_of_root: BTreeMap<u32, u32> = BTreeMap::new();
+    // Group by root, numbered by the smallest key id of each group (ids ascend, so the first
+    // seen is the smallest): the output order does not depend on union-find internals.
+    let mut group_of_root: Vec<Option<u32>> = vec![None; keys.len()];
+    let mut group_count = 0u32;
+    let mut group_of_key: Vec<u32> = Vec::with_capacity(keys.len());
     for id in 0..keys.len() as u32 {
-        let root = sets.find(id);
-        smallest_of_root.entry(root).or_insert(id); // ids ascend, so the first is the smallest
+        let root = sets.find(id) as usize;
+        let group = *group_of_root[root].get_or_insert_with(|| {
+            group_count += 1;
+            group_count - 1
+        });
+        group_of_key.push(group);
     }
-    let mut groups: BTreeMap<Option<u32>, PartitionPlan<'_>> = BTreeMap::new();
+    let mut partitions: Vec<PartitionPlan<'_>> =
+        (0..group_count).map(|_| PartitionPlan { keys: Vec::new(), ops: Vec::new() }).collect();
+    let mut keyless = PartitionPlan { keys: Vec::new(), ops: Vec::new() };
     for (position, &index) in relevant.iter().enumerate() {
-        let group = first_key[position].map(|id| smallest_of_root[&sets.find(id)]);
-        groups
-            .entry(group)
-            .or_insert_with(|| PartitionPlan { keys: Vec::new(), ops: Vec::new() })
-            .ops
-            .push(index);
-    }
-    for id in 0..keys.len() as u32 {
-        let group = smallest_of_root[&sets.find(id)];
-        if let Some(plan) = groups.get_mut(&Some(group)) {
-            plan.keys.push(keys[id as usize]);
+        match first_key[position] {
+            Some(id) => partitions[group_of_key[id as usize] as usize].ops.push(index),
+            None => keyless.ops.push(index),
         }
     }
-    let mut partitions: Vec<PartitionPlan<'_>> = Vec::with_capacity(groups.len());
-    let mut keyless = None;
-    for (group, mut plan) in groups {
+    for (id, &group) in group_of_key.iter().enumerate() {
+        partitions[group as usize].keys.push(keys[id]);
+    }
+    // A key appears only through an operation, so no group is empty.
+    assert!(partitions.iter().all(|plan| !plan.ops.is_empty()));
+    if !keyless.ops.is_empty() {
+        partitions.push(keyless);
+    }
+    for plan in &mut partitions {
         plan.ops.sort_by_key(|&index| (ops[index].call, index));
-        match group {
-            Some(_) => partitions.push(plan),
-            None => keyless = Some(plan),
-        }
     }
-    partitions.extend(keyless);
     let kept: usize = partitions.iter().map(|plan| plan.ops.len()).sum();
     assert_eq!(kept, relevant.len());
     Split { partitions, dropped: ops.len() - relevant.len() }

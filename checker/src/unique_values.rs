@@ -1,5 +1,7 @@
 //! The fast path: a single-key partition whose present values are each written by at most one
-//! operation is decided from the reads-from relation, in O(n log n), instead of by search.
+//! operation is decided from the reads-from relation instead of by the general search. The
+//! rules are O(n log n); so is the builder while its first choices work, and its search when
+//! they do not is bounded (then the general search decides).
 //!
 //! Gibbons and Korach showed that checking a register is NP-complete in general but takes
 //! O(n log n) when every read names the write it read from, which unique written values give;
@@ -8,19 +10,26 @@
 //! (the absent state comes back, so it is not unique), cas and creates (a read and a write at
 //! one instant), failed cas (a read of "anything but"), and operations of unknown outcome:
 //!
-//! 1. `register.rs` compiles the partition; it is *eligible* if every operation is a get, put,
-//!    delete, cas or put_if_absent of the same key, and no two operations (completed or of
-//!    unknown outcome) may write the same present value.
-//! 2. `refute.rs` looks for a violation with a small certificate (a phantom read, a stale
-//!    read, a double cas, ...). Each rule is a proof; a found violation is final.
-//! 3. `linearize.rs` builds a linearization without search, and `replay.rs` checks it
-//!    against the operations as written. A checked linearization is final.
+//! 1. `register.rs` compiles the partition; it is *eligible* if it has one key, every
+//!    operation is a get, put, delete, cas or put_if_absent, and no two operations (completed
+//!    or of unknown outcome) may write the same present value.
+//! 2. `refute.rs` looks for a violation with a small certificate: a read of a value nobody can
+//!    have written (or not yet), two cas replacing one value, a value held again after its cas
+//!    chain moved on, a stale read, "absent" read after a write with no delete in between, a
+//!    failed cas while its expected value was held throughout, two groups of values each held
+//!    before and after the other. Each rule is a proof; a found violation is final.
+//! 3. `linearize.rs` builds a linearization, choosing only the order of the writes (reads
+//!    follow), and `replay.rs` checks it against the operations as written. A checked
+//!    linearization is final.
 //! 4. Otherwise the partition is *declined* and the general search decides it, so the checker
-//!    as a whole stays exact. Without deletes and failed cas (or creates), steps 2 and 3 are
-//!    complete: one of them always answers (the rules cover every cycle of the cluster order,
-//!    and the builder is then a topological sort of it); the checker's README says exactly
-//!    which histories that covers, and `tests/unique_values.rs` checks both claims against
-//!    the general search.
+//!    as a whole stays exact. Without deletes and without completed failed cas (or failed
+//!    creates), steps 2 and 3 are complete: one of them always answers (the rules find every
+//!    cycle of the order between groups, and the builder then finds a topological order of
+//!    it). The checker's README says exactly which histories that covers;
+//!    `tests/unique_values.rs` checks both claims against the general search and against the
+//!    definition.
+//! 5. `certificate.rs` explains the violation of the reported partition: it shows each
+//!    operation of the certificate needed with a few small searches.
 
 mod certificate;
 mod linearize;
@@ -55,9 +64,10 @@ pub(crate) enum Declined {
     Undecided,
 }
 
-/// Decides the partition made of `indexes` (in call order, as `partition.rs` gives them).
-pub(crate) fn decide(history_ops: &[Operation], indexes: &[usize]) -> FastOutcome {
-    let register = match register::Register::compile(history_ops, indexes) {
+/// Decides the partition over `keys` made of `indexes` (in call order, as `partition.rs`
+/// gives them).
+pub(crate) fn decide(history_ops: &[Operation], keys: &[&str], indexes: &[usize]) -> FastOutcome {
+    let register = match register::Register::compile(history_ops, keys, indexes) {
         Ok(register) => register,
         Err(reason) => return FastOutcome::Declined(Declined::NotEligible(reason)),
     };

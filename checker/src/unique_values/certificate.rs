@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use super::register::{ABSENT, Kind, NEVER, Pos, Register, Val};
+use super::register::{ABSENT, Kind, NEVER, Pos, RegOp, Register};
 use crate::budget::Budget;
 use crate::history::{OpIndex, Operation};
 use crate::model::PartitionModel;
@@ -24,7 +24,12 @@ use crate::search::{SearchOptions, SearchResult, search};
 /// Deletes added as helpers for the reads of "absent" of one set, at most.
 const ABSENCE_HELPERS_MAX: usize = 128;
 /// Writes added as helpers for one failed cas, at most.
-const OTHER_VALUE_HELPERS_MAX: usize = 32;
+const OTHER_VALUE_HELPERS_MAX: usize = 16;
+/// Search steps of one trial, at most.
+const TRIAL_STEPS_MAX: u64 = 1_000_000;
+/// Helpers of one set, at most: past this, a set is not shown to pass, and the explanation
+/// is reported as not minimal rather than searched at length.
+const HELPERS_MAX: usize = 512;
 
 /// A certificate, checked and ordered.
 #[derive(Debug)]
@@ -48,12 +53,13 @@ enum Trial {
 /// explains the partition with the general search instead.
 pub(crate) fn explain(
     history_ops: &[Operation],
+    keys: &[&str],
     indexes: &[usize],
     certificate: &[OpIndex],
     max_cache_bytes: usize,
     budget: &mut Budget,
 ) -> Option<Explained> {
-    let register = Register::compile(history_ops, indexes).ok()?;
+    let register = Register::compile(history_ops, keys, indexes).ok()?;
     let set: Vec<Pos> = (0..register.ops.len() as Pos)
         .filter(|&position| certificate.contains(&register.op(position).index))
         .collect();
@@ -94,7 +100,13 @@ struct Trials<'t> {
 impl Trials<'_> {
     /// Searches `set` (required) with its helpers (relaxed).
     fn run(&self, set: &[Pos], record_longest_prefix: bool, budget: &mut Budget) -> Trial {
-        let helpers = self.helpers(set);
+        // The set is known to fail when its longest order is asked for: the writers of what it
+        // reads are enough for an order that also holds with every other helper, and keep that
+        // search (which must exhaust its options) short. A set expected to pass gets everything
+        // that could help it.
+        let helpers = self.helpers(set, !record_longest_prefix);
+        // One trial never takes the whole explanation budget.
+        let mut trial_budget = budget.child(TRIAL_STEPS_MAX);
         let mut positions: Vec<Pos> = set.iter().chain(&helpers).copied().collect();
         positions.sort_unstable(); // call order
         let indexes: Vec<usize> =
@@ -108,7 +120,9 @@ impl Trials<'_> {
         let all: Vec<u32> = (0..model.len() as u32).collect();
         let options =
             SearchOptions { max_cache_bytes: self.max_cache_bytes, record_longest_prefix };
-        match search(&model, &all, &relaxed, &options, budget) {
+        let result = search(&model, &all, &relaxed, &options, &mut trial_budget);
+        budget.charge(&trial_budget);
+        match result {
             SearchResult::Linearizable => Trial::Passes,
             SearchResult::Violation { longest_prefix, .. } => Trial::Fails {
                 longest_prefix: longest_prefix
@@ -120,8 +134,9 @@ impl Trials<'_> {
         }
     }
 
-    /// The operations that could let `set` (ascending positions) be linearized.
-    fn helpers(&self, set: &[Pos]) -> BTreeSet<Pos> {
+    /// The operations that could let `set` (ascending positions) be linearized, up to
+    /// [`HELPERS_MAX`]; without `all`, only the writers of what the set reads.
+    fn helpers(&self, set: &[Pos], all: bool) -> BTreeSet<Pos> {
         let register = self.register;
         let lo = set.iter().map(|&position| register.op(position).call).min().unwrap_or(0);
         let hi = set
@@ -132,45 +147,64 @@ impl Trials<'_> {
             .unwrap_or(NEVER);
         let mut helpers: BTreeSet<Pos> = BTreeSet::new();
         let mut needs_absent = false;
-        let mut not_holding: Vec<(Pos, Val)> = Vec::new();
         let mut pending: Vec<Pos> = set.to_vec();
         let add = |position: Pos, helpers: &mut BTreeSet<Pos>, pending: &mut Vec<Pos>| {
-            if set.binary_search(&position).is_err() && helpers.insert(position) {
+            if helpers.len() < HELPERS_MAX
+                && set.binary_search(&position).is_err()
+                && helpers.insert(position)
+                && all
+            {
                 pending.push(position);
             }
         };
-        let mut absence_added = false;
-        loop {
-            while let Some(position) = pending.pop() {
-                let op = register.op(position);
-                let in_set = set.binary_search(&position).is_ok();
-                // What the operation needs the key to hold: a read's value in the set; a cas's
-                // expected value for it to write, whether in the set or a helper.
-                let needs = match op.kind {
-                    _ if in_set => op.reads(),
-                    Kind::Cas { expected, .. } => Some(expected),
-                    Kind::Get { .. } | Kind::Put { .. } | Kind::Delete { .. } => None,
-                };
-                match needs {
-                    Some(ABSENT) => needs_absent = true,
-                    Some(value) => {
-                        if let Some(writer) = register.writer[value as usize] {
-                            add(writer, &mut helpers, &mut pending);
-                        }
-                        for &failed in &self.failed_writing[value as usize] {
-                            if register.op(failed).call <= hi {
-                                add(failed, &mut helpers, &mut pending);
-                            }
+        while let Some(position) = pending.pop() {
+            let op = register.op(position);
+            let in_set = set.binary_search(&position).is_ok();
+            // What the operation needs the key to hold: a read's value in the set; a cas's
+            // expected value for it to write, whether in the set or a helper.
+            let needs = match op.kind {
+                _ if in_set => op.reads(),
+                Kind::Cas { expected, .. } => Some(expected),
+                Kind::Get { .. } | Kind::Put { .. } | Kind::Delete { .. } => None,
+            };
+            match needs {
+                Some(ABSENT) => needs_absent = true,
+                Some(value) => {
+                    if let Some(writer) = register.writer[value as usize] {
+                        add(writer, &mut helpers, &mut pending);
+                    }
+                    for &failed in &self.failed_writing[value as usize] {
+                        if register.op(failed).call <= hi {
+                            add(failed, &mut helpers, &mut pending);
                         }
                     }
-                    None => {}
                 }
-                if in_set && let Some(value) = op.reads_not() {
-                    not_holding.push((position, value));
+                None => {}
+            }
+            // A failed cas (or a delete that found the key) needs the key to hold something
+            // else: a put or a delete (they need nothing themselves) that returned last before
+            // it, and those that overlap it.
+            if let (true, true, Some(expected)) = (all, in_set, op.reads_not()) {
+                let other = |candidate: &RegOp| {
+                    matches!(candidate.kind, Kind::Put { .. } | Kind::Delete { .. })
+                        && candidate.may_write().is_some_and(|value| value != expected)
+                };
+                let before = (0..register.ops.len() as Pos)
+                    .filter(|&p| other(register.op(p)) && register.op(p).ret < op.call)
+                    .max_by_key(|&p| (register.op(p).ret, p));
+                let overlapping: Vec<Pos> = (0..register.ops.len() as Pos)
+                    .filter(|&p| {
+                        let candidate = register.op(p);
+                        other(candidate) && candidate.call <= op.ret && candidate.ret >= op.call
+                    })
+                    .take(OTHER_VALUE_HELPERS_MAX)
+                    .collect();
+                for position in before.into_iter().chain(overlapping) {
+                    add(position, &mut helpers, &mut pending);
                 }
             }
-            if needs_absent && !absence_added {
-                absence_added = true;
+            if needs_absent {
+                needs_absent = false;
                 let deletes: Vec<Pos> = (0..register.ops.len() as Pos)
                     .filter(|&position| {
                         let op = register.op(position);
@@ -181,25 +215,6 @@ impl Trials<'_> {
                 for position in deletes {
                     add(position, &mut helpers, &mut pending);
                 }
-            }
-            for (failed, expected) in std::mem::take(&mut not_holding) {
-                let until = register.op(failed).ret;
-                let others: Vec<Pos> = (0..register.ops.len() as Pos)
-                    .rev()
-                    .filter(|&position| {
-                        let op = register.op(position);
-                        op.call <= until
-                            && op.ret >= lo
-                            && op.may_write().is_some_and(|value| value != expected)
-                    })
-                    .take(OTHER_VALUE_HELPERS_MAX)
-                    .collect();
-                for position in others {
-                    add(position, &mut helpers, &mut pending);
-                }
-            }
-            if pending.is_empty() {
-                break;
             }
         }
         helpers

@@ -1,51 +1,50 @@
-//! Building a linearization of one key whose present values are each written at most once,
-//! left to right, without search.
+//! Building a linearization of one key whose present values are each written at most once.
 //!
 //! With unique values a linearization is a sequence of *blocks*: a write, then the reads of
 //! its value (a value, once overwritten, never comes back). A successful cas ends the block of
 //! the value it expected and starts the block of its own value, so blocks joined by cas form
-//! *chains* that must run back to back. Completed gets of a present value are pinned to the
-//! block of that value. The rest is *flexible*: reads of "absent" fit in any block started by
-//! a delete (or the initial one), and a failed cas fits in any block but its expected value's.
+//! *chains* that run back to back. Completed gets of a present value are pinned to the block of
+//! that value. The rest is *flexible*: reads of "absent" fit in any block started by a delete
+//! (or the initial one), and a failed cas fits in any block but its expected value's.
 //!
 //! The builder keeps Lowe's just-in-time view of time: an operation can be placed once no
 //! unplaced completed operation returned before its call. Reads (pinned or flexible) are placed
 //! as soon as they can be, which never hurts (they change nothing, and nothing has to precede
-//! them any more). Only the choice of the next chain is a decision, and it follows the rule
-//! that decides registers with unique values exactly (Gibbons and Korach; the decrease-and-
-//! conquer view of Lee and Mathur): the next chain must be a *source* of the "must precede"
-//! relation between chains — no other remaining chain has an operation that returned before
-//! one of its operations was called. Without deletes and failed cas that rule alone is
-//! complete (any order of sources works); with them, the builder also keeps the deadlines of
-//! waiting flexible reads and prefers a delete when a read of "absent" is waiting, which is a
-//! heuristic: the caller checks the result with `replay.rs` and falls back to the general
-//! search when the builder gives up.
+//! them any more). Only the choice of the next chain is a decision. The next chain must be a
+//! *source* of the "must precede" relation between chains — no other remaining chain has an
+//! operation that returned before one of its operations was called — which is the rule that
+//! decides registers with unique values exactly (Gibbons and Korach; the decrease-and-conquer
+//! view of Lee and Mathur): without deletes and failed cas, any order of sources works and the
+//! first choice never fails. With them the order matters (a delete placed too early or too
+//! late, a value a failed cas expects placed last), so the builder searches: it tries the
+//! sources in a heuristic order, undoes a choice that leads nowhere (an undo log, no copies),
+//! remembers the states that failed (by a hash of the placed set: a collision can only make
+//! it give up, since the result is checked), and gives up after a bounded number of choices.
+//! The caller checks the result with `replay.rs` and falls back to the general search when the
+//! builder gives up.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::HashSet;
 
 use super::register::{ABSENT, Kind, NEVER, Pos, RegOp, Register, Val};
 use crate::history::Time;
+use crate::model::mix64;
 
-/// How far the builder looks among chains that are sources but not the most urgent, before
-/// giving up (the general search then decides): keeps the builder O(n log n).
+/// How far the builder looks among chains that are sources but not the most urgent: keeps
+/// one choice O(log n).
 const SOURCE_SCAN_MAX: usize = 256;
+
+/// Alternatives tried at one decision, at most.
+const ALTERNATIVES_MAX: usize = 8;
+
+/// Choices (first ones and retries) the builder may make, per chain plus a constant, before
+/// it gives up: a linearizable history takes one per chain, a few more with deletes.
+const CHOICES_PER_CHAIN: usize = 16;
+const CHOICES_BASE: usize = 10_000;
 
 /// A linearization of the key's operations (positions in order; operations of unknown outcome
 /// that are not needed are left out), or `None` if the builder found none.
 pub(super) fn linearize(register: &Register) -> Option<Vec<Pos>> {
-    [Policy::DeletesLate, Policy::DeletesEarly]
-        .into_iter()
-        .find_map(|policy| Builder::new(register, policy)?.run())
-}
-
-/// When to start a delete that can start but is not needed yet.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Policy {
-    /// As late as its interval allows: it may still serve a later read of "absent".
-    DeletesLate,
-    /// At once if the key is absent anyway: it then wipes nothing.
-    DeletesEarly,
+    Builder::new(register)?.run()
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -60,7 +59,7 @@ enum Role {
     /// A completed failed cas or create: the key did not hold `value`.
     NotHolding { value: Val },
     /// An operation of unknown outcome that no completed operation needs: left out unless a
-    /// waiting flexible read needs the key to change.
+    /// flexible read or a head needs the key to change.
     Extra,
 }
 
@@ -103,25 +102,114 @@ enum Precondition {
     Present,
 }
 
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Next {
+    Chain(u32),
+    /// An operation of unknown outcome that nothing needs, placed to change the key.
+    Extra(Pos),
+}
+
+/// Items sorted by time, each taken at most once (and put back only by undo): the first
+/// untaken one in O(1) amortized. `cursor` is the first untaken item: it moves forward as
+/// items are taken, and back only through the undo log. Sorted arrays instead of ordered
+/// sets, because the builder takes items roughly in order and an undo log restores them.
+#[derive(Debug, Default)]
+struct Queue {
+    /// (time, id): the id is a position or a chain, per queue.
+    items: Vec<(Time, u32)>,
+    cursor: usize,
+}
+
+impl Queue {
+    fn new(mut items: Vec<(Time, u32)>) -> Queue {
+        items.sort_unstable();
+        Queue { items, cursor: 0 }
+    }
+
+    fn first(&self) -> Option<(Time, u32)> {
+        self.items.get(self.cursor).copied()
+    }
+
+    /// The untaken items, in order.
+    fn untaken<'q>(&'q self, taken: &'q [bool]) -> impl Iterator<Item = (Time, u32)> + 'q {
+        self.items[self.cursor..].iter().copied().filter(move |&(_, id)| !taken[id as usize])
+    }
+
+    /// Moves the cursor past taken items; the previous cursor if it moved.
+    fn advance(&mut self, taken: &[bool]) -> Option<usize> {
+        let previous = self.cursor;
+        while self.items.get(self.cursor).is_some_and(|&(_, id)| taken[id as usize]) {
+            self.cursor += 1;
+        }
+        (self.cursor != previous).then_some(previous)
+    }
+}
+
+/// The builder's queues, named for the undo log.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum QueueName {
+    Unplaced,
+    AbsentReaders,
+    ByEarliestRet,
+    ByLatestCall,
+    Deletes,
+    Creates,
+}
+
+/// One change to the builder's state, and what undoing it restores.
+#[derive(Debug)]
+enum Undo {
+    Cursor(QueueName, usize),
+    NotHoldingCursor(Val, u32),
+    Placed(Pos),
+    Available(Pos),
+    MemberWaits(u32),
+    AbsentWaits,
+    AbsentTaken(Vec<Pos>),
+    NotHoldingWaits,
+    NotHoldingReplaced(Vec<Pos>),
+    ExtraAvailable,
+    Stage(u32, Stage),
+    Current(Val, Option<u32>),
+    ChainStarted(u32),
+}
+
+/// Where the deterministic part of the builder stopped.
+enum Progress {
+    Done,
+    Stuck,
+    Decide,
+}
+
+/// A decision point: the state to come back to, and what was tried there.
+struct Frame {
+    mark: usize,
+    key: (u64, Val, u32),
+    first: Next,
+    /// Computed when the first choice fails.
+    alternatives: Option<Vec<Next>>,
+}
+
 struct Builder<'r> {
     register: &'r Register,
-    policy: Policy,
     roles: Vec<Role>,
     blocks: Vec<Block>,
     chains: Vec<Chain>,
-    /// Chains not started: by earliest return, by latest call, and the absent ones (deletes).
-    by_earliest_ret: BTreeSet<(Time, u32)>,
-    by_latest_call: BTreeSet<(Time, u32)>,
-    deletes: BTreeSet<(Time, u32)>,
-    /// Chains not started whose head needs the key absent (a create, a cas expecting absence).
-    creates: BTreeSet<(Time, u32)>,
-    /// Completed operations not placed, by return (lazily cleaned).
-    unplaced_rets: BinaryHeap<Reverse<(Time, Pos)>>,
-    /// Flexible reads of "absent" not placed, by return (lazily cleaned).
-    absent_reader_rets: BinaryHeap<Reverse<(Time, Pos)>>,
-    /// Per value: failed cas expecting it, by return, and how many of the front are placed.
-    not_holding: Vec<Vec<(Time, Pos)>>,
-    not_holding_front: Vec<usize>,
+    /// Chains: by earliest return, by latest call, the deletes, the creates; `started`.
+    by_earliest_ret: Queue,
+    by_latest_call: Queue,
+    deletes: Queue,
+    creates: Queue,
+    started: Vec<bool>,
+    /// Completed operations, by return (taken when placed).
+    unplaced: Queue,
+    /// Flexible reads of "absent", by return.
+    absent_readers: Queue,
+    /// Failed cas grouped by the value they expected, by return; per value, where its group
+    /// starts (`value_count + 1` entries) and its first unplaced entry.
+    not_holding: Vec<(Time, Pos)>,
+    not_holding_start: Vec<u32>,
+    not_holding_cursor: Vec<u32>,
     placed: Vec<bool>,
     available: Vec<bool>,
     required_left: usize,
@@ -133,12 +221,14 @@ struct Builder<'r> {
     not_holding_waiting: Vec<Pos>,
     extras: Vec<Pos>,
     order: Vec<Pos>,
+    /// XOR of a hash of every placed position: with the current block, names the state.
+    placed_hash: u64,
+    log: Vec<Undo>,
 }
 
 impl<'r> Builder<'r> {
-    fn new(register: &'r Register, policy: Policy) -> Option<Builder<'r>> {
+    fn new(register: &'r Register) -> Option<Builder<'r>> {
         let ops = &register.ops;
-        let needed = register.needed_values();
         let mut roles = vec![Role::Extra; ops.len()];
         let mut block_of_value: Vec<Option<u32>> = vec![None; register.value_count];
         let mut blocks: Vec<Block> = Vec::new();
@@ -152,7 +242,7 @@ impl<'r> Builder<'r> {
                 Kind::Get { .. } | Kind::Delete { .. } | Kind::Cas { .. } => None,
             };
             let Some(value) = writes else { continue };
-            if !op.ok && (value == ABSENT || !needed[value as usize]) {
+            if !op.ok && (value == ABSENT || !register.is_needed(value)) {
                 continue; // an Extra
             }
             let block = blocks.len() as u32;
@@ -255,55 +345,67 @@ impl<'r> Builder<'r> {
             return None; // blocks only reachable through a loop of cas
         }
 
-        let mut not_holding: Vec<Vec<(Time, Pos)>> = vec![Vec::new(); register.value_count];
-        let mut unplaced_rets = BinaryHeap::new();
-        let mut absent_reader_rets = BinaryHeap::new();
+        // Built from sorted vectors: a bulk build, much cheaper than inserting one by one.
+        let mut unplaced = Vec::new();
+        let mut absent_readers = Vec::new();
+        let mut not_holding = Vec::new();
         let mut required_left = 0;
         for (position, op) in ops.iter().enumerate() {
             let position = position as Pos;
             if op.ok {
                 required_left += 1;
-                unplaced_rets.push(Reverse((op.ret, position)));
+                unplaced.push((op.ret, position));
             }
             match roles[position as usize] {
-                Role::AbsentReader => absent_reader_rets.push(Reverse((op.ret, position))),
-                Role::NotHolding { value } => not_holding[value as usize].push((op.ret, position)),
+                Role::AbsentReader => absent_readers.push((op.ret, position)),
+                Role::NotHolding { value } => not_holding.push((value, op.ret, position)),
                 Role::Writer { .. } | Role::Member { .. } | Role::Extra => {}
             }
         }
-        for list in &mut not_holding {
-            list.sort_unstable();
-        }
-        let mut by_earliest_ret = BTreeSet::new();
-        let mut by_latest_call = BTreeSet::new();
-        let mut deletes = BTreeSet::new();
-        let mut creates = BTreeSet::new();
+        let mut by_earliest_ret = Vec::with_capacity(chains.len());
+        let mut by_latest_call = Vec::with_capacity(chains.len());
+        let mut deletes = Vec::new();
+        let mut creates = Vec::new();
         for (id, chain) in chains.iter().enumerate() {
             let id = id as u32;
-            by_earliest_ret.insert((chain.earliest_ret, id));
-            by_latest_call.insert((chain.latest_call, id));
+            by_earliest_ret.push((chain.earliest_ret, id));
+            by_latest_call.push((chain.latest_call, id));
             let head = &blocks[chain.head as usize];
             if head.value == ABSENT {
-                deletes.insert((chain.earliest_ret, id));
+                deletes.push((chain.earliest_ret, id));
             }
             if let Kind::Cas { expected: ABSENT, .. } = ops[head.writer as usize].kind {
-                creates.insert((chain.earliest_ret, id));
+                creates.push((chain.earliest_ret, id));
             }
         }
+        // Failed cas grouped by expected value (counting sort), by return within a group.
+        not_holding.sort_unstable();
+        let mut not_holding_start = vec![0u32; register.value_count + 1];
+        for &(value, _, _) in &not_holding {
+            not_holding_start[value as usize + 1] += 1;
+        }
+        for value in 0..register.value_count {
+            not_holding_start[value + 1] += not_holding_start[value];
+        }
+        let not_holding_cursor = not_holding_start[..register.value_count].to_vec();
+        let not_holding: Vec<(Time, Pos)> =
+            not_holding.into_iter().map(|(_, ret, position)| (ret, position)).collect();
+        let chain_count = chains.len();
         Some(Builder {
             register,
-            policy,
             roles,
             blocks,
             chains,
-            by_earliest_ret,
-            by_latest_call,
-            deletes,
-            creates,
-            unplaced_rets,
-            absent_reader_rets,
-            not_holding_front: vec![0; register.value_count],
+            by_earliest_ret: Queue::new(by_earliest_ret),
+            by_latest_call: Queue::new(by_latest_call),
+            deletes: Queue::new(deletes),
+            creates: Queue::new(creates),
+            started: vec![false; chain_count],
+            unplaced: Queue::new(unplaced),
+            absent_readers: Queue::new(absent_readers),
             not_holding,
+            not_holding_start,
+            not_holding_cursor,
             placed: vec![false; ops.len()],
             available: vec![false; ops.len()],
             required_left,
@@ -314,6 +416,8 @@ impl<'r> Builder<'r> {
             not_holding_waiting: Vec::new(),
             extras: Vec::new(),
             order: Vec::with_capacity(ops.len()),
+            placed_hash: 0,
+            log: Vec::new(),
         })
     }
 
@@ -323,56 +427,144 @@ impl<'r> Builder<'r> {
 
     /// The earliest return among unplaced completed operations: every operation called by
     /// then may be placed next.
-    fn horizon(&mut self) -> Time {
-        while let Some(&Reverse((ret, position))) = self.unplaced_rets.peek() {
-            if !self.placed[position as usize] {
-                return ret;
-            }
-            self.unplaced_rets.pop();
-        }
-        NEVER
+    fn horizon(&self) -> Time {
+        self.unplaced.first().map_or(NEVER, |(ret, _)| ret)
     }
 
-    fn earliest_absent_reader_ret(&mut self) -> Time {
-        while let Some(&Reverse((ret, position))) = self.absent_reader_rets.peek() {
-            if !self.placed[position as usize] {
-                return ret;
-            }
-            self.absent_reader_rets.pop();
-        }
-        NEVER
+    fn earliest_absent_reader_ret(&self) -> Time {
+        self.absent_readers.first().map_or(NEVER, |(ret, _)| ret)
     }
 
-    fn earliest_not_holding_ret(&mut self, value: Val) -> Time {
-        let list = &self.not_holding[value as usize];
-        let front = &mut self.not_holding_front[value as usize];
-        while *front < list.len() && self.placed[list[*front].1 as usize] {
-            *front += 1;
+    fn earliest_not_holding_ret(&self, value: Val) -> Time {
+        let cursor = self.not_holding_cursor[value as usize] as usize;
+        if cursor < self.not_holding_start[value as usize + 1] as usize {
+            self.not_holding[cursor].0
+        } else {
+            NEVER
         }
-        list.get(*front).map_or(NEVER, |&(ret, _)| ret)
+    }
+
+    /// Moves a queue's cursor past what is taken, logging the move.
+    fn skip_taken(&mut self, name: QueueName) {
+        let (queue, taken) = match name {
+            QueueName::Unplaced => (&mut self.unplaced, &self.placed),
+            QueueName::AbsentReaders => (&mut self.absent_readers, &self.placed),
+            QueueName::ByEarliestRet => (&mut self.by_earliest_ret, &self.started),
+            QueueName::ByLatestCall => (&mut self.by_latest_call, &self.started),
+            QueueName::Deletes => (&mut self.deletes, &self.started),
+            QueueName::Creates => (&mut self.creates, &self.started),
+        };
+        if let Some(previous) = queue.advance(taken) {
+            self.log.push(Undo::Cursor(name, previous));
+        }
+    }
+
+    fn queue_mut(&mut self, name: QueueName) -> &mut Queue {
+        match name {
+            QueueName::Unplaced => &mut self.unplaced,
+            QueueName::AbsentReaders => &mut self.absent_readers,
+            QueueName::ByEarliestRet => &mut self.by_earliest_ret,
+            QueueName::ByLatestCall => &mut self.by_latest_call,
+            QueueName::Deletes => &mut self.deletes,
+            QueueName::Creates => &mut self.creates,
+        }
     }
 
     fn place(&mut self, position: Pos) {
         assert!(!self.placed[position as usize], "placed twice");
         self.placed[position as usize] = true;
         self.order.push(position);
+        self.placed_hash ^= mix64(u64::from(position));
+        self.log.push(Undo::Placed(position));
         if self.op(position).ok {
             self.required_left -= 1;
+            self.skip_taken(QueueName::Unplaced);
+        }
+        match self.roles[position as usize] {
+            Role::Member { block } => self.blocks[block as usize].members_left -= 1,
+            Role::AbsentReader => self.skip_taken(QueueName::AbsentReaders),
+            Role::NotHolding { value } => {
+                let end = self.not_holding_start[value as usize + 1];
+                let previous = self.not_holding_cursor[value as usize];
+                let mut cursor = previous;
+                while cursor < end && self.placed[self.not_holding[cursor as usize].1 as usize] {
+                    cursor += 1;
+                }
+                if cursor != previous {
+                    self.not_holding_cursor[value as usize] = cursor;
+                    self.log.push(Undo::NotHoldingCursor(value, previous));
+                }
+            }
+            Role::Writer { .. } | Role::Extra => {}
+        }
+    }
+
+    fn unplace(&mut self, position: Pos) {
+        assert_eq!(self.order.pop(), Some(position), "undone in reverse order");
+        self.placed[position as usize] = false;
+        self.placed_hash ^= mix64(u64::from(position));
+        if self.op(position).ok {
+            self.required_left += 1;
         }
         if let Role::Member { block } = self.roles[position as usize] {
-            self.blocks[block as usize].members_left -= 1;
+            self.blocks[block as usize].members_left += 1;
+        }
+    }
+
+    /// Undoes every change made since the log had `mark` entries.
+    fn undo_to(&mut self, mark: usize) {
+        while self.log.len() > mark {
+            let Some(change) = self.log.pop() else { break };
+            match change {
+                Undo::Placed(position) => self.unplace(position),
+                Undo::Cursor(name, previous) => self.queue_mut(name).cursor = previous,
+                Undo::NotHoldingCursor(value, previous) => {
+                    self.not_holding_cursor[value as usize] = previous;
+                }
+                Undo::Available(position) => {
+                    self.available[position as usize] = false;
+                    self.next_call -= 1;
+                    assert_eq!(self.next_call, position as usize, "made available in call order");
+                }
+                Undo::MemberWaits(block) => {
+                    self.blocks[block as usize].waiting.pop();
+                }
+                Undo::AbsentWaits => {
+                    self.absent_waiting.pop();
+                }
+                Undo::AbsentTaken(readers) => self.absent_waiting = readers,
+                Undo::NotHoldingWaits => {
+                    self.not_holding_waiting.pop();
+                }
+                Undo::NotHoldingReplaced(readers) => self.not_holding_waiting = readers,
+                Undo::ExtraAvailable => {
+                    self.extras.pop();
+                }
+                Undo::Stage(block, stage) => self.blocks[block as usize].stage = stage,
+                Undo::Current(value, block) => {
+                    self.current = value;
+                    self.current_block = block;
+                }
+                Undo::ChainStarted(chain) => self.started[chain as usize] = false,
+            }
         }
     }
 
     /// The operation at `position` can now be placed as far as time goes. `false`: it is a
     /// read of a value whose block is over, so this order fails.
     fn make_available(&mut self, position: Pos) -> bool {
+        assert_eq!(self.next_call, position as usize, "made available in call order");
+        self.next_call += 1;
         self.available[position as usize] = true;
+        self.log.push(Undo::Available(position));
         match self.roles[position as usize] {
             Role::Writer { .. } => {}
             Role::Member { block } => match self.blocks[block as usize].stage {
                 Stage::Current => self.place(position),
-                Stage::Waiting => self.blocks[block as usize].waiting.push(position),
+                Stage::Waiting => {
+                    self.blocks[block as usize].waiting.push(position);
+                    self.log.push(Undo::MemberWaits(block));
+                }
                 Stage::Done => return false,
             },
             Role::AbsentReader => {
@@ -380,6 +572,7 @@ impl<'r> Builder<'r> {
                     self.place(position);
                 } else {
                     self.absent_waiting.push(position);
+                    self.log.push(Undo::AbsentWaits);
                 }
             }
             Role::NotHolding { value } => {
@@ -387,9 +580,13 @@ impl<'r> Builder<'r> {
                     self.place(position);
                 } else {
                     self.not_holding_waiting.push(position);
+                    self.log.push(Undo::NotHoldingWaits);
                 }
             }
-            Role::Extra => self.extras.push(position),
+            Role::Extra => {
+                self.extras.push(position);
+                self.log.push(Undo::ExtraAvailable);
+            }
         }
         true
     }
@@ -397,28 +594,42 @@ impl<'r> Builder<'r> {
     /// The key now holds `value` (written by the operation just placed): place what waited
     /// for that.
     fn set_current(&mut self, value: Val, block: Option<u32>) {
+        self.log.push(Undo::Current(self.current, self.current_block));
         if let Some(previous) = self.current_block {
+            self.log.push(Undo::Stage(previous, self.blocks[previous as usize].stage));
             self.blocks[previous as usize].stage = Stage::Done;
         }
         self.current = value;
         self.current_block = block;
         if let Some(block) = block {
+            self.log.push(Undo::Stage(block, self.blocks[block as usize].stage));
             self.blocks[block as usize].stage = Stage::Current;
-            for position in std::mem::take(&mut self.blocks[block as usize].waiting) {
+            // The list stays as it is: no member waits once the block has started, and undoing
+            // the start unplaces them again.
+            for slot in 0..self.blocks[block as usize].waiting.len() {
+                let position = self.blocks[block as usize].waiting[slot];
                 self.place(position);
             }
         }
-        if value == ABSENT {
-            for position in std::mem::take(&mut self.absent_waiting) {
+        // Moved into the log after use (not copied): undo restores the list and unplaces its
+        // operations, in whichever order.
+        if value == ABSENT && !self.absent_waiting.is_empty() {
+            let readers = std::mem::take(&mut self.absent_waiting);
+            for &position in &readers {
                 self.place(position);
             }
+            self.log.push(Undo::AbsentTaken(readers));
         }
-        let waiting = std::mem::take(&mut self.not_holding_waiting);
-        for position in waiting {
-            match self.roles[position as usize] {
-                Role::NotHolding { value: expected } if expected != value => self.place(position),
-                _ => self.not_holding_waiting.push(position),
+        if !self.not_holding_waiting.is_empty() {
+            let (still, now): (Vec<Pos>, Vec<Pos>) =
+                self.not_holding_waiting.iter().partition(|&&position| {
+                    self.roles[position as usize] == Role::NotHolding { value }
+                });
+            let previous = std::mem::replace(&mut self.not_holding_waiting, still);
+            for position in now {
+                self.place(position);
             }
+            self.log.push(Undo::NotHoldingReplaced(previous));
         }
     }
 
@@ -430,15 +641,29 @@ impl<'r> Builder<'r> {
         self.set_current(value, Some(block));
     }
 
-    fn start_chain(&mut self, chain: u32) {
-        let entry = &self.chains[chain as usize];
-        let key_ret = (entry.earliest_ret, chain);
-        self.by_earliest_ret.remove(&key_ret);
-        self.by_latest_call.remove(&(entry.latest_call, chain));
-        self.deletes.remove(&key_ret);
-        self.creates.remove(&key_ret);
-        let head = entry.head;
-        self.start_block(head);
+    fn apply(&mut self, next: Next) {
+        match next {
+            Next::Chain(chain) => {
+                assert!(!self.started[chain as usize], "a chain starts once");
+                self.started[chain as usize] = true;
+                self.log.push(Undo::ChainStarted(chain));
+                for name in [
+                    QueueName::ByEarliestRet,
+                    QueueName::ByLatestCall,
+                    QueueName::Deletes,
+                    QueueName::Creates,
+                ] {
+                    self.skip_taken(name);
+                }
+                let head = self.chains[chain as usize].head;
+                self.start_block(head);
+            }
+            Next::Extra(position) => {
+                let value = self.op(position).may_write().unwrap_or(ABSENT);
+                self.place(position);
+                self.set_current(value, None);
+            }
+        }
     }
 
     fn precondition(&self, chain: u32) -> Precondition {
@@ -460,10 +685,15 @@ impl<'r> Builder<'r> {
         }
     }
 
+    fn is_delete(&self, chain: u32) -> bool {
+        self.blocks[self.chains[chain as usize].head as usize].value == ABSENT
+    }
+
     /// Whether chain `chain` can start now: its head may be placed, the key is as it needs,
     /// no other remaining chain has an operation that must precede one of its operations
     /// (`others_earliest_ret`), and no flexible read it cannot host has to precede one either.
-    fn can_start(&mut self, chain: u32, others_earliest_ret: Time) -> bool {
+    /// Each is needed by any linearization that continues from here with this chain.
+    fn can_start(&self, chain: u32, others_earliest_ret: Time) -> bool {
         let head_writer = self.blocks[self.chains[chain as usize].head as usize].writer;
         if !self.available[head_writer as usize] || !self.precondition_holds(chain) {
             return false;
@@ -485,216 +715,210 @@ impl<'r> Builder<'r> {
     /// The earliest return among remaining chains other than `chain`.
     fn others_earliest_ret(&self, chain: u32) -> Time {
         self.by_earliest_ret
-            .iter()
-            .find(|&&(_, other)| other != chain)
-            .map_or(NEVER, |&(ret, _)| ret)
+            .untaken(&self.started)
+            .find(|&(_, other)| other != chain)
+            .map_or(NEVER, |(ret, _)| ret)
     }
 
-    fn is_delete(&self, chain: u32) -> bool {
-        self.blocks[self.chains[chain as usize].head as usize].value == ABSENT
-    }
-
-    /// The next chain to start, or an unneeded operation of unknown outcome to place.
+    /// The choices at this decision, best first, at most `max` of them.
     ///
-    /// Among chains that can start, the order matters only through flexible reads and through
-    /// what a head needs (absence for a create, presence for a delete that found something).
-    /// A delete starts a block nothing is pinned to: placed early it may waste itself on a key
-    /// already absent, placed late it may wipe a value a failed create needed; the two
-    /// policies try each.
-    fn choose(&mut self) -> Option<Next> {
-        let most_urgent = self.by_earliest_ret.first().copied();
+    /// Creates first while the key is absent (any other write would make them wait for a
+    /// delete); a delete first when a read of "absent" waits; a value some failed cas
+    /// expects before others (so that a later write can replace it in time); then the most
+    /// urgent chain and the other sources, writes of a value before deletes (a delete placed
+    /// late may still serve a later read of "absent"); last, operations of unknown outcome
+    /// that change the key for a waiting read or head.
+    fn alternatives(&self, max: usize) -> Vec<Next> {
+        let mut list: Vec<Next> = Vec::new();
+        let add = |next: Next, list: &mut Vec<Next>| {
+            if list.len() < max && !list.contains(&next) {
+                list.push(next);
+            }
+        };
+        let most_urgent = self.by_earliest_ret.first();
+        let urgent = most_urgent.map(|(_, urgent)| urgent);
         let limit = most_urgent.map_or(NEVER, |(ret, _)| ret);
-        let urgent_can_start = most_urgent.is_some_and(|(_, urgent)| {
-            let second = self.others_earliest_ret(urgent);
-            self.can_start(urgent, second)
-        });
-        let urgent_delete = most_urgent.is_some_and(|(_, urgent)| self.is_delete(urgent));
-        // A delete costs nothing while the key is absent anyway.
-        if self.policy == Policy::DeletesEarly
-            && self.current == ABSENT
-            && let Some(next) = self.a_startable_delete()
-        {
-            return Some(next);
-        }
-        // While the key is absent, a create that can start does: any other write would make
-        // it wait for a delete, and without one left it could never succeed.
+        let can = |chain: u32| {
+            let others =
+                if Some(chain) == urgent { self.others_earliest_ret(chain) } else { limit };
+            self.can_start(chain, others)
+        };
         if self.current == ABSENT {
-            let creates: Vec<u32> =
-                self.creates.iter().take(SOURCE_SCAN_MAX).map(|&(_, chain)| chain).collect();
-            for chain in creates {
-                let others = self.others_earliest_ret(chain);
-                if self.can_start(chain, others) {
-                    return Some(Next::Chain(chain));
+            for (_, chain) in self.creates.untaken(&self.started).take(SOURCE_SCAN_MAX) {
+                if can(chain) {
+                    add(Next::Chain(chain), &mut list);
                 }
             }
         }
-        if !self.absent_waiting.is_empty()
-            && let Some(next) = self.a_delete()
-        {
-            return Some(next);
-        }
-        // Another source: its latest call is not after the most urgent earliest return.
-        let candidates: Vec<u32> = self
-            .by_latest_call
-            .iter()
-            .take(SOURCE_SCAN_MAX)
-            .take_while(|&&(call, _)| call <= limit)
-            .map(|&(_, chain)| chain)
-            .filter(|&chain| Some(chain) != most_urgent.map(|(_, urgent)| urgent))
-            .collect();
-        // A value some failed cas expects goes first, so that a later write can replace it
-        // before those reads must be done; the earliest such deadline first.
-        let mut expected_soonest: Option<(Time, u32)> = None;
-        for chain in most_urgent.map(|(_, urgent)| urgent).into_iter().chain(candidates.clone()) {
-            let Some(value) = self.chains[chain as usize].single_value else { continue };
-            let deadline = self.earliest_not_holding_ret(value);
-            let others = if Some(chain) == most_urgent.map(|(_, urgent)| urgent) {
-                self.others_earliest_ret(chain)
-            } else {
-                limit
-            };
-            if deadline != NEVER
-                && expected_soonest.is_none_or(|(soonest, _)| deadline < soonest)
-                && self.can_start(chain, others)
+        if !self.absent_waiting.is_empty() {
+            // A more urgent write goes before the delete the waiting reads need: the delete
+            // stays available until it returns, the write would have to wait for the next one.
+            let reads_due = self
+                .absent_waiting
+                .iter()
+                .map(|&position| self.op(position).ret)
+                .min()
+                .unwrap_or(NEVER);
+            if let Some((urgent_ret, chain)) = most_urgent
+                && urgent_ret <= reads_due
+                && !self.is_delete(chain)
+                && can(chain)
             {
-                expected_soonest = Some((deadline, chain));
+                add(Next::Chain(chain), &mut list);
+            }
+            for (_, chain) in self.deletes.untaken(&self.started).take(SOURCE_SCAN_MAX) {
+                if can(chain) {
+                    add(Next::Chain(chain), &mut list);
+                }
+            }
+        }
+        let sources: Vec<u32> = urgent
+            .into_iter()
+            .chain(
+                self.by_latest_call.items[self.by_latest_call.cursor..]
+                    .iter()
+                    .take(SOURCE_SCAN_MAX)
+                    .take_while(|&&(call, _)| call <= limit)
+                    .map(|&(_, chain)| chain)
+                    .filter(|&chain| !self.started[chain as usize] && Some(chain) != urgent),
+            )
+            .filter(|&chain| can(chain))
+            .collect();
+        let mut expected_soonest: Option<(Time, u32)> = None;
+        for &chain in &sources {
+            if let Some(value) = self.chains[chain as usize].single_value
+                && value != ABSENT
+            {
+                let deadline = self.earliest_not_holding_ret(value);
+                if deadline != NEVER
+                    && expected_soonest.is_none_or(|(soonest, _)| deadline < soonest)
+                {
+                    expected_soonest = Some((deadline, chain));
+                }
             }
         }
         if let Some((_, chain)) = expected_soonest {
-            return Some(Next::Chain(chain));
+            add(Next::Chain(chain), &mut list);
         }
-        if urgent_can_start && !(urgent_delete && self.policy == Policy::DeletesLate) {
-            return most_urgent.map(|(_, urgent)| Next::Chain(urgent));
-        }
-        // Writes of a value before deletes.
         for deletes in [false, true] {
-            for &chain in &candidates {
-                if self.is_delete(chain) == deletes && self.can_start(chain, limit) {
-                    return Some(Next::Chain(chain));
+            for &chain in &sources {
+                if self.is_delete(chain) == deletes {
+                    add(Next::Chain(chain), &mut list);
                 }
             }
-            if deletes && urgent_can_start {
-                return most_urgent.map(|(_, urgent)| Next::Chain(urgent));
-            }
         }
-        // The most urgent chain waits for the key to be absent, or present.
-        if let Some((_, urgent)) = most_urgent {
-            match self.precondition(urgent) {
-                Precondition::Absent if self.current != ABSENT => {
-                    if let Some(next) = self.a_delete() {
-                        return Some(next);
-                    }
-                }
-                Precondition::Present if self.current == ABSENT => {
-                    if let Some(next) = self.an_extra(false) {
-                        return Some(next);
-                    }
-                }
-                Precondition::Absent | Precondition::Present | Precondition::Any => {}
-            }
-        }
-        // A waiting flexible read needs the key to change, and only an operation of unknown
-        // outcome can do it.
-        if !self.absent_waiting.is_empty() || !self.not_holding_waiting.is_empty() {
-            return self.an_extra(!self.absent_waiting.is_empty());
-        }
-        None
-    }
-
-    /// A delete that can start now.
-    fn a_startable_delete(&mut self) -> Option<Next> {
-        let deletes: Vec<u32> =
-            self.deletes.iter().take(SOURCE_SCAN_MAX).map(|&(_, chain)| chain).collect();
-        deletes
-            .into_iter()
-            .find(|&chain| {
-                let others = self.others_earliest_ret(chain);
-                self.can_start(chain, others)
-            })
-            .map(Next::Chain)
-    }
-
-    /// A delete that can start now, or else an unneeded delete of unknown outcome.
-    fn a_delete(&mut self) -> Option<Next> {
-        if let Some(next) = self.a_startable_delete() {
-            return Some(next);
-        }
-        self.extras
-            .iter()
-            .copied()
-            .find(|&position| {
-                !self.placed[position as usize]
-                    && matches!(self.op(position).kind, Kind::Delete { .. })
-            })
-            .map(Next::Extra)
-    }
-
-    /// An unneeded operation of unknown outcome that changes the key now: to absent if
-    /// `wants_absent`, else to some present value.
-    fn an_extra(&self, wants_absent: bool) -> Option<Next> {
-        self.extras
-            .iter()
-            .copied()
-            .find(|&position| {
+        let wants_absent = !self.absent_waiting.is_empty()
+            || (urgent.is_some_and(|chain| self.precondition(chain) == Precondition::Absent)
+                && self.current != ABSENT);
+        let wants_change = wants_absent
+            || !self.not_holding_waiting.is_empty()
+            || (urgent.is_some_and(|chain| self.precondition(chain) == Precondition::Present)
+                && self.current == ABSENT);
+        if wants_change {
+            for &position in &self.extras {
                 if self.placed[position as usize] {
-                    return false;
+                    continue;
                 }
-                match self.op(position).kind {
-                    Kind::Delete { .. } => wants_absent && self.current != ABSENT,
+                let useful = match self.op(position).kind {
+                    Kind::Delete { .. } => self.current != ABSENT,
                     _ if wants_absent => false,
                     Kind::Put { .. } => true,
                     Kind::Cas { expected, .. } => expected == self.current,
                     Kind::Get { .. } => false,
+                };
+                if useful {
+                    add(Next::Extra(position), &mut list);
                 }
-            })
-            .map(Next::Extra)
+            }
+        }
+        list
     }
 
-    fn run(&mut self) -> Option<Vec<Pos>> {
-        let ops = &self.register.ops;
+    /// Places what follows from the state alone: everything that became placeable, and the
+    /// cas that continues the current chain.
+    fn advance(&mut self) -> Progress {
+        let count = self.register.ops.len();
         loop {
-            // Everything called by the horizon may be placed; placing reads moves it.
-            loop {
-                let horizon = self.horizon();
-                if self.next_call >= ops.len() || ops[self.next_call].call > horizon {
-                    break;
-                }
-                let position = self.next_call as Pos;
-                self.next_call += 1;
-                if !self.make_available(position) {
-                    return None;
+            while self.next_call < count && self.op(self.next_call as Pos).call <= self.horizon() {
+                if !self.make_available(self.next_call as Pos) {
+                    return Progress::Stuck;
                 }
             }
             if self.required_left == 0 {
-                return Some(std::mem::take(&mut self.order));
+                return Progress::Done;
             }
             // A value never comes back: its block must be complete before the next starts.
-            if let Some(block) = self.current_block {
-                let block = &self.blocks[block as usize];
-                if block.members_left > 0 {
-                    return None;
-                }
-                if let Some(next) = block.successor {
-                    if !self.available[self.blocks[next as usize].writer as usize] {
-                        return None;
-                    }
-                    self.start_block(next);
-                    continue;
-                }
+            let Some(block) = self.current_block else { return Progress::Decide };
+            let block = &self.blocks[block as usize];
+            if block.members_left > 0 {
+                return Progress::Stuck;
             }
-            match self.choose()? {
-                Next::Chain(chain) => self.start_chain(chain),
-                Next::Extra(position) => {
-                    let value = self.op(position).may_write().unwrap_or(ABSENT);
-                    self.place(position);
-                    self.set_current(value, None);
+            let Some(next) = block.successor else { return Progress::Decide };
+            if !self.available[self.blocks[next as usize].writer as usize] {
+                return Progress::Stuck;
+            }
+            self.start_block(next);
+        }
+    }
+
+    fn run(&mut self) -> Option<Vec<Pos>> {
+        let mut choices_left = CHOICES_BASE + CHOICES_PER_CHAIN * self.chains.len();
+        let mut failed: HashSet<(u64, Val, u32)> = HashSet::new();
+        let mut frames: Vec<Frame> = Vec::new();
+        loop {
+            let progress = match self.advance() {
+                Progress::Done => return Some(std::mem::take(&mut self.order)),
+                Progress::Stuck => Progress::Stuck,
+                Progress::Decide => {
+                    let key =
+                        (self.placed_hash, self.current, self.current_block.unwrap_or(u32::MAX));
+                    match self.alternatives(1).first() {
+                        Some(&first) if !failed.contains(&key) => {
+                            frames.push(Frame {
+                                mark: self.log.len(),
+                                key,
+                                first,
+                                alternatives: None,
+                            });
+                            self.apply(first);
+                            Progress::Decide
+                        }
+                        _ => {
+                            failed.insert(key);
+                            Progress::Stuck
+                        }
+                    }
+                }
+            };
+            if !matches!(progress, Progress::Stuck) {
+                continue;
+            }
+            // Back to the latest decision with an untried alternative.
+            loop {
+                choices_left = choices_left.checked_sub(1)?;
+                let frame = frames.last_mut()?;
+                let mark = frame.mark;
+                self.undo_to(mark);
+                let frame = frames.last_mut()?;
+                if frame.alternatives.is_none() {
+                    let first = frame.first;
+                    let mut alternatives = self.alternatives(ALTERNATIVES_MAX);
+                    alternatives.retain(|&next| next != first);
+                    alternatives.reverse(); // popped from the back, best first
+                    frames.last_mut()?.alternatives = Some(alternatives);
+                }
+                let frame = frames.last_mut()?;
+                match frame.alternatives.as_mut().and_then(Vec::pop) {
+                    Some(next) => {
+                        self.apply(next);
+                        break;
+                    }
+                    None => {
+                        failed.insert(frame.key);
+                        frames.pop();
+                    }
                 }
             }
         }
     }
-}
-
-enum Next {
-    Chain(u32),
-    Extra(Pos),
 }

@@ -280,10 +280,9 @@ impl<'r> Facts<'r> {
         // An operation of unknown outcome that wrote a value a completed operation needs took
         // effect after its call, holding its value (and, for a cas, its expected value just
         // before). The needing read stands for it in certificates.
-        let needing = register.needing_readers();
         for op in register.ops.iter().filter(|op| !op.ok) {
             let Some(value) = op.may_write().filter(|&value| value != ABSENT) else { continue };
-            let Some(reader) = needing[value as usize] else { continue };
+            let Some(reader) = register.needed_by(value) else { continue };
             holders[value as usize].add_call(op.call, reader);
             if let Kind::Cas { expected, .. } = op.kind {
                 holders[expected as usize].add_call(op.call, reader);
@@ -396,7 +395,6 @@ impl<'r> Facts<'r> {
     /// keeps it linear.
     fn double_successes(&self) -> Option<(Rule, Vec<Pos>)> {
         let deletes = !self.absence.is_empty();
-        let needing = self.register.needing_readers();
         // Per expected value: the first replacement (its certificate op, and the values between
         // it and the read that stands for it).
         let mut seen: Vec<Option<(Pos, Vec<Val>)>> = vec![None; self.register.value_count];
@@ -406,7 +404,7 @@ impl<'r> Facts<'r> {
             let Kind::Cas { expected, value, success } = op.kind else { continue };
             let replacement = match (op.ok, success) {
                 (true, Some(true)) => (position, Vec::new()),
-                (false, _) => match needing[value as usize] {
+                (false, _) => match self.register.needed_by(value) {
                     Some(reader) => (reader, self.values_between(reader, value)),
                     None => continue,
                 },
@@ -450,12 +448,11 @@ impl<'r> Facts<'r> {
     fn chain_order(&self) -> Option<(Rule, Vec<Pos>)> {
         let count = self.register.value_count;
         let deletes = !self.absence.is_empty();
-        let needed = self.register.needed_values();
         let mut successor: Vec<Option<Val>> = vec![None; count];
         let mut has_predecessor = vec![false; count];
         for op in &self.register.ops {
             let Kind::Cas { expected, value, success } = op.kind else { continue };
-            let succeeded = success == Some(true) || (!op.ok && needed[value as usize]);
+            let succeeded = success == Some(true) || (!op.ok && self.register.is_needed(value));
             if succeeded && (expected != ABSENT || !deletes) {
                 if successor[expected as usize].is_some() {
                     return None; // two successors: not a chain, and refuted elsewhere
@@ -645,10 +642,9 @@ impl<'r> Facts<'r> {
         let deletes = !self.absence.is_empty();
         let mut group = crate::union_find::DisjointSets::new(count);
         // A cas of unknown outcome whose value is needed succeeded.
-        let needed = self.register.needed_values();
         for op in &self.register.ops {
             let Kind::Cas { expected, value, success } = op.kind else { continue };
-            let succeeded = success == Some(true) || (!op.ok && needed[value as usize]);
+            let succeeded = success == Some(true) || (!op.ok && self.register.is_needed(value));
             if succeeded && (expected != ABSENT || !deletes) {
                 group.union(expected, value);
             }
@@ -657,14 +653,12 @@ impl<'r> Facts<'r> {
         // before everything) and latest call (holder), and its values.
         let mut earliest: Vec<Option<(Time, Option<Pos>)>> = vec![None; count];
         let mut latest: Vec<Option<(Time, Pos)>> = vec![None; count];
-        let mut members: Vec<Vec<Val>> = vec![Vec::new(); count];
         for value in 0..count as Val {
             if value == ABSENT && deletes {
                 continue;
             }
             let holders = &self.holders[value as usize];
             let root = group.find(value) as usize;
-            members[root].push(value);
             let first = if value == ABSENT {
                 Some((0, None))
             } else {
@@ -681,6 +675,15 @@ impl<'r> Facts<'r> {
                 latest[root] = Some(last);
             }
         }
+        // The values of two groups, for a certificate.
+        let mut members = |a: usize, b: usize| -> Vec<Val> {
+            (0..count as Val)
+                .filter(|&value| {
+                    let root = group.find(value) as usize;
+                    (root == a || root == b) && (value != ABSENT || !deletes)
+                })
+                .collect()
+        };
         let groups: Vec<(Time, Option<Pos>, Time, Pos, usize)> = (0..count)
             .filter_map(|root| match (earliest[root], latest[root]) {
                 (Some((ret, first)), Some((call, last))) => Some((ret, first, call, last, root)),
@@ -698,8 +701,7 @@ impl<'r> Facts<'r> {
             && b_ret < init_call
         {
             let ops = sorted(vec![b_first, init_last]);
-            let values: Vec<Val> =
-                members[init_root].iter().chain(&members[b_root]).copied().collect();
+            let values = members(init_root, b_root);
             let until = self.latest_ret(&ops);
             return Some((Rule::Interleaved, self.with_failed_writers(ops, &values, until)));
         }
@@ -716,8 +718,7 @@ impl<'r> Facts<'r> {
                 let (_, a_first, _, a_last, a_root) = groups[a as usize];
                 let ops: Vec<Pos> =
                     [a_first, Some(b_last), b_first, Some(a_last)].into_iter().flatten().collect();
-                let values: Vec<Val> =
-                    members[a_root].iter().chain(&members[b_root]).copied().collect();
+                let values = members(a_root, b_root);
                 let ops = sorted(ops);
                 let until = self.latest_ret(&ops);
                 return Some((Rule::Interleaved, self.with_failed_writers(ops, &values, until)));

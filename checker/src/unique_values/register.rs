@@ -2,8 +2,7 @@
 //! made total (an `info` operation never returns), and for every value the one operation that
 //! may write it.
 
-use std::collections::HashMap;
-
+use crate::fast_hash::FastHashMap;
 use crate::history::{Op, OpIndex, Operation, Status, Time};
 
 /// An interned value of the key; [`ABSENT`] stands for "no such key".
@@ -118,17 +117,25 @@ pub(super) struct Register {
     /// Per value: the position of the only operation that may write it (`None` for
     /// [`ABSENT`], which every delete writes, and for values nobody writes).
     pub(super) writer: Vec<Option<Pos>>,
+    /// Per value: a completed operation whose read needs it (see [`Register::needed_by`]).
+    needing: Vec<Option<Pos>>,
 }
 
 impl Register {
-    /// Compiles `indexes` (in call order, none failed, no unfinished read) of `history_ops`.
-    /// Eligible when every operation is a single-key one on the same key and no two
-    /// operations may write the same present value.
+    /// Compiles `indexes` (in call order, none failed, no unfinished read) of `history_ops`,
+    /// a partition over `keys`. Eligible when it has one key, every operation is a
+    /// single-key one (so on that key: the partitioner put it here) and no two operations may
+    /// write the same present value.
     pub(super) fn compile<'h>(
         history_ops: &'h [Operation],
+        keys: &[&str],
         indexes: &[usize],
     ) -> Result<Register, NotEligible> {
-        let mut value_of: HashMap<&'h str, Val> = HashMap::new();
+        if keys.len() != 1 {
+            return Err(NotEligible::MultiKey);
+        }
+        let mut value_of: FastHashMap<&'h str, Val> = FastHashMap::default();
+        value_of.reserve(indexes.len());
         let mut value_count: usize = 1; // ABSENT
         let mut intern = |text: &'h str| -> Val {
             let next = Val::try_from(value_count).unwrap_or(Val::MAX);
@@ -139,16 +146,12 @@ impl Register {
             }
             id
         };
-        let mut key: Option<&str> = None;
         let mut ops = Vec::with_capacity(indexes.len());
         for &index in indexes {
             let operation = &history_ops[index];
             assert_ne!(operation.status, Status::Fail, "failed operations are dropped");
-            let Some(op_key) = operation.op.key() else { return Err(NotEligible::MultiKey) };
-            if key.is_some_and(|key| key != op_key) {
-                return Err(NotEligible::MultiKey);
-            }
-            key = Some(op_key);
+            let Some(key) = operation.op.key() else { return Err(NotEligible::MultiKey) };
+            debug_assert_eq!(key, keys[0], "the partitioner groups operations by key");
             let ok = operation.status == Status::Ok;
             let kind = match &operation.op {
                 Op::Get { value, .. } => {
@@ -187,7 +190,9 @@ impl Register {
                 }
             }
         }
-        Ok(Register { ops, value_count, writer })
+        let mut register = Register { ops, value_count, writer, needing: Vec::new() };
+        register.needing = register.needing_readers();
+        Ok(register)
     }
 
     pub(super) fn op(&self, position: Pos) -> &RegOp {
@@ -197,13 +202,17 @@ impl Register {
     /// Per value: whether some completed operation reads it, directly or through the writers
     /// of values that are read (a cas of unknown outcome must have succeeded if its value was
     /// read, so it read its expected value).
-    pub(super) fn needed_values(&self) -> Vec<bool> {
-        self.needing_readers().iter().map(Option::is_some).collect()
+    pub(super) fn is_needed(&self, value: Val) -> bool {
+        self.needing[value as usize].is_some()
     }
 
-    /// Per value: a completed operation whose read needs it (directly, or through the cas of
-    /// unknown outcome that wrote what it read), if any.
-    pub(super) fn needing_readers(&self) -> Vec<Option<Pos>> {
+    /// A completed operation whose read needs `value` (directly, or through the cas of unknown
+    /// outcome that wrote what it read), if any.
+    pub(super) fn needed_by(&self, value: Val) -> Option<Pos> {
+        self.needing[value as usize]
+    }
+
+    fn needing_readers(&self) -> Vec<Option<Pos>> {
         let mut reader: Vec<Option<Pos>> = vec![None; self.value_count];
         let mut stack: Vec<(Val, Pos)> = self
             .ops
