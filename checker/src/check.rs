@@ -8,6 +8,7 @@ use crate::minimize::minimize;
 use crate::model::PartitionModel;
 use crate::partition::{PartitionPlan, split};
 use crate::search::{SearchOptions, SearchResult, search};
+use crate::table::Table;
 use crate::unique_values::{self, Declined, FastOutcome, NotEligible};
 
 /// How hard to try. The defaults suit both the simulator (deterministic: no timeout) and the
@@ -148,13 +149,21 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// The CLI's exit code for this verdict: 0 linearizable, 1 violation, 2 unknown.
+    /// The CLI's exit code for this verdict: 0 linearizable, 1 violation, 2 unknown; 4 when
+    /// there was nothing to check (see [`CheckReport::is_vacuous`]).
     pub fn exit_code(&self) -> u8 {
         match self.verdict {
+            Verdict::Linearizable if self.is_vacuous() => 4,
             Verdict::Linearizable => 0,
             Verdict::Violation(_) => 1,
             Verdict::Unknown(_) => 2,
         }
+    }
+
+    /// No operation could affect the verdict (the history is empty, or has only failed
+    /// operations and reads of unknown outcome): "linearizable" holds, but says nothing.
+    pub fn is_vacuous(&self) -> bool {
+        self.partitions.is_empty()
     }
 
     pub fn violation(&self) -> Option<&Violation> {
@@ -171,9 +180,19 @@ impl CheckReport {
 /// definite answer is cheapest, and the first violation found is in the smallest failing
 /// partition. Every partition is searched; only that first violation is minimized.
 pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
+    check_table(&Table::from_history(history), options).0
+}
+
+/// [`check`] on the rows of a history (`table.rs`), which the CLI reads straight from a file.
+/// Also returns the operations of the first failing partition (history indexes, call order),
+/// which the report shows.
+pub(crate) fn check_table(
+    table: &Table<'_>,
+    options: &CheckOptions,
+) -> (CheckReport, Option<Vec<OpIndex>>) {
     let started = Instant::now();
     let deadline = options.timeout.map(|timeout| started + timeout);
-    let split = split(history);
+    let split = split(table);
     let mut plans = split.partitions;
     // Stable sort: equal sizes keep the partitioner's key order.
     plans.sort_by_key(|plan| plan.ops.len());
@@ -189,7 +208,7 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
         let steps_before = budget.steps_used();
         let (fast, fast_path) = match budget.check_deadline() {
             Ok(()) if options.fast_path => {
-                match unique_values::decide(history.ops(), &plan.keys, &plan.ops) {
+                match unique_values::decide(table, &plan.keys, &plan.ops) {
                     FastOutcome::Linearizable => {
                         (Some(PartitionOutcome::Linearizable), FastPath::Decided)
                     }
@@ -212,7 +231,8 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
             (Some(outcome), _) => outcome,
             (None, Err(kind)) => PartitionOutcome::Unknown(kind),
             (None, Ok(())) => {
-                let model = PartitionModel::compile(history.ops(), plan.keys.clone(), &plan.ops);
+                let part = table.partition_ops(&plan.ops);
+                let model = PartitionModel::compile(&part.ops, plan.keys.clone(), &part.indexes);
                 let all: Vec<u32> = (0..model.len() as u32).collect();
                 match search(&model, &all, &[], &search_options, &mut budget) {
                     SearchResult::Linearizable => PartitionOutcome::Linearizable,
@@ -241,10 +261,11 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
     }
 
     let mut minimize_budget = Budget::new(options.minimize_max_steps, deadline);
+    let failing_partition = first_violation.as_ref().map(|(index, _)| plans[*index].ops.clone());
     let verdict = match (first_violation, first_unknown) {
         (Some((index, failure)), _) => {
             let plan = &plans[index];
-            let explained = explain_failure(history, plan, failure, options, &mut minimize_budget);
+            let explained = explain_failure(table, plan, failure, options, &mut minimize_budget);
             Verdict::Violation(Violation {
                 keys: partitions[index].keys.clone(),
                 partition_op_count: plan.ops.len(),
@@ -260,14 +281,15 @@ pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
         }
         (None, None) => Verdict::Linearizable,
     };
-    CheckReport {
+    let report = CheckReport {
         verdict,
-        op_count: history.len(),
+        op_count: table.len(),
         dropped_op_count: split.dropped,
         partitions,
         steps: budget.steps_used(),
         minimize_steps: minimize_budget.steps_used(),
-    }
+    };
+    (report, failing_partition)
 }
 
 /// Partitions up to this size get the general minimizer when the fast path could not show its
@@ -293,33 +315,35 @@ struct Explanation {
 
 /// Shrinks (or checks) the failing set of the first failing partition.
 fn explain_failure(
-    history: &History,
+    table: &Table<'_>,
     plan: &PartitionPlan<'_>,
     failure: Failure,
     options: &CheckOptions,
     budget: &mut Budget,
 ) -> Explanation {
-    let model = || PartitionModel::compile(history.ops(), plan.keys.clone(), &plan.ops);
+    let part = table.partition_ops(&plan.ops);
+    let model = PartitionModel::compile(&part.ops, plan.keys.clone(), &part.indexes);
+    let to_history = |ops: &[u32]| -> Vec<OpIndex> {
+        ops.iter().map(|&op| part.history_index(model.origins[op as usize])).collect()
+    };
     if !options.minimize {
-        let model = model();
-        let completed =
-            (0..model.len()).filter(|&op| !model.is_optional(op)).map(|op| model.origins[op]);
+        let completed: Vec<u32> =
+            (0..model.len() as u32).filter(|&op| !model.is_optional(op as usize)).collect();
         let rule = match failure {
             Failure::Proved { rule, .. } => Some(rule.as_str()),
             Failure::Searched { .. } => None,
         };
         return Explanation {
-            ops: completed.collect(),
+            ops: to_history(&completed),
             minimal: false,
             longest_prefix: Vec::new(),
             rule,
         };
     }
-    let model = model();
     let (frontier, rule) = match failure {
         Failure::Proved { rule, ops } => {
             match unique_values::explain(
-                history.ops(),
+                table,
                 &plan.keys,
                 &plan.ops,
                 &ops,
@@ -348,7 +372,7 @@ fn explain_failure(
                 // the certificate (it checks that the certificate fails before relying on it).
                 Some(explained) => {
                     let position: std::collections::HashMap<OpIndex, u32> = (0..model.len() as u32)
-                        .map(|op| (model.origins[op as usize], op))
+                        .map(|op| (part.history_index(model.origins[op as usize]), op))
                         .collect();
                     let mut frontier: Vec<u32> =
                         explained.ops.iter().map(|index| position[index]).collect();
@@ -366,9 +390,6 @@ fn explain_failure(
         Failure::Searched { frontier } => (frontier, None),
     };
     let minimized = minimize(&model, frontier, options.max_cache_bytes, budget);
-    let to_history = |ops: &[u32]| -> Vec<OpIndex> {
-        ops.iter().map(|&op| model.origins[op as usize]).collect()
-    };
     Explanation {
         ops: to_history(&minimized.ops),
         minimal: minimized.minimal,

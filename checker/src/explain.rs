@@ -132,7 +132,12 @@ pub fn describe_indexed(history: &History, index: usize) -> String {
 /// A multi-line summary of a report (without timing, which the caller measures).
 pub fn summarize(history: &History, report: &CheckReport) -> String {
     let mut text = String::new();
-    let _ = writeln!(text, "verdict: {}", report.verdict.as_str());
+    let _ = writeln!(
+        text,
+        "verdict: {}{}",
+        report.verdict.as_str(),
+        if report.is_vacuous() { " (vacuously: nothing to check)" } else { "" }
+    );
     let fast = report.partitions.iter().filter(|p| p.fast_path == FastPath::Decided).count();
     let _ = writeln!(
         text,

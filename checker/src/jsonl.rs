@@ -11,38 +11,19 @@ use std::io;
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use crate::error::{HistoryError, HistoryErrorKind, Location};
+use crate::error::{HistoryError, HistoryErrorKind};
 use crate::history::{CmpOp, Compare, History, KeyValue, Op, Operation, Range, Status, Txn, TxnOp};
 use crate::limits;
+use crate::reader::{ReadError, read_history};
 
 /// Parses a JSON Lines history. Blank lines are skipped; line numbers in errors are 1-based
-/// lines of `text`.
+/// lines of `text`. (`read_jsonl` reads from any `BufRead`, line by line.)
 pub fn parse_jsonl(text: &str) -> Result<History, HistoryError> {
-    let mut ops = Vec::new();
-    let mut source_lines = Vec::new();
-    for (line_index, raw_line) in text.split('\n').enumerate() {
-        let line_number = line_index + 1;
-        let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
-        if line.trim().is_empty() {
-            continue;
-        }
-        let located = |kind| HistoryError { location: Location::Line(line_number), kind };
-        if ops.len() == limits::HISTORY_OPS_MAX {
-            return Err(located(HistoryErrorKind::TooManyOps { limit: limits::HISTORY_OPS_MAX }));
-        }
-        if line.len() > limits::LINE_BYTES_MAX {
-            return Err(located(HistoryErrorKind::LineTooLong {
-                size_bytes: line.len(),
-                limit_bytes: limits::LINE_BYTES_MAX,
-            }));
-        }
-        let value: Value = serde_json::from_str(line)
-            .map_err(|error| located(HistoryErrorKind::MalformedJson(error.to_string())))?;
-        let operation = decode_operation(&value).map_err(located)?;
-        ops.push(operation);
-        source_lines.push(line_number);
+    match read_history(text.as_bytes()) {
+        Ok(history) => Ok(history),
+        Err(ReadError::History(error)) => Err(error),
+        Err(ReadError::Io(error)) => unreachable!("reading a &[u8] cannot fail: {error}"),
     }
-    History::from_parts(ops, source_lines)
 }
 
 /// Writes a history as JSON Lines, one operation per line, in the history's order.
@@ -315,7 +296,7 @@ impl<'a> Fields<'a> {
 }
 
 /// Decodes one operation object. Outputs are read only for `ok` operations.
-fn decode_operation(value: &Value) -> Result<Operation, HistoryErrorKind> {
+pub(crate) fn decode_operation(value: &Value) -> Result<Operation, HistoryErrorKind> {
     let fields = Fields::new(value, String::new())?;
     let client = fields.integer("client")?;
     let call = fields.integer("call")?;
@@ -449,6 +430,7 @@ fn check_count(field: &'static str, count: usize, limit: usize) -> Result<(), Hi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Location;
 
     fn kind_of(text: &str) -> (Location, HistoryErrorKind) {
         let error = parse_jsonl(text).unwrap_err();

@@ -20,14 +20,17 @@ mod explain;
 mod fast_hash;
 pub mod generate;
 mod history;
+mod interner;
 mod jsonl;
 pub mod limits;
 mod linset;
 mod minimize;
 mod model;
 mod partition;
+mod reader;
 mod search;
 pub mod spec;
+mod table;
 mod timeline_html;
 mod union_find;
 mod unique_values;
@@ -44,4 +47,5 @@ pub use history::{
     TxnOp,
 };
 pub use jsonl::{parse_jsonl, to_jsonl_string, write_jsonl};
+pub use reader::{ReadError, read_history as read_jsonl};
 pub use timeline_html::render_timeline_html;

@@ -41,7 +41,8 @@ pub(crate) use certificate::explain;
 pub(crate) use refute::Rule;
 pub(crate) use register::NotEligible;
 
-use crate::history::{OpIndex, Operation};
+use crate::history::OpIndex;
+use crate::table::Table;
 
 /// What the fast path says about one partition.
 #[derive(Debug)]
@@ -66,8 +67,8 @@ pub(crate) enum Declined {
 
 /// Decides the partition over `keys` made of `indexes` (in call order, as `partition.rs`
 /// gives them).
-pub(crate) fn decide(history_ops: &[Operation], keys: &[&str], indexes: &[usize]) -> FastOutcome {
-    let register = match register::Register::compile(history_ops, keys, indexes) {
+pub(crate) fn decide(table: &Table<'_>, keys: &[&str], indexes: &[usize]) -> FastOutcome {
+    let register = match register::Register::compile(table, keys, indexes) {
         Ok(register) => register,
         Err(reason) => return FastOutcome::Declined(Declined::NotEligible(reason)),
     };
@@ -77,7 +78,7 @@ pub(crate) fn decide(history_ops: &[Operation], keys: &[&str], indexes: &[usize]
     }
     match linearize::linearize(&register) {
         Some(order) => {
-            let valid = replay::is_linearization(history_ops, &register, &order);
+            let valid = replay::is_linearization(table, &register, &order);
             // The replay is the proof; a builder bug only costs the fast path this partition.
             debug_assert!(valid, "the builder proposed an order that is not a linearization");
             if valid {

@@ -138,6 +138,15 @@ fn the_binary_exits_3_on_bad_input_and_on_a_bad_command_line() {
 }
 
 #[test]
+fn an_oversized_line_is_bad_input_and_names_its_line() {
+    let long = format!("{GOOD}\n{{\"client\":2,\"key\":\"{}\"}}\n", "x".repeat(2 << 20));
+    let (code, out, err) = run("long_line", &long);
+    assert_eq!(code, EXIT_BAD_INPUT, "{err}");
+    assert!(err.contains("line 2: line is longer than the limit of 1048576 bytes"), "{err}");
+    assert!(!out.contains("verdict"));
+}
+
+#[test]
 fn parse_errors_are_values_with_a_location() {
     let error = parse_jsonl(&format!("{GOOD}\n{GOOD}\n{{}}\n")).unwrap_err();
     assert_eq!(error.location, Location::Line(3));

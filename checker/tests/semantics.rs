@@ -33,6 +33,9 @@ fn empty_history_is_linearizable() {
     let report = check(&History::default(), &CheckOptions::default());
     assert_eq!(report.verdict, Verdict::Linearizable);
     assert_eq!((report.op_count, report.partitions.len()), (0, 0));
+    // ...vacuously: the CLI says so, with its own exit code.
+    assert!(report.is_vacuous());
+    assert_eq!(report.exit_code(), 4);
 }
 
 #[test]

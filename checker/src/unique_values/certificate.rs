@@ -17,9 +17,10 @@ use std::collections::BTreeSet;
 
 use super::register::{ABSENT, Kind, NEVER, Pos, RegOp, Register};
 use crate::budget::Budget;
-use crate::history::{OpIndex, Operation};
+use crate::history::OpIndex;
 use crate::model::PartitionModel;
 use crate::search::{SearchOptions, SearchResult, search};
+use crate::table::Table;
 
 /// Deletes added as helpers for the reads of "absent" of one set, at most.
 const ABSENCE_HELPERS_MAX: usize = 128;
@@ -52,14 +53,14 @@ enum Trial {
 /// if the certificate turns out linearizable, which would be a bug in a rule: the caller then
 /// explains the partition with the general search instead.
 pub(crate) fn explain(
-    history_ops: &[Operation],
+    table: &Table<'_>,
     keys: &[&str],
     indexes: &[usize],
     certificate: &[OpIndex],
     max_cache_bytes: usize,
     budget: &mut Budget,
 ) -> Option<Explained> {
-    let register = Register::compile(history_ops, keys, indexes).ok()?;
+    let register = Register::compile(table, keys, indexes).ok()?;
     let set: Vec<Pos> = (0..register.ops.len() as Pos)
         .filter(|&position| certificate.contains(&register.op(position).index))
         .collect();
@@ -70,7 +71,7 @@ pub(crate) fn explain(
             failed_writing[value as usize].push(position as Pos);
         }
     }
-    let trials = Trials { history_ops, register: &register, failed_writing, max_cache_bytes };
+    let trials = Trials { table, register: &register, failed_writing, max_cache_bytes };
     let longest_prefix = match trials.run(&set, true, budget) {
         Trial::Fails { longest_prefix } => longest_prefix,
         Trial::Passes => return None,
@@ -90,7 +91,7 @@ pub(crate) fn explain(
 }
 
 struct Trials<'t> {
-    history_ops: &'t [Operation],
+    table: &'t Table<'t>,
     register: &'t Register,
     /// Per value: the completed failed cas that would write it. Relaxed, they may.
     failed_writing: Vec<Vec<Pos>>,
@@ -111,10 +112,12 @@ impl Trials<'_> {
         positions.sort_unstable(); // call order
         let indexes: Vec<usize> =
             positions.iter().map(|&position| self.register.op(position).index).collect();
-        let Some(key) = self.history_ops[indexes[0]].op.key() else {
+        let part = self.table.partition_ops(&indexes);
+        let first = &part.ops[part.indexes[0]];
+        let Some(key) = first.op.key() else {
             unreachable!("the fast path only takes single-key operations");
         };
-        let model = PartitionModel::compile(self.history_ops, vec![key], &indexes);
+        let model = PartitionModel::compile(&part.ops, vec![key], &part.indexes);
         let relaxed: Vec<bool> =
             positions.iter().map(|position| set.binary_search(position).is_err()).collect();
         let all: Vec<u32> = (0..model.len() as u32).collect();
@@ -127,7 +130,7 @@ impl Trials<'_> {
             SearchResult::Violation { longest_prefix, .. } => Trial::Fails {
                 longest_prefix: longest_prefix
                     .into_iter()
-                    .map(|op| model.origins[op as usize])
+                    .map(|op| part.history_index(model.origins[op as usize]))
                     .collect(),
             },
             SearchResult::Unknown(_) => Trial::Undecided,

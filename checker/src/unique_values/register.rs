@@ -3,7 +3,8 @@
 //! may write it.
 
 use crate::fast_hash::FastHashMap;
-use crate::history::{Op, OpIndex, Operation, Status, Time};
+use crate::history::{OpIndex, Status, Time};
+use crate::table::{ABSENT_REF, RowKind, Table, ValueRef};
 
 /// An interned value of the key; [`ABSENT`] stands for "no such key".
 pub(super) type Val = u32;
@@ -122,25 +123,29 @@ pub(super) struct Register {
 }
 
 impl Register {
-    /// Compiles `indexes` (in call order, none failed, no unfinished read) of `history_ops`,
-    /// a partition over `keys`. Eligible when it has one key, every operation is a
+    /// Compiles the rows `indexes` (in call order, none failed, no unfinished read) of
+    /// `table`, a partition over `keys`. Eligible when it has one key, every operation is a
     /// single-key one (so on that key: the partitioner put it here) and no two operations may
     /// write the same present value.
-    pub(super) fn compile<'h>(
-        history_ops: &'h [Operation],
+    pub(super) fn compile(
+        table: &Table<'_>,
         keys: &[&str],
         indexes: &[usize],
     ) -> Result<Register, NotEligible> {
         if keys.len() != 1 {
             return Err(NotEligible::MultiKey);
         }
-        let mut value_of: FastHashMap<&'h str, Val> = FastHashMap::default();
+        // The table's values are interned for the whole history; renumber the key's densely.
+        let mut value_of: FastHashMap<ValueRef, Val> = FastHashMap::default();
         value_of.reserve(indexes.len());
         let mut value_count: usize = 1; // ABSENT
-        let mut intern = |text: &'h str| -> Val {
+        let mut intern = |value: ValueRef| -> Val {
+            if value == ABSENT_REF {
+                return ABSENT;
+            }
             let next = Val::try_from(value_count).unwrap_or(Val::MAX);
             assert!(next < Val::MAX, "more than 2^32 distinct values of one key");
-            let id = *value_of.entry(text).or_insert(next);
+            let id = *value_of.entry(value).or_insert(next);
             if id == next {
                 value_count += 1;
             }
@@ -148,33 +153,34 @@ impl Register {
         };
         let mut ops = Vec::with_capacity(indexes.len());
         for &index in indexes {
-            let operation = &history_ops[index];
-            assert_ne!(operation.status, Status::Fail, "failed operations are dropped");
-            let Some(key) = operation.op.key() else { return Err(NotEligible::MultiKey) };
-            debug_assert_eq!(key, keys[0], "the partitioner groups operations by key");
-            let ok = operation.status == Status::Ok;
-            let kind = match &operation.op {
-                Op::Get { value, .. } => {
+            let row = table.row(index);
+            assert_ne!(row.status, Status::Fail, "failed operations are dropped");
+            let ok = row.status == Status::Ok;
+            let kind = match row.kind {
+                RowKind::Get => {
                     assert!(ok, "an unfinished get has no effect and is dropped");
-                    Kind::Get { value: value.as_deref().map_or(ABSENT, &mut intern) }
+                    Kind::Get { value: intern(row.value) }
                 }
-                Op::Put { value, .. } => Kind::Put { value: intern(value) },
-                Op::Delete { found, .. } => Kind::Delete { found: if ok { *found } else { None } },
-                Op::Cas { expected, value, success, .. } => Kind::Cas {
-                    expected: expected.as_deref().map_or(ABSENT, &mut intern),
-                    value: intern(value),
-                    success: ok.then_some(*success),
+                RowKind::Put => Kind::Put { value: intern(row.value) },
+                RowKind::Delete => Kind::Delete { found: if ok { row.found() } else { None } },
+                RowKind::Cas => Kind::Cas {
+                    expected: intern(row.expected),
+                    value: intern(row.value),
+                    success: ok.then_some(row.success()),
                 },
-                Op::PutIfAbsent { value, success, .. } => Kind::Cas {
+                RowKind::PutIfAbsent => Kind::Cas {
                     expected: ABSENT,
-                    value: intern(value),
-                    success: ok.then_some(*success),
+                    value: intern(row.value),
+                    success: ok.then_some(row.success()),
                 },
-                Op::Txn(_) | Op::Range(_) => return Err(NotEligible::MultiKey),
+                RowKind::Txn | RowKind::Range => return Err(NotEligible::MultiKey),
             };
-            let ret = if ok { operation.ret.unwrap_or(NEVER) } else { NEVER };
-            assert!(ret >= operation.call, "validated: no return before its call");
-            ops.push(RegOp { index, call: operation.call, ret, ok, kind });
+            let ret = match (ok, row.ret()) {
+                (true, Some(ret)) => ret,
+                _ => NEVER,
+            };
+            assert!(ret >= row.call, "validated: no return before its call");
+            ops.push(RegOp { index, call: row.call, ret, ok, kind });
         }
         assert!(ops.windows(2).all(|pair| pair[0].call <= pair[1].call), "call order");
         assert!(ops.len() < Pos::MAX as usize, "positions fit in u32");

@@ -1,36 +1,34 @@
-//! Checking a linearization the builder proposes, straight from the definition and the
-//! operations as written in the history (strings, not the builder's compiled form), so that a
-//! mistake in the builder can only make the fast path give up, never give a wrong verdict.
+//! Checking a linearization the builder proposes, straight from the definition and the table's
+//! rows (not the builder's compiled form), so that a mistake in the builder can only make the
+//! fast path give up, never give a wrong verdict. Values are compared by their interned
+//! references, which are equal exactly when the strings are.
 
 use super::register::{Pos, Register};
-use crate::history::{Op, Operation, Status};
+use crate::history::Status;
+use crate::table::{ABSENT_REF, Row, RowKind, Table, ValueRef};
 
 /// Whether `order` (positions of `register`) is a linearization of the key's operations:
 /// every completed operation exactly once (operations of unknown outcome at most once), no
 /// operation before one that returned before it was called, and every completed operation's
 /// outputs what the key's value at its place gives.
-pub(super) fn is_linearization(
-    history_ops: &[Operation],
-    register: &Register,
-    order: &[Pos],
-) -> bool {
+pub(super) fn is_linearization(table: &Table<'_>, register: &Register, order: &[Pos]) -> bool {
     let mut seen = vec![false; register.ops.len()];
     let mut latest_call = 0;
-    let mut value: Option<&str> = None;
+    let mut value: ValueRef = ABSENT_REF;
     for &position in order {
         let Some(slot) = seen.get_mut(position as usize) else { return false };
         if std::mem::replace(slot, true) {
             return false;
         }
-        let operation = &history_ops[register.op(position).index];
+        let row = table.row(register.op(position).index);
         // Real-time order: nothing placed earlier was called after this one returned.
-        if let (Status::Ok, Some(ret)) = (operation.status, operation.ret)
+        if let (Status::Ok, Some(ret)) = (row.status, row.ret())
             && ret < latest_call
         {
             return false;
         }
-        latest_call = latest_call.max(operation.call);
-        if !step(operation, &mut value) {
+        latest_call = latest_call.max(row.call);
+        if !step(row, &mut value) {
             return false;
         }
     }
@@ -39,33 +37,28 @@ pub(super) fn is_linearization(
 
 /// Applies one operation to the key's value; `false` if a completed operation's outputs
 /// disagree. An operation of unknown outcome has its effect only.
-fn step<'h>(operation: &'h Operation, value: &mut Option<&'h str>) -> bool {
-    let observed = operation.status == Status::Ok;
-    match &operation.op {
-        Op::Get { value: read, .. } => !observed || read.as_deref() == *value,
-        Op::Put { value: written, .. } => {
-            *value = Some(written);
+fn step(row: &Row, value: &mut ValueRef) -> bool {
+    let observed = row.status == Status::Ok;
+    match row.kind {
+        RowKind::Get => !observed || row.value == *value,
+        RowKind::Put => {
+            *value = row.value;
             true
         }
-        Op::Delete { found, .. } => {
-            let consistent = !observed || found.is_none_or(|found| found == value.is_some());
-            *value = None;
+        RowKind::Delete => {
+            let consistent =
+                !observed || row.found().is_none_or(|found| found == (*value != ABSENT_REF));
+            *value = ABSENT_REF;
             consistent
         }
-        Op::Cas { expected, value: written, success, .. } => {
-            let holds = *value == expected.as_deref();
+        RowKind::Cas | RowKind::PutIfAbsent => {
+            let expected = if row.kind == RowKind::Cas { row.expected } else { ABSENT_REF };
+            let holds = *value == expected;
             if holds {
-                *value = Some(written);
+                *value = row.value;
             }
-            !observed || *success == holds
+            !observed || row.success() == holds
         }
-        Op::PutIfAbsent { value: written, success, .. } => {
-            let holds = value.is_none();
-            if holds {
-                *value = Some(written);
-            }
-            !observed || *success == holds
-        }
-        Op::Txn(_) | Op::Range(_) => false,
+        RowKind::Txn | RowKind::Range => false,
     }
 }
