@@ -204,11 +204,12 @@ pub(crate) fn check_table(
     let mut first_violation: Option<(usize, Failure)> = None;
     let mut first_unknown: Option<(usize, BudgetKind)> = None;
     let mut violating_partitions = 0;
+    let mut scratch = options.fast_path.then(|| unique_values::Scratch::new(table));
     for (index, plan) in plans.iter().enumerate() {
         let steps_before = budget.steps_used();
-        let (fast, fast_path) = match budget.check_deadline() {
-            Ok(()) if options.fast_path => {
-                match unique_values::decide(table, &plan.keys, &plan.ops) {
+        let (fast, fast_path) = match (budget.check_deadline(), &mut scratch) {
+            (Ok(()), Some(scratch)) => {
+                match unique_values::decide(table, &plan.keys, &plan.ops, scratch) {
                     FastOutcome::Linearizable => {
                         (Some(PartitionOutcome::Linearizable), FastPath::Decided)
                     }
@@ -225,7 +226,7 @@ pub(crate) fn check_table(
                     FastOutcome::Declined(Declined::Undecided) => (None, FastPath::Undecided),
                 }
             }
-            Ok(()) | Err(_) => (None, FastPath::Skipped),
+            (Ok(()) | Err(_), _) => (None, FastPath::Skipped),
         };
         let outcome = match (fast, budget.check_deadline()) {
             (Some(outcome), _) => outcome,

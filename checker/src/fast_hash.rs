@@ -1,13 +1,12 @@
-//! A fixed, fast hasher for the checker's interning tables (keys, values), which hash millions
-//! of short strings per check: the standard SipHash costs more than everything else the
-//! partitioner does. Fixed, so that nothing depends on a random seed; the tables are only
-//! looked up, never iterated, so their order cannot reach a result.
+//! A fixed, fast hasher for the checker's interning table (`interner.rs`), which hashes
+//! millions of short strings per check: the standard SipHash costs more than everything else
+//! the partitioner does. Fixed, so that nothing depends on a random seed; the table is only
+//! looked up, never iterated, so its order cannot reach a result.
 //!
 //! The mixing is FxHash's (a multiply and a rotate per word, as in rustc), finished with
 //! SplitMix64's finaliser so that the low bits the table uses depend on every input bit.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 
 use crate::model::mix64;
 
@@ -65,9 +64,6 @@ impl Hasher for FastHasher {
         mix64(self.hash)
     }
 }
-
-/// A `HashMap` with [`FastHasher`].
-pub(crate) type FastHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 #[cfg(test)]
 mod tests {

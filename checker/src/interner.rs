@@ -19,8 +19,9 @@ pub(crate) struct Interner {
     bytes: Vec<u8>,
     /// `ends[id]`: where string `id` ends in `bytes` (it starts where `id - 1` ends).
     ends: Vec<u64>,
-    /// Open addressing: `id + 1`, or 0 for an empty slot. Its length is a power of two.
-    slots: Vec<u32>,
+    /// Open addressing: (`id + 1`, the high half of its hash), or (0, _) for an empty slot.
+    /// Its length is a power of two. The hash half spares most byte comparisons of a probe.
+    slots: Vec<(u32, u32)>,
 }
 
 fn hash_of(text: &[u8]) -> u64 {
@@ -35,15 +36,35 @@ impl Interner {
     }
 
     pub(crate) fn get(&self, id: u32) -> &str {
+        // Only whole `&str`s are ever appended, so every range is on char boundaries.
+        match std::str::from_utf8(self.bytes_of(id)) {
+            Ok(text) => text,
+            Err(_) => unreachable!("the arena holds whole UTF-8 strings"),
+        }
+    }
+
+    fn bytes_of(&self, id: u32) -> &[u8] {
         let end = self.ends[id as usize] as usize;
         let start = match id {
             0 => 0,
             _ => self.ends[id as usize - 1] as usize,
         };
-        // Only whole `&str`s are ever appended, so every range is on char boundaries.
-        match std::str::from_utf8(&self.bytes[start..end]) {
-            Ok(text) => text,
-            Err(_) => unreachable!("the arena holds whole UTF-8 strings"),
+        &self.bytes[start..end]
+    }
+
+    /// The slot holding `text` (hashed `hash`), or the empty slot where it would go.
+    fn probe(&self, text: &[u8], hash: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let tag = (hash >> 32) as u32;
+        let mut slot = hash as usize & mask;
+        loop {
+            match self.slots[slot] {
+                (0, _) => return slot,
+                (occupied, seen) if seen == tag && self.bytes_of(occupied - 1) == text => {
+                    return slot;
+                }
+                _ => slot = (slot + 1) & mask,
+            }
         }
     }
 
@@ -52,20 +73,16 @@ impl Interner {
         if 2 * (self.len() + 1) > self.slots.len() {
             self.grow();
         }
-        let mask = self.slots.len() - 1;
-        let mut slot = hash_of(text.as_bytes()) as usize & mask;
-        loop {
-            match self.slots[slot] {
-                0 => break,
-                occupied if self.get(occupied - 1) == text => return occupied - 1,
-                _ => slot = (slot + 1) & mask,
-            }
+        let hash = hash_of(text.as_bytes());
+        let slot = self.probe(text.as_bytes(), hash);
+        if self.slots[slot].0 != 0 {
+            return self.slots[slot].0 - 1;
         }
         assert!(self.len() < IDS_MAX, "more distinct strings than u32 ids");
         let id = self.len() as u32;
         self.bytes.extend_from_slice(text.as_bytes());
         self.ends.push(self.bytes.len() as u64);
-        self.slots[slot] = id + 1;
+        self.slots[slot] = (id + 1, (hash >> 32) as u32);
         id
     }
 
@@ -75,27 +92,21 @@ impl Interner {
         if self.slots.is_empty() {
             return None;
         }
-        let mask = self.slots.len() - 1;
-        let mut slot = hash_of(text.as_bytes()) as usize & mask;
-        loop {
-            match self.slots[slot] {
-                0 => return None,
-                occupied if self.get(occupied - 1) == text => return Some(occupied - 1),
-                _ => slot = (slot + 1) & mask,
-            }
-        }
+        let slot = self.probe(text.as_bytes(), hash_of(text.as_bytes()));
+        self.slots[slot].0.checked_sub(1)
     }
 
     fn grow(&mut self) {
         let capacity = (self.slots.len() * 2).max(16);
-        let mut slots = vec![0u32; capacity];
+        let mut slots = vec![(0u32, 0u32); capacity];
         let mask = capacity - 1;
         for id in 0..self.len() as u32 {
-            let mut slot = hash_of(self.get(id).as_bytes()) as usize & mask;
-            while slots[slot] != 0 {
+            let hash = hash_of(self.bytes_of(id));
+            let mut slot = hash as usize & mask;
+            while slots[slot].0 != 0 {
                 slot = (slot + 1) & mask;
             }
-            slots[slot] = id + 1;
+            slots[slot] = (id + 1, (hash >> 32) as u32);
         }
         self.slots = slots;
     }

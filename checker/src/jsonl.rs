@@ -6,6 +6,7 @@
 //! Unknown fields are ignored, so that files written by other tools (which often add an index
 //! or a wall-clock time) can still be read.
 
+use std::borrow::Cow;
 use std::io;
 
 use serde::ser::{SerializeMap, Serializer};
@@ -293,6 +294,83 @@ impl<'a> Fields<'a> {
             Some(_) => Err(self.wrong(field, "an array")),
         }
     }
+}
+
+/// Decodes one line. The common lines (the base kinds, well formed) take a typed decode that
+/// borrows the line's strings; anything else — transactions, ranges, and every malformed line,
+/// whose error must name the field — goes through [`decode_operation`], so that one decoder
+/// decides what is accepted and says what is wrong.
+pub(crate) fn decode_line(line: &str) -> Result<Operation, HistoryErrorKind> {
+    if let Some(operation) = decode_flat(line) {
+        return Ok(operation);
+    }
+    let value: Value = serde_json::from_str(line)
+        .map_err(|error| HistoryErrorKind::MalformedJson(error.to_string()))?;
+    decode_operation(&value)
+}
+
+/// The fields of a line of a base kind, as they appear.
+#[derive(serde::Deserialize)]
+struct FlatLine<'a> {
+    client: u64,
+    call: u64,
+    #[serde(rename = "return")]
+    ret: Option<u64>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    #[serde(borrow)]
+    key: Option<Cow<'a, str>>,
+    /// Absent: `None`; `null`: `Some(None)`.
+    #[serde(default, borrow, deserialize_with = "present")]
+    value: Option<Option<Cow<'a, str>>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    expected: Option<Option<Cow<'a, str>>>,
+    success: Option<bool>,
+    found: Option<bool>,
+}
+
+/// For a field that may be `null`: present (even as `null`) is `Some`.
+fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+/// The typed decode of [`decode_line`]; `None` sends the line to the general decoder, which
+/// accepts it with the same meaning or names what is wrong. Same rules as
+/// [`decode_operation`]: outputs are read only for `ok` operations.
+fn decode_flat(line: &str) -> Option<Operation> {
+    let flat: FlatLine<'_> = serde_json::from_str(line).ok()?;
+    let status = match &*flat.status {
+        "ok" => Status::Ok,
+        "fail" => Status::Fail,
+        "info" => Status::Info,
+        _ => return None,
+    };
+    let outputs = status == Status::Ok;
+    let key = flat.key?.into_owned();
+    let written = || -> Option<String> { Some(flat.value.clone()??.into_owned()) };
+    let op = match &*flat.op {
+        "get" => Op::Get {
+            key,
+            value: if outputs { flat.value.clone()?.map(Cow::into_owned) } else { None },
+        },
+        "put" => Op::Put { key, value: written()? },
+        "delete" => Op::Delete { key, found: if outputs { flat.found } else { None } },
+        "cas" => Op::Cas {
+            key,
+            expected: flat.expected.clone()?.map(Cow::into_owned),
+            value: written()?,
+            success: outputs && flat.success?,
+        },
+        "put_if_absent" => {
+            Op::PutIfAbsent { key, value: written()?, success: outputs && flat.success? }
+        }
+        _ => return None,
+    };
+    Some(Operation { client: flat.client, call: flat.call, ret: flat.ret, status, op })
 }
 
 /// Decodes one operation object. Outputs are read only for `ok` operations.

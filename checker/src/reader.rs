@@ -9,11 +9,9 @@
 
 use std::io::{self, BufRead};
 
-use serde_json::Value;
-
 use crate::error::{HistoryError, HistoryErrorKind, Location};
 use crate::history::{History, Operation, validate_clients, validate_operation};
-use crate::jsonl::decode_operation;
+use crate::jsonl::decode_line;
 use crate::limits;
 use crate::table::Table;
 
@@ -101,9 +99,7 @@ impl<R: BufRead> Lines<R> {
             if text.trim().is_empty() {
                 continue;
             }
-            let value: Value = serde_json::from_str(text)
-                .map_err(|error| located(HistoryErrorKind::MalformedJson(error.to_string())))?;
-            let operation = decode_operation(&value).map_err(located)?;
+            let operation = decode_line(text).map_err(located)?;
             validate_operation(&operation).map_err(located)?;
             return Ok(Some((operation, number)));
         }

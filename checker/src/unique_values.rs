@@ -13,7 +13,8 @@
 //! 1. `register.rs` compiles the partition; it is *eligible* if it has one key, every
 //!    operation is a get, put, delete, cas or put_if_absent, and no two operations (completed
 //!    or of unknown outcome) may write the same present value.
-//! 2. `refute.rs` looks for a violation with a small certificate: a read of a value nobody can
+//! 2. `refute.rs` looks for a violation with a small certificate (after a short try of step 3,
+//!    which settles most partitions for less): a read of a value nobody can
 //!    have written (or not yet), two cas replacing one value, a value held again after its cas
 //!    chain moved on, a stale read, "absent" read after a write with no delete in between, a
 //!    failed cas while its expected value was held throughout, two groups of values each held
@@ -39,7 +40,7 @@ mod replay;
 
 pub(crate) use certificate::explain;
 pub(crate) use refute::Rule;
-pub(crate) use register::NotEligible;
+pub(crate) use register::{NotEligible, Scratch};
 
 use crate::history::OpIndex;
 use crate::table::Table;
@@ -67,26 +68,36 @@ pub(crate) enum Declined {
 
 /// Decides the partition over `keys` made of `indexes` (in call order, as `partition.rs`
 /// gives them).
-pub(crate) fn decide(table: &Table<'_>, keys: &[&str], indexes: &[usize]) -> FastOutcome {
-    let register = match register::Register::compile(table, keys, indexes) {
+pub(crate) fn decide(
+    table: &Table<'_>,
+    keys: &[&str],
+    indexes: &[usize],
+    scratch: &mut Scratch,
+) -> FastOutcome {
+    let register = match register::Register::compile(table, keys, indexes, scratch) {
         Ok(register) => register,
         Err(reason) => return FastOutcome::Declined(Declined::NotEligible(reason)),
     };
+    // Most partitions are linearizable: a linearization proves it, and building one costs
+    // less than running every rule. A short first try, then the rules, then a longer try.
+    if linearized(table, &register, linearize::RETRIES_PER_CHAIN_FIRST) {
+        return FastOutcome::Linearizable;
+    }
     if let Some(refutation) = refute::refute(&register) {
         let ops = refutation.ops.iter().map(|&position| register.op(position).index).collect();
         return FastOutcome::Violation { rule: refutation.rule, ops };
     }
-    match linearize::linearize(&register) {
-        Some(order) => {
-            let valid = replay::is_linearization(table, &register, &order);
-            // The replay is the proof; a builder bug only costs the fast path this partition.
-            debug_assert!(valid, "the builder proposed an order that is not a linearization");
-            if valid {
-                FastOutcome::Linearizable
-            } else {
-                FastOutcome::Declined(Declined::Undecided)
-            }
-        }
-        None => FastOutcome::Declined(Declined::Undecided),
+    if linearized(table, &register, linearize::RETRIES_PER_CHAIN) {
+        return FastOutcome::Linearizable;
     }
+    FastOutcome::Declined(Declined::Undecided)
+}
+
+/// Whether the builder finds a linearization, checked by the replay.
+fn linearized(table: &Table<'_>, register: &register::Register, retries_per_chain: usize) -> bool {
+    let Some(order) = linearize::linearize(register, retries_per_chain) else { return false };
+    let valid = replay::is_linearization(table, register, &order);
+    // The replay is the proof; a builder bug only costs the fast path this partition.
+    debug_assert!(valid, "the builder proposed an order that is not a linearization");
+    valid
 }

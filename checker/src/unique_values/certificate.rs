@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use super::register::{ABSENT, Kind, NEVER, Pos, RegOp, Register};
+use super::register::{ABSENT, Kind, NEVER, Pos, RegOp, Register, Scratch};
 use crate::budget::Budget;
 use crate::history::OpIndex;
 use crate::model::PartitionModel;
@@ -60,7 +60,7 @@ pub(crate) fn explain(
     max_cache_bytes: usize,
     budget: &mut Budget,
 ) -> Option<Explained> {
-    let register = Register::compile(table, keys, indexes).ok()?;
+    let register = Register::compile(table, keys, indexes, &mut Scratch::new(table)).ok()?;
     let set: Vec<Pos> = (0..register.ops.len() as Pos)
         .filter(|&position| certificate.contains(&register.op(position).index))
         .collect();

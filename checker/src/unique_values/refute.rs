@@ -144,8 +144,8 @@ struct LatestReturns {
 
 impl LatestReturns {
     fn new(register: &Register, include: impl Fn(&RegOp) -> bool) -> LatestReturns {
-        let mut calls = Vec::new();
-        let mut latest_rets = Vec::new();
+        let mut calls = Vec::with_capacity(register.ops.len());
+        let mut latest_rets = Vec::with_capacity(register.ops.len());
         let mut top: [Option<(Time, Pos)>; 2] = [None, None];
         // Positions are in call order, so the operations come out sorted by call.
         for (position, op) in register.ops.iter().enumerate() {
@@ -254,7 +254,7 @@ impl<'r> Facts<'r> {
         let mut first_success: Vec<Option<Pos>> = vec![None; count];
         let mut failed_expecting: Vec<Vec<(Time, Time, Pos)>> = vec![Vec::new(); count];
         let mut failed_writing: Vec<Vec<Pos>> = vec![Vec::new(); count];
-        let mut after_items = Vec::new();
+        let mut after_items = Vec::with_capacity(register.ops.len());
         for (position, op) in register.ops.iter().enumerate() {
             let position = position as Pos;
             if !op.ok {

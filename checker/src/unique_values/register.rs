@@ -2,7 +2,6 @@
 //! made total (an `info` operation never returns), and for every value the one operation that
 //! may write it.
 
-use crate::fast_hash::FastHashMap;
 use crate::history::{OpIndex, Status, Time};
 use crate::table::{ABSENT_REF, RowKind, Table, ValueRef};
 
@@ -109,6 +108,27 @@ pub(crate) enum NotEligible {
     RepeatedValue,
 }
 
+/// Reused across partitions: the key's dense id of each value of the table (0: none yet), and
+/// which entries are set, so that clearing costs what setting did. A hash map per partition
+/// would hash every operation's value again.
+#[derive(Debug)]
+pub(crate) struct Scratch {
+    local: Vec<Val>,
+    touched: Vec<ValueRef>,
+}
+
+impl Scratch {
+    pub(crate) fn new(table: &Table<'_>) -> Scratch {
+        Scratch { local: vec![0; table.values.len() + 1], touched: Vec::new() }
+    }
+
+    fn clear(&mut self) {
+        for value in self.touched.drain(..) {
+            self.local[value as usize] = 0;
+        }
+    }
+}
+
 /// The operations of one key, in call order.
 #[derive(Debug)]
 pub(super) struct Register {
@@ -131,25 +151,36 @@ impl Register {
         table: &Table<'_>,
         keys: &[&str],
         indexes: &[usize],
+        scratch: &mut Scratch,
     ) -> Result<Register, NotEligible> {
         if keys.len() != 1 {
             return Err(NotEligible::MultiKey);
         }
-        // The table's values are interned for the whole history; renumber the key's densely.
-        let mut value_of: FastHashMap<ValueRef, Val> = FastHashMap::default();
-        value_of.reserve(indexes.len());
+        let result = Register::compile_rows(table, indexes, scratch);
+        scratch.clear();
+        result
+    }
+
+    fn compile_rows(
+        table: &Table<'_>,
+        indexes: &[usize],
+        scratch: &mut Scratch,
+    ) -> Result<Register, NotEligible> {
         let mut value_count: usize = 1; // ABSENT
+        // The table's values are interned for the whole history; renumber the key's densely.
         let mut intern = |value: ValueRef| -> Val {
             if value == ABSENT_REF {
                 return ABSENT;
             }
-            let next = Val::try_from(value_count).unwrap_or(Val::MAX);
-            assert!(next < Val::MAX, "more than 2^32 distinct values of one key");
-            let id = *value_of.entry(value).or_insert(next);
-            if id == next {
+            let slot = &mut scratch.local[value as usize];
+            if *slot == 0 {
+                let next = Val::try_from(value_count).unwrap_or(Val::MAX);
+                assert!(next < Val::MAX, "more than 2^32 distinct values of one key");
+                *slot = next;
+                scratch.touched.push(value);
                 value_count += 1;
             }
-            id
+            *slot
         };
         let mut ops = Vec::with_capacity(indexes.len());
         for &index in indexes {
