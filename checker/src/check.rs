@@ -89,6 +89,10 @@ pub struct Violation {
     /// What the fast path proved, when it found the violation (the general search names no
     /// pattern).
     pub rule: Option<&'static str>,
+    /// For a violation the fast path proved: the writes of the values the failing operations
+    /// read, when not among them (each is the only write of its value, so the failing set
+    /// implies it; listed because it is what a reader asks first).
+    pub read_from: Vec<OpIndex>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,6 +279,7 @@ pub(crate) fn check_table(
                 longest_prefix: explained.longest_prefix,
                 violating_partitions,
                 rule: explained.rule,
+                read_from: explained.read_from,
             })
         }
         (None, Some((index, reason))) => {
@@ -312,6 +317,7 @@ struct Explanation {
     minimal: bool,
     longest_prefix: Vec<OpIndex>,
     rule: Option<&'static str>,
+    read_from: Vec<OpIndex>,
 }
 
 /// Shrinks (or checks) the failing set of the first failing partition.
@@ -339,6 +345,7 @@ fn explain_failure(
             minimal: false,
             longest_prefix: Vec::new(),
             rule,
+            read_from: Vec::new(),
         };
     }
     let (frontier, rule) = match failure {
@@ -357,6 +364,7 @@ fn explain_failure(
                         minimal: true,
                         longest_prefix: explained.longest_prefix,
                         rule: Some(rule.as_str()),
+                        read_from: explained.read_from,
                     };
                 }
                 // Not shown minimal in a large partition: the certificate is small and proved
@@ -367,6 +375,7 @@ fn explain_failure(
                         minimal: false,
                         longest_prefix: explained.longest_prefix,
                         rule: Some(rule.as_str()),
+                        read_from: explained.read_from,
                     };
                 }
                 // Not shown minimal: the general minimizer shrinks it further, starting from
@@ -396,5 +405,6 @@ fn explain_failure(
         minimal: minimized.minimal,
         longest_prefix: to_history(&minimized.longest_prefix),
         rule,
+        read_from: Vec::new(),
     }
 }

@@ -195,6 +195,7 @@ fn shown_history(
         };
         violation.failing_ops = violation.failing_ops.iter().map(local).collect();
         violation.longest_prefix = violation.longest_prefix.iter().map(local).collect();
+        violation.read_from = violation.read_from.iter().map(local).collect();
     }
     (shown, shown_report)
 }

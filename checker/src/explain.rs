@@ -165,6 +165,9 @@ pub fn summarize(history: &History, report: &CheckReport) -> String {
                 violation.violating_partitions,
                 if violation.violating_partitions == 1 { "partition" } else { "partitions" }
             );
+            if let Some(rule) = violation.rule {
+                let _ = writeln!(text, "why: {rule}");
+            }
             let _ = writeln!(
                 text,
                 "{} failing operations: no order of them is valid, whatever the other operations \
@@ -172,11 +175,17 @@ pub fn summarize(history: &History, report: &CheckReport) -> String {
                 if violation.minimal { "minimal set of" } else { "set of" },
                 if violation.minimal { "" } else { " (not minimized further)" },
             );
-            if let Some(rule) = violation.rule {
-                let _ = writeln!(text, "why: {rule}");
-            }
             for &index in &violation.failing_ops {
                 let _ = writeln!(text, "  {}", describe_indexed(history, index));
+            }
+            if !violation.read_from.is_empty() {
+                let _ = writeln!(
+                    text,
+                    "the writes they read from (implied: each is the only write of its value):"
+                );
+                for &index in &violation.read_from {
+                    let _ = writeln!(text, "  {}", describe_indexed(history, index));
+                }
             }
             if !violation.longest_prefix.is_empty() {
                 let order: Vec<String> = violation

@@ -63,9 +63,15 @@ fn violation_exits_1_and_prints_the_failing_operations_and_the_timeline() {
     assert!(text.contains("verdict: violation"), "{text}");
     assert!(text.contains("operations: 4 "), "{text}");
     assert!(text.contains("failing keys: [\"x\"]"), "{text}");
-    assert!(text.contains("line 2  client 2  [20, 30]  ok  put x \"2\""), "{text}");
-    assert!(text.contains("line 3  client 3  [40, 50]  ok  get x -> \"1\""), "{text}");
-    assert!(!text.contains("line 1  client 1"), "the first put is not needed: {text}");
+    assert!(text.contains("why: stale read"), "{text}");
+    let (failing, context) =
+        text.split_once("the writes they read from").expect("the write read from is named");
+    assert!(failing.contains("line 2  client 2  [20, 30]  ok  put x \"2\""), "{text}");
+    assert!(failing.contains("line 3  client 3  [40, 50]  ok  get x -> \"1\""), "{text}");
+    // The first put is implied (the only write of "1"), so not part of the minimal set...
+    assert!(!failing.contains("line 1  client 1"), "the first put is not needed: {text}");
+    // ...but named as what the read read from.
+    assert!(context.contains("line 1  client 1  [0, 10]  ok  put x \"1\""), "{text}");
     assert!(text.contains("timeline: stale.timeline.html"), "{text}");
     let html = std::fs::read_to_string(dir.join("stale.timeline.html")).expect("timeline written");
     // Self-contained: no scripts, styles or images fetched from anywhere.

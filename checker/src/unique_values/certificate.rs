@@ -41,6 +41,9 @@ pub(crate) struct Explained {
     pub(crate) minimal: bool,
     /// The longest order of `ops` the search could build (history indexes, in order).
     pub(crate) longest_prefix: Vec<OpIndex>,
+    /// The writes of the values `ops` read, when not in `ops` (history indexes, call order):
+    /// implied, since each is the only write of its value, but what a reader asks first.
+    pub(crate) read_from: Vec<OpIndex>,
 }
 
 enum Trial {
@@ -87,7 +90,17 @@ pub(crate) fn explain(
         }
     }
     let ops = set.iter().map(|&position| register.op(position).index).collect();
-    Some(Explained { ops, minimal, longest_prefix })
+    let mut read_from: Vec<Pos> = set
+        .iter()
+        .filter_map(|&position| register.op(position).reads())
+        .filter(|&value| value != ABSENT)
+        .filter_map(|value| register.writer[value as usize])
+        .filter(|writer| set.binary_search(writer).is_err())
+        .collect();
+    read_from.sort_unstable();
+    read_from.dedup();
+    let read_from = read_from.iter().map(|&position| register.op(position).index).collect();
+    Some(Explained { ops, minimal, longest_prefix, read_from })
 }
 
 struct Trials<'t> {
