@@ -234,8 +234,9 @@ struct Facts<'r> {
     first_success: Vec<Option<Pos>>,
     /// Completed operations after which the key certainly holds a known value.
     after: LatestCalls,
-    /// Per value: the completed failed cas expecting it, as "held something else".
-    failed_expecting: Vec<Vec<(Time, Time, Pos)>>,
+    /// Per value: the completed failed cas expecting it, as "held something else": sorted by
+    /// return, each entry (return, the latest call so far and whose it is).
+    failed_expecting: Vec<Vec<(Time, (Time, Pos))>>,
     /// Per value: the completed failed cas that would write it (in call order).
     failed_writing: Vec<Vec<Pos>>,
     /// Every delete: relaxed, even one that found nothing may delete.
@@ -252,7 +253,7 @@ impl<'r> Facts<'r> {
         let count = register.value_count;
         let mut holders = vec![Holders::default(); count];
         let mut first_success: Vec<Option<Pos>> = vec![None; count];
-        let mut failed_expecting: Vec<Vec<(Time, Time, Pos)>> = vec![Vec::new(); count];
+        let mut failed_expecting: Vec<Vec<(Time, (Time, Pos))>> = vec![Vec::new(); count];
         let mut failed_writing: Vec<Vec<Pos>> = vec![Vec::new(); count];
         let mut after_items = Vec::with_capacity(register.ops.len());
         for (position, op) in register.ops.iter().enumerate() {
@@ -273,7 +274,7 @@ impl<'r> Facts<'r> {
                 }
             }
             if let (Some(value), Kind::Cas { value: written, .. }) = (op.reads_not(), op.kind) {
-                failed_expecting[value as usize].push((op.ret, op.call, position));
+                failed_expecting[value as usize].push((op.ret, (op.call, position)));
                 failed_writing[written as usize].push(position);
             }
         }
@@ -286,6 +287,14 @@ impl<'r> Facts<'r> {
             holders[value as usize].add_call(op.call, reader);
             if let Kind::Cas { expected, .. } = op.kind {
                 holders[expected as usize].add_call(op.call, reader);
+            }
+        }
+        for failed in &mut failed_expecting {
+            failed.sort_unstable();
+            let mut latest = (0, 0);
+            for entry in failed.iter_mut() {
+                latest = latest.max(entry.1);
+                entry.1 = latest;
             }
         }
         Facts {
@@ -758,14 +767,11 @@ impl<'r> Facts<'r> {
     }
 }
 
-/// Among failed cas expecting one value (return, call, position): the latest call of those
-/// that returned strictly before `before`.
-fn latest_failed(failed: &[(Time, Time, Pos)], before: Time) -> Option<(Time, Pos)> {
-    failed
-        .iter()
-        .filter(|&&(ret, _, _)| ret < before)
-        .map(|&(_, call, position)| (call, position))
-        .max()
+/// Among failed cas expecting one value (see [`Facts::failed_expecting`]): the latest call of
+/// those that returned strictly before `before`.
+fn latest_failed(failed: &[(Time, (Time, Pos))], before: Time) -> Option<(Time, Pos)> {
+    let count = failed.partition_point(|&(ret, _)| ret < before);
+    count.checked_sub(1).map(|last| failed[last].1)
 }
 
 fn sorted(mut ops: Vec<Pos>) -> Vec<Pos> {
