@@ -43,6 +43,19 @@ impl Budget {
         self.steps_used
     }
 
+    /// A budget for part of the work: at most `max_steps` of what is left, same deadline.
+    /// Its use is added back with [`Budget::charge`].
+    pub(crate) fn child(&self, max_steps: u64) -> Budget {
+        Budget::new(self.steps_left.min(max_steps), self.deadline)
+    }
+
+    /// Counts the steps a child budget used as used here.
+    pub(crate) fn charge(&mut self, child: &Budget) {
+        assert!(child.steps_used <= self.steps_left, "a child never has more than its parent");
+        self.steps_left -= child.steps_used;
+        self.steps_used += child.steps_used;
+    }
+
     #[inline]
     pub(crate) fn tick(&mut self) -> Result<(), BudgetKind> {
         if self.steps_left == 0 {

@@ -36,7 +36,8 @@ pub struct HistoryError {
 pub enum HistoryErrorKind {
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
-    #[error("line is {size_bytes} bytes, more than the limit of {limit_bytes}")]
+    /// `size_bytes`: how much of the line was read when it was rejected (reading stops there).
+    #[error("line is longer than the limit of {limit_bytes} bytes (rejected after {size_bytes})")]
     LineTooLong { size_bytes: usize, limit_bytes: usize },
     #[error("expected a JSON object, one operation per line")]
     NotAnObject,
@@ -77,4 +78,6 @@ pub enum HistoryErrorKind {
     TooLarge { field: &'static str, count: usize, limit: usize },
     #[error("more than {limit} operations")]
     TooManyOps { limit: usize },
+    #[error("the file is larger than the limit of {limit_bytes} bytes")]
+    TooManyBytes { limit_bytes: u64 },
 }

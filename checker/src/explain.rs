@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::check::{CheckReport, Verdict};
+use crate::check::{CheckReport, FastPath, Verdict};
 use crate::history::{Compare, History, KeyValue, Op, Range, Status, TxnOp};
 
 fn value_text(value: Option<&str>) -> String {
@@ -132,15 +132,22 @@ pub fn describe_indexed(history: &History, index: usize) -> String {
 /// A multi-line summary of a report (without timing, which the caller measures).
 pub fn summarize(history: &History, report: &CheckReport) -> String {
     let mut text = String::new();
-    let _ = writeln!(text, "verdict: {}", report.verdict.as_str());
     let _ = writeln!(
         text,
-        "operations: {} ({} left out as failed or unobserved reads; {} independent {}; {} search \
-         steps)",
+        "verdict: {}{}",
+        report.verdict.as_str(),
+        if report.is_vacuous() { " (vacuously: nothing to check)" } else { "" }
+    );
+    let fast = report.partitions.iter().filter(|p| p.fast_path == FastPath::Decided).count();
+    let _ = writeln!(
+        text,
+        "operations: {} ({} left out as failed or unobserved reads; {} independent {}, {} decided \
+         by the unique-value fast path; {} search steps)",
         report.op_count,
         report.dropped_op_count,
         report.partitions.len(),
         if report.partitions.len() == 1 { "partition" } else { "partitions" },
+        fast,
         report.steps
     );
     match &report.verdict {
@@ -158,6 +165,9 @@ pub fn summarize(history: &History, report: &CheckReport) -> String {
                 violation.violating_partitions,
                 if violation.violating_partitions == 1 { "partition" } else { "partitions" }
             );
+            if let Some(rule) = violation.rule {
+                let _ = writeln!(text, "why: {rule}");
+            }
             let _ = writeln!(
                 text,
                 "{} failing operations: no order of them is valid, whatever the other operations \
@@ -167,6 +177,15 @@ pub fn summarize(history: &History, report: &CheckReport) -> String {
             );
             for &index in &violation.failing_ops {
                 let _ = writeln!(text, "  {}", describe_indexed(history, index));
+            }
+            if !violation.read_from.is_empty() {
+                let _ = writeln!(
+                    text,
+                    "the writes they read from (implied: each is the only write of its value):"
+                );
+                for &index in &violation.read_from {
+                    let _ = writeln!(text, "  {}", describe_indexed(history, index));
+                }
             }
             if !violation.longest_prefix.is_empty() {
                 let order: Vec<String> = violation

@@ -7,12 +7,16 @@
 //! operations end with an unknown outcome (`info`): the client gives up at its return time and
 //! the operation either takes effect at its point (which may be after the client gave up) or
 //! never. Some fail (`fail`) and never take effect.
+//!
+//! [`plant_anomaly`] then turns such a history into a definite violation by changing one
+//! completed operation in its middle, among concurrent traffic: the benchmark's planted
+//! anomalies.
 
 use std::collections::BTreeMap;
 
 use stateright::semantics::SequentialSpec;
 
-use crate::history::{Compare, History, Op, Operation, Range, Status, Time, Txn, TxnOp};
+use crate::history::{Compare, History, Op, OpIndex, Operation, Range, Status, Time, Txn, TxnOp};
 use crate::spec::{KvSpec, call_of, fill_outputs};
 
 /// SplitMix64: a tiny, seedable, well-distributed generator; enough for test data, and it keeps
@@ -224,6 +228,150 @@ pub fn linearizable_history(options: &GenerateOptions) -> History {
     match History::new(ops) {
         Ok(history) => history,
         Err(error) => panic!("generated history is invalid: {error}"),
+    }
+}
+
+/// A violation [`plant_anomaly`] can plant.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Anomaly {
+    /// A get returns the value of a put that two later puts, both finished before the get
+    /// began, overwrote.
+    StaleRead,
+    /// A get returns a value no operation ever wrote.
+    PhantomRead,
+    /// A get after a put finished returns the value that put overwrote: the put was lost.
+    LostWrite,
+    /// A compare-and-set succeeds expecting the value another successful compare-and-set
+    /// already replaced.
+    DoubleCas,
+    /// A get returns a value written before a delete that finished before the get began.
+    ResurrectedDelete,
+}
+
+impl Anomaly {
+    pub const ALL: [Anomaly; 5] = [
+        Anomaly::StaleRead,
+        Anomaly::PhantomRead,
+        Anomaly::LostWrite,
+        Anomaly::DoubleCas,
+        Anomaly::ResurrectedDelete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Anomaly::StaleRead => "stale read",
+            Anomaly::PhantomRead => "phantom read",
+            Anomaly::LostWrite => "lost write",
+            Anomaly::DoubleCas => "double cas",
+            Anomaly::ResurrectedDelete => "resurrected delete",
+        }
+    }
+}
+
+/// A history with one planted violation.
+#[derive(Clone, Debug)]
+pub struct Planted {
+    pub history: History,
+    /// The operation whose output (for a double cas: whose expected value and outcome) was
+    /// changed.
+    pub changed: OpIndex,
+    /// The operations that make the anomaly definite, `changed` included, in call order: for a
+    /// stale read the overwritten put, the two puts and the get.
+    pub involved: Vec<OpIndex>,
+}
+
+/// Plants `anomaly` on `key` of a linearizable history with unique written values (as
+/// [`linearizable_history`] makes with `values_per_key: 0`): the first suitable completed
+/// operation from the middle of the key's operations on is changed so that no linearization
+/// exists, whatever the rest did. `None` if the key has no suitable operations.
+pub fn plant_anomaly(history: &History, anomaly: Anomaly, key: &str) -> Option<Planted> {
+    let mut ops = history.ops().to_vec();
+    let mut on_key: Vec<OpIndex> =
+        (0..ops.len()).filter(|&index| ops[index].op.key() == Some(key)).collect();
+    on_key.sort_by_key(|&index| (ops[index].call, index));
+    let ok = |index: OpIndex| ops[index].status == Status::Ok;
+    let is_put = |index: OpIndex| ok(index) && matches!(ops[index].op, Op::Put { .. });
+    let is_get = |index: OpIndex| ok(index) && matches!(ops[index].op, Op::Get { .. });
+    let ret = |index: OpIndex| ops[index].ret.unwrap_or(Time::MAX);
+    let call = |index: OpIndex| ops[index].call;
+    // Completed puts that returned before `time`, latest return first.
+    let puts_before = |time: Time| -> Vec<OpIndex> {
+        let mut puts: Vec<OpIndex> =
+            on_key.iter().copied().filter(|&index| is_put(index) && ret(index) < time).collect();
+        puts.sort_by_key(|&index| std::cmp::Reverse((ret(index), index)));
+        puts
+    };
+    let middle = on_key.len() / 2;
+    let (changed, involved, new_op) = match anomaly {
+        Anomaly::PhantomRead => {
+            let read = on_key[middle..].iter().copied().find(|&index| is_get(index))?;
+            let op = Op::Get { key: key.to_owned(), value: Some(format!("phantom-{read}")) };
+            (read, vec![read], op)
+        }
+        Anomaly::StaleRead => {
+            on_key[middle..].iter().copied().filter(|&i| is_get(i)).find_map(|read| {
+                let puts = puts_before(call(read));
+                let (later, earlier) = (*puts.first()?, *puts.get(1)?);
+                let first_call = call(later).min(call(earlier));
+                let stale = puts.iter().copied().find(|&index| ret(index) < first_call)?;
+                let Op::Put { value, .. } = &ops[stale].op else { return None };
+                let op = Op::Get { key: key.to_owned(), value: Some(value.clone()) };
+                Some((read, vec![stale, earlier, later, read], op))
+            })?
+        }
+        Anomaly::LostWrite => {
+            on_key[middle..].iter().copied().filter(|&i| is_put(i)).find_map(|lost| {
+                // The put it overwrote: the completed put that returned last before it began.
+                let previous = *puts_before(call(lost)).first()?;
+                // The first completed get after the lost put returned now sees the previous
+                // value, as if the put never happened.
+                let read = on_key
+                    .iter()
+                    .copied()
+                    .find(|&index| call(index) > ret(lost) && is_get(index))?;
+                let Op::Put { value, .. } = &ops[previous].op else { return None };
+                let op = Op::Get { key: key.to_owned(), value: Some(value.clone()) };
+                Some((read, vec![previous, lost, read], op))
+            })?
+        }
+        Anomaly::DoubleCas => {
+            let first = on_key[middle..].iter().copied().find(|&index| {
+                ok(index)
+                    && matches!(ops[index].op, Op::Cas { expected: Some(_), success: true, .. })
+            })?;
+            let Op::Cas { expected, .. } = &ops[first].op else { return None };
+            let expected = expected.clone();
+            // A failed cas called after the first returned, now claiming the same success.
+            let second = on_key[middle..].iter().copied().find(|&index| {
+                call(index) > ret(first)
+                    && ok(index)
+                    && matches!(ops[index].op, Op::Cas { success: false, .. })
+            })?;
+            let Op::Cas { value, .. } = &ops[second].op else { return None };
+            let op = Op::Cas { key: key.to_owned(), expected, value: value.clone(), success: true };
+            let mut involved = vec![first, second];
+            involved.sort_by_key(|&index| (call(index), index));
+            (second, involved, op)
+        }
+        Anomaly::ResurrectedDelete => on_key[middle..]
+            .iter()
+            .copied()
+            .filter(|&index| ok(index) && matches!(ops[index].op, Op::Delete { .. }))
+            .find_map(|delete| {
+                let written = *puts_before(call(delete)).first()?;
+                let read = on_key
+                    .iter()
+                    .copied()
+                    .find(|&index| is_get(index) && call(index) > ret(delete))?;
+                let Op::Put { value, .. } = &ops[written].op else { return None };
+                let op = Op::Get { key: key.to_owned(), value: Some(value.clone()) };
+                Some((read, vec![written, delete, read], op))
+            })?,
+    };
+    ops[changed].op = new_op;
+    match History::new(ops) {
+        Ok(history) => Some(Planted { history, changed, involved }),
+        Err(error) => panic!("planting an output made the history invalid: {error}"),
     }
 }
 

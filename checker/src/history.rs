@@ -5,7 +5,6 @@
 //! outside tool can read what it writes. A [`History`] can only be built through validation
 //! ([`History::new`] or [`crate::parse_jsonl`]), so the checker never sees a malformed one.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::error::{HistoryError, HistoryErrorKind, Location};
@@ -345,44 +344,66 @@ impl History {
         }
     }
 
-    /// A client is sequential: each of its operations must end before its next one starts.
-    ///
-    /// An operation without a return time (an `info` whose client gave up) does not block the
-    /// client's next operation: the client stopped waiting at some unknown point before it.
-    /// A return equal to the next call is accepted, because coarse clocks (the simulator's
-    /// millisecond ticks) make it common; the checker then treats the two as concurrent, which
-    /// can only hide an anomaly confined to that instant, never invent one.
+    /// See [`validate_clients`].
     fn validate_clients(&self) -> Result<(), HistoryError> {
-        let mut by_client: BTreeMap<ClientId, Vec<OpIndex>> = BTreeMap::new();
-        for (index, operation) in self.ops.iter().enumerate() {
-            by_client.entry(operation.client).or_default().push(index);
-        }
-        for indexes in by_client.values_mut() {
-            // Ties on `call` fall back to file order so that the error names the later line.
-            indexes.sort_by_key(|&index| (self.ops[index].call, index));
-            for pair in indexes.windows(2) {
-                let (earlier, later) = (&self.ops[pair[0]], &self.ops[pair[1]]);
-                let still_open = match earlier.ret {
-                    _ if earlier.call == later.call => true,
-                    Some(ret) => ret > later.call,
-                    None => false,
-                };
-                if still_open {
-                    return Err(HistoryError {
-                        location: self.location(pair[1]),
-                        kind: HistoryErrorKind::ClientOverlap {
-                            client: later.client,
-                            call: later.call,
-                            other: self.location(pair[0]),
-                            other_call: earlier.call,
-                            other_ret: earlier.ret,
-                        },
-                    });
-                }
-            }
-        }
-        Ok(())
+        validate_clients(
+            self.ops.len(),
+            |index| {
+                let operation = &self.ops[index];
+                (operation.client, operation.call, operation.ret)
+            },
+            |index| self.location(index),
+        )
     }
+}
+
+/// A client is sequential: each of its operations must end before its next one starts.
+/// `operation(index)` gives the client, call and return of operation `index` of `count`.
+///
+/// An operation without a return time (an `info` whose client gave up) does not block the
+/// client's next operation: the client stopped waiting at some unknown point before it.
+/// A return equal to the next call is accepted, because coarse clocks (the simulator's
+/// millisecond ticks) make it common; the checker then treats the two as concurrent, which
+/// can only hide an anomaly confined to that instant, never invent one.
+pub(crate) fn validate_clients(
+    count: usize,
+    operation: impl Fn(usize) -> (ClientId, Time, Option<Time>),
+    location: impl Fn(usize) -> Location,
+) -> Result<(), HistoryError> {
+    assert!(count <= limits::HISTORY_OPS_MAX, "bounded before");
+    // By client, then call; ties fall back to file order so that the error names the later
+    // line. `u32` indexes: ten million operations fit, in half the memory.
+    let mut order: Vec<u32> = (0..count as u32).collect();
+    order.sort_unstable_by_key(|&index| {
+        let (client, call, _) = operation(index as usize);
+        (client, call, index)
+    });
+    for pair in order.windows(2) {
+        let (earlier, later) = (pair[0] as usize, pair[1] as usize);
+        let (client, earlier_call, earlier_ret) = operation(earlier);
+        let (later_client, later_call, _) = operation(later);
+        if client != later_client {
+            continue;
+        }
+        let still_open = match earlier_ret {
+            _ if earlier_call == later_call => true,
+            Some(ret) => ret > later_call,
+            None => false,
+        };
+        if still_open {
+            return Err(HistoryError {
+                location: location(later),
+                kind: HistoryErrorKind::ClientOverlap {
+                    client: later_client,
+                    call: later_call,
+                    other: location(earlier),
+                    other_call: earlier_call,
+                    other_ret: earlier_ret,
+                },
+            });
+        }
+    }
+    Ok(())
 }
 
 impl TryFrom<Vec<Operation>> for History {
@@ -394,7 +415,7 @@ impl TryFrom<Vec<Operation>> for History {
 }
 
 /// Checks one operation on its own: times, required outputs, sizes.
-fn validate_operation(operation: &Operation) -> Result<(), HistoryErrorKind> {
+pub(crate) fn validate_operation(operation: &Operation) -> Result<(), HistoryErrorKind> {
     match (operation.status, operation.ret) {
         (Status::Ok, None) => return Err(HistoryErrorKind::MissingReturn),
         (_, Some(ret)) if ret < operation.call => {

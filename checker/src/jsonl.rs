@@ -6,43 +6,25 @@
 //! Unknown fields are ignored, so that files written by other tools (which often add an index
 //! or a wall-clock time) can still be read.
 
+use std::borrow::Cow;
 use std::io;
 
 use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use crate::error::{HistoryError, HistoryErrorKind, Location};
+use crate::error::{HistoryError, HistoryErrorKind};
 use crate::history::{CmpOp, Compare, History, KeyValue, Op, Operation, Range, Status, Txn, TxnOp};
 use crate::limits;
+use crate::reader::{ReadError, read_history};
 
 /// Parses a JSON Lines history. Blank lines are skipped; line numbers in errors are 1-based
-/// lines of `text`.
+/// lines of `text`. (`read_jsonl` reads from any `BufRead`, line by line.)
 pub fn parse_jsonl(text: &str) -> Result<History, HistoryError> {
-    let mut ops = Vec::new();
-    let mut source_lines = Vec::new();
-    for (line_index, raw_line) in text.split('\n').enumerate() {
-        let line_number = line_index + 1;
-        let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
-        if line.trim().is_empty() {
-            continue;
-        }
-        let located = |kind| HistoryError { location: Location::Line(line_number), kind };
-        if ops.len() == limits::HISTORY_OPS_MAX {
-            return Err(located(HistoryErrorKind::TooManyOps { limit: limits::HISTORY_OPS_MAX }));
-        }
-        if line.len() > limits::LINE_BYTES_MAX {
-            return Err(located(HistoryErrorKind::LineTooLong {
-                size_bytes: line.len(),
-                limit_bytes: limits::LINE_BYTES_MAX,
-            }));
-        }
-        let value: Value = serde_json::from_str(line)
-            .map_err(|error| located(HistoryErrorKind::MalformedJson(error.to_string())))?;
-        let operation = decode_operation(&value).map_err(located)?;
-        ops.push(operation);
-        source_lines.push(line_number);
+    match read_history(text.as_bytes()) {
+        Ok(history) => Ok(history),
+        Err(ReadError::History(error)) => Err(error),
+        Err(ReadError::Io(error)) => unreachable!("reading a &[u8] cannot fail: {error}"),
     }
-    History::from_parts(ops, source_lines)
 }
 
 /// Writes a history as JSON Lines, one operation per line, in the history's order.
@@ -314,8 +296,85 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// Decodes one line. The common lines (the base kinds, well formed) take a typed decode that
+/// borrows the line's strings; anything else — transactions, ranges, and every malformed line,
+/// whose error must name the field — goes through [`decode_operation`], so that one decoder
+/// decides what is accepted and says what is wrong.
+pub(crate) fn decode_line(line: &str) -> Result<Operation, HistoryErrorKind> {
+    if let Some(operation) = decode_flat(line) {
+        return Ok(operation);
+    }
+    let value: Value = serde_json::from_str(line)
+        .map_err(|error| HistoryErrorKind::MalformedJson(error.to_string()))?;
+    decode_operation(&value)
+}
+
+/// The fields of a line of a base kind, as they appear.
+#[derive(serde::Deserialize)]
+struct FlatLine<'a> {
+    client: u64,
+    call: u64,
+    #[serde(rename = "return")]
+    ret: Option<u64>,
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    #[serde(borrow)]
+    key: Option<Cow<'a, str>>,
+    /// Absent: `None`; `null`: `Some(None)`.
+    #[serde(default, borrow, deserialize_with = "present")]
+    value: Option<Option<Cow<'a, str>>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    expected: Option<Option<Cow<'a, str>>>,
+    success: Option<bool>,
+    found: Option<bool>,
+}
+
+/// For a field that may be `null`: present (even as `null`) is `Some`.
+fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+/// The typed decode of [`decode_line`]; `None` sends the line to the general decoder, which
+/// accepts it with the same meaning or names what is wrong. Same rules as
+/// [`decode_operation`]: outputs are read only for `ok` operations.
+fn decode_flat(line: &str) -> Option<Operation> {
+    let flat: FlatLine<'_> = serde_json::from_str(line).ok()?;
+    let status = match &*flat.status {
+        "ok" => Status::Ok,
+        "fail" => Status::Fail,
+        "info" => Status::Info,
+        _ => return None,
+    };
+    let outputs = status == Status::Ok;
+    let key = flat.key?.into_owned();
+    let written = || -> Option<String> { Some(flat.value.clone()??.into_owned()) };
+    let op = match &*flat.op {
+        "get" => Op::Get {
+            key,
+            value: if outputs { flat.value.clone()?.map(Cow::into_owned) } else { None },
+        },
+        "put" => Op::Put { key, value: written()? },
+        "delete" => Op::Delete { key, found: if outputs { flat.found } else { None } },
+        "cas" => Op::Cas {
+            key,
+            expected: flat.expected.clone()?.map(Cow::into_owned),
+            value: written()?,
+            success: outputs && flat.success?,
+        },
+        "put_if_absent" => {
+            Op::PutIfAbsent { key, value: written()?, success: outputs && flat.success? }
+        }
+        _ => return None,
+    };
+    Some(Operation { client: flat.client, call: flat.call, ret: flat.ret, status, op })
+}
+
 /// Decodes one operation object. Outputs are read only for `ok` operations.
-fn decode_operation(value: &Value) -> Result<Operation, HistoryErrorKind> {
+pub(crate) fn decode_operation(value: &Value) -> Result<Operation, HistoryErrorKind> {
     let fields = Fields::new(value, String::new())?;
     let client = fields.integer("client")?;
     let call = fields.integer("call")?;
@@ -449,6 +508,7 @@ fn check_count(field: &'static str, count: usize, limit: usize) -> Result<(), Hi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Location;
 
     fn kind_of(text: &str) -> (Location, HistoryErrorKind) {
         let error = parse_jsonl(text).unwrap_err();

@@ -17,23 +17,28 @@ mod check;
 pub mod cli;
 mod error;
 mod explain;
+mod fast_hash;
 pub mod generate;
 mod history;
+mod interner;
 mod jsonl;
 pub mod limits;
 mod linset;
 mod minimize;
 mod model;
 mod partition;
+mod reader;
 mod search;
 pub mod spec;
+mod table;
 mod timeline_html;
 mod union_find;
+mod unique_values;
 
 pub use budget::BudgetKind;
 pub use check::{
-    CheckOptions, CheckReport, PartitionOutcome, PartitionReport, Unknown, Verdict, Violation,
-    check,
+    CheckOptions, CheckReport, FastPath, PartitionOutcome, PartitionReport, Unknown, Verdict,
+    Violation, check,
 };
 pub use error::{HistoryError, HistoryErrorKind, Location};
 pub use explain::{describe_indexed, describe_op, summarize};
@@ -42,4 +47,5 @@ pub use history::{
     TxnOp,
 };
 pub use jsonl::{parse_jsonl, to_jsonl_string, write_jsonl};
+pub use reader::{ReadError, read_history as read_jsonl};
 pub use timeline_html::render_timeline_html;

@@ -12,9 +12,10 @@
 //! the order; a key the range claims to have returned appears in the history (in the range's own
 //! result) and is therefore joined, so a phantom result is still caught.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use crate::history::{History, Op, Operation, Range, Status, TxnOp};
+use crate::history::{Op, Range, Status, TxnOp};
+use crate::table::{Row, RowKind, Table};
 use crate::union_find::DisjointSets;
 
 /// The operations of one partition and the keys they touch.
@@ -39,18 +40,21 @@ pub(crate) struct Split<'h> {
 /// `fail` operations definitely did not happen. An `info` read (a get, a range, a transaction
 /// that only reads) observed nothing the checker knows and changed nothing, so whether and when
 /// it happened cannot matter.
-pub(crate) fn is_relevant(operation: &Operation) -> bool {
-    match operation.status {
+fn is_relevant(table: &Table<'_>, row: &Row) -> bool {
+    match row.status {
         Status::Ok => true,
         Status::Fail => false,
-        Status::Info => match &operation.op {
-            Op::Get { .. } | Op::Range(_) => false,
-            Op::Txn(txn) => txn
-                .success
-                .iter()
-                .chain(&txn.failure)
-                .any(|sub| matches!(sub, TxnOp::Put { .. } | TxnOp::Delete { .. })),
-            Op::Put { .. } | Op::Delete { .. } | Op::Cas { .. } | Op::PutIfAbsent { .. } => true,
+        Status::Info => match row.kind {
+            RowKind::Get | RowKind::Range => false,
+            RowKind::Txn => match &table.complex[row.key as usize].op {
+                Op::Txn(txn) => txn
+                    .success
+                    .iter()
+                    .chain(&txn.failure)
+                    .any(|sub| matches!(sub, TxnOp::Put { .. } | TxnOp::Delete { .. })),
+                _ => unreachable!("a transaction row points at a transaction"),
+            },
+            RowKind::Put | RowKind::Delete | RowKind::Cas | RowKind::PutIfAbsent => true,
         },
     }
 }
@@ -109,95 +113,127 @@ fn for_each_range(op: &Op, visit: &mut impl FnMut(&Range)) {
     }
 }
 
-/// Splits the relevant operations of `history` into independent partitions, in a deterministic
+/// Splits the relevant operations of `table` into independent partitions, in a deterministic
 /// order (by smallest key; the keyless partition, if any, last).
-pub(crate) fn split(history: &History) -> Split<'_> {
-    let ops = history.ops();
-    let relevant: Vec<usize> = (0..ops.len()).filter(|&index| is_relevant(&ops[index])).collect();
+pub(crate) fn split<'t>(table: &'t Table<'_>) -> Split<'t> {
+    let relevant: Vec<usize> =
+        (0..table.len()).filter(|&index| is_relevant(table, table.row(index))).collect();
 
-    // Every key named by a relevant operation, sorted, so that key ids follow key order.
-    let mut universe: BTreeSet<&str> = BTreeSet::new();
-    for &index in &relevant {
-        for_each_named_key(&ops[index].op, &mut |key| {
-            universe.insert(key);
-        });
+    // Keys by id are in order of first appearance; rank them in key order so that partition
+    // ids, and the keys of each partition, follow key order.
+    let key_count = table.keys.len();
+    let mut by_key: Vec<u32> = (0..key_count as u32).collect();
+    by_key.sort_unstable_by_key(|&id| table.keys.get(id));
+    let keys: Vec<&str> = by_key.iter().map(|&id| table.keys.get(id)).collect();
+    let mut rank = vec![0u32; key_count];
+    for (sorted, &id) in by_key.iter().enumerate() {
+        rank[id as usize] = sorted as u32;
     }
-    let key_id: BTreeMap<&str, u32> =
-        universe.iter().enumerate().map(|(id, key)| (*key, id as u32)).collect();
-    let keys: Vec<&str> = universe.iter().copied().collect();
+    let find = |key: &str| -> u32 {
+        match table.keys.find(key) {
+            Some(id) => rank[id as usize],
+            None => unreachable!("every key a transaction or range names is interned"),
+        }
+    };
 
-    // The keys of each operation: named ones plus, for ranges, every matching key of the
-    // universe. `first_key[i]` is any one of them, for grouping after the unions.
+    // The universe: every key a relevant operation names (a table also holds the keys of
+    // operations that cannot matter).
+    let mut used = vec![false; keys.len()];
+    let mut named: Vec<u32> = Vec::new();
+    for &index in &relevant {
+        let row = table.row(index);
+        if matches!(row.kind, RowKind::Txn | RowKind::Range) {
+            named.clear();
+            for_each_named_key(&table.complex[row.key as usize].op, &mut |key| {
+                named.push(find(key))
+            });
+            for &id in &named {
+                used[id as usize] = true;
+            }
+        } else {
+            used[rank[row.key as usize] as usize] = true;
+        }
+    }
+
+    // The keys of each operation: its key, or for a transaction or range every key it names
+    // plus every key of the universe a range covers. `first_key[i]` is any one of them, for
+    // grouping after the unions.
     let mut sets = DisjointSets::new(keys.len());
     let mut first_key: Vec<Option<u32>> = Vec::with_capacity(relevant.len());
     for &index in &relevant {
-        let op = &ops[index].op;
-        let mut first: Option<u32> = None;
-        let mut join = |id: u32, sets: &mut DisjointSets| match first {
-            None => first = Some(id),
-            Some(first) => sets.union(first, id),
-        };
-        let mut named = Vec::new();
-        for_each_named_key(op, &mut |key| named.push(key_id[key]));
-        for id in named {
-            join(id, &mut sets);
+        let row = table.row(index);
+        if !matches!(row.kind, RowKind::Txn | RowKind::Range) {
+            first_key.push(Some(rank[row.key as usize]));
+            continue;
         }
-        let mut covered = Vec::new();
+        let op = &table.complex[row.key as usize].op;
+        let mut ids = Vec::new();
+        for_each_named_key(op, &mut |key| ids.push(find(key)));
         for_each_range(op, &mut |range| {
-            covered.extend(
-                universe
-                    .range(range.prefix.as_str()..)
-                    .take_while(|key| key.starts_with(range.prefix.as_str()))
-                    .map(|key| key_id[key]),
+            let prefix = range.prefix.as_str();
+            let from = keys.partition_point(|key| *key < prefix);
+            ids.extend(
+                (from..keys.len())
+                    .take_while(|&id| keys[id].starts_with(prefix))
+                    .filter(|&id| used[id])
+                    .map(|id| id as u32),
             );
         });
-        for id in covered {
-            join(id, &mut sets);
+        for &id in &ids {
+            sets.union(ids[0], id);
         }
-        first_key.push(first);
+        first_key.push(ids.first().copied());
     }
 
-    // Group by root. BTreeMap keyed by the smallest key id of each group keeps the output order
-    // independent of union-find internals.
-    let mut smallest_of_root: BTreeMap<u32, u32> = BTreeMap::new();
+    // Group by root, numbered by the smallest key id of each group (ids ascend, so the first
+    // seen is the smallest): the output order does not depend on union-find internals. Keys
+    // named only by operations that cannot matter belong to no partition.
+    let mut group_of_root: Vec<Option<u32>> = vec![None; keys.len()];
+    let mut group_count = 0u32;
+    let mut group_of_key: Vec<Option<u32>> = Vec::with_capacity(keys.len());
     for id in 0..keys.len() as u32 {
-        let root = sets.find(id);
-        smallest_of_root.entry(root).or_insert(id); // ids ascend, so the first is the smallest
+        if !used[id as usize] {
+            group_of_key.push(None);
+            continue;
+        }
+        let root = sets.find(id) as usize;
+        let group = *group_of_root[root].get_or_insert_with(|| {
+            group_count += 1;
+            group_count - 1
+        });
+        group_of_key.push(Some(group));
     }
-    let mut groups: BTreeMap<Option<u32>, PartitionPlan<'_>> = BTreeMap::new();
+    let mut partitions: Vec<PartitionPlan<'_>> =
+        (0..group_count).map(|_| PartitionPlan { keys: Vec::new(), ops: Vec::new() }).collect();
+    let mut keyless = PartitionPlan { keys: Vec::new(), ops: Vec::new() };
     for (position, &index) in relevant.iter().enumerate() {
-        let group = first_key[position].map(|id| smallest_of_root[&sets.find(id)]);
-        groups
-            .entry(group)
-            .or_insert_with(|| PartitionPlan { keys: Vec::new(), ops: Vec::new() })
-            .ops
-            .push(index);
-    }
-    for id in 0..keys.len() as u32 {
-        let group = smallest_of_root[&sets.find(id)];
-        if let Some(plan) = groups.get_mut(&Some(group)) {
-            plan.keys.push(keys[id as usize]);
+        match first_key[position].and_then(|id| group_of_key[id as usize]) {
+            Some(group) => partitions[group as usize].ops.push(index),
+            None => keyless.ops.push(index),
         }
     }
-    let mut partitions: Vec<PartitionPlan<'_>> = Vec::with_capacity(groups.len());
-    let mut keyless = None;
-    for (group, mut plan) in groups {
-        plan.ops.sort_by_key(|&index| (ops[index].call, index));
-        match group {
-            Some(_) => partitions.push(plan),
-            None => keyless = Some(plan),
+    for (id, group) in group_of_key.iter().enumerate() {
+        if let Some(group) = group {
+            partitions[*group as usize].keys.push(keys[id]);
         }
     }
-    partitions.extend(keyless);
+    // A used key comes from an operation, so no group is empty.
+    assert!(partitions.iter().all(|plan| !plan.ops.is_empty()));
+    if !keyless.ops.is_empty() {
+        partitions.push(keyless);
+    }
+    for plan in &mut partitions {
+        plan.ops.sort_by_key(|&index| (table.row(index).call, index));
+    }
     let kept: usize = partitions.iter().map(|plan| plan.ops.len()).sum();
     assert_eq!(kept, relevant.len());
-    Split { partitions, dropped: ops.len() - relevant.len() }
+    Split { partitions, dropped: table.len() - relevant.len() }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{KeyValue, Txn};
+    use crate::history::{History, KeyValue, Operation, Txn};
 
     fn range(prefix: &str, kvs: &[(&str, &str)]) -> Op {
         Op::Range(Range {
@@ -233,7 +269,8 @@ mod tests {
             Operation::info(10, 2, Op::get("a", None)),
         ])
         .unwrap();
-        let split = split(&history);
+        let table = Table::from_history(&history);
+        let split = split(&table);
         assert_eq!(split.dropped, 2);
         let shape: Vec<(Vec<&str>, Vec<usize>)> =
             split.partitions.iter().map(|plan| (plan.keys.clone(), plan.ops.clone())).collect();
@@ -255,7 +292,8 @@ mod tests {
             Operation::ok(2, 2, 3, range("p/", &[("p/ghost", "9")])),
         ])
         .unwrap();
-        let split = split(&history);
+        let table = Table::from_history(&history);
+        let split = split(&table);
         assert_eq!(split.partitions.len(), 1);
         assert_eq!(split.partitions[0].keys, vec!["p/a", "p/ghost"]);
     }

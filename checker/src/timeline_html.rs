@@ -16,7 +16,7 @@ use crate::history::{History, Op, OpIndex, Status, Time};
 use crate::partition::touches;
 
 /// Bars drawn at most; beyond this a browser struggles and a person cannot read it anyway.
-const BARS_MAX: usize = 2_000;
+pub(crate) const BARS_MAX: usize = 2_000;
 const LANE_HEIGHT_PX: usize = 30;
 const BAR_HEIGHT_PX: usize = 20;
 const LABEL_WIDTH_PX: usize = 90;

@@ -27,6 +27,7 @@ fn run(name: &str, text: &str) -> (u8, String, String) {
         budget_steps: 1_000_000,
         timeout_ms: None,
         no_minimize: false,
+        no_fast_path: false,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = run_check(&args, &mut out, &mut err);
@@ -98,6 +99,7 @@ fn unreadable_files_and_invalid_utf8_are_bad_input() {
         budget_steps: 1_000,
         timeout_ms: None,
         no_minimize: false,
+        no_fast_path: false,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     assert_eq!(run_check(&args, &mut out, &mut err), EXIT_BAD_INPUT);
@@ -133,6 +135,15 @@ fn the_binary_exits_3_on_bad_input_and_on_a_bad_command_line() {
     assert!(
         help.contains("--budget-steps") && help.contains("--timeout-ms") && help.contains("--html")
     );
+}
+
+#[test]
+fn an_oversized_line_is_bad_input_and_names_its_line() {
+    let long = format!("{GOOD}\n{{\"client\":2,\"key\":\"{}\"}}\n", "x".repeat(2 << 20));
+    let (code, out, err) = run("long_line", &long);
+    assert_eq!(code, EXIT_BAD_INPUT, "{err}");
+    assert!(err.contains("line 2: line is longer than the limit of 1048576 bytes"), "{err}");
+    assert!(!out.contains("verdict"));
 }
 
 #[test]

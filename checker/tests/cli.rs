@@ -1,4 +1,4 @@
-//! The `conclave-checker check` binary: exit codes 0/1/2, and what it prints.
+//! The `conclave-checker check` binary: exit codes 0/1/2/4, and what it prints.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -63,9 +63,15 @@ fn violation_exits_1_and_prints_the_failing_operations_and_the_timeline() {
     assert!(text.contains("verdict: violation"), "{text}");
     assert!(text.contains("operations: 4 "), "{text}");
     assert!(text.contains("failing keys: [\"x\"]"), "{text}");
-    assert!(text.contains("line 2  client 2  [20, 30]  ok  put x \"2\""), "{text}");
-    assert!(text.contains("line 3  client 3  [40, 50]  ok  get x -> \"1\""), "{text}");
-    assert!(!text.contains("line 1  client 1"), "the first put is not needed: {text}");
+    assert!(text.contains("why: stale read"), "{text}");
+    let (failing, context) =
+        text.split_once("the writes they read from").expect("the write read from is named");
+    assert!(failing.contains("line 2  client 2  [20, 30]  ok  put x \"2\""), "{text}");
+    assert!(failing.contains("line 3  client 3  [40, 50]  ok  get x -> \"1\""), "{text}");
+    // The first put is implied (the only write of "1"), so not part of the minimal set...
+    assert!(!failing.contains("line 1  client 1"), "the first put is not needed: {text}");
+    // ...but named as what the read read from.
+    assert!(context.contains("line 1  client 1  [0, 10]  ok  put x \"1\""), "{text}");
     assert!(text.contains("timeline: stale.timeline.html"), "{text}");
     let html = std::fs::read_to_string(dir.join("stale.timeline.html")).expect("timeline written");
     // Self-contained: no scripts, styles or images fetched from anywhere.
@@ -83,11 +89,63 @@ fn exhausted_budget_exits_2() {
     let history =
         linearizable_history(&GenerateOptions { op_count: 2_000, ..GenerateOptions::default() });
     std::fs::write(dir.join("big.jsonl"), to_jsonl_string(&history)).expect("write");
+    // Written values are unique, so the fast path decides without search steps...
     let output = run_in(&dir, &["check", "big.jsonl", "--budget-steps", "10"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert!(stdout(&output).contains("decided by the unique-value fast path; 0 search steps"));
+    // ...and the search alone runs out.
+    let output = run_in(&dir, &["check", "big.jsonl", "--budget-steps", "10", "--no-fast-path"]);
     assert_eq!(output.status.code(), Some(2));
     let text = stdout(&output);
     assert!(text.contains("verdict: unknown") && text.contains("step budget exhausted"), "{text}");
     let output = run_in(&dir, &["check", "big.jsonl", "--timeout-ms", "0"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stdout(&output).contains("time budget exhausted"));
+}
+
+#[test]
+fn nothing_to_check_exits_4_with_a_warning() {
+    let dir = directory("empty");
+    std::fs::write(dir.join("empty.jsonl"), "\n\n").expect("write");
+    let output = run_in(&dir, &["check", "empty.jsonl"]);
+    assert_eq!(output.status.code(), Some(4));
+    let text = stdout(&output);
+    assert!(text.contains("verdict: linearizable (vacuously: nothing to check)"), "{text}");
+    assert!(text.contains("warning: nothing to check: the history has no operations"), "{text}");
+
+    // Only failed operations and a read of unknown outcome: nothing can affect the verdict.
+    let history = History::new(vec![
+        Operation::fail(1, 0, 1, Op::put("k", "1")),
+        Operation::info(2, 0, Op::get("k", None)),
+    ])
+    .expect("valid");
+    std::fs::write(dir.join("dropped.jsonl"), to_jsonl_string(&history)).expect("write");
+    let output = run_in(&dir, &["check", "dropped.jsonl"]);
+    assert_eq!(output.status.code(), Some(4));
+    assert!(stdout(&output).contains("every operation failed or is a read of unknown outcome"));
+}
+
+#[test]
+fn a_violation_in_a_large_file_is_explained_by_line() {
+    // Read as rows, checked, and the failing partition rebuilt for the report: the lines named
+    // are the file's.
+    let dir = directory("large");
+    let mut ops = linearizable_history(&GenerateOptions {
+        op_count: 20_000,
+        key_count: 50,
+        ..GenerateOptions::default()
+    })
+    .into_ops();
+    let end = ops.iter().map(|op| op.ret.unwrap_or(op.call)).max().unwrap_or(0);
+    ops.push(Operation::ok(900, end + 10, end + 11, Op::get("k0007", Some("never written"))));
+    let history = History::new(ops).expect("valid");
+    std::fs::write(dir.join("large.jsonl"), to_jsonl_string(&history)).expect("write");
+    let output = run_in(&dir, &["check", "large.jsonl"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(text.contains("failing keys: [\"k0007\"]"), "{text}");
+    assert!(text.contains("why: read of a value no operation can have written"), "{text}");
+    assert!(text.contains("line 20001  client 900"), "{text}");
+    let html = std::fs::read_to_string(dir.join("large.timeline.html")).expect("timeline");
+    assert_eq!(html.matches(" failing\" data-op=").count(), 1);
 }

@@ -1,9 +1,11 @@
 //! A linearizable background history with one planted anomaly must be reported as a violation
 //! on the planted key, with the planted operations in the minimal failing set.
 
-use conclave_checker::generate::{GenerateOptions, key_name, linearizable_history};
+use conclave_checker::generate::{
+    Anomaly, GenerateOptions, key_name, linearizable_history, plant_anomaly,
+};
 use conclave_checker::{
-    CheckOptions, History, Op, Operation, Verdict, check, render_timeline_html,
+    CheckOptions, FastPath, History, Op, Operation, Verdict, check, render_timeline_html,
 };
 
 /// Background: 4 clients over 5 keys, so the planted key already has about a hundred
@@ -172,4 +174,35 @@ fn small_explanations_are_exact() {
     assert!(violation.minimal);
     assert_eq!(violation.longest_prefix, vec![2]);
     assert_eq!(violation.violating_partitions, 1);
+}
+
+#[test]
+fn anomalies_among_64_concurrent_clients_are_proved_and_explained() {
+    // Issue 26's shape: 10,000 operations over 4 keys from 64 clients, where the search alone
+    // runs out of steps. Each anomaly is planted in the middle of the first key's traffic.
+    let history = linearizable_history(&GenerateOptions {
+        seed: 7,
+        op_count: 10_000,
+        client_count: 64,
+        key_count: 4,
+        ..GenerateOptions::default()
+    });
+    let report = check(&history, &CheckOptions::default());
+    assert_eq!(report.verdict, Verdict::Linearizable);
+    assert!(report.partitions.iter().all(|p| p.fast_path == FastPath::Decided));
+    for anomaly in Anomaly::ALL {
+        let name = anomaly.as_str();
+        let planted = plant_anomaly(&history, anomaly, &key_name(0)).expect("a place to plant");
+        let report = check(&planted.history, &CheckOptions::default());
+        let Verdict::Violation(violation) = &report.verdict else {
+            panic!("{name}: {:?}", report.verdict)
+        };
+        assert_eq!(violation.keys, vec![key_name(0)], "{name}");
+        assert!(violation.rule.is_some() && violation.minimal, "{name}: {violation:?}");
+        assert_eq!(report.steps, 0, "{name}: decided without search");
+        assert!(violation.failing_ops.contains(&planted.changed), "{name}: {violation:?}");
+        // The changed operation and what makes it definite (the planted overwrite, or any
+        // other operation that certainly saw the key change): at most three operations.
+        assert!(violation.failing_ops.len() <= 3, "{name}: {violation:?}");
+    }
 }

@@ -33,6 +33,9 @@ fn empty_history_is_linearizable() {
     let report = check(&History::default(), &CheckOptions::default());
     assert_eq!(report.verdict, Verdict::Linearizable);
     assert_eq!((report.op_count, report.partitions.len()), (0, 0));
+    // ...vacuously: the CLI says so, with its own exit code.
+    assert!(report.is_vacuous());
+    assert_eq!(report.exit_code(), 4);
 }
 
 #[test]
@@ -260,9 +263,11 @@ fn range_reads_respect_prefix_order_limit_and_more() {
 
 #[test]
 fn budgets_give_unknown_and_checks_are_deterministic() {
+    // Values repeat, so the search decides (the unique-value fast path takes no steps).
     let history = linearizable_history(&GenerateOptions {
         op_count: 3_000,
         key_count: 10,
+        values_per_key: 3,
         ..GenerateOptions::default()
     });
     let options = CheckOptions { max_steps: 50, ..CheckOptions::default() };
@@ -276,6 +281,14 @@ fn budgets_give_unknown_and_checks_are_deterministic() {
     let full = check(&history, &CheckOptions::default());
     assert_eq!(full.verdict, Verdict::Linearizable);
     assert_eq!(full, check(&history, &CheckOptions::default()));
+    let unique = linearizable_history(&GenerateOptions {
+        op_count: 3_000,
+        key_count: 10,
+        ..GenerateOptions::default()
+    });
+    let fast = check(&unique, &options);
+    assert_eq!((fast.verdict.as_str(), fast.steps), ("linearizable", 0), "no search needed");
+    assert_eq!(fast, check(&unique, &options), "same input, same report");
 }
 
 #[test]
