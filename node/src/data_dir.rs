@@ -144,42 +144,33 @@ pub fn is_locked_by_another_process(dir: &Path) -> Option<Option<u32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("conclave-datadir-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create a test directory");
-        dir
-    }
+    use crate::test_dir::TestDir;
 
     #[test]
     fn a_second_open_of_one_member_is_refused_naming_the_holder() {
-        let dir = temp_dir("lock");
-        let first = DataDir::open(&dir, NodeId(8001)).expect("first open");
+        let temp = TestDir::new("datadir-lock");
+        let dir = temp.path();
+        let first = DataDir::open(dir, NodeId(8001)).expect("first open");
         assert_eq!(first.path(), dir.join("member-8001"));
-        let error = DataDir::open(&dir, NodeId(8001)).expect_err("second open");
+        let error = DataDir::open(dir, NodeId(8001)).expect_err("second open");
         let message = error.to_string();
         assert!(message.contains("in use by another process"), "{message}");
         assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
         assert!(is_locked_by_another_process(first.path()).is_some());
         // Another member of the same cluster may share the working directory.
-        let other = DataDir::open(&dir, NodeId(8002)).expect("another member");
+        let other = DataDir::open(dir, NodeId(8002)).expect("another member");
         assert_eq!(other.path(), dir.join("member-8002"));
         drop(first);
         assert!(is_locked_by_another_process(&dir.join("member-8001")).is_none());
-        DataDir::open(&dir, NodeId(8001)).expect("free again once the holder is gone");
-        let _ = fs::remove_dir_all(&dir);
+        DataDir::open(dir, NodeId(8001)).expect("free again once the holder is gone");
     }
 
     #[test]
     fn a_directory_of_the_earlier_layout_is_used_in_place() {
-        let dir = temp_dir("legacy");
-        fs::write(dir.join("hard_state"), b"x").expect("marker");
-        assert_eq!(member_dir(&dir, NodeId(8001)), dir);
-        let fresh = temp_dir("fresh");
-        assert_eq!(member_dir(&fresh, NodeId(8001)), fresh.join("member-8001"));
-        let _ = fs::remove_dir_all(&dir);
-        let _ = fs::remove_dir_all(&fresh);
+        let legacy = TestDir::new("datadir-legacy");
+        fs::write(legacy.path().join("hard_state"), b"x").expect("marker");
+        assert_eq!(member_dir(legacy.path(), NodeId(8001)), legacy.path());
+        let fresh = TestDir::new("datadir-fresh");
+        assert_eq!(member_dir(fresh.path(), NodeId(8001)), fresh.path().join("member-8001"));
     }
 }

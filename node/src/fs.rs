@@ -175,28 +175,12 @@ mod tests {
     use conclave_core::seams::storage::{Storage, StorageJob};
     use conclave_core::storage::{WalOptions, WalStorage};
 
-    /// A fresh directory under the system's temporary directory, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let path = std::env::temp_dir().join(format!("conclave-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).unwrap();
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::TestDir;
 
     #[tokio::test]
     async fn the_storage_engine_round_trips_on_the_real_disk() {
-        let temp = TempDir::new("os-fs-test");
-        let dir = temp.0.join("data");
+        let temp = TestDir::new("os-fs-test");
+        let dir = temp.path().join("data");
         let options = WalOptions {
             segment_bytes: 64 * 1024,
             max_record_bytes: 16 * 1024,

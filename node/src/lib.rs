@@ -30,4 +30,6 @@ pub mod network;
 pub mod serve;
 pub mod stop_signals;
 pub mod storage;
+#[cfg(test)]
+mod test_dir;
 pub mod watch_hub;

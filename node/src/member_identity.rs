@@ -163,55 +163,48 @@ fn describe_cluster(cluster_id: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("conclave-identity-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create a test directory");
-        dir
-    }
+    use crate::test_dir::TestDir;
 
     #[test]
     fn a_directory_keeps_the_identity_it_was_first_started_with() {
-        let dir = temp_dir("keeps");
+        let temp = TestDir::new("identity-keeps");
+        let dir = temp.path();
         let first = MemberIdentity { node_id: 8001, cluster_id: Some(7) };
-        assert_eq!(check_or_record(&dir, first).expect("recorded"), first);
-        assert_eq!(check_or_record(&dir, first).expect("same again"), first);
+        assert_eq!(check_or_record(dir, first).expect("recorded"), first);
+        assert_eq!(check_or_record(dir, first).expect("same again"), first);
         let other_node = MemberIdentity { node_id: 9001, cluster_id: Some(7) };
-        let error = check_or_record(&dir, other_node).expect_err("another node id").to_string();
+        let error = check_or_record(dir, other_node).expect_err("another node id").to_string();
         assert!(
             error.contains("belongs to node 8001") && error.contains("as node 9001"),
             "{error}"
         );
         let other_cluster = MemberIdentity { node_id: 8001, cluster_id: Some(8) };
-        let error = check_or_record(&dir, other_cluster).expect_err("another cluster").to_string();
+        let error = check_or_record(dir, other_cluster).expect_err("another cluster").to_string();
         assert!(error.contains("--peers"), "{error}");
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_restored_directory_learns_its_cluster_at_the_first_start() {
-        let dir = temp_dir("restored");
-        write(&dir, &MemberIdentity { node_id: 9001, cluster_id: None }).expect("written");
+        let temp = TestDir::new("identity-restored");
+        let dir = temp.path();
+        write(dir, &MemberIdentity { node_id: 9001, cluster_id: None }).expect("written");
         let asked = MemberIdentity { node_id: 9001, cluster_id: Some(42) };
-        assert_eq!(check_or_record(&dir, asked).expect("adopted"), asked);
-        assert_eq!(read(&dir).expect("readable"), Some(asked));
-        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(check_or_record(dir, asked).expect("adopted"), asked);
+        assert_eq!(read(dir).expect("readable"), Some(asked));
     }
 
     #[test]
     fn damage_is_reported_not_ignored() {
-        let dir = temp_dir("damaged");
-        write(&dir, &MemberIdentity { node_id: 1, cluster_id: Some(2) }).expect("written");
+        let temp = TestDir::new("identity-damaged");
+        let dir = temp.path();
+        write(dir, &MemberIdentity { node_id: 1, cluster_id: Some(2) }).expect("written");
         let path = dir.join(IDENTITY_FILE_NAME);
         let mut bytes = fs::read(&path).expect("readable");
         let last = bytes.len() - 1;
         bytes[last] ^= 0x5a;
         fs::write(&path, &bytes).expect("rewritten");
-        assert!(matches!(read(&dir), Err(IdentityError::Invalid { .. })));
+        assert!(matches!(read(dir), Err(IdentityError::Invalid { .. })));
         fs::write(&path, b"hello").expect("rewritten");
-        assert!(matches!(read(&dir), Err(IdentityError::Invalid { .. })));
-        let _ = fs::remove_dir_all(&dir);
+        assert!(matches!(read(dir), Err(IdentityError::Invalid { .. })));
     }
 }

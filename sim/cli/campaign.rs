@@ -19,9 +19,16 @@ pub struct SeedSummary {
     pub outcome: String,
     pub detail: String,
     pub trace_hash: u64,
+    pub faults: Vec<String>,
+    #[serde(flatten)]
+    pub counters: RunCounters,
+}
+
+/// What a run (or many, summed) did, for the campaign's summary.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunCounters {
     pub operations: u64,
     pub sim_ms: u64,
-    pub faults: Vec<String>,
     pub leader_terms: u64,
     pub snapshots_installed: u64,
     #[serde(default)]
@@ -31,10 +38,10 @@ pub struct SeedSummary {
     #[serde(default)]
     pub snapshot_transfers_resumed: u64,
     pub crashes_restarts: u64,
-    /// Restarts that found their newest synced log records lost, and the entries lost.
     /// Lease reads excused (their node drifted past the bound during their lease).
     #[serde(default)]
     pub excused_lease_reads: u64,
+    /// Restarts that found their newest synced log records lost, and the entries lost.
     #[serde(default)]
     pub tails_lost: u64,
     #[serde(default)]
@@ -44,6 +51,27 @@ pub struct SeedSummary {
     pub promotions: u64,
     pub removals: u64,
     pub transfers: u64,
+}
+
+impl RunCounters {
+    fn add(&mut self, other: &RunCounters) {
+        self.operations += other.operations;
+        self.sim_ms += other.sim_ms;
+        self.leader_terms += other.leader_terms;
+        self.snapshots_installed += other.snapshots_installed;
+        self.snapshot_chunks_sent += other.snapshot_chunks_sent;
+        self.snapshots_streamed += other.snapshots_streamed;
+        self.snapshot_transfers_resumed += other.snapshot_transfers_resumed;
+        self.crashes_restarts += other.crashes_restarts;
+        self.excused_lease_reads += other.excused_lease_reads;
+        self.tails_lost += other.tails_lost;
+        self.tail_entries_lost += other.tail_entries_lost;
+        self.config_changes += other.config_changes;
+        self.learners_added += other.learners_added;
+        self.promotions += other.promotions;
+        self.removals += other.removals;
+        self.transfers += other.transfers;
+    }
 }
 
 pub struct CampaignOptions {
@@ -190,24 +218,11 @@ pub struct CampaignTotals {
     pub draw: Vec<String>,
     pub seeds_run: u64,
     pub wall_seconds: f64,
-    pub sim_ms: u64,
-    pub operations: u64,
-    pub leader_terms: u64,
-    pub snapshots_installed: u64,
-    pub snapshots_streamed: u64,
-    pub snapshot_chunks_sent: u64,
-    pub snapshot_transfers_resumed: u64,
-    pub tails_lost: u64,
-    pub tail_entries_lost: u64,
-    pub config_changes: u64,
-    pub learners_added: u64,
-    pub promotions: u64,
-    pub removals: u64,
-    pub transfers: u64,
+    #[serde(flatten)]
+    pub counters: RunCounters,
     /// Seeds in which each fault family fired.
     pub fault_families: BTreeMap<String, u64>,
     pub lease_anomalies: u64,
-    pub excused_lease_reads: u64,
     pub failures: Vec<SeedSummary>,
 }
 
@@ -223,36 +238,18 @@ impl CampaignTotals {
             ..CampaignTotals::default()
         };
         for summary in &result.summaries {
-            totals.add(summary);
+            totals.seeds_run += 1;
+            totals.counters.add(&summary.counters);
+            for family in &summary.faults {
+                *totals.fault_families.entry(family.clone()).or_default() += 1;
+            }
+            match summary.outcome.as_str() {
+                "pass" => {}
+                "lease-anomaly" => totals.lease_anomalies += 1,
+                _ => totals.failures.push(summary.clone()),
+            }
         }
         totals
-    }
-
-    fn add(&mut self, s: &SeedSummary) {
-        self.seeds_run += 1;
-        self.sim_ms += s.sim_ms;
-        self.operations += s.operations;
-        self.leader_terms += s.leader_terms;
-        self.snapshots_installed += s.snapshots_installed;
-        self.snapshots_streamed += s.snapshots_streamed;
-        self.snapshot_chunks_sent += s.snapshot_chunks_sent;
-        self.snapshot_transfers_resumed += s.snapshot_transfers_resumed;
-        self.tails_lost += s.tails_lost;
-        self.tail_entries_lost += s.tail_entries_lost;
-        self.excused_lease_reads += s.excused_lease_reads;
-        self.config_changes += s.config_changes;
-        self.learners_added += s.learners_added;
-        self.promotions += s.promotions;
-        self.removals += s.removals;
-        self.transfers += s.transfers;
-        for family in &s.faults {
-            *self.fault_families.entry(family.clone()).or_default() += 1;
-        }
-        match s.outcome.as_str() {
-            "pass" => {}
-            "lease-anomaly" => self.lease_anomalies += 1,
-            _ => self.failures.push(s.clone()),
-        }
     }
 
     /// Adds another shard of the same campaign. Refuses shards of another campaign (range,
@@ -280,25 +277,11 @@ impl CampaignTotals {
         self.seeds_run += other.seeds_run;
         // Shards run side by side on different machines: the campaign took the longest one.
         self.wall_seconds = self.wall_seconds.max(other.wall_seconds);
-        self.sim_ms += other.sim_ms;
-        self.operations += other.operations;
-        self.leader_terms += other.leader_terms;
-        self.snapshots_installed += other.snapshots_installed;
-        self.snapshots_streamed += other.snapshots_streamed;
-        self.snapshot_chunks_sent += other.snapshot_chunks_sent;
-        self.snapshot_transfers_resumed += other.snapshot_transfers_resumed;
-        self.tails_lost += other.tails_lost;
-        self.tail_entries_lost += other.tail_entries_lost;
-        self.config_changes += other.config_changes;
-        self.learners_added += other.learners_added;
-        self.promotions += other.promotions;
-        self.removals += other.removals;
-        self.transfers += other.transfers;
+        self.counters.add(&other.counters);
         for (family, seeds) in other.fault_families {
             *self.fault_families.entry(family).or_default() += seeds;
         }
         self.lease_anomalies += other.lease_anomalies;
-        self.excused_lease_reads += other.excused_lease_reads;
         self.failures.extend(other.failures);
         self.failures.sort_by_key(|failure| failure.seed);
         Ok(())
@@ -312,7 +295,7 @@ impl CampaignTotals {
 
 pub fn print_summary(totals: &CampaignTotals, replay_hint: &dyn Fn(u64) -> String) {
     let seeds = totals.seeds_run as f64;
-    let sim_seconds = totals.sim_ms as f64 / 1000.0;
+    let sim_seconds = totals.counters.sim_ms as f64 / 1000.0;
     let kinds: BTreeSet<&str> = totals.failures.iter().map(|s| s.outcome.as_str()).collect();
     if totals.shard_count > 1 {
         println!(
@@ -331,29 +314,31 @@ pub fn print_summary(totals: &CampaignTotals, replay_hint: &dyn Fn(u64) -> Strin
         sim_seconds,
         sim_seconds / totals.wall_seconds.max(1e-9)
     );
-    println!("operations checked:   {}", totals.operations);
-    println!("leader terms:         {}", totals.leader_terms);
-    println!("snapshots installed:  {}", totals.snapshots_installed);
+    println!("operations checked:   {}", totals.counters.operations);
+    println!("leader terms:         {}", totals.counters.leader_terms);
+    println!("snapshots installed:  {}", totals.counters.snapshots_installed);
     println!(
         "snapshot streaming:   {} snapshots delivered in {} chunks, {} transfers resumed after a lost connection or gap",
-        totals.snapshots_streamed, totals.snapshot_chunks_sent, totals.snapshot_transfers_resumed
+        totals.counters.snapshots_streamed,
+        totals.counters.snapshot_chunks_sent,
+        totals.counters.snapshot_transfers_resumed
     );
     println!(
         "lost synced tails:    {} restarts lost their newest synced records ({} entries), caught up by their leaders",
-        totals.tails_lost, totals.tail_entries_lost
+        totals.counters.tails_lost, totals.counters.tail_entries_lost
     );
     println!(
         "membership:           {} configurations committed ({} learners added, {} promoted, {} removed), {} leadership transfers",
-        totals.config_changes,
-        totals.learners_added,
-        totals.promotions,
-        totals.removals,
-        totals.transfers
+        totals.counters.config_changes,
+        totals.counters.learners_added,
+        totals.counters.promotions,
+        totals.counters.removals,
+        totals.counters.transfers
     );
     println!("fault kinds (seeds):  {:?}", totals.fault_families);
     println!(
         "excused lease reads:  {} in {} seeds (stale reads served by a node whose clock drifted past the lease's bound during that lease; every other read is checked)",
-        totals.excused_lease_reads, totals.lease_anomalies
+        totals.counters.excused_lease_reads, totals.lease_anomalies
     );
     println!("failures:             {} {:?}", totals.failures.len(), kinds);
     for failure in totals.failures.iter().take(20) {

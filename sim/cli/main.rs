@@ -22,7 +22,7 @@ use conclave_sim::{
     DrawOptions, DrawProfile, Outcome, PlantedBug, RunConfig, RunOptions, RunReport, run, shrink,
 };
 
-use crate::campaign::{CampaignOptions, CampaignTotals, SeedSummary, Shard};
+use crate::campaign::{CampaignOptions, CampaignTotals, RunCounters, SeedSummary, Shard};
 
 #[derive(Parser)]
 #[command(
@@ -241,27 +241,29 @@ pub fn summarize(report: &RunReport) -> SeedSummary {
         outcome,
         detail,
         trace_hash: report.trace_hash,
-        operations: report.operations as u64,
-        sim_ms: report.sim_ms,
         faults: report
             .faults_fired
             .iter()
             .map(|f| conclave_sim::nemesis::family_name(*f).to_string())
             .collect(),
-        leader_terms: report.stats.leader_terms,
-        snapshots_installed: report.stats.snapshots_installed,
-        snapshot_chunks_sent: report.stats.snapshot_chunks_sent,
-        snapshots_streamed: report.stats.snapshots_streamed,
-        snapshot_transfers_resumed: report.stats.snapshot_transfers_resumed,
-        crashes_restarts: report.stats.restarts_checked,
-        excused_lease_reads: report.excused_lease_reads as u64,
-        tails_lost: report.stats.tails_lost,
-        tail_entries_lost: report.stats.tail_entries_lost,
-        config_changes: report.stats.config_changes,
-        learners_added: report.admin.learners_added,
-        promotions: report.admin.promotions,
-        removals: report.admin.removals,
-        transfers: report.admin.transfers,
+        counters: RunCounters {
+            operations: report.operations as u64,
+            sim_ms: report.sim_ms,
+            leader_terms: report.stats.leader_terms,
+            snapshots_installed: report.stats.snapshots_installed,
+            snapshot_chunks_sent: report.stats.snapshot_chunks_sent,
+            snapshots_streamed: report.stats.snapshots_streamed,
+            snapshot_transfers_resumed: report.stats.snapshot_transfers_resumed,
+            crashes_restarts: report.stats.restarts_checked,
+            excused_lease_reads: report.excused_lease_reads as u64,
+            tails_lost: report.stats.tails_lost,
+            tail_entries_lost: report.stats.tail_entries_lost,
+            config_changes: report.stats.config_changes,
+            learners_added: report.admin.learners_added,
+            promotions: report.admin.promotions,
+            removals: report.admin.removals,
+            transfers: report.admin.transfers,
+        },
     }
 }
 

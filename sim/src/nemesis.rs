@@ -15,7 +15,9 @@ use crate::clock::SimClock;
 use crate::disk::DiskFaults;
 use crate::lost_tail::TailLoss;
 use crate::observer::Observer;
-use crate::schedule::{DiskFaultKind, Fault, FaultFamily, PartitionKind, Target, TimedFault};
+use crate::schedule::{
+    DiskFaultKind, Fault, FaultFamily, NodeEvent, PartitionKind, Target, TimedFault,
+};
 
 /// Something to undo later.
 #[derive(Clone, Debug)]
@@ -56,6 +58,8 @@ pub struct Nemesis {
     latency_spikes: u32,
     /// Traps armed by `CrashNewLeader`: (delay, downtime), first armed first.
     new_leader_traps: std::collections::VecDeque<(u64, u64)>,
+    /// Traps armed by `CrashOnEvent`: (event, delay, downtime), first armed first.
+    event_traps: Vec<(NodeEvent, u64, u64)>,
     /// The leader (node, term) seen at the previous step, to notice elections.
     last_leader: Option<u64>,
     admin: Rc<AdminShared>,
@@ -64,8 +68,12 @@ pub struct Nemesis {
     pub log: Vec<String>,
 }
 
+/// The host all clients run in (see `run.rs`), and its number among the nemesis's links.
+pub const CLIENTS_HOST: &str = "clients";
+pub const CLIENTS: u64 = 0;
+
 fn name(node: u64) -> String {
-    format!("n{node}")
+    if node == CLIENTS { CLIENTS_HOST.to_string() } else { format!("n{node}") }
 }
 
 impl Nemesis {
@@ -91,6 +99,7 @@ impl Nemesis {
             base_max_latency,
             latency_spikes: 0,
             new_leader_traps: std::collections::VecDeque::new(),
+            event_traps: Vec::new(),
             last_leader: None,
             admin,
             fired: BTreeSet::new(),
@@ -135,6 +144,19 @@ impl Nemesis {
             self.later(now_ms + delay_ms, FollowUp::CrashSprung { node, down_ms });
         }
         self.last_leader = leader;
+        let events = observer.borrow_mut().take_events();
+        for (node, event) in events {
+            let Some(at) = self.event_traps.iter().position(|(kind, _, _)| *kind == event) else {
+                continue;
+            };
+            let (_, delay_ms, down_ms) = self.event_traps.remove(at);
+            self.log.push(format!(
+                "{:>7.3} s  n{node} {}: the trap springs in {delay_ms} ms",
+                now_ms as f64 / 1000.0,
+                event.describe()
+            ));
+            self.later(now_ms + delay_ms, FollowUp::CrashSprung { node: node.0, down_ms });
+        }
         while let Some(first) = self.follow_ups.first_key_value() {
             if first.0.0 > now_ms {
                 break;
@@ -192,6 +214,18 @@ impl Nemesis {
                 self.new_leader_traps.push_back((delay_ms, down_ms));
                 true
             }
+            Fault::CrashOnEvent { event, delay_ms, down_ms } => {
+                self.event_traps.push((event, delay_ms, down_ms));
+                true
+            }
+            Fault::LeaderClockDrift { drift_ppm, duration_ms } => match leader {
+                Some(node) => {
+                    self.clocks[(node - 1) as usize].set_drift(now_ms, drift_ppm);
+                    self.later(now_ms + duration_ms, FollowUp::ClockDriftEnds(node));
+                    true
+                }
+                None => false,
+            },
             Fault::Grow { node } => self.ask_operator(AdminCommand::Grow { node }),
             Fault::Shrink { target } => match resolve(target, leader) {
                 Some(node) => self.ask_operator(AdminCommand::Shrink { node }),
@@ -290,6 +324,10 @@ impl Nemesis {
                     everyone.iter().copied().filter(|n| !side.contains(n)).collect();
                 both_ways(side, &rest)
             }
+            PartitionKind::LeaderFromClients => match leader {
+                Some(leader) => vec![(CLIENTS, leader), (leader, CLIENTS)],
+                None => Vec::new(),
+            },
             PartitionKind::IsolateLeader => match leader {
                 Some(leader) => {
                     let rest: Vec<u64> =
@@ -411,6 +449,7 @@ impl Nemesis {
         sim.set_max_message_latency(self.base_max_latency);
         self.follow_ups.clear();
         self.new_leader_traps.clear();
+        self.event_traps.clear();
         self.admin.queue.borrow_mut().clear();
         self.next = self.schedule.len();
         self.log.push(format!("{:>7.3} s  heal everything", now_ms as f64 / 1000.0));

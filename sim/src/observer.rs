@@ -21,6 +21,7 @@ use conclave_core::raft::{
 };
 use conclave_core::transport::tcp::TransportCountersHandle;
 
+use crate::schedule::NodeEvent;
 use crate::trace::TraceHash;
 
 #[derive(Default)]
@@ -42,6 +43,9 @@ struct NodeView {
     last_seen: LastSeen,
     /// What the storage seam reported durable, followed independently of Raft's bookkeeping.
     seam: SeamView,
+    /// The log's snapshot index when last observed (a rise without an install: a snapshot
+    /// taken).
+    snapshot_index: LogIndex,
 }
 
 /// One node's durable state as the storage seam reports it: the persist batches handed to
@@ -175,6 +179,8 @@ pub struct Observer {
     pub fault_kinds: BTreeSet<&'static str>,
     /// Every transport started, for the snapshot-streaming totals.
     transports: Vec<TransportCountersHandle>,
+    /// What nodes did since the nemesis last looked (it times crashes on them).
+    events: Vec<(NodeId, NodeEvent)>,
 }
 
 impl Observer {
@@ -234,7 +240,13 @@ impl Observer {
             node_stops: Vec::new(),
             fault_kinds: BTreeSet::new(),
             transports: Vec::new(),
+            events: Vec::new(),
         }
+    }
+
+    /// The node events seen since the last call (see `NodeEvent`).
+    pub fn take_events(&mut self) -> Vec<(NodeId, NodeEvent)> {
+        std::mem::take(&mut self.events)
     }
 
     /// A node removed from the cluster must never disrupt it: a term it starts (it never
@@ -395,6 +407,7 @@ impl Observer {
         self.check_seam_promises_kept(node, restored);
         let view = self.nodes.entry(node).or_default();
         view.seam.restart(restored);
+        view.snapshot_index = restored.snapshot.last_index;
         view.incarnation += 1;
         view.commit = 0;
         view.applied = restored.snapshot.last_index;
@@ -451,6 +464,26 @@ impl Observer {
                      without it"
                 ));
             }
+        }
+    }
+
+    /// Records the events crashes can be timed on (configuration commits are noted where they
+    /// are checked).
+    fn note_events(&mut self, node: NodeId, view: &CycleView<'_>) {
+        let granted = view.messages.iter().any(|message| {
+            matches!(message.body, MessageBody::VoteResponse { pre_vote: false, granted: true })
+        });
+        if granted {
+            self.events.push((node, NodeEvent::VoteGranted));
+        }
+        let snapshot_index = view.raft.log().snapshot_index();
+        let node_view = self.nodes.entry(node).or_default();
+        let taken = snapshot_index > node_view.snapshot_index && view.snapshot_installed.is_none();
+        node_view.snapshot_index = snapshot_index;
+        if view.snapshot_installed.is_some() {
+            self.events.push((node, NodeEvent::SnapshotInstalled));
+        } else if taken {
+            self.events.push((node, NodeEvent::SnapshotTaken));
         }
     }
 
@@ -580,6 +613,7 @@ impl Observer {
         self.trace.add(raft.term());
         self.check_no_disruption_by_removed_nodes(node, raft.term());
         self.check_seams(node, &view);
+        self.note_events(node, &view);
 
         // A snapshot installed from the leader replaces the log up to its index.
         if let Some(meta) = view.snapshot_installed {
@@ -737,6 +771,7 @@ impl Observer {
                         // No two disjoint majorities: committed configurations differ by at
                         // most one voter.
                         self.stats.config_changes += 1;
+                        self.events.push((node, NodeEvent::ConfigCommitted));
                         let changed =
                             self.committed_voters.symmetric_difference(&next.voters).count();
                         if changed > 1 {

@@ -94,6 +94,8 @@ pub struct RunReport {
     /// bound during that lease (reported in every summary; 0 when the history was linearizable
     /// as it was).
     pub excused_lease_reads: usize,
+    /// Write attempts refused because the node's disk was full.
+    pub writes_refused_no_space: u64,
 }
 
 enum Phase {
@@ -148,19 +150,34 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         });
         sim.host(format!("n{node}"), move || node_main(context.clone()));
     }
-    for client in 1..=config.clients {
-        let setup = ClientSetup {
+    // Every client and the operator run in one host, each as its own task: turmoil steps
+    // every host's runtime at every tick, so a host per client cost a runtime's worth of work
+    // per client per simulated millisecond, for nothing the clients need (partitions cut
+    // links between nodes; clients reach every node).
+    let setups: Vec<ClientSetup> = (1..=config.clients)
+        .map(|client| ClientSetup {
             index: client,
             nodes: hosts,
             keys: config.keys,
             swarm: swarm.clone(),
             ops_limit: config.ops_per_client,
             seed: config.seed,
-        };
-        sim.client(format!("c{client}"), run_client(setup, workload.clone()));
-    }
+        })
+        .collect();
     let admin = Rc::new(AdminShared::default());
-    sim.client("admin", run_admin(hosts, config.nodes, admin.clone()));
+    let (client_workload, client_admin) = (workload.clone(), admin.clone());
+    let voters = config.nodes;
+    sim.client(crate::nemesis::CLIENTS_HOST, async move {
+        let mut tasks: Vec<_> = setups
+            .into_iter()
+            .map(|setup| tokio::task::spawn_local(run_client(setup, client_workload.clone())))
+            .collect();
+        tasks.push(tokio::task::spawn_local(run_admin(hosts, voters, client_admin)));
+        for task in tasks {
+            task.await.map_err(|error| format!("a client task failed: {error}"))??;
+        }
+        Ok(())
+    });
     let mut nemesis = Nemesis::new(
         config.schedule.clone(),
         hosts,
@@ -354,6 +371,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         history: if options.keep_history { history.ok() } else { None },
         verdict,
         excused_lease_reads: excused_lease_reads.len(),
+        writes_refused_no_space: workload.refused_no_space.get(),
     }
 }
 

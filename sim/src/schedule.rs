@@ -38,6 +38,40 @@ pub enum PartitionKind {
     OneWay { from: Vec<u64>, to: Vec<u64> },
     /// `left` and `right` cannot talk; `bridge` talks to both.
     Bridge { bridge: u64, left: Vec<u64>, right: Vec<u64> },
+    /// The clients cannot reach the current leader (nor it them); the nodes still can: the
+    /// reverse of `IsolateLeader`, whose leader is cut from its peers but not its clients.
+    LeaderFromClients,
+}
+
+/// Something a node does that a crash can be timed on (see `Fault::CrashOnEvent`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum NodeEvent {
+    /// It sent a granted vote.
+    VoteGranted,
+    /// It installed a snapshot received from the leader.
+    SnapshotInstalled,
+    /// It took a snapshot of its own and compacted its log.
+    SnapshotTaken,
+    /// As leader, it committed a configuration change.
+    ConfigCommitted,
+}
+
+impl NodeEvent {
+    pub const ALL: [NodeEvent; 4] = [
+        NodeEvent::VoteGranted,
+        NodeEvent::SnapshotInstalled,
+        NodeEvent::SnapshotTaken,
+        NodeEvent::ConfigCommitted,
+    ];
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            NodeEvent::VoteGranted => "grants a vote",
+            NodeEvent::SnapshotInstalled => "installs a snapshot from the leader",
+            NodeEvent::SnapshotTaken => "takes a snapshot",
+            NodeEvent::ConfigCommitted => "commits a configuration change",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +138,18 @@ pub enum Fault {
         delay_ms: u64,
         down_ms: u64,
     },
+    /// Arms a trap: the next node that does `event` is crashed `delay_ms` after it (a few
+    /// milliseconds: inside the window the event opens), and restarted after `down_ms`.
+    CrashOnEvent {
+        event: NodeEvent,
+        delay_ms: u64,
+        down_ms: u64,
+    },
+    /// Whoever leads when this fires gets a drifting clock: the node whose lease matters.
+    LeaderClockDrift {
+        drift_ppm: i64,
+        duration_ms: u64,
+    },
     /// Operator: add `node` as a learner, then promote it once it has caught up.
     Grow {
         node: u64,
@@ -127,8 +173,12 @@ impl Fault {
     pub fn family(&self) -> FaultFamily {
         match self {
             Fault::Partition { .. } => FaultFamily::Partition,
-            Fault::Crash { .. } | Fault::CrashNewLeader { .. } => FaultFamily::Crash,
-            Fault::ClockDrift { .. } | Fault::ClockJump { .. } => FaultFamily::Clock,
+            Fault::Crash { .. } | Fault::CrashNewLeader { .. } | Fault::CrashOnEvent { .. } => {
+                FaultFamily::Crash
+            }
+            Fault::ClockDrift { .. } | Fault::ClockJump { .. } | Fault::LeaderClockDrift { .. } => {
+                FaultFamily::Clock
+            }
             Fault::LatencySpike { .. } => FaultFamily::Latency,
             Fault::Disk { .. } | Fault::DiskFull { .. } | Fault::CrashLosingTail { .. } => {
                 FaultFamily::Disk
@@ -410,8 +460,10 @@ impl RunConfig {
             // was.
             let mut storage_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0d15_c0f5_0000_0000);
             schedule.extend(draw_storage_faults(&mut storage_rng, nodes, fault_phase_ms));
-            schedule.sort_by_key(|fault| fault.at_ms);
         }
+        let mut aim_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0a1e_d000_0000_0000);
+        schedule.extend(draw_aimed_faults(&mut aim_rng, &swarm, fault_phase_ms));
+        schedule.sort_by_key(|fault| fault.at_ms);
         RunConfig {
             seed,
             nodes,
@@ -549,6 +601,42 @@ fn draw_schedule(
     schedule
 }
 
+/// Faults aimed at the moments that matter, drawn per family the seed has on: crashes timed on
+/// a node's events, the leader's clock drifting (its lease is the one that matters), and the
+/// leader cut from its clients while its peers still reach it.
+fn draw_aimed_faults(rng: &mut ChaCha8Rng, swarm: &Swarm, phase_ms: u64) -> Vec<TimedFault> {
+    let mut faults = Vec::new();
+    let at = |rng: &mut ChaCha8Rng| rng.random_range(0..phase_ms.saturating_sub(1_000).max(1));
+    if swarm.families.contains(&FaultFamily::Crash) {
+        for _ in 0..rng.random_range(0..=3) {
+            let fault = Fault::CrashOnEvent {
+                event: NodeEvent::ALL[rng.random_range(0..NodeEvent::ALL.len())],
+                delay_ms: rng.random_range(0..=5),
+                down_ms: rng.random_range(10..=1_000),
+            };
+            faults.push(TimedFault { at_ms: at(rng), fault });
+        }
+    }
+    if swarm.families.contains(&FaultFamily::Clock) && rng.random_bool(0.5) {
+        let bound = swarm.lease_drift_bound_ppm as i64;
+        let drift_ppm = match swarm.clock_mode {
+            ClockMode::WithinBound => rng.random_range(-bound / 2..=bound / 2),
+            ClockMode::ExceedsBound => rng.random_range(4 * bound..=10 * bound),
+        };
+        let fault =
+            Fault::LeaderClockDrift { drift_ppm, duration_ms: rng.random_range(500..=6_000) };
+        faults.push(TimedFault { at_ms: at(rng), fault });
+    }
+    if swarm.families.contains(&FaultFamily::Partition) && rng.random_bool(0.5) {
+        let fault = Fault::Partition {
+            kind: PartitionKind::LeaderFromClients,
+            duration_ms: rng.random_range(200..=3_000),
+        };
+        faults.push(TimedFault { at_ms: at(rng), fault });
+    }
+    faults
+}
+
 /// Whole seconds of full disks (on one node, on a majority) and crashes that lose synced
 /// records, drawn for seeds whose disks fail.
 fn draw_storage_faults(rng: &mut ChaCha8Rng, nodes: u64, phase_ms: u64) -> Vec<TimedFault> {
@@ -592,6 +680,9 @@ impl fmt::Display for Fault {
                         write!(f, "partition {{{}}} from the rest", names(side))?
                     }
                     PartitionKind::IsolateLeader => write!(f, "isolate the leader")?,
+                    PartitionKind::LeaderFromClients => {
+                        write!(f, "cut the leader off from the clients")?
+                    }
                     PartitionKind::OneWay { from, to } => {
                         write!(f, "drop messages from {{{}}} to {{{}}}", names(from), names(to))?
                     }
@@ -613,6 +704,16 @@ impl fmt::Display for Fault {
             Fault::CrashNewLeader { delay_ms, down_ms } => write!(
                 f,
                 "crash the next new leader {delay_ms} ms after its election, restart after {down_ms} ms"
+            ),
+            Fault::CrashOnEvent { event, delay_ms, down_ms } => write!(
+                f,
+                "crash the next node that {} {delay_ms} ms after, restart after {down_ms} ms",
+                event.describe()
+            ),
+            Fault::LeaderClockDrift { drift_ppm, duration_ms } => write!(
+                f,
+                "the leader's clock drifts {:+.1}% for {duration_ms} ms",
+                *drift_ppm as f64 / 10_000.0
             ),
             Fault::Grow { node } => write!(f, "add n{node} as a learner, then promote it"),
             Fault::Shrink { target: Target::Leader } => {

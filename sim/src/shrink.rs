@@ -185,10 +185,12 @@ fn fault_duration_ms(fault: &crate::schedule::Fault) -> u64 {
         | Fault::ClockDrift { duration_ms, .. }
         | Fault::LatencySpike { duration_ms, .. }
         | Fault::Disk { duration_ms, .. }
-        | Fault::DiskFull { duration_ms, .. } => *duration_ms,
+        | Fault::DiskFull { duration_ms, .. }
+        | Fault::LeaderClockDrift { duration_ms, .. } => *duration_ms,
         Fault::Crash { down_ms, .. }
         | Fault::CrashNewLeader { down_ms, .. }
-        | Fault::CrashLosingTail { down_ms, .. } => *down_ms,
+        | Fault::CrashLosingTail { down_ms, .. }
+        | Fault::CrashOnEvent { down_ms, .. } => *down_ms,
         Fault::ClockJump { .. }
         | Fault::Grow { .. }
         | Fault::Shrink { .. }
@@ -204,14 +206,17 @@ fn fault_fits(fault: &crate::schedule::Fault, nodes: u64) -> bool {
     match fault {
         Fault::Partition { kind, .. } => match kind {
             PartitionKind::Split { side } => fits(side) && side.len() < nodes as usize,
-            PartitionKind::IsolateLeader => true,
+            PartitionKind::IsolateLeader | PartitionKind::LeaderFromClients => true,
             PartitionKind::OneWay { from, to } => fits(from) && fits(to),
             PartitionKind::Bridge { bridge, left, right } => {
                 *bridge <= nodes && fits(left) && fits(right)
             }
         },
         Fault::Crash { target: Target::Node(node), .. } => *node <= nodes,
-        Fault::Crash { target: Target::Leader, .. } | Fault::CrashNewLeader { .. } => true,
+        Fault::Crash { target: Target::Leader, .. }
+        | Fault::CrashNewLeader { .. }
+        | Fault::CrashOnEvent { .. }
+        | Fault::LeaderClockDrift { .. } => true,
         Fault::ClockDrift { node, .. }
         | Fault::ClockJump { node, .. }
         | Fault::Disk { node, .. }

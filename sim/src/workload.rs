@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use conclave_checker::{
-    Compare as HistoryCompare, Op, Operation, Txn as HistoryTxn, TxnOp as HistoryTxnOp,
+    Compare as HistoryCompare, Op, Operation, Status, Txn as HistoryTxn, TxnOp as HistoryTxnOp,
 };
 use conclave_core::engine::{EngineError, ReadConsistency, ReadQuery, ReadResult};
 use conclave_core::kv::{
@@ -46,6 +46,8 @@ pub struct WorkloadShared {
     pub trace: RefCell<TraceHash>,
     pub leader_hint: Cell<Option<u64>>,
     pub clients_done: Cell<u64>,
+    /// Writes a node refused because its disk was full (they were not applied; retried).
+    pub refused_no_space: Cell<u64>,
 }
 
 pub struct ClientSetup {
@@ -60,6 +62,10 @@ pub struct ClientSetup {
 fn now_us() -> u64 {
     turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_micros() as u64)
 }
+
+/// Expiries of a client's TTL puts are recorded as operations of client `EXPIRY_CLIENT_BASE`
+/// plus its index (see `Client::record`).
+pub const EXPIRY_CLIENT_BASE: u64 = 1_000_000;
 
 /// A read answered from a leader's lease: which operation, which node, when.
 #[derive(Clone, Copy, Debug)]
@@ -195,8 +201,18 @@ impl Client {
             Planned::Txn { key, other, expected, value }
         } else {
             let value = self.fresh_value();
-            Planned::Put { key, value }
+            // Some puts carry a TTL, short enough that keys expire within the run — under the
+            // nemesis's clock drift and jumps, which move when the leader expires them.
+            let ttl_ms =
+                self.rng.random_bool(self.ttl_share()).then(|| self.rng.random_range(50..=3_000));
+            Planned::Put { key, value, ttl_ms }
         }
+    }
+
+    /// The share of puts with a TTL: drawn per seed (none in some seeds, many in others),
+    /// from the seed itself so that the rest of the draw stays as it was.
+    fn ttl_share(&self) -> f64 {
+        [0.0, 0.05, 0.15, 0.3][(self.setup.seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 62) as usize]
     }
 
     /// Mostly the node believed to lead; sometimes any node, so follower reads (ReadIndex
@@ -235,7 +251,12 @@ impl Client {
                 }
                 // Refused before it was proposed (a full disk refuses writes that way): this
                 // attempt changed nothing; try again.
-                Some(Err(EngineError::Busy | EngineError::Stopped | EngineError::NoSpace)) => {
+                Some(Err(
+                    error @ (EngineError::Busy | EngineError::Stopped | EngineError::NoSpace),
+                )) => {
+                    if error == EngineError::NoSpace {
+                        self.shared.refused_no_space.set(self.shared.refused_no_space.get() + 1);
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 // This attempt's entry lost its slot; an earlier attempt's may still apply.
@@ -288,6 +309,10 @@ impl Client {
         let client = self.setup.index;
         let ret_us = now_us();
         let is_lease_read = matches!(planned, Planned::Get { lease: true, .. });
+        let planned_ttl = match &planned {
+            Planned::Put { key, value, ttl_ms: Some(_) } => Some((key.clone(), value.clone())),
+            _ => None,
+        };
         let mut answered_by = None;
         let operation = match outcome {
             Outcome::Answer(answer, node) => match self.observe(planned, answer) {
@@ -322,12 +347,35 @@ impl Client {
                 .completed_since_liveness
                 .set(self.shared.completed_since_liveness.get() + 1);
         }
+        // A put with a TTL may be followed by its expiry at any later moment (the leader's
+        // clock decides, and the nemesis skews it): in the history, a delete of that key
+        // that happens only if the key still holds the value (unique values name the put),
+        // with an unknown outcome from the put's call on.
+        let expiry = match (&planned_ttl, operation.status) {
+            (Some((key, value)), Status::Ok | Status::Info) => Some(Operation::info(
+                // The leader does it, not this client, and it may overlap this client's next
+                // operations: it is recorded under a client of its own.
+                EXPIRY_CLIENT_BASE + client,
+                call_us,
+                Op::Txn(HistoryTxn {
+                    compare: vec![HistoryCompare::Equals {
+                        key: key.clone(),
+                        expected: Some(value.clone()),
+                    }],
+                    success: vec![HistoryTxnOp::Delete { key: key.clone() }],
+                    failure: Vec::new(),
+                    succeeded: false,
+                }),
+            )),
+            _ => None,
+        };
         let mut operations = self.shared.operations.borrow_mut();
         if is_lease_read && let Some(node) = answered_by {
             let read = LeaseRead { operation: operations.len(), node, call_us, ret_us };
             self.shared.lease_reads.borrow_mut().push(read);
         }
         operations.push(operation);
+        operations.extend(expiry);
     }
 
     /// Turns a server answer into the history operation it demonstrates.
@@ -339,7 +387,7 @@ impl Client {
                 self.last_seen.insert(key.clone(), value.clone());
                 Some(Op::Get { key, value })
             }
-            (Planned::Put { key, value }, ClientAnswer::Write(KvResponse::Put { .. })) => {
+            (Planned::Put { key, value, .. }, ClientAnswer::Write(KvResponse::Put { .. })) => {
                 self.last_seen.insert(key.clone(), Some(value.clone()));
                 Some(Op::Put { key, value })
             }
@@ -390,12 +438,34 @@ impl Client {
 
 /// An operation before it is sent.
 enum Planned {
-    Get { key: String, lease: bool },
-    Put { key: String, value: String },
-    Delete { key: String },
-    Cas { key: String, expected: Option<String>, value: String },
-    Create { key: String, value: String },
-    Txn { key: String, other: String, expected: Option<String>, value: String },
+    Get {
+        key: String,
+        lease: bool,
+    },
+    /// With `ttl_ms`, the key expires that long after the put applies (by the leader's clock).
+    Put {
+        key: String,
+        value: String,
+        ttl_ms: Option<u64>,
+    },
+    Delete {
+        key: String,
+    },
+    Cas {
+        key: String,
+        expected: Option<String>,
+        value: String,
+    },
+    Create {
+        key: String,
+        value: String,
+    },
+    Txn {
+        key: String,
+        other: String,
+        expected: Option<String>,
+        value: String,
+    },
 }
 
 impl Planned {
@@ -414,10 +484,10 @@ impl Planned {
                     consistency,
                 };
             }
-            Planned::Put { key, value } => KvCommand::Put {
+            Planned::Put { key, value, ttl_ms } => KvCommand::Put {
                 key: key.clone(),
                 value: bytes(value),
-                ttl_ms: None,
+                ttl_ms: *ttl_ms,
                 condition: Condition::Always,
             },
             Planned::Delete { key } => {
@@ -457,7 +527,7 @@ impl Planned {
     fn history_op(&self) -> Option<Op> {
         Some(match self {
             Planned::Get { key, .. } => Op::Get { key: key.clone(), value: None },
-            Planned::Put { key, value } => Op::Put { key: key.clone(), value: value.clone() },
+            Planned::Put { key, value, .. } => Op::Put { key: key.clone(), value: value.clone() },
             Planned::Delete { key } => Op::Delete { key: key.clone(), found: None },
             Planned::Cas { key, expected, value } => Op::Cas {
                 key: key.clone(),
