@@ -1,4 +1,6 @@
 //! The entry point: split a history into partitions, search each, explain the first failure.
+//! The partitions come from a [`PartitionSource`]: a table in memory, or a file's partitions
+//! read back from disk one at a time; the check is the same either way.
 
 use std::time::{Duration, Instant};
 
@@ -6,7 +8,7 @@ use crate::budget::{Budget, BudgetKind};
 use crate::history::{History, OpIndex};
 use crate::minimize::minimize;
 use crate::model::PartitionModel;
-use crate::partition::{PartitionPlan, split};
+use crate::partition_source::{PartitionSource, PartitionView, SplitTable};
 use crate::search::{SearchOptions, SearchResult, search};
 use crate::table::Table;
 use crate::unique_values::{self, Declined, FastOutcome, NotEligible};
@@ -184,96 +186,70 @@ impl CheckReport {
 /// definite answer is cheapest, and the first violation found is in the smallest failing
 /// partition. Every partition is searched; only that first violation is minimized.
 pub fn check(history: &History, options: &CheckOptions) -> CheckReport {
-    check_table(&Table::from_history(history), options).0
+    let started = Instant::now();
+    let table = Table::from_history(history);
+    let mut partitions = SplitTable::new(&table);
+    let dropped = partitions.dropped;
+    match check_partitions(&mut partitions, table.len(), dropped, options, started) {
+        Ok((report, _)) => report,
+        Err(never) => match never {},
+    }
 }
 
-/// [`check`] on the rows of a history (`table.rs`), which the CLI reads straight from a file.
-/// Also returns the operations of the first failing partition (history indexes, call order),
-/// which the report shows.
-pub(crate) fn check_table(
-    table: &Table<'_>,
+/// [`check`] on partitions from any source (`partition_source.rs`): a table in memory, or a
+/// file's partitions spilled to disk and read back one at a time. `op_count` and
+/// `dropped_op_count` describe the whole history; `started` is when the check began (the
+/// timeout counts from it). Also returns the position of the first failing partition, which
+/// the report shows.
+pub(crate) fn check_partitions<S: PartitionSource>(
+    source: &mut S,
+    op_count: usize,
+    dropped_op_count: usize,
     options: &CheckOptions,
-) -> (CheckReport, Option<Vec<OpIndex>>) {
-    let started = Instant::now();
+    started: Instant,
+) -> Result<(CheckReport, Option<usize>), S::Error> {
     let deadline = options.timeout.map(|timeout| started + timeout);
-    let split = split(table);
-    let mut plans = split.partitions;
-    // Stable sort: equal sizes keep the partitioner's key order.
-    plans.sort_by_key(|plan| plan.ops.len());
-
     let search_options =
         SearchOptions { max_cache_bytes: options.max_cache_bytes, record_longest_prefix: false };
     let mut budget = Budget::new(options.max_steps, deadline);
-    let mut partitions = Vec::with_capacity(plans.len());
+    let mut partitions = Vec::with_capacity(source.len());
     let mut first_violation: Option<(usize, Failure)> = None;
     let mut first_unknown: Option<(usize, BudgetKind)> = None;
     let mut violating_partitions = 0;
-    let mut scratch = options.fast_path.then(|| unique_values::Scratch::new(table));
-    for (index, plan) in plans.iter().enumerate() {
+    let mut scratch = options.fast_path.then(unique_values::Scratch::default);
+    for position in 0..source.len() {
         let steps_before = budget.steps_used();
-        let (fast, fast_path) = match (budget.check_deadline(), &mut scratch) {
-            (Ok(()), Some(scratch)) => {
-                match unique_values::decide(table, &plan.keys, &plan.ops, scratch) {
-                    FastOutcome::Linearizable => {
-                        (Some(PartitionOutcome::Linearizable), FastPath::Decided)
-                    }
-                    FastOutcome::Violation { rule, ops } => {
-                        first_violation.get_or_insert((index, Failure::Proved { rule, ops }));
-                        (Some(PartitionOutcome::Violation), FastPath::Decided)
-                    }
-                    FastOutcome::Declined(Declined::NotEligible(NotEligible::MultiKey)) => {
-                        (None, FastPath::MultiKey)
-                    }
-                    FastOutcome::Declined(Declined::NotEligible(NotEligible::RepeatedValue)) => {
-                        (None, FastPath::RepeatedValue)
-                    }
-                    FastOutcome::Declined(Declined::Undecided) => (None, FastPath::Undecided),
-                }
-            }
-            (Ok(()) | Err(_), _) => (None, FastPath::Skipped),
-        };
-        let outcome = match (fast, budget.check_deadline()) {
-            (Some(outcome), _) => outcome,
-            (None, Err(kind)) => PartitionOutcome::Unknown(kind),
-            (None, Ok(())) => {
-                let part = table.partition_ops(&plan.ops);
-                let model = PartitionModel::compile(&part.ops, plan.keys.clone(), &part.indexes);
-                let all: Vec<u32> = (0..model.len() as u32).collect();
-                match search(&model, &all, &[], &search_options, &mut budget) {
-                    SearchResult::Linearizable => PartitionOutcome::Linearizable,
-                    SearchResult::Violation { frontier, .. } => {
-                        first_violation.get_or_insert((index, Failure::Searched { frontier }));
-                        PartitionOutcome::Violation
-                    }
-                    SearchResult::Unknown(kind) => PartitionOutcome::Unknown(kind),
-                }
-            }
-        };
-        match outcome {
+        let decided = source
+            .visit(position, |view| decide(view, &search_options, &mut budget, scratch.as_mut()))?;
+        if let Some(failure) = decided.failure {
+            first_violation.get_or_insert((position, failure));
+        }
+        match decided.outcome {
             PartitionOutcome::Unknown(kind) => {
-                first_unknown.get_or_insert((index, kind));
+                first_unknown.get_or_insert((position, kind));
             }
             PartitionOutcome::Violation => violating_partitions += 1,
             PartitionOutcome::Linearizable => {}
         }
         partitions.push(PartitionReport {
-            keys: plan.keys.iter().map(|key| (*key).to_owned()).collect(),
-            op_count: plan.ops.len(),
-            outcome,
+            keys: decided.keys,
+            op_count: decided.op_count,
+            outcome: decided.outcome,
             steps: budget.steps_used() - steps_before,
-            fast_path,
+            fast_path: decided.fast_path,
         });
     }
 
     let mut minimize_budget = Budget::new(options.minimize_max_steps, deadline);
-    let failing_partition = first_violation.as_ref().map(|(index, _)| plans[*index].ops.clone());
+    let failing_position = first_violation.as_ref().map(|(position, _)| *position);
     let verdict = match (first_violation, first_unknown) {
-        (Some((index, failure)), _) => {
-            let plan = &plans[index];
-            let explained = explain_failure(table, plan, failure, options, &mut minimize_budget);
+        (Some((position, failure)), _) => {
+            let explained = source.visit(position, |view| {
+                explain_failure(view, failure, options, &mut minimize_budget)
+            })?;
             Verdict::Violation(Violation {
-                keys: partitions[index].keys.clone(),
-                partition_op_count: plan.ops.len(),
+                keys: partitions[position].keys.clone(),
+                partition_op_count: partitions[position].op_count,
                 failing_ops: explained.ops,
                 minimal: explained.minimal,
                 longest_prefix: explained.longest_prefix,
@@ -282,20 +258,87 @@ pub(crate) fn check_table(
                 read_from: explained.read_from,
             })
         }
-        (None, Some((index, reason))) => {
-            Verdict::Unknown(Unknown { reason, keys: partitions[index].keys.clone() })
+        (None, Some((position, reason))) => {
+            Verdict::Unknown(Unknown { reason, keys: partitions[position].keys.clone() })
         }
         (None, None) => Verdict::Linearizable,
     };
     let report = CheckReport {
         verdict,
-        op_count: table.len(),
-        dropped_op_count: split.dropped,
+        op_count,
+        dropped_op_count,
         partitions,
         steps: budget.steps_used(),
         minimize_steps: minimize_budget.steps_used(),
     };
-    (report, failing_partition)
+    Ok((report, failing_position))
+}
+
+/// What became of one partition.
+struct Decided {
+    keys: Vec<String>,
+    op_count: usize,
+    outcome: PartitionOutcome,
+    fast_path: FastPath,
+    /// How it failed, for a violation.
+    failure: Option<Failure>,
+}
+
+/// Decides one partition: the fast path first (unless `scratch` is `None`: switched off),
+/// then the search.
+fn decide(
+    view: &PartitionView<'_>,
+    search_options: &SearchOptions,
+    budget: &mut Budget,
+    scratch: Option<&mut unique_values::Scratch>,
+) -> Decided {
+    let mut failure = None;
+    let (fast, fast_path) = match (budget.check_deadline(), scratch) {
+        (Ok(()), Some(scratch)) => {
+            match unique_values::decide(view.table, view.keys, view.ops, scratch) {
+                FastOutcome::Linearizable => {
+                    (Some(PartitionOutcome::Linearizable), FastPath::Decided)
+                }
+                FastOutcome::Violation { rule, ops } => {
+                    failure = Some(Failure::Proved { rule, ops });
+                    (Some(PartitionOutcome::Violation), FastPath::Decided)
+                }
+                FastOutcome::Declined(Declined::NotEligible(NotEligible::MultiKey)) => {
+                    (None, FastPath::MultiKey)
+                }
+                FastOutcome::Declined(Declined::NotEligible(NotEligible::RepeatedValue)) => {
+                    (None, FastPath::RepeatedValue)
+                }
+                FastOutcome::Declined(Declined::Undecided) => (None, FastPath::Undecided),
+            }
+        }
+        (Ok(()) | Err(_), _) => (None, FastPath::Skipped),
+    };
+    let outcome = match (fast, budget.check_deadline()) {
+        (Some(outcome), _) => outcome,
+        (None, Err(kind)) => PartitionOutcome::Unknown(kind),
+        (None, Ok(())) => {
+            let part = view.table.partition_ops(view.ops);
+            let model = PartitionModel::compile(&part.ops, view.keys.to_vec(), &part.indexes);
+            let all: Vec<u32> = (0..model.len() as u32).collect();
+            match search(&model, &all, &[], search_options, budget) {
+                SearchResult::Linearizable => PartitionOutcome::Linearizable,
+                SearchResult::Violation { frontier, .. } => {
+                    failure = Some(Failure::Searched { frontier });
+                    PartitionOutcome::Violation
+                }
+                SearchResult::Unknown(kind) => PartitionOutcome::Unknown(kind),
+            }
+        }
+    };
+    assert_eq!(failure.is_some(), outcome == PartitionOutcome::Violation);
+    Decided {
+        keys: view.keys.iter().map(|key| (*key).to_owned()).collect(),
+        op_count: view.ops.len(),
+        outcome,
+        fast_path,
+        failure,
+    }
 }
 
 /// Partitions up to this size get the general minimizer when the fast path could not show its
@@ -305,7 +348,7 @@ const MINIMIZE_AFTER_FAST_PATH_OPS_MAX: usize = 5_000;
 
 /// How the first failing partition was found to fail.
 enum Failure {
-    /// By the fast path's rule, with its certificate (history indexes).
+    /// By the fast path's rule, with its certificate (indexes of the partition's table).
     Proved { rule: unique_values::Rule, ops: Vec<OpIndex> },
     /// By the search, which got stuck at `frontier` (model indexes).
     Searched { frontier: Vec<u32> },
@@ -322,14 +365,34 @@ struct Explanation {
 
 /// Shrinks (or checks) the failing set of the first failing partition.
 fn explain_failure(
-    table: &Table<'_>,
-    plan: &PartitionPlan<'_>,
+    view: &PartitionView<'_>,
     failure: Failure,
     options: &CheckOptions,
     budget: &mut Budget,
 ) -> Explanation {
-    let part = table.partition_ops(&plan.ops);
-    let model = PartitionModel::compile(&part.ops, plan.keys.clone(), &part.indexes);
+    let explained = explain_in_table(view, failure, options, budget);
+    // Table indexes ascend with history indexes, so call order and every order stay as they are.
+    let to_history = |indexes: Vec<usize>| -> Vec<OpIndex> {
+        indexes.into_iter().map(|index| view.history_index(index)).collect()
+    };
+    Explanation {
+        ops: to_history(explained.ops),
+        longest_prefix: to_history(explained.longest_prefix),
+        read_from: to_history(explained.read_from),
+        ..explained
+    }
+}
+
+/// [`explain_failure`] in indexes of `view.table`.
+fn explain_in_table(
+    view: &PartitionView<'_>,
+    failure: Failure,
+    options: &CheckOptions,
+    budget: &mut Budget,
+) -> Explanation {
+    let table = view.table;
+    let part = table.partition_ops(view.ops);
+    let model = PartitionModel::compile(&part.ops, view.keys.to_vec(), &part.indexes);
     let to_history = |ops: &[u32]| -> Vec<OpIndex> {
         ops.iter().map(|&op| part.history_index(model.origins[op as usize])).collect()
     };
@@ -352,8 +415,8 @@ fn explain_failure(
         Failure::Proved { rule, ops } => {
             match unique_values::explain(
                 table,
-                &plan.keys,
-                &plan.ops,
+                view.keys,
+                view.ops,
                 &ops,
                 options.max_cache_bytes,
                 budget,
@@ -369,7 +432,7 @@ fn explain_failure(
                 }
                 // Not shown minimal in a large partition: the certificate is small and proved
                 // failing; the general minimizer would cost more than the check there.
-                Some(explained) if plan.ops.len() > MINIMIZE_AFTER_FAST_PATH_OPS_MAX => {
+                Some(explained) if view.ops.len() > MINIMIZE_AFTER_FAST_PATH_OPS_MAX => {
                     return Explanation {
                         ops: explained.ops,
                         minimal: false,

@@ -6,10 +6,13 @@ use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::check::{CheckOptions, CheckReport, Verdict, check_table};
+use crate::check::{CheckOptions, CheckReport, Verdict, check_partitions};
 use crate::explain::summarize;
 use crate::history::{History, OpIndex};
+use crate::partition_source::{PartitionSource, SplitTable};
 use crate::reader::read_table;
+use crate::spill_dir::SpillDir;
+use crate::spilled_partitions::{SpilledHistory, WINDOW_BYTES, read_spilled};
 use crate::table::Table;
 use crate::timeline_html::{BARS_MAX, render_timeline_html};
 
@@ -63,7 +66,31 @@ pub struct CheckArgs {
     /// (for comparing the two).
     #[arg(long)]
     pub no_fast_path: bool,
+
+    /// Check one partition at a time, read back from files spilled to disk, instead of
+    /// holding every operation in memory: "auto" does so for files over 64 MiB. Same verdict
+    /// and report either way.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = Spill::Auto)]
+    pub spill: Spill,
+
+    /// Where to spill (a private directory is made there and removed afterwards). Default:
+    /// the system's temporary directory ($TMPDIR or /tmp).
+    #[arg(long, value_name = "DIR")]
+    pub spill_dir: Option<PathBuf>,
 }
+
+/// When to check a file one partition at a time from a spill (`--spill`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Spill {
+    /// For files over [`SPILL_ABOVE_FILE_BYTES`].
+    Auto,
+    Never,
+    Always,
+}
+
+/// Files up to this size are checked in memory by `--spill auto`: below it, holding the rows
+/// costs less than 64 MB and skips writing and reading the spill.
+pub const SPILL_ABOVE_FILE_BYTES: u64 = 64 << 20;
 
 impl CheckArgs {
     pub fn options(&self) -> CheckOptions {
@@ -109,16 +136,49 @@ fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> io::Result
             return Ok(EXIT_BAD_INPUT);
         }
     };
-    // Line by line: memory holds the line being read and the compact rows, never the file.
-    let table = match read_table(BufReader::with_capacity(1 << 16, file)) {
-        Ok(table) => table,
+    let size_bytes = file.metadata().map_or(0, |metadata| metadata.len());
+    let spill_dir = match (args.spill, spill_dir(args, size_bytes)) {
+        (_, Ok(dir)) => dir,
+        // Asked for: an error. Chosen for the file's size: the check still runs, in memory,
+        // as it did before there was a spill.
+        (Spill::Auto, Err(error)) => {
+            writeln!(err, "warning: checking in memory: cannot create a spill directory: {error}")?;
+            None
+        }
+        (Spill::Always | Spill::Never, Err(error)) => {
+            writeln!(err, "error: cannot create a spill directory: {error}")?;
+            return Ok(EXIT_BAD_INPUT);
+        }
+    };
+    let html_asked = args.html.is_some();
+    // Line by line: memory holds the line being read and the compact rows, or with a spill
+    // only the keys; never the file.
+    let reader = BufReader::with_capacity(1 << 16, file);
+    let read = match spill_dir {
+        None => read_table(reader).map(Read::InMemory),
+        Some(dir) => {
+            let earliest = if html_asked { BARS_MAX + 1 } else { 0 };
+            read_spilled(reader, dir, WINDOW_BYTES, earliest).map(Read::Spilled)
+        }
+    };
+    let read = match read {
+        Ok(read) => read,
         Err(error) => {
             writeln!(err, "error: {}: {error}", args.file.display())?;
             return Ok(EXIT_BAD_INPUT);
         }
     };
     let parsed = Instant::now();
-    let (report, failing_partition) = check_table(&table, &args.options());
+    let wants_timeline =
+        |report: &CheckReport| html_asked || (!args.no_html && report.violation().is_some());
+    let (report, shown) = match check_read(read, &args.options(), parsed, wants_timeline) {
+        Ok(checked) => checked,
+        Err(error) => {
+            let file = args.file.display();
+            writeln!(err, "error: {file}: reading the spilled partitions back: {error}")?;
+            return Ok(EXIT_BAD_INPUT);
+        }
+    };
     let checked = Instant::now();
 
     let html_path = match (&args.html, args.no_html, report.violation().is_some()) {
@@ -127,9 +187,8 @@ fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> io::Result
         _ => None,
     };
     // The report shows operations of the failing partition (or, in a timeline, the earliest
-    // ones), rebuilt from the rows as a small history of their own.
-    let (shown, shown_report) =
-        shown_history(&table, &report, failing_partition, html_path.is_some());
+    // ones), rebuilt as a small history of their own.
+    let (shown, shown_report) = shown_history(&report, shown);
 
     writeln!(out, "file: {}", args.file.display())?;
     write!(out, "{}", summarize(&shown, &shown_report))?;
@@ -162,26 +221,86 @@ fn run(args: &CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> io::Result
     Ok(report.exit_code())
 }
 
-/// A history of the operations the report shows, and the report with its operation indexes
-/// made indexes into it: the failing partition for a violation; else, when a timeline is
-/// drawn, the earliest operations (one more than it draws, so that it says it left some out).
-fn shown_history(
-    table: &Table<'_>,
-    report: &CheckReport,
-    failing_partition: Option<Vec<OpIndex>>,
-    timeline: bool,
-) -> (History, CheckReport) {
-    let indexes: Vec<OpIndex> = match failing_partition {
-        Some(indexes) => indexes,
-        None if timeline => {
-            let mut all: Vec<OpIndex> = (0..table.len()).collect();
-            all.sort_by_key(|&index| (table.row(index).call, index));
-            all.truncate(BARS_MAX + 1);
-            all
+/// A history as read: rows in memory, or partitions spilled to disk.
+enum Read {
+    InMemory(Table<'static>),
+    Spilled(SpilledHistory),
+}
+
+/// Operations the report shows, as a history of their own, and the history index of each.
+type Shown = (History, Vec<OpIndex>);
+
+/// Checks what was read (`started`: when the check began, for the timeout); returns the
+/// report and what it shows: the failing partition for a violation, else the earliest
+/// operations if `wants_timeline`, else nothing.
+fn check_read(
+    read: Read,
+    options: &CheckOptions,
+    started: Instant,
+    wants_timeline: impl Fn(&CheckReport) -> bool,
+) -> io::Result<(CheckReport, Option<Shown>)> {
+    match read {
+        Read::InMemory(table) => {
+            let mut partitions = SplitTable::new(&table);
+            let dropped = partitions.dropped;
+            let Ok((report, failing)) =
+                check_partitions(&mut partitions, table.len(), dropped, options, started);
+            let shown = match failing {
+                Some(position) => {
+                    let Ok(shown) = partitions.visit(position, |view| view.shown());
+                    Some(shown)
+                }
+                None if wants_timeline(&report) => Some(earliest_of(&table)),
+                None => None,
+            };
+            Ok((report, shown))
         }
-        None => Vec::new(),
+        Read::Spilled(mut spilled) => {
+            let (op_count, dropped) = (spilled.op_count, spilled.dropped);
+            let (report, failing) =
+                check_partitions(&mut spilled.partitions, op_count, dropped, options, started)?;
+            let shown = match failing {
+                Some(position) => Some(spilled.partitions.visit(position, |view| view.shown())?),
+                None if wants_timeline(&report) => Some(spilled.earliest.into_history()),
+                None => None,
+            };
+            Ok((report, shown))
+        }
+    }
+}
+
+/// Where to spill, if this file is to be checked one partition at a time.
+fn spill_dir(args: &CheckArgs, size_bytes: u64) -> io::Result<Option<SpillDir>> {
+    let spill = match args.spill {
+        Spill::Never => false,
+        Spill::Always => true,
+        Spill::Auto => size_bytes > SPILL_ABOVE_FILE_BYTES,
     };
-    let shown = table.sub_history(&indexes);
+    if !spill {
+        return Ok(None);
+    }
+    let parent = args.spill_dir.clone().unwrap_or_else(std::env::temp_dir);
+    SpillDir::create(&parent).map(Some).map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("{}: {error} (see --spill-dir, --spill)", parent.display()),
+        )
+    })
+}
+
+/// The earliest operations of a table by call, one more than a timeline draws (so that it
+/// says it left some out).
+fn earliest_of(table: &Table<'_>) -> Shown {
+    let mut all: Vec<OpIndex> = (0..table.len()).collect();
+    all.sort_by_key(|&index| (table.row(index).call, index));
+    all.truncate(BARS_MAX + 1);
+    (table.sub_history(&all), all)
+}
+
+/// The history the report shows (`shown`: operations and the history index of each; none when
+/// nothing is shown), and the report with its operation indexes made indexes into it.
+fn shown_history(report: &CheckReport, shown: Option<Shown>) -> (History, CheckReport) {
+    let (shown, indexes) = shown.unwrap_or_default();
     let mut shown_report = report.clone();
     if let Verdict::Violation(violation) = &mut shown_report.verdict {
         let mut position: Vec<(OpIndex, OpIndex)> =

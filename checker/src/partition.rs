@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::history::{Op, Range, Status, TxnOp};
+use crate::history::{Op, Operation, Range, Status, Txn, TxnOp};
 use crate::table::{Row, RowKind, Table};
 use crate::union_find::DisjointSets;
 
@@ -47,11 +47,7 @@ fn is_relevant(table: &Table<'_>, row: &Row) -> bool {
         Status::Info => match row.kind {
             RowKind::Get | RowKind::Range => false,
             RowKind::Txn => match &table.complex[row.key as usize].op {
-                Op::Txn(txn) => txn
-                    .success
-                    .iter()
-                    .chain(&txn.failure)
-                    .any(|sub| matches!(sub, TxnOp::Put { .. } | TxnOp::Delete { .. })),
+                Op::Txn(txn) => writes(txn),
                 _ => unreachable!("a transaction row points at a transaction"),
             },
             RowKind::Put | RowKind::Delete | RowKind::Cas | RowKind::PutIfAbsent => true,
@@ -59,8 +55,29 @@ fn is_relevant(table: &Table<'_>, row: &Row) -> bool {
     }
 }
 
+/// [`is_relevant`] of an operation not in a table (the streamed reader's).
+pub(crate) fn is_relevant_operation(operation: &Operation) -> bool {
+    match operation.status {
+        Status::Ok => true,
+        Status::Fail => false,
+        Status::Info => match &operation.op {
+            Op::Get { .. } | Op::Range(_) => false,
+            Op::Txn(txn) => writes(txn),
+            Op::Put { .. } | Op::Delete { .. } | Op::Cas { .. } | Op::PutIfAbsent { .. } => true,
+        },
+    }
+}
+
+/// Whether either branch of a transaction writes.
+fn writes(txn: &Txn) -> bool {
+    txn.success
+        .iter()
+        .chain(&txn.failure)
+        .any(|sub| matches!(sub, TxnOp::Put { .. } | TxnOp::Delete { .. }))
+}
+
 /// Calls `visit` for every key an operation names explicitly (not the keys a range covers).
-fn for_each_named_key<'h>(op: &'h Op, visit: &mut impl FnMut(&'h str)) {
+pub(crate) fn for_each_named_key<'h>(op: &'h Op, visit: &mut impl FnMut(&'h str)) {
     fn range_keys<'h>(range: &'h Range, visit: &mut impl FnMut(&'h str)) {
         range.kvs.iter().for_each(|kv| visit(&kv.key));
     }
@@ -95,7 +112,7 @@ pub(crate) fn touches(op: &Op, keys: &BTreeSet<&str>) -> bool {
     hit
 }
 
-fn for_each_range(op: &Op, visit: &mut impl FnMut(&Range)) {
+pub(crate) fn for_each_range(op: &Op, visit: &mut impl FnMut(&Range)) {
     match op {
         Op::Range(range) => visit(range),
         Op::Txn(txn) => {
@@ -233,7 +250,7 @@ pub(crate) fn split<'t>(table: &'t Table<'_>) -> Split<'t> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{History, KeyValue, Operation, Txn};
+    use crate::history::{History, KeyValue};
 
     fn range(prefix: &str, kvs: &[(&str, &str)]) -> Op {
         Op::Range(Range {

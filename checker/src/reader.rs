@@ -5,7 +5,9 @@
 //! gigabyte. Lines are parsed and validated one by one; nothing but the line being read is
 //! buffered. [`read_history`] keeps the operations as a [`History`] (the library's form);
 //! [`read_table`] keeps them as rows (`table.rs`), which is what the CLI checks: a fraction of
-//! the memory, whole operations rebuilt only for the partitions that need them.
+//! the memory, whole operations rebuilt only for the partitions that need them. For large
+//! files the CLI keeps none of them: `spilled_partitions.rs` reads with the same [`Lines`]
+//! and spills each operation to disk.
 
 use std::io::{self, BufRead};
 
@@ -26,7 +28,7 @@ pub enum ReadError {
 
 /// Reads lines into a reused buffer, each at most [`limits::LINE_BYTES_MAX`] bytes (not
 /// counting the newline and a `\r` before it).
-struct Lines<R> {
+pub(crate) struct Lines<R> {
     reader: R,
     buffer: Vec<u8>,
     /// 1-based number of the line last read.
@@ -35,7 +37,7 @@ struct Lines<R> {
 }
 
 impl<R: BufRead> Lines<R> {
-    fn new(reader: R) -> Lines<R> {
+    pub(crate) fn new(reader: R) -> Lines<R> {
         Lines { reader, buffer: Vec::new(), number: 0, bytes_read: 0 }
     }
 
@@ -86,23 +88,25 @@ impl<R: BufRead> Lines<R> {
         Ok(true)
     }
 
-    /// The next operation and its line, skipping blank lines.
-    fn next_operation(&mut self) -> Result<Option<(Operation, usize)>, ReadError> {
+    /// The next operation, its line number and the line's text, skipping blank lines.
+    pub(crate) fn next_operation(&mut self) -> Result<Option<(Operation, usize, &str)>, ReadError> {
         loop {
             if !self.next_line()? {
                 return Ok(None);
             }
-            let number = self.number;
-            let located = |kind| HistoryError { location: Location::Line(number), kind };
-            let text = std::str::from_utf8(&self.buffer)
-                .map_err(|_| located(HistoryErrorKind::MalformedJson("invalid UTF-8".into())))?;
-            if text.trim().is_empty() {
-                continue;
+            // Invalid UTF-8 is not blank: decoded below, it is reported.
+            let blank = std::str::from_utf8(&self.buffer).is_ok_and(|text| text.trim().is_empty());
+            if !blank {
+                break;
             }
-            let operation = decode_line(text).map_err(located)?;
-            validate_operation(&operation).map_err(located)?;
-            return Ok(Some((operation, number)));
         }
+        let number = self.number;
+        let located = |kind| HistoryError { location: Location::Line(number), kind };
+        let text = std::str::from_utf8(&self.buffer)
+            .map_err(|_| located(HistoryErrorKind::MalformedJson("invalid UTF-8".into())))?;
+        let operation = decode_line(text).map_err(located)?;
+        validate_operation(&operation).map_err(located)?;
+        Ok(Some((operation, number, text)))
     }
 }
 
@@ -114,7 +118,8 @@ fn too_long(line: usize, size_bytes: usize) -> ReadError {
     })
 }
 
-fn too_many(line: usize) -> ReadError {
+/// The error for operation number [`limits::HISTORY_OPS_MAX`] + 1, read from `line`.
+pub(crate) fn too_many(line: usize) -> ReadError {
     ReadError::History(HistoryError {
         location: Location::Line(line),
         kind: HistoryErrorKind::TooManyOps { limit: limits::HISTORY_OPS_MAX },
@@ -127,7 +132,7 @@ pub fn read_history(reader: impl BufRead) -> Result<History, ReadError> {
     let mut lines = Lines::new(reader);
     let mut ops = Vec::new();
     let mut source_lines = Vec::new();
-    while let Some((operation, line)) = lines.next_operation()? {
+    while let Some((operation, line, _)) = lines.next_operation()? {
         if ops.len() == limits::HISTORY_OPS_MAX {
             return Err(too_many(line));
         }
@@ -141,7 +146,7 @@ pub fn read_history(reader: impl BufRead) -> Result<History, ReadError> {
 pub(crate) fn read_table(reader: impl BufRead) -> Result<Table<'static>, ReadError> {
     let mut lines = Lines::new(reader);
     let mut table = Table::new();
-    while let Some((operation, line)) = lines.next_operation()? {
+    while let Some((operation, line, _)) = lines.next_operation()? {
         if table.len() == limits::HISTORY_OPS_MAX {
             return Err(too_many(line));
         }

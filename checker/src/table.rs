@@ -73,6 +73,23 @@ impl Row {
     }
 }
 
+/// A single-key operation by its parts. Outputs as in [`Operation`]: `value` is what a get
+/// read (`None`: absent) or what a put, cas or put_if_absent writes; `expected` is a cas's;
+/// `success` a cas's or put_if_absent's; `found` a delete's, if recorded.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct SingleKeyOp<'a> {
+    pub(crate) client: ClientId,
+    pub(crate) call: Time,
+    pub(crate) ret: Option<Time>,
+    pub(crate) status: Status,
+    pub(crate) kind: RowKind,
+    pub(crate) key: &'a str,
+    pub(crate) value: Option<&'a str>,
+    pub(crate) expected: Option<&'a str>,
+    pub(crate) success: bool,
+    pub(crate) found: Option<bool>,
+}
+
 /// A history's operations as rows.
 #[derive(Debug)]
 pub(crate) struct Table<'h> {
@@ -151,50 +168,64 @@ impl<'h> Table<'h> {
 
     /// Appends `operation` (already validated on its own).
     pub(crate) fn push(&mut self, operation: &Operation) {
-        let mut row = Row {
-            call: operation.call,
-            ret: operation.ret.unwrap_or(0),
+        let single = |kind, key, value, expected, success, found| SingleKeyOp {
             client: operation.client,
-            key: 0,
-            value: ABSENT_REF,
-            expected: ABSENT_REF,
-            kind: RowKind::Get,
+            call: operation.call,
+            ret: operation.ret,
             status: operation.status,
-            flags: if operation.ret.is_some() { HAS_RET } else { 0 },
+            kind,
+            key,
+            value,
+            expected,
+            success,
+            found,
         };
-        let success = |success: bool| if success { SUCCESS } else { 0 };
-        match &operation.op {
+        let single = match &operation.op {
             Op::Get { key, value } => {
-                row.key = self.keys.intern(key);
-                row.value = self.value_ref(value.as_deref());
+                single(RowKind::Get, key, value.as_deref(), None, false, None)
             }
-            Op::Put { key, value } => {
-                row.kind = RowKind::Put;
-                row.key = self.keys.intern(key);
-                row.value = self.value_ref(Some(value));
+            Op::Put { key, value } => single(RowKind::Put, key, Some(value), None, false, None),
+            Op::Delete { key, found } => single(RowKind::Delete, key, None, None, false, *found),
+            Op::Cas { key, expected, value, success } => {
+                single(RowKind::Cas, key, Some(value), expected.as_deref(), *success, None)
             }
-            Op::Delete { key, found } => {
-                row.kind = RowKind::Delete;
-                row.key = self.keys.intern(key);
-                if let Some(found) = found {
-                    row.flags |= FOUND_RECORDED | success(*found);
-                }
+            Op::PutIfAbsent { key, value, success } => {
+                single(RowKind::PutIfAbsent, key, Some(value), None, *success, None)
             }
-            Op::Cas { key, expected, value, success: outcome } => {
-                row.kind = RowKind::Cas;
-                row.key = self.keys.intern(key);
-                row.expected = self.value_ref(expected.as_deref());
-                row.value = self.value_ref(Some(value));
-                row.flags |= success(*outcome);
-            }
-            Op::PutIfAbsent { key, value, success: outcome } => {
-                row.kind = RowKind::PutIfAbsent;
-                row.key = self.keys.intern(key);
-                row.value = self.value_ref(Some(value));
-                row.flags |= success(*outcome);
-            }
+            Op::Txn(_) | Op::Range(_) => return self.push_complex(operation),
+        };
+        self.push_single_key(&single);
+    }
+
+    /// Appends a single-key operation given by its parts (the spill's reader has them without
+    /// an [`Operation`]).
+    pub(crate) fn push_single_key(&mut self, op: &SingleKeyOp<'_>) {
+        assert!(!matches!(op.kind, RowKind::Txn | RowKind::Range), "single-key kinds only");
+        let mut flags = if op.ret.is_some() { HAS_RET } else { 0 };
+        if op.success {
+            flags |= SUCCESS;
+        }
+        if let Some(found) = op.found {
+            flags |= FOUND_RECORDED | if found { SUCCESS } else { 0 };
+        }
+        let row = Row {
+            call: op.call,
+            ret: op.ret.unwrap_or(0),
+            client: op.client,
+            key: self.keys.intern(op.key),
+            value: self.value_ref(op.value),
+            expected: self.value_ref(op.expected),
+            kind: op.kind,
+            status: op.status,
+            flags,
+        };
+        self.rows.push(row);
+    }
+
+    /// Appends a transaction or a range, kept whole.
+    fn push_complex(&mut self, operation: &Operation) {
+        let kind = match &operation.op {
             Op::Txn(txn) => {
-                row.kind = RowKind::Txn;
                 // Every key it names is interned, so that the partitioner finds them.
                 for compare in &txn.compare {
                     self.keys.intern(compare.key());
@@ -211,19 +242,38 @@ impl<'h> Table<'h> {
                         }
                     }
                 }
-                row.key = self.complex.len() as u32;
-                self.complex.push(operation.clone());
+                RowKind::Txn
             }
             Op::Range(range) => {
-                row.kind = RowKind::Range;
                 for kv in &range.kvs {
                     self.keys.intern(&kv.key);
                 }
-                row.key = self.complex.len() as u32;
-                self.complex.push(operation.clone());
+                RowKind::Range
             }
-        }
-        self.rows.push(row);
+            Op::Get { .. }
+            | Op::Put { .. }
+            | Op::Delete { .. }
+            | Op::Cas { .. }
+            | Op::PutIfAbsent { .. } => unreachable!("single-key operations are rows"),
+        };
+        self.rows.push(Row {
+            call: operation.call,
+            ret: operation.ret.unwrap_or(0),
+            client: operation.client,
+            key: self.complex.len() as u32,
+            value: ABSENT_REF,
+            expected: ABSENT_REF,
+            kind,
+            status: operation.status,
+            flags: if operation.ret.is_some() { HAS_RET } else { 0 },
+        });
+        self.complex.push(operation.clone());
+    }
+
+    /// [`Table::push_single_key`] of an operation read from `line` of a file.
+    pub(crate) fn push_single_key_line(&mut self, op: &SingleKeyOp<'_>, line: usize) {
+        self.push_single_key(op);
+        self.lines.push(line as u64);
     }
 
     /// Appends `operation`, read from `line` of a file.

@@ -1,6 +1,7 @@
 //! Union-find (disjoint sets) over small integer ids: which keys must be checked together.
 
 /// Union-find over key ids, with path halving and union by size.
+#[derive(Default)]
 pub(crate) struct DisjointSets {
     parent: Vec<u32>,
     size: Vec<u32>,
@@ -9,6 +10,19 @@ pub(crate) struct DisjointSets {
 impl DisjointSets {
     pub(crate) fn new(count: usize) -> DisjointSets {
         DisjointSets { parent: (0..count as u32).collect(), size: vec![1; count] }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.parent.len()
+    }
+
+    /// Adds a set of one new id, `len()` before the call (ids appear as a file is read).
+    pub(crate) fn push(&mut self) -> u32 {
+        let id = u32::try_from(self.parent.len()).unwrap_or(u32::MAX);
+        assert!(id < u32::MAX, "ids fit in u32");
+        self.parent.push(id);
+        self.size.push(1);
+        id
     }
 
     pub(crate) fn find(&mut self, mut item: u32) -> u32 {

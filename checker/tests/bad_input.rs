@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use conclave_checker::cli::{CheckArgs, EXIT_BAD_INPUT, run_check};
+use conclave_checker::cli::{CheckArgs, EXIT_BAD_INPUT, Spill, run_check};
 use conclave_checker::{HistoryErrorKind, Location, parse_jsonl};
 use proptest::prelude::*;
 
@@ -17,7 +17,8 @@ fn write_file(name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// Runs the verb on `text`; returns the exit code, stdout and stderr.
+/// Runs the verb on `text`, in memory and from a spill (the same error either way); returns
+/// the exit code, stdout and stderr.
 fn run(name: &str, text: &str) -> (u8, String, String) {
     let path = write_file(name, text);
     let args = CheckArgs {
@@ -28,10 +29,18 @@ fn run(name: &str, text: &str) -> (u8, String, String) {
         timeout_ms: None,
         no_minimize: false,
         no_fast_path: false,
+        spill: Spill::Never,
+        spill_dir: None,
     };
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = run_check(&args, &mut out, &mut err);
-    (code, String::from_utf8(out).expect("utf-8"), String::from_utf8(err).expect("utf-8"))
+    let run = |args: &CheckArgs| {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = run_check(args, &mut out, &mut err);
+        (code, String::from_utf8(out).expect("utf-8"), String::from_utf8(err).expect("utf-8"))
+    };
+    let in_memory = run(&args);
+    let spilled = run(&CheckArgs { spill: Spill::Always, ..args });
+    assert_eq!(spilled, in_memory, "{name}");
+    in_memory
 }
 
 #[test]
@@ -100,6 +109,8 @@ fn unreadable_files_and_invalid_utf8_are_bad_input() {
         timeout_ms: None,
         no_minimize: false,
         no_fast_path: false,
+        spill: Spill::Auto,
+        spill_dir: None,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     assert_eq!(run_check(&args, &mut out, &mut err), EXIT_BAD_INPUT);

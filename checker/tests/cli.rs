@@ -149,3 +149,78 @@ fn a_violation_in_a_large_file_is_explained_by_line() {
     let html = std::fs::read_to_string(dir.join("large.timeline.html")).expect("timeline");
     assert_eq!(html.matches(" failing\" data-op=").count(), 1);
 }
+
+/// The report, minus the line of times (which differ from run to run).
+fn without_times(text: &str) -> String {
+    text.lines().filter(|line| !line.starts_with("time: ")).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn a_spilled_check_prints_and_draws_what_the_in_memory_check_does() {
+    let dir = directory("spill");
+    // Transactions and ranges join keys; one read changed, so a joined partition fails; the
+    // lines reversed, so that every partition's operations are scattered through the file.
+    let mut ops = linearizable_history(&GenerateOptions {
+        op_count: 3_000,
+        key_count: 400,
+        multi_key_per_mille: 10,
+        ..GenerateOptions::default()
+    })
+    .into_ops();
+    let linearizable = History::new(ops.clone()).expect("valid");
+    // A read of a key some transaction compares: its partition joins several keys.
+    let joined: Vec<String> = ops
+        .iter()
+        .filter_map(|op| match &op.op {
+            Op::Txn(txn) => Some(txn.compare.first()?.key().to_owned()),
+            _ => None,
+        })
+        .collect();
+    let changed = ops
+        .iter()
+        .rposition(|op| {
+            op.status == conclave_checker::Status::Ok
+                && matches!(&op.op, Op::Get { key, .. } if joined.contains(key))
+        })
+        .expect("a completed get of a joined key");
+    if let Op::Get { value, .. } = &mut ops[changed].op {
+        *value = Some("never written".into());
+    }
+    ops.reverse();
+    let violation = History::new(ops).expect("valid");
+    std::fs::write(dir.join("bad.jsonl"), to_jsonl_string(&violation)).expect("write");
+    std::fs::write(dir.join("ok.jsonl"), to_jsonl_string(&linearizable)).expect("write");
+    let spill_dir = dir.join("spill-here");
+    std::fs::create_dir_all(&spill_dir).expect("create");
+    for (file, code) in [("bad.jsonl", 1), ("ok.jsonl", 0)] {
+        let never = run_in(&dir, &["check", file, "--spill", "never", "--html", "never.html"]);
+        let spill_arg = spill_dir.to_str().expect("utf-8 path");
+        let always = run_in(
+            &dir,
+            &[
+                "check",
+                file,
+                "--spill",
+                "always",
+                "--spill-dir",
+                spill_arg,
+                "--html",
+                "always.html",
+            ],
+        );
+        assert_eq!(never.status.code(), Some(code), "{}", stdout(&never));
+        assert_eq!(always.status.code(), Some(code), "{}", String::from_utf8_lossy(&always.stderr));
+        let (never_text, always_text) = (stdout(&never), stdout(&always));
+        assert_eq!(
+            without_times(&never_text).replace("never.html", "always.html"),
+            without_times(&always_text)
+        );
+        let never_html = std::fs::read_to_string(dir.join("never.html")).expect("timeline");
+        let always_html = std::fs::read_to_string(dir.join("always.html")).expect("timeline");
+        assert_eq!(never_html, always_html, "{file}");
+        // The spill directory is left as it was found.
+        assert_eq!(std::fs::read_dir(&spill_dir).expect("list").count(), 0);
+    }
+    let text = stdout(&run_in(&dir, &["check", "bad.jsonl", "--spill", "always", "--no-html"]));
+    assert!(text.contains("failing keys: [\"k") && text.contains("\", \"k"), "{text}");
+}

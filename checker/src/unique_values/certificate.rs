@@ -63,7 +63,7 @@ pub(crate) fn explain(
     max_cache_bytes: usize,
     budget: &mut Budget,
 ) -> Option<Explained> {
-    let register = Register::compile(table, keys, indexes, &mut Scratch::new(table)).ok()?;
+    let register = Register::compile(table, keys, indexes, &mut Scratch::default()).ok()?;
     let set: Vec<Pos> = (0..register.ops.len() as Pos)
         .filter(|&position| certificate.contains(&register.op(position).index))
         .collect();

@@ -111,15 +111,20 @@ pub(crate) enum NotEligible {
 /// Reused across partitions: the key's dense id of each value of the table (0: none yet), and
 /// which entries are set, so that clearing costs what setting did. A hash map per partition
 /// would hash every operation's value again.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Scratch {
     local: Vec<Val>,
     touched: Vec<ValueRef>,
 }
 
 impl Scratch {
-    pub(crate) fn new(table: &Table<'_>) -> Scratch {
-        Scratch { local: vec![0; table.values.len() + 1], touched: Vec::new() }
+    /// Makes room for every value of `table`. Partitions read back from disk each come with a
+    /// table of their own; growing to the largest keeps one allocation for all of them.
+    fn fit(&mut self, table: &Table<'_>) {
+        assert!(self.touched.is_empty(), "cleared after every partition");
+        if self.local.len() < table.values.len() + 1 {
+            self.local.resize(table.values.len() + 1, 0);
+        }
     }
 
     fn clear(&mut self) {
@@ -156,6 +161,7 @@ impl Register {
         if keys.len() != 1 {
             return Err(NotEligible::MultiKey);
         }
+        scratch.fit(table);
         let result = Register::compile_rows(table, indexes, scratch);
         scratch.clear();
         result
