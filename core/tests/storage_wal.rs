@@ -440,6 +440,60 @@ fn a_bit_flip_in_the_middle_of_the_log_is_refused() {
     assert!(error.contains(&last.display().to_string()), "{error}");
 }
 
+/// Flips a byte of the hard-state file's newest slot, as a disk might after it was synced.
+fn damage_newest_hard_state_slot(h: &mut Harness) {
+    let path = h.dir.join(conclave_core::storage::hard_state::HARD_STATE_FILE_NAME);
+    let mut image = h.fs.image()[&path].clone();
+    let slot = conclave_core::storage::hard_state::newest_slot_offset(&image, &path).unwrap();
+    image[slot as usize + 20] ^= 0x10;
+    h.fs.put_durable_file(&path, image);
+}
+
+#[test]
+fn a_damaged_newest_hard_state_slot_is_repaired_from_the_log() {
+    let mut h = Harness::new(12, None, small_options());
+    h.open().unwrap();
+    h.persist(entries(1..=3, 1), Some(hard_state(1, 1, 0)), None).unwrap();
+    h.persist(entries(4..=5, 2), Some(hard_state(2, 3, 3)), None).unwrap();
+    h.pump().unwrap();
+    h.crash();
+    damage_newest_hard_state_slot(&mut h);
+    let recovered = h.open().unwrap();
+    let restored = &recovered.restored.hard_state;
+    assert_eq!((restored.term, restored.vote), (2, NodeId(3)), "{:?}", recovered.repairs);
+    assert!(recovered.repairs.iter().any(|r| r.contains("rewrote it from the log")));
+    // The file itself was repaired: the next start needs no repair.
+    h.crash();
+    let recovered = h.open().unwrap();
+    assert_eq!(
+        (recovered.restored.hard_state.term, recovered.restored.hard_state.vote),
+        (2, NodeId(3))
+    );
+    assert!(recovered.repairs.is_empty(), "{:?}", recovered.repairs);
+}
+
+#[test]
+fn the_log_copy_of_term_and_vote_survives_compaction_of_the_segment_that_recorded_it() {
+    let mut h = Harness::new(13, None, small_options());
+    h.open().unwrap();
+    // The vote is recorded once, in the first segment; hundreds of entries later that
+    // segment is compacted away, and every segment rolled to since starts with a copy.
+    h.persist(entries(1..=10, 4), Some(hard_state(4, 2, 0)), None).unwrap();
+    for start in (11..=400).step_by(10) {
+        h.persist(entries(start..=start + 9, 4), Some(hard_state(4, 2, start - 1)), None).unwrap();
+        h.pump().unwrap();
+    }
+    let first_segment = segment_files(&h)[0].clone();
+    h.submit(StorageJob::SaveSnapshot { snapshot: snapshot(390, 4), compact_to: 390 }).unwrap();
+    h.pump().unwrap();
+    assert!(!segment_files(&h).contains(&first_segment), "the first segment was compacted");
+    h.crash();
+    damage_newest_hard_state_slot(&mut h);
+    let recovered = h.open().unwrap();
+    let restored = &recovered.restored.hard_state;
+    assert_eq!((restored.term, restored.vote), (4, NodeId(2)), "{:?}", recovered.repairs);
+}
+
 #[test]
 fn a_snapshot_with_a_bad_checksum_is_refused_when_nothing_else_reaches_the_log() {
     let mut h = Harness::new(11, None, small_options());

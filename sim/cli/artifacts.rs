@@ -25,7 +25,8 @@ pub fn describe(report: &RunReport) -> String {
     let _ = writeln!(text, "faults fired: {:?}", report.faults_fired);
     let _ = writeln!(text, "observed: {:?}", report.stats);
     if !report.node_stops.is_empty() {
-        let _ = writeln!(text, "nodes that stopped on their own:");
+        let _ =
+            writeln!(text, "nodes that stopped on their own, and damage done to disks at rest:");
         for stop in &report.node_stops {
             let _ = writeln!(text, "  {stop}");
         }

@@ -46,6 +46,14 @@ pub struct RunCounters {
     pub tails_lost: u64,
     #[serde(default)]
     pub tail_entries_lost: u64,
+    /// Synced data damaged at rest, starts refused by recovery, and restarts after damage
+    /// that recovered every promise.
+    #[serde(default)]
+    pub damaged_at_rest: u64,
+    #[serde(default)]
+    pub refused_starts: u64,
+    #[serde(default)]
+    pub damaged_restarts_intact: u64,
     pub config_changes: u64,
     pub learners_added: u64,
     pub promotions: u64,
@@ -66,6 +74,9 @@ impl RunCounters {
         self.excused_lease_reads += other.excused_lease_reads;
         self.tails_lost += other.tails_lost;
         self.tail_entries_lost += other.tail_entries_lost;
+        self.damaged_at_rest += other.damaged_at_rest;
+        self.refused_starts += other.refused_starts;
+        self.damaged_restarts_intact += other.damaged_restarts_intact;
         self.config_changes += other.config_changes;
         self.learners_added += other.learners_added;
         self.promotions += other.promotions;
@@ -326,6 +337,12 @@ pub fn print_summary(totals: &CampaignTotals, replay_hint: &dyn Fn(u64) -> Strin
     println!(
         "lost synced tails:    {} restarts lost their newest synced records ({} entries), caught up by their leaders",
         totals.counters.tails_lost, totals.counters.tail_entries_lost
+    );
+    println!(
+        "damage at rest:       {} times synced data was damaged on a stopped node; {} starts refused by recovery, {} restarts after damage kept every promise",
+        totals.counters.damaged_at_rest,
+        totals.counters.refused_starts,
+        totals.counters.damaged_restarts_intact
     );
     println!(
         "membership:           {} configurations committed ({} learners added, {} promoted, {} removed), {} leadership transfers",

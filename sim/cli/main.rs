@@ -44,8 +44,9 @@ struct DrawArgs {
     /// Simulated milliseconds of faults per run (liveness is checked after).
     #[arg(long, default_value_t = 20_000)]
     fault_ms: u64,
-    /// Switch on a deliberately planted Raft bug: double-vote, commit-old-term-by-counting,
-    /// ack-before-sync, stale-leader-read or keep-conflicting-suffix.
+    /// Switch on a deliberately planted bug. Raft: double-vote, commit-old-term-by-counting,
+    /// ack-before-sync, vote-before-sync, stale-leader-read, keep-conflicting-suffix,
+    /// ignore-shortened-log; storage: truncate-at-damage, hard-state-file-only.
     #[arg(long, value_parser = parse_bug)]
     planted_bug: Option<PlantedBug>,
     /// What kind of world to draw: standard (all fault families, calm and stormy seeds) or
@@ -258,6 +259,9 @@ pub fn summarize(report: &RunReport) -> SeedSummary {
             excused_lease_reads: report.excused_lease_reads as u64,
             tails_lost: report.stats.tails_lost,
             tail_entries_lost: report.stats.tail_entries_lost,
+            damaged_at_rest: report.stats.damaged_at_rest,
+            refused_starts: report.stats.refused_starts,
+            damaged_restarts_intact: report.stats.damaged_restarts_intact,
             config_changes: report.stats.config_changes,
             learners_added: report.admin.learners_added,
             promotions: report.admin.promotions,

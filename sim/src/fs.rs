@@ -84,6 +84,13 @@ pub struct SimFile {
 impl FsFile for SimFile {
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         self.fs.inject(false, "read", &self.path)?;
+        if self.fs.faults.is_unreadable(&self.path, offset, len as u64) {
+            return Err(io::Error::other(format!(
+                "latent read error: {} bytes {offset}..{}",
+                self.path.display(),
+                offset + len as u64
+            )));
+        }
         let mut out = Vec::with_capacity(len.min(MAX_READ_BYTES));
         while out.len() < len {
             let want = (len - out.len()).min(MAX_READ_BYTES);
@@ -100,6 +107,7 @@ impl FsFile for SimFile {
 
     async fn write_all_at(&self, offset: u64, data: Vec<u8>) -> io::Result<()> {
         self.fs.inject(true, "write", &self.path)?;
+        self.fs.faults.on_written(&self.path, offset, data.len() as u64);
         let mut written = 0;
         while written < data.len() {
             let wrote = self.file.write_at(&data[written..], offset + written as u64).await?;
@@ -151,12 +159,16 @@ impl FileSystem for SimFs {
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.inject(false, "rename", from)?;
-        sim_fs::rename(from, to).await
+        sim_fs::rename(from, to).await?;
+        self.faults.on_file_gone(to);
+        Ok(())
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.inject(false, "remove", path)?;
-        sim_fs::remove_file(path).await
+        sim_fs::remove_file(path).await?;
+        self.faults.on_file_gone(path);
+        Ok(())
     }
 
     async fn create_dir(&self, path: &Path) -> io::Result<()> {

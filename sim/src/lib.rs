@@ -11,6 +11,7 @@ compile_error!(
 );
 
 pub mod admin;
+pub mod at_rest_damage;
 pub mod client_protocol;
 pub mod client_server;
 pub mod clock;

@@ -73,7 +73,7 @@ pub async fn lose_synced_tail(fs: &SimFs, dir: &Path, plan: TailLoss) -> Option<
     let mut lost = LostTail { records: 0, first: 0, last: 0, kept: (0, 0) };
     while cut > 0 && lost.records < plan.max_records {
         match &records[cut - 1].1 {
-            WalRecord::Committed { .. } => {}
+            WalRecord::Committed { .. } | WalRecord::TermAndVote { .. } => {}
             WalRecord::Entries(batch) => {
                 let (Some(first), Some(last)) = (batch.first(), batch.last()) else { break };
                 if last.index > plan.floor {

@@ -262,12 +262,9 @@ impl Nemesis {
                         disk.set_corrupt_read_permille(permille)
                     }
                 }
-                // A disk that may have lied voids that node's durability promises; the cluster
-                // must stay safe and available regardless. A full disk does not lie: its
-                // node's promises stay checked.
-                if kind != DiskFaultKind::NoSpace {
-                    observer.borrow_mut().mark_disk_damaged(crate::node_host::node_id(node));
-                }
+                // None of these faults changes what the disk holds: failed calls and corrupted
+                // reads are transient, so the node's durability promises stay checked (a
+                // recovery that mistook a bad read for a torn tail would break them).
                 self.later(now_ms + duration_ms, FollowUp::DiskHeals(node));
                 true
             }
@@ -277,6 +274,18 @@ impl Nemesis {
                 }
                 self.later(now_ms + duration_ms, FollowUp::DiskSpaceFreed(nodes));
                 true
+            }
+            Fault::DamageAtRest { node, damage, down_ms } => {
+                if self.down.contains(&node) {
+                    false
+                } else {
+                    sim.crash(name(node));
+                    observer.borrow_mut().on_node_down(crate::node_host::node_id(node));
+                    self.down.insert(node);
+                    self.disks[(node - 1) as usize].plan_at_rest_damage(damage);
+                    self.later(now_ms + down_ms, FollowUp::Restart(node));
+                    true
+                }
             }
             Fault::CrashLosingTail { node, down_ms, records } => {
                 if self.down.contains(&node) {

@@ -12,6 +12,7 @@ use conclave_core::storage::space::SpaceOptions;
 use conclave_core::storage::{WalOptions, WalStorage};
 use conclave_core::transport::tcp::{TcpTransport, TcpTransportConfig};
 
+use crate::at_rest_damage::damage_at_rest;
 use crate::client_protocol::PEER_PORT;
 use crate::client_server;
 use crate::clock::SimClock;
@@ -64,6 +65,7 @@ impl NodeContext {
             // The simulated disk is full when the nemesis says so, whatever the sizes: a small
             // reserve exercises the same paths for a fraction of the simulated I/O.
             space: SpaceOptions { ballast_bytes: 16 * 1024, probe_bytes: 16 * 1024 },
+            planted_bug: self.run.planted_bug.map(core_bug),
             ..WalOptions::default()
         }
     }
@@ -99,6 +101,8 @@ fn core_bug(bug: PlantedBug) -> conclave_core::raft::PlantedBug {
         PlantedBug::StaleLeaderRead => Core::StaleLeaderRead,
         PlantedBug::KeepConflictingSuffix => Core::KeepConflictingSuffix,
         PlantedBug::IgnoreShortenedLog => Core::IgnoreShortenedLog,
+        PlantedBug::TruncateAtDamage => Core::TruncateAtDamage,
+        PlantedBug::HardStateFileOnly => Core::HardStateFileOnly,
     }
 }
 
@@ -112,14 +116,22 @@ pub async fn node_main(context: Rc<NodeContext>) -> turmoil::Result {
         let lost = lose_synced_tail(&fs, std::path::Path::new(DATA_DIR), plan).await;
         context.observer.borrow_mut().on_tail_lost(id, lost);
     }
+    if let Some(damage) = context.disk.take_at_rest_damage() {
+        let done = damage_at_rest(&fs, std::path::Path::new(DATA_DIR), damage, seed ^ 0xda3a).await;
+        if let Some(done) = done {
+            context.disk.note_damaged_at_rest(done.unreadable.clone());
+            context.observer.borrow_mut().on_damaged_at_rest(id, damage, &done.description);
+        }
+    }
     let (mut storage, recovered) = match WalStorage::open(fs, DATA_DIR, context.wal_options()).await
     {
         Ok(opened) => opened,
         Err(error) => {
-            // A damaged or failing disk: the node refuses to start (and keeps refusing
-            // while the damage is real). Not a simulator error.
-            let reason = format!("recovery refused: {error}");
-            context.observer.borrow_mut().on_engine_stopped(id, reason);
+            // A damaged or failing disk: the node refuses to start (and keeps refusing while
+            // the damage is real). Not a simulator error — unless nothing ever damaged this
+            // disk or made it fail, when refusing loses a member for no reason.
+            let expected = context.disk.damaged_at_rest() || context.disk.injected() > 0;
+            context.observer.borrow_mut().on_recovery_refused(id, &error.to_string(), expected);
             return Ok(());
         }
     };

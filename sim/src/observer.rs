@@ -21,6 +21,7 @@ use conclave_core::raft::{
 };
 use conclave_core::transport::tcp::TransportCountersHandle;
 
+use crate::at_rest_damage::AtRestDamage;
 use crate::schedule::NodeEvent;
 use crate::trace::TraceHash;
 
@@ -34,9 +35,11 @@ struct NodeView {
     durable_terms: BTreeMap<LogIndex, Term>,
     /// Everything up to here is durable inside a snapshot.
     durable_floor: LogIndex,
-    /// A disk fault was injected: this node's durability promises are void (it must detect the
-    /// damage and stop, which the checks around it verify instead).
-    disk_damaged: bool,
+    /// The one node whose data at rest the run damages (`at_rest_damage.rs`): its promises
+    /// stay checked on every restart, but what it holds never counts as the cluster's copy.
+    damage_victim: bool,
+    /// Its data was damaged at rest before the start in progress.
+    damaged_since_start: bool,
     applied: LogIndex,
     /// This node's log as prefix hashes: index -> (term, hash of every entry up to it).
     chain: BTreeMap<LogIndex, (Term, u64)>,
@@ -152,6 +155,11 @@ pub struct ObservedStats {
     /// Restarts whose disk lost its newest synced records (`lost_tail.rs`), and entries lost.
     pub tails_lost: u64,
     pub tail_entries_lost: u64,
+    /// Damage done to synced data at rest (`at_rest_damage.rs`), starts refused by recovery,
+    /// and restarts after such damage that recovered and kept every promise.
+    pub damaged_at_rest: u64,
+    pub refused_starts: u64,
+    pub damaged_restarts_intact: u64,
 }
 
 pub struct Observer {
@@ -174,6 +182,9 @@ pub struct Observer {
     /// Who was first seen in each term, and whether it had been removed from the cluster then.
     term_starters: BTreeMap<Term, (NodeId, bool)>,
     pub stats: ObservedStats,
+    /// (key, value) -> when a node first applied the expiry of that value's TTL (µs). Every
+    /// expiry is applied from the log by some node before any snapshot can carry it.
+    pub expiries: BTreeMap<(String, String), u64>,
     /// Why nodes stopped on their own (storage failures), for the report.
     pub node_stops: Vec<String>,
     pub fault_kinds: BTreeSet<&'static str>,
@@ -237,6 +248,7 @@ impl Observer {
             ever_members: (1..=voters as u64).map(NodeId).collect(),
             term_starters: BTreeMap::new(),
             stats: ObservedStats::default(),
+            expiries: BTreeMap::new(),
             node_stops: Vec::new(),
             fault_kinds: BTreeSet::new(),
             transports: Vec::new(),
@@ -303,7 +315,7 @@ impl Observer {
     /// How far `node`'s durable log is the committed log (0 when that cannot be told).
     fn committed_prefix_durable_on(&self, node: NodeId) -> LogIndex {
         let Some(view) = self.nodes.get(&node) else { return 0 };
-        if view.disk_damaged {
+        if view.damage_victim {
             return 0;
         }
         let index = view.persisted.0.min(self.max_commit());
@@ -334,8 +346,34 @@ impl Observer {
         view.seam.acked = (lost.kept.0 > 0).then_some(lost.kept);
     }
 
-    pub fn mark_disk_damaged(&mut self, node: NodeId) {
-        self.nodes.entry(node).or_default().disk_damaged = true;
+    /// `node` is the run's damage victim (see `damage_victim`).
+    pub fn mark_damage_victim(&mut self, node: NodeId) {
+        self.nodes.entry(node).or_default().damage_victim = true;
+    }
+
+    /// The nemesis damaged `node`'s synced data before this start.
+    pub fn on_damaged_at_rest(&mut self, node: NodeId, damage: AtRestDamage, description: &str) {
+        self.stats.damaged_at_rest += 1;
+        self.trace.add(0xda3a_0000 + node.0);
+        self.trace
+            .add(AtRestDamage::ALL.iter().position(|kind| *kind == damage).unwrap_or(0) as u64);
+        self.node_stops.push(format!("{node}: disk damaged at rest: {description}"));
+        let view = self.nodes.entry(node).or_default();
+        assert!(view.damage_victim, "{node} damaged at rest but not marked the run's victim");
+        view.damaged_since_start = true;
+    }
+
+    /// Recovery refused to start `node`. Expected only when something damaged its disk or
+    /// made it fail; otherwise the cluster lost a member for nothing.
+    pub fn on_recovery_refused(&mut self, node: NodeId, reason: &str, expected: bool) {
+        self.stats.refused_starts += 1;
+        if !expected {
+            self.violation(format!(
+                "recovery: {node} refused to start although nothing damaged its disk or made it \
+                 fail: {reason}"
+            ));
+        }
+        self.on_engine_stopped(node, format!("recovery refused: {reason}"));
     }
 
     pub fn note_fault(&mut self, kind: &'static str) {
@@ -392,6 +430,17 @@ impl Observer {
     /// A node starts (again) from what its storage recovered. Everything it reported durable
     /// before must be there.
     pub fn on_recovered(&mut self, node: NodeId, restored: &RestoredState) {
+        let violations_before = self.violations.len();
+        self.check_recovery(node, restored);
+        let view = self.nodes.entry(node).or_default();
+        if std::mem::take(&mut view.damaged_since_start)
+            && self.violations.len() == violations_before
+        {
+            self.stats.damaged_restarts_intact += 1;
+        }
+    }
+
+    fn check_recovery(&mut self, node: NodeId, restored: &RestoredState) {
         let base = (restored.snapshot.last_index, restored.snapshot.last_term);
         {
             let view = self.nodes.entry(node).or_default();
@@ -412,11 +461,10 @@ impl Observer {
         view.commit = 0;
         view.applied = restored.snapshot.last_index;
         let (index, term) = view.persisted;
-        let damaged = view.disk_damaged;
         self.trace.add(0xdead_0000 + node.0);
         self.trace.add(restored.snapshot.last_index);
         self.trace.add(restored.entries.len() as u64);
-        if index == 0 || damaged {
+        if index == 0 {
             return;
         }
         self.stats.restarts_checked += 1;
@@ -437,13 +485,10 @@ impl Observer {
     }
 
     /// A restarted node must hold every vote it granted and every entry it acknowledged: it
-    /// promised them durable. (A damaged disk, or one that lost its tail on purpose, voids the
-    /// promise; the cluster must stay safe regardless, which the other checks verify.)
+    /// promised them durable — whatever its disk went through. (A disk that lost its tail on
+    /// purpose voids the promise for what it lost, see `on_tail_lost`.)
     fn check_seam_promises_kept(&mut self, node: NodeId, restored: &RestoredState) {
         let Some(view) = self.nodes.get(&node) else { return };
-        if view.disk_damaged {
-            return;
-        }
         let (granted, acked) = (view.seam.granted, view.seam.acked);
         let hard_state = &restored.hard_state;
         if let Some((term, candidate)) = granted
@@ -456,12 +501,19 @@ impl Observer {
             ));
         }
         if let Some((index, term)) = acked {
+            // Term 0: acknowledged once compacted from memory, when its term was not at hand.
             let kept = restored.snapshot.last_index >= index
-                || restored.entries.iter().any(|entry| entry.index == index && entry.term == term);
+                || restored
+                    .entries
+                    .iter()
+                    .any(|entry| entry.index == index && (entry.term == term || term == 0));
             if !kept {
+                let last =
+                    restored.entries.last().map_or(restored.snapshot.last_index, |e| e.index);
                 self.violation(format!(
                     "durability: {node} acknowledged entry {index} (term {term}) but restarted \
-                     without it"
+                     without it (snapshot at {}, log up to {last})",
+                    restored.snapshot.last_index
                 ));
             }
         }
@@ -614,6 +666,13 @@ impl Observer {
         self.check_no_disruption_by_removed_nodes(node, raft.term());
         self.check_seams(node, &view);
         self.note_events(node, &view);
+        if !view.expired.is_empty() {
+            let now_us = turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_micros() as u64);
+            for event in view.expired {
+                let value = String::from_utf8_lossy(&event.value).into_owned();
+                self.expiries.entry((event.key.clone(), value)).or_insert(now_us);
+            }
+        }
 
         // A snapshot installed from the leader replaces the log up to its index.
         if let Some(meta) = view.snapshot_installed {

@@ -187,6 +187,11 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         admin.clone(),
     );
 
+    for timed in &config.schedule {
+        if let crate::schedule::Fault::DamageAtRest { node, .. } = timed.fault {
+            observer.borrow_mut().mark_damage_victim(crate::node_host::node_id(node));
+        }
+    }
     let mut phase = Phase::Faults;
     let mut steps = 0u64;
     let mut failure: Option<(FailureKind, String)> = None;
@@ -276,7 +281,11 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
     // The world holds the engines; drop it before reading the shared state one last time.
     drop(sim);
 
-    let operations: Vec<Operation> = workload.operations.borrow().clone();
+    let mut operations: Vec<Operation> = workload.operations.borrow().clone();
+    operations.extend(crate::workload::expiry_operations(
+        &workload.ttl_puts.borrow(),
+        &observer.borrow().expiries,
+    ));
     let operations_ok = operations.iter().filter(|op| op.status == Status::Ok).count();
     let operations_unknown = operations.iter().filter(|op| op.status == Status::Info).count();
     let mut verdict = String::from("not checked");

@@ -9,6 +9,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::at_rest_damage::AtRestDamage;
+
 /// A fault family. Each run reports which ones fired.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FaultFamily {
@@ -131,6 +133,13 @@ pub enum Fault {
         down_ms: u64,
         records: u32,
     },
+    /// Kill the node and damage data it had synced (`at_rest_damage.rs`) before it restarts
+    /// after `down_ms`. Only one node of a run is ever damaged this way.
+    DamageAtRest {
+        node: u64,
+        damage: AtRestDamage,
+        down_ms: u64,
+    },
     /// Arms a trap: the next leader to be elected after this point is crashed `delay_ms` after
     /// its election (mid-replication, before its first entries reach everyone), and restarted
     /// after `down_ms`. Young leaders dying is where Raft's subtle cases live (figure 8).
@@ -180,9 +189,10 @@ impl Fault {
                 FaultFamily::Clock
             }
             Fault::LatencySpike { .. } => FaultFamily::Latency,
-            Fault::Disk { .. } | Fault::DiskFull { .. } | Fault::CrashLosingTail { .. } => {
-                FaultFamily::Disk
-            }
+            Fault::Disk { .. }
+            | Fault::DiskFull { .. }
+            | Fault::CrashLosingTail { .. }
+            | Fault::DamageAtRest { .. } => FaultFamily::Disk,
             Fault::Grow { .. }
             | Fault::Shrink { .. }
             | Fault::Replace { .. }
@@ -254,10 +264,12 @@ pub enum PlantedBug {
     StaleLeaderRead,
     KeepConflictingSuffix,
     IgnoreShortenedLog,
+    TruncateAtDamage,
+    HardStateFileOnly,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 7] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::DoubleVote,
         PlantedBug::CommitOldTermByCounting,
         PlantedBug::AckBeforeSync,
@@ -265,6 +277,8 @@ impl PlantedBug {
         PlantedBug::StaleLeaderRead,
         PlantedBug::KeepConflictingSuffix,
         PlantedBug::IgnoreShortenedLog,
+        PlantedBug::TruncateAtDamage,
+        PlantedBug::HardStateFileOnly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -276,6 +290,8 @@ impl PlantedBug {
             PlantedBug::StaleLeaderRead => "stale-leader-read",
             PlantedBug::KeepConflictingSuffix => "keep-conflicting-suffix",
             PlantedBug::IgnoreShortenedLog => "ignore-shortened-log",
+            PlantedBug::TruncateAtDamage => "truncate-at-damage",
+            PlantedBug::HardStateFileOnly => "hard-state-file-only",
         }
     }
 
@@ -460,6 +476,20 @@ impl RunConfig {
             // was.
             let mut storage_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0d15_c0f5_0000_0000);
             schedule.extend(draw_storage_faults(&mut storage_rng, nodes, fault_phase_ms));
+        }
+        if families.contains(&FaultFamily::Disk) {
+            let mut damage_rng = ChaCha8Rng::seed_from_u64(seed ^ 0xda3a_9e00_0000_0000);
+            let damage = draw_damage_at_rest(&mut damage_rng, nodes, fault_phase_ms);
+            // The damaged node never also loses a synced tail: each of those faults may only
+            // take what the rest of the cluster holds, and the two together could take more.
+            if let Some(TimedFault { fault: Fault::DamageAtRest { node: victim, .. }, .. }) =
+                damage.first()
+            {
+                schedule.retain(|timed| {
+                    !matches!(timed.fault, Fault::CrashLosingTail { node, .. } if node == *victim)
+                });
+            }
+            schedule.extend(damage);
         }
         let mut aim_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0a1e_d000_0000_0000);
         schedule.extend(draw_aimed_faults(&mut aim_rng, &swarm, fault_phase_ms));
@@ -667,6 +697,24 @@ fn draw_storage_faults(rng: &mut ChaCha8Rng, nodes: u64, phase_ms: u64) -> Vec<T
     faults
 }
 
+/// Damage to data at rest, all on one node (a minority of one, so the cluster survives it).
+fn draw_damage_at_rest(rng: &mut ChaCha8Rng, nodes: u64, phase_ms: u64) -> Vec<TimedFault> {
+    if !rng.random_bool(0.6) {
+        return Vec::new();
+    }
+    let node = rng.random_range(1..=nodes);
+    (0..rng.random_range(1..=3))
+        .map(|_| TimedFault {
+            at_ms: rng.random_range(1_000..phase_ms.saturating_sub(1_000).max(1_001)),
+            fault: Fault::DamageAtRest {
+                node,
+                damage: AtRestDamage::ALL[rng.random_range(0..AtRestDamage::ALL.len())],
+                down_ms: rng.random_range(10..=1_000),
+            },
+        })
+        .collect()
+}
+
 fn names(nodes: &[u64]) -> String {
     nodes.iter().map(|n| format!("n{n}")).collect::<Vec<_>>().join(", ")
 }
@@ -764,6 +812,12 @@ impl fmt::Display for Fault {
                 "crash n{node}, restart after {down_ms} ms with up to {records} of its newest \
                  synced log records lost"
             ),
+            Fault::DamageAtRest { node, damage, down_ms } => {
+                write!(
+                    f,
+                    "crash n{node}, damage its disk at rest ({damage}), restart after {down_ms} ms"
+                )
+            }
         }
     }
 }

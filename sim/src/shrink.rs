@@ -190,6 +190,7 @@ fn fault_duration_ms(fault: &crate::schedule::Fault) -> u64 {
         Fault::Crash { down_ms, .. }
         | Fault::CrashNewLeader { down_ms, .. }
         | Fault::CrashLosingTail { down_ms, .. }
+        | Fault::DamageAtRest { down_ms, .. }
         | Fault::CrashOnEvent { down_ms, .. } => *down_ms,
         Fault::ClockJump { .. }
         | Fault::Grow { .. }
@@ -220,7 +221,8 @@ fn fault_fits(fault: &crate::schedule::Fault, nodes: u64) -> bool {
         Fault::ClockDrift { node, .. }
         | Fault::ClockJump { node, .. }
         | Fault::Disk { node, .. }
-        | Fault::CrashLosingTail { node, .. } => *node <= nodes,
+        | Fault::CrashLosingTail { node, .. }
+        | Fault::DamageAtRest { node, .. } => *node <= nodes,
         // A majority of a smaller cluster is not the same fault; a single node is.
         Fault::DiskFull { nodes: full, .. } => fits(full) && (full.len() == 1 || nodes >= 3),
         Fault::LatencySpike { .. } => true,

@@ -48,6 +48,51 @@ pub struct WorkloadShared {
     pub clients_done: Cell<u64>,
     /// Writes a node refused because its disk was full (they were not applied; retried).
     pub refused_no_space: Cell<u64>,
+    /// Puts with a TTL that may have taken effect.
+    pub ttl_puts: RefCell<Vec<TtlPut>>,
+}
+
+/// A put with a TTL, as a client saw it.
+pub struct TtlPut {
+    pub key: String,
+    pub value: String,
+    pub call_us: u64,
+}
+
+/// The history operations of the TTL expiries that happened: each a delete of the key if it
+/// still holds the put's value (values are unique, so the value names the put), between the
+/// put's call and the moment the first node applied the expiry (`expiries`, from the
+/// observer: an expiry takes effect at the entry whose leader time passes the deadline, which
+/// commits before any node applies it). A TTL that never expired — overwritten first, or not
+/// yet due — is no operation at all.
+pub fn expiry_operations(
+    ttl_puts: &[TtlPut],
+    expiries: &BTreeMap<(String, String), u64>,
+) -> Vec<Operation> {
+    ttl_puts
+        .iter()
+        .enumerate()
+        .filter_map(|(at, put)| {
+            let applied_us = *expiries.get(&(put.key.clone(), put.value.clone()))?;
+            assert!(applied_us >= put.call_us, "an expiry applied before its put was called");
+            Some(Operation::ok(
+                // The leader does it, not this client, and it may overlap this client's next
+                // operations and other expiries: each is recorded under a client of its own.
+                EXPIRY_CLIENT_BASE + at as u64,
+                put.call_us,
+                applied_us,
+                Op::Txn(HistoryTxn {
+                    compare: vec![HistoryCompare::Equals {
+                        key: put.key.clone(),
+                        expected: Some(put.value.clone()),
+                    }],
+                    success: vec![HistoryTxnOp::Delete { key: put.key.clone() }],
+                    failure: Vec::new(),
+                    succeeded: true,
+                }),
+            ))
+        })
+        .collect()
 }
 
 pub struct ClientSetup {
@@ -63,8 +108,8 @@ fn now_us() -> u64 {
     turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_micros() as u64)
 }
 
-/// Expiries of a client's TTL puts are recorded as operations of client `EXPIRY_CLIENT_BASE`
-/// plus its index (see `Client::record`).
+/// The expiry of the n-th TTL put is recorded as an operation of client `EXPIRY_CLIENT_BASE`
+/// plus n (see `expiry_operations`).
 pub const EXPIRY_CLIENT_BASE: u64 = 1_000_000;
 
 /// A read answered from a leader's lease: which operation, which node, when.
@@ -347,35 +392,16 @@ impl Client {
                 .completed_since_liveness
                 .set(self.shared.completed_since_liveness.get() + 1);
         }
-        // A put with a TTL may be followed by its expiry at any later moment (the leader's
-        // clock decides, and the nemesis skews it): in the history, a delete of that key
-        // that happens only if the key still holds the value (unique values name the put),
-        // with an unknown outcome from the put's call on.
-        let expiry = match (&planned_ttl, operation.status) {
-            (Some((key, value)), Status::Ok | Status::Info) => Some(Operation::info(
-                // The leader does it, not this client, and it may overlap this client's next
-                // operations: it is recorded under a client of its own.
-                EXPIRY_CLIENT_BASE + client,
-                call_us,
-                Op::Txn(HistoryTxn {
-                    compare: vec![HistoryCompare::Equals {
-                        key: key.clone(),
-                        expected: Some(value.clone()),
-                    }],
-                    success: vec![HistoryTxnOp::Delete { key: key.clone() }],
-                    failure: Vec::new(),
-                    succeeded: false,
-                }),
-            )),
-            _ => None,
-        };
+        // A put with a TTL may be followed by its expiry (`expiry_operations`).
+        if let (Some((key, value)), Status::Ok | Status::Info) = (planned_ttl, operation.status) {
+            self.shared.ttl_puts.borrow_mut().push(TtlPut { key, value, call_us });
+        }
         let mut operations = self.shared.operations.borrow_mut();
         if is_lease_read && let Some(node) = answered_by {
             let read = LeaseRead { operation: operations.len(), node, call_us, ret_us };
             self.shared.lease_reads.borrow_mut().push(read);
         }
         operations.push(operation);
-        operations.extend(expiry);
     }
 
     /// Turns a server answer into the history operation it demonstrates.

@@ -42,6 +42,19 @@ fn ignoring_a_follower_whose_log_got_shorter_is_caught() {
 }
 
 #[test]
+fn recovery_that_truncates_at_damage_is_caught() {
+    // Needs a disk damaged at rest (the standard profile's disk faults) in a record that
+    // later records vouch for, in the last segment.
+    assert_caught_in(PlantedBug::TruncateAtDamage, DrawProfile::Standard, 200);
+}
+
+#[test]
+fn recovery_that_trusts_a_damaged_hard_state_file_is_caught() {
+    // Needs the newest hard-state slot damaged at rest after its node granted a vote.
+    assert_caught_in(PlantedBug::HardStateFileOnly, DrawProfile::Standard, 200);
+}
+
+#[test]
 fn double_vote_is_caught() {
     assert_caught(PlantedBug::DoubleVote, 20);
 }

@@ -23,7 +23,9 @@ use super::pending::{Pending, PendingRead, PendingWrite, allows_lease};
 use super::probe::{CycleView, EngineProbe};
 use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult, Reply};
 use super::status::{EngineStatus, PeerStatus};
-use crate::kv::{KvCommand, KvError, KvEvent, KvRequest, KvResponse, KvStateMachine, SessionTag};
+use crate::kv::{
+    KvCommand, KvError, KvEvent, KvEventKind, KvRequest, KvResponse, KvStateMachine, SessionTag,
+};
 use crate::raft::{
     ConfigError, Entry, EntryPayload, LogIndex, MembershipError, Message, MessageBody, NodeId,
     ProposeError, Raft, ReadError, ReadState, Ready, RestoredState, Role, Snapshot, SnapshotMeta,
@@ -100,6 +102,8 @@ pub struct Engine<T: Transport, S: Storage, C: Clock> {
     /// False once the transport said it will deliver nothing more.
     transport_open: bool,
     probe: Option<Box<dyn EngineProbe>>,
+    /// The expiries of this cycle's applies, kept only for a probe.
+    expired_for_probe: Vec<KvEvent>,
     /// The configurations (latest, last committed; by log index) and the leader the
     /// transport's peers were last set from.
     peers_config_index: Option<(LogIndex, LogIndex, NodeId)>,
@@ -179,6 +183,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             shutdown: None,
             transport_open: true,
             probe: None,
+            expired_for_probe: Vec::new(),
             peers_config_index: None,
             known_addresses: BTreeMap::new(),
             config,
@@ -572,8 +577,10 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 messages: &messages,
                 snapshot_installed: snapshot.as_ref(),
                 applied: &committed_entries,
+                expired: &self.expired_for_probe,
             });
         }
+        self.expired_for_probe.clear();
         for ReadState { context, index } in reads {
             if let Some(read) = self.pending.reads_awaiting_index.remove(&context) {
                 self.pending.reads_awaiting_apply.insert((index, context), read);
@@ -611,6 +618,9 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 EntryPayload::Command(bytes) => {
                     let result = kv.apply_command_bytes(entry.index, bytes);
                     for event in result.events {
+                        if self.probe.is_some() && event.kind == KvEventKind::Expire {
+                            self.expired_for_probe.push(event.clone());
+                        }
                         // No subscriber is not an error: events are best effort.
                         let _ = self.events.send(event);
                     }

@@ -1,7 +1,7 @@
 //! Observation of the engine from outside, for the simulator's invariant checks and trace
 //! hash. Production runs without a probe; the calls cost nothing then.
 
-use crate::kv::KvStateMachine;
+use crate::kv::{KvEvent, KvStateMachine};
 use crate::raft::{Entry, HardState, LogIndex, Message, Raft, SnapshotMeta, Term};
 
 /// What one `Ready` did, seen right after the engine carried it out.
@@ -19,6 +19,9 @@ pub struct CycleView<'a> {
     pub messages: &'a [Message],
     pub snapshot_installed: Option<&'a SnapshotMeta>,
     pub applied: &'a [Entry],
+    /// Keys those entries expired (their TTL ran out in state-machine time), with the values
+    /// they had: when a TTL's expiry took effect, which no client request shows.
+    pub expired: &'a [KvEvent],
 }
 
 pub trait EngineProbe {

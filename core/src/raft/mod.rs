@@ -9,7 +9,7 @@ pub mod membership;
 pub mod memory_cluster;
 pub mod message;
 mod node;
-mod planted;
+pub(crate) mod planted;
 pub mod progress;
 pub mod quorum;
 pub mod read_index;

@@ -23,6 +23,26 @@ pub enum PlantedBug {
     /// follower's log has become shorter than that (it lost entries it had acknowledged): the
     /// leader then never catches it up.
     IgnoreShortenedLog,
+    /// Storage: recovery takes a damaged record anywhere in the last segment for a torn tail and
+    /// truncates the log there, even when later records vouch that it had been synced.
+    TruncateAtDamage,
+    /// Storage: recovery trusts the hard-state file alone, ignoring the log's newer copy of the
+    /// term and vote (a damaged newest slot then silently rolls the vote back).
+    HardStateFileOnly,
+}
+
+/// Whether `bug` is planted in a storage configured with `planted` (always false without the
+/// feature).
+pub fn storage_planted(planted: Option<PlantedBug>, bug: PlantedBug) -> bool {
+    #[cfg(feature = "planted-bugs")]
+    {
+        planted == Some(bug)
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        let _ = (planted, bug);
+        false
+    }
 }
 
 impl super::node::Raft {

@@ -10,6 +10,11 @@
 //! hold the last synced state, so the last synced state is never overwritten before a newer
 //! one is synced. Each slot carries a sequence number; the valid slot with the higher one wins.
 //!
+//! Two slots survive a torn write, not a disk that damages the newest slot after it was
+//! synced: that falls back to the older slot, a vote the node may already have sent would be
+//! forgotten, and it could vote twice. So every term or vote change also goes into the log
+//! (`TermAndVote` in `wal.rs`), and recovery takes the newer of the two copies.
+//!
 //! Durability policy (enforced by the writer, `wal_storage.rs`):
 //! - a change of term or vote is written and synced *before* the log records of the same batch
 //!   and before the batch is reported durable, because Raft grants a vote (or accepts a leader)
@@ -129,6 +134,12 @@ fn choose(image: &[u8], path: &Path) -> StorageResult<(usize, u64, HardState)> {
             ))
         }
     }
+}
+
+/// Which slot (0 or 1) of a hard-state file image holds the newest valid state, and where it
+/// starts: what a fault injector aims at to damage the newest durable state.
+pub fn newest_slot_offset(image: &[u8], path: &Path) -> StorageResult<u64> {
+    choose(image, path).map(|(index, _, _)| index as u64 * SLOT_BYTES)
 }
 
 /// The open hard-state file.

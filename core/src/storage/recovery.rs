@@ -34,7 +34,10 @@ use super::snapshot_file::{
     is_snapshot_temp_file_name, parse_snapshot_file_name, read_snapshot_file,
 };
 use super::wal::{SegmentInfo, Wal, WalLimits, WalPosition, WalRecord, create_segment};
-use crate::raft::{Entry, HardState, LogIndex, RestoredState, Snapshot, SnapshotMeta, Term};
+use crate::raft::planted::storage_planted;
+use crate::raft::{
+    Entry, HardState, LogIndex, NodeId, PlantedBug, RestoredState, Snapshot, SnapshotMeta, Term,
+};
 
 /// No segment file is read if larger than this (a segment is never written beyond its
 /// preallocated size; this only bounds what a damaged directory can make us allocate).
@@ -44,6 +47,7 @@ const MAX_SEGMENT_FILE_BYTES: u64 = 1 << 30;
 pub struct RecoveryLimits {
     pub wal: WalLimits,
     pub max_snapshot_bytes: u64,
+    pub planted_bug: Option<PlantedBug>,
 }
 
 /// Everything recovery hands to the writer and to the engine.
@@ -158,7 +162,7 @@ pub async fn recover<F: FileSystem>(
         return initialise(fs, dir, limits, repairs).await;
     }
 
-    let (hard_state_file, hard_state) = HardStateFile::open(fs, dir).await?;
+    let (mut hard_state_file, hard_state) = HardStateFile::open(fs, dir).await?;
 
     for name in &listing.snapshot_temps {
         let path = dir.join(name);
@@ -170,6 +174,12 @@ pub async fn recover<F: FileSystem>(
     // before the first segment's header became durable: the node never ran on it.
     let never_ran = hard_state == HardState::default() && listing.snapshots.is_empty();
     let log = read_log(fs, dir, &listing.segments, limits, never_ran, &mut repairs).await?;
+    let hard_state = if storage_planted(limits.planted_bug, PlantedBug::HardStateFileOnly) {
+        hard_state
+    } else {
+        newer_term_and_vote(&mut hard_state_file, hard_state, &log.replay, dir, &mut repairs)
+            .await?
+    };
 
     // The newest snapshot that is intact and that the log connects to.
     let mut snapshot = None;
@@ -218,6 +228,7 @@ pub async fn recover<F: FileSystem>(
     fs.sync_dir(dir).await.map_err(|e| StorageError::io("sync directory", dir, e))?;
     let mut wal =
         Wal::resume(fs.clone(), dir.to_path_buf(), limits.wal, log.position, log.active).await?;
+    wal.carry_term_and_vote(hard_state.term, hard_state.vote);
     if replaced && let Some(snapshot) = &snapshot {
         wal.append_snapshot_installed(snapshot.meta.last_index, snapshot.meta.last_term, false)
             .await?;
@@ -239,6 +250,42 @@ pub async fn recover<F: FileSystem>(
         repairs,
         created: false,
     })
+}
+
+/// The hard state to restart from: the file's, unless the log's copy of the term and vote
+/// (`TermAndVote` in `wal.rs`) is newer — the file's newest slot was then damaged after it was
+/// synced, and the file is repaired from the log. Copies that disagree within one term are
+/// corruption.
+async fn newer_term_and_vote<F: FileSystem>(
+    file: &mut HardStateFile<F>,
+    from_file: HardState,
+    replay: &LogReplay,
+    dir: &Path,
+    repairs: &mut Vec<String>,
+) -> StorageResult<HardState> {
+    let Some((term, vote)) = replay.term_and_vote else { return Ok(from_file) };
+    let newer = term > from_file.term
+        || (term == from_file.term && from_file.vote.is_none() && !vote.is_none());
+    if !newer {
+        if term == from_file.term && !vote.is_none() && vote != from_file.vote {
+            return Err(StorageError::inconsistent(
+                dir,
+                format!(
+                    "the hard-state file says term {term} vote {}, the log says vote {vote}",
+                    from_file.vote
+                ),
+            ));
+        }
+        return Ok(from_file);
+    }
+    let repaired = HardState { term, vote, ..from_file };
+    file.write(repaired, true).await?;
+    repairs.push(format!(
+        "the hard-state file held term {} vote {} but the log recorded term {term} vote {vote} \
+         as durable: the file's newest slot was damaged; rewrote it from the log",
+        from_file.term, from_file.vote
+    ));
+    Ok(repaired)
 }
 
 async fn initialise<F: FileSystem>(
@@ -360,7 +407,15 @@ async fn read_log<F: FileSystem>(
                 ),
             ));
         }
-        let scan = scan_segment(&image, &path, header, is_last, max_payload)?;
+        let scan = match scan_segment(&image, &path, header, is_last, max_payload) {
+            Err(StorageError::Corrupt { offset, .. })
+                if is_last && storage_planted(limits.planted_bug, PlantedBug::TruncateAtDamage) =>
+            {
+                image[offset as usize..].fill(0);
+                scan_segment(&image, &path, header, is_last, max_payload)?
+            }
+            scanned => scanned?,
+        };
         let mut max_index = 0;
         for record in &scan.records {
             let payload = &image[record.payload.clone()];
@@ -442,6 +497,8 @@ struct LogReplay {
     entries: Vec<Entry>,
     /// The highest commit index recorded in the log (0 for none).
     committed: LogIndex,
+    /// The newest copy of the term and vote the log holds.
+    term_and_vote: Option<(Term, NodeId)>,
 }
 
 impl LogReplay {
@@ -461,6 +518,22 @@ impl LogReplay {
     fn apply(&mut self, record: WalRecord, path: &Path, offset: u64) -> StorageResult<()> {
         match record {
             WalRecord::Committed { index } => self.committed = self.committed.max(index),
+            WalRecord::TermAndVote { term, vote } => {
+                if let Some((newest_term, newest_vote)) = self.term_and_vote
+                    && (term < newest_term
+                        || (term == newest_term && vote != newest_vote && !newest_vote.is_none()))
+                {
+                    return Err(StorageError::corrupt(
+                        path,
+                        offset,
+                        format!(
+                            "term {term} vote {vote} recorded after term {newest_term} vote \
+                             {newest_vote}"
+                        ),
+                    ));
+                }
+                self.term_and_vote = Some((term, vote));
+            }
             WalRecord::SnapshotInstalled { last_index, last_term, keeps_suffix } => {
                 // The decision Raft made, recorded by the writer.
                 if keeps_suffix {

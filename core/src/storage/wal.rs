@@ -12,7 +12,12 @@
 //! - `Committed`: the commit index known when its group was written — a hint that lets a
 //!   restarted node apply what it already knows is committed, never needed for safety. It rides
 //!   in a group that writes records anyway, after them, so it costs neither a write nor a sync
-//!   of its own and never claims an entry that is not durable with it.
+//!   of its own and never claims an entry that is not durable with it;
+//! - `TermAndVote`: a second copy of a term or vote change, written in the group that made it
+//!   durable in the hard-state file (`hard_state.rs`), and again as the first record of every
+//!   new segment. A synced hard-state slot that the disk later damages falls back to the older
+//!   slot, which would let the node vote twice in a term; recovery takes the newer of the two
+//!   copies instead (the log's survives compaction because every segment starts with one).
 //!
 //! Segments roll when the next record does not fit; the full segment is sealed (synced) before
 //! the next one receives a record, so only the last segment can end in a torn write. Log
@@ -30,7 +35,7 @@ use super::segment::{
     SEGMENT_HEADER_BYTES, SegmentHeader, encode_segment_header, segment_file_name,
 };
 use super::space::DiskSpace;
-use crate::raft::{Entry, LogIndex, Term};
+use crate::raft::{Entry, LogIndex, NodeId, Term};
 
 /// The content of one log record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +43,7 @@ pub enum WalRecord {
     Entries(Vec<Entry>),
     SnapshotInstalled { last_index: LogIndex, last_term: Term, keeps_suffix: bool },
     Committed { index: LogIndex },
+    TermAndVote { term: Term, vote: NodeId },
 }
 
 /// The same encoding as [`WalRecord`], borrowing the entries (no copy on the write path).
@@ -46,6 +52,7 @@ enum WalRecordRef<'a> {
     Entries(&'a [Entry]),
     SnapshotInstalled { last_index: LogIndex, last_term: Term, keeps_suffix: bool },
     Committed { index: LogIndex },
+    TermAndVote { term: Term, vote: NodeId },
 }
 
 impl WalRecord {
@@ -60,7 +67,7 @@ impl WalRecord {
         match self {
             WalRecord::Entries(entries) => entries.last().map_or(0, |entry| entry.index),
             WalRecord::SnapshotInstalled { last_index, .. } => *last_index,
-            WalRecord::Committed { .. } => 0,
+            WalRecord::Committed { .. } | WalRecord::TermAndVote { .. } => 0,
         }
     }
 }
@@ -124,6 +131,8 @@ pub struct Wal<F: FileSystem> {
     /// Set once the writer runs (recovery has none: its errors stop the start): writes that
     /// fail for lack of space wait for room and are tried again (see `space.rs`).
     space: Option<DiskSpace<F>>,
+    /// The durable term and vote, copied into every new segment as its first record.
+    term_and_vote: Option<(Term, NodeId)>,
 }
 
 /// Where a write whose data ends at `data_end` extends with zeros: `None` while the data stays
@@ -199,6 +208,7 @@ impl<F: FileSystem> Wal<F> {
             next_lsn: position.next_lsn,
             durable_lsn: position.next_lsn - 1,
             space: None,
+            term_and_vote: None,
         })
     }
 
@@ -253,6 +263,18 @@ impl<F: FileSystem> Wal<F> {
         self.append(&record, last_index).await
     }
 
+    /// Records a term or vote change that the hard-state file holds durably (see `TermAndVote`
+    /// above), and carries it into every segment from now on.
+    pub async fn append_term_and_vote(&mut self, term: Term, vote: NodeId) -> StorageResult<()> {
+        self.term_and_vote = Some((term, vote));
+        self.append(&WalRecordRef::TermAndVote { term, vote }, 0).await
+    }
+
+    /// The term and vote to carry into new segments, without a record now (after recovery).
+    pub fn carry_term_and_vote(&mut self, term: Term, vote: NodeId) {
+        self.term_and_vote = Some((term, vote));
+    }
+
     /// Records the commit index (see `Committed` above). The caller appends it only to a group
     /// that has other records to write, and only once those entries are appended.
     pub async fn append_committed(&mut self, index: LogIndex) -> StorageResult<()> {
@@ -278,6 +300,16 @@ impl<F: FileSystem> Wal<F> {
         let end = self.write_offset + self.buffer.len() as u64 + needed;
         if end > self.active_capacity {
             self.roll().await?;
+            if let Some((term, vote)) = self.term_and_vote
+                && !matches!(record, WalRecordRef::TermAndVote { .. })
+            {
+                let copy = postcard::to_allocvec(&WalRecordRef::TermAndVote { term, vote })
+                    .map_err(|e| {
+                        StorageError::InvalidOptions(format!("cannot encode a log record: {e}"))
+                    })?;
+                encode_record(self.next_lsn, self.durable_lsn, &copy, &mut self.buffer);
+                self.next_lsn += 1;
+            }
         }
         encode_record(self.next_lsn, self.durable_lsn, &payload, &mut self.buffer);
         self.next_lsn += 1;

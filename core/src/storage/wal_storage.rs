@@ -35,7 +35,9 @@ use super::segment::SEGMENT_HEADER_BYTES;
 use super::snapshot_file::save_snapshot;
 use super::space::{DiskSpace, SpaceOptions};
 use super::wal::{Wal, WalLimits};
-use crate::raft::{ClusterConfig, HardState, LogIndex, PersistBatch, RestoredState, Snapshot};
+use crate::raft::{
+    ClusterConfig, HardState, LogIndex, PersistBatch, PlantedBug, RestoredState, Snapshot,
+};
 use crate::seams::storage::{Storage, StorageFailure, StorageJob, StorageProgress};
 
 #[derive(Copy, Clone, Debug)]
@@ -51,6 +53,8 @@ pub struct WalOptions {
     pub max_jobs_per_group: usize,
     /// The ballast kept against a full disk, and the room writes need to resume (`space.rs`).
     pub space: SpaceOptions,
+    /// A deliberately planted storage bug (simulator builds only, see `raft/planted.rs`).
+    pub planted_bug: Option<PlantedBug>,
 }
 
 impl Default for WalOptions {
@@ -61,14 +65,18 @@ impl Default for WalOptions {
             max_snapshot_bytes: 4 << 30,
             max_jobs_per_group: 4096,
             space: SpaceOptions { ballast_bytes: 16 << 20, probe_bytes: 8 << 20 },
+            planted_bug: None,
         }
     }
 }
 
 impl WalOptions {
     pub fn validate(&self) -> StorageResult<()> {
-        let smallest_segment =
-            (SEGMENT_HEADER_BYTES + record_bytes(self.max_record_bytes as usize)) as u64;
+        // A new segment starts with a copy of the term and vote (at most 21 bytes of payload),
+        // then must take the largest record.
+        let smallest_segment = (SEGMENT_HEADER_BYTES
+            + record_bytes(32)
+            + record_bytes(self.max_record_bytes as usize)) as u64;
         if self.max_record_bytes < 1024 {
             return Err(StorageError::InvalidOptions(
                 "max_record_bytes must be at least 1024".into(),
@@ -96,6 +104,7 @@ impl WalOptions {
                 max_record_bytes: self.max_record_bytes,
             },
             max_snapshot_bytes: self.max_snapshot_bytes,
+            planted_bug: self.planted_bug,
         }
     }
 }
@@ -435,6 +444,8 @@ impl<F: FileSystem> Writer<F> {
                 self.hard_state
                     .write_waiting_for_space(hard_state, true, Some(&self.space))
                     .await?;
+                // The second copy, durable with this group (see `TermAndVote` in `wal.rs`).
+                self.wal.append_term_and_vote(hard_state.term, hard_state.vote).await?;
             }
         }
         if let Some(snapshot) = &batch.snapshot {
