@@ -23,6 +23,7 @@ pub mod network;
 pub mod node_host;
 pub mod observer;
 pub mod panic_capture;
+pub mod read_check;
 pub mod run;
 pub mod schedule;
 pub mod shrink;

@@ -296,6 +296,12 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         Some((kind, detail)) => Outcome::Fail { kind, detail },
         None => Outcome::Pass,
     };
+    if !outcome.is_failure()
+        && let Some(violation) =
+            crate::read_check::check_reads(&workload.reads.borrow(), &operations)
+    {
+        outcome = Outcome::Fail { kind: FailureKind::Invariant, detail: violation };
+    }
     match &history {
         Err(error) => {
             outcome = Outcome::Fail {

@@ -50,6 +50,19 @@ pub struct WorkloadShared {
     pub refused_no_space: Cell<u64>,
     /// Puts with a TTL that may have taken effect.
     pub ttl_puts: RefCell<Vec<TtlPut>>,
+    /// Every answered single-key read, whatever its consistency (`read_check.rs`).
+    pub reads: RefCell<Vec<ReadObservation>>,
+}
+
+/// A read as a client saw it: the value and the key's `mod_revision`, and the store revision
+/// the serving node's state machine was at.
+pub struct ReadObservation {
+    pub key: String,
+    pub value: Option<(String, u64)>,
+    pub store_revision: u64,
+    pub stale: bool,
+    pub call_us: u64,
+    pub ret_us: u64,
 }
 
 /// A put with a TTL, as a client saw it.
@@ -229,7 +242,8 @@ impl Client {
         let key = self.key();
         if roll < read {
             let lease = lease_reads && self.rng.random_bool(0.5);
-            Planned::Get { key, lease }
+            let stale = !lease && self.rng.random_bool(self.stale_share());
+            Planned::Get { key, lease, stale }
         } else if roll < read + delete {
             Planned::Delete { key }
         } else if roll < read + delete + cas {
@@ -252,6 +266,12 @@ impl Client {
                 self.rng.random_bool(self.ttl_share()).then(|| self.rng.random_range(50..=3_000));
             Planned::Put { key, value, ttl_ms }
         }
+    }
+
+    /// The share of (non-lease) reads that ask for whatever the node has applied: drawn per
+    /// seed, from the seed itself.
+    fn stale_share(&self) -> f64 {
+        [0.0, 0.1, 0.25, 0.5][(self.setup.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 62) as usize]
     }
 
     /// The share of puts with a TTL: drawn per seed (none in some seeds, many in others),
@@ -359,6 +379,22 @@ impl Client {
             _ => None,
         };
         let mut answered_by = None;
+        if let (
+            Planned::Get { key, stale, .. },
+            Outcome::Answer(ClientAnswer::Read(ReadResult::Value { value, revision, .. }), _),
+        ) = (&planned, &outcome)
+        {
+            self.shared.reads.borrow_mut().push(ReadObservation {
+                key: key.clone(),
+                value: value.as_ref().map(|(bytes, meta)| {
+                    (String::from_utf8_lossy(bytes).into_owned(), meta.mod_revision)
+                }),
+                store_revision: *revision,
+                stale: *stale,
+                call_us,
+                ret_us,
+            });
+        }
         let operation = match outcome {
             Outcome::Answer(answer, node) => match self.observe(planned, answer) {
                 Some(op) => {
@@ -408,6 +444,8 @@ impl Client {
     fn observe(&mut self, planned: Planned, answer: ClientAnswer) -> Option<Op> {
         let text = |bytes: &Bytes| String::from_utf8_lossy(bytes).into_owned();
         match (planned, answer) {
+            // Checked apart (`read_check.rs`): a stale read is no linearizable operation.
+            (Planned::Get { stale: true, .. }, _) => None,
             (Planned::Get { key, .. }, ClientAnswer::Read(ReadResult::Value { value, .. })) => {
                 let value = value.map(|(bytes, _)| text(&bytes));
                 self.last_seen.insert(key.clone(), value.clone());
@@ -467,6 +505,9 @@ enum Planned {
     Get {
         key: String,
         lease: bool,
+        /// Served from whatever the node has applied (`ReadConsistency::Stale`): not in the
+        /// linearizable history, checked by `read_check.rs` instead.
+        stale: bool,
     },
     /// With `ttl_ms`, the key expires that long after the put applies (by the leader's clock).
     Put {
@@ -502,9 +543,12 @@ impl Planned {
     fn call(&self, session: Option<SessionTag>) -> ClientCall {
         let bytes = |value: &str| Bytes::from(value.to_string());
         let command = match self {
-            Planned::Get { key, lease } => {
-                let consistency =
-                    if *lease { ReadConsistency::Lease } else { ReadConsistency::Linearizable };
+            Planned::Get { key, lease, stale } => {
+                let consistency = match (lease, stale) {
+                    (_, true) => ReadConsistency::Stale,
+                    (true, false) => ReadConsistency::Lease,
+                    (false, false) => ReadConsistency::Linearizable,
+                };
                 return ClientCall::Read {
                     query: ReadQuery::Get { key: key.clone() },
                     consistency,

@@ -1,0 +1,192 @@
+//! Checks on every single-key read, stale ones included, that the linearizability checker
+//! cannot make for reads that may be arbitrarily old:
+//!
+//! 1. **A state that existed.** A store revision names one state of the key space (the log up
+//!    to the entry that made it), so every read served at the same store revision — by any
+//!    node, at any consistency — must see the same value of the key; and a key's `mod_revision`
+//!    names the write that gave it its value.
+//! 2. **Nothing from nowhere, nothing from the future.** A value read must have been written by
+//!    a write that was not refused, called before the read returned.
+//!
+//! A replica that served reads from a state no committed log prefix produces (a divergent
+//! state machine, an entry applied out of order, a value from a failed write) fails one of
+//! these even when every read it served was stale.
+
+use std::collections::BTreeMap;
+
+use conclave_checker::{Op, Operation, Status, TxnOp};
+
+use crate::workload::ReadObservation;
+
+/// The first violation found, if any.
+pub fn check_reads(reads: &[ReadObservation], history: &[Operation]) -> Option<String> {
+    let mut at_revision: BTreeMap<(&str, u64), (&Option<(String, u64)>, &ReadObservation)> =
+        BTreeMap::new();
+    let mut by_mod_revision: BTreeMap<(&str, u64), &str> = BTreeMap::new();
+    for read in reads {
+        let seen = (read.key.as_str(), read.store_revision);
+        if let Some((value, first)) = at_revision.get(&seen) {
+            if **value != read.value {
+                return Some(format!(
+                    "reads: two reads of {} at store revision {} saw {} and {} (a {} read at \
+                     {:.3} s and a {} read at {:.3} s): no single state of the store gives both",
+                    read.key,
+                    read.store_revision,
+                    describe(value),
+                    describe(&read.value),
+                    kind(first),
+                    first.ret_us as f64 / 1e6,
+                    kind(read),
+                    read.ret_us as f64 / 1e6,
+                ));
+            }
+        } else {
+            at_revision.insert(seen, (&read.value, read));
+        }
+        if let Some((value, mod_revision)) = &read.value {
+            let first = by_mod_revision.entry((read.key.as_str(), *mod_revision)).or_insert(value);
+            if *first != value.as_str() {
+                return Some(format!(
+                    "reads: {} at mod revision {mod_revision} was read as {first:?} and as \
+                     {value:?}",
+                    read.key
+                ));
+            }
+        }
+    }
+    let writes = written_values(history);
+    for read in reads {
+        let Some((value, _)) = &read.value else { continue };
+        match writes.get(&(read.key.as_str(), value.as_str())) {
+            None => {
+                return Some(format!(
+                    "reads: a {} read of {} returned {value:?} at {:.3} s, which no write that \
+                     was not refused ever wrote",
+                    kind(read),
+                    read.key,
+                    read.ret_us as f64 / 1e6
+                ));
+            }
+            Some(call_us) if *call_us > read.ret_us => {
+                return Some(format!(
+                    "reads: a {} read of {} returned {value:?} at {:.3} s, written only by a \
+                     write called later, at {:.3} s",
+                    kind(read),
+                    read.key,
+                    read.ret_us as f64 / 1e6,
+                    *call_us as f64 / 1e6
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// (key, value) -> the earliest call of a write that may have written it (not refused).
+fn written_values(history: &[Operation]) -> BTreeMap<(&str, &str), u64> {
+    let mut writes: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for operation in history.iter().filter(|op| op.status != Status::Fail) {
+        let mut written: Vec<(&str, &str)> = Vec::new();
+        match &operation.op {
+            Op::Put { key, value } | Op::PutIfAbsent { key, value, .. } => {
+                written.push((key, value))
+            }
+            Op::Cas { key, value, .. } => written.push((key, value)),
+            Op::Txn(txn) => {
+                for txn_op in txn.success.iter().chain(&txn.failure) {
+                    if let TxnOp::Put { key, value } = txn_op {
+                        written.push((key, value));
+                    }
+                }
+            }
+            Op::Get { .. } | Op::Delete { .. } | Op::Range(_) => {}
+        }
+        for key_value in written {
+            let call = writes.entry(key_value).or_insert(operation.call);
+            *call = (*call).min(operation.call);
+        }
+    }
+    writes
+}
+
+fn describe(value: &Option<(String, u64)>) -> String {
+    match value {
+        Some((value, mod_revision)) => format!("{value:?} (mod revision {mod_revision})"),
+        None => "no value".to_string(),
+    }
+}
+
+fn kind(read: &ReadObservation) -> &'static str {
+    if read.stale { "stale" } else { "linearizable" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(call: u64, key: &str, value: &str) -> Operation {
+        Operation::ok(1, call, call + 10, Op::Put { key: key.into(), value: value.into() })
+    }
+
+    fn read(
+        key: &str,
+        value: Option<(&str, u64)>,
+        store_revision: u64,
+        ret_us: u64,
+    ) -> ReadObservation {
+        ReadObservation {
+            key: key.into(),
+            value: value.map(|(v, r)| (v.to_string(), r)),
+            store_revision,
+            stale: true,
+            call_us: ret_us - 5,
+            ret_us,
+        }
+    }
+
+    #[test]
+    fn reads_of_states_that_existed_pass() {
+        let history = [put(100, "k", "a"), put(200, "k", "b")];
+        let reads = [
+            read("k", None, 1, 50),
+            read("k", Some(("a", 2)), 2, 150),
+            read("k", Some(("a", 2)), 2, 400),
+            read("k", Some(("b", 3)), 3, 300),
+            read("k", Some(("a", 2)), 2, 900),
+        ];
+        assert_eq!(check_reads(&reads, &history), None);
+    }
+
+    #[test]
+    fn two_values_at_one_store_revision_are_a_violation() {
+        let history = [put(100, "k", "a"), put(200, "k", "b")];
+        let reads = [read("k", Some(("a", 2)), 3, 150), read("k", Some(("b", 3)), 3, 300)];
+        let violation = check_reads(&reads, &history).unwrap();
+        assert!(violation.contains("store revision 3"), "{violation}");
+        let reads = [read("k", Some(("a", 2)), 2, 150), read("k", None, 2, 300)];
+        assert!(check_reads(&reads, &history).unwrap().contains("store revision 2"));
+    }
+
+    #[test]
+    fn one_mod_revision_with_two_values_is_a_violation() {
+        let history = [put(100, "k", "a"), put(200, "k", "b")];
+        let reads = [read("k", Some(("a", 2)), 2, 150), read("k", Some(("b", 2)), 4, 300)];
+        assert!(check_reads(&reads, &history).unwrap().contains("mod revision 2"));
+    }
+
+    #[test]
+    fn values_nobody_wrote_or_written_later_or_refused_are_violations() {
+        let history = [
+            put(100, "k", "a"),
+            put(500, "k", "late"),
+            Operation::fail(1, 600, 700, Op::Put { key: "k".into(), value: "refused".into() }),
+        ];
+        let phantom = [read("k", Some(("x", 2)), 2, 150)];
+        assert!(check_reads(&phantom, &history).unwrap().contains("no write"));
+        let future = [read("k", Some(("late", 2)), 2, 300)];
+        assert!(check_reads(&future, &history).unwrap().contains("called later"));
+        let refused = [read("k", Some(("refused", 2)), 2, 800)];
+        assert!(check_reads(&refused, &history).unwrap().contains("no write"));
+    }
+}
