@@ -20,28 +20,24 @@ use crate::workload::ReadObservation;
 
 /// The first violation found, if any.
 pub fn check_reads(reads: &[ReadObservation], history: &[Operation]) -> Option<String> {
-    let mut at_revision: BTreeMap<(&str, u64), (&Option<(String, u64)>, &ReadObservation)> =
-        BTreeMap::new();
+    // (key, store revision) -> the first read served there.
+    let mut at_revision: BTreeMap<(&str, u64), &ReadObservation> = BTreeMap::new();
     let mut by_mod_revision: BTreeMap<(&str, u64), &str> = BTreeMap::new();
     for read in reads {
-        let seen = (read.key.as_str(), read.store_revision);
-        if let Some((value, first)) = at_revision.get(&seen) {
-            if **value != read.value {
-                return Some(format!(
-                    "reads: two reads of {} at store revision {} saw {} and {} (a {} read at \
-                     {:.3} s and a {} read at {:.3} s): no single state of the store gives both",
-                    read.key,
-                    read.store_revision,
-                    describe(value),
-                    describe(&read.value),
-                    kind(first),
-                    first.ret_us as f64 / 1e6,
-                    kind(read),
-                    read.ret_us as f64 / 1e6,
-                ));
-            }
-        } else {
-            at_revision.insert(seen, (&read.value, read));
+        let first = *at_revision.entry((read.key.as_str(), read.store_revision)).or_insert(read);
+        if first.value != read.value {
+            return Some(format!(
+                "reads: two reads of {} at store revision {} saw {} and {} (a {} read at \
+                 {:.3} s and a {} read at {:.3} s): no single state of the store gives both",
+                read.key,
+                read.store_revision,
+                describe(&first.value),
+                describe(&read.value),
+                kind(first),
+                first.ret_us as f64 / 1e6,
+                kind(read),
+                read.ret_us as f64 / 1e6,
+            ));
         }
         if let Some((value, mod_revision)) = &read.value {
             let first = by_mod_revision.entry((read.key.as_str(), *mod_revision)).or_insert(value);
