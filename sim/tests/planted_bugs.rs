@@ -38,7 +38,7 @@ fn assert_caught_in(bug: PlantedBug, profile: DrawProfile, bound: u64) {
 fn ignoring_a_follower_whose_log_got_shorter_is_caught() {
     // Needs a disk that loses synced records (the standard profile's disk faults) on a
     // follower whose leader survives until the cluster is asked to converge.
-    assert_caught_in(PlantedBug::IgnoreShortenedLog, DrawProfile::Standard, 200);
+    assert_caught_in(PlantedBug::IgnoreShortenedLog, DrawProfile::Standard, 400);
 }
 
 #[test]
