@@ -151,7 +151,7 @@ impl Nemesis {
             };
             let (_, delay_ms, down_ms) = self.event_traps.remove(at);
             self.log.push(format!(
-                "{:>7.3} s  n{node} {}: the trap springs in {delay_ms} ms",
+                "{:>7.3} s  {node} {}: the trap springs in {delay_ms} ms",
                 now_ms as f64 / 1000.0,
                 event.describe()
             ));
