@@ -32,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::fs::SimFs;
+use crate::fs::{SimFile, SimFs};
 
 /// No file larger than this is read to be damaged (the simulator's files are small).
 const MAX_FILE_BYTES: u64 = 64 << 20;
@@ -163,10 +163,7 @@ pub async fn damage_at_rest(
             let file = fs.open(&path, OpenMode::ReadWrite).await.ok()?;
             let len = file.len_bytes().await.ok()?;
             let at = rng.random_range(0..len.max(1));
-            let mut byte = file.read_at(at, 1).await.ok()?;
-            byte.first_mut().map(|b| *b ^= rng.random_range(1..=255u8))?;
-            file.write_all_at(at, byte).await.ok()?;
-            file.sync_data().await.ok()?;
+            flip_byte(&file, at, &mut rng).await?;
             Some(DamageDone {
                 description: format!("{damage}: byte {at} of {}", path.display()),
                 unreadable: None,
@@ -179,10 +176,7 @@ pub async fn damage_at_rest(
             let slot_offset = newest_slot_offset(&image, &path).ok()?;
             // Within the slot's encoded bytes (magic, version, sequence, state, checksum).
             let at = slot_offset + rng.random_range(0..HARD_STATE_ENCODED_BYTES);
-            let mut byte = file.read_at(at, 1).await.ok()?;
-            byte.first_mut().map(|b| *b ^= rng.random_range(1..=255u8))?;
-            file.write_all_at(at, byte).await.ok()?;
-            file.sync_data().await.ok()?;
+            flip_byte(&file, at, &mut rng).await?;
             Some(DamageDone {
                 description: format!("{damage}: byte {at} of {}", path.display()),
                 unreadable: None,
@@ -213,6 +207,14 @@ pub async fn damage_at_rest(
             })
         }
     }
+}
+
+/// Changes the byte at `at` of `file` for good (written and synced, as the disk now holds it).
+async fn flip_byte(file: &SimFile, at: u64, rng: &mut ChaCha8Rng) -> Option<()> {
+    let mut byte = file.read_at(at, 1).await.ok()?;
+    *byte.first_mut()? ^= rng.random_range(1..=255u8);
+    file.write_all_at(at, byte).await.ok()?;
+    file.sync_data().await.ok()
 }
 
 /// Every synced log record whose damage a node can tell from a torn write (module docs).
