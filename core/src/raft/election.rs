@@ -82,11 +82,25 @@ impl Raft {
             .filter(|id| *id != self.id && config.is_voter(*id))
             .collect();
         let (last_log_index, last_log_term) = (self.log.last_index(), self.log.last_term());
+        // Campaigning outside its newest configuration (`is_promotable`'s second case): say
+        // which entry removed it, so that voters holding that entry refuse.
+        let removed_by = if config.is_voter(self.id) {
+            None
+        } else {
+            let index = self.log.config_index();
+            self.log.term(index).map(|term| (index, term))
+        };
         for voter in voters {
             self.send_with_term(
                 voter,
                 campaign_term,
-                MessageBody::VoteRequest { pre_vote, last_log_index, last_log_term, transfer },
+                MessageBody::VoteRequest {
+                    pre_vote,
+                    last_log_index,
+                    last_log_term,
+                    transfer,
+                    removed_by,
+                },
             );
         }
         if pre_vote {
@@ -176,8 +190,10 @@ impl Raft {
                 // Deliberately no test of whether the candidate is a voter of *our* newest
                 // configuration: ours may be stale (we may not have received the entry that
                 // promoted it), and refusing it can leave the cluster without any electable
-                // node. A removed node is kept out by PreVote (its log lacks the entry that
-                // removed it, so it never wins a pre-vote) and by the stickiness below.
+                // node. A removed node is kept out by PreVote (if its log lacks the entry that
+                // removed it, the members' logs are ahead of its own, so it never wins a
+                // pre-vote), by `removed_by` (if its log holds that entry, the members that
+                // hold it too refuse: see `handle_vote_request`) and by the stickiness below.
                 //
                 // Leader stickiness: a follower that heard from a live leader within the
                 // minimum election timeout ignores vote requests — a node returning from a
@@ -241,8 +257,8 @@ impl Raft {
         from: NodeId,
         request_term: Term,
         pre_vote: bool,
-        last_log_index: LogIndex,
-        last_log_term: Term,
+        (last_log_index, last_log_term): (LogIndex, Term),
+        removed_by: Option<(LogIndex, Term)>,
     ) {
         // Already voted for this candidate (a retransmission), or free to vote: no vote yet and
         // no leader known in this term. A pre-vote for a future term is always "free".
@@ -252,7 +268,17 @@ impl Raft {
             || (!pre_vote && self.planted(super::planted::PlantedBug::DoubleVote));
         // Whether `from` is a voter is the candidate's business (it counts votes against its
         // own configuration): ours may not yet hold the entry that made it one.
-        let grant = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        //
+        // One exception: a candidate campaigning although its newest configuration removed it
+        // (it does not know that the removal committed; `is_promotable`) is refused by a voter
+        // holding that same entry. By log matching our configuration at that index is the one
+        // that removed it, so the change needs no help from the candidate: among the voters
+        // that would have elected it, the most up-to-date holder of the entry is a voter of
+        // that configuration and would be granted by all of them. Only a voter lacking the
+        // entry — the case `is_promotable` lets a removed node campaign for — still grants it.
+        let knows_removal = removed_by.is_some_and(|(index, term)| self.log.matches(index, term));
+        let grant =
+            can_vote && !knows_removal && self.log.is_up_to_date(last_log_index, last_log_term);
         if pre_vote {
             let term = if grant { request_term } else { self.term };
             self.send_with_term(

@@ -20,11 +20,14 @@ pub enum MessageBody {
     /// RequestVote (§5.2), or a pre-vote (§9.6) when `pre_vote` is set: the receiver answers
     /// as it would vote but changes neither its term nor its vote. `transfer` marks an election
     /// started by a leadership transfer, which followers honour even while they have a leader.
+    /// `removed_by` is set when the newest configuration in the candidate's log does not list it
+    /// as a voter: the (index, term) of that configuration's entry (see `Raft::is_promotable`).
     VoteRequest {
         pre_vote: bool,
         last_log_index: LogIndex,
         last_log_term: Term,
         transfer: bool,
+        removed_by: Option<(LogIndex, Term)>,
     },
     VoteResponse {
         pre_vote: bool,

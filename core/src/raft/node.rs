@@ -619,8 +619,19 @@ impl Raft {
         }
         let from = message.from;
         match message.body {
-            MessageBody::VoteRequest { pre_vote, last_log_index, last_log_term, .. } => self
-                .handle_vote_request(from, message.term, pre_vote, last_log_index, last_log_term),
+            MessageBody::VoteRequest {
+                pre_vote,
+                last_log_index,
+                last_log_term,
+                removed_by,
+                ..
+            } => self.handle_vote_request(
+                from,
+                message.term,
+                pre_vote,
+                (last_log_index, last_log_term),
+                removed_by,
+            ),
             MessageBody::VoteResponse { pre_vote, granted } => {
                 self.handle_vote_response(from, pre_vote, granted)
             }
@@ -668,8 +679,15 @@ impl Raft {
     /// committed one. The second case matters when the only copy of an uncommitted change
     /// removing this node is its own log: it must still be able to win (votes counted under its
     /// latest configuration, as always), commit the change and step down — otherwise the
-    /// others, whose logs are shorter, can never get its vote and the cluster is stuck. Once
-    /// the removal commits, the node never campaigns again, so it cannot disrupt the cluster.
+    /// others, whose logs are shorter, can never get its vote and the cluster is stuck.
+    ///
+    /// The commit index is not durable, and a removed node may not have heard that its removal
+    /// committed (a leader that committed its own removal and crashed before its commit index
+    /// reached the disk restarts below it). So "committed" here is only what this node knows,
+    /// and the second case can let a node whose removal *has* committed campaign. Its vote
+    /// requests therefore carry where the configuration that removed it sits in its log
+    /// (`removed_by`), and a voter that holds that same entry refuses them (see
+    /// `handle_vote_request`): such a voter can finish the change itself.
     pub(super) fn is_promotable(&self) -> bool {
         self.log.config().is_voter(self.id)
             || self.log.config_at(self.log.committed()).is_voter(self.id)

@@ -14,7 +14,7 @@ use super::snapshot_stream::{SnapshotChunk, TransferKey};
 use crate::raft::NodeId;
 
 /// Bumped whenever `Frame` or anything inside it changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 const HEADER_BYTES: usize = 8;
 
