@@ -14,11 +14,12 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::api::ClusterInfoJson;
 use crate::bound_socket::BoundSocket;
-use crate::config::NodeConfig;
+use crate::config::{Naming, NodeConfig};
 use crate::data_dir::DataDir;
 use crate::engine_thread;
 use crate::http::{self, AppState};
 use crate::member_identity::{self, MemberIdentity};
+use crate::member_publish;
 use crate::metrics::Metrics;
 use crate::stop_signals::StopSignals;
 use crate::watch_hub::WatchHub;
@@ -87,9 +88,10 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let data_dir = DataDir::open(&config.working_dir, config.node_id)?;
+    let data_dir = DataDir::open(&config.working_dir, &config.data_dir_member())?;
     let recorded = member_identity::read(data_dir.path())?;
-    if config.join {
+    // A named member's cluster id comes from its token; a port-named one that joins asks.
+    if config.join && matches!(config.naming, Naming::Ports { .. }) {
         // A member that joined once knows its cluster: a restart needs no other member up.
         config.cluster_id = match recorded.and_then(|identity| identity.cluster_id) {
             Some(cluster_id) => cluster_id,
@@ -97,7 +99,11 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         };
         tracing::info!(cluster_id = config.cluster_id, "joining an existing cluster");
     }
-    let asked = MemberIdentity { node_id: config.node_id.0, cluster_id: Some(config.cluster_id) };
+    let asked = MemberIdentity {
+        node_id: config.node_id.0,
+        cluster_id: Some(config.cluster_id),
+        name: config.name.clone(),
+    };
     member_identity::check_or_record(data_dir.path(), asked)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
@@ -147,6 +153,11 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         watchers: Arc::new(Semaphore::new(config.http.max_watchers)),
     });
     let service = http::service(state);
+    let publisher = tokio::spawn(member_publish::run(
+        engine.handle.clone(),
+        config.clone(),
+        shutdown_rx.clone(),
+    ));
     let server = tokio::spawn(http::server::serve(
         listener,
         service,
@@ -156,6 +167,8 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
     ));
     tracing::info!(
         node = config.node_id.0,
+        name = config.name.as_deref().unwrap_or(""),
+        advertised_client = %config.advertised_client,
         http = %config.http_bind_address(),
         peers = config.peer_bind_address().as_deref().unwrap_or("none"),
         "serving"
@@ -172,6 +185,7 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         hand_over_leadership(&engine.handle, &config).await;
     }
     let _ = shutdown_tx.send(true);
+    publisher.abort();
     if let Some(result) = engine_stopped {
         let _ = server.await;
         let reason = match result {

@@ -102,13 +102,25 @@ pub enum MembersCommand {
     /// Members with their role (voter or learner) and replication lag.
     List,
     /// Add a voter: first as a learner, then promoted once it has caught up. MEMBER is
-    /// `[host]:port[/peer_port]` as in --peers; start it with `conclave serve --join`.
-    Add { member: String },
+    /// `[host]:port[/peer_port]` as in --peers, or `name=peer-url` as in --initial-cluster;
+    /// start it with `conclave serve --join`.
+    Add {
+        member: String,
+        /// A named member's advertised client URL (it also publishes it itself once running).
+        #[arg(long)]
+        client_url: Option<String>,
+    },
     /// Add a non-voting member that receives the log and snapshots.
-    AddLearner { member: String },
-    /// Make a caught-up learner a voter.
+    AddLearner {
+        member: String,
+        /// A named member's advertised client URL.
+        #[arg(long)]
+        client_url: Option<String>,
+    },
+    /// Make a caught-up learner a voter (MEMBER: its id, name or --peers entry).
     Promote { member: String },
-    /// Remove a member (the leader too: it steps down once the change commits).
+    /// Remove a member (the leader too: it steps down once the change commits). MEMBER: its
+    /// id, name or --peers entry.
     Remove { member: String },
 }
 
@@ -369,8 +381,10 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 println!("node {to} is the leader");
             }
         }
-        ClientCommand::Members(MembersCommand::AddLearner { member }) => {
-            let config = client.change_membership("add-learner", &member).await?;
+        ClientCommand::Members(MembersCommand::AddLearner { member, client_url }) => {
+            let config = client
+                .change_membership_with("add-learner", &member, client_url.as_deref())
+                .await?;
             print_config(flags, &config)?;
         }
         ClientCommand::Members(MembersCommand::Promote { member }) => {
@@ -381,8 +395,11 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             let config = client.change_membership("remove", &member).await?;
             print_config(flags, &config)?;
         }
-        ClientCommand::Members(MembersCommand::Add { member }) => {
-            client.change_membership("add-learner", &member).await?;
+        ClientCommand::Members(MembersCommand::Add { member, client_url }) => {
+            client.change_membership_with("add-learner", &member, client_url.as_deref()).await?;
+            // Promoted by its name (or id): `name=peer-url` names it by what precedes `=`.
+            let member =
+                member.split_once('=').map_or(member.as_str(), |(name, _)| name).to_string();
             if !flags.json {
                 println!("added {member} as a learner; promoting it once it has caught up");
             }
@@ -409,13 +426,14 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 print_json(&members)?;
             } else {
                 println!(
-                    "{:>6} {:<8} {:<7} {:<22} {:<22} {:>8}",
-                    "ID", "ROLE", "LEADER", "HTTP", "PEER", "LAG"
+                    "{:>6} {:<12} {:<8} {:<7} {:<22} {:<22} {:>8}",
+                    "ID", "NAME", "ROLE", "LEADER", "HTTP", "PEER", "LAG"
                 );
                 for member in &members.members {
                     println!(
-                        "{:>6} {:<8} {:<7} {:<22} {:<22} {:>8}",
+                        "{:>6} {:<12} {:<8} {:<7} {:<22} {:<22} {:>8}",
                         member.id,
+                        member.name.as_deref().unwrap_or("-"),
                         member.role,
                         if member.is_leader { "yes" } else { "" },
                         member.http_address.clone().unwrap_or_default(),

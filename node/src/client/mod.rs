@@ -467,13 +467,28 @@ impl Client {
     }
 
     /// A membership change at the leader: `add-learner`, `promote` or `remove` of `member`
-    /// (`[host]:port[/peer_port]` or an id). Returns the new voters and learners.
+    /// (`[host]:port[/peer_port]`, `name=peer-url` to add a named member, or an id or a name
+    /// otherwise). Returns the new voters and learners.
     pub async fn change_membership(
         &self,
         action: &str,
         member: &str,
     ) -> Result<serde_json::Value, ClientError> {
-        let body = serde_json::json!({ "action": action, "member": member }).to_string();
+        self.change_membership_with(action, member, None).await
+    }
+
+    /// [`Client::change_membership`], giving a named member's client URL as it is added.
+    pub async fn change_membership_with(
+        &self,
+        action: &str,
+        member: &str,
+        client_url: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut body = serde_json::json!({ "action": action, "member": member });
+        if let Some(url) = client_url {
+            body["client_url"] = serde_json::Value::from(url);
+        }
+        let body = body.to_string();
         let call = Call {
             method: Method::POST,
             path_and_query: "/cluster/members".into(),
