@@ -11,7 +11,7 @@
 //! - `http/` (the API), `watch_hub.rs` (watch history and fan-out), `metrics.rs`, `api.rs`
 //!   (the JSON shapes);
 //! - `client/` (leader discovery, retries, sessions), `cli/` (the client commands),
-//!   `dev_cluster.rs` (`conclave dev`).
+//!   `dev_cluster.rs` (`conclave dev`), `systemd_notify.rs` (readiness for systemd).
 
 pub mod api;
 pub mod backup_restore;
@@ -35,6 +35,7 @@ pub mod network;
 pub mod serve;
 pub mod stop_signals;
 pub mod storage;
+pub mod systemd_notify;
 #[cfg(test)]
 mod test_dir;
 pub mod watch_hub;

@@ -22,6 +22,7 @@ use crate::member_identity::{self, MemberIdentity};
 use crate::member_publish;
 use crate::metrics::Metrics;
 use crate::stop_signals::StopSignals;
+use crate::systemd_notify;
 use crate::watch_hub::WatchHub;
 
 /// Connections kept open to the leader per follower, for forwarding.
@@ -165,6 +166,8 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         metrics,
         shutdown_rx,
     ));
+    // The port listens and the node can answer: tell systemd (`Type=notify`), if it asked.
+    systemd_notify::ready();
     tracing::info!(
         node = config.node_id.0,
         name = config.name.as_deref().unwrap_or(""),
@@ -181,6 +184,7 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         }
         result = &mut finished => Some(result),
     };
+    systemd_notify::stopping();
     if engine_stopped.is_none() {
         hand_over_leadership(&engine.handle, &config).await;
     }

@@ -83,6 +83,24 @@ pub async fn members(State(state): State<Arc<AppState>>) -> Response {
     json(StatusCode::OK, &MembersJson { members: members_of(&state, &status) })
 }
 
+/// Liveness (Kubernetes' `livenessProbe`): 200 whenever the process answers HTTP at all. It
+/// must not depend on the cluster: a member restarted because it has no leader (its peers are
+/// down) would only make things worse.
+pub async fn livez() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+/// Readiness (`readinessProbe`): 200 while the node can serve requests — it knows a leader, so
+/// reads and writes are answered (by it, or by a redirect to the leader) — and 503 with the
+/// reason otherwise, the same judgement as `/health`, in plain text.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let status = state.engine.status();
+    if status.leader.is_none() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader\n").into_response();
+    }
+    (StatusCode::OK, "ok\n").into_response()
+}
+
 /// 200 while the node knows a leader, 503 otherwise (load balancers take it out of rotation).
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     let status = state.engine.status();

@@ -105,6 +105,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/admin/backup", get(backup::backup).fallback(reply_method_not_allowed))
         .route("/health", get(cluster::health).fallback(reply_method_not_allowed))
+        .route("/livez", get(cluster::livez).fallback(reply_method_not_allowed))
+        .route("/readyz", get(cluster::readyz).fallback(reply_method_not_allowed))
         .route("/metrics", get(cluster::metrics).fallback(reply_method_not_allowed))
         .route("/", not_allowed())
         .fallback(reply_not_found)

@@ -1,0 +1,226 @@
+//! The deployment files of `deploy/` and the repository root, checked as their tools read them:
+//!
+//! - the Kubernetes manifests against the Kubernetes schemas (`kubernetes-validate`, installed
+//!   by `ci/install-test-deps.sh` into a venv);
+//! - the systemd unit with `systemd-analyze verify`, and its example environment file as the
+//!   node reads it (`conclave serve --print-config` with exactly those variables);
+//! - the container image built from `Dockerfile` and the three-node cluster of `compose.yaml`
+//!   answering a PUT and a GET, with podman, where a container runtime can run and reach its
+//!   base images; otherwise the test prints why that part is skipped.
+//!
+//! A missing tool is a skip with its reason, except under CI (`CI=true`), where the tools the
+//! CI script installs must be there.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::{BINARY, http, temp_dir, wait_for};
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|ci| ci == "true")
+}
+
+/// Prints that `what` is skipped and why; under CI, fails if `required_in_ci`.
+fn skip(what: &str, reason: &str, required_in_ci: bool) {
+    let message = format!("{what} skipped: {reason}");
+    assert!(!(required_in_ci && under_ci()), "{message} — not allowed under CI");
+    println!("{message}");
+}
+
+fn output_text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn kubernetes_validate() -> Option<PathBuf> {
+    let venv = std::env::var_os("CONCLAVE_CI_VENV").map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/conclave-ci/venv"))
+    });
+    let in_venv = venv.map(|venv| venv.join("bin/kubernetes-validate")).filter(|p| p.is_file());
+    in_venv.or_else(|| {
+        Command::new("kubernetes-validate")
+            .arg("--version")
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|_| PathBuf::from("kubernetes-validate"))
+    })
+}
+
+#[test]
+fn the_kubernetes_manifests_match_the_kubernetes_schemas() {
+    let Some(validator) = kubernetes_validate() else {
+        return skip(
+            "Kubernetes manifest validation",
+            "kubernetes-validate is not installed (ci/install-test-deps.sh installs it)",
+            true,
+        );
+    };
+    let manifests: Vec<PathBuf> = std::fs::read_dir(repository().join("deploy/kubernetes"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    assert!(!manifests.is_empty(), "no manifests in deploy/kubernetes");
+    let output = Command::new(&validator)
+        .arg("--strict")
+        .args(&manifests)
+        .output()
+        .expect("run kubernetes-validate");
+    let text = output_text(&output);
+    assert!(output.status.success(), "kubernetes-validate refused the manifests:\n{text}");
+    // One line per document: a StatefulSet, two Services and a PodDisruptionBudget.
+    for kind in ["statefulset/conclave", "service/conclave-client", "poddisruptionbudget/conclave"]
+    {
+        assert!(text.contains(kind), "{kind} was not validated:\n{text}");
+    }
+    println!("{}", text.trim());
+}
+
+/// `KEY=VALUE` lines of an environment file (comments and blank lines skipped).
+fn environment_file(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line.split_once('=').expect("KEY=VALUE");
+            (key.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_its_environment_file_configures_a_node() {
+    let unit_dir = repository().join("deploy/systemd");
+    let env = environment_file(&unit_dir.join("conclave.env"));
+    let mut command = Command::new(BINARY);
+    command.args(["serve", "--print-config"]);
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("CONCLAVE_")) {
+        command.env_remove(key);
+    }
+    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let output = command.output().expect("run conclave serve --print-config");
+    let text = output_text(&output);
+    assert!(output.status.success(), "the example environment file is refused:\n{text}");
+    let printed: toml::Table = String::from_utf8_lossy(&output.stdout).parse().unwrap();
+    let name = env.iter().find(|(k, _)| k == "CONCLAVE_NAME").map(|(_, v)| v.as_str());
+    assert_eq!(printed["name"].as_str(), name);
+    assert!(printed.contains_key("initial_cluster_token"), "{text}");
+
+    let Ok(analyze) = Command::new("systemd-analyze").arg("--version").output() else {
+        return skip("systemd unit verification", "systemd-analyze is not installed", false);
+    };
+    assert!(analyze.status.success());
+    // Verified as installed: the binary where the unit expects it is this build's.
+    let dir = temp_dir("systemd-unit");
+    let unit = std::fs::read_to_string(unit_dir.join("conclave.service"))
+        .unwrap()
+        .replace("/usr/local/bin/conclave", BINARY)
+        .replace(
+            "/etc/conclave/conclave.env",
+            &unit_dir.join("conclave.env").display().to_string(),
+        );
+    let unit_path = dir.join("conclave.service");
+    std::fs::write(&unit_path, unit).unwrap();
+    let output = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit_path)
+        .output()
+        .expect("run systemd-analyze verify");
+    let text = output_text(&output);
+    // Complaints about the unit itself name it; the host's own units are not ours to judge.
+    let about_ours: Vec<&str> =
+        text.lines().filter(|line| line.contains("conclave.service")).collect();
+    assert!(about_ours.is_empty() && output.status.success(), "systemd-analyze verify:\n{text}");
+    println!("systemd-analyze verify: no complaint about conclave.service");
+}
+
+fn podman(args: &[&str]) -> Option<Output> {
+    Command::new("podman").args(args).output().ok()
+}
+
+/// Why podman cannot build and run the image here, if it cannot.
+fn podman_unusable() -> Option<String> {
+    let Some(info) = podman(&["info"]) else {
+        return Some("podman is not installed".into());
+    };
+    if !info.status.success() {
+        return Some(format!("`podman info` fails: {}", output_text(&info).trim()));
+    }
+    // The build starts from public base images; a machine that cannot fetch them cannot build.
+    let pulled = podman(&["pull", "--quiet", "docker.io/library/debian:bookworm-slim"])?;
+    if !pulled.status.success() {
+        let reason = output_text(&pulled);
+        let last = reason.lines().last().unwrap_or("").trim().to_string();
+        return Some(format!("podman cannot pull the base image debian:bookworm-slim ({last})"));
+    }
+    let hello = podman(&["run", "--rm", "docker.io/library/debian:bookworm-slim", "true"])?;
+    if !hello.status.success() {
+        return Some(format!("podman cannot run a container: {}", output_text(&hello).trim()));
+    }
+    None
+}
+
+#[test]
+fn the_container_image_builds_and_a_compose_cluster_answers() {
+    if let Some(reason) = podman_unusable() {
+        // Not required under CI: whether containers can run depends on the machine.
+        return skip("container image and compose cluster", &reason, false);
+    }
+    let root = repository();
+    let build = Command::new("podman")
+        .args(["build", "--tag", "localhost/conclave:latest", "."])
+        .current_dir(&root)
+        .output()
+        .expect("run podman build");
+    assert!(build.status.success(), "podman build:\n{}", output_text(&build));
+    let compose_available = podman(&["compose", "version"]).is_some_and(|o| o.status.success());
+    if !compose_available {
+        return skip("the compose cluster", "`podman compose` has no compose provider here", false);
+    }
+    let project = format!("conclave-test-{}", std::process::id());
+    let compose = |args: &[&str]| {
+        Command::new("podman")
+            .args(["compose", "--project-name", &project, "--file", "compose.yaml"])
+            .args(args)
+            .current_dir(&root)
+            .output()
+            .expect("run podman compose")
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["down", "--volumes"]);
+        }
+    }
+    let up = compose(&["up", "--detach"]);
+    let _down = Down(&compose);
+    assert!(up.status.success(), "podman compose up:\n{}", output_text(&up));
+    let client = http();
+    wait_for("a value written through node 1", Duration::from_secs(60), || {
+        let put = client.put("http://127.0.0.1:23791/kv/greeting").body("hello").send().ok()?;
+        put.status().is_success().then_some(())
+    });
+    let read = wait_for("the value read through node 3", Duration::from_secs(30), || {
+        let response = client.get("http://127.0.0.1:23793/kv/greeting").send().ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.text().ok()
+    });
+    assert_eq!(read, "hello");
+}
