@@ -19,6 +19,11 @@ use super::{BINARY, http, wait_for};
 pub trait Hosts {
     /// The address of host `i` (1-based), as the test and the other hosts reach it.
     fn address(&self, i: usize) -> String;
+    /// The host part of member `i`'s peer URL: its address, or a host name that the hosts
+    /// resolve to it.
+    fn peer_host(&self, i: usize) -> String {
+        self.address(i)
+    }
     /// The command that runs `program` on host `i` (its first words, e.g. `ip netns exec NS`).
     fn command(&self, i: usize, program: &str) -> Command;
 }
@@ -99,7 +104,7 @@ impl NamedCluster<'_> {
     fn initial_cluster(&self, hosts: &[usize]) -> String {
         hosts
             .iter()
-            .map(|i| format!("n{i}={}:{}", self.hosts.address(*i), self.peer_port))
+            .map(|i| format!("n{i}={}:{}", self.hosts.peer_host(*i), self.peer_port))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -115,6 +120,11 @@ impl NamedCluster<'_> {
             format!("--listen-peer={address}:{}", self.peer_port),
             format!("--working-dir={}", self.dir.join(format!("n{host}")).display()),
         ];
+        if self.hosts.peer_host(host) != address {
+            // The default (the peer URL's host) would be a name only the hosts resolve; the
+            // test reaches members at their addresses.
+            args.push(format!("--advertise-client-url=http://{address}:{}", self.client_port));
+        }
         if join {
             args.push("--join".into());
         }
@@ -137,6 +147,25 @@ impl NamedCluster<'_> {
         let hosts = self.hosts;
         let node = self.node(host);
         assert!(node.child.is_none(), "stop the node before restarting it");
+        node.spawn(hosts);
+    }
+
+    /// Restarts member `host` with its listen and advertised addresses at its host's address
+    /// now (after the host moved); its name, cluster and data stay.
+    pub fn restart_at_current_address(&mut self, host: usize) {
+        let (hosts, client_port, peer_port) = (self.hosts, self.client_port, self.peer_port);
+        let address = hosts.address(host);
+        let node = self.node(host);
+        assert!(node.child.is_none(), "stop the node before restarting it");
+        for arg in &mut node.args {
+            if arg.starts_with("--listen-client=") {
+                *arg = format!("--listen-client={address}:{client_port}");
+            } else if arg.starts_with("--listen-peer=") {
+                *arg = format!("--listen-peer={address}:{peer_port}");
+            } else if arg.starts_with("--advertise-client-url=") {
+                *arg = format!("--advertise-client-url=http://{address}:{client_port}");
+            }
+        }
         node.spawn(hosts);
     }
 
@@ -330,7 +359,7 @@ pub fn run_named_cluster_life(hosts: &dyn Hosts, dir: &Path, client_port: u16, p
     // A fourth member joins by name, on the same ports.
     let all = [1, 2, 3, 4];
     cluster.start(4, &all, true);
-    let n4_peer = format!("n4={}:{peer_port}", hosts.address(4));
+    let n4_peer = format!("n4={}:{peer_port}", hosts.peer_host(4));
     let n4_client = cluster.client_url(4);
     cluster.conclave(&founders, &["members", "add", &n4_peer, "--client-url", &n4_client]);
     let members = cluster.members(&founders);
