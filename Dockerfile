@@ -23,9 +23,9 @@ COPY --from=build /out/conclave /usr/local/bin/conclave
 USER 10001:10001
 # The data directory: mount a volume here, or a member loses its log with its container.
 VOLUME ["/var/lib/conclave"]
-ENV CONCLAVE_WORKING_DIR=/var/lib/conclave \
-    CONCLAVE_LISTEN_CLIENT=0.0.0.0:2379 \
-    CONCLAVE_LISTEN_PEER=0.0.0.0:2380
+# A named member (CONCLAVE_INITIAL_CLUSTER, ...) listens on 0.0.0.0:2379 for clients and on
+# its peer URL's port (2380 by convention) for peers unless told otherwise.
+ENV CONCLAVE_WORKING_DIR=/var/lib/conclave
 # 2379: the HTTP API (clients); 2380: the peer transport (members).
 EXPOSE 2379 2380
 # /health answers 200 while the node knows a leader. No curl in the image: bash's /dev/tcp

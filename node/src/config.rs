@@ -39,6 +39,9 @@ use crate::member_record::{self, MemberRecord};
 pub const PEER_PORT_OFFSET: u16 = 10_000;
 /// The HTTP port when neither a flag nor the file names one.
 pub const DEFAULT_PORT: u16 = 8001;
+/// A named member's client port when --listen-client does not say: etcd's, the port clients of
+/// a key-value store on a real host expect (the `:8001` shorthand is for one machine).
+pub const NAMED_DEFAULT_CLIENT_PORT: u16 = 2379;
 /// Largest config file read: a config is a few hundred bytes; anything huge is a mistake.
 const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
 
@@ -87,7 +90,7 @@ pub struct ServeOptions {
     #[arg(long, env = "CONCLAVE_INITIAL_CLUSTER_TOKEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_cluster_token: Option<String>,
-    /// Where to serve HTTP, `host:port` (with --initial-cluster) [default: 0.0.0.0:8001].
+    /// Where to serve HTTP, `host:port` (with --initial-cluster) [default: 0.0.0.0:2379].
     #[arg(long, env = "CONCLAVE_LISTEN_CLIENT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen_client: Option<String>,
@@ -616,7 +619,7 @@ fn resolve_named(options: &ServeOptions, entries: &[String]) -> Result<Identity,
         Some(address) => {
             member_record::parse_address(address, "--listen-client").map_err(invalid)?
         }
-        None => format!("0.0.0.0:{DEFAULT_PORT}"),
+        None => format!("0.0.0.0:{NAMED_DEFAULT_CLIENT_PORT}"),
     };
     let listen_peer = match &options.listen_peer {
         Some(address) => member_record::parse_address(address, "--listen-peer").map_err(invalid)?,
@@ -1131,7 +1134,8 @@ mod tests {
         // Same ports on every host; each advertises its own host.
         assert_eq!(a.listen_peer.as_deref(), Some("0.0.0.0:2380"));
         assert_eq!(b.listen_peer.as_deref(), Some("0.0.0.0:2380"));
-        assert_eq!(a.advertised_client, "10.0.0.1:8001");
+        assert_eq!(a.advertised_client, "10.0.0.1:2379");
+        assert_eq!(a.listen_client, "0.0.0.0:2379");
         assert_eq!(b.advertised_client, "10.0.0.2:2379");
         assert_eq!(a.working_dir, PathBuf::from("conclave-a"));
         // Every member starts from the same configuration: peer addresses and names.
@@ -1144,7 +1148,7 @@ mod tests {
         // What it will publish: its advertised client URL too.
         assert_eq!(
             a.own_record().as_deref(),
-            Some("10.0.0.1:2380 client=http://10.0.0.1:8001 name=a")
+            Some("10.0.0.1:2380 client=http://10.0.0.1:2379 name=a")
         );
         assert_eq!(a.member_id_of("c"), Ok(c_id));
     }

@@ -2,6 +2,10 @@
 //!
 //! - the Kubernetes manifests against the Kubernetes schemas (`kubernetes-validate`, installed
 //!   by `ci/install-test-deps.sh` into a venv);
+//! - what the manifests, `compose.yaml` and the `Dockerfile` tell the node, as the node reads
+//!   it: each pod's and each service's environment (and the StatefulSet's start script, run
+//!   under the pod's host name) through `conclave serve --print-config`; the image's
+//!   `HEALTHCHECK` command against a running node;
 //! - the systemd unit with `systemd-analyze verify`, and its example environment file as the
 //!   node reads it (`conclave serve --print-config` with exactly those variables);
 //! - the container image built from `Dockerfile` and the three-node cluster of `compose.yaml`
@@ -19,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::{BINARY, http, temp_dir, wait_for};
+use serde_json::Value;
+use support::{BINARY, Node, free_ports, http, temp_dir, wait_for};
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -44,11 +49,44 @@ fn output_text(output: &Output) -> String {
     )
 }
 
-fn kubernetes_validate() -> Option<PathBuf> {
+/// The CI venv's `bin/NAME`, if it is there.
+fn from_venv(name: &str) -> Option<PathBuf> {
     let venv = std::env::var_os("CONCLAVE_CI_VENV").map(PathBuf::from).or_else(|| {
         std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/conclave-ci/venv"))
     });
-    let in_venv = venv.map(|venv| venv.join("bin/kubernetes-validate")).filter(|p| p.is_file());
+    venv.map(|venv| venv.join("bin").join(name)).filter(|path| path.is_file())
+}
+
+/// The documents of a YAML file as JSON, read by PyYAML from the CI venv (kubernetes-validate
+/// brings it): the node has no YAML parser of its own, and should not get one for a test.
+fn yaml_documents(path: &Path) -> Option<Vec<Value>> {
+    let python = from_venv("python")?;
+    let script =
+        "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))";
+    let output = Command::new(python).args(["-c", script]).arg(path).output().ok()?;
+    assert!(output.status.success(), "reading {}: {}", path.display(), output_text(&output));
+    Some(serde_json::from_slice(&output.stdout).expect("JSON from PyYAML"))
+}
+
+/// `conclave serve --print-config` under exactly `env` (no inherited CONCLAVE_*), through
+/// `wrapper` (a command line whose last word is the script or program to run) if given.
+fn print_config_with(env: &[(String, String)], command: Option<Command>) -> toml::Table {
+    let mut command = command.unwrap_or_else(|| {
+        let mut command = Command::new(BINARY);
+        command.args(["serve", "--print-config"]);
+        command
+    });
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("CONCLAVE_")) {
+        command.env_remove(key);
+    }
+    command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let output = command.output().expect("run conclave serve --print-config");
+    assert!(output.status.success(), "the node refuses these settings:\n{}", output_text(&output));
+    String::from_utf8_lossy(&output.stdout).parse().expect("--print-config prints TOML")
+}
+
+fn kubernetes_validate() -> Option<PathBuf> {
+    let in_venv = from_venv("kubernetes-validate");
     in_venv.or_else(|| {
         Command::new("kubernetes-validate")
             .arg("--version")
@@ -223,4 +261,129 @@ fn the_container_image_builds_and_a_compose_cluster_answers() {
         response.text().ok()
     });
     assert_eq!(read, "hello");
+}
+
+#[test]
+fn each_pod_of_the_statefulset_starts_as_the_member_it_is() {
+    let path = repository().join("deploy/kubernetes/conclave.yaml");
+    let Some(documents) = yaml_documents(&path) else {
+        return skip("StatefulSet settings", "no PyYAML (ci/install-test-deps.sh's venv)", true);
+    };
+    if !nix::unistd::Uid::effective().is_root() {
+        // Each pod's name is its host name: the test gives a process one with `unshare --uts`.
+        return skip("StatefulSet settings", "not root (cannot set a host name)", false);
+    }
+    let statefulset = documents.iter().find(|d| d["kind"] == "StatefulSet").expect("a StatefulSet");
+    let container = &statefulset["spec"]["template"]["spec"]["containers"][0];
+    let env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().into(), e["value"].as_str().unwrap().into()))
+        .collect();
+    let command: Vec<&str> =
+        container["command"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert_eq!(command, ["/bin/sh", "-c"], "the start script runs under sh");
+    let script = container["args"][0].as_str().unwrap();
+    let exec = "exec /usr/local/bin/conclave serve";
+    assert!(script.contains(exec), "{script}");
+    let script = script.replace(exec, &format!("exec {BINARY} serve --print-config"));
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let path = container[probe]["httpGet"]["path"].as_str().unwrap();
+        assert!(["/readyz", "/livez"].contains(&path), "{probe} on {path}");
+    }
+    for (pod, founder) in [("conclave-0", true), ("conclave-2", true), ("conclave-3", false)] {
+        let mut command = Command::new("unshare");
+        command
+            .args(["--uts", "sh", "-c", &format!("hostname {pod} && exec sh -c \"$0\""), &script])
+            .env("HOSTNAME", pod);
+        let printed = print_config_with(&env, Some(command));
+        assert_eq!(printed["name"].as_str(), Some(pod), "{printed}");
+        assert_eq!(printed["join"].as_bool(), Some(!founder), "{pod}: {printed}");
+        let members = printed["initial_cluster"].as_array().unwrap();
+        assert_eq!(members.len(), if founder { 3 } else { 4 }, "{pod}: {printed}");
+        let own = format!("{pod}={pod}.conclave:2380");
+        assert!(members.iter().any(|m| m.as_str() == Some(own.as_str())), "{printed}");
+        assert_eq!(
+            printed["advertise_client_url"].as_str(),
+            Some(format!("http://{pod}.conclave:2379").as_str())
+        );
+        assert_eq!(printed["listen_client"].as_str(), Some("0.0.0.0:2379"));
+    }
+}
+
+#[test]
+fn each_compose_service_is_the_member_it_is_named_after() {
+    let path = repository().join("compose.yaml");
+    let Some(documents) = yaml_documents(&path) else {
+        return skip("compose settings", "no PyYAML (ci/install-test-deps.sh's venv)", true);
+    };
+    let services = documents[0]["services"].as_object().unwrap();
+    assert_eq!(services.len(), 3);
+    let dockerfile = std::fs::read_to_string(repository().join("Dockerfile")).unwrap();
+    let image_env: Vec<(String, String)> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("ENV "))
+        .filter_map(|assignment| assignment.trim().split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert!(!image_env.is_empty(), "the Dockerfile sets CONCLAVE_WORKING_DIR");
+    let mut cluster_ids = Vec::new();
+    for (service, definition) in services {
+        let mut env = image_env.clone();
+        for (key, value) in definition["environment"].as_object().unwrap() {
+            env.push((key.clone(), value.as_str().unwrap().to_string()));
+        }
+        assert_eq!(definition["hostname"].as_str(), Some(service.as_str()));
+        let printed = print_config_with(&env, None);
+        assert_eq!(printed["name"].as_str(), Some(service.as_str()));
+        assert_eq!(printed["forward_to_leader"].as_bool(), Some(true));
+        assert_eq!(printed["working_dir"].as_str(), Some("/var/lib/conclave"));
+        assert_eq!(
+            printed["advertise_client_url"].as_str(),
+            Some(format!("http://{service}:2379").as_str())
+        );
+        let published = definition["ports"][0].as_str().unwrap();
+        assert!(published.ends_with(":2379"), "{published}");
+        cluster_ids.push(printed["initial_cluster_token"].as_str().unwrap().to_string());
+    }
+    cluster_ids.dedup();
+    assert_eq!(cluster_ids.len(), 1, "one token for the three services");
+}
+
+#[test]
+fn the_image_healthcheck_passes_on_a_serving_node_and_fails_without_one() {
+    let dockerfile = std::fs::read_to_string(repository().join("Dockerfile")).unwrap();
+    // `HEALTHCHECK [options] \` then `CMD [...]` on the next line, in exec (JSON) form.
+    let at = dockerfile.find("HEALTHCHECK").expect("a HEALTHCHECK");
+    let cmd_at = at + dockerfile[at..].find("CMD ").expect("its CMD");
+    let line = dockerfile[cmd_at + 4..].lines().next().unwrap();
+    let command: Vec<String> = serde_json::from_str(line).expect("the exec form is JSON");
+    assert!(command.iter().any(|word| word.contains("/health")), "{command:?}");
+    let port = free_ports(1)[0];
+    let for_port = |command: &[String]| {
+        let mut words =
+            command.iter().map(|w| w.replace("127.0.0.1/2379", &format!("127.0.0.1/{port}")));
+        let mut process = Command::new(words.next().unwrap());
+        process.args(words);
+        process
+    };
+    let unhealthy = for_port(&command).output().expect("run the health check");
+    assert!(!unhealthy.status.success(), "healthy with no node listening");
+    let dir = temp_dir("healthcheck");
+    let mut node = Node::start(port, &dir.join("node"), None, &[]);
+    wait_for("the node to serve", Duration::from_secs(20), || {
+        http()
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .ok()
+            .filter(|r| r.status().is_success())
+    });
+    let healthy = for_port(&command).output().expect("run the health check");
+    assert!(
+        healthy.status.success(),
+        "the health check fails on a serving node: {}",
+        output_text(&healthy)
+    );
+    node.kill9();
 }
