@@ -128,16 +128,24 @@ pub enum MembersCommand {
 pub enum LeaderCommand {
     /// Hand leadership to a caught-up voter without waiting for an election timeout.
     Transfer {
-        /// The target's id: its `:port` as in --peers (`[host]:port[/peer_port]` also works),
-        /// or the bare number.
-        #[arg(long, value_parser = parse_member_id)]
-        to: u64,
+        /// The target: a named member's name, a port-named member's `:port` as in --peers
+        /// (`[host]:port[/peer_port]` also works), or the bare id.
+        #[arg(long)]
+        to: String,
     },
 }
 
-/// `--to`'s parser: a member's id as `conclave members` names it.
-fn parse_member_id(text: &str) -> Result<u64, String> {
-    crate::config::parse_member_id(text).map(|id| id.0)
+/// `--to`'s member: an id or a `--peers` entry as is, a name by the cluster's member list.
+async fn resolve_member(client: &Client, text: &str) -> Result<u64, ClientError> {
+    if let Ok(id) = crate::config::parse_member_id(text) {
+        return Ok(id.0);
+    }
+    let members = client.members().await?;
+    let named = members.members.iter().find(|member| member.name.as_deref() == Some(text));
+    named.map(|member| member.id).ok_or_else(|| ClientError::Rejected {
+        status: 404,
+        message: format!("no member is named {text:?}"),
+    })
 }
 
 fn client(flags: &ClientFlags) -> Result<Client, ClientError> {
@@ -374,6 +382,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             }
         }
         ClientCommand::Leader(LeaderCommand::Transfer { to }) => {
+            let to = resolve_member(&client, &to).await?;
             client.transfer_leadership(to).await?;
             if flags.json {
                 print_json(&serde_json::json!({ "leader": to }))?;

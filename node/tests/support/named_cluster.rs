@@ -384,9 +384,14 @@ pub fn run_named_cluster_life(hosts: &dyn Hosts, dir: &Path, client_port: u16, p
         assert_eq!(response.text().unwrap(), *key, "n4's copy of {key}");
     }
 
-    // A member leaves, named by its name: the first founder that is not the leader.
-    let current_leader = cluster.leader(&all, Duration::from_secs(10));
-    let leaving = founders.into_iter().find(|i| *i != current_leader).unwrap();
+    // Leadership handed to the new member by its name.
+    cluster.conclave(&all, &["leader", "transfer", "--to", "n4"]);
+    wait_for("n4 to lead", Duration::from_secs(10), || {
+        (cluster.info(4)?["role"] == "leader").then_some(())
+    });
+
+    // A member leaves, named by its name: a founder (n4 leads).
+    let leaving = founders[0];
     cluster.conclave(&all, &["members", "remove", &format!("n{leaving}")]);
     let remaining: Vec<usize> = all.into_iter().filter(|i| *i != leaving).collect();
     let members = cluster.members(&remaining);
