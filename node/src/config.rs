@@ -854,9 +854,14 @@ impl NodeConfig {
         self.members.get(&self.node_id).and_then(|member| member.peer_address.clone())
     }
 
-    /// What this node wants the log to say about it: its advertised addresses and its name.
+    /// What this node wants the log to say about it: a named member's advertised addresses
+    /// and name; a port-named member's peer address alone (see [`NodeConfig::peer_addresses`]).
     pub fn own_record(&self) -> Option<String> {
-        self.members.get(&self.node_id).and_then(Member::record)
+        let me = self.members.get(&self.node_id)?;
+        match self.naming {
+            Naming::Ports { .. } => me.peer_address.clone(),
+            Naming::Names { .. } => me.record(),
+        }
     }
 
     /// Whether the peer port must be listening from the start: the node has peers, or is
@@ -868,13 +873,15 @@ impl NodeConfig {
     /// Each member's record (`member_record.rs`): in a configuration the log starts from, for
     /// the transport to dial. A named member's client URL is not known yet (only its own, which
     /// it publishes once there is a leader), so no member's is written: every member starts
-    /// from the same configuration.
+    /// from the same configuration. A port-named member's record is its peer address alone,
+    /// byte for byte what earlier versions wrote: its client address follows from its id (its
+    /// HTTP port) and its host, and the shorthand's log and hello stay exactly as they were.
     pub fn peer_addresses(&self) -> BTreeMap<NodeId, String> {
         self.members
             .iter()
             .filter_map(|(id, member)| {
                 let record = match self.naming {
-                    Naming::Ports { .. } => member.record()?,
+                    Naming::Ports { .. } => member.peer_address.clone()?,
                     Naming::Names { .. } => {
                         Member { client_address: None, ..member.clone() }.record()?
                     }
@@ -928,8 +935,8 @@ impl NodeConfig {
 
     /// The HTTP address of a member for redirects and forwarding, given the record the
     /// configuration in force has for it (if any): what the member advertised; for this node,
-    /// what it advertises now; for a port-named member whose record predates client URLs in
-    /// records, its host and its id, which is its port.
+    /// what it advertises now; for a port-named member (whose record is its peer address), its
+    /// host and its id, which is its HTTP port.
     pub fn http_address_of(&self, id: NodeId, record: Option<&str>) -> Option<String> {
         if id == self.node_id {
             return Some(self.advertised_client.clone());
@@ -1035,16 +1042,28 @@ mod tests {
         let member = parse_member(":8001").expect("valid");
         assert_eq!(member.id, NodeId(8001));
         assert_eq!(member.http_address(), "127.0.0.1:8001");
-        assert_eq!(
-            member.member(None).record().as_deref(),
-            Some("127.0.0.1:18001 client=http://127.0.0.1:8001")
-        );
+        assert_eq!(member.member(None).client_address.as_deref(), Some("127.0.0.1:8001"));
         assert_eq!(member.peer_address().as_deref(), Some("127.0.0.1:18001"));
         let member = parse_member("10.0.0.2:8002/9002").expect("valid");
         assert_eq!(member.peer_address().as_deref(), Some("10.0.0.2:9002"));
         assert!(matches!(parse_member(":60000"), Err(ConfigError::PeerPortOverflow { .. })));
         assert!(parse_member("8001").is_err());
         assert!(parse_member(":x").is_err());
+    }
+
+    #[test]
+    fn port_named_records_are_peer_addresses_as_before() {
+        let config = NodeConfig::resolve(options(":8001,10.0.0.2:8002/9002", 8001)).expect("valid");
+        let addresses = config.initial_cluster().addresses;
+        let expected: BTreeMap<NodeId, String> = [
+            (NodeId(8001), "127.0.0.1:18001".to_string()),
+            (NodeId(8002), "10.0.0.2:9002".to_string()),
+        ]
+        .into();
+        assert_eq!(addresses, expected);
+        assert_eq!(config.own_record().as_deref(), Some("127.0.0.1:18001"));
+        // So a port-named member never has anything to publish.
+        assert_eq!(config.own_record().as_ref(), addresses.get(&config.node_id));
     }
 
     #[test]

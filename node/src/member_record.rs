@@ -12,7 +12,8 @@
 //! log entries and snapshots, which is not self-describing — a field added to it would make every
 //! existing data directory unreadable. A record is read by the node only (`network.rs` dials its
 //! first word), and a record of earlier versions (`host:port` alone) is a record without a client
-//! URL or a name. Words after the first are `key=value`; unknown keys are ignored, so a later
+//! URL or a name — which is also what a port-named member's record still is (its client
+//! address follows from its id, which is its HTTP port). Words after the first are `key=value`; unknown keys are ignored, so a later
 //! version may add some.
 //!
 //! Every member learns every other member's client URL from the log, not from flags: that is

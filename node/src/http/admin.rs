@@ -140,7 +140,8 @@ fn new_member(
         return Err("a port-named member serves clients on its port: give no client URL".into());
     }
     let member = parse_member(&request.member).map_err(|error| error.to_string())?;
-    let record = member.member(None).record().ok_or("the new member needs a peer port")?;
+    // A port-named member's record is its peer address (`NodeConfig::peer_addresses`).
+    let record = member.peer_address().ok_or("the new member needs a peer port")?;
     Ok((member.id, checked_record(Some(&record))?))
 }
 
