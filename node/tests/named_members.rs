@@ -78,3 +78,81 @@ fn settings_come_from_flags_then_environment_then_file_then_defaults() {
     let again = print_config(&[&format!("--config={}", printed.display())], &[]);
     assert_eq!(again, effective);
 }
+
+#[test]
+fn a_backup_of_a_named_cluster_seeds_a_new_named_cluster() {
+    use std::time::Duration;
+    use support::named_cluster::NamedCluster;
+
+    let ports = free_ports(2);
+    let dir = temp_dir("named-backup");
+    let mut old = NamedCluster {
+        hosts: &Loopback,
+        client_port: ports[0],
+        peer_port: ports[1],
+        token: format!("backed-up-{}", std::process::id()),
+        dir: dir.join("old"),
+        nodes: Vec::new(),
+    };
+    std::fs::create_dir_all(&old.dir).unwrap();
+    let founders = [1, 2, 3];
+    for host in founders {
+        old.start(host, &founders, false);
+    }
+    old.leader(&founders, Duration::from_secs(30));
+    for n in 0..10 {
+        old.conclave(&founders, &["put", &format!("k{n}"), &format!("v{n}")]);
+    }
+    // The backup from a follower's advertised URL (any member serves one).
+    let backup = dir.join("cluster.backup");
+    let endpoint = old.client_url(2);
+    let output = old.conclave(
+        &founders,
+        &["backup", "--endpoint", &endpoint, "--out", backup.to_str().unwrap()],
+    );
+    println!("{}", String::from_utf8_lossy(&output.stdout).trim());
+
+    // A new cluster of three other names on other hosts, each restored from the same file.
+    let mut new = NamedCluster {
+        hosts: &Loopback,
+        client_port: ports[0],
+        peer_port: ports[1],
+        token: format!("restored-{}", std::process::id()),
+        dir: dir.join("new"),
+        nodes: Vec::new(),
+    };
+    std::fs::create_dir_all(&new.dir).unwrap();
+    let hosts = [5, 6, 7];
+    let initial_cluster: Vec<String> =
+        hosts.iter().map(|i| format!("n{i}=127.0.0.{i}:{}", ports[1])).collect();
+    for host in hosts {
+        let restore = Command::new(BINARY)
+            .args(["restore", "--from", backup.to_str().unwrap()])
+            .arg(format!("--working-dir={}", new.dir.join(format!("n{host}")).display()))
+            .arg(format!("--name=n{host}"))
+            .arg(format!("--initial-cluster={}", initial_cluster.join(",")))
+            .arg(format!("--initial-cluster-token={}", new.token))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&restore.stdout);
+        assert!(
+            restore.status.success(),
+            "restore n{host}: {text}{}",
+            String::from_utf8_lossy(&restore.stderr)
+        );
+        assert!(text.contains(&format!("--name n{host} --initial-cluster ")), "{text}");
+    }
+    for host in hosts {
+        new.start(host, &hosts, false);
+    }
+    new.leader(&hosts, Duration::from_secs(30));
+    new.wait_until_published(&hosts, Duration::from_secs(30));
+    for n in 0..10 {
+        let value = new.conclave(&hosts, &["get", &format!("k{n}")]);
+        assert_eq!(String::from_utf8_lossy(&value.stdout), format!("v{n}"));
+    }
+    new.conclave(&hosts, &["put", "after-restore", "yes"]);
+    // The two clusters share ports and data but not a token: neither knows the other's members.
+    let names: Vec<String> = new.members(&hosts).into_iter().map(|m| m.0).collect();
+    assert_eq!(names, ["n5", "n6", "n7"]);
+}
