@@ -10,8 +10,8 @@
 
 FROM docker.io/library/rust:1.95-slim-bookworm AS build
 WORKDIR /src
-# .cargo/config.toml carries `--cfg tokio_unstable`; an exported RUSTFLAGS would replace it.
-ENV RUSTFLAGS=
+# .cargo/config.toml carries `--cfg tokio_unstable`: no RUSTFLAGS here, which would replace it
+# (even an empty one).
 COPY . .
 RUN cargo build --release --locked -p conclave-node --bin conclave \
  && install -D -m 0755 target/release/conclave /out/conclave
