@@ -434,13 +434,14 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             if flags.json {
                 print_json(&members)?;
             } else {
+                // 16 columns: a named member's id is below 2^53, at most 16 digits.
                 println!(
-                    "{:>6} {:<12} {:<8} {:<7} {:<22} {:<22} {:>8}",
+                    "{:>16} {:<12} {:<8} {:<7} {:<22} {:<22} {:>8}",
                     "ID", "NAME", "ROLE", "LEADER", "HTTP", "PEER", "LAG"
                 );
                 for member in &members.members {
                     println!(
-                        "{:>6} {:<12} {:<8} {:<7} {:<22} {:<22} {:>8}",
+                        "{:>16} {:<12} {:<8} {:<7} {:<22} {:<22} {:>8}",
                         member.id,
                         member.name.as_deref().unwrap_or("-"),
                         member.role,
