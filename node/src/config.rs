@@ -623,6 +623,8 @@ fn resolve_named(options: &ServeOptions, entries: &[String]) -> Result<Identity,
     };
     let listen_peer = match &options.listen_peer {
         Some(address) => member_record::parse_address(address, "--listen-peer").map_err(invalid)?,
+        // Every address of the peer URL's family (an IPv4 wildcard would not hear `[::1]`).
+        None if peer_host.starts_with('[') => format!("[::]:{peer_port}"),
         None => format!("0.0.0.0:{peer_port}"),
     };
     let advertised_client = match &options.advertise_client_url {
@@ -1184,6 +1186,8 @@ mod tests {
                 .contains("differs")
         );
         assert!(named("a", |o| o.advertise_peer_url = Some("http://10.0.0.1:2380".into())).is_ok());
+        let v6 = named("a", |o| o.initial_cluster = Some(vec!["a=[fd00::1]:2380".into()]));
+        assert_eq!(v6.expect("valid").listen_peer.as_deref(), Some("[::]:2380"));
         assert!(
             error(named("a", |o| {
                 o.initial_cluster = Some(vec!["a=h:1".into(), "a=h:2".into()]);
