@@ -108,6 +108,8 @@ struct Call<'a> {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Pause before sending again a membership change refused for now.
+const MEMBERSHIP_RETRY_PAUSE: Duration = Duration::from_millis(100);
 const FIRST_BACKOFF: Duration = Duration::from_millis(25);
 const SESSIONS_KEPT: usize = 64;
 
@@ -496,11 +498,24 @@ impl Client {
             headers: vec![("content-type", "application/json".into())],
             follow_leader: true,
         };
-        let response = self.send(&call).await?;
-        if response.status() != StatusCode::OK {
-            return Err(rejected(response).await);
+        // A refusal with Retry-After is one that time lifts (the previous change has not
+        // committed yet, a new leader has not committed its first entry): sent again until
+        // the call's deadline. Every change is refused or applied whole, so resending is safe.
+        let deadline = tokio::time::Instant::now() + self.options.call_deadline;
+        loop {
+            let response = self.send(&call).await?;
+            let transient = response.status() == StatusCode::CONFLICT
+                && response.headers().contains_key(reqwest::header::RETRY_AFTER);
+            if transient && tokio::time::Instant::now() + MEMBERSHIP_RETRY_PAUSE < deadline {
+                tracing::debug!("membership change refused for now; retrying");
+                tokio::time::sleep(MEMBERSHIP_RETRY_PAUSE).await;
+                continue;
+            }
+            if response.status() != StatusCode::OK {
+                return Err(rejected(response).await);
+            }
+            return json_of(response).await;
         }
-        json_of(response).await
     }
 
     /// Hands leadership to member `to`; resolves once it leads.
