@@ -180,6 +180,9 @@ pub struct SessionJson {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberJson {
     pub id: u64,
+    /// A named member's name (`--name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// `voter` or `learner`.
     pub role: String,
     pub is_leader: bool,
@@ -206,6 +209,9 @@ pub struct ClusterInfoJson {
     pub term: u64,
     pub leader: Option<u64>,
     pub leader_http_address: Option<String>,
+    /// This node's name, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub commit_index: u64,
     pub applied_index: u64,
     pub last_index: u64,

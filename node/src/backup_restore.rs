@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
-use conclave_core::raft::ClusterConfig;
+use conclave_core::raft::{ClusterConfig, NodeId};
 use conclave_core::storage::backup::{RestoreOptions, read_backup, restore_backup};
 use conclave_core::storage::fs::FileSystem as _;
 
@@ -17,6 +17,7 @@ use crate::config::{NodeConfig, ServeOptions, parse_member};
 use crate::data_dir::{DataDir, LOCK_FILE_NAME, is_locked_by_another_process};
 use crate::fs::OsFs;
 use crate::member_identity::{self, MemberIdentity};
+use crate::member_record::MemberRecord;
 
 /// The largest backup this tool reads.
 const MAX_SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024 * 1024;
@@ -50,6 +51,17 @@ pub struct RestoreArgs {
     /// (e.g. `--peers=:9001,:9002,:9003`); restore every new member from the same file.
     #[arg(long, value_delimiter = ',', require_equals = true)]
     pub peers: Option<Vec<String>>,
+    /// A named member: the member this directory is for (as `conclave serve --name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A named member: start a *new* cluster with these members (`name=peer-url,...`) instead
+    /// of the backed-up one's.
+    #[arg(long, value_delimiter = ',', require_equals = true)]
+    pub initial_cluster: Option<Vec<String>>,
+    /// A named member: the token of the cluster it will run in (the backed-up cluster's token
+    /// to rebuild one of its members; a new token for a new cluster).
+    #[arg(long)]
+    pub initial_cluster_token: Option<String>,
 }
 
 fn endpoint_url(endpoint: &str) -> String {
@@ -125,16 +137,69 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let (backed_up, _) = read_backup(&OsFs, &args.from, MAX_SNAPSHOT_BYTES)
         .await
         .with_context(|| format!("reading {}", args.from.display()))?;
-    // The members the restored node starts with: the new cluster's, or the backed-up one's as
-    // `--peers` entries (`host:id/peer_port`), which give the same cluster id it had.
+    let backed_up_members: Vec<(NodeId, MemberRecord)> = backed_up
+        .config
+        .addresses
+        .iter()
+        .filter(|(id, _)| backed_up.config.members().contains(*id))
+        .map(|(id, record)| (*id, MemberRecord::parse(record)))
+        .collect();
+    let named = args.initial_cluster.is_some()
+        || args.name.is_some()
+        || (args.peers.is_none() && backed_up_members.iter().any(|(_, r)| r.name.is_some()));
+    let (options, new_cluster, start_flags) = if named {
+        named_options(&args, &backed_up_members)?
+    } else {
+        port_named_options(&args, &backed_up_members)?
+    };
+    // Exactly what `conclave serve` with these flags resolves, cluster id included.
+    let node = NodeConfig::resolve(options).context("the restored member")?;
+    let config = new_cluster.then(|| {
+        let mut config = ClusterConfig::with_voters(node.members.keys().copied());
+        config.addresses = node.peer_addresses();
+        config
+    });
+    let data_dir = DataDir::open(&args.working_dir, &node.data_dir_member())?;
+    let options = RestoreOptions {
+        config,
+        segment_bytes: SEGMENT_BYTES,
+        max_snapshot_bytes: MAX_SNAPSHOT_BYTES,
+        foreign_entries: vec![LOCK_FILE_NAME.to_string()],
+    };
+    let meta =
+        restore_backup(&OsFs, &args.from, data_dir.path(), &options).await.with_context(|| {
+            format!("restoring {} into {}", args.from.display(), data_dir.path().display())
+        })?;
+    let identity = MemberIdentity {
+        node_id: node.node_id.0,
+        cluster_id: Some(node.cluster_id),
+        name: node.name.clone(),
+    };
+    member_identity::write(data_dir.path(), &identity)?;
+    println!(
+        "restored {} into {}: state at log index {} (term {}), members {:?}; start the node with:\n  conclave serve {start_flags} --working-dir {}",
+        args.from.display(),
+        data_dir.path().display(),
+        meta.last_index,
+        meta.last_term,
+        meta.config.members().iter().map(|id| id.0).collect::<Vec<_>>(),
+        args.working_dir.display()
+    );
+    Ok(())
+}
+
+/// Serve settings, whether a new cluster is started, and the flags that start the member, for
+/// a port-named member: the new cluster's `--peers`, or the backed-up one's members as
+/// `--peers` entries (`host:id/peer_port`), which give the same cluster id it had.
+fn port_named_options(
+    args: &RestoreArgs,
+    backed_up: &[(NodeId, MemberRecord)],
+) -> anyhow::Result<(ServeOptions, bool, String)> {
     let peers: Vec<String> = match &args.peers {
         Some(peers) => peers.clone(),
         None => backed_up
-            .config
-            .addresses
             .iter()
-            .filter(|(id, _)| backed_up.config.members().contains(*id))
-            .map(|(id, address)| match address.rsplit_once(':') {
+            .map(|(id, record)| match record.peer_address.rsplit_once(':') {
                 Some((host, peer_port)) => format!("{host}:{}/{peer_port}", id.0),
                 None => format!(":{}", id.0),
             })
@@ -154,36 +219,46 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         working_dir: Some(args.working_dir.clone()),
         ..ServeOptions::default()
     };
-    // Exactly what `conclave serve` with these flags resolves, cluster id included.
-    let node = NodeConfig::resolve(options).context("the restored member")?;
-    let config = args.peers.is_some().then(|| {
-        let mut config = ClusterConfig::with_voters(node.members.keys().copied());
-        config.addresses = node.peer_addresses();
-        config
-    });
-    let data_dir = DataDir::open(&args.working_dir, node.node_id)?;
-    let options = RestoreOptions {
-        config,
-        segment_bytes: SEGMENT_BYTES,
-        max_snapshot_bytes: MAX_SNAPSHOT_BYTES,
-        foreign_entries: vec![LOCK_FILE_NAME.to_string()],
-    };
-    let meta =
-        restore_backup(&OsFs, &args.from, data_dir.path(), &options).await.with_context(|| {
-            format!("restoring {} into {}", args.from.display(), data_dir.path().display())
-        })?;
-    let identity = MemberIdentity { node_id: node.node_id.0, cluster_id: Some(node.cluster_id) };
-    member_identity::write(data_dir.path(), &identity)?;
     let peers_flag =
         if peers.len() > 1 { format!(" --peers={}", peers.join(",")) } else { String::new() };
-    println!(
-        "restored {} into {}: state at log index {} (term {}), members {:?}; start the node with:\n  conclave serve --port {port}{peers_flag} --working-dir {}",
-        args.from.display(),
-        data_dir.path().display(),
-        meta.last_index,
-        meta.last_term,
-        meta.config.members().iter().map(|id| id.0).collect::<Vec<_>>(),
-        args.working_dir.display()
+    Ok((options, args.peers.is_some(), format!("--port {port}{peers_flag}")))
+}
+
+/// The same for a named member: the new cluster's `--initial-cluster`, or the backed-up one's
+/// members by name and peer address (the ids follow from the names and the token).
+fn named_options(
+    args: &RestoreArgs,
+    backed_up: &[(NodeId, MemberRecord)],
+) -> anyhow::Result<(ServeOptions, bool, String)> {
+    let Some(name) = args.name.clone() else {
+        bail!("a named member is restored with --name (which member this directory is for)");
+    };
+    let Some(token) = args.initial_cluster_token.clone() else {
+        bail!(
+            "a named member is restored with --initial-cluster-token: the backed-up cluster's to \
+             rebuild one of its members, a new one for a new cluster"
+        );
+    };
+    let initial_cluster: Vec<String> = match &args.initial_cluster {
+        Some(entries) => entries.clone(),
+        None => backed_up
+            .iter()
+            .map(|(id, record)| match &record.name {
+                Some(name) => Ok(format!("{name}={}", record.peer_address)),
+                None => Err(anyhow!("member {} of the backup has no name", id.0)),
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let options = ServeOptions {
+        name: Some(name.clone()),
+        initial_cluster: Some(initial_cluster.clone()),
+        initial_cluster_token: Some(token.clone()),
+        working_dir: Some(args.working_dir.clone()),
+        ..ServeOptions::default()
+    };
+    let flags = format!(
+        "--name {name} --initial-cluster {} --initial-cluster-token {token}",
+        initial_cluster.join(",")
     );
-    Ok(())
+    Ok((options, args.initial_cluster.is_some(), flags))
 }

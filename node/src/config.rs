@@ -1,15 +1,26 @@
-//! `conclave serve` settings: command-line flags and an optional TOML file (flags win), resolved
-//! into one validated [`NodeConfig`].
+//! `conclave serve` settings, resolved into one validated [`NodeConfig`]. Every setting comes
+//! from a flag, a `CONCLAVE_*` environment variable (the flag's name in capitals with `_`:
+//! `--election-timeout-ms` is `CONCLAVE_ELECTION_TIMEOUT_MS`), or a TOML file (`--config`, keys
+//! are the flag names with `_`), in that order of precedence, then the default. Containers and
+//! systemd units are configured through the environment; `conclave serve --print-config` shows
+//! what is in force.
 //!
-//! Ids and ports. A member is named by its HTTP address (`[host]:port`, host 127.0.0.1 when
-//! omitted), and its Raft node id is its HTTP port: `:8001` is node 8001. So every member of a
-//! cluster needs a distinct HTTP port, even on different hosts. The peer (Raft) transport
-//! listens on the HTTP port + 10000 unless a member entry says otherwise with `/PEER_PORT`
-//! (`10.0.0.1:8001/9001`), or `--peer-port` sets this node's. A node started without --peers
-//! is a cluster of one and listens for peers only once members are added (so a peer port out
-//! of range, or taken, costs a one-node store nothing). The cluster id that peers check when
-//! they connect is a hash of the sorted member list, so nodes started with different member
-//! lists refuse each other; the data directory records it (see `member_identity.rs`).
+//! Two ways to name members:
+//!
+//! - **By port** (`--port`, `--peers=:8001,:8002,:8003`), the shorthand for one machine and the
+//!   challenge contract: a member is named by its HTTP address (`[host]:port`, host 127.0.0.1
+//!   when omitted), its Raft node id is its HTTP port, and its peer transport listens on the
+//!   HTTP port + 10000 unless the entry says otherwise with `/PEER_PORT`
+//!   (`10.0.0.1:8001/9001`) or `--peer-port` sets this node's. The cluster id that peers check
+//!   when they connect is a hash of the sorted member list. A node started without --peers is
+//!   a cluster of one and listens for peers only once members are added.
+//! - **By name** (`--initial-cluster name=peer-url,...`, as etcd's), for real hosts, where every
+//!   member listens on the same ports and is told apart by name and address: ids come from
+//!   names (`member_ids.rs`), the cluster id from `--initial-cluster-token`, and each member
+//!   listens where told (`--listen-client`, `--listen-peer`) and advertises where it can be
+//!   reached (`--advertise-client-url`, `--advertise-peer-url`). The log carries every member's
+//!   advertised addresses (`member_record.rs`), so redirects, clients and membership changes
+//!   use them, never a port computed from another.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,13 +29,19 @@ use clap::Args;
 use conclave_core::engine::EngineConfig;
 use conclave_core::kv::KvLimits;
 use conclave_core::raft::{ClusterConfig, LeaseConfig, NodeId, RaftConfig};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+use crate::member_ids;
+use crate::member_record::{self, MemberRecord};
 
 /// Added to a member's HTTP port to get its peer-transport port, unless given explicitly.
 pub const PEER_PORT_OFFSET: u16 = 10_000;
 /// The HTTP port when neither a flag nor the file names one.
 pub const DEFAULT_PORT: u16 = 8001;
+/// A named member's client port when --listen-client does not say: etcd's, the port clients of
+/// a key-value store on a real host expect (the `:8001` shorthand is for one machine).
+pub const NAMED_DEFAULT_CLIENT_PORT: u16 = 2379;
 /// Largest config file read: a config is a few hundred bytes; anything huge is a mistake.
 const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
 
@@ -52,94 +69,154 @@ pub enum ConfigError {
 }
 
 /// Every serve setting, each optional so that a flag can override the file field by field.
-/// The same struct reads the TOML file (keys are the flag names with `_`).
-#[derive(Args, Debug, Default, Clone, Deserialize)]
+/// The same struct reads the TOML file (keys are the flag names with `_`) and prints the
+/// effective settings (`--print-config`), `None`s left out.
+#[derive(Args, Debug, Default, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServeOptions {
+    /// This member's name, in a cluster formed with --initial-cluster [default: the host name].
+    #[arg(long, env = "CONCLAVE_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Every member of a new cluster as `name=peer-url`, comma separated
+    /// (`a=10.0.0.1:2380,b=10.0.0.2:2380,c=10.0.0.3:2380`; `http://` may precede an address, and
+    /// host names are resolved again at every connection). Members are then named, not numbered
+    /// by port: use it instead of --port/--peers.
+    #[arg(long, value_delimiter = ',', env = "CONCLAVE_INITIAL_CLUSTER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_cluster: Option<Vec<String>>,
+    /// A name unique to this cluster (required with --initial-cluster): members of clusters
+    /// with different tokens refuse each other, so two clusters can never merge.
+    #[arg(long, env = "CONCLAVE_INITIAL_CLUSTER_TOKEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_cluster_token: Option<String>,
+    /// Where to serve HTTP, `host:port` (with --initial-cluster) [default: 0.0.0.0:2379].
+    #[arg(long, env = "CONCLAVE_LISTEN_CLIENT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_client: Option<String>,
+    /// Where to listen for peers, `host:port` (with --initial-cluster) [default: 0.0.0.0 and
+    /// the port of this member's peer URL].
+    #[arg(long, env = "CONCLAVE_LISTEN_PEER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_peer: Option<String>,
+    /// The URL clients and other members use to reach this member's HTTP API (with
+    /// --initial-cluster) [default: the host of its peer URL, the port of --listen-client].
+    #[arg(long, env = "CONCLAVE_ADVERTISE_CLIENT_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_client_url: Option<String>,
+    /// The URL other members reach this member's peer transport at (with --initial-cluster)
+    /// [default: its entry in --initial-cluster, which it must equal if both are given].
+    #[arg(long, env = "CONCLAVE_ADVERTISE_PEER_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_peer_url: Option<String>,
     /// HTTP port; it is also this node's id [default: 8001].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Address to bind (HTTP and peer transport) [default: this node's host in --peers, else
     /// 127.0.0.1].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_HOST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Directory for the write-ahead log, hard state and snapshots [default: ./conclave-PORT].
-    #[arg(long, visible_alias = "data-dir")]
+    #[arg(long, visible_alias = "data-dir", env = "CONCLAVE_WORKING_DIR")]
     #[serde(alias = "data_dir")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<PathBuf>,
     /// Every member of the cluster, this node included: `[host]:port[/peer_port]`, comma
     /// separated (`:8001,:8002,:8003`). Without it the node is a single-node cluster.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', env = "CONCLAVE_PEERS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<String>>,
     /// This node's peer-transport port [default: port + 10000].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_PEER_PORT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_port: Option<u16>,
     /// A follower that hears no leader for a random time in [T, 2T) campaigns [default: 500].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_ELECTION_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub election_timeout_ms: Option<u64>,
     /// How often a leader sends heartbeats [default: 50].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_HEARTBEAT_INTERVAL_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval_ms: Option<u64>,
     /// Raft clock granularity; the timeouts must be multiples of it [default: 10].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_TICK_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tick_ms: Option<u64>,
     /// fdatasync the log before acknowledging (`--fsync=false` trades durability on power
     /// loss for speed; a process crash still loses nothing) [default: true].
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "CONCLAVE_FSYNC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fsync: Option<bool>,
     /// Serve `?consistency=lease` reads from the leader's lease without a round trip; safe
     /// only while clocks drift less than --max-clock-drift-ppm [default: false].
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "CONCLAVE_LEASE_READS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_reads: Option<bool>,
     /// Bound on clock drift assumed by lease reads, parts per million [default: 10000].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_MAX_CLOCK_DRIFT_PPM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_clock_drift_ppm: Option<u32>,
     /// Take a snapshot of the state machine (and compact the log) every this many applied
     /// entries [default: 50000].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_SNAPSHOT_EVERY_ENTRIES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot_every_entries: Option<u64>,
     /// Entries kept behind a snapshot for followers that are slightly behind [default: 5000].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_RETAINED_LOG_ENTRIES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retained_log_entries: Option<u64>,
     /// Join an existing cluster instead of starting a new one: the node starts with no
     /// configuration of its own and waits for the leader to replicate the cluster's to it
     /// (add it first with `conclave members add-learner`). It learns the cluster's id from the
     /// other members listed in --peers. Keep this flag on every restart [default: false].
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "CONCLAVE_JOIN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub join: Option<bool>,
     /// Forward writes to the leader instead of answering 307 with its address [default: false].
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "CONCLAVE_FORWARD_TO_LEADER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub forward_to_leader: Option<bool>,
     /// Longest key in bytes [default: 4096]. Every member must use the same limits.
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_MAX_KEY_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_key_bytes: Option<u64>,
     /// Largest value in bytes [default: 1048576].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_MAX_VALUE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_value_bytes: Option<u64>,
     /// Open HTTP connections at most; a connection beyond them is answered 503 (with
     /// Retry-After) and closed [default: 4096].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_MAX_CONNECTIONS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
     /// A connection that sends no complete request head for this long is closed [default:
     /// 30000].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_IDLE_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_timeout_ms: Option<u64>,
     /// A request body must arrive within this long of its head, or the request gets 408 and
     /// the connection is closed [default: 10000].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_BODY_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub body_timeout_ms: Option<u64>,
     /// A request not answered in this time gets 504 [default: 5000].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_REQUEST_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_ms: Option<u64>,
     /// On SIGTERM, in-flight requests get this long to finish [default: 10000].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_SHUTDOWN_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_timeout_ms: Option<u64>,
     /// Change events kept in memory so that a watch can start from a past revision
     /// [default: 10000].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_WATCH_HISTORY_EVENTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub watch_history_events: Option<usize>,
     /// Concurrent watch streams at most [default: 1024].
-    #[arg(long)]
+    #[arg(long, env = "CONCLAVE_MAX_WATCHERS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_watchers: Option<usize>,
 }
 
@@ -158,9 +235,17 @@ impl ServeOptions {
         })
     }
 
-    /// Each field from `self` (the flags) if set, else from `file`.
+    /// Each field from `self` (the flags, and the environment where no flag was given) if
+    /// set, else from `file`.
     pub fn over(self, file: ServeOptions) -> ServeOptions {
         ServeOptions {
+            name: self.name.or(file.name),
+            initial_cluster: self.initial_cluster.or(file.initial_cluster),
+            initial_cluster_token: self.initial_cluster_token.or(file.initial_cluster_token),
+            listen_client: self.listen_client.or(file.listen_client),
+            listen_peer: self.listen_peer.or(file.listen_peer),
+            advertise_client_url: self.advertise_client_url.or(file.advertise_client_url),
+            advertise_peer_url: self.advertise_peer_url.or(file.advertise_peer_url),
             port: self.port.or(file.port),
             host: self.host.or(file.host),
             working_dir: self.working_dir.or(file.working_dir),
@@ -189,24 +274,57 @@ impl ServeOptions {
     }
 }
 
-/// One member of the cluster.
+/// One member of the cluster, as this node's flags describe it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     pub id: NodeId,
-    pub host: String,
-    pub http_port: u16,
-    /// `None` only for a node started without --peers whose port + 10000 is out of range:
-    /// it has no peer port until one is given with --peer-port.
-    pub peer_port: Option<u16>,
+    /// Named members only (and a port-named node given --name).
+    pub name: Option<String>,
+    /// `host:port` of its peer transport. `None` only for a node started without --peers whose
+    /// port + 10000 is out of range: it has no peer port until one is given with --peer-port.
+    pub peer_address: Option<String>,
+    /// `host:port` it serves HTTP on: known from the flags for port-named members and for this
+    /// node; a named member's comes from the log, where it publishes it (`member_publish.rs`).
+    pub client_address: Option<String>,
 }
 
 impl Member {
+    /// What the configuration in the log says about this member (`member_record.rs`).
+    pub fn record(&self) -> Option<String> {
+        let record = MemberRecord {
+            peer_address: self.peer_address.clone()?,
+            client_address: self.client_address.clone(),
+            name: self.name.clone(),
+        };
+        Some(record.encode())
+    }
+}
+
+/// A member of a port-named cluster, as a `--peers` entry gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortMember {
+    pub id: NodeId,
+    pub host: String,
+    pub http_port: u16,
+    pub peer_port: Option<u16>,
+}
+
+impl PortMember {
     pub fn http_address(&self) -> String {
         format!("{}:{}", self.host, self.http_port)
     }
 
     pub fn peer_address(&self) -> Option<String> {
         self.peer_port.map(|port| format!("{}:{}", self.host, port))
+    }
+
+    pub fn member(&self, name: Option<String>) -> Member {
+        Member {
+            id: self.id,
+            name,
+            peer_address: self.peer_address(),
+            client_address: Some(self.http_address()),
+        }
     }
 }
 
@@ -216,7 +334,7 @@ pub fn derived_peer_port(http_port: u16) -> Result<u16, ConfigError> {
 }
 
 /// Parses `[host]:port[/peer_port]`.
-pub fn parse_member(entry: &str) -> Result<Member, ConfigError> {
+pub fn parse_member(entry: &str) -> Result<PortMember, ConfigError> {
     let bad =
         |reason: &str| ConfigError::BadMember { entry: entry.to_string(), reason: reason.into() };
     let entry = entry.trim();
@@ -232,17 +350,33 @@ pub fn parse_member(entry: &str) -> Result<Member, ConfigError> {
     if http_port == 0 || peer_port == Some(0) {
         return Err(bad("port 0 cannot name a member"));
     }
+    if host.chars().any(|c| c.is_whitespace() || c == '=') {
+        return Err(bad("spaces and '=' cannot appear in a host"));
+    }
     let host = if host.is_empty() { "127.0.0.1" } else { host };
     let peer_port = match peer_port {
         Some(port) => port,
         None => derived_peer_port(http_port)?,
     };
-    Ok(Member {
+    Ok(PortMember {
         id: NodeId(http_port as u64),
         host: host.to_string(),
         http_port,
         peer_port: Some(peer_port),
     })
+}
+
+/// A `--initial-cluster` entry, `name=peer-url`: the name and the peer address (`host:port`).
+pub fn parse_named_member(entry: &str) -> Result<(String, String), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid(format!("--initial-cluster: {reason}"));
+    let (name, url) = entry
+        .trim()
+        .split_once('=')
+        .ok_or_else(|| invalid(format!("{entry:?} is not name=peer-url")))?;
+    member_record::check_name(name).map_err(invalid)?;
+    let address =
+        member_record::parse_address(url, &format!("the peer URL of {name}")).map_err(invalid)?;
+    Ok((name.to_string(), address))
 }
 
 /// Network-facing limits of the HTTP server.
@@ -256,16 +390,29 @@ pub struct HttpLimits {
     pub max_watchers: usize,
 }
 
+/// How members are told apart (see the module documentation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Naming {
+    /// By HTTP port (`--port`, `--peers`): the HTTP port is also the node id.
+    Ports { http_port: u16 },
+    /// By name (`--initial-cluster`), in the cluster of this token.
+    Names { token: String },
+}
+
 /// The resolved, validated settings of one node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub node_id: NodeId,
-    /// Address the HTTP server and the peer transport bind.
-    pub bind_host: String,
-    pub http_port: u16,
-    /// `None`: no peer port (see [`Member::peer_port`]).
-    pub peer_port: Option<u16>,
-    /// Every member, this node included.
+    pub naming: Naming,
+    /// This member's name (for a port-named node, only if --name was given).
+    pub name: Option<String>,
+    /// Where the HTTP server binds, `host:port`.
+    pub listen_client: String,
+    /// Where the peer transport binds; `None`: no peer port (see [`Member::peer_address`]).
+    pub listen_peer: Option<String>,
+    /// How clients and the other members reach this node's HTTP API, `host:port`.
+    pub advertised_client: String,
+    /// Every member, this node included, as the flags describe them.
     pub members: BTreeMap<NodeId, Member>,
     /// Joining an existing cluster: no configuration of its own (see `--join`).
     pub join: bool,
@@ -284,6 +431,8 @@ pub struct NodeConfig {
     pub watch_history_events: usize,
     /// Peers refuse connections carrying another cluster id.
     pub cluster_id: u64,
+    /// The settings this configuration was resolved from (for `--print-config`).
+    pub options: ServeOptions,
 }
 
 fn positive(value: u64, name: &str) -> Result<u64, ConfigError> {
@@ -293,46 +442,233 @@ fn positive(value: u64, name: &str) -> Result<u64, ConfigError> {
     Ok(value)
 }
 
-impl NodeConfig {
-    pub fn resolve(options: ServeOptions) -> Result<NodeConfig, ConfigError> {
-        let port = options.port.unwrap_or(DEFAULT_PORT);
-        if port == 0 {
-            return Err(ConfigError::Invalid("--port must be 1-65535".into()));
-        }
-        let mut members = BTreeMap::new();
-        match &options.peers {
-            Some(entries) if !entries.is_empty() => {
-                for entry in entries.iter().filter(|entry| !entry.trim().is_empty()) {
-                    let member = parse_member(entry)?;
-                    let port = member.http_port;
-                    if members.insert(member.id, member).is_some() {
-                        return Err(ConfigError::DuplicateMember { port });
-                    }
+/// Who this node is and where it listens: the part of a configuration that depends on how
+/// members are named.
+struct Identity {
+    node_id: NodeId,
+    naming: Naming,
+    name: Option<String>,
+    listen_client: String,
+    listen_peer: Option<String>,
+    advertised_client: String,
+    members: BTreeMap<NodeId, Member>,
+    cluster_id: u64,
+    default_working_dir: PathBuf,
+}
+
+/// Flags that only a cluster formed with --initial-cluster has a use for.
+fn named_only_flags(options: &ServeOptions) -> Vec<&'static str> {
+    [
+        (options.initial_cluster_token.is_some(), "--initial-cluster-token"),
+        (options.listen_client.is_some(), "--listen-client"),
+        (options.listen_peer.is_some(), "--listen-peer"),
+        (options.advertise_client_url.is_some(), "--advertise-client-url"),
+        (options.advertise_peer_url.is_some(), "--advertise-peer-url"),
+    ]
+    .into_iter()
+    .filter_map(|(given, flag)| given.then_some(flag))
+    .collect()
+}
+
+fn resolve_port_named(options: &ServeOptions) -> Result<Identity, ConfigError> {
+    let named_only = named_only_flags(options);
+    if !named_only.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "{} need(s) --initial-cluster; with --port and --peers, members are named by port \
+             (use --host and --peer-port to place them)",
+            named_only.join(", ")
+        )));
+    }
+    if let Some(name) = &options.name {
+        member_record::check_name(name).map_err(ConfigError::Invalid)?;
+    }
+    let port = options.port.unwrap_or(DEFAULT_PORT);
+    if port == 0 {
+        return Err(ConfigError::Invalid("--port must be 1-65535".into()));
+    }
+    let mut port_members = BTreeMap::new();
+    match &options.peers {
+        Some(entries) if !entries.is_empty() => {
+            for entry in entries.iter().filter(|entry| !entry.trim().is_empty()) {
+                let member = parse_member(entry)?;
+                let port = member.http_port;
+                if port_members.insert(member.id, member).is_some() {
+                    return Err(ConfigError::DuplicateMember { port });
                 }
             }
-            _ => {
-                let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
-                // A cluster of one needs a peer port only to grow; without one it still serves.
-                let peer_port = options.peer_port.or_else(|| derived_peer_port(port).ok());
-                let member = Member { id: NodeId(port as u64), host, http_port: port, peer_port };
-                members.insert(member.id, member);
-            }
         }
-        let node_id = NodeId(port as u64);
-        let Some(me) = members.get_mut(&node_id) else {
-            let peers = options.peers.unwrap_or_default().join(",");
-            return Err(ConfigError::SelfNotMember { port, peers });
+        _ => {
+            let host = options.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+            // A cluster of one needs a peer port only to grow; without one it still serves.
+            let peer_port = options.peer_port.or_else(|| derived_peer_port(port).ok());
+            let member = PortMember { id: NodeId(port as u64), host, http_port: port, peer_port };
+            port_members.insert(member.id, member);
+        }
+    }
+    let node_id = NodeId(port as u64);
+    let Some(me) = port_members.get_mut(&node_id) else {
+        let peers = options.peers.clone().unwrap_or_default().join(",");
+        return Err(ConfigError::SelfNotMember { port, peers });
+    };
+    if let Some(peer_port) = options.peer_port {
+        me.peer_port = Some(peer_port);
+    }
+    if me.peer_port == Some(me.http_port) {
+        return Err(ConfigError::Invalid(format!(
+            "the peer port of node {port} equals its HTTP port"
+        )));
+    }
+    let bind_host = options.host.clone().unwrap_or_else(|| me.host.clone());
+    let listen_peer = me.peer_port.map(|peer_port| format!("{bind_host}:{peer_port}"));
+    let advertised_client = me.http_address();
+    let cluster_id = port_cluster_id(&port_members);
+    let members = port_members
+        .values()
+        .map(|member| {
+            let name = if member.id == node_id { options.name.clone() } else { None };
+            (member.id, member.member(name))
+        })
+        .collect();
+    Ok(Identity {
+        node_id,
+        naming: Naming::Ports { http_port: port },
+        name: options.name.clone(),
+        listen_client: format!("{bind_host}:{port}"),
+        listen_peer,
+        advertised_client,
+        members,
+        cluster_id,
+        default_working_dir: PathBuf::from(format!("conclave-{port}")),
+    })
+}
+
+fn resolve_named(options: &ServeOptions, entries: &[String]) -> Result<Identity, ConfigError> {
+    let invalid = |text: String| ConfigError::Invalid(text);
+    let port_only = [
+        (options.port.is_some(), "--port"),
+        (options.peers.is_some(), "--peers"),
+        (options.peer_port.is_some(), "--peer-port"),
+        (options.host.is_some(), "--host"),
+    ];
+    let port_only: Vec<&str> =
+        port_only.into_iter().filter_map(|(given, flag)| given.then_some(flag)).collect();
+    if !port_only.is_empty() {
+        return Err(invalid(format!(
+            "{} cannot be combined with --initial-cluster (use --listen-client, --listen-peer \
+             and the advertise URLs)",
+            port_only.join(", ")
+        )));
+    }
+    let token = options.initial_cluster_token.clone().filter(|token| !token.trim().is_empty());
+    let Some(token) = token else {
+        return Err(invalid(
+            "--initial-cluster needs --initial-cluster-token: a name unique to this cluster, so \
+             that members of two clusters never accept each other"
+                .into(),
+        ));
+    };
+    let cluster_id = member_ids::cluster_id_for_token(&token);
+    let name = match &options.name {
+        Some(name) => name.clone(),
+        None => member_ids::host_name().map_err(|error| {
+            invalid(format!("cannot default --name to the host name ({error}); give --name"))
+        })?,
+    };
+    member_record::check_name(&name).map_err(invalid)?;
+    let mut members: BTreeMap<NodeId, Member> = BTreeMap::new();
+    for entry in entries.iter().filter(|entry| !entry.trim().is_empty()) {
+        let (member_name, peer_address) = parse_named_member(entry)?;
+        let id = member_ids::member_id_for_name(cluster_id, &member_name);
+        let member = Member {
+            id,
+            name: Some(member_name.clone()),
+            peer_address: Some(peer_address),
+            client_address: None,
         };
-        if let Some(peer_port) = options.peer_port {
-            me.peer_port = Some(peer_port);
+        if let Some(earlier) = members.insert(id, member) {
+            let earlier = earlier.name.unwrap_or_default();
+            return Err(invalid(if earlier == member_name {
+                format!("--initial-cluster names {member_name} twice")
+            } else {
+                format!("members {earlier} and {member_name} have the same id: rename one")
+            }));
         }
-        if me.peer_port == Some(me.http_port) {
-            return Err(ConfigError::Invalid(format!(
-                "the peer port of node {port} equals its HTTP port"
-            )));
+    }
+    let node_id = member_ids::member_id_for_name(cluster_id, &name);
+    let listed: Vec<String> = members.values().filter_map(|m| m.name.clone()).collect();
+    let Some(me) = members.get_mut(&node_id) else {
+        return Err(invalid(format!(
+            "this member, {name}, is not in --initial-cluster ({}); the list includes every \
+             member, this one too (set --name if the host name is not the member's name)",
+            listed.join(",")
+        )));
+    };
+    let listed_peer = me.peer_address.clone().unwrap_or_default();
+    let advertised_peer = match &options.advertise_peer_url {
+        Some(url) => member_record::parse_address(url, "--advertise-peer-url").map_err(invalid)?,
+        None => listed_peer.clone(),
+    };
+    if advertised_peer != listed_peer {
+        return Err(invalid(format!(
+            "--advertise-peer-url ({advertised_peer}) differs from this member's entry in \
+             --initial-cluster ({listed_peer})"
+        )));
+    }
+    let (peer_host, peer_port) = split_host_port(&advertised_peer);
+    let listen_client = match &options.listen_client {
+        Some(address) => {
+            member_record::parse_address(address, "--listen-client").map_err(invalid)?
         }
-        let peer_port = me.peer_port;
-        let bind_host = options.host.clone().unwrap_or_else(|| me.host.clone());
+        None => format!("0.0.0.0:{NAMED_DEFAULT_CLIENT_PORT}"),
+    };
+    let listen_peer = match &options.listen_peer {
+        Some(address) => member_record::parse_address(address, "--listen-peer").map_err(invalid)?,
+        // Every address of the peer URL's family (an IPv4 wildcard would not hear `[::1]`).
+        None if peer_host.starts_with('[') => format!("[::]:{peer_port}"),
+        None => format!("0.0.0.0:{peer_port}"),
+    };
+    let advertised_client = match &options.advertise_client_url {
+        Some(url) => {
+            member_record::parse_address(url, "--advertise-client-url").map_err(invalid)?
+        }
+        // Reached where its peers reach it, on the port it serves clients on.
+        None => format!("{peer_host}:{}", split_host_port(&listen_client).1),
+    };
+    me.client_address = Some(advertised_client.clone());
+    let own_record = me.record().unwrap_or_default();
+    if own_record.len() > member_record::MAX_RECORD_BYTES {
+        return Err(invalid(format!(
+            "this member's name and advertised URLs take {} bytes, more than {}: use shorter names",
+            own_record.len(),
+            member_record::MAX_RECORD_BYTES
+        )));
+    }
+    Ok(Identity {
+        node_id,
+        naming: Naming::Names { token },
+        name: Some(name.clone()),
+        listen_client,
+        listen_peer: Some(listen_peer),
+        advertised_client,
+        members,
+        cluster_id,
+        default_working_dir: PathBuf::from(format!("conclave-{name}")),
+    })
+}
+
+/// `host` and `port` of a checked `host:port`.
+fn split_host_port(address: &str) -> (&str, &str) {
+    address.rsplit_once(':').unwrap_or((address, ""))
+}
+
+impl NodeConfig {
+    pub fn resolve(options: ServeOptions) -> Result<NodeConfig, ConfigError> {
+        let identity = match &options.initial_cluster {
+            Some(entries) if entries.iter().any(|entry| !entry.trim().is_empty()) => {
+                resolve_named(&options, entries)?
+            }
+            _ => resolve_port_named(&options)?,
+        };
 
         let tick_ms = positive(options.tick_ms.unwrap_or(10), "--tick-ms")?;
         let election_timeout_ms =
@@ -415,16 +751,15 @@ impl NodeConfig {
             options.watch_history_events.unwrap_or(10_000) as u64,
             "--watch-history-events",
         )? as usize;
-        let cluster_id = cluster_id(&members);
-        Ok(NodeConfig {
-            node_id,
-            bind_host,
-            http_port: port,
-            peer_port,
-            working_dir: options
-                .working_dir
-                .unwrap_or_else(|| PathBuf::from(format!("conclave-{port}"))),
-            members,
+        let node = NodeConfig {
+            node_id: identity.node_id,
+            naming: identity.naming,
+            name: identity.name,
+            listen_client: identity.listen_client,
+            listen_peer: identity.listen_peer,
+            advertised_client: identity.advertised_client,
+            working_dir: options.working_dir.clone().unwrap_or(identity.default_working_dir),
+            members: identity.members,
             tick_ms,
             election_timeout_ms,
             heartbeat_interval_ms,
@@ -440,17 +775,95 @@ impl NodeConfig {
             kv_limits,
             http,
             watch_history_events,
-            cluster_id,
-        })
+            cluster_id: identity.cluster_id,
+            options,
+        };
+        debug_assert!(node.members.contains_key(&node.node_id), "a node is one of its members");
+        Ok(node)
     }
 
+    /// Every setting in force, defaults filled in: what `--print-config` prints, and a config
+    /// file that resolves to this very configuration.
+    pub fn effective_options(&self) -> ServeOptions {
+        let given = &self.options;
+        let mut effective = ServeOptions {
+            working_dir: Some(self.working_dir.clone()),
+            join: Some(self.join),
+            election_timeout_ms: Some(self.election_timeout_ms),
+            heartbeat_interval_ms: Some(self.heartbeat_interval_ms),
+            tick_ms: Some(self.tick_ms),
+            fsync: Some(self.fsync),
+            lease_reads: Some(self.lease_drift_ppm.is_some()),
+            max_clock_drift_ppm: self.lease_drift_ppm.or(given.max_clock_drift_ppm),
+            snapshot_every_entries: Some(self.snapshot_every_entries),
+            retained_log_entries: Some(self.retained_log_entries),
+            forward_to_leader: Some(self.forward_to_leader),
+            max_key_bytes: Some(self.kv_limits.max_key_bytes),
+            max_value_bytes: Some(self.kv_limits.max_value_bytes),
+            max_connections: Some(self.http.max_connections),
+            idle_timeout_ms: Some(self.http.idle_timeout_ms),
+            body_timeout_ms: Some(self.http.body_timeout_ms),
+            request_timeout_ms: Some(self.http.request_timeout_ms),
+            shutdown_timeout_ms: Some(self.http.shutdown_timeout_ms),
+            watch_history_events: Some(self.watch_history_events),
+            max_watchers: Some(self.http.max_watchers),
+            name: self.name.clone(),
+            ..ServeOptions::default()
+        };
+        match &self.naming {
+            Naming::Ports { http_port } => {
+                effective.port = Some(*http_port);
+                effective.host = Some(split_host_port(&self.listen_client).0.to_string());
+                effective.peers = given.peers.clone();
+                effective.peer_port = self
+                    .listen_peer
+                    .as_deref()
+                    .and_then(|address| split_host_port(address).1.parse().ok());
+            }
+            Naming::Names { token } => {
+                effective.initial_cluster = given.initial_cluster.clone();
+                effective.initial_cluster_token = Some(token.clone());
+                effective.listen_client = Some(self.listen_client.clone());
+                effective.listen_peer = self.listen_peer.clone();
+                effective.advertise_client_url = Some(format!("http://{}", self.advertised_client));
+                effective.advertise_peer_url = self.advertised_peer();
+            }
+        }
+        effective
+    }
+
+    /// How this member's data directory is named under the working directory
+    /// (`data_dir::member_dir`): a port-named member's id, a named member's name.
+    pub fn data_dir_member(&self) -> String {
+        match (&self.naming, &self.name) {
+            (Naming::Names { .. }, Some(name)) => name.clone(),
+            _ => self.node_id.0.to_string(),
+        }
+    }
+
+    /// Where the HTTP server binds.
     pub fn http_bind_address(&self) -> String {
-        format!("{}:{}", self.bind_host, self.http_port)
+        self.listen_client.clone()
     }
 
-    /// Where the peer transport listens; `None` without a peer port.
+    /// Where the peer transport binds; `None` without a peer port.
     pub fn peer_bind_address(&self) -> Option<String> {
-        self.peer_port.map(|port| format!("{}:{}", self.bind_host, port))
+        self.listen_peer.clone()
+    }
+
+    /// Where the other members reach this node's peer transport.
+    pub fn advertised_peer(&self) -> Option<String> {
+        self.members.get(&self.node_id).and_then(|member| member.peer_address.clone())
+    }
+
+    /// What this node wants the log to say about it: a named member's advertised addresses
+    /// and name; a port-named member's peer address alone (see [`NodeConfig::peer_addresses`]).
+    pub fn own_record(&self) -> Option<String> {
+        let me = self.members.get(&self.node_id)?;
+        match self.naming {
+            Naming::Ports { .. } => me.peer_address.clone(),
+            Naming::Names { .. } => me.record(),
+        }
     }
 
     /// Whether the peer port must be listening from the start: the node has peers, or is
@@ -459,9 +872,25 @@ impl NodeConfig {
         self.join || self.members.len() > 1
     }
 
-    /// Where each member's peer transport listens.
+    /// Each member's record (`member_record.rs`): in a configuration the log starts from, for
+    /// the transport to dial. A named member's client URL is not known yet (only its own, which
+    /// it publishes once there is a leader), so no member's is written: every member starts
+    /// from the same configuration. A port-named member's record is its peer address alone,
+    /// byte for byte what earlier versions wrote: its client address follows from its id (its
+    /// HTTP port) and its host, and the shorthand's log and hello stay exactly as they were.
     pub fn peer_addresses(&self) -> BTreeMap<NodeId, String> {
-        self.members.iter().filter_map(|(id, member)| Some((*id, member.peer_address()?))).collect()
+        self.members
+            .iter()
+            .filter_map(|(id, member)| {
+                let record = match self.naming {
+                    Naming::Ports { .. } => member.peer_address.clone()?,
+                    Naming::Names { .. } => {
+                        Member { client_address: None, ..member.clone() }.record()?
+                    }
+                };
+                Some((*id, record))
+            })
+            .collect()
     }
 
     /// The configuration a brand-new cluster starts from (a snapshot carries its own).
@@ -482,7 +911,7 @@ impl NodeConfig {
         self.members
             .values()
             .filter(|member| member.id != self.node_id)
-            .map(Member::http_address)
+            .filter_map(|member| member.client_address.clone())
             .collect()
     }
 
@@ -506,13 +935,46 @@ impl NodeConfig {
         config
     }
 
-    /// The HTTP address of a member, for redirects and forwarding.
-    pub fn http_address_of(&self, id: NodeId) -> Option<String> {
-        self.members.get(&id).map(Member::http_address)
+    /// The HTTP address of a member for redirects and forwarding, given the record the
+    /// configuration in force has for it (if any): what the member advertised; for this node,
+    /// what it advertises now; for a port-named member (whose record is its peer address), its
+    /// host and its id, which is its HTTP port.
+    pub fn http_address_of(&self, id: NodeId, record: Option<&str>) -> Option<String> {
+        if id == self.node_id {
+            return Some(self.advertised_client.clone());
+        }
+        let record = record.map(MemberRecord::parse);
+        if let Some(client) = record.as_ref().and_then(|record| record.client_address.clone()) {
+            return Some(client);
+        }
+        if let Some(client) = self.members.get(&id).and_then(|m| m.client_address.clone()) {
+            return Some(client);
+        }
+        let record = record?;
+        if record.name.is_some() {
+            return None;
+        }
+        let (host, _peer_port) = record.peer_address.rsplit_once(':')?;
+        let http_port = u16::try_from(id.0).ok().filter(|port| *port != 0)?;
+        Some(format!("{host}:{http_port}"))
+    }
+
+    /// A member's id from how an operator names it: the id itself, a port-named member's
+    /// `:port` or `host:port[/peer_port]`, or a named member's name (an id is derived from the
+    /// name and this cluster's id, so a name need not be a member yet).
+    pub fn member_id_of(&self, text: &str) -> Result<NodeId, String> {
+        let text = text.trim();
+        if let Ok(id) = text.parse::<u64>() {
+            return Ok(NodeId(id));
+        }
+        if member_record::check_name(text).is_ok() {
+            return Ok(member_ids::member_id_for_name(self.cluster_id, text));
+        }
+        parse_member(text).map(|member| member.id).map_err(|error| error.to_string())
     }
 }
 
-/// A member's id from `8004`, `:8004` or `host:8004[/peer_port]` (ids are HTTP ports).
+/// A member's id from `8004`, `:8004` or `host:8004[/peer_port]` (port-named members).
 pub fn parse_member_id(text: &str) -> Result<NodeId, String> {
     let text = text.trim();
     if let Ok(id) = text.parse::<u64>() {
@@ -521,17 +983,8 @@ pub fn parse_member_id(text: &str) -> Result<NodeId, String> {
     parse_member(text).map(|member| member.id).map_err(|error| error.to_string())
 }
 
-/// The HTTP address of a member known only from the cluster configuration in the log (one
-/// added after this node started): a member's id is its HTTP port, and it serves HTTP on the
-/// host of its peer address.
-pub fn http_address_from_peer_address(id: NodeId, peer_address: &str) -> Option<String> {
-    let (host, _peer_port) = peer_address.rsplit_once(':')?;
-    let http_port = u16::try_from(id.0).ok().filter(|port| *port != 0)?;
-    Some(format!("{host}:{http_port}"))
-}
-
 /// FNV-1a over the sorted member list: equal lists give equal ids on every node.
-fn cluster_id(members: &BTreeMap<NodeId, Member>) -> u64 {
+fn port_cluster_id(members: &BTreeMap<NodeId, PortMember>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for member in members.values() {
         let peer_port = member.peer_port.unwrap_or(0);
@@ -565,17 +1018,25 @@ mod tests {
     }
 
     #[test]
-    fn a_later_members_http_address_comes_from_its_id_and_peer_host() {
+    fn a_members_http_address_is_what_it_advertised() {
+        let config = NodeConfig::resolve(options(":8001,:8002", 8001)).expect("valid");
+        // In the log, with its client URL.
+        let record = "10.0.0.4:9004 client=http://10.0.0.4:7004";
         assert_eq!(
-            http_address_from_peer_address(NodeId(8004), "10.0.0.4:9004").as_deref(),
-            Some("10.0.0.4:8004")
+            config.http_address_of(NodeId(8004), Some(record)).as_deref(),
+            Some("10.0.0.4:7004")
         );
+        // This node: what it advertises. A port-named member: from --peers.
+        assert_eq!(config.http_address_of(NodeId(8001), None).as_deref(), Some("127.0.0.1:8001"));
+        assert_eq!(config.http_address_of(NodeId(8002), None).as_deref(), Some("127.0.0.1:8002"));
+        // A record of an earlier version: its host, and its id as port.
         assert_eq!(
-            http_address_from_peer_address(NodeId(8004), "[::1]:9004").as_deref(),
+            config.http_address_of(NodeId(8004), Some("[::1]:9004")).as_deref(),
             Some("[::1]:8004")
         );
-        assert_eq!(http_address_from_peer_address(NodeId(70_000), "h:9004"), None);
-        assert_eq!(http_address_from_peer_address(NodeId(8004), "no-port"), None);
+        assert_eq!(config.http_address_of(NodeId(70_000), Some("h:9004")), None);
+        // A named member that has not published its client URL yet: unknown, not guessed.
+        assert_eq!(config.http_address_of(NodeId(70_000), Some("h:2380 name=b")), None);
     }
 
     #[test]
@@ -583,12 +1044,28 @@ mod tests {
         let member = parse_member(":8001").expect("valid");
         assert_eq!(member.id, NodeId(8001));
         assert_eq!(member.http_address(), "127.0.0.1:8001");
+        assert_eq!(member.member(None).client_address.as_deref(), Some("127.0.0.1:8001"));
         assert_eq!(member.peer_address().as_deref(), Some("127.0.0.1:18001"));
         let member = parse_member("10.0.0.2:8002/9002").expect("valid");
         assert_eq!(member.peer_address().as_deref(), Some("10.0.0.2:9002"));
         assert!(matches!(parse_member(":60000"), Err(ConfigError::PeerPortOverflow { .. })));
         assert!(parse_member("8001").is_err());
         assert!(parse_member(":x").is_err());
+    }
+
+    #[test]
+    fn port_named_records_are_peer_addresses_as_before() {
+        let config = NodeConfig::resolve(options(":8001,10.0.0.2:8002/9002", 8001)).expect("valid");
+        let addresses = config.initial_cluster().addresses;
+        let expected: BTreeMap<NodeId, String> = [
+            (NodeId(8001), "127.0.0.1:18001".to_string()),
+            (NodeId(8002), "10.0.0.2:9002".to_string()),
+        ]
+        .into();
+        assert_eq!(addresses, expected);
+        assert_eq!(config.own_record().as_deref(), Some("127.0.0.1:18001"));
+        // So a port-named member never has anything to publish.
+        assert_eq!(config.own_record().as_ref(), addresses.get(&config.node_id));
     }
 
     #[test]
@@ -630,7 +1107,7 @@ mod tests {
     fn a_cluster_of_one_needs_no_peer_port() {
         let single = ServeOptions { port: Some(60_000), ..ServeOptions::default() };
         let config = NodeConfig::resolve(single).expect("a single node on port 60000");
-        assert_eq!(config.peer_port, None);
+        assert_eq!(config.listen_peer, None);
         assert!(config.peer_addresses().is_empty());
         assert!(!config.listens_for_peers_at_start());
         let clustered = NodeConfig::resolve(options(":8001,:8002", 8001)).expect("valid");
@@ -649,5 +1126,101 @@ mod tests {
         assert!(NodeConfig::resolve(bad).is_err());
         let config = NodeConfig::resolve(options(":8001", 8001)).expect("valid");
         assert_eq!(config.engine_config().raft.election_timeout_ticks, 50);
+    }
+
+    fn named(name: &str, extra: impl FnOnce(&mut ServeOptions)) -> Result<NodeConfig, ConfigError> {
+        let mut options = ServeOptions {
+            name: Some(name.into()),
+            initial_cluster: Some(vec![
+                "a=10.0.0.1:2380".into(),
+                "b=http://10.0.0.2:2380".into(),
+                "c=node-c.example:2380".into(),
+            ]),
+            initial_cluster_token: Some("kv-prod".into()),
+            ..ServeOptions::default()
+        };
+        extra(&mut options);
+        NodeConfig::resolve(options)
+    }
+
+    #[test]
+    fn named_members_share_ports_and_are_told_apart_by_name() {
+        let a = named("a", |_| {}).expect("valid");
+        let b = named("b", |o| o.listen_client = Some("0.0.0.0:2379".into())).expect("valid");
+        assert_eq!(a.cluster_id, b.cluster_id);
+        assert_eq!(a.cluster_id, member_ids::cluster_id_for_token("kv-prod"));
+        assert_eq!(a.members.keys().collect::<Vec<_>>(), b.members.keys().collect::<Vec<_>>());
+        assert_ne!(a.node_id, b.node_id);
+        assert_eq!(a.node_id, member_ids::member_id_for_name(a.cluster_id, "a"));
+        // Same ports on every host; each advertises its own host.
+        assert_eq!(a.listen_peer.as_deref(), Some("0.0.0.0:2380"));
+        assert_eq!(b.listen_peer.as_deref(), Some("0.0.0.0:2380"));
+        assert_eq!(a.advertised_client, "10.0.0.1:2379");
+        assert_eq!(a.listen_client, "0.0.0.0:2379");
+        assert_eq!(b.advertised_client, "10.0.0.2:2379");
+        assert_eq!(a.working_dir, PathBuf::from("conclave-a"));
+        // Every member starts from the same configuration: peer addresses and names.
+        assert_eq!(a.initial_cluster(), b.initial_cluster());
+        let c_id = member_ids::member_id_for_name(a.cluster_id, "c");
+        assert_eq!(
+            a.initial_cluster().addresses.get(&c_id).map(String::as_str),
+            Some("node-c.example:2380 name=c")
+        );
+        // What it will publish: its advertised client URL too.
+        assert_eq!(
+            a.own_record().as_deref(),
+            Some("10.0.0.1:2380 client=http://10.0.0.1:2379 name=a")
+        );
+        assert_eq!(a.member_id_of("c"), Ok(c_id));
+    }
+
+    #[test]
+    fn a_named_cluster_needs_a_token_a_listed_name_and_no_port_flags() {
+        let error =
+            |result: Result<NodeConfig, ConfigError>| result.expect_err("refused").to_string();
+        assert!(error(named("a", |o| o.initial_cluster_token = None)).contains("token"));
+        assert!(error(named("d", |_| {})).contains("not in --initial-cluster"));
+        assert!(error(named("a", |o| o.port = Some(8001))).contains("--port"));
+        assert!(
+            error(named("a", |o| o.advertise_peer_url = Some("10.9.9.9:2380".into())))
+                .contains("differs")
+        );
+        assert!(named("a", |o| o.advertise_peer_url = Some("http://10.0.0.1:2380".into())).is_ok());
+        let v6 = named("a", |o| o.initial_cluster = Some(vec!["a=[fd00::1]:2380".into()]));
+        assert_eq!(v6.expect("valid").listen_peer.as_deref(), Some("[::]:2380"));
+        assert!(
+            error(named("a", |o| {
+                o.initial_cluster = Some(vec!["a=h:1".into(), "a=h:2".into()]);
+            }))
+            .contains("twice")
+        );
+        assert!(
+            error(named("a", |o| o.initial_cluster = Some(vec!["a:h:1".into()])))
+                .contains("name=peer-url")
+        );
+        // And the port shorthand refuses the named-only flags.
+        let mut shorthand = options(":8001", 8001);
+        shorthand.listen_client = Some("0.0.0.0:1".into());
+        assert!(error(NodeConfig::resolve(shorthand)).contains("--initial-cluster"));
+    }
+
+    #[test]
+    fn the_effective_settings_resolve_to_the_same_configuration() {
+        for config in [
+            named("b", |o| o.election_timeout_ms = Some(1000)).expect("valid"),
+            NodeConfig::resolve(options(":8001,:8002,10.1.1.1:8003/9", 8002)).expect("valid"),
+            NodeConfig::resolve(ServeOptions::default()).expect("valid"),
+        ] {
+            let effective = config.effective_options();
+            let text = toml::to_string(&effective).expect("printable");
+            let reread: ServeOptions = toml::from_str(&text).expect("readable as a config file");
+            assert_eq!(reread, effective);
+            let again = NodeConfig::resolve(reread).expect("valid again");
+            assert_eq!(again.effective_options(), effective, "{text}");
+            assert_eq!(
+                (again.node_id, again.cluster_id, again.initial_cluster()),
+                (config.node_id, config.cluster_id, config.initial_cluster())
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Where a member keeps its data, and the lock that keeps it to one process.
 //!
 //! Layout. `--working-dir DIR` may be shared by several members of one cluster (harnesses do
-//! that): member N keeps its data in `DIR/member-N/`, so only a real duplicate — the same
+//! that): member N keeps its data in `DIR/member-N/` (a named member: `DIR/member-NAME/`), so only a real duplicate — the same
 //! member twice — collides. A directory written by an earlier version holds the log directly
 //! in `DIR` (a `hard_state` file or `*.wal` segments there); it keeps working where it is.
 //!
@@ -16,7 +16,6 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
-use conclave_core::raft::NodeId;
 use thiserror::Error;
 
 pub const LOCK_FILE_NAME: &str = "LOCK";
@@ -44,9 +43,10 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Creates (if needed) and locks the data directory of node `id` under `working_dir`.
-    pub fn open(working_dir: &Path, id: NodeId) -> Result<DataDir, DataDirError> {
-        let path = member_dir(working_dir, id);
+    /// Creates (if needed) and locks the data directory of member `member` (a port-named
+    /// member's id, a named member's name) under `working_dir`.
+    pub fn open(working_dir: &Path, member: &str) -> Result<DataDir, DataDirError> {
+        let path = member_dir(working_dir, member);
         fs::create_dir_all(&path).map_err(|cause| DataDirError::Io {
             operation: "create the data directory",
             path: path.clone(),
@@ -72,13 +72,17 @@ impl DataDir {
     }
 }
 
-/// Where node `id` keeps its data under `working_dir`: `working_dir/member-ID`, or
-/// `working_dir` itself if it holds the log in the layout of earlier versions.
-pub fn member_dir(working_dir: &Path, id: NodeId) -> PathBuf {
+/// Where member `member` keeps its data under `working_dir`: `working_dir/member-MEMBER`, or
+/// `working_dir` itself if it holds the log in the layout of earlier versions. A port-named
+/// member is named by its id (`member-8001`), a named member by its name (`member-node-a`),
+/// not by its id: a named member's id depends on its cluster's token, and a member restarted
+/// with another token must find its directory (and be refused by it), not start afresh in
+/// another one. Names are never digits only, so the two kinds cannot collide.
+pub fn member_dir(working_dir: &Path, member: &str) -> PathBuf {
     if is_legacy_layout(working_dir) {
         working_dir.to_path_buf()
     } else {
-        working_dir.join(format!("member-{}", id.0))
+        working_dir.join(format!("member-{member}"))
     }
 }
 
@@ -150,27 +154,27 @@ mod tests {
     fn a_second_open_of_one_member_is_refused_naming_the_holder() {
         let temp = TestDir::new("datadir-lock");
         let dir = temp.path();
-        let first = DataDir::open(dir, NodeId(8001)).expect("first open");
+        let first = DataDir::open(dir, "8001").expect("first open");
         assert_eq!(first.path(), dir.join("member-8001"));
-        let error = DataDir::open(dir, NodeId(8001)).expect_err("second open");
+        let error = DataDir::open(dir, "8001").expect_err("second open");
         let message = error.to_string();
         assert!(message.contains("in use by another process"), "{message}");
         assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
         assert!(is_locked_by_another_process(first.path()).is_some());
         // Another member of the same cluster may share the working directory.
-        let other = DataDir::open(dir, NodeId(8002)).expect("another member");
+        let other = DataDir::open(dir, "8002").expect("another member");
         assert_eq!(other.path(), dir.join("member-8002"));
         drop(first);
         assert!(is_locked_by_another_process(&dir.join("member-8001")).is_none());
-        DataDir::open(dir, NodeId(8001)).expect("free again once the holder is gone");
+        DataDir::open(dir, "8001").expect("free again once the holder is gone");
     }
 
     #[test]
     fn a_directory_of_the_earlier_layout_is_used_in_place() {
         let legacy = TestDir::new("datadir-legacy");
         fs::write(legacy.path().join("hard_state"), b"x").expect("marker");
-        assert_eq!(member_dir(legacy.path(), NodeId(8001)), legacy.path());
+        assert_eq!(member_dir(legacy.path(), "8001"), legacy.path());
         let fresh = TestDir::new("datadir-fresh");
-        assert_eq!(member_dir(fresh.path(), NodeId(8001)), fresh.path().join("member-8001"));
+        assert_eq!(member_dir(fresh.path(), "8001"), fresh.path().join("member-8001"));
     }
 }

@@ -3,13 +3,15 @@
 //!
 //! - `config.rs` (flags and TOML, ids and ports), `serve.rs` (a node's lifecycle),
 //!   `bound_socket.rs` (ports bound before they listen), `data_dir.rs` (a member's directory
-//!   and its lock), `member_identity.rs` (whose directory it is), `engine_thread.rs` (the
+//!   and its lock), `member_identity.rs` (whose directory it is), `member_ids.rs` (ids from
+//!   names), `member_record.rs` (what the log says about a member), `member_publish.rs` (a
+//!   member keeps its record current), `engine_thread.rs` (the
 //!   engine on its own thread), `clock.rs`, `network.rs`, `fs.rs`, `storage.rs` (the engine's
 //!   seams on the OS);
 //! - `http/` (the API), `watch_hub.rs` (watch history and fan-out), `metrics.rs`, `api.rs`
 //!   (the JSON shapes);
 //! - `client/` (leader discovery, retries, sessions), `cli/` (the client commands),
-//!   `dev_cluster.rs` (`conclave dev`).
+//!   `dev_cluster.rs` (`conclave dev`), `systemd_notify.rs` (readiness for systemd).
 
 pub mod api;
 pub mod backup_restore;
@@ -25,11 +27,15 @@ pub mod engine_thread;
 pub mod fs;
 pub mod http;
 pub mod member_identity;
+pub mod member_ids;
+pub mod member_publish;
+pub mod member_record;
 pub mod metrics;
 pub mod network;
 pub mod serve;
 pub mod stop_signals;
 pub mod storage;
+pub mod systemd_notify;
 #[cfg(test)]
 mod test_dir;
 pub mod watch_hub;

@@ -52,9 +52,13 @@ enum Command {
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// A TOML file with the same settings as the flags (`port = 8001`, `peers = [":8001"]`);
-    /// flags win.
-    #[arg(long)]
+    /// flags and CONCLAVE_* environment variables win.
+    #[arg(long, env = "CONCLAVE_CONFIG")]
     config: Option<PathBuf>,
+    /// Print the settings in force (flags > environment > file > defaults) as a config file,
+    /// and exit without starting.
+    #[arg(long)]
+    print_config: bool,
     #[command(flatten)]
     options: ServeOptions,
 }
@@ -70,6 +74,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => ServeOptions::default(),
     };
     let config = NodeConfig::resolve(args.options.over(file))?;
+    if args.print_config {
+        let text = toml::to_string(&config.effective_options())?;
+        println!("# conclave serve: the settings in force (flags > CONCLAVE_* environment >");
+        println!("# config file > defaults); this output is itself a valid --config file.");
+        println!("# node id {}, cluster id {:#018x}", config.node_id.0, config.cluster_id);
+        print!("{text}");
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(conclave_node::serve::run(config))
 }

@@ -24,8 +24,11 @@ impl Network for TokioNetwork {
         Ok(stream)
     }
 
+    /// `address` is a member record (`member_record.rs`): its first word is `host:port`. A
+    /// host name is resolved here, at every connection, so a member whose name moved to
+    /// another address (a rescheduled pod) is found at its new one on the next reconnect.
     async fn connect(&self, address: &str) -> io::Result<TcpStream> {
-        let stream = TcpStream::connect(address).await?;
+        let stream = TcpStream::connect(crate::member_record::dial_address(address)).await?;
         stream.set_nodelay(true)?;
         Ok(stream)
     }

@@ -14,13 +14,15 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::api::ClusterInfoJson;
 use crate::bound_socket::BoundSocket;
-use crate::config::NodeConfig;
+use crate::config::{Naming, NodeConfig};
 use crate::data_dir::DataDir;
 use crate::engine_thread;
 use crate::http::{self, AppState};
 use crate::member_identity::{self, MemberIdentity};
+use crate::member_publish;
 use crate::metrics::Metrics;
 use crate::stop_signals::StopSignals;
+use crate::systemd_notify;
 use crate::watch_hub::WatchHub;
 
 /// Connections kept open to the leader per follower, for forwarding.
@@ -87,9 +89,10 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let data_dir = DataDir::open(&config.working_dir, config.node_id)?;
+    let data_dir = DataDir::open(&config.working_dir, &config.data_dir_member())?;
     let recorded = member_identity::read(data_dir.path())?;
-    if config.join {
+    // A named member's cluster id comes from its token; a port-named one that joins asks.
+    if config.join && matches!(config.naming, Naming::Ports { .. }) {
         // A member that joined once knows its cluster: a restart needs no other member up.
         config.cluster_id = match recorded.and_then(|identity| identity.cluster_id) {
             Some(cluster_id) => cluster_id,
@@ -97,7 +100,11 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         };
         tracing::info!(cluster_id = config.cluster_id, "joining an existing cluster");
     }
-    let asked = MemberIdentity { node_id: config.node_id.0, cluster_id: Some(config.cluster_id) };
+    let asked = MemberIdentity {
+        node_id: config.node_id.0,
+        cluster_id: Some(config.cluster_id),
+        name: config.name.clone(),
+    };
     member_identity::check_or_record(data_dir.path(), asked)?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
@@ -147,6 +154,11 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         watchers: Arc::new(Semaphore::new(config.http.max_watchers)),
     });
     let service = http::service(state);
+    let publisher = tokio::spawn(member_publish::run(
+        engine.handle.clone(),
+        config.clone(),
+        shutdown_rx.clone(),
+    ));
     let server = tokio::spawn(http::server::serve(
         listener,
         service,
@@ -154,8 +166,12 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         metrics,
         shutdown_rx,
     ));
+    // The port listens and the node can answer: tell systemd (`Type=notify`), if it asked.
+    systemd_notify::ready();
     tracing::info!(
         node = config.node_id.0,
+        name = config.name.as_deref().unwrap_or(""),
+        advertised_client = %config.advertised_client,
         http = %config.http_bind_address(),
         peers = config.peer_bind_address().as_deref().unwrap_or("none"),
         "serving"
@@ -168,10 +184,12 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         }
         result = &mut finished => Some(result),
     };
+    systemd_notify::stopping();
     if engine_stopped.is_none() {
         hand_over_leadership(&engine.handle, &config).await;
     }
     let _ = shutdown_tx.send(true);
+    publisher.abort();
     if let Some(result) = engine_stopped {
         let _ = server.await;
         let reason = match result {

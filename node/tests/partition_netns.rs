@@ -15,83 +15,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use support::netns::{self, Network};
 use support::{BINARY, http, key_url, wait_for};
 
 const SUBNET: &str = "10.231.0";
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
-    }
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> Result<(), String> {
-    let mut full = vec!["netns", "exec", ns, "ip"];
-    full.extend_from_slice(args);
-    ip(&full)
-}
-
-/// The namespaces, veths and bridge of one test; removed on drop.
-struct Network {
-    tag: String,
-    nodes: usize,
-}
-
-impl Network {
-    fn name(&self, what: &str, i: usize) -> String {
-        format!("{what}{}{i}", self.tag)
-    }
-
-    fn create(nodes: usize) -> Result<Network, String> {
-        let tag = format!("c{}", std::process::id() % 10_000);
-        let network = Network { tag, nodes };
-        let bridge = network.name("br", 0);
-        ip(&["link", "add", &bridge, "type", "bridge"])?;
-        ip(&["addr", "add", &format!("{SUBNET}.254/24"), "dev", &bridge])?;
-        ip(&["link", "set", &bridge, "up"])?;
-        for i in 1..=nodes {
-            let ns = network.name("ns", i);
-            let host_end = network.name("vh", i);
-            let node_end = network.name("vn", i);
-            ip(&["netns", "add", &ns])?;
-            ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &node_end])?;
-            ip(&["link", "set", &node_end, "netns", &ns])?;
-            ip(&["link", "set", &host_end, "master", &bridge])?;
-            ip(&["link", "set", &host_end, "up"])?;
-            in_ns(&ns, &["addr", "add", &format!("{SUBNET}.{i}/24"), "dev", &node_end])?;
-            in_ns(&ns, &["link", "set", &node_end, "up"])?;
-            in_ns(&ns, &["link", "set", "lo", "up"])?;
-        }
-        Ok(network)
-    }
-
-    /// Cuts (or heals) every node-to-node path between `side` and the other nodes.
-    fn partition(&self, side: &[usize], cut: bool) -> Result<(), String> {
-        let action = if cut { "add" } else { "del" };
-        for a in 1..=self.nodes {
-            for b in 1..=self.nodes {
-                if side.contains(&a) != side.contains(&b) {
-                    let target = format!("{SUBNET}.{b}/32");
-                    in_ns(&self.name("ns", a), &["route", action, "blackhole", &target])?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        for i in 1..=self.nodes {
-            let _ = ip(&["netns", "del", &self.name("ns", i)]);
-            let _ = ip(&["link", "del", &self.name("vh", i)]);
-        }
-        let _ = ip(&["link", "del", &self.name("br", 0)]);
-    }
-}
 
 struct NsNode {
     child: std::process::Child,
@@ -109,24 +36,15 @@ fn url(i: usize, port: u16, path: &str) -> String {
 }
 
 fn skip_or_fail(reason: &str) {
-    let message = format!(
-        "partition test skipped: {reason} (it needs root and iproute2; ci/install-test-deps.sh installs iproute2)"
-    );
-    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-        panic!("{message} — not allowed under CI");
-    }
-    println!("{message}");
+    netns::skip_or_fail("partition test", reason);
 }
 
 #[test]
 fn a_partitioned_minority_stops_writing_and_everything_converges_after_healing() {
-    if !nix::unistd::Uid::effective().is_root() {
-        return skip_or_fail("not running as root");
+    if let Some(reason) = netns::unavailable() {
+        return skip_or_fail(&reason);
     }
-    if ip(&["netns", "list"]).is_err() {
-        return skip_or_fail("`ip netns` is not available");
-    }
-    let network = match Network::create(3) {
+    let network = match Network::create("c", SUBNET, 3) {
         Ok(network) => network,
         Err(error) => return skip_or_fail(&format!("cannot build the namespaces: {error}")),
     };

@@ -25,6 +25,10 @@ pub enum MembershipChange {
     Promote { id: NodeId },
     /// Any member leaves, the leader included (it steps down once the change commits).
     Remove { id: NodeId },
+    /// A member's address changes (the node publishes where it serves clients, or moved):
+    /// the voters stay the same, so no quorum can be lost, but it is still one change at a
+    /// time, so that every configuration in the log differs from the previous by one step.
+    SetAddress { id: NodeId, address: String },
 }
 
 #[derive(Clone, Debug, Error, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +118,12 @@ impl Raft {
                 if next.voters.is_empty() {
                     return Err(MembershipError::LastVoter);
                 }
+            }
+            MembershipChange::SetAddress { id, address } => {
+                if !current.contains(*id) {
+                    return Err(MembershipError::NotAMember { id: *id });
+                }
+                next.addresses.insert(*id, address.clone());
             }
         }
         let reachable = next.voters.iter().filter(|id| self.is_reachable(**id)).count();

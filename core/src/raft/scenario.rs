@@ -18,6 +18,8 @@
 //! expect leader-in 2 3 | run 30                    # 30 rounds of: tick everyone, stabilize
 //! cluster 3 spares=2                               # nodes 4 and 5 run but are not members
 //! add-learner 4 | promote 4 | remove 1             # membership changes at the leader
+//! set-address 2 n2-moved                          # a member's address record changes
+//! expect address all 2 = n2-moved
 //! membership-fails promote 5 | expect voters all = 1 2 4 | expect learners 2 = 5
 //! ```
 //!
@@ -231,6 +233,10 @@ impl Runner {
             }),
             ["promote", id] => self.membership(MembershipChange::Promote { id: self.node(id)? }),
             ["remove", id] => self.membership(MembershipChange::Remove { id: self.node(id)? }),
+            ["set-address", id, address] => self.membership(MembershipChange::SetAddress {
+                id: self.node(id)?,
+                address: address.to_string(),
+            }),
             ["membership-fails", action, id] => {
                 let id = self.node(id)?;
                 let change = match *action {
@@ -239,6 +245,9 @@ impl Runner {
                     }
                     "promote" => MembershipChange::Promote { id },
                     "remove" => MembershipChange::Remove { id },
+                    "set-address" => {
+                        MembershipChange::SetAddress { id, address: "elsewhere".into() }
+                    }
                     other => return Err(format!("unknown membership change {other}")),
                 };
                 match self.cluster()?.change_membership(change) {
@@ -456,6 +465,17 @@ impl Runner {
                     };
                     if actual != expected {
                         return Err(format!("{id} has {} {actual:?}", words[0]));
+                    }
+                }
+                Ok(())
+            }
+            ["address", who, member, "=", address] => {
+                let member = self.node(member)?;
+                for id in self.nodes(who)? {
+                    let config = self.cluster()?.raft(id).log().config().clone();
+                    let actual = config.addresses.get(&member).cloned();
+                    if actual.as_deref() != Some(*address) {
+                        return Err(format!("{id} has address {actual:?} for {member}"));
                     }
                 }
                 Ok(())

@@ -102,13 +102,25 @@ pub enum MembersCommand {
     /// Members with their role (voter or learner) and replication lag.
     List,
     /// Add a voter: first as a learner, then promoted once it has caught up. MEMBER is
-    /// `[host]:port[/peer_port]` as in --peers; start it with `conclave serve --join`.
-    Add { member: String },
+    /// `[host]:port[/peer_port]` as in --peers, or `name=peer-url` as in --initial-cluster;
+    /// start it with `conclave serve --join`.
+    Add {
+        member: String,
+        /// A named member's advertised client URL (it also publishes it itself once running).
+        #[arg(long)]
+        client_url: Option<String>,
+    },
     /// Add a non-voting member that receives the log and snapshots.
-    AddLearner { member: String },
-    /// Make a caught-up learner a voter.
+    AddLearner {
+        member: String,
+        /// A named member's advertised client URL.
+        #[arg(long)]
+        client_url: Option<String>,
+    },
+    /// Make a caught-up learner a voter (MEMBER: its id, name or --peers entry).
     Promote { member: String },
-    /// Remove a member (the leader too: it steps down once the change commits).
+    /// Remove a member (the leader too: it steps down once the change commits). MEMBER: its
+    /// id, name or --peers entry.
     Remove { member: String },
 }
 
@@ -116,16 +128,24 @@ pub enum MembersCommand {
 pub enum LeaderCommand {
     /// Hand leadership to a caught-up voter without waiting for an election timeout.
     Transfer {
-        /// The target's id: its `:port` as in --peers (`[host]:port[/peer_port]` also works),
-        /// or the bare number.
-        #[arg(long, value_parser = parse_member_id)]
-        to: u64,
+        /// The target: a named member's name, a port-named member's `:port` as in --peers
+        /// (`[host]:port[/peer_port]` also works), or the bare id.
+        #[arg(long)]
+        to: String,
     },
 }
 
-/// `--to`'s parser: a member's id as `conclave members` names it.
-fn parse_member_id(text: &str) -> Result<u64, String> {
-    crate::config::parse_member_id(text).map(|id| id.0)
+/// `--to`'s member: an id or a `--peers` entry as is, a name by the cluster's member list.
+async fn resolve_member(client: &Client, text: &str) -> Result<u64, ClientError> {
+    if let Ok(id) = crate::config::parse_member_id(text) {
+        return Ok(id.0);
+    }
+    let members = client.members().await?;
+    let named = members.members.iter().find(|member| member.name.as_deref() == Some(text));
+    named.map(|member| member.id).ok_or_else(|| ClientError::Rejected {
+        status: 404,
+        message: format!("no member is named {text:?}"),
+    })
 }
 
 fn client(flags: &ClientFlags) -> Result<Client, ClientError> {
@@ -362,6 +382,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             }
         }
         ClientCommand::Leader(LeaderCommand::Transfer { to }) => {
+            let to = resolve_member(&client, &to).await?;
             client.transfer_leadership(to).await?;
             if flags.json {
                 print_json(&serde_json::json!({ "leader": to }))?;
@@ -369,8 +390,10 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 println!("node {to} is the leader");
             }
         }
-        ClientCommand::Members(MembersCommand::AddLearner { member }) => {
-            let config = client.change_membership("add-learner", &member).await?;
+        ClientCommand::Members(MembersCommand::AddLearner { member, client_url }) => {
+            let config = client
+                .change_membership_with("add-learner", &member, client_url.as_deref())
+                .await?;
             print_config(flags, &config)?;
         }
         ClientCommand::Members(MembersCommand::Promote { member }) => {
@@ -381,8 +404,11 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             let config = client.change_membership("remove", &member).await?;
             print_config(flags, &config)?;
         }
-        ClientCommand::Members(MembersCommand::Add { member }) => {
-            client.change_membership("add-learner", &member).await?;
+        ClientCommand::Members(MembersCommand::Add { member, client_url }) => {
+            client.change_membership_with("add-learner", &member, client_url.as_deref()).await?;
+            // Promoted by its name (or id): `name=peer-url` names it by what precedes `=`.
+            let member =
+                member.split_once('=').map_or(member.as_str(), |(name, _)| name).to_string();
             if !flags.json {
                 println!("added {member} as a learner; promoting it once it has caught up");
             }
@@ -408,14 +434,16 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             if flags.json {
                 print_json(&members)?;
             } else {
+                // 16 columns: a named member's id is below 2^53, at most 16 digits.
                 println!(
-                    "{:>6} {:<8} {:<7} {:<22} {:<22} {:>8}",
-                    "ID", "ROLE", "LEADER", "HTTP", "PEER", "LAG"
+                    "{:>16} {:<12} {:<8} {:<7} {:<22} {:<22} {:>8}",
+                    "ID", "NAME", "ROLE", "LEADER", "HTTP", "PEER", "LAG"
                 );
                 for member in &members.members {
                     println!(
-                        "{:>6} {:<8} {:<7} {:<22} {:<22} {:>8}",
+                        "{:>16} {:<12} {:<8} {:<7} {:<22} {:<22} {:>8}",
                         member.id,
+                        member.name.as_deref().unwrap_or("-"),
                         member.role,
                         if member.is_leader { "yes" } else { "" },
                         member.http_address.clone().unwrap_or_default(),

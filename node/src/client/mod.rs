@@ -108,6 +108,8 @@ struct Call<'a> {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Pause before sending again a membership change refused for now.
+const MEMBERSHIP_RETRY_PAUSE: Duration = Duration::from_millis(100);
 const FIRST_BACKOFF: Duration = Duration::from_millis(25);
 const SESSIONS_KEPT: usize = 64;
 
@@ -467,13 +469,28 @@ impl Client {
     }
 
     /// A membership change at the leader: `add-learner`, `promote` or `remove` of `member`
-    /// (`[host]:port[/peer_port]` or an id). Returns the new voters and learners.
+    /// (`[host]:port[/peer_port]`, `name=peer-url` to add a named member, or an id or a name
+    /// otherwise). Returns the new voters and learners.
     pub async fn change_membership(
         &self,
         action: &str,
         member: &str,
     ) -> Result<serde_json::Value, ClientError> {
-        let body = serde_json::json!({ "action": action, "member": member }).to_string();
+        self.change_membership_with(action, member, None).await
+    }
+
+    /// [`Client::change_membership`], giving a named member's client URL as it is added.
+    pub async fn change_membership_with(
+        &self,
+        action: &str,
+        member: &str,
+        client_url: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut body = serde_json::json!({ "action": action, "member": member });
+        if let Some(url) = client_url {
+            body["client_url"] = serde_json::Value::from(url);
+        }
+        let body = body.to_string();
         let call = Call {
             method: Method::POST,
             path_and_query: "/cluster/members".into(),
@@ -481,11 +498,24 @@ impl Client {
             headers: vec![("content-type", "application/json".into())],
             follow_leader: true,
         };
-        let response = self.send(&call).await?;
-        if response.status() != StatusCode::OK {
-            return Err(rejected(response).await);
+        // A refusal with Retry-After is one that time lifts (the previous change has not
+        // committed yet, a new leader has not committed its first entry): sent again until
+        // the call's deadline. Every change is refused or applied whole, so resending is safe.
+        let deadline = tokio::time::Instant::now() + self.options.call_deadline;
+        loop {
+            let response = self.send(&call).await?;
+            let transient = response.status() == StatusCode::CONFLICT
+                && response.headers().contains_key(reqwest::header::RETRY_AFTER);
+            if transient && tokio::time::Instant::now() + MEMBERSHIP_RETRY_PAUSE < deadline {
+                tracing::debug!("membership change refused for now; retrying");
+                tokio::time::sleep(MEMBERSHIP_RETRY_PAUSE).await;
+                continue;
+            }
+            if response.status() != StatusCode::OK {
+                return Err(rejected(response).await);
+            }
+            return json_of(response).await;
         }
-        json_of(response).await
     }
 
     /// Hands leadership to member `to`; resolves once it leads.

@@ -20,7 +20,9 @@ use super::AppState;
 use super::kv::read_body;
 use super::leader::{Forwardable, not_leader};
 use super::reply::{self, bad_request, engine_error, json, text};
-use crate::config::{Member, parse_member};
+use crate::config::{parse_member, parse_named_member};
+use crate::member_ids;
+use crate::member_record::{self, MemberRecord};
 
 /// The largest admin request body.
 const MAX_ADMIN_BODY_BYTES: u64 = 16 * 1024;
@@ -28,10 +30,18 @@ const MAX_ADMIN_BODY_BYTES: u64 = 16 * 1024;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MembershipRequestJson {
-    /// `add-learner`, `promote` or `remove`.
+    /// `add-learner`, `promote`, `remove` or `set-address`.
     pub action: String,
-    /// The member: `[host]:port[/peer_port]` (as in --peers) or its id.
+    /// The member. To add: `[host]:port[/peer_port]` (as in --peers) or `name=peer-url` (as in
+    /// --initial-cluster). Otherwise its id, its name, or its `--peers` entry.
     pub member: String,
+    /// A named member being added: the URL it will advertise to clients (it publishes it
+    /// itself once it runs, so this only saves clients a redirect-less moment).
+    #[serde(default)]
+    pub client_url: Option<String>,
+    /// `set-address`: the member's record (`member_record.rs`).
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,21 +77,22 @@ pub async fn change_membership(
         Err(error) => return bad_request(format!("invalid membership request: {error}")),
     };
     let change = match request.action.as_str() {
-        "add-learner" => match parse_member(&request.member) {
-            Ok(Member { id, peer_port: Some(peer_port), host, .. }) => {
-                MembershipChange::AddLearner { id, address: format!("{host}:{peer_port}") }
-            }
-            Ok(_) => return bad_request("the new member needs a peer port"),
+        "add-learner" => match new_member(&state, &request) {
+            Ok((id, record)) => MembershipChange::AddLearner { id, address: record },
             Err(error) => return bad_request(error),
         },
-        "promote" | "remove" => match crate::config::parse_member_id(&request.member) {
+        "promote" | "remove" | "set-address" => match state.config.member_id_of(&request.member) {
             Ok(id) if request.action == "promote" => MembershipChange::Promote { id },
-            Ok(id) => MembershipChange::Remove { id },
+            Ok(id) if request.action == "remove" => MembershipChange::Remove { id },
+            Ok(id) => match checked_record(request.address.as_deref()) {
+                Ok(address) => MembershipChange::SetAddress { id, address },
+                Err(error) => return bad_request(error),
+            },
             Err(error) => return bad_request(error),
         },
         other => {
             return bad_request(format!(
-                "unknown action {other:?}: use add-learner, promote or remove"
+                "unknown action {other:?}: use add-learner, promote, remove or set-address"
             ));
         }
     };
@@ -106,6 +117,47 @@ pub async fn change_membership(
             "the change did not commit in time; check `conclave members` before retrying\n",
         ),
     }
+}
+
+/// The id and record of a member being added: a port-named one from its `--peers` entry, a
+/// named one from `name=peer-url`, its id derived from its name as the new node derives it.
+fn new_member(
+    state: &AppState,
+    request: &MembershipRequestJson,
+) -> Result<(NodeId, String), String> {
+    if request.member.contains('=') {
+        let (name, peer_address) =
+            parse_named_member(&request.member).map_err(|e| e.to_string())?;
+        let client_address = match &request.client_url {
+            Some(url) => Some(member_record::parse_address(url, "the client URL")?),
+            None => None,
+        };
+        let id = member_ids::member_id_for_name(state.config.cluster_id, &name);
+        let record = MemberRecord { peer_address, client_address, name: Some(name) }.encode();
+        return Ok((id, checked_record(Some(&record))?));
+    }
+    if request.client_url.is_some() {
+        return Err("a port-named member serves clients on its port: give no client URL".into());
+    }
+    let member = parse_member(&request.member).map_err(|error| error.to_string())?;
+    // A port-named member's record is its peer address (`NodeConfig::peer_addresses`).
+    let record = member.peer_address().ok_or("the new member needs a peer port")?;
+    Ok((member.id, checked_record(Some(&record))?))
+}
+
+/// A record fit for the configuration: a peer address, and short enough for a peer's hello.
+fn checked_record(record: Option<&str>) -> Result<String, String> {
+    let record = record.ok_or("set-address needs the member's record in `address`")?;
+    let parsed = MemberRecord::parse(record);
+    member_record::parse_address(&parsed.peer_address, "the peer address")?;
+    if record.len() > member_record::MAX_RECORD_BYTES {
+        return Err(format!(
+            "the member's record takes {} bytes, more than {}: use a shorter name or URLs",
+            record.len(),
+            member_record::MAX_RECORD_BYTES
+        ));
+    }
+    Ok(record.to_string())
 }
 
 pub async fn transfer_leadership(

@@ -11,6 +11,7 @@ use conclave_core::raft::{NodeId, Role};
 use super::AppState;
 use super::reply::json;
 use crate::api::{ClusterInfoJson, HealthJson, MemberJson, MembersJson};
+use crate::member_record::MemberRecord;
 
 pub fn role_name(role: Role) -> &'static str {
     match role {
@@ -24,13 +25,24 @@ pub fn role_name(role: Role) -> &'static str {
 fn members_of(state: &AppState, status: &EngineStatus) -> Vec<MemberJson> {
     let member = |id: NodeId, role: &str| {
         let progress = status.peers.iter().find(|peer| peer.id == id);
+        // What the configuration in the log says, else what this node's flags say.
+        let record = status.peer_addresses.get(&id).map(|record| MemberRecord::parse(record));
         let known = state.config.members.get(&id);
+        let peer_address = record
+            .as_ref()
+            .map(|record| record.peer_address.clone())
+            .or_else(|| known.and_then(|member| member.peer_address.clone()));
+        let name = record
+            .as_ref()
+            .and_then(|record| record.name.clone())
+            .or_else(|| known.and_then(|member| member.name.clone()));
         MemberJson {
             id: id.0,
+            name,
             role: role.to_string(),
             is_leader: status.leader == Some(id),
-            http_address: known.map(|member| member.http_address()),
-            peer_address: known.and_then(|member| member.peer_address()),
+            http_address: state.http_address_of(id),
+            peer_address,
             matched_index: progress.map(|peer| peer.matched),
             lag: progress.map(|peer| peer.lag),
         }
@@ -50,6 +62,7 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
         term: status.term,
         leader: status.leader.map(|id| id.0),
         leader_http_address: status.leader.and_then(|id| state.http_address_of(id)),
+        name: state.config.name.clone(),
         commit_index: status.commit_index,
         applied_index: status.applied_index,
         last_index: status.last_index,
@@ -68,6 +81,24 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
 pub async fn members(State(state): State<Arc<AppState>>) -> Response {
     let status = state.engine.status();
     json(StatusCode::OK, &MembersJson { members: members_of(&state, &status) })
+}
+
+/// Liveness (Kubernetes' `livenessProbe`): 200 whenever the process answers HTTP at all. It
+/// must not depend on the cluster: a member restarted because it has no leader (its peers are
+/// down) would only make things worse.
+pub async fn livez() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+/// Readiness (`readinessProbe`): 200 while the node can serve requests — it knows a leader, so
+/// reads and writes are answered (by it, or by a redirect to the leader) — and 503 with the
+/// reason otherwise, the same judgement as `/health`, in plain text.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let status = state.engine.status();
+    if status.leader.is_none() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader\n").into_response();
+    }
+    (StatusCode::OK, "ok\n").into_response()
 }
 
 /// 200 while the node knows a leader, 503 otherwise (load balancers take it out of rotation).

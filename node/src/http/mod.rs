@@ -53,13 +53,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The HTTP address of a member, for redirects and forwarding: from this node's own
-    /// member list, or for a member added since, from the configuration in the log.
+    /// The HTTP address of a member, for redirects and forwarding: what it advertised, by the
+    /// configuration in the log (see `NodeConfig::http_address_of`).
     pub fn http_address_of(&self, id: NodeId) -> Option<String> {
-        self.config.http_address_of(id).or_else(|| {
-            let peer_address = self.engine.peer_address(id)?;
-            crate::config::http_address_from_peer_address(id, &peer_address)
-        })
+        self.config.http_address_of(id, self.engine.peer_address(id).as_deref())
     }
 }
 
@@ -108,6 +105,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/admin/backup", get(backup::backup).fallback(reply_method_not_allowed))
         .route("/health", get(cluster::health).fallback(reply_method_not_allowed))
+        .route("/livez", get(cluster::livez).fallback(reply_method_not_allowed))
+        .route("/readyz", get(cluster::readyz).fallback(reply_method_not_allowed))
         .route("/metrics", get(cluster::metrics).fallback(reply_method_not_allowed))
         .route("/", not_allowed())
         .fallback(reply_not_found)

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use conclave_core::engine::EngineError;
 use conclave_core::kv::RequestError;
+use conclave_core::raft::MembershipError;
 
 pub const KEY_EMPTY: &str = "key cannot be empty\n";
 pub const VALUE_EMPTY: &str = "value cannot be empty\n";
@@ -89,6 +90,17 @@ pub fn request_error(error: &RequestError) -> Response {
 }
 
 /// An engine error other than "not the leader" (see `leader.rs` for that one).
+/// Whether a refused membership change may succeed if simply sent again shortly.
+pub fn membership_refusal_is_transient(reason: &MembershipError) -> bool {
+    matches!(
+        reason,
+        MembershipError::ChangeInProgress { .. }
+            | MembershipError::LeaderNotReady
+            | MembershipError::TransferInProgress
+            | MembershipError::Busy
+    )
+}
+
 pub fn engine_error(error: &EngineError) -> Response {
     match error {
         EngineError::NotLeader { .. } => unavailable(NO_LEADER),
@@ -102,7 +114,15 @@ pub fn engine_error(error: &EngineError) -> Response {
             "the outcome of the write is unknown; retry it with the same session seq to learn it\n",
         ),
         EngineError::MembershipRefused(reason) => {
-            text(StatusCode::CONFLICT, format!("membership change refused: {reason}\n"))
+            let mut response =
+                text(StatusCode::CONFLICT, format!("membership change refused: {reason}\n"));
+            // A refusal that time alone lifts (the previous change commits, a new leader
+            // commits its first entry, a transfer ends) says so, and clients retry it; one
+            // that needs the operator (a non-member, a lost quorum) does not.
+            if membership_refusal_is_transient(reason) {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            response
         }
         EngineError::NoSpace => text(
             StatusCode::INSUFFICIENT_STORAGE,
@@ -110,5 +130,27 @@ pub fn engine_error(error: &EngineError) -> Response {
              space is freed; reads still work\n",
         ),
         EngineError::Stopped => unavailable("the node is shutting down; use another node\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use conclave_core::raft::NodeId;
+
+    #[test]
+    fn only_refusals_that_time_lifts_ask_to_be_retried() {
+        let retried = |reason: MembershipError| {
+            let response = engine_error(&EngineError::MembershipRefused(reason));
+            assert_eq!(response.status(), StatusCode::CONFLICT);
+            response.headers().contains_key(header::RETRY_AFTER)
+        };
+        assert!(retried(MembershipError::ChangeInProgress { index: 76 }));
+        assert!(retried(MembershipError::LeaderNotReady));
+        assert!(retried(MembershipError::TransferInProgress));
+        assert!(!retried(MembershipError::NotAMember { id: NodeId(9) }));
+        assert!(!retried(MembershipError::AlreadyMember { id: NodeId(9) }));
+        assert!(!retried(MembershipError::WouldLoseQuorum { reachable: 1, voters: 3 }));
+        assert!(!retried(MembershipError::LastVoter));
     }
 }

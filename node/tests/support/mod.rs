@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod named_cluster;
+pub mod netns;
+
 pub const BINARY: &str = env!("CARGO_BIN_EXE_conclave");
 
 /// Ports are handed out from a per-process range (tests of one binary run in parallel, and the
