@@ -18,7 +18,8 @@
 #
 # KNOWN ISSUE (cargo-mutants 27.1.0, 2026-12-06): the baseline ran only conclave-core's tests
 # (`cargo test --package=conclave-core`) despite --test-package, and likewise with
-# --test-workspace=true or `test_package` in .cargo/mutants.toml, so the simulator was not yet
+# --test-workspace=true or `test_package` in .cargo/mutants.toml (checked in the baseline log,
+# build and test steps alike), so the simulator was not yet
 # part of the test. No kill rate has been recorded until that is resolved.
 set -euo pipefail
 cd "$(dirname "$0")/.."
