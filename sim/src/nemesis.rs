@@ -117,6 +117,23 @@ impl Nemesis {
         true
     }
 
+    /// Crashes `node` until `restart_at_ms`; false (nothing done) if it is down already.
+    fn crash(
+        &mut self,
+        node: u64,
+        restart_at_ms: u64,
+        sim: &mut Sim<'_>,
+        observer: &Rc<RefCell<Observer>>,
+    ) -> bool {
+        if !self.down.insert(node) {
+            return false;
+        }
+        sim.crash(name(node));
+        observer.borrow_mut().on_node_down(crate::node_host::node_id(node));
+        self.later(restart_at_ms, FollowUp::Restart(node));
+        true
+    }
+
     fn later(&mut self, at_ms: u64, follow_up: FollowUp) {
         self.follow_up_seq += 1;
         self.follow_ups.insert((at_ms, self.follow_up_seq), follow_up);
@@ -199,16 +216,7 @@ impl Nemesis {
                     Target::Node(node) => Some(node),
                     Target::Leader => leader,
                 };
-                match node {
-                    Some(node) if !self.down.contains(&node) => {
-                        sim.crash(name(node));
-                        observer.borrow_mut().on_node_down(crate::node_host::node_id(node));
-                        self.down.insert(node);
-                        self.later(now_ms + down_ms, FollowUp::Restart(node));
-                        true
-                    }
-                    _ => false,
-                }
+                node.is_some_and(|node| self.crash(node, now_ms + down_ms, sim, observer))
             }
             Fault::CrashNewLeader { delay_ms, down_ms } => {
                 self.new_leader_traps.push_back((delay_ms, down_ms));
@@ -276,33 +284,21 @@ impl Nemesis {
                 true
             }
             Fault::DamageAtRest { node, damage, down_ms } => {
-                if self.down.contains(&node) {
-                    false
-                } else {
-                    sim.crash(name(node));
-                    observer.borrow_mut().on_node_down(crate::node_host::node_id(node));
-                    self.down.insert(node);
+                let crashed = self.crash(node, now_ms + down_ms, sim, observer);
+                if crashed {
                     self.disks[(node - 1) as usize].plan_at_rest_damage(damage);
-                    self.later(now_ms + down_ms, FollowUp::Restart(node));
-                    true
                 }
+                crashed
             }
             Fault::CrashLosingTail { node, down_ms, records } => {
-                if self.down.contains(&node) {
-                    false
-                } else {
-                    let id = crate::node_host::node_id(node);
-                    let floor = observer.borrow().held_durably_without(id);
-                    sim.crash(name(node));
-                    observer.borrow_mut().on_node_down(id);
-                    self.down.insert(node);
-                    if floor > 0 {
-                        let plan = TailLoss { floor, max_records: records };
-                        self.disks[(node - 1) as usize].plan_tail_loss(plan);
-                    }
-                    self.later(now_ms + down_ms, FollowUp::Restart(node));
-                    true
+                // What the others hold, computed before this node goes down.
+                let floor = observer.borrow().held_durably_without(crate::node_host::node_id(node));
+                let crashed = self.crash(node, now_ms + down_ms, sim, observer);
+                if crashed && floor > 0 {
+                    let plan = TailLoss { floor, max_records: records };
+                    self.disks[(node - 1) as usize].plan_tail_loss(plan);
                 }
+                crashed
             }
         };
         if applied {
