@@ -468,14 +468,7 @@ impl Observer {
             return;
         }
         self.stats.restarts_checked += 1;
-        // Term 0: the node reported `index` durable after compacting it from memory, so its
-        // term was not at hand; the index alone is checked.
-        let recovered = restored.snapshot.last_index >= index
-            || restored
-                .entries
-                .iter()
-                .any(|entry| entry.index == index && (entry.term == term || term == 0));
-        if !recovered {
+        if !restored_holds(restored, index, term) {
             let last = restored.entries.last().map_or(restored.snapshot.last_index, |e| e.index);
             self.violation(format!(
                 "durability: {node} reported entries up to index {index} (term {term}) durable, \
@@ -500,22 +493,15 @@ impl Observer {
                 hard_state.term, hard_state.vote
             ));
         }
-        if let Some((index, term)) = acked {
-            // Term 0: acknowledged once compacted from memory, when its term was not at hand.
-            let kept = restored.snapshot.last_index >= index
-                || restored
-                    .entries
-                    .iter()
-                    .any(|entry| entry.index == index && (entry.term == term || term == 0));
-            if !kept {
-                let last =
-                    restored.entries.last().map_or(restored.snapshot.last_index, |e| e.index);
-                self.violation(format!(
-                    "durability: {node} acknowledged entry {index} (term {term}) but restarted \
-                     without it (snapshot at {}, log up to {last})",
-                    restored.snapshot.last_index
-                ));
-            }
+        if let Some((index, term)) = acked
+            && !restored_holds(restored, index, term)
+        {
+            let last = restored.entries.last().map_or(restored.snapshot.last_index, |e| e.index);
+            self.violation(format!(
+                "durability: {node} acknowledged entry {index} (term {term}) but restarted \
+                 without it (snapshot at {}, log up to {last})",
+                restored.snapshot.last_index
+            ));
         }
     }
 
@@ -903,4 +889,15 @@ impl EngineProbe for NodeProbe {
     fn observe(&mut self, view: CycleView<'_>) {
         self.observer.borrow_mut().observe(self.node, view);
     }
+}
+
+/// Whether a restarted node's state holds entry `index` of `term`: inside its snapshot, or in
+/// its log. Term 0 stands for an entry reported durable (or acknowledged) once compacted from
+/// memory, when its term was not at hand: the index alone is checked.
+fn restored_holds(restored: &RestoredState, index: LogIndex, term: Term) -> bool {
+    restored.snapshot.last_index >= index
+        || restored
+            .entries
+            .iter()
+            .any(|entry| entry.index == index && (entry.term == term || term == 0))
 }
