@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context as _, anyhow};
+use conclave_core::engine::ChangeFeed;
 use conclave_core::engine::{Engine, EngineHandle};
-use conclave_core::kv::KvEvent;
 use conclave_core::transport::tcp::{PeerListener, TcpTransport, TcpTransportConfig};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{broadcast, oneshot};
@@ -21,7 +21,7 @@ use crate::clock::OsClock;
 use crate::config::NodeConfig;
 use crate::network::TokioNetwork;
 use crate::storage::open_storage;
-use crate::watch_hub::WatchHub;
+use conclave_core::engine::WatchHub;
 
 // The HTTP runtime shares the handle between worker threads.
 const _: fn() = || {
@@ -113,7 +113,7 @@ async fn prepare(
     Engine<TcpTransport, crate::storage::NodeStorage, OsClock>,
     impl Future<Output = Result<(), conclave_core::seams::storage::StorageFailure>> + 'static,
     // Subscribed before the engine runs its first cycle: sees every change it applies.
-    broadcast::Receiver<KvEvent>,
+    broadcast::Receiver<ChangeFeed>,
     Started,
 )> {
     let engine_config = config.engine_config();

@@ -8,7 +8,7 @@
 //!   member keeps its record current), `engine_thread.rs` (the
 //!   engine on its own thread), `clock.rs`, `network.rs`, `fs.rs`, `storage.rs` (the engine's
 //!   seams on the OS);
-//! - `http/` (the API), `watch_hub.rs` (watch history and fan-out), `metrics.rs`, `api.rs`
+//! - `http/` (the API), `metrics.rs`, `api.rs`
 //!   (the JSON shapes);
 //! - `client/` (leader discovery, retries, sessions), `cli/` (the client commands),
 //!   `dev_cluster.rs` (`conclave dev`), `systemd_notify.rs` (readiness for systemd).
@@ -38,4 +38,3 @@ pub mod storage;
 pub mod systemd_notify;
 #[cfg(test)]
 mod test_dir;
-pub mod watch_hub;

@@ -23,7 +23,7 @@ use crate::member_publish;
 use crate::metrics::Metrics;
 use crate::stop_signals::StopSignals;
 use crate::systemd_notify;
-use crate::watch_hub::WatchHub;
+use conclave_core::engine::WatchHub;
 
 /// Connections kept open to the leader per follower, for forwarding.
 const FORWARD_POOL_IDLE_PER_HOST: usize = 64;

@@ -194,6 +194,94 @@ fn a_watch_stream_sees_a_put() {
     assert!(seen.contains("event: put"), "{seen}");
 }
 
+/// Reads a watch stream until `done` holds for what arrived, and returns it all.
+fn read_stream_until(stream: &mut TcpStream, seen: &mut String, done: impl Fn(&str) -> bool) {
+    let mut buffer = [0u8; 4096];
+    while !done(seen) {
+        let read = stream.read(&mut buffer).unwrap();
+        assert!(read > 0, "the watch stream closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+    }
+}
+
+fn open_watch(port: u16, query: &str, last_event_id: Option<&str>) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let resume = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "GET /watch?{query} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{resume}\r\n"
+    )
+    .unwrap();
+    stream
+}
+
+/// The `id:` lines and keys of the events in `seen`, in order.
+fn ids_and_keys(seen: &str) -> Vec<(String, String)> {
+    let mut events = Vec::new();
+    let mut id = None;
+    for line in seen.lines() {
+        if let Some(value) = line.strip_prefix("id: ").or_else(|| line.strip_prefix("id:")) {
+            id = Some(value.trim().to_string());
+        }
+        if let Some(data) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:"))
+            && let Ok(json) = serde_json::from_str::<serde_json::Value>(data)
+            && let (Some(key), Some(id)) = (json["key"].as_str(), id.take())
+        {
+            events.push((id, key.to_string()));
+        }
+    }
+    events
+}
+
+#[test]
+fn a_watch_resumed_inside_a_transaction_gets_each_change_exactly_once() {
+    let node = single_node("watch-resume", &[]);
+    let port = node.port;
+    let client = http();
+    let response = client.put(key_url(port, "r/0")).body("before").send().unwrap();
+    let start = response.headers()["x-conclave-revision"].to_str().unwrap().to_string();
+    // One revision, three changes under the prefix.
+    let txn = serde_json::json!({
+        "compare": [],
+        "success": [
+            {"put": {"key": "r/1", "value": "a"}},
+            {"put": {"key": "r/2", "value": "b"}},
+            {"put": {"key": "r/3", "value": "c"}},
+        ],
+    });
+    let response = client.post(node.url("/txn")).json(&txn).send().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    client.put(key_url(port, "r/4")).body("after").send().unwrap();
+
+    let query = format!("prefix=r/&start_revision={start}");
+    let mut first = open_watch(port, &query, None);
+    let mut seen = String::new();
+    read_stream_until(&mut first, &mut seen, |seen| ids_and_keys(seen).len() >= 5);
+    let events = ids_and_keys(&seen);
+    let keys: Vec<&str> = events.iter().map(|(_, key)| key.as_str()).collect();
+    assert_eq!(keys, ["r/0", "r/1", "r/2", "r/3", "r/4"], "{seen}");
+    let txn_revision = events[1].0.clone();
+    assert_eq!(events[2].0, format!("{txn_revision}.1"), "ids name the change in its revision");
+    assert_eq!(events[3].0, format!("{txn_revision}.2"));
+    drop(first);
+
+    // An EventSource reconnects with the same URL and the id of the last event it got: the
+    // stream goes on from there, not from the URL's start revision, not after the revision.
+    let mut resumed = open_watch(port, &query, Some(&events[2].0));
+    let mut seen = String::new();
+    read_stream_until(&mut resumed, &mut seen, |seen| ids_and_keys(seen).len() >= 2);
+    let keys: Vec<String> = ids_and_keys(&seen).into_iter().map(|(_, key)| key).collect();
+    assert_eq!(keys, ["r/3", "r/4"], "{seen}");
+
+    let response = client
+        .get(node.url("/watch?prefix=r/"))
+        .header("Last-Event-ID", "not-an-id")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
 #[test]
 fn bad_input_is_refused_and_the_node_stays_healthy() {
     let node = single_node("bad-input", &["--max-key-bytes=64", "--max-value-bytes=1024"]);

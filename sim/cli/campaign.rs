@@ -54,6 +54,14 @@ pub struct RunCounters {
     pub refused_starts: u64,
     #[serde(default)]
     pub damaged_restarts_intact: u64,
+    /// Changes a watcher received (each checked against what the replicas made), streams it
+    /// resumed, and restarts from the present (no node held its position).
+    #[serde(default)]
+    pub watch_changes: u64,
+    #[serde(default)]
+    pub watch_resumes: u64,
+    #[serde(default)]
+    pub watch_restarts: u64,
     pub config_changes: u64,
     pub learners_added: u64,
     pub promotions: u64,
@@ -77,6 +85,9 @@ impl RunCounters {
         self.damaged_at_rest += other.damaged_at_rest;
         self.refused_starts += other.refused_starts;
         self.damaged_restarts_intact += other.damaged_restarts_intact;
+        self.watch_changes += other.watch_changes;
+        self.watch_resumes += other.watch_resumes;
+        self.watch_restarts += other.watch_restarts;
         self.config_changes += other.config_changes;
         self.learners_added += other.learners_added;
         self.promotions += other.promotions;
@@ -343,6 +354,12 @@ pub fn print_summary(totals: &CampaignTotals, replay_hint: &dyn Fn(u64) -> Strin
         totals.counters.damaged_at_rest,
         totals.counters.refused_starts,
         totals.counters.damaged_restarts_intact
+    );
+    println!(
+        "watches:              {} changes received and checked, {} streams resumed, {} restarts from the present",
+        totals.counters.watch_changes,
+        totals.counters.watch_resumes,
+        totals.counters.watch_restarts
     );
     println!(
         "membership:           {} configurations committed ({} learners added, {} promoted, {} removed), {} leadership transfers",

@@ -46,7 +46,7 @@ struct DrawArgs {
     fault_ms: u64,
     /// Switch on a deliberately planted bug. Raft: double-vote, commit-old-term-by-counting,
     /// ack-before-sync, vote-before-sync, stale-leader-read, keep-conflicting-suffix,
-    /// ignore-shortened-log; storage: truncate-at-damage, hard-state-file-only.
+    /// ignore-shortened-log; storage: truncate-at-damage, hard-state-file-only; watches: watch-resume-repeats.
     #[arg(long, value_parser = parse_bug)]
     planted_bug: Option<PlantedBug>,
     /// What kind of world to draw: standard (all fault families, calm and stormy seeds) or
@@ -262,6 +262,9 @@ pub fn summarize(report: &RunReport) -> SeedSummary {
             damaged_at_rest: report.stats.damaged_at_rest,
             refused_starts: report.stats.refused_starts,
             damaged_restarts_intact: report.stats.damaged_restarts_intact,
+            watch_changes: report.watch_changes as u64,
+            watch_resumes: report.watch_resumes,
+            watch_restarts: report.watch_restarts as u64,
             config_changes: report.stats.config_changes,
             learners_added: report.admin.learners_added,
             promotions: report.admin.promotions,

@@ -1,7 +1,8 @@
 //! The operator, simulated: a turmoil client that carries out the nemesis's membership changes
 //! and leadership transfers through the leader, the way `conclave members …` would. It keeps
 //! track of the configuration it last saw committed, never shrinks the cluster below three
-//! voters, and retries each step until it succeeds, is refused for good, or runs out of time.
+//! voters (and asks the leader to decline a removal that would, in case its own view missed a
+//! change), and retries each step until it succeeds, is refused for good, or runs out of time.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, VecDeque};
@@ -131,7 +132,7 @@ impl Admin {
         }
         let address = format!("n{node}:{PEER_PORT}");
         let add = MembershipChange::AddLearner { id: NodeId(node), address };
-        match self.step(ClientCall::ChangeMembership { change: add }).await {
+        match self.step(self.membership_call(add)).await {
             StepEnd::Done => {
                 self.members.insert(node);
                 self.shared.stats.borrow_mut().learners_added += 1;
@@ -142,11 +143,7 @@ impl Admin {
                 return false;
             }
         }
-        match self
-            .step(ClientCall::ChangeMembership {
-                change: MembershipChange::Promote { id: NodeId(node) },
-            })
-            .await
+        match self.step(self.membership_call(MembershipChange::Promote { id: NodeId(node) })).await
         {
             StepEnd::Done => {
                 self.voters.insert(node);
@@ -168,7 +165,7 @@ impl Admin {
             return;
         }
         let remove = MembershipChange::Remove { id: NodeId(node) };
-        match self.step(ClientCall::ChangeMembership { change: remove }).await {
+        match self.step(self.membership_call(remove)).await {
             StepEnd::Done => {
                 self.members.remove(&node);
                 self.voters.remove(&node);
@@ -177,6 +174,10 @@ impl Admin {
             }
             StepEnd::GiveUp(reason) => self.note(format!("removing n{node} gave up: {reason}")),
         }
+    }
+
+    fn membership_call(&self, change: MembershipChange) -> ClientCall {
+        ClientCall::ChangeMembership { change, min_voters: MIN_VOTERS }
     }
 
     /// Sends one operator call to the leader until it succeeds or fails for good.
@@ -191,6 +192,10 @@ impl Admin {
                     self.voters = config.voters.iter().map(|id| id.0).collect();
                     self.members = config.members().iter().map(|id| id.0).collect();
                     return StepEnd::Done;
+                }
+                Some(Ok(ClientAnswer::Declined(reason))) => {
+                    self.shared.stats.borrow_mut().refused += 1;
+                    return StepEnd::GiveUp(reason);
                 }
                 Some(Ok(_)) => return StepEnd::Done,
                 Some(Err(EngineError::NotLeader { leader })) => {

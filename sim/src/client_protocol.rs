@@ -1,8 +1,8 @@
 //! The simulated clients' protocol to a node: a request, one reply, framed like peer traffic
 //! (length, CRC32C, postcard). The real node speaks HTTP; the simulator needs only this.
 
-use conclave_core::engine::{EngineError, ReadConsistency, ReadQuery, ReadResult};
-use conclave_core::kv::{KvCommand, KvResponse, SessionTag};
+use conclave_core::engine::{EngineError, ReadConsistency, ReadQuery, ReadResult, WatchPosition};
+use conclave_core::kv::{KvCommand, KvEvent, KvResponse, SessionTag};
 use conclave_core::raft::{ClusterConfig, MembershipChange, NodeId};
 use serde::{Deserialize, Serialize};
 
@@ -26,9 +26,21 @@ pub enum ClientCall {
     /// Operator calls, from the nemesis's admin client.
     ChangeMembership {
         change: MembershipChange,
+        /// A removal of a voter is declined when the leader's newest configuration has this
+        /// many voters or fewer. The leader judges, not the operator: the operator's view can
+        /// miss a change whose answer it never received (a timed-out removal that committed
+        /// after all), and acting on that view once shrank a cluster to two voters, which the
+        /// loss of one disk then stopped for good.
+        min_voters: usize,
     },
     TransferLeadership {
         to: NodeId,
+    },
+    /// The changes of keys under `prefix` from `from` (`None`: from now on). The connection
+    /// then carries only `ClientAnswer::Watch` replies, until the stream ends.
+    Watch {
+        prefix: String,
+        from: Option<WatchPosition>,
     },
 }
 
@@ -44,6 +56,20 @@ pub enum ClientAnswer {
     Read(ReadResult),
     Membership(ClusterConfig),
     Transferring,
+    /// The node declined an operator call before proposing anything, for this reason.
+    Declined(String),
+    Watch(WatchFrame),
+}
+
+/// One message of a watch stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchFrame {
+    /// A change, and the position just after it.
+    Change { event: KvEvent, after: WatchPosition },
+    /// The stream ends; a watch from `resume` picks up where it stopped.
+    Lost { reason: String, resume: WatchPosition },
+    /// The node's history no longer holds the requested revision; the stream ends.
+    Compacted { requested: u64, floor: Option<u64> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

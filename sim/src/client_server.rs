@@ -1,15 +1,21 @@
 //! The node side of the client protocol: accepts client connections and serves each request
-//! through the [`Consensus`] seam — the engine, or a deliberately broken stand-in.
+//! through the [`Consensus`] seam — the engine, or a deliberately broken stand-in — and
+//! watches through the production watch history and cursor.
 
 use std::rc::Rc;
+use std::sync::Arc;
 
-use conclave_core::engine::{EngineError, EngineHandle};
+use conclave_core::engine::{
+    Compacted, EngineError, EngineHandle, WatchCursor, WatchHub, WatchItem, WatchPosition,
+};
+use conclave_core::raft::{MembershipChange, Role};
 use conclave_core::seams::{Clock, Consensus};
 use conclave_core::transport::frame::{read_frame, write_frame};
 use turmoil::net::{TcpListener, TcpStream};
 
 use crate::client_protocol::{
     CLIENT_PORT, ClientAnswer, ClientCall, ClientReply, ClientRequest, MAX_CLIENT_FRAME_BYTES,
+    WatchFrame,
 };
 
 /// Serves clients until the host stops. Connections are handled concurrently; requests on one
@@ -20,19 +26,34 @@ pub async fn serve<C: Consensus + 'static, K: Clock>(
     consensus: Rc<C>,
     admin: Rc<EngineHandle>,
     clock: K,
+    watches: Watches,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", CLIENT_PORT)).await?;
     loop {
         let (stream, _) = listener.accept().await?;
-        let connection = serve_connection(consensus.clone(), admin.clone(), clock.clone(), stream);
+        let connection = serve_connection(
+            consensus.clone(),
+            admin.clone(),
+            clock.clone(),
+            watches.clone(),
+            stream,
+        );
         tokio::task::spawn_local(connection);
     }
+}
+
+/// What a node serves watches from: the production watch history, fed by its engine.
+#[derive(Clone)]
+pub struct Watches {
+    pub hub: Arc<WatchHub>,
+    pub planted_bug: Option<conclave_core::raft::PlantedBug>,
 }
 
 async fn serve_connection<C: Consensus, K: Clock>(
     consensus: Rc<C>,
     admin: Rc<EngineHandle>,
     clock: K,
+    watches: Watches,
     mut stream: TcpStream,
 ) {
     loop {
@@ -41,6 +62,10 @@ async fn serve_connection<C: Consensus, K: Clock>(
             Err(_) => return,
         };
         let result = match request.call {
+            ClientCall::Watch { prefix, from } => {
+                let revision = admin.status().revision;
+                return stream_watch(&watches, prefix, from, revision, request.id, stream).await;
+            }
             ClientCall::Write { command, session } => {
                 consensus.write(command, session).await.map(ClientAnswer::Write)
             }
@@ -51,8 +76,11 @@ async fn serve_connection<C: Consensus, K: Clock>(
                     None => consensus.read(query, consistency).await.map(ClientAnswer::Read),
                 }
             }
-            ClientCall::ChangeMembership { change } => {
-                admin.change_membership(change).await.map(ClientAnswer::Membership)
+            ClientCall::ChangeMembership { change, min_voters } => {
+                match removal_below_floor(&admin, &change, min_voters) {
+                    Some(reason) => Ok(ClientAnswer::Declined(reason)),
+                    None => admin.change_membership(change).await.map(ClientAnswer::Membership),
+                }
             }
             ClientCall::TransferLeadership { to } => {
                 admin.transfer_leadership(to).await.map(|()| ClientAnswer::Transferring).or_else(
@@ -65,6 +93,64 @@ async fn serve_connection<C: Consensus, K: Clock>(
         };
         let reply = ClientReply { id: request.id, result };
         if write_frame(&mut stream, &reply, MAX_CLIENT_FRAME_BYTES).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Why a removal would take the leader's newest configuration to fewer than `min_voters`
+/// voters, if it would. A follower's view may be stale, so only a leader judges; a follower
+/// passes the call on to be refused as "not the leader". The engine accepts one configuration
+/// change at a time, so a removal proposed just before this check (and not yet visible in the
+/// status) makes the call fail as "change in progress", and its retry sees the newer voters.
+fn removal_below_floor(
+    admin: &EngineHandle,
+    change: &MembershipChange,
+    min_voters: usize,
+) -> Option<String> {
+    let MembershipChange::Remove { id } = change else { return None };
+    let status = admin.status();
+    let floor_reached = status.role == Role::Leader
+        && status.voters.contains(id)
+        && status.voters.len() <= min_voters;
+    floor_reached.then(|| {
+        format!("removing {id} would leave fewer than {min_voters} voters of {:?}", status.voters)
+    })
+}
+
+/// Serves one watch on `stream` with the production cursor until the stream ends or the
+/// client goes away.
+async fn stream_watch(
+    watches: &Watches,
+    prefix: String,
+    from: Option<WatchPosition>,
+    current_revision: u64,
+    id: u64,
+    mut stream: TcpStream,
+) {
+    let opened =
+        WatchCursor::open(&watches.hub, prefix, from, current_revision, watches.planted_bug);
+    let mut cursor = match opened {
+        Ok(cursor) => cursor,
+        Err(Compacted { requested, floor }) => {
+            let frame = WatchFrame::Compacted { requested, floor };
+            let reply = ClientReply { id, result: Ok(ClientAnswer::Watch(frame)) };
+            let _ = write_frame(&mut stream, &reply, MAX_CLIENT_FRAME_BYTES).await;
+            return;
+        }
+    };
+    loop {
+        let (frame, last) = match cursor.next().await {
+            WatchItem::Change { event, after } => {
+                (WatchFrame::Change { event: (*event).clone(), after }, false)
+            }
+            WatchItem::Lost { reason, resume } => {
+                (WatchFrame::Lost { reason: reason.to_string(), resume }, true)
+            }
+            WatchItem::Closed => return,
+        };
+        let reply = ClientReply { id, result: Ok(ClientAnswer::Watch(frame)) };
+        if write_frame(&mut stream, &reply, MAX_CLIENT_FRAME_BYTES).await.is_err() || last {
             return;
         }
     }

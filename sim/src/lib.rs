@@ -28,6 +28,8 @@ pub mod run;
 pub mod schedule;
 pub mod shrink;
 pub mod trace;
+pub mod watch_check;
+pub mod watcher;
 pub mod workload;
 
 pub use run::{FailureKind, Outcome, RunOptions, RunReport, run};

@@ -3,7 +3,7 @@
 //! nodes, skews clocks, slows the network and breaks disks — and undoes each fault when its
 //! time is up. "The leader" is resolved when the fault fires.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
@@ -63,6 +63,9 @@ pub struct Nemesis {
     /// The leader (node, term) seen at the previous step, to notice elections.
     last_leader: Option<u64>,
     admin: Rc<AdminShared>,
+    /// Counts nodes' returns on their own (see `NodeContext::exits`); the last count handled.
+    node_exits: Rc<Cell<u64>>,
+    node_exits_seen: u64,
     pub fired: BTreeSet<FaultFamily>,
     /// What happened, in order, for reports.
     pub log: Vec<String>,
@@ -84,6 +87,7 @@ impl Nemesis {
         disks: Vec<DiskFaults>,
         base_max_latency: Duration,
         admin: Rc<AdminShared>,
+        node_exits: Rc<Cell<u64>>,
     ) -> Self {
         Nemesis {
             schedule,
@@ -102,6 +106,8 @@ impl Nemesis {
             event_traps: Vec::new(),
             last_leader: None,
             admin,
+            node_exits,
+            node_exits_seen: 0,
             fired: BTreeSet::new(),
             log: Vec::new(),
         }
@@ -143,13 +149,16 @@ impl Nemesis {
     pub fn step(&mut self, now_ms: u64, sim: &mut Sim<'_>, observer: &Rc<RefCell<Observer>>) {
         // A node that stopped on its own (its disk failed it) is restarted a little later, as
         // a process supervisor would; if the damage is real it refuses to start again.
-        for node in 1..=self.nodes {
-            if !self.down.contains(&node)
-                && !self.restarting.contains(&node)
-                && !sim.is_host_running(name(node))
-            {
-                self.restarting.insert(node);
-                self.later(now_ms + SUPERVISOR_RESTART_MS, FollowUp::SupervisorRestart(node));
+        if self.node_exits.get() != self.node_exits_seen {
+            self.node_exits_seen = self.node_exits.get();
+            for node in 1..=self.nodes {
+                if !self.down.contains(&node)
+                    && !self.restarting.contains(&node)
+                    && !sim.is_host_running(name(node))
+                {
+                    self.restarting.insert(node);
+                    self.later(now_ms + SUPERVISOR_RESTART_MS, FollowUp::SupervisorRestart(node));
+                }
             }
         }
         let leader = observer.borrow().current_leader().map(|id| id.0);

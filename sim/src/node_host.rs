@@ -6,7 +6,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use conclave_core::engine::{Engine, EngineConfig};
+use conclave_core::engine::{Engine, EngineConfig, WatchHub};
 use conclave_core::raft::{ClusterConfig, LeaseConfig, NodeId, RaftConfig};
 use conclave_core::storage::space::SpaceOptions;
 use conclave_core::storage::{WalOptions, WalStorage};
@@ -14,7 +14,7 @@ use conclave_core::transport::tcp::{TcpTransport, TcpTransportConfig};
 
 use crate::at_rest_damage::damage_at_rest;
 use crate::client_protocol::PEER_PORT;
-use crate::client_server;
+use crate::client_server::{self, Watches};
 use crate::clock::SimClock;
 use crate::disk::DiskFaults;
 use crate::fs::SimFs;
@@ -26,6 +26,10 @@ use crate::schedule::{PlantedBug, RunConfig};
 pub fn node_id(node: u64) -> NodeId {
     NodeId(node)
 }
+
+/// Changes each node's watch history holds: small, so that a watcher resuming after an outage
+/// sometimes finds its revision gone and must look for it on another node.
+const WATCH_HISTORY_EVENTS: usize = 512;
 
 /// Where each node keeps its data on its (simulated) disk.
 pub const DATA_DIR: &str = "/data";
@@ -40,6 +44,10 @@ pub struct NodeContext {
     pub disk: DiskFaults,
     pub observer: Rc<RefCell<Observer>>,
     pub incarnation: Cell<u64>,
+    /// Shared by every node: how many times a node's software returned on its own (refused
+    /// to start, or its engine stopped). The nemesis looks for stopped nodes only when this
+    /// moves, instead of asking turmoil about every host at every step.
+    pub exits: Rc<Cell<u64>>,
 }
 
 impl NodeContext {
@@ -103,10 +111,18 @@ fn core_bug(bug: PlantedBug) -> conclave_core::raft::PlantedBug {
         PlantedBug::IgnoreShortenedLog => Core::IgnoreShortenedLog,
         PlantedBug::TruncateAtDamage => Core::TruncateAtDamage,
         PlantedBug::HardStateFileOnly => Core::HardStateFileOnly,
+        PlantedBug::WatchResumeRepeats => Core::WatchResumeRepeats,
     }
 }
 
 pub async fn node_main(context: Rc<NodeContext>) -> turmoil::Result {
+    let result = run_node(&context).await;
+    // A crash drops this future before here; only a return on the node's own counts.
+    context.exits.set(context.exits.get() + 1);
+    result
+}
+
+async fn run_node(context: &Rc<NodeContext>) -> turmoil::Result {
     let incarnation = context.incarnation.get() + 1;
     context.incarnation.set(incarnation);
     let id = node_id(context.node);
@@ -171,8 +187,13 @@ pub async fn node_main(context: Rc<NodeContext>) -> turmoil::Result {
     )?;
     let engine =
         engine.with_probe(Box::new(NodeProbe { node: id, observer: context.observer.clone() }));
+    // Subscribed before the engine's first cycle, as in production: the history holds every
+    // change this incarnation applies.
+    let hub = WatchHub::new(WATCH_HISTORY_EVENTS);
+    tokio::task::spawn_local(hub.clone().run(handle.subscribe()));
+    let watches = Watches { hub, planted_bug: context.run.planted_bug.map(core_bug) };
     let handle = Rc::new(handle);
-    let server = client_server::serve(handle.clone(), handle, context.clock.clone());
+    let server = client_server::serve(handle.clone(), handle, context.clock.clone(), watches);
     tokio::select! {
         result = engine.run(writer) => {
             if let Err(failure) = result {

@@ -4,8 +4,9 @@
 //! - **election safety**: at most one leader per term;
 //! - **log matching**: an (index, term) names one entry on every node, ever;
 //! - **leader completeness**: a new leader holds every entry known committed;
-//! - **state-machine safety**: every node applies the same entry at an index, and reaches the
-//!   same state (digests compared at checkpoints);
+//! - **state-machine safety**: every node applies the same entry at an index, reaches the
+//!   same state (digests compared at checkpoints) and makes the same changes at each revision
+//!   (the changes watches deliver);
 //! - **monotonic commit**: a node's commit index never goes backwards while it runs;
 //! - **durability**: an entry is committed only once it is durable on a majority, and a node
 //!   restarted from its disk recovers everything it reported durable.
@@ -16,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use conclave_core::engine::{CycleView, EngineProbe};
+use conclave_core::kv::{KvEvent, KvEventKind};
 use conclave_core::raft::{
     Entry, EntryPayload, LogIndex, MessageBody, NodeId, RestoredState, Role, Term,
 };
@@ -185,6 +187,9 @@ pub struct Observer {
     /// (key, value) -> when a node first applied the expiry of that value's TTL (µs). Every
     /// expiry is applied from the log by some node before any snapshot can carry it.
     pub expiries: BTreeMap<(String, String), u64>,
+    /// Revision -> the changes made at it, in order, as the first node to apply it made them:
+    /// what a watch must deliver (`watch_check.rs`).
+    pub changes: BTreeMap<u64, Vec<KvEvent>>,
     /// Why nodes stopped on their own (storage failures), for the report.
     pub node_stops: Vec<String>,
     pub fault_kinds: BTreeSet<&'static str>,
@@ -249,6 +254,7 @@ impl Observer {
             term_starters: BTreeMap::new(),
             stats: ObservedStats::default(),
             expiries: BTreeMap::new(),
+            changes: BTreeMap::new(),
             node_stops: Vec::new(),
             fault_kinds: BTreeSet::new(),
             transports: Vec::new(),
@@ -526,6 +532,33 @@ impl Observer {
     }
 
     /// Checks what leaves a node against what its storage reported durable (see `SeamView`).
+    /// Records the changes a node's applies made. The first node to apply a revision records
+    /// its changes; every other must make exactly the same ones (a replica whose state machine
+    /// depends on anything but the log would not). Expiries are also timed: when the first
+    /// node applied each (a TTL's expiry shows in no client request).
+    fn note_changes(&mut self, node: NodeId, changes: &[KvEvent]) {
+        let now_us = turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_micros() as u64);
+        for event in changes.iter().filter(|event| event.kind == KvEventKind::Expire) {
+            let value = String::from_utf8_lossy(&event.value).into_owned();
+            self.expiries.entry((event.key.clone(), value)).or_insert(now_us);
+        }
+        // One entry's apply makes all of a revision's changes, so a cycle holds whole
+        // revisions.
+        for group in changes.chunk_by(|a, b| a.mod_revision == b.mod_revision) {
+            let revision = group[0].mod_revision;
+            match self.changes.get(&revision) {
+                None => {
+                    self.changes.insert(revision, group.to_vec());
+                }
+                Some(known) if known.as_slice() != group => self.violation(format!(
+                    "{node} made other changes at revision {revision} than a replica before it: \
+                     {group:?}, not {known:?}"
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+
     fn check_seams(&mut self, node: NodeId, view: &CycleView<'_>) {
         let log = view.raft.log();
         let Some(node_view) = self.nodes.get_mut(&node) else { return };
@@ -652,13 +685,7 @@ impl Observer {
         self.check_no_disruption_by_removed_nodes(node, raft.term());
         self.check_seams(node, &view);
         self.note_events(node, &view);
-        if !view.expired.is_empty() {
-            let now_us = turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_micros() as u64);
-            for event in view.expired {
-                let value = String::from_utf8_lossy(&event.value).into_owned();
-                self.expiries.entry((event.key.clone(), value)).or_insert(now_us);
-            }
-        }
+        self.note_changes(node, view.changes);
 
         // A snapshot installed from the leader replaces the log up to its index.
         if let Some(meta) = view.snapshot_installed {

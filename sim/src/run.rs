@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use conclave_checker::{CheckOptions, History, Operation, Status, Verdict};
+use conclave_core::engine::WatchPosition;
 
 use crate::admin::{AdminShared, AdminStats, run_admin};
 use crate::clock::SimClock;
@@ -20,6 +21,8 @@ use crate::node_host::{NodeContext, node_main};
 use crate::observer::{ObservedStats, Observer};
 use crate::panic_capture;
 use crate::schedule::{FaultFamily, RunConfig};
+use crate::watch_check::{WatchSummary, check_watch};
+use crate::watcher::{WatchShared, WatcherSetup, run_watcher};
 use crate::workload::{ClientSetup, LeaseRead, WorkloadShared, run_client};
 
 /// Simulated seconds since the Unix epoch at the start of every run (fixed: turmoil's default
@@ -96,6 +99,11 @@ pub struct RunReport {
     pub excused_lease_reads: usize,
     /// Write attempts refused because the node's disk was full.
     pub writes_refused_no_space: u64,
+    /// Changes the watcher received (each checked), streams it resumed, and restarts from the
+    /// present because no node held its position any more.
+    pub watch_changes: usize,
+    pub watch_resumes: u64,
+    pub watch_restarts: usize,
 }
 
 enum Phase {
@@ -109,8 +117,12 @@ enum Phase {
         since_ms: u64,
         target: u64,
     },
+    /// The clients finish their last operations and the watcher catches up with `watch_goal`
+    /// (the position of the newest change under its prefix when the cluster had converged).
     Draining {
         since_ms: u64,
+        watch_target: u64,
+        watch_goal: Option<WatchPosition>,
     },
 }
 
@@ -139,6 +151,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
     // The same clocks (shared state), kept to judge lease reads after the run.
     let report_clocks = clocks.clone();
     let disks: Vec<DiskFaults> = (0..hosts).map(|_| DiskFaults::default()).collect();
+    let node_exits = Rc::new(std::cell::Cell::new(0));
     for node in 1..=hosts {
         let context = Rc::new(NodeContext {
             node,
@@ -147,6 +160,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
             disk: disks[(node - 1) as usize].clone(),
             observer: observer.clone(),
             incarnation: std::cell::Cell::new(0),
+            exits: node_exits.clone(),
         });
         sim.host(format!("n{node}"), move || node_main(context.clone()));
     }
@@ -167,7 +181,13 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
     let admin = Rc::new(AdminShared::default());
     let (client_workload, client_admin) = (workload.clone(), admin.clone());
     let voters = config.nodes;
+    let watch = Rc::new(WatchShared::default());
+    let watch_prefix = watch_prefix(config.seed);
+    let watcher = WatcherSetup { hosts, prefix: watch_prefix.clone(), seed: config.seed };
+    let client_watch = watch.clone();
     sim.client(crate::nemesis::CLIENTS_HOST, async move {
+        // The watcher follows the run to its end (see below).
+        drop(tokio::task::spawn_local(run_watcher(watcher, client_watch)));
         let mut tasks: Vec<_> = setups
             .into_iter()
             .map(|setup| tokio::task::spawn_local(run_client(setup, client_workload.clone())))
@@ -176,6 +196,9 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         for task in tasks {
             task.await.map_err(|error| format!("a client task failed: {error}"))??;
         }
+        // The host stays up for the watcher, which the run loop waits for while draining;
+        // the run ends when that loop does.
+        std::future::pending::<()>().await;
         Ok(())
     });
     let mut nemesis = Nemesis::new(
@@ -185,6 +208,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         disks,
         Duration::from_millis(swarm.max_latency_ms),
         admin.clone(),
+        node_exits,
     );
 
     for timed in &config.schedule {
@@ -232,7 +256,10 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
             Phase::Converging { since_ms, target } => {
                 let behind = observer.borrow().members_behind(target);
                 if behind.is_empty() {
-                    phase = Phase::Draining { since_ms: now_ms };
+                    let observer = observer.borrow();
+                    let watch_target = observer.changes.keys().next_back().copied().unwrap_or(0);
+                    let watch_goal = last_position_under(&observer.changes, &watch_prefix);
+                    phase = Phase::Draining { since_ms: now_ms, watch_target, watch_goal };
                 } else if now_ms - since_ms > config.liveness_timeout_ms {
                     let lagging: Vec<String> = behind
                         .iter()
@@ -251,8 +278,11 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
                     break;
                 }
             }
-            Phase::Draining { since_ms } => {
-                if workload.clients_done.get() == config.clients || now_ms - since_ms > DRAIN_MS {
+            Phase::Draining { since_ms, watch_goal, .. } => {
+                let watcher_caught_up = watch_goal
+                    .is_none_or(|goal| watch.last_position().is_some_and(|at| at >= goal));
+                let clients_done = workload.clients_done.get() == config.clients;
+                if (clients_done && watcher_caught_up) || now_ms - since_ms > DRAIN_MS {
                     break;
                 }
             }
@@ -301,6 +331,25 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
             crate::read_check::check_reads(&workload.reads.borrow(), &operations)
     {
         outcome = Outcome::Fail { kind: FailureKind::Invariant, detail: violation };
+    }
+    // The watch is judged only on a run that reached the end of its drain; `target` only
+    // once the cluster had converged.
+    let mut watch_summary = WatchSummary::default();
+    if !outcome.is_failure() {
+        let target = match phase {
+            Phase::Draining { watch_target, .. } => Some(watch_target),
+            _ => None,
+        };
+        let records = watch.records.borrow();
+        match check_watch(&records, &observer.borrow().changes, &watch_prefix, target) {
+            Ok(summary) => watch_summary = summary,
+            Err(violation) => {
+                outcome = Outcome::Fail {
+                    kind: FailureKind::Invariant,
+                    detail: format!("watch of prefix {watch_prefix:?}: {violation}"),
+                };
+            }
+        }
     }
     match &history {
         Err(error) => {
@@ -387,7 +436,30 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         verdict,
         excused_lease_reads: excused_lease_reads.len(),
         writes_refused_no_space: workload.refused_no_space.get(),
+        watch_changes: watch_summary.changes_received,
+        watch_resumes: watch.resumes.get(),
+        watch_restarts: watch_summary.restarts_from_now,
     }
+}
+
+/// The watcher's prefix, drawn from the seed alone (so that the rest of the draw stays as it
+/// was): every key, or the keys starting with `k1` (`k1`, `k10`, …), which leaves out changes
+/// a prefix must skip.
+fn watch_prefix(seed: u64) -> String {
+    let everything = (seed.wrapping_mul(0xd6e8_feb8_6659_fd93) >> 63) == 0;
+    if everything { String::new() } else { "k1".to_string() }
+}
+
+/// The position after the newest change under `prefix` the replicas made.
+fn last_position_under(
+    changes: &std::collections::BTreeMap<u64, Vec<conclave_core::kv::KvEvent>>,
+    prefix: &str,
+) -> Option<WatchPosition> {
+    changes.iter().rev().find_map(|(revision, made)| {
+        let under = made.iter().filter(|change| change.key.starts_with(prefix)).count();
+        (under > 0)
+            .then(|| WatchPosition { revision: *revision, delivered_at_revision: under as u32 })
+    })
 }
 
 fn check_options(minimize: bool) -> CheckOptions {

@@ -266,10 +266,11 @@ pub enum PlantedBug {
     IgnoreShortenedLog,
     TruncateAtDamage,
     HardStateFileOnly,
+    WatchResumeRepeats,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 9] = [
+    pub const ALL: [PlantedBug; 10] = [
         PlantedBug::DoubleVote,
         PlantedBug::CommitOldTermByCounting,
         PlantedBug::AckBeforeSync,
@@ -279,6 +280,7 @@ impl PlantedBug {
         PlantedBug::IgnoreShortenedLog,
         PlantedBug::TruncateAtDamage,
         PlantedBug::HardStateFileOnly,
+        PlantedBug::WatchResumeRepeats,
     ];
 
     pub fn name(self) -> &'static str {
@@ -292,6 +294,7 @@ impl PlantedBug {
             PlantedBug::IgnoreShortenedLog => "ignore-shortened-log",
             PlantedBug::TruncateAtDamage => "truncate-at-damage",
             PlantedBug::HardStateFileOnly => "hard-state-file-only",
+            PlantedBug::WatchResumeRepeats => "watch-resume-repeats",
         }
     }
 

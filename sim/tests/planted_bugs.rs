@@ -1,6 +1,7 @@
-//! The harness proves it can find bugs: each deliberately planted Raft bug must be caught —
-//! an invariant broken, a panic on an assertion, a non-linearizable history, or a cluster that
-//! no longer makes progress — within a bounded number of seeds. The seeds needed are printed
+//! The harness proves it can find bugs: each deliberately planted Raft, storage or watch bug
+//! must be caught — an invariant broken, a panic on an assertion, a non-linearizable history,
+//! a watch that repeats or loses a change, or a cluster that no longer makes progress — within
+//! a bounded number of seeds. The seeds needed are printed
 //! (and reported in the README). Runs use the leader-churn profile (leaders crashed or isolated
 //! every few hundred milliseconds) with 10 simulated seconds of faults each.
 
@@ -52,6 +53,13 @@ fn recovery_that_truncates_at_damage_is_caught() {
 fn recovery_that_trusts_a_damaged_hard_state_file_is_caught() {
     // Needs the newest hard-state slot damaged at rest after its node granted a vote.
     assert_caught_in(PlantedBug::HardStateFileOnly, DrawProfile::Standard, 200);
+}
+
+#[test]
+fn a_watch_resumed_with_repeats_is_caught() {
+    // The watcher resumes after every broken or abandoned stream; the check counts each change
+    // it receives against what the replicas made.
+    assert_caught_in(PlantedBug::WatchResumeRepeats, DrawProfile::Standard, 20);
 }
 
 #[test]

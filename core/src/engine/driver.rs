@@ -15,6 +15,7 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use super::change_feed::ChangeFeed;
 use super::config::EngineConfig;
 use super::error::EngineError;
 use super::handle::EngineHandle;
@@ -23,9 +24,7 @@ use super::pending::{Pending, PendingRead, PendingWrite, allows_lease};
 use super::probe::{CycleView, EngineProbe};
 use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult, Reply};
 use super::status::{EngineStatus, PeerStatus};
-use crate::kv::{
-    KvCommand, KvError, KvEvent, KvEventKind, KvRequest, KvResponse, KvStateMachine, SessionTag,
-};
+use crate::kv::{KvCommand, KvError, KvEvent, KvRequest, KvResponse, KvStateMachine, SessionTag};
 use crate::raft::{
     ConfigError, Entry, EntryPayload, LogIndex, MembershipError, Message, MessageBody, NodeId,
     ProposeError, Raft, ReadError, ReadState, Ready, RestoredState, Role, Snapshot, SnapshotMeta,
@@ -77,7 +76,7 @@ pub struct Engine<T: Transport, S: Storage, C: Clock> {
     clock: C,
     requests: mpsc::Receiver<EngineRequest>,
     status: watch::Sender<EngineStatus>,
-    events: broadcast::Sender<KvEvent>,
+    events: broadcast::Sender<ChangeFeed>,
     pending: Pending,
     next_tick_ms: u64,
     durable_batch: u64,
@@ -102,8 +101,8 @@ pub struct Engine<T: Transport, S: Storage, C: Clock> {
     /// False once the transport said it will deliver nothing more.
     transport_open: bool,
     probe: Option<Box<dyn EngineProbe>>,
-    /// The expiries of this cycle's applies, kept only for a probe.
-    expired_for_probe: Vec<KvEvent>,
+    /// The changes of this cycle's applies, kept only for a probe.
+    changes_for_probe: Vec<KvEvent>,
     /// The configurations (latest, last committed; by log index) and the leader the
     /// transport's peers were last set from.
     peers_config_index: Option<(LogIndex, LogIndex, NodeId)>,
@@ -183,7 +182,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             shutdown: None,
             transport_open: true,
             probe: None,
-            expired_for_probe: Vec::new(),
+            changes_for_probe: Vec::new(),
             peers_config_index: None,
             known_addresses: BTreeMap::new(),
             config,
@@ -577,10 +576,10 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 messages: &messages,
                 snapshot_installed: snapshot.as_ref(),
                 applied: &committed_entries,
-                expired: &self.expired_for_probe,
+                changes: &self.changes_for_probe,
             });
         }
-        self.expired_for_probe.clear();
+        self.changes_for_probe.clear();
         for ReadState { context, index } in reads {
             if let Some(read) = self.pending.reads_awaiting_index.remove(&context) {
                 self.pending.reads_awaiting_apply.insert((index, context), read);
@@ -618,11 +617,11 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 EntryPayload::Command(bytes) => {
                     let result = kv.apply_command_bytes(entry.index, bytes);
                     for event in result.events {
-                        if self.probe.is_some() && event.kind == KvEventKind::Expire {
-                            self.expired_for_probe.push(event.clone());
+                        if self.probe.is_some() {
+                            self.changes_for_probe.push(event.clone());
                         }
                         // No subscriber is not an error: events are best effort.
-                        let _ = self.events.send(event);
+                        let _ = self.events.send(ChangeFeed::Change(event));
                     }
                     Some(result.response)
                 }
@@ -660,7 +659,9 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             snapshot.meta.last_index,
             "snapshot metadata and content agree"
         );
+        let revision = kv.revision();
         *self.local.kv_mut() = kv;
+        let _ = self.events.send(ChangeFeed::Skipped { revision });
         self.pending.writes_superseded_by_snapshot(snapshot.meta.last_index);
         self.last_snapshot_index = snapshot.meta.last_index;
         self.raft.applied(snapshot.meta.last_index);

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use super::change_feed::ChangeFeed;
 use super::error::EngineError;
 use super::local_reads::LocalReads;
 use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult};
 use super::status::EngineStatus;
-use crate::kv::{KvCommand, KvEvent, KvResponse, SessionTag};
+use crate::kv::{KvCommand, KvResponse, SessionTag};
 use crate::raft::{ClusterConfig, MembershipChange, NodeId, Snapshot};
 use crate::seams::Consensus;
 
@@ -17,7 +18,7 @@ use crate::seams::Consensus;
 pub struct EngineHandle {
     pub(super) requests: mpsc::Sender<EngineRequest>,
     pub(super) status: watch::Receiver<EngineStatus>,
-    pub(super) events: broadcast::Sender<KvEvent>,
+    pub(super) events: broadcast::Sender<ChangeFeed>,
     pub(super) local: Arc<LocalReads>,
 }
 
@@ -76,9 +77,10 @@ impl EngineHandle {
         self.status.clone()
     }
 
-    /// Change events of every applied write, in order. A subscriber that falls more than the
-    /// configured buffer behind is told how many it missed (`RecvError::Lagged`).
-    pub fn subscribe(&self) -> broadcast::Receiver<KvEvent> {
+    /// Change events of every applied write, in order, and the jumps past changes a snapshot
+    /// install makes. A subscriber that falls more than the configured buffer behind is told
+    /// how many it missed (`RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<ChangeFeed> {
         self.events.subscribe()
     }
 }

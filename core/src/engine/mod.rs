@@ -5,6 +5,7 @@
 //! It is a single future with no spawned tasks or threads of its own, so it runs identically
 //! on a production runtime and inside a turmoil host.
 
+mod change_feed;
 mod config;
 mod driver;
 mod error;
@@ -14,7 +15,10 @@ mod pending;
 mod probe;
 mod request;
 mod status;
+mod watch_cursor;
+mod watch_hub;
 
+pub use change_feed::ChangeFeed;
 pub use config::EngineConfig;
 pub use driver::{Engine, EngineFailure};
 pub use error::EngineError;
@@ -22,3 +26,5 @@ pub use handle::EngineHandle;
 pub use probe::{CycleView, EngineProbe};
 pub use request::{ReadConsistency, ReadQuery, ReadResult};
 pub use status::{EngineStatus, PeerStatus};
+pub use watch_cursor::{WatchCursor, WatchItem, WatchPosition};
+pub use watch_hub::{Compacted, HubMessage, MAX_HISTORY_BYTES, WatchHub, WatchStart};

@@ -19,9 +19,9 @@ pub struct CycleView<'a> {
     pub messages: &'a [Message],
     pub snapshot_installed: Option<&'a SnapshotMeta>,
     pub applied: &'a [Entry],
-    /// Keys those entries expired (their TTL ran out in state-machine time), with the values
-    /// they had: when a TTL's expiry took effect, which no client request shows.
-    pub expired: &'a [KvEvent],
+    /// The changes those entries made, in order, as watches see them — expiries included
+    /// (when a TTL's expiry took effect, which no client request shows).
+    pub changes: &'a [KvEvent],
 }
 
 pub trait EngineProbe {

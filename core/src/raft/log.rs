@@ -291,7 +291,11 @@ impl RaftLog {
         (self.snapshot_index, self.snapshot_term)
     }
 
+    /// Every entry enters the log here, so the order invariants are checked where they could
+    /// break, once per entry, rather than by walking the whole log after every step.
     fn push(&mut self, entry: Entry) {
+        debug_assert_eq!(entry.index, self.last_index() + 1, "log indexes are contiguous");
+        debug_assert!(entry.term >= self.last_term(), "terms in the log never decrease");
         if let EntryPayload::Config(config) = &entry.payload {
             self.configs.push((entry.index, config.clone()));
         }
@@ -456,13 +460,12 @@ impl RaftLog {
         debug_assert!(self.persisted <= self.last_index());
         debug_assert!(self.unstable_from <= self.last_index() + 1);
         debug_assert!(!self.configs.is_empty());
-        if cfg!(debug_assertions) {
-            let mut previous_term = self.snapshot_term;
-            for (offset, entry) in self.entries.iter().enumerate() {
-                assert_eq!(entry.index, self.snapshot_index + 1 + offset as u64);
-                assert!(entry.term >= previous_term, "terms in the log never decrease");
-                previous_term = entry.term;
-            }
+        // `push` checks order and contiguity entry by entry; truncating either end keeps
+        // both, so the ends are all that is left to check.
+        if let (Some(first), Some(last)) = (self.entries.front(), self.entries.back()) {
+            debug_assert_eq!(first.index, self.snapshot_index + 1);
+            debug_assert!(first.term >= self.snapshot_term, "terms in the log never decrease");
+            debug_assert_eq!(last.index, self.snapshot_index + self.entries.len() as u64);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Deliberately planted Raft bugs, to prove the simulator catches what it claims to catch.
+//! Deliberately planted bugs (Raft, storage, watches), to prove the simulator catches what it
+//! claims to catch.
 //! The enum always exists; setting one requires the `planted-bugs` feature, which only the
 //! simulator's builds enable.
 
@@ -29,11 +30,14 @@ pub enum PlantedBug {
     /// Storage: recovery trusts the hard-state file alone, ignoring the log's newer copy of the
     /// term and vote (a damaged newest slot then silently rolls the vote back).
     HardStateFileOnly,
+    /// Watches: a resumed watch starts again at the revision of the last change it delivered,
+    /// sending that revision's delivered changes a second time.
+    WatchResumeRepeats,
 }
 
-/// Whether `bug` is planted in a storage configured with `planted` (always false without the
-/// feature).
-pub fn storage_planted(planted: Option<PlantedBug>, bug: PlantedBug) -> bool {
+/// Whether `bug` is planted in a component (storage, a watch) configured with `planted`
+/// (always false without the feature).
+pub fn is_planted(planted: Option<PlantedBug>, bug: PlantedBug) -> bool {
     #[cfg(feature = "planted-bugs")]
     {
         planted == Some(bug)

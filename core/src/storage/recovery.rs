@@ -34,7 +34,7 @@ use super::snapshot_file::{
     is_snapshot_temp_file_name, parse_snapshot_file_name, read_snapshot_file,
 };
 use super::wal::{SegmentInfo, Wal, WalLimits, WalPosition, WalRecord, create_segment};
-use crate::raft::planted::storage_planted;
+use crate::raft::planted::is_planted;
 use crate::raft::{
     Entry, HardState, LogIndex, NodeId, PlantedBug, RestoredState, Snapshot, SnapshotMeta, Term,
 };
@@ -174,7 +174,7 @@ pub async fn recover<F: FileSystem>(
     // before the first segment's header became durable: the node never ran on it.
     let never_ran = hard_state == HardState::default() && listing.snapshots.is_empty();
     let log = read_log(fs, dir, &listing.segments, limits, never_ran, &mut repairs).await?;
-    let hard_state = if storage_planted(limits.planted_bug, PlantedBug::HardStateFileOnly) {
+    let hard_state = if is_planted(limits.planted_bug, PlantedBug::HardStateFileOnly) {
         hard_state
     } else {
         newer_term_and_vote(&mut hard_state_file, hard_state, &log.replay, dir, &mut repairs)
@@ -409,7 +409,7 @@ async fn read_log<F: FileSystem>(
         }
         let scan = match scan_segment(&image, &path, header, is_last, max_payload) {
             Err(StorageError::Corrupt { offset, .. })
-                if is_last && storage_planted(limits.planted_bug, PlantedBug::TruncateAtDamage) =>
+                if is_last && is_planted(limits.planted_bug, PlantedBug::TruncateAtDamage) =>
             {
                 image[offset as usize..].fill(0);
                 scan_segment(&image, &path, header, is_last, max_payload)?

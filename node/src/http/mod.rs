@@ -34,7 +34,7 @@ use tokio::sync::{Semaphore, watch as signal};
 use crate::clock::OsClock;
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
-use crate::watch_hub::WatchHub;
+use conclave_core::engine::WatchHub;
 
 /// What every handler can reach.
 pub struct AppState {

@@ -1,11 +1,13 @@
-//! `GET /watch?prefix=&start_revision=` — changes as server-sent events. Each event's `id` is
-//! its revision and its name is `put`, `delete` or `expire`; `data` is `api::WatchEventJson`.
-//! A client that reconnects with `Last-Event-ID` resumes after that revision. When a watcher
+//! `GET /watch?prefix=&start_revision=` — changes as server-sent events. Each event's name is
+//! `put`, `delete` or `expire`; `data` is `api::WatchEventJson`.
+//! Several changes can share a revision, so an event's `id` is its position in the stream:
+//! the revision, with `.N` for the revision's changes after the first (see
+//! `conclave_core::engine::WatchPosition`). A client that reconnects with `Last-Event-ID`
+//! resumes right after that event, so that it sees every change exactly once. When a watcher
 //! falls too far behind (or the node's history lost events), the stream sends an `error`
 //! event saying from which revision to resume, and ends. A start revision older than the
-//! node's history answers 410 (see `watch_hub.rs`). The stream ends when the node shuts down.
+//! node's history answers 410 (see `conclave_core::engine::WatchHub`). The stream ends when the node shuts down.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,16 +16,16 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use conclave_core::engine::{Compacted, WatchCursor, WatchItem, WatchPosition};
 use conclave_core::kv::{KvEvent, KvEventKind};
 use futures::stream::{self, Stream};
 use serde::Deserialize;
-use tokio::sync::{OwnedSemaphorePermit, broadcast, watch as signal};
+use tokio::sync::{OwnedSemaphorePermit, watch as signal};
 
 use super::AppState;
 use super::reply::{text, unavailable};
 use crate::api::{WatchEventJson, encode_value};
 use crate::metrics::Metrics;
-use crate::watch_hub::{Compacted, HubMessage};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct WatchParams {
@@ -34,11 +36,7 @@ pub struct WatchParams {
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 struct Watcher {
-    past: VecDeque<Arc<KvEvent>>,
-    live: broadcast::Receiver<HubMessage>,
-    prefix: String,
-    /// Events below this revision were already sent (or not asked for).
-    next_revision: u64,
+    cursor: WatchCursor,
     shutdown: signal::Receiver<bool>,
     finished: bool,
     _permit: WatcherSlot,
@@ -64,7 +62,8 @@ fn kind_name(kind: KvEventKind) -> &'static str {
     }
 }
 
-fn event_of(event: &KvEvent) -> Event {
+/// A change as an SSE event; its id is the position after it (see `WatchPosition::token`).
+fn event_of(event: &KvEvent, after: WatchPosition) -> Event {
     let (value, value_base64) = encode_value(&event.value);
     let data = WatchEventJson {
         kind: kind_name(event.kind).to_string(),
@@ -74,56 +73,44 @@ fn event_of(event: &KvEvent) -> Event {
         mod_revision: event.mod_revision,
     };
     let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
-    Event::default().id(event.mod_revision.to_string()).event(kind_name(event.kind)).data(json)
+    let id = after.token().unwrap_or_else(|| event.mod_revision.to_string());
+    Event::default().id(id).event(kind_name(event.kind)).data(json)
 }
 
 fn error_event(message: String) -> Event {
     Event::default().event("error").data(message)
 }
 
+/// The error event that ends a stream: why, and how to pick up exactly where it stopped.
+fn resume_hint(reason: &str, resume: WatchPosition) -> Event {
+    let how = match resume.token() {
+        Some(token) => format!("watch again with Last-Event-ID: {token}"),
+        None => format!("watch again with start_revision={}", resume.revision),
+    };
+    error_event(format!("{reason}; {how}"))
+}
+
 impl Watcher {
-    fn wanted(&self, event: &KvEvent) -> bool {
-        event.mod_revision >= self.next_revision && event.key.starts_with(&self.prefix)
-    }
-
-    fn resume_hint(&self, reason: &str) -> Event {
-        error_event(format!("{reason}; watch again with start_revision={}", self.next_revision))
-    }
-
     async fn next_event(&mut self) -> Option<Event> {
         if self.finished {
             return None;
         }
-        while let Some(event) = self.past.pop_front() {
-            if self.wanted(&event) {
-                self.next_revision = event.mod_revision;
-                return Some(event_of(&event));
-            }
-        }
         loop {
+            // The cursor is cancel-safe: a shutdown signal never costs a change.
             tokio::select! {
-                message = self.live.recv() => match message {
-                    Ok(HubMessage::Event(event)) => {
-                        if self.wanted(&event) {
-                            // Events of one revision share it: resume at the same revision.
-                            self.next_revision = event.mod_revision;
-                            return Some(event_of(&event));
-                        }
-                    }
-                    Ok(HubMessage::Gap) => {
+                item = self.cursor.next() => return match item {
+                    WatchItem::Change { event, after } => Some(event_of(&event, after)),
+                    WatchItem::Lost { reason, resume } => {
                         self.finished = true;
-                        return Some(self.resume_hint("the node lost events"));
+                        Some(resume_hint(reason, resume))
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        self.finished = true;
-                        return Some(self.resume_hint("this watcher fell behind"));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                    WatchItem::Closed => None,
                 },
                 changed = self.shutdown.changed() => {
                     if changed.is_err() || *self.shutdown.borrow() {
                         self.finished = true;
-                        return Some(self.resume_hint("the node is shutting down"));
+                        let resume = self.cursor.position();
+                        return Some(resume_hint("the node is shutting down", resume));
                     }
                 }
             }
@@ -136,12 +123,22 @@ pub async fn watch(
     headers: HeaderMap,
     Query(params): Query<WatchParams>,
 ) -> Response {
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.trim().parse::<u64>().ok());
-    // An SSE reconnect names the last event seen: resume after its revision.
-    let start_revision = params.start_revision.or(last_event_id.map(|id| id + 1));
+    // An SSE reconnect repeats the URL and names the last event seen: resume right after that
+    // event (which may be inside a revision), not at the URL's start revision again.
+    let last_event_id = headers.get("last-event-id").map(|value| {
+        value.to_str().ok().and_then(WatchPosition::parse_token).ok_or_else(|| {
+            text(
+                StatusCode::BAD_REQUEST,
+                "Last-Event-ID is not an event id of this stream (REVISION or REVISION.INDEX)\n"
+                    .to_string(),
+            )
+        })
+    });
+    let from = match last_event_id {
+        Some(Ok(position)) => Some(position),
+        Some(Err(refusal)) => return refusal,
+        None => params.start_revision.map(WatchPosition::start_of),
+    };
     let Ok(permit) = state.watchers.clone().try_acquire_owned() else {
         return unavailable(format!(
             "too many watch streams (the limit is {}); retry later\n",
@@ -149,8 +146,9 @@ pub async fn watch(
         ));
     };
     let current_revision = state.engine.status().revision;
-    let (past, live) = match state.hub.watch_from(start_revision, current_revision) {
-        Ok(found) => found,
+    let prefix = params.prefix.unwrap_or_default();
+    let cursor = match WatchCursor::open(&state.hub, prefix, from, current_revision, None) {
+        Ok(cursor) => cursor,
         Err(Compacted { requested, floor }) => {
             let held = floor.map_or_else(
                 || "this node holds no history yet".to_string(),
@@ -167,10 +165,7 @@ pub async fn watch(
     };
     state.metrics.watchers.inc();
     let watcher = Watcher {
-        past: past.into(),
-        live,
-        prefix: params.prefix.unwrap_or_default(),
-        next_revision: start_revision.unwrap_or(current_revision + 1),
+        cursor,
         shutdown: state.shutdown.clone(),
         finished: false,
         _permit: WatcherSlot { _permit: permit, metrics: state.metrics.clone() },

@@ -12,7 +12,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use conclave_core::kv::KvEvent;
+use super::change_feed::ChangeFeed;
+use crate::kv::KvEvent;
 use tokio::sync::broadcast;
 
 /// Key and value bytes kept in the history at most.
@@ -25,6 +26,15 @@ pub enum HubMessage {
     Event(Arc<KvEvent>),
     /// The hub itself fell behind the engine and lost events: every watch must restart.
     Gap,
+}
+
+/// Where a watch starts: the held events from its start revision, then the live channel,
+/// subscribed under the same lock so that no event falls between them or comes twice.
+pub struct WatchStart {
+    pub past: Vec<Arc<KvEvent>>,
+    pub live: broadcast::Receiver<HubMessage>,
+    /// Events of lower revisions are not the watch's to send.
+    pub from_revision: u64,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -76,10 +86,11 @@ impl WatchHub {
     }
 
     /// Feeds the hub from the engine until the engine stops.
-    pub async fn run(self: Arc<Self>, mut events: broadcast::Receiver<KvEvent>) {
+    pub async fn run(self: Arc<Self>, mut feed: broadcast::Receiver<ChangeFeed>) {
         loop {
-            match events.recv().await {
-                Ok(event) => self.push(event),
+            match feed.recv().await {
+                Ok(ChangeFeed::Change(event)) => self.push(event),
+                Ok(ChangeFeed::Skipped { revision }) => self.skipped_to(revision),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "watch history fell behind the engine; watches restart");
                     self.gap();
@@ -89,7 +100,7 @@ impl WatchHub {
         }
     }
 
-    fn push(&self, event: KvEvent) {
+    pub(crate) fn push(&self, event: KvEvent) {
         let event = Arc::new(event);
         let mut history = self.lock();
         let revision = event.mod_revision;
@@ -110,12 +121,26 @@ impl WatchHub {
         let _ = self.live.send(HubMessage::Event(event));
     }
 
-    fn gap(&self) {
+    pub(crate) fn gap(&self) {
         let mut history = self.lock();
         history.events.clear();
         history.bytes = 0;
         history.floor = None;
         history.after_gap = true;
+        let _ = self.live.send(HubMessage::Gap);
+    }
+
+    /// The store jumped to `revision` (a snapshot installed) without making the changes before
+    /// it here: what the history holds cannot continue into what comes next. Every watch
+    /// ends (to resume where a history still holds its place), and only watches from after
+    /// `revision` can be served from now on.
+    pub(crate) fn skipped_to(&self, revision: u64) {
+        let mut history = self.lock();
+        history.events.clear();
+        history.bytes = 0;
+        history.floor = Some(revision + 1);
+        history.after_gap = false;
+        history.last_revision = history.last_revision.max(revision);
         let _ = self.live.send(HubMessage::Gap);
     }
 
@@ -125,19 +150,23 @@ impl WatchHub {
         &self,
         start_revision: Option<u64>,
         current_revision: u64,
-    ) -> Result<(Vec<Arc<KvEvent>>, broadcast::Receiver<HubMessage>), Compacted> {
+    ) -> Result<WatchStart, Compacted> {
         let history = self.lock();
         let live = self.live.subscribe();
         let newest = history.last_revision.max(current_revision);
-        let Some(start) = start_revision else { return Ok((Vec::new(), live)) };
+        // "From now" starts after the newest revision: a revision whose first events were
+        // already sent would otherwise be seen in part.
+        let Some(start) = start_revision else {
+            return Ok(WatchStart { past: Vec::new(), live, from_revision: newest + 1 });
+        };
         if start > newest {
-            return Ok((Vec::new(), live));
+            return Ok(WatchStart { past: Vec::new(), live, from_revision: start });
         }
         match history.floor {
             Some(floor) if start >= floor => {
                 let past =
                     history.events.iter().filter(|e| e.mod_revision >= start).cloned().collect();
-                Ok((past, live))
+                Ok(WatchStart { past, live, from_revision: start })
             }
             floor => Err(Compacted { requested: start, floor }),
         }
@@ -151,8 +180,8 @@ impl WatchHub {
 
 #[cfg(test)]
 mod tests {
+    use crate::kv::KvEventKind;
     use bytes::Bytes;
-    use conclave_core::kv::KvEventKind;
 
     use super::*;
 
@@ -172,28 +201,48 @@ mod tests {
             hub.push(event("k", revision));
         }
         assert_eq!(hub.floor(), Some(7));
-        let (past, _) = hub.watch_from(Some(8), 9).expect("held");
-        assert_eq!(past.iter().map(|e| e.mod_revision).collect::<Vec<_>>(), vec![8, 9]);
+        let start = hub.watch_from(Some(8), 9).expect("held");
+        assert_eq!(start.past.iter().map(|e| e.mod_revision).collect::<Vec<_>>(), vec![8, 9]);
         assert_eq!(
             hub.watch_from(Some(6), 9).err(),
             Some(Compacted { requested: 6, floor: Some(7) })
         );
-        // The future needs no history.
-        assert!(hub.watch_from(Some(10), 9).expect("future").0.is_empty());
-        assert!(hub.watch_from(None, 9).expect("now").0.is_empty());
+        // The future needs no history; "now" starts after the newest revision.
+        assert!(hub.watch_from(Some(10), 9).expect("future").past.is_empty());
+        let now = hub.watch_from(None, 9).expect("now");
+        assert!(now.past.is_empty());
+        assert_eq!(now.from_revision, 10);
+    }
+
+    #[test]
+    fn a_snapshot_install_ends_watches_and_refuses_revisions_it_skipped() {
+        let hub = WatchHub::new(10);
+        hub.push(event("a", 3));
+        let mut live = hub.watch_from(Some(3), 3).expect("held").live;
+        // The store jumps from revision 3 to 9: changes 4..=9 were never made here.
+        hub.skipped_to(9);
+        assert!(matches!(live.try_recv(), Ok(HubMessage::Gap)), "live watches end");
+        assert_eq!(
+            hub.watch_from(Some(4), 9).err(),
+            Some(Compacted { requested: 4, floor: Some(10) })
+        );
+        assert!(hub.watch_from(Some(9), 9).is_err());
+        hub.push(event("b", 10));
+        assert_eq!(hub.watch_from(Some(10), 10).expect("held").past.len(), 1);
+        assert_eq!(hub.watch_from(None, 10).expect("now").from_revision, 11);
     }
 
     #[test]
     fn a_gap_restarts_the_history_after_the_next_revision() {
         let hub = WatchHub::new(10);
         hub.push(event("a", 1));
-        let (_, mut live) = hub.watch_from(Some(1), 1).expect("held");
+        let mut live = hub.watch_from(Some(1), 1).expect("held").live;
         hub.gap();
         assert!(matches!(live.try_recv(), Ok(HubMessage::Gap)));
         hub.push(event("b", 4));
         hub.push(event("c", 5));
         assert_eq!(hub.floor(), Some(5));
         assert!(hub.watch_from(Some(4), 5).is_err());
-        assert_eq!(hub.watch_from(Some(5), 5).expect("held").0.len(), 1);
+        assert_eq!(hub.watch_from(Some(5), 5).expect("held").past.len(), 1);
     }
 }
