@@ -10,17 +10,27 @@
 #   ci/mutants.sh core/src/raft/quorum.rs  # some files
 #   MUTANTS_SEEDS=200 ci/mutants.sh ...    # seeds of the campaign each mutant must pass (100)
 #   MUTANTS_JOBS=2 ci/mutants.sh ...       # mutants built and tested at once (1)
+#   MUTANTS_TIMEOUT=900 ci/mutants.sh ...  # test timeout per mutant, seconds (5x the unmutated run)
 #
 # Results go to target/mutants/mutants.out (cargo-mutants' own layout: caught.txt, missed.txt,
 # timeout.txt, unviable.txt, outcomes.json); the kill rate per file is printed at the end, in
 # the form the README's mutation table takes. Not part of .ci/run: one mutant costs a build
 # and a campaign, so the whole set takes hours on two cores.
 #
-# KNOWN ISSUE (cargo-mutants 27.1.0, 2026-12-06): the baseline ran only conclave-core's tests
-# (`cargo test --package=conclave-core`) despite --test-package, and likewise with
-# --test-workspace=true or `test_package` in .cargo/mutants.toml (checked in the baseline log,
-# build and test steps alike), so the simulator was not yet
-# part of the test. No kill rate has been recorded until that is resolved.
+# Which tests run (cargo-mutants 27.1.0, checked in its source, src/lab.rs, and in the logs):
+# --test-package selects the tests of every *mutant*: each mutant's log in
+# mutants.out/log/ shows `cargo test --no-run --verbose --package=conclave-core@0.1.0
+# --package=conclave-sim@0.1.0` and `cargo test --verbose --package=conclave-core@0.1.0
+# --package=conclave-sim@0.1.0 -- --skip caught --skip shrink`. The *baseline* (the unmutated
+# copy) always runs only the mutated packages' tests, `cargo test --package=conclave-core`,
+# whatever --test-package, --test-workspace or mutants.toml say (the book claims otherwise).
+# That is all the former KNOWN ISSUE saw: it read baseline.log only. What it does cost: the
+# simulator's tests never run unmutated (a failing one would mark every mutant caught), and
+# the automatic test timeout, 5x the baseline's test time but at least 20 s, comes from core's
+# one-second tests while every mutant runs the campaign too (about a second per seed), so all
+# mutants would time out and count as killed. Hence the unmutated run below and --timeout.
+# Testing both packages unifies features: conclave-core is built with sim's `planted-bugs`,
+# so mutants inside its cfg(feature = "planted-bugs") blocks compile and face the campaign.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,12 +57,27 @@ mkdir -p "$out"
 # The campaign each mutant must pass (sim/tests/seeds.rs reads CONCLAVE_SEEDS); the planted-bug
 # and shrinking tests prove the harness itself and would only repeat the campaign's work.
 export CONCLAVE_SEEDS="${MUTANTS_SEEDS:-100}"
+# An exported RUSTFLAGS replaces .cargo/config.toml's `--cfg tokio_unstable`, without which
+# conclave-sim does not compile: every mutant would be unviable.
+unset RUSTFLAGS
+
+# What cargo-mutants' baseline leaves out: the exact tests each mutant gets, once, unmutated. They
+# must pass (or every mutant is "caught"), and their time sets the timeout of a mutant's tests.
+echo "unmutated: cargo test --package conclave-core --package conclave-sim -- --skip caught --skip shrink" >&2
+cargo test --package conclave-core --package conclave-sim --no-run
+started=$SECONDS
+cargo test --package conclave-core --package conclave-sim -- --skip caught --skip shrink
+elapsed=$((SECONDS - started))
+timeout="${MUTANTS_TIMEOUT:-$((elapsed * 5 > 60 ? elapsed * 5 : 60))}"
+echo "unmutated tests passed in ${elapsed}s: test timeout per mutant ${timeout}s" >&2
+
 status=0
 cargo mutants \
   --package conclave-core \
   "${file_args[@]}" \
   --test-package conclave-core --test-package conclave-sim \
   --jobs "${MUTANTS_JOBS:-1}" \
+  --timeout "$timeout" \
   --output "$out" \
   --no-shuffle \
   -- -- --skip caught --skip shrink || status=$?

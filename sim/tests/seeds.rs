@@ -1,6 +1,7 @@
 //! The default seed campaign of `cargo test`: 1,000 seeded chaos schedules, each with 20
 //! simulated seconds of faults drawn from its seed, Raft's invariants checked after every step,
-//! liveness required after healing, and the client history checked for linearizability.
+//! liveness required after healing, the client history checked for linearizability and a
+//! watcher's stream checked change by change.
 //!
 //! - `CONCLAVE_SEEDS=100000` runs more seeds;
 //! - `CONCLAVE_SEED=1234` runs just that seed;
@@ -34,10 +35,12 @@ fn run_shard(shard: u64) {
     let mut anomalies = 0;
     let mut excused = 0;
     let mut operations = 0;
+    let mut watched_changes = 0;
     for seed in &seeds {
         let config = RunConfig::draw(*seed, &DrawOptions::default());
         let report = run(&config, RunOptions::default());
         operations += report.operations;
+        watched_changes += report.watch_changes;
         excused += report.excused_lease_reads;
         match &report.outcome {
             Outcome::Pass => {}
@@ -48,7 +51,7 @@ fn run_shard(shard: u64) {
         }
     }
     println!(
-        "shard {shard}: {} seeds, {operations} operations checked, {excused} lease reads excused in {anomalies} seeds (served by a node drifting past the lease bound during that lease), {} failures",
+        "shard {shard}: {} seeds, {operations} operations and {watched_changes} watched changes checked, {excused} lease reads excused in {anomalies} seeds (served by a node drifting past the lease bound during that lease), {} failures",
         seeds.len(),
         failures.len()
     );
