@@ -276,6 +276,54 @@ fn a_snapshot_that_does_not_fit_is_given_up_and_the_log_goes_on() {
     assert_log(&h.open().unwrap(), &entries(1..=22, 1));
 }
 
+#[test]
+fn a_segment_roll_that_runs_out_of_space_at_any_step_loses_nothing() {
+    // The disk fills up at each operation of a group that rolls the segment in turn; a
+    // segment creation that fails part-way is removed and created again under its name.
+    let mut full_disks = 0;
+    for ok_ops in 0.. {
+        let mut h = Harness::new(20 + ok_ops, None, small_options());
+        h.open().unwrap();
+        h.persist(entries(1..=60, 1), Some(hard_state(1, 1, 0)), None).unwrap();
+        assert_eq!(h.pump().unwrap().durable_batch, 1);
+        let segments = segment_files(&h).len();
+        h.fs.faults().no_space_after_ops(ok_ops);
+        h.persist(entries(61..=120, 1), None, None).unwrap();
+        let progress = h.pump().unwrap();
+        h.fs.faults().heal();
+        if progress.durable_batch == 2 && !progress.disk_full {
+            assert!(segment_files(&h).len() > segments, "the group rolled the segment");
+            break;
+        }
+        full_disks += 1;
+        pump_until(&mut h, "durability", |p| p.durable_batch == 2 && !p.disk_full);
+        h.crash();
+        assert_log(&h.open().unwrap(), &entries(1..=120, 1));
+    }
+    assert!(full_disks > 5, "the group has {full_disks} operations");
+}
+
+#[test]
+fn a_snapshot_saved_again_after_running_out_of_space_keeps_its_file() {
+    let mut h = Harness::new(21, None, small_options());
+    h.open().unwrap();
+    h.persist(entries(1..=20, 1), Some(hard_state(1, 1, 20)), None).unwrap();
+    h.pump().unwrap();
+    // Room for the temporary file, not for its content: it is removed again.
+    h.fs.faults().no_space_after_ops(2);
+    h.submit(StorageJob::SaveSnapshot { snapshot: snapshot(20, 1), compact_to: 20 }).unwrap();
+    let progress = pump_until(&mut h, "the abandoned snapshot", |p| p.snapshots_abandoned == 1);
+    assert_eq!(progress.snapshot_index, 0);
+    h.fs.faults().heal();
+    pump_until(&mut h, "the alarm coming down", |progress| !progress.disk_full);
+    // The same snapshot again: its temporary file has the name of the removed one.
+    h.submit(StorageJob::SaveSnapshot { snapshot: snapshot(20, 1), compact_to: 20 }).unwrap();
+    pump_until(&mut h, "the saved snapshot", |p| p.snapshot_index == 20);
+    h.crash();
+    let recovered = h.open().unwrap();
+    assert_eq!(recovered.snapshot_data, Some(snapshot(20, 1).data));
+}
+
 // ---- damaged directories ----------------------------------------------------------------------
 
 /// A directory holding entries 1..=n in several segments, closed cleanly.
@@ -367,6 +415,54 @@ fn a_headerless_first_segment_of_a_never_used_directory_is_rewritten() {
     h.pump().unwrap();
     h.crash();
     assert!(h.open().unwrap().restored.entries == entries(1..=5, 1));
+}
+
+/// Opens with the power failing after `after_ops` file-system operations; whether the open
+/// finished first.
+fn open_with_power_cut(h: &mut Harness, after_ops: u64) -> bool {
+    h.fs.faults().power_cut_after_ops(after_ops);
+    let finished = h.open().is_ok();
+    h.fs.faults().heal();
+    finished
+}
+
+#[test]
+fn an_initialisation_cut_off_anywhere_is_redone_and_keeps_what_it_syncs() {
+    // Seeds 2455 and 2825 of the simulator crashed a node after its first segment was synced
+    // and before its hard-state file was: the restart redid the initialisation and created the
+    // segment again under the name whose removal it had not made durable, and the simulator's
+    // file system lost the new segment's header (see `storage::removal`). Every cut point of
+    // the initialisation, then every cut point of the restart that redoes it.
+    let mut cut_points = 0;
+    for first_cut in 0.. {
+        let mut h = Harness::new(first_cut, Some(512), small_options());
+        if open_with_power_cut(&mut h, first_cut) {
+            break;
+        }
+        cut_points += 1;
+        for second_cut in 0.. {
+            let mut h = Harness::new(first_cut, Some(512), small_options());
+            assert!(!open_with_power_cut(&mut h, first_cut));
+            h.crash();
+            let redo_finished = open_with_power_cut(&mut h, second_cut);
+            h.crash();
+            let recovered = h.open().unwrap_or_else(|error| {
+                panic!("cut after {first_cut} then {second_cut} operations: {error}")
+            });
+            assert!(recovered.restored.entries.is_empty());
+            h.persist(entries(1..=5, 1), Some(hard_state(1, 1, 0)), None).unwrap();
+            assert_eq!(h.pump().unwrap().durable_batch, 1);
+            h.crash();
+            let recovered = h.open().unwrap_or_else(|error| {
+                panic!("cut after {first_cut} then {second_cut} operations, then used: {error}")
+            });
+            assert_log(&recovered, &entries(1..=5, 1));
+            if redo_finished {
+                break;
+            }
+        }
+    }
+    assert!(cut_points > 10, "the initialisation has {cut_points} cut points");
 }
 
 #[test]

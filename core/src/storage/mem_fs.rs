@@ -15,10 +15,16 @@
 //! probability, ENOSPC on writes, silently corrupted reads, and a power cut after a given number
 //! of operations (every later operation fails, as if the machine had died; call `crash` next).
 //!
+//! One check beyond the model: a file synced while the removal (or rename) of an earlier file
+//! of its name is not yet durable is listed ([`MemFs::synced_under_pending_removal`]). This
+//! model, like POSIX, handles that sequence; a model that keeps file data by name (turmoil's)
+//! loses the synced data, so the storage engine avoids it (`removal.rs`) and the tests check
+//! that it does.
+//!
 //! Deterministic: all randomness comes from a seeded ChaCha generator; only ordered maps.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -59,6 +65,8 @@ struct FaultState {
     corrupt_read_permille: Cell<u32>,
     /// Operations left before the power cut; `None` means no cut is armed.
     ops_before_power_cut: Cell<Option<u64>>,
+    /// Operations left before the disk fills up (`no_space` turns on); `None`: not armed.
+    ops_before_no_space: Cell<Option<u64>>,
     powered_off: Cell<bool>,
     injected: Cell<u64>,
 }
@@ -77,11 +85,17 @@ impl MemFsFaults {
     pub fn power_cut_after_ops(&self, ops: u64) {
         self.inner.ops_before_power_cut.set(Some(ops));
     }
+    /// After `ops` more operations, the disk is full (as `set_no_space(true)`): a test can
+    /// make each operation of a sequence in turn the first to find no room.
+    pub fn no_space_after_ops(&self, ops: u64) {
+        self.inner.ops_before_no_space.set(Some(ops));
+    }
     pub fn heal(&self) {
         self.inner.io_error_permille.set(0);
         self.inner.no_space.set(false);
         self.inner.corrupt_read_permille.set(0);
         self.inner.ops_before_power_cut.set(None);
+        self.inner.ops_before_no_space.set(None);
     }
     pub fn is_powered_off(&self) -> bool {
         self.inner.powered_off.get()
@@ -125,6 +139,10 @@ struct State {
     /// Bumped by every crash; handles of an older epoch are dead.
     epoch: u64,
     ops: u64,
+    /// Names removed or renamed away since their directory's last sync.
+    pending_removals: BTreeSet<PathBuf>,
+    /// Files synced while a removal of their name was pending.
+    synced_under_pending_removal: Vec<PathBuf>,
 }
 
 fn root() -> PathBuf {
@@ -179,6 +197,8 @@ impl MemFs {
                 durable: directories,
                 epoch: 0,
                 ops: 0,
+                pending_removals: BTreeSet::new(),
+                synced_under_pending_removal: Vec::new(),
             })),
             faults: MemFsFaults::default(),
         }
@@ -209,6 +229,7 @@ impl MemFs {
         let mut guard = self.state.borrow_mut();
         let state = &mut *guard;
         state.epoch += 1;
+        state.pending_removals.clear();
         let torn_block_bytes = state.config.torn_block_bytes;
         for inode in state.inodes.values_mut() {
             let mut content = std::mem::take(&mut inode.durable);
@@ -261,6 +282,13 @@ impl MemFs {
         drop(guard);
         self.faults.inner.powered_off.set(false);
         self.faults.inner.ops_before_power_cut.set(None);
+    }
+
+    /// Every file (by the path it was opened under) that was synced while the removal or
+    /// rename of an earlier file of its name was not yet durable; each at most once, across
+    /// crashes. The storage engine never does this (`removal.rs`).
+    pub fn synced_under_pending_removal(&self) -> Vec<PathBuf> {
+        self.state.borrow().synced_under_pending_removal.clone()
     }
 
     /// The current (live) content of every file, by path.
@@ -345,6 +373,14 @@ impl MemFs {
             }
             faults.ops_before_power_cut.set(Some(left - 1));
         }
+        match faults.ops_before_no_space.get() {
+            Some(0) => {
+                faults.no_space.set(true);
+                faults.ops_before_no_space.set(None);
+            }
+            Some(left) => faults.ops_before_no_space.set(Some(left - 1)),
+            None => {}
+        }
         let mut state = self.state.borrow_mut();
         state.ops += 1;
         let permille = faults.io_error_permille.get();
@@ -410,11 +446,24 @@ impl MemFile {
     fn sync(&self) -> io::Result<()> {
         self.fs.begin(false)?;
         self.check_alive()?;
+        self.note_pending_removal_of_name();
         self.with_inode(|inode| {
             for change in std::mem::take(&mut inode.unsynced) {
                 apply(&mut inode.durable, &change);
             }
         })
+    }
+
+    /// Lists this file if it still has its name and a removal of that name is pending.
+    fn note_pending_removal_of_name(&self) {
+        let mut state = self.fs.state.borrow_mut();
+        let named = matches!(MemFs::lookup(&state, &self.path), Some(Node::File(inode)) if inode == self.inode);
+        if named
+            && state.pending_removals.contains(&self.path)
+            && !state.synced_under_pending_removal.contains(&self.path)
+        {
+            state.synced_under_pending_removal.push(self.path.clone());
+        }
     }
 }
 
@@ -564,6 +613,7 @@ impl FileSystem for MemFs {
             .get_mut(&from_parent)
             .and_then(|entries| entries.remove(&from_name))
             .ok_or_else(|| not_found(from))?;
+        state.pending_removals.insert(from.to_path_buf());
         state.live.entry(to_parent).or_default().insert(to_name, node);
         Ok(())
     }
@@ -585,6 +635,7 @@ impl FileSystem for MemFs {
         if let Some(entries) = state.live.get_mut(&parent) {
             entries.remove(&name);
         }
+        state.pending_removals.insert(path.to_path_buf());
         Ok(())
     }
 
@@ -631,6 +682,7 @@ impl FileSystem for MemFs {
         let mut state = self.state.borrow_mut();
         let entries = state.live.get(path).cloned().ok_or_else(|| not_found(path))?;
         state.durable.insert(path.to_path_buf(), entries);
+        state.pending_removals.retain(|removed| removed.parent() != Some(path));
         Ok(())
     }
 
@@ -711,6 +763,31 @@ mod tests {
         });
         fs.crash();
         assert_eq!(read_all(&fs, "/b"), Some(b"1".to_vec()), "the removal was not synced");
+    }
+
+    #[test]
+    fn a_file_synced_under_a_name_whose_removal_is_not_durable_is_listed() {
+        let fs = fs(None);
+        let root = Path::new("/");
+        let (a, b) = (Path::new("/a"), Path::new("/b"));
+        block_on(async {
+            for path in [a, b] {
+                fs.open(path, OpenMode::CreateNew).await.unwrap().sync_all().await.unwrap();
+            }
+            fs.sync_dir(root).await.unwrap();
+            // `a` is created again before its removal is durable.
+            fs.remove_file(a).await.unwrap();
+            let new_a = fs.open(a, OpenMode::CreateNew).await.unwrap();
+            new_a.write_all_at(0, vec![1]).await.unwrap();
+            assert!(fs.synced_under_pending_removal().is_empty(), "nothing synced yet");
+            new_a.sync_data().await.unwrap();
+            // `b` only after.
+            fs.remove_file(b).await.unwrap();
+            fs.sync_dir(root).await.unwrap();
+            let new_b = fs.open(b, OpenMode::CreateNew).await.unwrap();
+            new_b.sync_all().await.unwrap();
+        });
+        assert_eq!(fs.synced_under_pending_removal(), vec![a.to_path_buf()]);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod log_terms;
 pub mod mem_fs;
 pub mod record;
 pub mod recovery;
+pub mod removal;
 pub mod segment;
 pub mod snapshot_file;
 pub mod space;

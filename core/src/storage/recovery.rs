@@ -4,6 +4,9 @@
 //! Steps:
 //! 1. a missing or empty directory is initialised (first segment, then the hard-state file —
 //!    the hard-state file is created last, so its presence marks a completed initialisation);
+//!    an initialisation a crash interrupted (segments but no hard-state file, and no record in
+//!    them) is redone after its leftovers are removed *durably*, since it creates the first
+//!    segment under the same name again (`removal.rs` says why that order matters);
 //! 2. the hard state is read (`hard_state.rs`);
 //! 3. leftover temporary snapshot files are removed (never renamed, never reported durable) and
 //!    the newest snapshot that passes its checks is loaded; an older one is used only when the
@@ -11,7 +14,8 @@
 //! 4. the segments are read in order; their sequence numbers and record numbers must be
 //!    contiguous; the last segment's torn tail is truncated (`segment.rs` says exactly when a
 //!    tail counts as torn) after a second read confirms the same bytes; a last segment whose
-//!    creation never completed (no header, nothing written) is removed;
+//!    creation never completed (no header, nothing written) is removed — except the only
+//!    segment of a directory that was never used, which gets its header in place;
 //! 5. the records are replayed into the log and the log is joined to the snapshot; the newest
 //!    `Committed` record, when newer than the hard state's commit, replaces it;
 //! 6. the last segment, the hard state and the directory are synced: after a process crash
@@ -26,6 +30,7 @@ use super::error::{StorageError, StorageResult};
 use super::fs::{EntryKind, FileSystem, FsFile, OpenMode, read_whole_file};
 use super::hard_state::{HARD_STATE_FILE_NAME, HardStateFile};
 use super::log_terms::LogTerms;
+use super::removal::remove_durably;
 use super::segment::{
     HeaderRead, SEGMENT_HEADER_BYTES, SegmentEnd, SegmentHeader, decode_segment_header,
     parse_segment_file_name, scan_segment, segment_file_name,
@@ -33,7 +38,9 @@ use super::segment::{
 use super::snapshot_file::{
     is_snapshot_temp_file_name, parse_snapshot_file_name, read_snapshot_file,
 };
-use super::wal::{SegmentInfo, Wal, WalLimits, WalPosition, WalRecord, create_segment};
+use super::wal::{
+    SegmentInfo, Wal, WalLimits, WalPosition, WalRecord, create_segment, restart_segment_in_place,
+};
 use crate::raft::planted::is_planted;
 use crate::raft::{
     Entry, HardState, LogIndex, NodeId, PlantedBug, RestoredState, Snapshot, SnapshotMeta, Term,
@@ -149,15 +156,16 @@ pub async fn recover<F: FileSystem>(
                 ));
             }
         }
-        for seq in &listing.segments {
-            let path = dir.join(segment_file_name(*seq));
-            fs.remove_file(&path).await.map_err(|e| StorageError::io("remove", &path, e))?;
+        // Durably, before `initialise` creates the first segment under the same name again
+        // (`removal.rs`).
+        let segments: Vec<PathBuf> =
+            listing.segments.iter().map(|seq| dir.join(segment_file_name(*seq))).collect();
+        let temps = listing.snapshot_temps.iter().map(|name| dir.join(name));
+        let leftovers: Vec<PathBuf> = segments.iter().cloned().chain(temps).collect();
+        remove_durably(fs, dir, &leftovers).await?;
+        for path in &segments {
             repairs
                 .push(format!("removed {} left by an interrupted initialisation", path.display()));
-        }
-        for name in &listing.snapshot_temps {
-            let path = dir.join(name);
-            fs.remove_file(&path).await.map_err(|e| StorageError::io("remove", &path, e))?;
         }
         return initialise(fs, dir, limits, repairs).await;
     }
@@ -351,8 +359,7 @@ async fn read_log<F: FileSystem>(
         let path = dir.join(segment_file_name(seq));
         let is_last = seq == last_seq;
         let mode = if is_last { OpenMode::ReadWrite } else { OpenMode::Read };
-        let mut file =
-            fs.open(&path, mode).await.map_err(|e| StorageError::io("open", &path, e))?;
+        let file = fs.open(&path, mode).await.map_err(|e| StorageError::io("open", &path, e))?;
         let mut image = read_whole_file(&file, MAX_SEGMENT_FILE_BYTES)
             .await
             .map_err(|e| StorageError::io("read", &path, e))?;
@@ -361,13 +368,13 @@ async fn read_log<F: FileSystem>(
             HeaderRead::Missing if never_ran && seqs == [1] && image.iter().all(|b| *b == 0) => {
                 // Records are appended only after the header is synced, so an all-zero first
                 // segment never held one; with a pristine hard state and no snapshot nothing
-                // was ever promised from this directory. Start the segment again.
-                drop(file);
-                fs.remove_file(&path).await.map_err(|e| StorageError::io("remove", &path, e))?;
+                // was ever promised from this directory. Start the segment again, in place:
+                // removing and recreating it would leave, for a crash in between, a hard-state
+                // file without any segment (refused), and would create a name whose removal is
+                // not durable (`removal.rs`).
                 let header = SegmentHeader { seq: 1, first_lsn: 1 };
-                let (created, _) =
-                    create_segment(fs, dir, header, limits.wal.segment_bytes).await?;
-                file = created;
+                let capacity = (image.len() as u64).max(limits.wal.segment_bytes);
+                restart_segment_in_place(&file, &path, header, capacity).await?;
                 image = read_whole_file(&file, MAX_SEGMENT_FILE_BYTES)
                     .await
                     .map_err(|e| StorageError::io("read", &path, e))?;

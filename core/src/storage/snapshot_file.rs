@@ -18,6 +18,7 @@ use bytes::Bytes;
 
 use super::error::{StorageError, StorageResult};
 use super::fs::{FileSystem, FsFile, OpenMode, read_whole_file};
+use super::removal::remove_durably;
 use crate::raft::{LogIndex, Snapshot, SnapshotMeta};
 
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"CNCLSNAP";
@@ -168,8 +169,9 @@ pub async fn write_file_atomically<F: FileSystem>(
     let mut temp = path.as_os_str().to_owned();
     temp.push(TEMP_SUFFIX);
     let temp = PathBuf::from(temp);
+    // A leftover of the same name goes durably before the name is created again (`removal.rs`).
     if fs.entry_kind(&temp).await.map_err(|e| StorageError::io("stat", &temp, e))?.is_some() {
-        fs.remove_file(&temp).await.map_err(|e| StorageError::io("remove", &temp, e))?;
+        remove_durably(fs, dir, std::slice::from_ref(&temp)).await?;
     }
     let file = fs
         .open(&temp, OpenMode::CreateNew)
@@ -181,9 +183,10 @@ pub async fn write_file_atomically<F: FileSystem>(
         let written = file.write_all_at(offset as u64, image[offset..end].to_vec()).await;
         if let Err(error) = written {
             // A partial temporary file only takes room (on a full disk, the room the rest of
-            // the node needs): remove it now rather than at the next recovery.
+            // the node needs): remove it now rather than at the next recovery — durably, as the
+            // next attempt at this snapshot creates the same name (`removal.rs`).
             drop(file);
-            let _ = fs.remove_file(&temp).await;
+            let _ = remove_durably(fs, dir, std::slice::from_ref(&temp)).await;
             return Err(StorageError::io("write", &temp, error));
         }
         offset = end;

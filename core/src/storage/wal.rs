@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{StorageError, StorageResult};
 use super::fs::{FileSystem, FsFile, OpenMode};
 use super::record::{encode_record, record_bytes};
+use super::removal::remove_durably;
 use super::segment::{
     SEGMENT_HEADER_BYTES, SegmentHeader, encode_segment_header, segment_file_name,
 };
@@ -170,9 +171,35 @@ async fn create_segment_file<F: FileSystem>(
     segment_bytes: u64,
 ) -> Result<F::File, (&'static str, std::io::Error)> {
     let file = fs.open(path, OpenMode::CreateNew).await.map_err(|e| ("create", e))?;
-    file.write_all_at(0, encode_segment_header(header)).await.map_err(|e| ("write", e))?;
-    file.set_len(segment_bytes).await.map_err(|e| ("preallocate", e))?;
+    write_segment_start(&file, header, segment_bytes).await?;
     Ok(file)
+}
+
+/// Writes a segment's header and preallocates it to `capacity_bytes`.
+async fn write_segment_start<File: FsFile>(
+    file: &File,
+    header: SegmentHeader,
+    capacity_bytes: u64,
+) -> Result<(), (&'static str, std::io::Error)> {
+    file.write_all_at(0, encode_segment_header(header)).await.map_err(|e| ("write", e))?;
+    file.set_len(capacity_bytes).await.map_err(|e| ("preallocate", e))
+}
+
+/// Gives an existing, all-zero segment file the header `header` and syncs it, keeping the file
+/// (and its name) instead of creating it again: recovery does this to the first segment of a
+/// directory whose initialisation never completed (see `recovery.rs`). The directory entry is
+/// already there; recovery's final directory sync covers it.
+pub async fn restart_segment_in_place<File: FsFile>(
+    file: &File,
+    path: &Path,
+    header: SegmentHeader,
+    capacity_bytes: u64,
+) -> StorageResult<()> {
+    assert!(capacity_bytes >= SEGMENT_HEADER_BYTES as u64, "a segment holds at least its header");
+    write_segment_start(file, header, capacity_bytes)
+        .await
+        .map_err(|(operation, error)| StorageError::io(operation, path, error))?;
+    file.sync_all().await.map_err(|e| StorageError::io("sync", path, e))
 }
 
 impl<F: FileSystem> Wal<F> {
@@ -393,8 +420,8 @@ impl<F: FileSystem> Wal<F> {
         Ok(())
     }
 
-    /// `create_segment`, waiting out a full disk: a partly created file is removed before
-    /// the next attempt.
+    /// `create_segment`, waiting out a full disk: a partly created file is removed, durably,
+    /// before the next attempt creates the same name again (`removal.rs` says why durably).
     async fn create_segment_waiting_for_space(
         &self,
         header: SegmentHeader,
@@ -415,7 +442,10 @@ impl<F: FileSystem> Wal<F> {
                 }
                 Err((operation, error)) => {
                     let removed = match self.fs.entry_kind(&path).await {
-                        Ok(Some(_)) => self.fs.remove_file(&path).await.is_ok(),
+                        Ok(Some(_)) => {
+                            let partial = std::slice::from_ref(&path);
+                            remove_durably(&self.fs, &self.dir, partial).await.is_ok()
+                        }
                         Ok(None) => true,
                         Err(_) => false,
                     };

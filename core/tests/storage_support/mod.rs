@@ -86,7 +86,19 @@ impl Harness {
         self.storage = Some(storage);
         self.writer_result = None;
         self.next_batch = 1;
+        self.assert_no_sync_under_pending_removal();
         Ok(recovered)
+    }
+
+    /// The storage engine never syncs a file created under a name whose earlier file's removal
+    /// is not yet durable: the simulator's file system loses such a file's synced data
+    /// (`conclave_core::storage::removal`).
+    pub fn assert_no_sync_under_pending_removal(&self) {
+        let synced = self.fs.synced_under_pending_removal();
+        assert!(
+            synced.is_empty(),
+            "synced before the removal of their names was durable: {synced:?}"
+        );
     }
 
     pub fn storage(&mut self) -> &mut WalStorage<MemFs> {
@@ -130,6 +142,7 @@ impl Harness {
 
     /// Power loss: the handle and the writer are gone, only durable data remains.
     pub fn crash(&mut self) {
+        self.assert_no_sync_under_pending_removal();
         self.writer = None;
         self.storage = None;
         self.fs.crash();
