@@ -458,7 +458,7 @@ fn last_position_under(
     changes.iter().rev().find_map(|(revision, made)| {
         let under = made.iter().filter(|change| change.key.starts_with(prefix)).count();
         (under > 0)
-            .then(|| WatchPosition { revision: *revision, delivered_at_revision: under as u32 })
+            .then_some(WatchPosition { revision: *revision, delivered_at_revision: under as u32 })
     })
 }
 

@@ -125,18 +125,18 @@ pub async fn watch(
 ) -> Response {
     // An SSE reconnect repeats the URL and names the last event seen: resume right after that
     // event (which may be inside a revision), not at the URL's start revision again.
-    let last_event_id = headers.get("last-event-id").map(|value| {
-        value.to_str().ok().and_then(WatchPosition::parse_token).ok_or_else(|| {
-            text(
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|value| value.to_str().ok().and_then(WatchPosition::parse_token));
+    let from = match last_event_id {
+        Some(Some(position)) => Some(position),
+        Some(None) => {
+            return text(
                 StatusCode::BAD_REQUEST,
                 "Last-Event-ID is not an event id of this stream (REVISION or REVISION.INDEX)\n"
                     .to_string(),
-            )
-        })
-    });
-    let from = match last_event_id {
-        Some(Ok(position)) => Some(position),
-        Some(Err(refusal)) => return refusal,
+            );
+        }
         None => params.start_revision.map(WatchPosition::start_of),
     };
     let Ok(permit) = state.watchers.clone().try_acquire_owned() else {
