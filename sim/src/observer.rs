@@ -600,6 +600,18 @@ impl Observer {
                             message.to, message.term, seam.vote
                         ));
                     }
+                    // Election safety rests on one vote per term: a second candidate granted
+                    // in the same term is a broken vote, durable or not.
+                    if let Some((term, earlier)) = seam.granted
+                        && term == message.term
+                        && earlier != message.to
+                    {
+                        broken.push(format!(
+                            "election safety: {node} granted its vote in term {term} to {earlier} \
+                             and then to {}",
+                            message.to
+                        ));
+                    }
                     seam.granted = Some((message.term, message.to));
                 }
                 _ => {}

@@ -120,17 +120,11 @@ pub fn check_watch(
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use conclave_core::kv::KvEventKind;
 
     use super::*;
 
     fn put(key: &str, revision: u64) -> KvEvent {
-        KvEvent {
-            key: key.into(),
-            kind: KvEventKind::Put,
-            value: Bytes::from_static(b"v"),
-            mod_revision: revision,
-        }
+        KvEvent::put(key, Bytes::from_static(b"v"), revision)
     }
 
     /// Revision 2 carries two changes under "k" (a transaction), revision 3 one elsewhere.

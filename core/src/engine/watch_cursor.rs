@@ -174,15 +174,9 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::kv::KvEventKind;
 
     fn put(key: &str, revision: u64) -> KvEvent {
-        KvEvent {
-            key: key.into(),
-            kind: KvEventKind::Put,
-            value: Bytes::from_static(b"v"),
-            mod_revision: revision,
-        }
+        KvEvent::put(key, Bytes::from_static(b"v"), revision)
     }
 
     fn next_now(cursor: &mut WatchCursor) -> Option<(String, WatchPosition)> {

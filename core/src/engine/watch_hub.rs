@@ -180,18 +180,12 @@ impl WatchHub {
 
 #[cfg(test)]
 mod tests {
-    use crate::kv::KvEventKind;
     use bytes::Bytes;
 
     use super::*;
 
     fn event(key: &str, revision: u64) -> KvEvent {
-        KvEvent {
-            key: key.into(),
-            kind: KvEventKind::Put,
-            value: Bytes::from_static(b"v"),
-            mod_revision: revision,
-        }
+        KvEvent::put(key, Bytes::from_static(b"v"), revision)
     }
 
     #[test]

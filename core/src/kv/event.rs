@@ -24,3 +24,10 @@ pub struct KvEvent {
     /// The store revision of the change.
     pub mod_revision: u64,
 }
+
+impl KvEvent {
+    /// A put of `value` to `key` at `mod_revision`.
+    pub fn put(key: impl Into<String>, value: Bytes, mod_revision: u64) -> Self {
+        KvEvent { key: key.into(), kind: KvEventKind::Put, value, mod_revision }
+    }
+}

@@ -69,5 +69,11 @@ mod tests {
         assert!(window.is_full(), "105 bytes exceed a window of 100");
         window.free_to(100);
         assert_eq!(window.count(), 0);
+        // Freed messages give their bytes back: the whole budget is there again.
+        window.add(101, 99);
+        assert!(!window.is_full(), "99 bytes fit an empty window of 100");
+        window.free_to(101);
+        window.add(102, 99);
+        assert!(!window.is_full(), "and again once those are acknowledged");
     }
 }

@@ -15,6 +15,7 @@
 //! expect commit all 4 | expect applied 2 4 | expect log all = 1 1 2 | expect vote 3 1
 //! expect reads-served 1 2 | expect reads-failed 1 1 | expect propose-fails 2
 //! expect term 3 >1 | expect messages 1->* 2 | expect term-at all 2 3 | expect logs-equal
+//! expect counter 1 check-quorum-step-downs 1      # a `RaftCounters` field, dashes for `_`
 //! expect leader-in 2 3 | run 30                    # 30 rounds of: tick everyone, stabilize
 //! cluster 3 spares=2                               # nodes 4 and 5 run but are not members
 //! add-learner 4 | promote 4 | remove 1             # membership changes at the leader
@@ -397,6 +398,18 @@ impl Runner {
                     Some(leader) if allowed.contains(&leader) => Ok(()),
                     other => Err(format!("expected a leader among {allowed:?}, found {other:?}")),
                 }
+            }
+            ["counter", who, name, value] => {
+                let read: fn(&super::node::RaftCounters) -> u64 = match *name {
+                    "elections-started" => |c| c.elections_started,
+                    "pre-votes-started" => |c| c.pre_votes_started,
+                    "leader-terms" => |c| c.leader_terms,
+                    "messages-dropped" => |c| c.messages_dropped,
+                    "proposals-rejected-busy" => |c| c.proposals_rejected_busy,
+                    "check-quorum-step-downs" => |c| c.check_quorum_step_downs,
+                    other => return Err(format!("unknown counter {other:?}")),
+                };
+                self.expect_each(who, value, |c, id| read(c.raft(id).counters()))
             }
             ["messages", filter, value] => {
                 let (from, to) = self.filter(filter)?;
