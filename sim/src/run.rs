@@ -21,7 +21,7 @@ use crate::node_host::{NodeContext, node_main};
 use crate::observer::{ObservedStats, Observer};
 use crate::panic_capture;
 use crate::schedule::{FaultFamily, RunConfig};
-use crate::watch_check::{WatchSummary, check_watch};
+use crate::watch_check::{WatchSummary, check_watch, last_change_position};
 use crate::watcher::{WatchShared, WatcherSetup, run_watcher};
 use crate::workload::{ClientSetup, LeaseRead, WorkloadShared, run_client};
 
@@ -258,7 +258,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
                 if behind.is_empty() {
                     let observer = observer.borrow();
                     let watch_target = observer.changes.keys().next_back().copied().unwrap_or(0);
-                    let watch_goal = last_position_under(&observer.changes, &watch_prefix);
+                    let watch_goal = last_change_position(&observer.changes, &watch_prefix);
                     phase = Phase::Draining { since_ms: now_ms, watch_target, watch_goal };
                 } else if now_ms - since_ms > config.liveness_timeout_ms {
                     let lagging: Vec<String> = behind
@@ -448,18 +448,6 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
 fn watch_prefix(seed: u64) -> String {
     let everything = (seed.wrapping_mul(0xd6e8_feb8_6659_fd93) >> 63) == 0;
     if everything { String::new() } else { "k1".to_string() }
-}
-
-/// The position after the newest change under `prefix` the replicas made.
-fn last_position_under(
-    changes: &std::collections::BTreeMap<u64, Vec<conclave_core::kv::KvEvent>>,
-    prefix: &str,
-) -> Option<WatchPosition> {
-    changes.iter().rev().find_map(|(revision, made)| {
-        let under = made.iter().filter(|change| change.key.starts_with(prefix)).count();
-        (under > 0)
-            .then_some(WatchPosition { revision: *revision, delivered_at_revision: under as u32 })
-    })
 }
 
 fn check_options(minimize: bool) -> CheckOptions {

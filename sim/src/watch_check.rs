@@ -39,6 +39,15 @@ fn expected_changes<'a>(
     expected
 }
 
+/// The position after the newest change under `prefix` the replicas made: where a watcher
+/// that has received everything so far stands.
+pub fn last_change_position(
+    reference: &BTreeMap<u64, Vec<KvEvent>>,
+    prefix: &str,
+) -> Option<WatchPosition> {
+    expected_changes(reference, prefix).last().map(|(position, _)| *position)
+}
+
 /// Checks what a watcher received against the changes the replicas made.
 pub fn check_watch(
     records: &[WatchRecord],
