@@ -24,7 +24,9 @@ const LIVE_BUFFER_EVENTS: usize = 4_096;
 #[derive(Clone, Debug)]
 pub enum HubMessage {
     Event(Arc<KvEvent>),
-    /// The hub itself fell behind the engine and lost events: every watch must restart.
+    /// The history cannot continue: the hub fell behind the engine and lost events, or a
+    /// snapshot install skipped changes. Every watch ends, to resume where a history still
+    /// holds its place.
     Gap,
 }
 
