@@ -4,11 +4,12 @@
 //! harness itself free of threads. Seed ranges let a campaign be split across machines.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
+use std::io::IsTerminal;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// One seed's result, as a worker reports it.
@@ -62,6 +63,17 @@ pub struct RunCounters {
     pub watch_resumes: u64,
     #[serde(default)]
     pub watch_restarts: u64,
+    /// Single-key read observations (a range read gives one per key it covered), the stale
+    /// ones among them, the range reads answered, and the observations compared with the state
+    /// replayed at their revision.
+    #[serde(default)]
+    pub read_observations: u64,
+    #[serde(default)]
+    pub stale_read_observations: u64,
+    #[serde(default)]
+    pub range_reads: u64,
+    #[serde(default)]
+    pub reads_judged_by_state: u64,
     pub config_changes: u64,
     pub learners_added: u64,
     pub promotions: u64,
@@ -88,6 +100,10 @@ impl RunCounters {
         self.watch_changes += other.watch_changes;
         self.watch_resumes += other.watch_resumes;
         self.watch_restarts += other.watch_restarts;
+        self.read_observations += other.read_observations;
+        self.stale_read_observations += other.stale_read_observations;
+        self.range_reads += other.range_reads;
+        self.reads_judged_by_state += other.reads_judged_by_state;
         self.config_changes += other.config_changes;
         self.learners_added += other.learners_added;
         self.promotions += other.promotions;
@@ -185,6 +201,10 @@ pub async fn run(options: &CampaignOptions) -> Result<CampaignResult> {
     }
     let mut summaries = Vec::new();
     let mut failures = 0usize;
+    // The bar draws only on a terminal; a campaign logging to a file (a Job, CI, nohup) gets a
+    // plain line this often instead.
+    let plain_progress = !std::io::stderr().is_terminal();
+    let mut last_plain_line = Instant::now();
     let mut readers: Vec<_> = children.iter_mut().map(|(_, lines)| lines).collect();
     let mut open = readers.len();
     while open > 0 {
@@ -208,6 +228,13 @@ pub async fn run(options: &CampaignOptions) -> Result<CampaignResult> {
                 progress.inc(1);
                 progress.set_message(format!("{failures} failed"));
                 summaries.push(summary);
+                if plain_progress && last_plain_line.elapsed() >= PLAIN_PROGRESS_EVERY {
+                    last_plain_line = Instant::now();
+                    eprintln!(
+                        "{}",
+                        plain_progress_line(summaries.len() as u64, total, failures, started)
+                    );
+                }
                 if options.stop_after_failures.is_some_and(|limit| failures >= limit) {
                     break;
                 }
@@ -362,6 +389,13 @@ pub fn print_summary(totals: &CampaignTotals, replay_hint: &dyn Fn(u64) -> Strin
         totals.counters.watch_restarts
     );
     println!(
+        "reads:                {} range reads answered; {} single-key observations ({} stale), {} of them compared with the state replayed at their revision",
+        totals.counters.range_reads,
+        totals.counters.read_observations,
+        totals.counters.stale_read_observations,
+        totals.counters.reads_judged_by_state
+    );
+    println!(
         "membership:           {} configurations committed ({} learners added, {} promoted, {} removed), {} leadership transfers",
         totals.counters.config_changes,
         totals.counters.learners_added,
@@ -379,4 +413,17 @@ pub fn print_summary(totals: &CampaignTotals, replay_hint: &dyn Fn(u64) -> Strin
         println!("  seed {} ({}): {}", failure.seed, failure.outcome, failure.detail);
         println!("    replay: {}", replay_hint(failure.seed));
     }
+}
+
+/// How often a campaign that is not on a terminal prints a progress line.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(60);
+
+fn plain_progress_line(done: u64, total: u64, failures: usize, started: Instant) -> String {
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let per_s = done as f64 / elapsed_s.max(1e-9);
+    let eta_s = (total - done) as f64 / per_s.max(1e-9);
+    format!(
+        "progress: {done}/{total} seeds, {failures} failed, {per_s:.1} seeds/s, {:.0} s elapsed, about {:.0} s to go",
+        elapsed_s, eta_s
+    )
 }

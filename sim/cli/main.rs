@@ -46,7 +46,7 @@ struct DrawArgs {
     fault_ms: u64,
     /// Switch on a deliberately planted bug. Raft: double-vote, commit-old-term-by-counting,
     /// ack-before-sync, vote-before-sync, stale-leader-read, keep-conflicting-suffix,
-    /// ignore-shortened-log; storage: truncate-at-damage, hard-state-file-only; watches: watch-resume-repeats.
+    /// ignore-shortened-log; storage: truncate-at-damage, hard-state-file-only; watches: watch-resume-repeats; reads: stale-range-loses-more; state machine: apply-by-local-clock.
     #[arg(long, value_parser = parse_bug)]
     planted_bug: Option<PlantedBug>,
     /// What kind of world to draw: standard (all fault families, calm and stormy seeds) or
@@ -265,6 +265,10 @@ pub fn summarize(report: &RunReport) -> SeedSummary {
             watch_changes: report.watch_changes as u64,
             watch_resumes: report.watch_resumes,
             watch_restarts: report.watch_restarts as u64,
+            read_observations: report.reads.observations as u64,
+            stale_read_observations: report.reads.stale_observations as u64,
+            range_reads: report.reads.range_reads,
+            reads_judged_by_state: report.reads.judged_by_state as u64,
             config_changes: report.stats.config_changes,
             learners_added: report.admin.learners_added,
             promotions: report.admin.promotions,

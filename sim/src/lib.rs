@@ -32,5 +32,5 @@ pub mod watch_check;
 pub mod watcher;
 pub mod workload;
 
-pub use run::{FailureKind, Outcome, RunOptions, RunReport, run};
+pub use run::{FailureKind, Outcome, ReadSummary, RunOptions, RunReport, run};
 pub use schedule::{DrawOptions, DrawProfile, PlantedBug, RunConfig};

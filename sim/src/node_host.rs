@@ -112,6 +112,8 @@ fn core_bug(bug: PlantedBug) -> conclave_core::raft::PlantedBug {
         PlantedBug::TruncateAtDamage => Core::TruncateAtDamage,
         PlantedBug::HardStateFileOnly => Core::HardStateFileOnly,
         PlantedBug::WatchResumeRepeats => Core::WatchResumeRepeats,
+        PlantedBug::StaleRangeLosesMore => Core::StaleRangeLosesMore,
+        PlantedBug::ApplyByLocalClock => Core::ApplyByLocalClock,
     }
 }
 

@@ -8,13 +8,19 @@
 //! 2. **Nothing from nowhere, nothing from the future.** A value read must have been written by
 //!    a write that was not refused, called before the read returned.
 //!
+//! 3. **The very state of its revision.** The observer records the changes every store
+//!    revision made, as the replicas applied them. Replaying them gives the state at each
+//!    revision, and every read — one key, or each key a range returned or passed over — must
+//!    see exactly that state's value and `mod_revision` at the revision it was served at.
+//!
 //! A replica that served reads from a state no committed log prefix produces (a divergent
-//! state machine, an entry applied out of order, a value from a failed write) fails one of
-//! these even when every read it served was stale.
+//! state machine, an entry applied out of order, a value from a failed write, a range cut
+//! short but reported complete) fails one of these even when every read it served was stale.
 
 use std::collections::BTreeMap;
 
 use conclave_checker::{Op, Operation, Status, TxnOp};
+use conclave_core::kv::{KvEvent, KvEventKind};
 
 use crate::workload::ReadObservation;
 
@@ -79,6 +85,62 @@ pub fn check_reads(reads: &[ReadObservation], history: &[Operation]) -> Option<S
     None
 }
 
+/// Check 3: each read against the state at its store revision, replayed from `changes`
+/// (revision -> the changes made there). Every revision changes at least one key, so a
+/// revision missing from `changes` means the observer never saw it applied: reads at or after
+/// it are not judged (none is missing in a run whose replicas all applied by log). Returns the
+/// first violation, and how many reads were judged.
+pub fn check_reads_against_changes(
+    reads: &[ReadObservation],
+    changes: &BTreeMap<u64, Vec<KvEvent>>,
+) -> (Option<String>, usize) {
+    let mut by_revision: Vec<&ReadObservation> = reads.iter().collect();
+    by_revision.sort_by_key(|read| read.store_revision);
+    // key -> (value, mod_revision) at revision `replayed_to`.
+    let mut state: BTreeMap<&str, (String, u64)> = BTreeMap::new();
+    let mut replayed_to = 0u64;
+    let mut pending = changes.iter().peekable();
+    let mut judged = 0;
+    for read in by_revision {
+        while let Some((&revision, events)) = pending.next_if(|(revision, _)| {
+            **revision <= read.store_revision && **revision == replayed_to + 1
+        }) {
+            for event in events {
+                match event.kind {
+                    KvEventKind::Put => {
+                        let value = String::from_utf8_lossy(&event.value).into_owned();
+                        state.insert(event.key.as_str(), (value, event.mod_revision));
+                    }
+                    KvEventKind::Delete | KvEventKind::Expire => {
+                        state.remove(event.key.as_str());
+                    }
+                }
+            }
+            replayed_to = revision;
+        }
+        if replayed_to < read.store_revision {
+            // A revision the observer did not see: this read and every later one unjudged.
+            break;
+        }
+        judged += 1;
+        let expected = state.get(read.key.as_str()).cloned();
+        if expected != read.value {
+            let violation = format!(
+                "reads: a {} read of {} at store revision {} saw {}, but the replicas' changes \
+                 up to that revision leave {} (read at {:.3} s)",
+                kind(read),
+                read.key,
+                read.store_revision,
+                describe(&read.value),
+                describe(&expected),
+                read.ret_us as f64 / 1e6,
+            );
+            return (Some(violation), judged);
+        }
+    }
+    (None, judged)
+}
+
 /// (key, value) -> the earliest call of a write that may have written it (not refused).
 fn written_values(history: &[Operation]) -> BTreeMap<(&str, &str), u64> {
     let mut writes: BTreeMap<(&str, &str), u64> = BTreeMap::new();
@@ -119,6 +181,8 @@ fn kind(read: &ReadObservation) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn put(call: u64, key: &str, value: &str) -> Operation {
@@ -169,6 +233,55 @@ mod tests {
         let history = [put(100, "k", "a"), put(200, "k", "b")];
         let reads = [read("k", Some(("a", 2)), 2, 150), read("k", Some(("b", 2)), 4, 300)];
         assert!(check_reads(&reads, &history).unwrap().contains("mod revision 2"));
+    }
+
+    fn changes(events: &[(u64, &str, Option<&str>)]) -> BTreeMap<u64, Vec<KvEvent>> {
+        let mut changes: BTreeMap<u64, Vec<KvEvent>> = BTreeMap::new();
+        for (revision, key, value) in events {
+            let event = match value {
+                Some(value) => KvEvent::put(*key, Bytes::from(value.to_string()), *revision),
+                None => KvEvent {
+                    key: key.to_string(),
+                    kind: KvEventKind::Delete,
+                    value: Bytes::new(),
+                    mod_revision: *revision,
+                },
+            };
+            changes.entry(*revision).or_default().push(event);
+        }
+        changes
+    }
+
+    #[test]
+    fn reads_of_the_state_at_their_revision_pass() {
+        let changes = changes(&[(1, "k", Some("a")), (2, "j", Some("x")), (3, "k", None)]);
+        let reads = [
+            read("k", Some(("a", 1)), 2, 300),
+            read("k", None, 0, 100),
+            read("j", None, 1, 200),
+            read("j", Some(("x", 2)), 3, 500),
+            read("k", None, 3, 400),
+        ];
+        assert_eq!(check_reads_against_changes(&reads, &changes), (None, 5));
+    }
+
+    #[test]
+    fn a_read_that_differs_from_the_state_at_its_revision_is_a_violation() {
+        let changes = changes(&[(1, "k", Some("a")), (2, "k", Some("b"))]);
+        // A single read suffices: no second read at that revision is needed.
+        let (violation, _) = check_reads_against_changes(&[read("k", None, 2, 300)], &changes);
+        let violation = violation.unwrap();
+        assert!(violation.contains("store revision 2"), "{violation}");
+        assert!(violation.contains("\"b\" (mod revision 2)"), "{violation}");
+        let stale_mod_revision = [read("k", Some(("b", 1)), 2, 300)];
+        assert!(check_reads_against_changes(&stale_mod_revision, &changes).0.is_some());
+    }
+
+    #[test]
+    fn reads_past_a_revision_the_observer_missed_are_not_judged() {
+        let changes = changes(&[(1, "k", Some("a")), (3, "k", Some("c"))]);
+        let reads = [read("k", Some(("a", 1)), 1, 100), read("k", Some(("wrong", 9)), 3, 200)];
+        assert_eq!(check_reads_against_changes(&reads, &changes), (None, 1));
     }
 
     #[test]

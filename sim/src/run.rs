@@ -104,6 +104,19 @@ pub struct RunReport {
     pub watch_changes: usize,
     pub watch_resumes: u64,
     pub watch_restarts: usize,
+    pub reads: ReadSummary,
+}
+
+/// What the read checks saw (`read_check.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadSummary {
+    /// Range reads answered, at any consistency.
+    pub range_reads: u64,
+    /// Single-key observations: one per answered `get`, one per key a range covered.
+    pub observations: usize,
+    pub stale_observations: usize,
+    /// Observations compared with the state replayed at their store revision.
+    pub judged_by_state: usize,
 }
 
 enum Phase {
@@ -332,6 +345,22 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
     {
         outcome = Outcome::Fail { kind: FailureKind::Invariant, detail: violation };
     }
+    let reads = workload.reads.borrow();
+    let mut read_summary = ReadSummary {
+        range_reads: workload.range_reads.get(),
+        observations: reads.len(),
+        stale_observations: reads.iter().filter(|read| read.stale).count(),
+        judged_by_state: 0,
+    };
+    if !outcome.is_failure() {
+        let (violation, judged) =
+            crate::read_check::check_reads_against_changes(&reads, &observer.borrow().changes);
+        read_summary.judged_by_state = judged;
+        if let Some(violation) = violation {
+            outcome = Outcome::Fail { kind: FailureKind::Invariant, detail: violation };
+        }
+    }
+    drop(reads);
     // The watch is judged only on a run that reached the end of its drain; `target` only
     // once the cluster had converged.
     let mut watch_summary = WatchSummary::default();
@@ -439,6 +468,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         watch_changes: watch_summary.changes_received,
         watch_resumes: watch.resumes.get(),
         watch_restarts: watch_summary.restarts_from_now,
+        reads: read_summary,
     }
 }
 

@@ -267,10 +267,12 @@ pub enum PlantedBug {
     TruncateAtDamage,
     HardStateFileOnly,
     WatchResumeRepeats,
+    StaleRangeLosesMore,
+    ApplyByLocalClock,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 10] = [
+    pub const ALL: [PlantedBug; 12] = [
         PlantedBug::DoubleVote,
         PlantedBug::CommitOldTermByCounting,
         PlantedBug::AckBeforeSync,
@@ -281,6 +283,8 @@ impl PlantedBug {
         PlantedBug::TruncateAtDamage,
         PlantedBug::HardStateFileOnly,
         PlantedBug::WatchResumeRepeats,
+        PlantedBug::StaleRangeLosesMore,
+        PlantedBug::ApplyByLocalClock,
     ];
 
     pub fn name(self) -> &'static str {
@@ -295,6 +299,8 @@ impl PlantedBug {
             PlantedBug::TruncateAtDamage => "truncate-at-damage",
             PlantedBug::HardStateFileOnly => "hard-state-file-only",
             PlantedBug::WatchResumeRepeats => "watch-resume-repeats",
+            PlantedBug::StaleRangeLosesMore => "stale-range-loses-more",
+            PlantedBug::ApplyByLocalClock => "apply-by-local-clock",
         }
     }
 

@@ -1,6 +1,6 @@
 //! Simulated clients. Each registers a session, then issues one operation at a time on a small
-//! key set (so operations conflict): reads, puts, deletes, compare-and-swaps, create-only puts
-//! and two-key transactions. A write that times out is retried with the same session sequence
+//! key set (so operations conflict): reads of one key or of a prefix range, puts, deletes,
+//! compare-and-swaps, create-only puts and two-key transactions. A write that times out is retried with the same session sequence
 //! number — exactly once, whichever node finally answers — and if no answer ever comes it is
 //! recorded with an unknown outcome (`info`). Every completed operation goes into the history
 //! the checker judges at the end.
@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use conclave_checker::{
-    Compare as HistoryCompare, Op, Operation, Status, Txn as HistoryTxn, TxnOp as HistoryTxnOp,
+    Compare as HistoryCompare, KeyValue as HistoryKeyValue, Op, Operation, Range as HistoryRange,
+    Status, Txn as HistoryTxn, TxnOp as HistoryTxnOp,
 };
 use conclave_core::engine::{EngineError, ReadConsistency, ReadQuery, ReadResult};
 use conclave_core::kv::{
@@ -50,8 +51,10 @@ pub struct WorkloadShared {
     pub refused_no_space: Cell<u64>,
     /// Puts with a TTL that may have taken effect.
     pub ttl_puts: RefCell<Vec<TtlPut>>,
-    /// Every answered single-key read, whatever its consistency (`read_check.rs`).
+    /// Every answered single-key read, whatever its consistency, and what each answered range
+    /// read said of each key it covered (`read_check.rs`).
     pub reads: RefCell<Vec<ReadObservation>>,
+    pub range_reads: Cell<u64>,
 }
 
 /// A read as a client saw it: the value and the key's `mod_revision`, and the store revision
@@ -243,6 +246,15 @@ impl Client {
         if roll < read {
             let lease = lease_reads && self.rng.random_bool(0.5);
             let stale = !lease && self.rng.random_bool(self.stale_share());
+            // No draw at all in seeds without ranges: their operations stay as they were.
+            let range_share = self.range_share();
+            if range_share > 0.0 && self.rng.random_bool(range_share) {
+                let prefix = self.range_prefix(&key);
+                // Up to one more than there are keys: some ranges are cut short by their
+                // limit (`more`), others are not.
+                let limit = self.rng.random_range(1..=self.setup.keys + 1);
+                return Planned::Range { prefix, limit, lease, stale };
+            }
             Planned::Get { key, lease, stale }
         } else if roll < read + delete {
             Planned::Delete { key }
@@ -272,6 +284,18 @@ impl Client {
     /// seed, from the seed itself.
     fn stale_share(&self) -> f64 {
         [0.0, 0.1, 0.25, 0.5][(self.setup.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 62) as usize]
+    }
+
+    /// The share of reads that read a prefix range instead of one key: drawn per seed, from
+    /// the seed itself.
+    fn range_share(&self) -> f64 {
+        [0.0, 0.1, 0.3, 0.6][(self.setup.seed.wrapping_mul(0xd6e8_feb8_6659_fd93) >> 62) as usize]
+    }
+
+    /// Every key, or the keys that start with one key's name (only that key while there are
+    /// fewer than ten).
+    fn range_prefix(&mut self, key: &str) -> String {
+        if self.rng.random_bool(0.5) { String::new() } else { key.to_string() }
     }
 
     /// The share of puts with a TTL: drawn per seed (none in some seeds, many in others),
@@ -373,7 +397,10 @@ impl Client {
     fn record(&mut self, planned: Planned, call_us: u64, outcome: Outcome) {
         let client = self.setup.index;
         let ret_us = now_us();
-        let is_lease_read = matches!(planned, Planned::Get { lease: true, .. });
+        let is_lease_read = matches!(
+            planned,
+            Planned::Get { lease: true, .. } | Planned::Range { lease: true, .. }
+        );
         let planned_ttl = match &planned {
             Planned::Put { key, value, ttl_ms: Some(_) } => Some((key.clone(), value.clone())),
             _ => None,
@@ -395,6 +422,19 @@ impl Client {
                 ret_us,
             });
         }
+        if let (
+            Planned::Range { prefix, stale, .. },
+            Outcome::Answer(
+                ClientAnswer::Read(ReadResult::Range { entries, more, revision, .. }),
+                _,
+            ),
+        ) = (&planned, &outcome)
+        {
+            let observations =
+                self.range_observations(prefix, entries, *more, *revision, *stale, call_us, ret_us);
+            self.shared.reads.borrow_mut().extend(observations);
+            self.shared.range_reads.set(self.shared.range_reads.get() + 1);
+        }
         let operation = match outcome {
             Outcome::Answer(answer, node) => match self.observe(planned, answer) {
                 Some(op) => {
@@ -405,13 +445,11 @@ impl Client {
             },
             Outcome::NotApplied => match planned.history_op() {
                 // A read that never got an answer tells nothing: not recorded.
-                Some(op) if !matches!(op, Op::Get { .. }) => {
-                    Operation::fail(client, call_us, ret_us, op)
-                }
+                Some(op) if !is_read(&op) => Operation::fail(client, call_us, ret_us, op),
                 _ => return,
             },
             Outcome::Unknown => match planned.history_op() {
-                Some(op) if !matches!(op, Op::Get { .. }) => Operation::info(client, call_us, op),
+                Some(op) if !is_read(&op) => Operation::info(client, call_us, op),
                 _ => return,
             },
         };
@@ -440,6 +478,48 @@ impl Client {
         operations.push(operation);
     }
 
+    /// What a range read says about each key of the run under its prefix, as single-key
+    /// observations for `read_check.rs`: the keys it returned hold those values at the store
+    /// revision it was served at, and the keys it passed over — every one before its last key,
+    /// or all of them when nothing more followed — held no value there.
+    #[allow(clippy::too_many_arguments)]
+    fn range_observations(
+        &self,
+        prefix: &str,
+        entries: &[conclave_core::kv::KeyValue],
+        more: bool,
+        store_revision: u64,
+        stale: bool,
+        call_us: u64,
+        ret_us: u64,
+    ) -> Vec<ReadObservation> {
+        let observation = |key: &str, value: Option<(String, u64)>| ReadObservation {
+            key: key.to_string(),
+            value,
+            store_revision,
+            stale,
+            call_us,
+            ret_us,
+        };
+        let mut observations: Vec<ReadObservation> = entries
+            .iter()
+            .map(|kv| {
+                let value = String::from_utf8_lossy(&kv.value).into_owned();
+                observation(&kv.key, Some((value, kv.meta.mod_revision)))
+            })
+            .collect();
+        let last_returned = entries.last().map(|kv| kv.key.as_str());
+        for index in 0..self.setup.keys {
+            let key = format!("k{index}");
+            let covered = key.starts_with(prefix)
+                && (!more || last_returned.is_some_and(|last| key.as_str() < last));
+            if covered && !entries.iter().any(|kv| kv.key == key) {
+                observations.push(observation(&key, None));
+            }
+        }
+        observations
+    }
+
     /// Turns a server answer into the history operation it demonstrates.
     fn observe(&mut self, planned: Planned, answer: ClientAnswer) -> Option<Op> {
         let text = |bytes: &Bytes| String::from_utf8_lossy(bytes).into_owned();
@@ -450,6 +530,26 @@ impl Client {
                 let value = value.map(|(bytes, _)| text(&bytes));
                 self.last_seen.insert(key.clone(), value.clone());
                 Some(Op::Get { key, value })
+            }
+            (Planned::Range { stale: true, .. }, _) => None,
+            (
+                Planned::Range { prefix, limit, .. },
+                ClientAnswer::Read(ReadResult::Range { entries, more, .. }),
+            ) => {
+                let kvs: Vec<HistoryKeyValue> = entries
+                    .iter()
+                    .map(|kv| HistoryKeyValue { key: kv.key.clone(), value: text(&kv.value) })
+                    .collect();
+                for kv in &kvs {
+                    self.last_seen.insert(kv.key.clone(), Some(kv.value.clone()));
+                }
+                Some(Op::Range(HistoryRange {
+                    prefix,
+                    start_after: None,
+                    limit: Some(limit),
+                    kvs,
+                    more: Some(more),
+                }))
             }
             (Planned::Put { key, value, .. }, ClientAnswer::Write(KvResponse::Put { .. })) => {
                 self.last_seen.insert(key.clone(), Some(value.clone()));
@@ -500,6 +600,11 @@ impl Client {
     }
 }
 
+/// Reads change nothing: one that never got an answer is not recorded at all.
+fn is_read(op: &Op) -> bool {
+    matches!(op, Op::Get { .. } | Op::Range(_))
+}
+
 /// An operation before it is sent.
 enum Planned {
     Get {
@@ -507,6 +612,13 @@ enum Planned {
         lease: bool,
         /// Served from whatever the node has applied (`ReadConsistency::Stale`): not in the
         /// linearizable history, checked by `read_check.rs` instead.
+        stale: bool,
+    },
+    /// At most `limit` keys starting with `prefix`, at the consistency `Get` would have.
+    Range {
+        prefix: String,
+        limit: u64,
+        lease: bool,
         stale: bool,
     },
     /// With `ttl_ms`, the key expires that long after the put applies (by the leader's clock).
@@ -537,21 +649,22 @@ enum Planned {
 
 impl Planned {
     fn is_write(&self) -> bool {
-        !matches!(self, Planned::Get { .. })
+        !matches!(self, Planned::Get { .. } | Planned::Range { .. })
     }
 
     fn call(&self, session: Option<SessionTag>) -> ClientCall {
         let bytes = |value: &str| Bytes::from(value.to_string());
         let command = match self {
             Planned::Get { key, lease, stale } => {
-                let consistency = match (lease, stale) {
-                    (_, true) => ReadConsistency::Stale,
-                    (true, false) => ReadConsistency::Lease,
-                    (false, false) => ReadConsistency::Linearizable,
-                };
                 return ClientCall::Read {
                     query: ReadQuery::Get { key: key.clone() },
-                    consistency,
+                    consistency: read_consistency(*lease, *stale),
+                };
+            }
+            Planned::Range { prefix, limit, lease, stale } => {
+                return ClientCall::Read {
+                    query: ReadQuery::Range { prefix: prefix.clone(), limit: *limit },
+                    consistency: read_consistency(*lease, *stale),
                 };
             }
             Planned::Put { key, value, ttl_ms } => KvCommand::Put {
@@ -597,6 +710,13 @@ impl Planned {
     fn history_op(&self) -> Option<Op> {
         Some(match self {
             Planned::Get { key, .. } => Op::Get { key: key.clone(), value: None },
+            Planned::Range { prefix, limit, .. } => Op::Range(HistoryRange {
+                prefix: prefix.clone(),
+                start_after: None,
+                limit: Some(*limit),
+                kvs: Vec::new(),
+                more: None,
+            }),
             Planned::Put { key, value, .. } => Op::Put { key: key.clone(), value: value.clone() },
             Planned::Delete { key } => Op::Delete { key: key.clone(), found: None },
             Planned::Cas { key, expected, value } => Op::Cas {
@@ -621,5 +741,13 @@ impl Planned {
                 succeeded: false,
             }),
         })
+    }
+}
+
+fn read_consistency(lease: bool, stale: bool) -> ReadConsistency {
+    match (lease, stale) {
+        (_, true) => ReadConsistency::Stale,
+        (true, false) => ReadConsistency::Lease,
+        (false, false) => ReadConsistency::Linearizable,
     }
 }

@@ -25,10 +25,11 @@ use super::probe::{CycleView, EngineProbe};
 use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult, Reply};
 use super::status::{EngineStatus, PeerStatus};
 use crate::kv::{KvCommand, KvError, KvEvent, KvRequest, KvResponse, KvStateMachine, SessionTag};
+use crate::raft::planted::is_planted;
 use crate::raft::{
     ConfigError, Entry, EntryPayload, LogIndex, MembershipError, Message, MessageBody, NodeId,
-    ProposeError, Raft, ReadError, ReadState, Ready, RestoredState, Role, Snapshot, SnapshotMeta,
-    SnapshotRequest, SoftState,
+    PlantedBug, ProposeError, Raft, ReadError, ReadState, Ready, RestoredState, Role, Snapshot,
+    SnapshotMeta, SnapshotRequest, SoftState,
 };
 use crate::seams::storage::StorageFailure;
 use crate::seams::{Clock, Storage, StorageJob, StorageProgress, Transport};
@@ -147,7 +148,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         let (request_sender, requests) = mpsc::channel(config.max_queued_requests);
         let (status_sender, status) = watch::channel(EngineStatus::initial(config.node_id));
         let (events, _) = broadcast::channel(config.event_buffer);
-        let local = Arc::new(LocalReads::new(kv));
+        let local = Arc::new(LocalReads::new(kv, config.raft.planted_bug));
         let handle = EngineHandle {
             requests: request_sender,
             status,
@@ -615,7 +616,14 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         for entry in entries {
             let response = match &entry.payload {
                 EntryPayload::Command(bytes) => {
-                    let result = kv.apply_command_bytes(entry.index, bytes);
+                    let result = if is_planted(
+                        self.config.raft.planted_bug,
+                        PlantedBug::ApplyByLocalClock,
+                    ) {
+                        apply_at_local_clock(&mut kv, entry.index, bytes, self.clock.wall_ms())
+                    } else {
+                        kv.apply_command_bytes(entry.index, bytes)
+                    };
                     for event in result.events {
                         if self.probe.is_some() {
                             self.changes_for_probe.push(event.clone());
@@ -832,5 +840,19 @@ fn propose_error(error: ProposeError) -> EngineError {
         | ProposeError::TransferInProgress
         | ProposeError::ConfigChangeInProgress { .. } => EngineError::Busy,
         ProposeError::TooLarge { .. } => EngineError::Busy,
+    }
+}
+
+/// The planted bug `ApplyByLocalClock`: the entry's command applied as if its leader had
+/// stamped it with `local_wall_ms`, the applying node's own clock.
+fn apply_at_local_clock(
+    kv: &mut KvStateMachine,
+    index: LogIndex,
+    bytes: &[u8],
+    local_wall_ms: u64,
+) -> crate::kv::ApplyResult {
+    match KvRequest::decode(bytes) {
+        Ok(request) => kv.apply(index, &KvRequest { leader_time_ms: local_wall_ms, ..request }),
+        Err(_) => kv.apply_command_bytes(index, bytes),
     }
 }

@@ -14,17 +14,21 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::request::{ReadConsistency, ReadQuery, ReadResult};
 use crate::kv::KvStateMachine;
+use crate::raft::PlantedBug;
+use crate::raft::planted::is_planted;
 
 pub struct LocalReads {
     kv: RwLock<KvStateMachine>,
     /// Until when (exclusive; the engine clock's monotonic ms) this node is a leader holding a
     /// lease with its state machine caught up to its term; 0 when it is not.
     lease_until_ms: AtomicU64,
+    /// A deliberately planted bug (simulator builds only; see `raft::planted`).
+    planted_bug: Option<PlantedBug>,
 }
 
 impl LocalReads {
-    pub(super) fn new(kv: KvStateMachine) -> LocalReads {
-        LocalReads { kv: RwLock::new(kv), lease_until_ms: AtomicU64::new(0) }
+    pub(super) fn new(kv: KvStateMachine, planted_bug: Option<PlantedBug>) -> LocalReads {
+        LocalReads { kv: RwLock::new(kv), lease_until_ms: AtomicU64::new(0), planted_bug }
     }
 
     /// The state machine, for reading. A panic while it was written ends the process, so a
@@ -57,7 +61,15 @@ impl LocalReads {
         now_ms: impl Fn() -> u64,
     ) -> Option<ReadResult> {
         match consistency {
-            ReadConsistency::Stale => Some(execute_read(&self.kv(), query)),
+            ReadConsistency::Stale => {
+                let mut result = execute_read(&self.kv(), query);
+                if is_planted(self.planted_bug, PlantedBug::StaleRangeLosesMore)
+                    && let ReadResult::Range { more, .. } = &mut result
+                {
+                    *more = false;
+                }
+                Some(result)
+            }
             ReadConsistency::Lease => {
                 if now_ms() >= self.lease_until_ms() {
                     return None;

@@ -33,6 +33,12 @@ pub enum PlantedBug {
     /// Watches: a resumed watch starts again at the revision of the last change it delivered,
     /// sending that revision's delivered changes a second time.
     WatchResumeRepeats,
+    /// Reads: a stale range read served locally says no more keys follow even when its limit
+    /// cut it short (the local read path's own range code, apart from the engine's).
+    StaleRangeLosesMore,
+    /// State machine: an entry is applied at the applying node's own clock instead of the
+    /// leader time the entry carries, so replicas expire TTL keys at different revisions.
+    ApplyByLocalClock,
 }
 
 /// Whether `bug` is planted in a component (storage, a watch) configured with `planted`
