@@ -24,6 +24,12 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "the shipped crates build alone (no simulator features unified in)"
+# `cargo test --workspace` builds conclave-core with conclave-sim's `planted-bugs` feature;
+# `cargo run --bin conclave` (the README's first command) and `cargo install` build it without.
+cargo check --locked -p conclave-core --lib
+cargo check --locked --bin conclave
+
 step "tests: cargo test --workspace"
 cargo test --workspace --locked
 

@@ -148,7 +148,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         let (request_sender, requests) = mpsc::channel(config.max_queued_requests);
         let (status_sender, status) = watch::channel(EngineStatus::initial(config.node_id));
         let (events, _) = broadcast::channel(config.event_buffer);
-        let local = Arc::new(LocalReads::new(kv, config.raft.planted_bug));
+        let local = Arc::new(LocalReads::new(kv, config.raft.planted()));
         let handle = EngineHandle {
             requests: request_sender,
             status,
@@ -616,14 +616,12 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         for entry in entries {
             let response = match &entry.payload {
                 EntryPayload::Command(bytes) => {
-                    let result = if is_planted(
-                        self.config.raft.planted_bug,
-                        PlantedBug::ApplyByLocalClock,
-                    ) {
-                        apply_at_local_clock(&mut kv, entry.index, bytes, self.clock.wall_ms())
-                    } else {
-                        kv.apply_command_bytes(entry.index, bytes)
-                    };
+                    let result =
+                        if is_planted(self.config.raft.planted(), PlantedBug::ApplyByLocalClock) {
+                            apply_at_local_clock(&mut kv, entry.index, bytes, self.clock.wall_ms())
+                        } else {
+                            kv.apply_command_bytes(entry.index, bytes)
+                        };
                     for event in result.events {
                         if self.probe.is_some() {
                             self.changes_for_probe.push(event.clone());

@@ -40,6 +40,21 @@ pub struct RaftConfig {
     pub planted_bug: Option<super::planted::PlantedBug>,
 }
 
+impl RaftConfig {
+    /// The planted bug switched on, if any: always `None` in a build without the
+    /// `planted-bugs` feature (every shipped build), so callers need no `cfg` of their own.
+    pub fn planted(&self) -> Option<super::planted::PlantedBug> {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.planted_bug
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            None
+        }
+    }
+}
+
 /// The lease is the election timeout shortened by the worst clock drift: a follower that heard
 /// from the leader refuses to vote for `election_timeout_ticks` of *its* clock, which may run
 /// fast by up to `max_clock_drift_ppm` (parts per million) relative to the leader's.

@@ -141,4 +141,54 @@ mod tests {
         assert!(queue.has_reads_waiting_for_round());
         assert_eq!(queue.drain_all(), vec![read(1)]);
     }
+
+    #[test]
+    fn every_waiting_read_counts_until_it_is_released() {
+        let mut queue = ReadQueue::default();
+        assert_eq!((queue.len(), queue.is_empty()), (0, true));
+        queue.wait_for_leader_commit(read(1));
+        queue.wait_for_round(read(2));
+        let round = queue.start_round(5, 3);
+        queue.wait_for_round(read(3));
+        // One read held back, one in a round, one waiting for the next round.
+        assert_eq!((queue.len(), queue.is_empty()), (3, false));
+        assert!(queue.has_round_in_flight());
+        assert_eq!(queue.confirm(round), vec![(3, read(2))]);
+        assert!(!queue.has_round_in_flight());
+        assert_eq!(queue.len(), 2);
+    }
+
+    #[test]
+    fn a_confirmed_round_releases_it_and_every_earlier_round_in_order() {
+        let mut queue = ReadQueue::default();
+        let mut rounds = Vec::new();
+        for context in 1..=3 {
+            queue.wait_for_round(read(context));
+            rounds.push(queue.start_round(context, 10 * context));
+        }
+        assert_eq!(rounds, vec![1, 2, 3]);
+        // Nothing is released by a round older than every read.
+        assert_eq!(queue.confirm(0), vec![]);
+        assert_eq!(queue.confirm(2), vec![(10, read(1)), (20, read(2))]);
+        // Confirming a round again releases nothing more.
+        assert_eq!(queue.confirm(2), vec![]);
+        assert_eq!(queue.confirm(3), vec![(30, read(3))]);
+    }
+
+    #[test]
+    fn the_start_tick_of_each_recent_round_is_remembered() {
+        let mut queue = ReadQueue::default();
+        let rounds = MAX_REMEMBERED_ROUNDS as u64 + 6;
+        for round in 1..=rounds {
+            assert_eq!(queue.start_round(round * 10, 0), round);
+        }
+        // Exactly the newest MAX_REMEMBERED_ROUNDS rounds, each with its own tick.
+        assert_eq!(queue.round_tick(rounds), Some(rounds * 10));
+        assert_eq!(queue.round_tick(rounds - 1), Some((rounds - 1) * 10));
+        assert_eq!(queue.round_tick(7), Some(70));
+        assert_eq!(queue.round_tick(6), None);
+        assert_eq!(queue.round_tick(rounds + 1), None);
+        queue.drain_all();
+        assert_eq!(queue.round_tick(rounds), None, "a deposed leader keeps no lease rounds");
+    }
 }
