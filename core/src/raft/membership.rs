@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::node::Raft;
+use super::node::{ProposeError, Raft};
 use super::ready::Role;
 use super::types::{ClusterConfig, EntryPayload, LogIndex, NodeId, Term};
 
@@ -130,19 +130,15 @@ impl Raft {
         if reachable < next.voters.len() / 2 + 1 {
             return Err(MembershipError::WouldLoseQuorum { reachable, voters: next.voters.len() });
         }
-        let (index, term) =
-            self.propose(EntryPayload::Config(next.clone())).map_err(|error| match error {
-                super::node::ProposeError::NotLeader { leader } => {
-                    MembershipError::NotLeader { leader }
-                }
-                super::node::ProposeError::TransferInProgress => {
-                    MembershipError::TransferInProgress
-                }
-                super::node::ProposeError::ConfigChangeInProgress { index } => {
-                    MembershipError::ChangeInProgress { index }
-                }
-                _ => MembershipError::Busy,
-            })?;
+        // Leadership, a transfer in progress and a pending change were refused above with their
+        // own errors; only the bounds on what may wait uncommitted are left to refuse it here.
+        let (index, term) = self.propose(EntryPayload::Config(next.clone())).map_err(|error| {
+            debug_assert!(
+                matches!(error, ProposeError::Busy | ProposeError::TooLarge { .. }),
+                "refused above already: {error}"
+            );
+            MembershipError::Busy
+        })?;
         Ok((index, term, next))
     }
 
