@@ -220,10 +220,16 @@ pub async fn run(options: &CampaignOptions) -> Result<CampaignResult> {
                     .with_context(|| format!("a worker printed {line:?}"))?;
                 if summary.outcome != "pass" && summary.outcome != "lease-anomaly" {
                     failures += 1;
-                    progress.println(format!(
+                    let line = format!(
                         "seed {} FAILED ({}): {}",
                         summary.seed, summary.outcome, summary.detail
-                    ));
+                    );
+                    // A hidden bar (not a terminal) prints nothing, not even this.
+                    if plain_progress {
+                        eprintln!("{line}");
+                    } else {
+                        progress.println(line);
+                    }
                 }
                 progress.inc(1);
                 progress.set_message(format!("{failures} failed"));
