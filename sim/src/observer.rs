@@ -569,6 +569,19 @@ impl Observer {
                 hard_state: view.persist_hard_state.map(|hs| (hs.term, hs.vote)),
                 snapshot: view.persist_snapshot,
             };
+            // A batch that rewrites the acknowledged entry (a newer leader's conflicting suffix)
+            // is the node's own decision, and a legitimate one: no leader overwrites a committed
+            // entry (leader completeness, checked). Its promise shrinks to what the rewrite
+            // keeps, at once — the rewrite may reach the disk even if its sync then fails.
+            if let (Some(acked), Some(&(first, _))) = (seam.acked, batch.entries.first())
+                && first <= acked.0
+                && !batch.entries.contains(&acked)
+            {
+                let kept = first - 1;
+                seam.acked = (kept > log.snapshot_index())
+                    .then(|| log.term(kept).map(|term| (kept, term)))
+                    .flatten();
+            }
             seam.pending.insert(id, batch);
         }
         seam.advance(view.durable_batch);
