@@ -54,6 +54,7 @@ pub struct WorkloadShared {
     /// Every answered single-key read, whatever its consistency, and what each answered range
     /// read said of each key it covered (`read_check.rs`).
     pub reads: RefCell<Vec<ReadObservation>>,
+    /// Range reads answered, at any consistency (the run report counts them).
     pub range_reads: Cell<u64>,
 }
 
