@@ -407,6 +407,15 @@ impl Client {
             _ => None,
         };
         let mut answered_by = None;
+        // How a read was served, for the read check (each observation names its key).
+        let served = |store_revision: u64, stale: bool| ReadObservation {
+            key: String::new(),
+            value: None,
+            store_revision,
+            stale,
+            call_us,
+            ret_us,
+        };
         if let (
             Planned::Get { key, stale, .. },
             Outcome::Answer(ClientAnswer::Read(ReadResult::Value { value, revision, .. }), _),
@@ -417,10 +426,7 @@ impl Client {
                 value: value.as_ref().map(|(bytes, meta)| {
                     (String::from_utf8_lossy(bytes).into_owned(), meta.mod_revision)
                 }),
-                store_revision: *revision,
-                stale: *stale,
-                call_us,
-                ret_us,
+                ..served(*revision, *stale)
             });
         }
         if let (
@@ -432,7 +438,7 @@ impl Client {
         ) = (&planned, &outcome)
         {
             let observations =
-                self.range_observations(prefix, entries, *more, *revision, *stale, call_us, ret_us);
+                self.range_observations(prefix, entries, *more, &served(*revision, *stale));
             self.shared.reads.borrow_mut().extend(observations);
             self.shared.range_reads.set(self.shared.range_reads.get() + 1);
         }
@@ -445,13 +451,12 @@ impl Client {
                 None => return,
             },
             Outcome::NotApplied => match planned.history_op() {
-                // A read that never got an answer tells nothing: not recorded.
-                Some(op) if !is_read(&op) => Operation::fail(client, call_us, ret_us, op),
-                _ => return,
+                Some(op) => Operation::fail(client, call_us, ret_us, op),
+                None => return,
             },
             Outcome::Unknown => match planned.history_op() {
-                Some(op) if !is_read(&op) => Operation::info(client, call_us, op),
-                _ => return,
+                Some(op) => Operation::info(client, call_us, op),
+                None => return,
             },
         };
         let mut trace = self.shared.trace.borrow_mut();
@@ -483,24 +488,18 @@ impl Client {
     /// observations for `read_check.rs`: the keys it returned hold those values at the store
     /// revision it was served at, and the keys it passed over — every one before its last key,
     /// or all of them when nothing more followed — held no value there.
-    #[allow(clippy::too_many_arguments)]
+    /// `served` says how the range was served (its key and value are not used).
     fn range_observations(
         &self,
         prefix: &str,
         entries: &[conclave_core::kv::KeyValue],
         more: bool,
-        store_revision: u64,
-        stale: bool,
-        call_us: u64,
-        ret_us: u64,
+        served: &ReadObservation,
     ) -> Vec<ReadObservation> {
         let observation = |key: &str, value: Option<(String, u64)>| ReadObservation {
             key: key.to_string(),
             value,
-            store_revision,
-            stale,
-            call_us,
-            ret_us,
+            ..*served
         };
         let mut observations: Vec<ReadObservation> = entries
             .iter()
@@ -599,11 +598,6 @@ impl Client {
             _ => None,
         }
     }
-}
-
-/// Reads change nothing: one that never got an answer is not recorded at all.
-fn is_read(op: &Op) -> bool {
-    matches!(op, Op::Get { .. } | Op::Range(_))
 }
 
 /// An operation before it is sent.
@@ -707,17 +701,11 @@ impl Planned {
         ClientCall::Write { command, session }
     }
 
-    /// The history operation for an outcome without an answer (outputs unknown).
+    /// The history operation for an outcome without an answer (outputs unknown). None for a
+    /// read: it changes nothing, so one that never got an answer is not recorded at all.
     fn history_op(&self) -> Option<Op> {
         Some(match self {
-            Planned::Get { key, .. } => Op::Get { key: key.clone(), value: None },
-            Planned::Range { prefix, limit, .. } => Op::Range(HistoryRange {
-                prefix: prefix.clone(),
-                start_after: None,
-                limit: Some(*limit),
-                kvs: Vec::new(),
-                more: None,
-            }),
+            Planned::Get { .. } | Planned::Range { .. } => return None,
             Planned::Put { key, value, .. } => Op::Put { key: key.clone(), value: value.clone() },
             Planned::Delete { key } => Op::Delete { key: key.clone(), found: None },
             Planned::Cas { key, expected, value } => Op::Cas {
