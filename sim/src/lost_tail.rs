@@ -3,6 +3,11 @@
 //! if the writes had never reached the platter). Recovery then finds a clean log that simply
 //! ends early, and the node comes back with a shorter log than it acknowledged.
 //!
+//! When a lost record had replaced the suffix of an earlier one (a newer leader overwriting
+//! uncommitted entries), the older entries come back: the node then holds, at indexes it had
+//! acknowledged, entries of an older term. The leader must not let it commit those (its
+//! heartbeat names the term of the entry it asks the follower to commit).
+//!
 //! No node can tell this apart from a log that never had those records, so Raft's safety needs
 //! the lost entries elsewhere: only entries that a majority of the *other* voters hold durably,
 //! with the committed content, are ever dropped (the nemesis computes that floor from the
@@ -90,20 +95,81 @@ pub async fn lose_synced_tail(fs: &SimFs, dir: &Path, plan: TailLoss) -> Option<
     if lost.first == 0 {
         return None;
     }
-    // The newest entry kept: the last entry of the last Entries record before the cut whose
-    // entries are below the lost ones (a later record may have overwritten an earlier suffix).
-    lost.kept = records[..cut]
-        .iter()
-        .rev()
-        .find_map(|(_, record)| match record {
-            WalRecord::Entries(batch) => {
-                batch.iter().rev().find(|entry| entry.index < lost.first).map(|e| (e.index, e.term))
-            }
-            _ => None,
-        })
-        .unwrap_or((0, 0));
+    lost.kept = newest_entry_after_replay(&records[..cut]);
     let from = records[cut].0;
     file.write_all_at(from, vec![0u8; (end - from) as usize]).await.ok()?;
     file.sync_data().await.ok()?;
     Some(lost)
+}
+
+/// The newest entry of the log that recovery rebuilds from `records` (0 if they hold none).
+/// Not simply the newest entry below the lost ones: a lost record may have overwritten an
+/// earlier record's suffix (a newer leader's entries replacing uncommitted ones), and without
+/// it those older entries come back, at indexes the node had acknowledged with other terms.
+fn newest_entry_after_replay(records: &[(u64, WalRecord)]) -> (LogIndex, Term) {
+    let mut newest = (0, 0);
+    for (_, record) in records {
+        match record {
+            WalRecord::Entries(batch) => {
+                if let Some(last) = batch.last() {
+                    newest = (last.index, last.term);
+                }
+            }
+            WalRecord::SnapshotInstalled { last_index, last_term, keeps_suffix } => {
+                if !keeps_suffix || newest.0 < *last_index {
+                    newest = (*last_index, *last_term);
+                }
+            }
+            WalRecord::Committed { .. } | WalRecord::TermAndVote { .. } => {}
+        }
+    }
+    newest
+}
+
+#[cfg(test)]
+mod tests {
+    use conclave_core::raft::{Entry, EntryPayload};
+
+    use super::*;
+
+    fn entries(first: LogIndex, terms: &[Term]) -> WalRecord {
+        let batch = terms
+            .iter()
+            .enumerate()
+            .map(|(offset, term)| Entry {
+                index: first + offset as u64,
+                term: *term,
+                payload: EntryPayload::Noop,
+            })
+            .collect();
+        WalRecord::Entries(batch)
+    }
+
+    #[test]
+    fn entries_a_lost_record_had_overwritten_come_back() {
+        // 1..=6 of term 1, then a newer leader's 3..=4 of term 2 replaced 3..=6.
+        let records = vec![(0, entries(1, &[1, 1, 1, 1, 1, 1])), (100, entries(3, &[2, 2]))];
+        assert_eq!(newest_entry_after_replay(&records), (4, 2));
+        // Losing the second record brings back 3..=6 of term 1, not a log ending at 2.
+        assert_eq!(newest_entry_after_replay(&records[..1]), (6, 1));
+    }
+
+    #[test]
+    fn a_snapshot_record_ends_the_log_unless_it_keeps_the_suffix() {
+        let records = vec![
+            (0, entries(1, &[1, 1, 1, 1])),
+            (
+                100,
+                WalRecord::SnapshotInstalled { last_index: 9, last_term: 3, keeps_suffix: false },
+            ),
+        ];
+        assert_eq!(newest_entry_after_replay(&records), (9, 3));
+        let kept = vec![
+            (0, entries(1, &[1, 1, 1, 1])),
+            (100, WalRecord::SnapshotInstalled { last_index: 2, last_term: 1, keeps_suffix: true }),
+            (200, WalRecord::Committed { index: 4 }),
+        ];
+        assert_eq!(newest_entry_after_replay(&kept), (4, 1));
+        assert_eq!(newest_entry_after_replay(&[]), (0, 0));
+    }
 }

@@ -62,7 +62,7 @@ fn acknowledgements_are_batched_yet_a_stalled_stream_is_still_replaced() -> turm
                     from: NodeId(1),
                     to: NodeId(2),
                     term: 1,
-                    body: MessageBody::Heartbeat { commit, read_round: 0 },
+                    body: MessageBody::Heartbeat { commit, commit_term: 1, read_round: 0 },
                 };
                 let mut seen = seen.borrow_mut();
                 if transport.send(NodeId(2), PeerMessage::Raft(message)) {

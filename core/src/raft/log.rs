@@ -272,7 +272,7 @@ impl RaftLog {
 
     /// A hint for a leader whose `(prev_index, prev_term)` did not match: the largest index at
     /// or below `prev_index` whose term is at most `prev_term` (the logs cannot agree above it).
-    fn conflict_hint(&self, prev_index: LogIndex, prev_term: Term) -> ConflictHint {
+    pub(super) fn conflict_hint(&self, prev_index: LogIndex, prev_term: Term) -> ConflictHint {
         let (index, term) =
             self.find_conflict_by_term(prev_index.min(self.last_index()), prev_term);
         ConflictHint { index, term }

@@ -48,11 +48,15 @@ pub enum MessageBody {
         hint_index: LogIndex,
         hint_term: Term,
     },
-    /// Heartbeats carry no entries (so they are cheap and never rejected); they advance the
-    /// follower's commit index up to what it is known to hold and confirm leadership for
-    /// ReadIndex rounds (`read_round`).
+    /// Heartbeats carry no entries (so they are cheap); they confirm leadership for ReadIndex
+    /// rounds (`read_round`) and advance the follower's commit index to `commit`, the entry of
+    /// term `commit_term` it is known to hold. The follower checks that it does: a disk that
+    /// lost synced writes can bring back older entries at indexes it had acknowledged, and
+    /// committing those would apply entries the cluster never committed. If it does not, it
+    /// answers with an `AppendResponse` rejection of `commit`, so the leader repairs its log.
     Heartbeat {
         commit: LogIndex,
+        commit_term: Term,
         read_round: u64,
     },
     HeartbeatResponse {

@@ -79,6 +79,9 @@ pub struct RaftCounters {
     pub messages_dropped: u64,
     pub proposals_rejected_busy: u64,
     pub check_quorum_step_downs: u64,
+    /// Heartbeats whose commit index this follower did not advance to, because its log does
+    /// not hold the leader's entry there (see `MessageBody::Heartbeat`).
+    pub unverified_commits_refused: u64,
 }
 
 /// A summary for status pages and invariant checks.
@@ -650,8 +653,8 @@ impl Raft {
             MessageBody::AppendResponse { success, index, hint_index, hint_term } => {
                 self.handle_append_response(from, success, index, hint_index, hint_term)
             }
-            MessageBody::Heartbeat { commit, read_round } => {
-                self.handle_heartbeat(from, commit, read_round)
+            MessageBody::Heartbeat { commit, commit_term, read_round } => {
+                self.handle_heartbeat(from, (commit, commit_term), read_round)
             }
             MessageBody::HeartbeatResponse { read_round } => {
                 self.handle_heartbeat_response(from, read_round)

@@ -125,10 +125,10 @@ impl Progress {
         }
     }
 
-    /// Handles a rejection of the AppendEntries whose `prev_log_index` was `rejected`, with
-    /// the next index to try computed from the follower's hint (`hint_index`, at most the
-    /// follower's last index). Returns false for a stale rejection (of a message older than
-    /// what we already know matches).
+    /// Handles a rejection of the AppendEntries (or heartbeat commit) at `rejected`, with the
+    /// next index to try computed from the follower's hint; `hint_index` is the highest index
+    /// at which the follower's log may still match ours, going by that hint. Returns false for
+    /// a stale rejection (of a message older than what we already know matches).
     pub fn reject(&mut self, rejected: LogIndex, hint_index: LogIndex, retry_at: LogIndex) -> bool {
         if rejected <= self.matched {
             // Everything at or below `matched` was acknowledged, so a rejection there is

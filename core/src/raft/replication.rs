@@ -121,9 +121,13 @@ impl Raft {
             .collect();
         for (to, matched) in peers {
             // Never tell a follower to commit past what it is known to hold: its log beyond
-            // `matched` may still conflict with ours.
-            let commit = matched.min(self.log.committed());
-            self.send(to, MessageBody::Heartbeat { commit, read_round: round });
+            // `matched` may still conflict with ours. (Below our snapshot the term is gone;
+            // such a follower is sent the snapshot, and its heartbeat commits nothing.)
+            let (commit, commit_term) = match matched.min(self.log.committed()) {
+                commit if commit < self.log.snapshot_index() => (0, 0),
+                commit => (commit, self.log.term(commit).unwrap_or(0)),
+            };
+            self.send(to, MessageBody::Heartbeat { commit, commit_term, read_round: round });
             if let Some(progress) = self.progress.get_mut(&to) {
                 progress.commit_sent = progress.commit_sent.max(commit);
             }
@@ -318,10 +322,16 @@ impl Raft {
             // Jump back over the whole mismatching term at once (fast backtracking): find the
             // largest index in our log at or below the hint whose term is <= the hint's term.
             let (retry_index, _) = self.log.find_conflict_by_term(hint_index, hint_term);
+            // How far the follower's log may still match ours. Its hinted entry is the end of
+            // its log or of what it has at or below our term; if that entry is not ours (a disk
+            // that lost synced writes can bring back entries it had overwritten), it matches
+            // at most below it.
             let follower_log_hint = if self.planted(PlantedBug::IgnoreShortenedLog) {
                 LogIndex::MAX
-            } else {
+            } else if self.log.matches(hint_index, hint_term) {
                 hint_index
+            } else {
+                retry_index.min(hint_index.saturating_sub(1))
             };
             let Some(progress) = self.progress.get_mut(&from) else { return };
             if progress.reject(index, follower_log_hint, retry_index + 1) {
@@ -330,14 +340,39 @@ impl Raft {
         }
     }
 
-    pub(super) fn handle_heartbeat(&mut self, from: NodeId, commit: LogIndex, read_round: u64) {
+    pub(super) fn handle_heartbeat(
+        &mut self,
+        from: NodeId,
+        (commit, commit_term): (LogIndex, Term),
+        read_round: u64,
+    ) {
         if self.role != Role::Follower {
             let term = self.term;
             self.become_follower(term, from);
         }
         self.leader = from;
         self.election_elapsed = 0;
-        self.log.commit_to(commit);
+        if commit > self.log.committed() {
+            if self.log.matches(commit, commit_term) {
+                // Log matching: holding the leader's entry at `commit` means holding the
+                // leader's log up to it.
+                self.log.commit_to(commit);
+            } else {
+                // The leader counts on entries we do not hold (or hold from another term):
+                // our log lost what we acknowledged. Tell it, as a rejection, where to start.
+                let hint = self.log.conflict_hint(commit, commit_term);
+                self.counters.unverified_commits_refused += 1;
+                self.send(
+                    from,
+                    MessageBody::AppendResponse {
+                        success: false,
+                        index: commit,
+                        hint_index: hint.index,
+                        hint_term: hint.term,
+                    },
+                );
+            }
+        }
         self.send(from, MessageBody::HeartbeatResponse { read_round });
     }
 

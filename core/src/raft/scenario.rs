@@ -407,6 +407,7 @@ impl Runner {
                     "messages-dropped" => |c| c.messages_dropped,
                     "proposals-rejected-busy" => |c| c.proposals_rejected_busy,
                     "check-quorum-step-downs" => |c| c.check_quorum_step_downs,
+                    "unverified-commits-refused" => |c| c.unverified_commits_refused,
                     other => return Err(format!("unknown counter {other:?}")),
                 };
                 self.expect_each(who, value, |c, id| read(c.raft(id).counters()))

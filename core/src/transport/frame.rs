@@ -14,7 +14,7 @@ use super::snapshot_stream::{SnapshotChunk, TransferKey};
 use crate::raft::NodeId;
 
 /// Bumped whenever `Frame` or anything inside it changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 const HEADER_BYTES: usize = 8;
 
@@ -171,7 +171,7 @@ mod tests {
             from: NodeId(1),
             to: NodeId(2),
             term: 3,
-            body: MessageBody::Heartbeat { commit: 4, read_round: 5 },
+            body: MessageBody::Heartbeat { commit: 4, commit_term: 2, read_round: 5 },
         }))
     }
 
