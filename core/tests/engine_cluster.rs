@@ -184,6 +184,12 @@ impl TestCluster {
     }
 }
 
+/// Virtual time a test may take. The clock is paused and jumps to the next timer, so an engine
+/// that never commits would otherwise spin forever (a write waits on a commit that never
+/// comes, while the engine's ticks keep the clock moving): this turns such a hang into a
+/// failure within a second or two of real time.
+const TEST_DEADLINE: Duration = Duration::from_secs(60);
+
 fn run_local<F: std::future::Future<Output = ()>>(test: F) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -191,7 +197,11 @@ fn run_local<F: std::future::Future<Output = ()>>(test: F) {
         .build()
         .expect("runtime");
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, test);
+    local.block_on(&runtime, async {
+        if tokio::time::timeout(TEST_DEADLINE, test).await.is_err() {
+            panic!("the test did not finish within {TEST_DEADLINE:?} of virtual time");
+        }
+    });
 }
 
 #[test]
@@ -470,16 +480,18 @@ fn a_leader_answers_lease_reads_locally_only_while_its_lease_holds() {
         for follower in &followers {
             cluster.network.cut(old, *follower);
         }
-        let new = loop {
+        let mut new = None;
+        for _ in 0..1_000 {
             tokio::time::sleep(Duration::from_millis(10)).await;
-            let leader = followers
+            new = followers
                 .iter()
                 .copied()
                 .find(|id| cluster.handles[id].status().role == Role::Leader);
-            if let Some(leader) = leader {
-                break leader;
+            if new.is_some() {
+                break;
             }
-        };
+        }
+        let new = new.expect("the followers elect a leader within 10 s");
         cluster.put(new, "k", "2").await.expect("put at the new leader");
         assert_eq!(cluster.read_locally(old, "k", ReadConsistency::Lease), None, "no stale read");
         assert_eq!(
