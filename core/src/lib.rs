@@ -4,6 +4,7 @@
 //! - [`kv`]: the deterministic key-value state machine applied from committed entries;
 //! - [`storage`]: the write-ahead log, hard state, snapshots and recovery, over a file-system seam;
 //! - [`seams`]: the traits through which the engine meets the outside world;
+//! - [`shard`]: slots, shards and the shard map that routes a key to its Raft group;
 //! - [`engine`]: the async driver that turns Raft's output batches into calls on the seams.
 //!
 //! Nothing in this crate reads a wall clock, spawns a thread, draws OS randomness or iterates a
@@ -13,5 +14,6 @@ pub mod engine;
 pub mod kv;
 pub mod raft;
 pub mod seams;
+pub mod shard;
 pub mod storage;
 pub mod transport;
