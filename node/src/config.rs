@@ -985,16 +985,13 @@ pub fn parse_member_id(text: &str) -> Result<NodeId, String> {
 
 /// FNV-1a over the sorted member list: equal lists give equal ids on every node.
 fn port_cluster_id(members: &BTreeMap<NodeId, PortMember>) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hasher = conclave_core::hash::Fnv1a::default();
     for member in members.values() {
         let peer_port = member.peer_port.unwrap_or(0);
-        let text = format!("{}={}/{};", member.id.0, member.http_address(), peer_port);
-        for byte in text.bytes() {
-            hash ^= byte as u64;
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        hasher
+            .write(format!("{}={}/{};", member.id.0, member.http_address(), peer_port).as_bytes());
     }
-    hash
+    hasher.finish()
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 //! 65,536 so that the two kinds never collide, and stay below 2^53 so that JSON tools that read
 //! numbers as doubles print them exactly.
 
+use conclave_core::hash::Fnv1a;
 use conclave_core::raft::NodeId;
 
 /// The smallest derived id: above every port.
@@ -27,17 +28,13 @@ pub const NAMED_ID_LIMIT: u64 = 1 << 53;
 /// FNV-1a, 64 bits: stable across versions and platforms, which is all an id needs (it is a
 /// name, not a secret).
 fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hasher = Fnv1a::default();
     for part in parts {
-        for byte in *part {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        hasher.write(part);
         // A separator, so that ("ab", "c") and ("a", "bc") differ.
-        hash ^= 0xff;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        hasher.write(&[0xff]);
     }
-    hash
+    hasher.finish()
 }
 
 /// The cluster id peers check in their hello, from `--initial-cluster-token`: clusters with

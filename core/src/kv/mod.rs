@@ -16,12 +16,11 @@
 //!
 //! Files: `command.rs` (requests), `response.rs` (answers), `event.rs` (change events),
 //! `error.rs`, `limits.rs`, `condition.rs` (guards and transaction compares), `keyspace.rs`
-//! (keys, revisions), `expiry.rs` (TTL index), `session.rs` (exactly-once), `snapshot.rs`,
-//! `digest.rs`, `state_machine.rs` (apply).
+//! (keys, revisions), `expiry.rs` (TTL index), `session.rs` (exactly-once), `snapshot.rs`
+//! (snapshots and the state digest, hashed with `crate::hash`), `state_machine.rs` (apply).
 
 mod command;
 mod condition;
-mod digest;
 mod error;
 mod event;
 mod expiry;

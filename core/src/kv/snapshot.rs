@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::digest::Fnv1a;
 use super::error::KvError;
 use super::keyspace::{KeyRecord, Keyspace};
 use super::limits::KvLimits;
 use super::session::{ClientSession, SessionTable};
+use crate::hash::Fnv1a;
 use crate::raft::LogIndex;
 
 /// Bump when the encoding of anything below (requests' cached responses included) changes.
@@ -201,7 +201,7 @@ fn check_sessions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::digest::fnv1a;
+    use crate::hash::fnv1a;
     use crate::kv::{KeyMeta, KvResponse};
 
     fn record(value: &'static [u8], mod_revision: u64, expires_at_ms: Option<u64>) -> KeyRecord {

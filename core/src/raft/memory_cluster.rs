@@ -106,11 +106,11 @@ impl ChainState {
         self.applied_index = entry.index;
         if let EntryPayload::Command(bytes) = &entry.payload {
             self.commands += 1;
-            for byte in bytes.iter().chain(entry.index.to_le_bytes().iter()) {
-                // FNV-1a: fixed, so digests are comparable across runs.
-                self.digest ^= *byte as u64;
-                self.digest = self.digest.wrapping_mul(0x100_0000_01b3);
-            }
+            // Chained FNV-1a: fixed, so digests are comparable across runs.
+            let mut hasher = crate::hash::Fnv1a::resume(self.digest);
+            hasher.write(bytes);
+            hasher.write_u64(entry.index);
+            self.digest = hasher.finish();
         }
     }
 

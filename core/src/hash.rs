@@ -1,14 +1,16 @@
 //! FNV-1a (64-bit): a fixed, seedless hash, so that every node, build and run computes the
 //! same digest of the same state. std's `DefaultHasher` is unspecified across releases and
-//! `RandomState` is seeded per process — both useless for comparing nodes.
+//! `RandomState` is seeded per process — both useless for comparing nodes. The one copy of it:
+//! state-machine digests, the simulator's trace hash, the test harness's chain digest and the
+//! ids a node derives from names all use this.
 
 const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// A streaming FNV-1a hasher. It implements `Extend<u8>` so that postcard can serialise
 /// straight into it (`postcard::to_extend`) without materialising the encoding.
-#[derive(Copy, Clone, Debug)]
-pub(crate) struct Fnv1a {
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Fnv1a {
     state: u64,
 }
 
@@ -19,14 +21,25 @@ impl Default for Fnv1a {
 }
 
 impl Fnv1a {
-    pub(crate) fn write(&mut self, bytes: &[u8]) {
+    /// Continues a hash from a state an earlier `finish` returned (a digest chained across
+    /// calls and stored as a number).
+    pub fn resume(state: u64) -> Fnv1a {
+        Fnv1a { state }
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
         for byte in bytes {
             self.state ^= u64::from(*byte);
             self.state = self.state.wrapping_mul(FNV_PRIME);
         }
     }
 
-    pub(crate) fn finish(&self) -> u64 {
+    /// The little-endian bytes of `word`.
+    pub fn write_u64(&mut self, word: u64) {
+        self.write(&word.to_le_bytes());
+    }
+
+    pub fn finish(&self) -> u64 {
         self.state
     }
 }
@@ -48,8 +61,7 @@ impl<'a> Extend<&'a u8> for Fnv1a {
 }
 
 /// FNV-1a of `bytes`.
-#[cfg(test)]
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hasher = Fnv1a::default();
     hasher.write(bytes);
     hasher.finish()
@@ -69,5 +81,11 @@ mod tests {
         streamed.extend(b"foo".iter().copied());
         streamed.extend(b"bar");
         assert_eq!(streamed.finish(), fnv1a(b"foobar"));
+        let mut resumed = Fnv1a::resume(fnv1a(b"foo"));
+        resumed.write(b"bar");
+        assert_eq!(resumed.finish(), fnv1a(b"foobar"));
+        let mut words = Fnv1a::default();
+        words.write_u64(0x0102_0304_0506_0708);
+        assert_eq!(words.finish(), fnv1a(&[8, 7, 6, 5, 4, 3, 2, 1]));
     }
 }
