@@ -17,7 +17,7 @@
 
 use std::path::Path;
 
-use conclave_core::raft::{LogIndex, Term};
+use conclave_core::raft::{EntryPayload, LogIndex, Term};
 use conclave_core::storage::fs::{FileSystem, FsFile, OpenMode, read_whole_file};
 use conclave_core::storage::segment::{
     HeaderRead, decode_segment_header, parse_segment_file_name, scan_segment,
@@ -28,7 +28,7 @@ use crate::fs::SimFs;
 
 /// A planned loss: at most `max_records` of the newest records, holding only entries at or
 /// below `floor` (held durably by a majority of the other voters), and never reaching back past
-/// a snapshot-installation record.
+/// a snapshot-installation record or a configuration change (see `choose_cut`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct TailLoss {
     pub floor: LogIndex,
@@ -73,7 +73,21 @@ pub async fn lose_synced_tail(fs: &SimFs, dir: &Path, plan: TailLoss) -> Option<
         conclave_core::storage::segment::SegmentEnd::Clean { end_offset } => end_offset,
         conclave_core::storage::segment::SegmentEnd::Torn { offset, .. } => offset,
     };
-    // Walk back from the newest record while the rules allow.
+    let (cut, lost) = choose_cut(&records, plan)?;
+    let from = records[cut].0;
+    file.write_all_at(from, vec![0u8; (end - from) as usize]).await.ok()?;
+    file.sync_data().await.ok()?;
+    Some(lost)
+}
+
+/// How many of the newest `records` to drop under `plan`, and what that loses: walking back
+/// from the newest record, while fewer than `max_records` are dropped, every entry dropped is
+/// at or below the floor, and neither a snapshot installation nor a configuration change is
+/// reached. A node that forgot a configuration change would believe in an older
+/// configuration, which may be two changes behind the cluster's: their majorities need not
+/// overlap (a removed member and a lagging one can elect each other), and no Raft survives
+/// that however many copies of the entries exist elsewhere. `None` if nothing can be dropped.
+fn choose_cut(records: &[(u64, WalRecord)], plan: TailLoss) -> Option<(usize, LostTail)> {
     let mut cut = records.len();
     let mut lost = LostTail { records: 0, first: 0, last: 0, kept: (0, 0) };
     while cut > 0 && lost.records < plan.max_records {
@@ -81,7 +95,9 @@ pub async fn lose_synced_tail(fs: &SimFs, dir: &Path, plan: TailLoss) -> Option<
             WalRecord::Committed { .. } | WalRecord::TermAndVote { .. } => {}
             WalRecord::Entries(batch) => {
                 let (Some(first), Some(last)) = (batch.first(), batch.last()) else { break };
-                if last.index > plan.floor {
+                let changes_config =
+                    batch.iter().any(|entry| matches!(entry.payload, EntryPayload::Config(_)));
+                if last.index > plan.floor || changes_config {
                     break;
                 }
                 lost.first = first.index;
@@ -96,10 +112,7 @@ pub async fn lose_synced_tail(fs: &SimFs, dir: &Path, plan: TailLoss) -> Option<
         return None;
     }
     lost.kept = newest_entry_after_replay(&records[..cut]);
-    let from = records[cut].0;
-    file.write_all_at(from, vec![0u8; (end - from) as usize]).await.ok()?;
-    file.sync_data().await.ok()?;
-    Some(lost)
+    Some((cut, lost))
 }
 
 /// The newest entry of the log that recovery rebuilds from `records` (0 if they hold none).
@@ -128,7 +141,7 @@ fn newest_entry_after_replay(records: &[(u64, WalRecord)]) -> (LogIndex, Term) {
 
 #[cfg(test)]
 mod tests {
-    use conclave_core::raft::{Entry, EntryPayload};
+    use conclave_core::raft::{ClusterConfig, Entry, NodeId};
 
     use super::*;
 
@@ -171,5 +184,34 @@ mod tests {
         ];
         assert_eq!(newest_entry_after_replay(&kept), (4, 1));
         assert_eq!(newest_entry_after_replay(&[]), (0, 0));
+    }
+
+    #[test]
+    fn the_cut_stops_at_the_floor_the_record_limit_and_a_configuration_change() {
+        let plan = TailLoss { floor: 100, max_records: 2 };
+        let records = vec![
+            (0, entries(1, &[1, 1])),
+            (100, WalRecord::TermAndVote { term: 2, vote: NodeId(1) }),
+            (200, entries(3, &[2])),
+            (300, entries(4, &[2, 2])),
+        ];
+        let (cut, lost) = choose_cut(&records, plan).expect("a loss");
+        assert_eq!((cut, lost.first, lost.last, lost.kept), (2, 3, 5, (2, 1)));
+        // The floor: entries above what the others hold are never dropped.
+        assert_eq!(choose_cut(&records, TailLoss { floor: 4, max_records: 2 }), None);
+
+        let config = Entry {
+            index: 3,
+            term: 2,
+            payload: EntryPayload::Config(ClusterConfig::with_voters([NodeId(1), NodeId(2)])),
+        };
+        let with_config = vec![
+            (0, entries(1, &[1, 1])),
+            (200, WalRecord::Entries(vec![config])),
+            (300, entries(4, &[2, 2])),
+        ];
+        let (cut, lost) = choose_cut(&with_config, plan).expect("the newest record");
+        assert_eq!((cut, lost.first, lost.last, lost.kept), (2, 4, 5, (3, 2)));
+        assert_eq!(choose_cut(&with_config[..2], plan), None, "a configuration is never lost");
     }
 }
