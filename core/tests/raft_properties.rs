@@ -287,8 +287,12 @@ fn config(seed: u64) -> RaftConfig {
     }
 }
 
+// Shrinking is bounded: a broken Raft that floods messages makes every run of a case slow
+// (10,000 rounds before `stabilize` gives up), and thousands of shrink runs would turn a
+// failure into a hang. 256 steps still cut a failing schedule down a long way, and the
+// failing seed is saved in the regressions file either way.
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 2_000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn three_nodes_stay_safe_and_converge(seed in any::<u64>(), actions in prop::collection::vec(action(), 1..400)) {
