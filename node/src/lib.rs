@@ -11,7 +11,8 @@
 //! - `http/` (the API), `metrics.rs`, `api.rs`
 //!   (the JSON shapes);
 //! - `client/` (leader discovery, retries, sessions), `cli/` (the client commands),
-//!   `dev_cluster.rs` (`conclave dev`), `systemd_notify.rs` (readiness for systemd).
+//!   `dev_cluster.rs` (`conclave dev`), `systemd_notify.rs` (readiness for systemd),
+//!   `duration.rs` (the one duration grammar).
 
 pub mod api;
 pub mod backup_restore;
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod data_dir;
 pub mod dev_cluster;
+pub mod duration;
 pub mod engine_thread;
 pub mod fs;
 pub mod http;

@@ -80,20 +80,9 @@ pub struct Plan {
     pub json: bool,
 }
 
-/// `30s`, `500ms`, `2m`, or plain seconds.
+/// A run or warm-up length, in the grammar of [`crate::duration`].
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(split) => text.split_at(split),
-        None => (text, "s"),
-    };
-    let value: u64 = number.parse().with_context(|| format!("{text:?} is not a duration"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(value)),
-        "s" => Ok(Duration::from_secs(value)),
-        "m" => Ok(Duration::from_secs(value * 60)),
-        _ => bail!("{text:?}: use ms, s or m"),
-    }
+    crate::duration::parse_duration(text).map_err(anyhow::Error::msg)
 }
 
 fn parse_mix(text: &str) -> anyhow::Result<Mix> {
@@ -129,6 +118,11 @@ impl BenchArgs {
         if self.rate == Some(0) {
             bail!("--rate must be positive");
         }
+        let duration = parse_duration(&self.duration).context("--duration")?;
+        if duration.is_zero() {
+            bail!("--duration must be positive");
+        }
+        let warmup = parse_duration(&self.warmup).context("--warmup")?;
         let mix = parse_mix(&self.mix)?;
         if mix.cas_percent > 0 && self.target == TargetKind::Etcd {
             bail!("cas is measured on Conclave only (etcd's txn has another shape)");
@@ -137,8 +131,8 @@ impl BenchArgs {
             target_kind: self.target,
             endpoints,
             connections: self.connections,
-            duration: parse_duration(&self.duration)?,
-            warmup: parse_duration(&self.warmup)?,
+            duration,
+            warmup,
             rate_per_second: self.rate,
             keys: self.keys,
             key_bytes: self.key_bytes.max(8),
@@ -160,7 +154,8 @@ mod tests {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("10h").is_err());
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5_400));
+        assert!(parse_duration("10 parsecs").is_err());
         let mix = parse_mix("get=90,put=10").unwrap();
         assert_eq!((mix.get_percent, mix.put_percent, mix.cas_percent), (90, 10, 0));
         assert!(parse_mix("put=50").is_err());

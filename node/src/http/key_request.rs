@@ -123,7 +123,7 @@ mod tests {
         assert_eq!(command, expected);
         assert_eq!(session, Some(SessionTag { client_id: 7, seq: 3 }));
 
-        let head = parse_put_head(&uri("/kv/k?ttl=10d")).unwrap();
+        let head = parse_put_head(&uri("/kv/k?ttl=10parsecs")).unwrap();
         assert_eq!(
             status(put_command(head, &HeaderMap::new(), Bytes::from_static(b"v"))),
             StatusCode::BAD_REQUEST

@@ -29,27 +29,16 @@ pub fn parse_kv_params(query: Option<&str>) -> Result<KvParams, String> {
     }
 }
 
-/// `30s`, `500ms`, `5m`, `2h`, or a bare number of seconds.
+/// A TTL in the grammar of [`crate::duration`] (`30s`, `500ms`, `5m`, `2h`, a bare number of
+/// seconds), at least 1 ms and at most ten years.
 pub fn parse_ttl(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("ttl {text:?} is not a duration like 30s, 500ms, 5m or 2h"))?;
-    let unit_ms = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(format!("ttl {text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    let ttl_ms = number.saturating_mul(unit_ms);
+    let ttl = crate::duration::parse_duration(text).map_err(|error| format!("ttl {error}"))?;
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     if ttl_ms == 0 {
         return Err("ttl must be at least 1ms".into());
     }
     if ttl_ms > MAX_TTL_MS {
-        return Err(format!("ttl {text:?} is longer than the maximum of 10 years"));
+        return Err(format!("ttl {:?} is longer than the maximum of 10 years", text.trim()));
     }
     Ok(ttl_ms)
 }
@@ -134,7 +123,9 @@ mod tests {
         assert_eq!(parse_ttl("1h"), Ok(3_600_000));
         assert_eq!(parse_ttl("7"), Ok(7_000));
         assert!(parse_ttl("0s").is_err());
-        assert!(parse_ttl("10d").is_err());
+        assert!(parse_ttl("500us").is_err(), "under a millisecond");
+        assert_eq!(parse_ttl("10d"), Ok(864_000_000));
+        assert!(parse_ttl("11years").is_err());
         assert!(parse_ttl("s").is_err());
         assert!(parse_ttl("99999999999999h").is_err());
     }
