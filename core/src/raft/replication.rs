@@ -5,6 +5,7 @@
 //! together travel together (batching), and up to a window of messages is in flight to each
 //! follower without waiting for answers (pipelining).
 
+use super::log::ConflictHint;
 use super::message::MessageBody;
 use super::node::Raft;
 use super::planted::PlantedBug;
@@ -257,17 +258,7 @@ impl Raft {
                     self.send_after_persist(from, append_success(last_new));
                 }
             }
-            Err(hint) => {
-                self.send(
-                    from,
-                    MessageBody::AppendResponse {
-                        success: false,
-                        index: prev_log_index,
-                        hint_index: hint.index,
-                        hint_term: hint.term,
-                    },
-                );
-            }
+            Err(hint) => self.send(from, append_rejection(prev_log_index, hint)),
         }
     }
 
@@ -362,15 +353,7 @@ impl Raft {
                 // our log lost what we acknowledged. Tell it, as a rejection, where to start.
                 let hint = self.log.conflict_hint(commit, commit_term);
                 self.counters.unverified_commits_refused += 1;
-                self.send(
-                    from,
-                    MessageBody::AppendResponse {
-                        success: false,
-                        index: commit,
-                        hint_index: hint.index,
-                        hint_term: hint.term,
-                    },
-                );
+                self.send(from, append_rejection(commit, hint));
             }
         }
         self.send(from, MessageBody::HeartbeatResponse { read_round });
@@ -425,4 +408,14 @@ impl Raft {
 
 fn append_success(index: LogIndex) -> MessageBody {
     MessageBody::AppendResponse { success: true, index, hint_index: 0, hint_term: 0 }
+}
+
+/// The rejection of an append (or of a heartbeat's commit) at `index`, with where to look next.
+fn append_rejection(index: LogIndex, hint: ConflictHint) -> MessageBody {
+    MessageBody::AppendResponse {
+        success: false,
+        index,
+        hint_index: hint.index,
+        hint_term: hint.term,
+    }
 }
