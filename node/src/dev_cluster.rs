@@ -12,8 +12,8 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use tokio::process::{Child, Command};
 
-use crate::client::{Client, ClientOptions};
 use crate::stop_signals::StopSignals;
+use conclave_client::{Client, ClientOptions};
 
 #[derive(Debug, Args)]
 pub struct DevArgs {

@@ -1,5 +1,5 @@
 //! conclave-node: the parts of the `conclave` binary that touch the operating system, its HTTP
-//! API, and the client library its CLI uses.
+//! API and its CLI.
 //!
 //! - `config.rs` (flags and TOML, ids and ports), `serve.rs` (a node's lifecycle),
 //!   `bound_socket.rs` (ports bound before they listen), `data_dir.rs` (a member's directory
@@ -8,18 +8,15 @@
 //!   member keeps its record current), `engine_thread.rs` (the
 //!   engine on its own thread), `clock.rs`, `network.rs`, `fs.rs`, `storage.rs` (the engine's
 //!   seams on the OS);
-//! - `http/` (the API), `metrics.rs`, `api.rs`
-//!   (the JSON shapes);
-//! - `client/` (leader discovery, retries, sessions), `cli/` (the client commands),
+//! - `http/` (the API; its JSON shapes are `conclave_client::api`), `metrics.rs`;
+//! - `cli/` (the client commands, on the `conclave-client` crate),
 //!   `dev_cluster.rs` (`conclave dev`), `systemd_notify.rs` (readiness for systemd),
 //!   `duration.rs` (the one duration grammar).
 
-pub mod api;
 pub mod backup_restore;
 pub mod bench;
 pub mod bound_socket;
 pub mod cli;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod data_dir;

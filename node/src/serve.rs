@@ -12,7 +12,6 @@ use anyhow::{Context as _, anyhow};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use crate::api::ClusterInfoJson;
 use crate::bound_socket::BoundSocket;
 use crate::config::{Naming, NodeConfig};
 use crate::data_dir::DataDir;
@@ -23,6 +22,7 @@ use crate::member_publish;
 use crate::metrics::Metrics;
 use crate::stop_signals::StopSignals;
 use crate::systemd_notify;
+use conclave_client::api::ClusterInfoJson;
 use conclave_core::engine::WatchHub;
 
 /// Connections kept open to the leader per follower, for forwarding.

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use conclave_node::client::{Client, ClientOptions, Precondition};
+use conclave_client::{Client, ClientOptions, Precondition};
 use support::{BINARY, Node, free_ports, http, key_url, leader_of, temp_dir, wait_for};
 
 /// Writes distinct keys until stopped; returns (acknowledged keys, failed writes, the longest

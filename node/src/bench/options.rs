@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 
-use crate::client::Consistency;
+use conclave_client::Consistency;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum TargetKind {
@@ -108,7 +108,7 @@ fn parse_mix(text: &str) -> anyhow::Result<Mix> {
 
 impl BenchArgs {
     pub fn plan(&self) -> anyhow::Result<Plan> {
-        let endpoints = crate::client::endpoint::parse_endpoints(&self.target_endpoints)?;
+        let endpoints = conclave_client::endpoint::parse_endpoints(&self.target_endpoints)?;
         if self.connections == 0 || self.connections > 10_000 {
             bail!("--connections must be 1 to 10000");
         }

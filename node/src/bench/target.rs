@@ -20,7 +20,7 @@ use bytes::Bytes;
 use super::http1::{Answer, Failure, Link};
 use super::options::{Plan, TargetKind};
 use super::workload::Operation;
-use crate::client::Consistency;
+use conclave_client::Consistency;
 
 /// Why a request failed, for the report.
 pub type ErrorKind = String;
@@ -191,7 +191,7 @@ impl Target {
                     let location = answer
                         .location
                         .as_deref()
-                        .and_then(crate::client::endpoint::base_of_location);
+                        .and_then(conclave_client::endpoint::base_of_location);
                     match location {
                         Some(base) => {
                             authority_of(&base)?;

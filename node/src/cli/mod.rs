@@ -13,8 +13,8 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 
-use crate::api::{CompareJson, TxnOpJson, TxnRequestJson, encode_value};
-use crate::client::{Client, ClientError, ClientOptions, Consistency, Precondition};
+use conclave_client::api::{CompareJson, TxnOpJson, TxnRequestJson, encode_value};
+use conclave_client::{Client, ClientError, ClientOptions, Consistency, Precondition};
 
 pub const EXIT_CODES_HELP: &str = "Exit codes of the client commands: 0 success, 1 bad usage or \
 local error, 2 key not found, 3 condition failed (cas, --if-absent, --if-revision), 4 cluster \
@@ -184,12 +184,23 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The process exit code for a client error (the table is `EXIT_CODES_HELP`).
+fn exit_code_of(error: &ClientError) -> u8 {
+    match error {
+        ClientError::NotFound => 2,
+        ClientError::ConditionFailed { .. } => 3,
+        ClientError::Unavailable { .. } | ClientError::Unknown(_) => 4,
+        ClientError::Rejected { .. } | ClientError::BadEndpoint { .. } => 5,
+        ClientError::BadAnswer(_) => 6,
+    }
+}
+
 /// Runs a client command; returns the process exit code.
 pub async fn run(flags: ClientFlags, command: ClientCommand) -> ExitCode {
     match execute(&flags, command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let code = error.downcast_ref::<ClientError>().map_or(1, ClientError::exit_code);
+            let code = error.downcast_ref::<ClientError>().map_or(1, exit_code_of);
             if flags.json {
                 let _ = print_json(
                     &serde_json::json!({ "error": format!("{error:#}"), "exit_code": code }),

@@ -10,8 +10,8 @@ use conclave_core::raft::{NodeId, Role};
 
 use super::AppState;
 use super::reply::json;
-use crate::api::{ClusterInfoJson, HealthJson, MemberJson, MembersJson};
 use crate::member_record::MemberRecord;
+use conclave_client::api::{ClusterInfoJson, HealthJson, MemberJson, MembersJson};
 
 pub fn role_name(role: Role) -> &'static str {
     match role {

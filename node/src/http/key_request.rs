@@ -81,7 +81,7 @@ mod tests {
     use conclave_core::kv::Condition;
 
     use super::*;
-    use crate::api::{CLIENT_ID_HEADER, SEQ_HEADER};
+    use conclave_client::api::{CLIENT_ID_HEADER, SEQ_HEADER};
 
     fn uri(text: &'static str) -> Uri {
         Uri::from_static(text)

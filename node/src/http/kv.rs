@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use conclave_core::engine::{ReadQuery, ReadResult};
-use conclave_core::kv::{Condition, KvCommand, KvResponse};
+use conclave_core::kv::{Condition, KeyValue, KvCommand, KvResponse};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Body as HttpBody;
 
@@ -24,7 +24,9 @@ use super::propose::{read, unexpected, write};
 use super::reply::{
     self, KEY_EMPTY, KEY_NOT_FOUND, VALUE_EMPTY, bad_request, etag, text, with_header,
 };
-use crate::api::{DELETED_HEADER, KeyValueJson, REVISION_HEADER, RangeJson, SessionJson};
+use conclave_client::api::{
+    DELETED_HEADER, KeyValueJson, REVISION_HEADER, RangeJson, SessionJson, encode_value,
+};
 
 /// Reads a request body of at most `limit_bytes`, which must arrive within the node's body
 /// timeout. A body announced larger than the limit (`Content-Length`) is refused before any of
@@ -230,7 +232,7 @@ pub async fn range(
     let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
     match read(&state, ReadQuery::Range { prefix, limit }, consistency, request).await {
         Ok(ReadResult::Range { entries, more, revision, .. }) => {
-            let kvs = entries.iter().map(KeyValueJson::from_kv).collect();
+            let kvs = entries.iter().map(key_value_json).collect();
             reply::json(StatusCode::OK, &RangeJson { revision, more, kvs })
         }
         Ok(ReadResult::Value { .. }) => {
@@ -261,7 +263,7 @@ pub async fn clear(
     }
 }
 
-/// Opens a client session for exactly-once writes (see `client/session.rs`).
+/// Opens a client session for exactly-once writes (see the `conclave-client` crate).
 pub async fn register_session(
     State(state): State<Arc<AppState>>,
     method: Method,
@@ -275,5 +277,19 @@ pub async fn register_session(
         }
         Ok(answer) => write_answer(&answer),
         Err(response) => response,
+    }
+}
+
+/// A key, its value and its revisions as the JSON API shows them.
+pub fn key_value_json(kv: &KeyValue) -> KeyValueJson {
+    let (value, value_base64) = encode_value(&kv.value);
+    KeyValueJson {
+        key: kv.key.clone(),
+        value,
+        value_base64,
+        create_revision: kv.meta.create_revision,
+        mod_revision: kv.meta.mod_revision,
+        version: kv.meta.version,
+        expires_at_ms: kv.meta.expires_at_ms,
     }
 }

@@ -13,7 +13,7 @@ use conclave_core::raft::NodeId;
 
 use super::AppState;
 use super::reply::{self, NO_LEADER};
-use crate::api::{FORWARDED_HEADER, LEADER_HEADER};
+use conclave_client::api::{FORWARDED_HEADER, LEADER_HEADER};
 
 /// Largest answer relayed from the leader: a range of the maximum size with its JSON overhead.
 const MAX_FORWARDED_RESPONSE_BYTES: usize = 256 << 20;
@@ -31,14 +31,20 @@ const FORWARDED_REQUEST_HEADERS: [&str; 6] = [
     "content-type",
     "if-match",
     "if-none-match",
-    crate::api::CLIENT_ID_HEADER,
-    crate::api::SEQ_HEADER,
+    conclave_client::api::CLIENT_ID_HEADER,
+    conclave_client::api::SEQ_HEADER,
     "accept",
 ];
 
 /// Headers of the leader's answer that are relayed.
-const RELAYED_RESPONSE_HEADERS: [&str; 6] =
-    ["content-type", "etag", "location", "retry-after", crate::api::REVISION_HEADER, LEADER_HEADER];
+const RELAYED_RESPONSE_HEADERS: [&str; 6] = [
+    "content-type",
+    "etag",
+    "location",
+    "retry-after",
+    conclave_client::api::REVISION_HEADER,
+    LEADER_HEADER,
+];
 
 pub async fn not_leader(
     state: &AppState,

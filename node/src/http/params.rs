@@ -6,7 +6,7 @@ use conclave_core::engine::ReadConsistency;
 use conclave_core::kv::{Condition, SessionTag};
 use serde::Deserialize;
 
-use crate::api::{CLIENT_ID_HEADER, SEQ_HEADER};
+use conclave_client::api::{CLIENT_ID_HEADER, SEQ_HEADER};
 
 /// Longest TTL accepted: ten years, far beyond any lease, short of overflowing a timestamp.
 pub const MAX_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;

@@ -12,14 +12,13 @@ use conclave_core::kv::{
 };
 
 use super::AppState;
-use super::kv::read_body;
+use super::kv::{key_value_json, read_body};
 use super::leader::Forwardable;
 use super::params::{parse_session, parse_ttl};
 use super::propose::{unexpected, write};
 use super::reply::{self, bad_request};
-use crate::api::{
-    CompareJson, KeyValueJson, TxnOpJson, TxnRequestJson, TxnResponseJson, TxnResultJson,
-    decode_value,
+use conclave_client::api::{
+    CompareJson, TxnOpJson, TxnRequestJson, TxnResponseJson, TxnResultJson, decode_value,
 };
 
 fn parse_op(op: Option<&str>) -> Result<CompareOp, String> {
@@ -100,13 +99,10 @@ fn result_json(result: &TxnOpResult) -> TxnResultJson {
     match result {
         TxnOpResult::Put { prev } => TxnResultJson::Put { created: prev.is_none() },
         TxnOpResult::Delete { prev } => TxnResultJson::Delete { deleted: prev.is_some() },
-        TxnOpResult::Get { kv } => {
-            TxnResultJson::Get { kv: kv.as_ref().map(KeyValueJson::from_kv) }
+        TxnOpResult::Get { kv } => TxnResultJson::Get { kv: kv.as_ref().map(key_value_json) },
+        TxnOpResult::Range { kvs, more } => {
+            TxnResultJson::Range { kvs: kvs.iter().map(key_value_json).collect(), more: *more }
         }
-        TxnOpResult::Range { kvs, more } => TxnResultJson::Range {
-            kvs: kvs.iter().map(KeyValueJson::from_kv).collect(),
-            more: *more,
-        },
     }
 }
 

@@ -24,8 +24,8 @@ use tokio::sync::{OwnedSemaphorePermit, watch as signal};
 
 use super::AppState;
 use super::reply::{text, unavailable};
-use crate::api::{WatchEventJson, encode_value};
 use crate::metrics::Metrics;
+use conclave_client::api::{WatchEventJson, encode_value};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct WatchParams {

@@ -5,10 +5,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
-use conclave_core::kv::{KeyMeta, KeyValue};
 use serde::{Deserialize, Serialize};
 
-/// Request headers of the session protocol (exactly-once writes; see `client/session.rs`).
+/// Request headers of the session protocol (exactly-once writes; see the crate docs).
 pub const CLIENT_ID_HEADER: &str = "x-conclave-client-id";
 pub const SEQ_HEADER: &str = "x-conclave-seq";
 /// The leader's node id, on redirects and "not the leader" answers.
@@ -61,23 +60,6 @@ pub struct KeyValueJson {
 }
 
 impl KeyValueJson {
-    pub fn new(key: &str, value: &[u8], meta: &KeyMeta) -> KeyValueJson {
-        let (value, value_base64) = encode_value(value);
-        KeyValueJson {
-            key: key.to_string(),
-            value,
-            value_base64,
-            create_revision: meta.create_revision,
-            mod_revision: meta.mod_revision,
-            version: meta.version,
-            expires_at_ms: meta.expires_at_ms,
-        }
-    }
-
-    pub fn from_kv(kv: &KeyValue) -> KeyValueJson {
-        KeyValueJson::new(&kv.key, &kv.value, &kv.meta)
-    }
-
     /// The value's bytes.
     pub fn bytes(&self) -> Result<Bytes, String> {
         decode_value(self.value.as_deref(), self.value_base64.as_deref(), &self.key)

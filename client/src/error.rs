@@ -24,16 +24,3 @@ pub enum ClientError {
     #[error("bad endpoint {endpoint:?}: {reason}")]
     BadEndpoint { endpoint: String, reason: String },
 }
-
-impl ClientError {
-    /// The process exit code the CLI uses for this error (documented in `conclave --help`).
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ClientError::NotFound => 2,
-            ClientError::ConditionFailed { .. } => 3,
-            ClientError::Unavailable { .. } | ClientError::Unknown(_) => 4,
-            ClientError::Rejected { .. } | ClientError::BadEndpoint { .. } => 5,
-            ClientError::BadAnswer(_) => 6,
-        }
-    }
-}

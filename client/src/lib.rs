@@ -1,34 +1,45 @@
-//! The Rust client of a Conclave cluster (the CLI is built on it).
+//! The Rust client of a Conclave cluster (`conclave-client`): everything an application needs
+//! to talk to a cluster, and nothing of the server (the `conclave` CLI is built on it).
 //!
 //! - **Leader discovery**: any endpoint will do; a follower answers writes with 307 and the
-//!   leader's address, which the client remembers and tries first from then on.
-//! - **Retries**: on 503 (no leader yet, busy), a redirect, or a node that does not answer, the
-//!   client moves on to the next endpoint with a growing pause, until the call's deadline.
+//!   leader's address, which the client follows and remembers, trying it first from then on.
+//! - **Retries** (`retry.rs`): on 503 (no leader yet, busy) or a node that does not answer, the
+//!   client moves on to the next endpoint after a growing, jittered pause, until the call's
+//!   deadline.
 //! - **Exactly-once writes**: writes carry a client session (registered with `POST /session`)
 //!   and a sequence number; a write retried after a timeout or a failover reuses its number, so
 //!   the cluster applies it once and answers the retry with the first outcome. A session holds
 //!   one write at a time, so the client keeps a small pool of them for concurrent writes.
+//! - **Watches** (`watch_events.rs`): the server-sent event stream of `/watch`, parsed.
 //! - **Connection pooling**: one `reqwest::Client` with keep-alive for every call.
+//!
+//! `api.rs` holds the JSON shapes of the HTTP API, shared with the server.
 
+pub mod api;
 pub mod endpoint;
 pub mod error;
-mod sse;
+mod retry;
+mod watch_events;
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
 use reqwest::{Method, StatusCode};
+use tokio::time::Instant;
 
-pub use self::error::ClientError;
-use crate::api::{
+use self::api::{
     CLIENT_ID_HEADER, ClusterInfoJson, DELETED_HEADER, KeyValueJson, MembersJson, RangeJson,
     SEQ_HEADER, SessionJson, TxnRequestJson, TxnResponseJson, WatchEventJson,
 };
+pub use self::error::ClientError;
+use self::retry::Failure;
 
 /// How fresh a read must be (see DESIGN.md); linearizable unless asked otherwise.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Consistency {
     #[default]
     Linearizable,
@@ -107,11 +118,39 @@ struct Call<'a> {
     follow_leader: bool,
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
-/// Pause before sending again a membership change refused for now.
-const MEMBERSHIP_RETRY_PAUSE: Duration = Duration::from_millis(100);
-const FIRST_BACKOFF: Duration = Duration::from_millis(25);
+impl<'a> Call<'a> {
+    /// A GET without body; `follow_leader` for reads that the leader must serve.
+    fn read(path_and_query: String, follow_leader: bool) -> Call<'a> {
+        Call {
+            method: Method::GET,
+            path_and_query,
+            body: Bytes::new(),
+            headers: Vec::new(),
+            follow_leader,
+        }
+    }
+
+    /// A change the leader carries out.
+    fn change(
+        method: Method,
+        path_and_query: String,
+        body: Bytes,
+        headers: Vec<(&'a str, String)>,
+    ) -> Call<'a> {
+        Call { method, path_and_query, body, headers, follow_leader: true }
+    }
+
+    /// A change whose body is JSON.
+    fn json_change(path_and_query: &str, body: String) -> Call<'a> {
+        let headers = vec![("content-type", "application/json".to_string())];
+        Call::change(Method::POST, path_and_query.to_string(), Bytes::from(body), headers)
+    }
+}
+
 const SESSIONS_KEPT: usize = 64;
+/// Redirects one attempt follows (a leader that changes while the redirect is in flight
+/// redirects again); past this, the attempt fails and the next one starts over.
+const MAX_REDIRECTS_PER_ATTEMPT: usize = 3;
 
 impl Client {
     /// `endpoints`: any members of the cluster, as `host:port`, `:port` or URLs.
@@ -165,21 +204,37 @@ impl Client {
         self.endpoints[attempt % self.endpoints.len()].clone()
     }
 
+    /// Sends `call` until a node gives an answer that is not "ask someone else" (see the
+    /// module docs), or the call's deadline passes.
     async fn send(&self, call: &Call<'_>) -> Result<reqwest::Response, ClientError> {
-        let deadline = tokio::time::Instant::now() + self.options.call_deadline;
-        let mut backoff = FIRST_BACKOFF;
-        let mut last_error = String::from("no attempt made");
-        let mut tried: Vec<String> = Vec::new();
-        let mut redirect_to: Option<String> = None;
-        for attempt in 0.. {
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            let base =
-                redirect_to.take().unwrap_or_else(|| self.target(attempt, call.follow_leader));
-            if !tried.contains(&base) {
+        let deadline = Instant::now() + self.options.call_deadline;
+        let attempts = AtomicUsize::new(0);
+        let tried: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let outcome = retry::until_deadline(deadline, || async {
+            let attempt = attempts.fetch_add(1, Ordering::Relaxed);
+            let base = self.target(attempt, call.follow_leader);
+            if let Ok(mut tried) = tried.lock()
+                && !tried.contains(&base)
+            {
                 tried.push(base.clone());
             }
+            self.attempt(call, base).await.map_err(Failure::Transient)
+        })
+        .await;
+        outcome.map_err(|last_error| ClientError::Unavailable {
+            tried: tried.lock().map(|tried| tried.join(", ")).unwrap_or_default(),
+            last_error,
+        })
+    }
+
+    /// One attempt at `call`, starting at `base` and following the leader's redirects. An
+    /// error says why this attempt got no answer.
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        mut base: String,
+    ) -> Result<reqwest::Response, String> {
+        for _ in 0..=MAX_REDIRECTS_PER_ATTEMPT {
             let mut request = self
                 .http
                 .request(call.method.clone(), format!("{base}{}", call.path_and_query))
@@ -187,41 +242,37 @@ impl Client {
             for (name, value) in &call.headers {
                 request = request.header(*name, value);
             }
-            match request.send().await {
-                Ok(response) => match response.status() {
-                    StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {
-                        let location = response
-                            .headers()
-                            .get(reqwest::header::LOCATION)
-                            .and_then(|l| l.to_str().ok())
-                            .and_then(endpoint::base_of_location);
-                        last_error = format!("{base} redirected to {location:?}");
-                        if let Some(leader) = location {
-                            self.remember_leader(Some(leader.clone()));
-                            redirect_to = Some(leader);
-                            continue;
-                        }
-                    }
-                    StatusCode::SERVICE_UNAVAILABLE => {
-                        last_error =
-                            format!("{base}: {}", response.text().await.unwrap_or_default().trim());
-                        self.remember_leader(None);
-                    }
-                    _ => return Ok(response),
-                },
+            let response = match request.send().await {
+                Ok(response) => response,
                 Err(error) => {
-                    last_error = format!("{base}: {error}");
                     if self.known_leader().as_deref() == Some(base.as_str()) {
                         self.remember_leader(None);
                     }
+                    return Err(format!("{base}: {}", with_causes(&error)));
                 }
+            };
+            match response.status() {
+                StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {
+                    let location = response
+                        .headers()
+                        .get(reqwest::header::LOCATION)
+                        .and_then(|l| l.to_str().ok())
+                        .and_then(endpoint::base_of_location);
+                    let Some(leader) = location else {
+                        return Err(format!("{base} redirected without a usable Location"));
+                    };
+                    self.remember_leader(Some(leader.clone()));
+                    base = leader;
+                }
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    self.remember_leader(None);
+                    let reason = response.text().await.unwrap_or_default();
+                    return Err(format!("{base}: {}", reason.trim()));
+                }
+                _ => return Ok(response),
             }
-            let pause =
-                backoff.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-            tokio::time::sleep(pause).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
-        Err(ClientError::Unavailable { tried: tried.join(", "), last_error })
+        Err(format!("more than {MAX_REDIRECTS_PER_ATTEMPT} redirects in a row, the last to {base}"))
     }
 
     /// Runs a write under a session (if sessions are on): the same sequence number on every
@@ -234,40 +285,34 @@ impl Client {
         session.last_seq += 1;
         call.headers.push((CLIENT_ID_HEADER, session.client_id.to_string()));
         call.headers.push((SEQ_HEADER, session.last_seq.to_string()));
-        let deadline = tokio::time::Instant::now() + self.options.call_deadline;
-        loop {
-            let result = self.send(&call).await;
-            match &result {
+        let deadline = Instant::now() + self.options.call_deadline;
+        let result = retry::until_deadline(deadline, || async {
+            match self.send(&call).await {
                 // The node gave up waiting for the commit: retrying with the same number is
                 // safe and learns the outcome.
                 Ok(response) if response.status() == StatusCode::GATEWAY_TIMEOUT => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(ClientError::Unknown("no outcome before the deadline".into()));
-                    }
-                    continue;
+                    Err(Failure::Transient(ClientError::Unknown(
+                        "no outcome before the deadline".into(),
+                    )))
                 }
-                Ok(_) => {
-                    self.return_session(session);
-                    return result;
-                }
-                // Unavailable: the write may still apply later; the session's number is spent,
-                // so the session is not reused (a later write would look like this one's retry).
-                Err(_) => return result,
+                Ok(response) => Ok(response),
+                Err(error) => Err(Failure::Permanent(error)),
             }
+        })
+        .await;
+        // After an error the write may still apply later: the session's number is spent, so
+        // the session is not reused (a later write would look like this one's retry).
+        if result.is_ok() {
+            self.return_session(session);
         }
+        result
     }
 
     async fn take_session(&self) -> Result<Session, ClientError> {
         if let Some(session) = self.sessions.lock().ok().and_then(|mut pool| pool.pop()) {
             return Ok(session);
         }
-        let call = Call {
-            method: Method::POST,
-            path_and_query: "/session".into(),
-            body: Bytes::new(),
-            headers: Vec::new(),
-            follow_leader: true,
-        };
+        let call = Call::change(Method::POST, "/session".into(), Bytes::new(), Vec::new());
         let response = self.send(&call).await?;
         let registered: SessionJson = json_of(response).await?;
         Ok(Session { client_id: registered.client_id, last_seq: 0 })
@@ -301,13 +346,7 @@ impl Client {
                 headers.push(("if-match", format!("\"{revision}\"")))
             }
         }
-        let call = Call {
-            method: Method::PUT,
-            path_and_query: path,
-            body: value,
-            headers,
-            follow_leader: true,
-        };
+        let call = Call::change(Method::PUT, path, value, headers);
         let response = self.send_write(call).await?;
         match response.status() {
             StatusCode::OK | StatusCode::CREATED => Ok(etag_of(&response).unwrap_or(0)),
@@ -324,13 +363,10 @@ impl Client {
         key: &str,
         consistency: Consistency,
     ) -> Result<Option<Versioned>, ClientError> {
-        let call = Call {
-            method: Method::GET,
-            path_and_query: format!("{}?consistency={}", key_path(key), consistency.as_query()),
-            body: Bytes::new(),
-            headers: Vec::new(),
-            follow_leader: consistency != Consistency::Stale,
-        };
+        let call = Call::read(
+            format!("{}?consistency={}", key_path(key), consistency.as_query()),
+            consistency != Consistency::Stale,
+        );
         let response = self.send(&call).await?;
         match response.status() {
             StatusCode::OK => {
@@ -352,13 +388,7 @@ impl Client {
         if let Precondition::RevisionIs(revision) = precondition {
             headers.push(("if-match", format!("\"{revision}\"")));
         }
-        let call = Call {
-            method: Method::DELETE,
-            path_and_query: key_path(key),
-            body: Bytes::new(),
-            headers,
-            follow_leader: true,
-        };
+        let call = Call::change(Method::DELETE, key_path(key), Bytes::new(), headers);
         let response = self.send_write(call).await?;
         match response.status() {
             // A node answers 200 either way and says in a header whether the key existed
@@ -385,68 +415,37 @@ impl Client {
         limit: u64,
         consistency: Consistency,
     ) -> Result<RangeJson, ClientError> {
-        let call = Call {
-            method: Method::GET,
-            path_and_query: format!(
-                "/kv?prefix={}&limit={limit}&consistency={}",
-                encode_component(prefix),
-                consistency.as_query()
-            ),
-            body: Bytes::new(),
-            headers: Vec::new(),
-            follow_leader: consistency != Consistency::Stale,
-        };
-        let response = self.send(&call).await?;
-        if response.status() != StatusCode::OK {
-            return Err(rejected(response).await);
-        }
-        json_of(response).await
+        let path = format!(
+            "/kv?prefix={}&limit={limit}&consistency={}",
+            encode_component(prefix),
+            consistency.as_query()
+        );
+        let response = self.send(&Call::read(path, consistency != Consistency::Stale)).await?;
+        ok_json(response).await
     }
 
     /// An etcd-style transaction (compare, then success or failure operations).
     pub async fn txn(&self, request: &TxnRequestJson) -> Result<TxnResponseJson, ClientError> {
-        let body = serde_json::to_vec(request)
+        let body = serde_json::to_string(request)
             .map_err(|error| ClientError::BadAnswer(format!("cannot encode the txn: {error}")))?;
-        let call = Call {
-            method: Method::POST,
-            path_and_query: "/txn".into(),
-            body: Bytes::from(body),
-            headers: vec![("content-type", "application/json".into())],
-            follow_leader: true,
-        };
-        let response = self.send_write(call).await?;
-        if response.status() != StatusCode::OK {
-            return Err(rejected(response).await);
-        }
-        json_of(response).await
+        ok_json(self.send_write(Call::json_change("/txn", body)).await?).await
     }
 
     /// The state of the node behind the first endpoint that answers.
     pub async fn cluster_info(&self) -> Result<ClusterInfoJson, ClientError> {
-        let call = Call {
-            method: Method::GET,
-            path_and_query: "/cluster/info".into(),
-            body: Bytes::new(),
-            headers: Vec::new(),
-            follow_leader: false,
-        };
-        let response = self.send(&call).await?;
-        if response.status() != StatusCode::OK {
-            return Err(rejected(response).await);
-        }
-        json_of(response).await
+        ok_json(self.send(&Call::read("/cluster/info".into(), false)).await?).await
     }
 
     /// `/cluster/info` of one particular endpoint (no retries elsewhere).
     pub async fn cluster_info_of(&self, base: &str) -> Result<ClusterInfoJson, ClientError> {
         let response =
             self.http.get(format!("{base}/cluster/info")).send().await.map_err(|error| {
-                ClientError::Unavailable { tried: base.to_string(), last_error: error.to_string() }
+                ClientError::Unavailable {
+                    tried: base.to_string(),
+                    last_error: with_causes(&error),
+                }
             })?;
-        if response.status() != StatusCode::OK {
-            return Err(rejected(response).await);
-        }
-        json_of(response).await
+        ok_json(response).await
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -454,18 +453,7 @@ impl Client {
     }
 
     pub async fn members(&self) -> Result<MembersJson, ClientError> {
-        let call = Call {
-            method: Method::GET,
-            path_and_query: "/cluster/members".into(),
-            body: Bytes::new(),
-            headers: Vec::new(),
-            follow_leader: false,
-        };
-        let response = self.send(&call).await?;
-        if response.status() != StatusCode::OK {
-            return Err(rejected(response).await);
-        }
-        json_of(response).await
+        ok_json(self.send(&Call::read("/cluster/members".into(), false)).await?).await
     }
 
     /// A membership change at the leader: `add-learner`, `promote` or `remove` of `member`
@@ -490,43 +478,32 @@ impl Client {
         if let Some(url) = client_url {
             body["client_url"] = serde_json::Value::from(url);
         }
-        let body = body.to_string();
-        let call = Call {
-            method: Method::POST,
-            path_and_query: "/cluster/members".into(),
-            body: Bytes::from(body),
-            headers: vec![("content-type", "application/json".into())],
-            follow_leader: true,
-        };
+        let call = Call::json_change("/cluster/members", body.to_string());
         // A refusal with Retry-After is one that time lifts (the previous change has not
         // committed yet, a new leader has not committed its first entry): sent again until
         // the call's deadline. Every change is refused or applied whole, so resending is safe.
-        let deadline = tokio::time::Instant::now() + self.options.call_deadline;
-        loop {
-            let response = self.send(&call).await?;
+        let deadline = Instant::now() + self.options.call_deadline;
+        let response = retry::until_deadline(deadline, || async {
+            let response = self.send(&call).await.map_err(Failure::Permanent)?;
             let transient = response.status() == StatusCode::CONFLICT
                 && response.headers().contains_key(reqwest::header::RETRY_AFTER);
-            if transient && tokio::time::Instant::now() + MEMBERSHIP_RETRY_PAUSE < deadline {
-                tracing::debug!("membership change refused for now; retrying");
-                tokio::time::sleep(MEMBERSHIP_RETRY_PAUSE).await;
-                continue;
+            match response.status() {
+                StatusCode::OK => Ok(response),
+                _ if transient => {
+                    tracing::debug!("membership change refused for now; retrying");
+                    Err(Failure::Transient(rejected(response).await))
+                }
+                _ => Err(Failure::Permanent(rejected(response).await)),
             }
-            if response.status() != StatusCode::OK {
-                return Err(rejected(response).await);
-            }
-            return json_of(response).await;
-        }
+        })
+        .await?;
+        json_of(response).await
     }
 
     /// Hands leadership to member `to`; resolves once it leads.
     pub async fn transfer_leadership(&self, to: u64) -> Result<(), ClientError> {
-        let call = Call {
-            method: Method::POST,
-            path_and_query: "/cluster/leader".into(),
-            body: Bytes::from(serde_json::json!({ "to": to }).to_string()),
-            headers: vec![("content-type", "application/json".into())],
-            follow_leader: true,
-        };
+        let call =
+            Call::json_change("/cluster/leader", serde_json::json!({ "to": to }).to_string());
         let response = self.send(&call).await?;
         if response.status() != StatusCode::OK {
             return Err(rejected(response).await);
@@ -545,36 +522,43 @@ impl Client {
             path.push_str(&format!("&start_revision={revision}"));
         }
         // A watch lives as long as the caller wants: no request timeout on the stream.
-        let call = Call {
-            method: Method::GET,
-            path_and_query: path,
-            body: Bytes::new(),
-            headers: vec![("accept", "text/event-stream".into())],
-            follow_leader: false,
-        };
-        let deadline = tokio::time::Instant::now() + self.options.call_deadline;
-        let mut last_error = String::new();
-        for attempt in 0..self.endpoints.len().max(1) * 4 {
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            let base = self.target(attempt, false);
+        let deadline = Instant::now() + self.options.call_deadline;
+        let attempts = AtomicUsize::new(0);
+        let response = retry::until_deadline(deadline, || async {
+            let base = self.target(attempts.fetch_add(1, Ordering::Relaxed), false);
             let request = self
                 .http
-                .get(format!("{base}{}", call.path_and_query))
+                .get(format!("{base}{path}"))
                 .header("accept", "text/event-stream")
                 .timeout(Duration::from_secs(365 * 24 * 3600));
             match request.send().await {
-                Ok(response) if response.status() == StatusCode::OK => {
-                    return Ok(sse::events(response.bytes_stream()));
-                }
-                Ok(response) => return Err(rejected(response).await),
-                Err(error) => last_error = format!("{base}: {error}"),
+                Ok(response) if response.status() == StatusCode::OK => Ok(response),
+                Ok(response) => Err(Failure::Permanent(rejected(response).await)),
+                Err(error) => Err(Failure::Transient(ClientError::Unavailable {
+                    tried: self.endpoints.join(", "),
+                    last_error: format!("{base}: {}", with_causes(&error)),
+                })),
             }
-            tokio::time::sleep(FIRST_BACKOFF).await;
-        }
-        Err(ClientError::Unavailable { tried: self.endpoints.join(", "), last_error })
+        })
+        .await?;
+        Ok(watch_events::events(response.bytes_stream()))
     }
+}
+
+/// An error and its causes, outermost first: reqwest's own message ("error sending request")
+/// hides why (connection refused, timed out, DNS), which is what the operator needs.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// `/kv/` and the key, percent-encoded so any UTF-8 key (spaces, `?`, `/`, emoji) survives.
@@ -599,6 +583,16 @@ async fn rejected(response: reqwest::Response) -> ClientError {
         504 => ClientError::Unknown(message),
         _ => ClientError::Rejected { status, message },
     }
+}
+
+/// The JSON body of a 200, or the refusal.
+async fn ok_json<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<T, ClientError> {
+    if response.status() != StatusCode::OK {
+        return Err(rejected(response).await);
+    }
+    json_of(response).await
 }
 
 async fn json_of<T: serde::de::DeserializeOwned>(
