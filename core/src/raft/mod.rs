@@ -11,6 +11,7 @@ pub mod message;
 mod node;
 pub(crate) mod planted;
 pub mod progress;
+mod quiescence;
 pub mod quorum;
 pub mod read_index;
 pub mod ready;

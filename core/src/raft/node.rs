@@ -145,6 +145,8 @@ pub struct Raft {
     pub(super) transfer_elapsed: u32,
     /// Leader only: the tick until which a lease read may be answered locally.
     pub(super) lease_expires_tick: u64,
+    /// The host stopped ticking this group (`quiescence.rs`): no lease is valid meanwhile.
+    pub(super) quiescent: bool,
 
     // --- output being accumulated until the next `ready()` ---
     pub(super) messages: Vec<Message>,
@@ -201,6 +203,7 @@ impl Raft {
             transfer_target: None,
             transfer_elapsed: 0,
             lease_expires_tick: 0,
+            quiescent: false,
             messages: Vec::new(),
             deferred: VecDeque::new(),
             next_batch_id: 1,
@@ -752,6 +755,7 @@ impl Raft {
     fn lease_is_valid(&self) -> bool {
         self.config.lease_read.is_some()
             && self.transfer_target.is_none()
+            && !self.quiescent
             && self.tick_count < self.lease_expires_tick
     }
 

@@ -1,9 +1,16 @@
 //! Sharding (DESIGN.md, "Sharding"): the keyspace is split into slots by a fixed hash of each
 //! key ([`slot`]), and slots are owned by shards, each a Raft group, as the shard map records
-//! ([`map`]).
+//! ([`map`]). A node hosts replicas of many groups through one [`group_host::GroupHost`], which
+//! batches their messages per peer node ([`node_batch`]), lets idle groups quiesce, and follows
+//! its peers as nodes ([`peer_liveness`]).
 
+pub mod group_host;
 pub mod map;
+pub mod node_batch;
+pub mod peer_liveness;
 pub mod slot;
 
+pub use group_host::{GroupHost, HostConfig, HostCounters, HostReady};
 pub use map::{ShardId, ShardInfo, ShardMap, ShardMapDraft, ShardMapError};
+pub use node_batch::{GroupHeartbeat, GroupHeartbeatResponse, GroupMessage, NodeBatch};
 pub use slot::{Slot, SlotCount, SlotCountError, hash_tag, slot_of};
