@@ -49,7 +49,7 @@ impl Network {
         let voters: Vec<NodeId> = (1..=NODES).map(NodeId).collect();
         let mut hosts = BTreeMap::new();
         for &node in &voters {
-            let mut host = GroupHost::new(node, host_config);
+            let mut host = GroupHost::new(node, host_config, node.0);
             for shard in 0..SHARDS {
                 let rng_seed = seed ^ (node.0 << 32) ^ u64::from(shard);
                 let raft = Raft::new(
@@ -164,15 +164,13 @@ impl Network {
     fn leader_of(&self, shard: ShardId) -> Option<(NodeId, Term)> {
         let live = self.hosts.iter().filter(|(node, _)| !self.down.contains(node));
         let views: BTreeSet<(NodeId, Term)> = live
-            .map(|(_, host)| {
-                let raft = host.group(shard).expect("hosted");
-                (raft.leader(), raft.term())
-            })
+            .filter_map(|(_, host)| host.group(shard))
+            .map(|raft| (raft.leader(), raft.term()))
             .collect();
         let (leader, term) = *views.iter().next()?;
         let agreed = views.len() == 1 && !leader.is_none() && !self.down.contains(&leader);
-        let leads =
-            agreed && self.hosts[&leader].group(shard).expect("hosted").role() == Role::Leader;
+        let leads = agreed
+            && self.hosts[&leader].group(shard).is_some_and(|raft| raft.role() == Role::Leader);
         leads.then_some((leader, term))
     }
 
@@ -184,7 +182,7 @@ impl Network {
         self.hosts
             .iter()
             .filter(|(node, _)| !self.down.contains(node))
-            .all(|(_, host)| (0..SHARDS).all(|shard| host.is_quiescent(ShardId(shard))))
+            .all(|(_, host)| host.shards().all(|shard| host.is_quiescent(shard)))
     }
 
     fn counters(&self) -> BTreeMap<NodeId, HostCounters> {
@@ -341,6 +339,29 @@ fn groups_led_by_a_node_that_dies_elect_new_leaders_and_it_catches_up_on_return(
             && network.every_group_led()
     });
     network.tick_until(SETTLE_TICKS, "all quiescent again", Network::every_live_group_quiescent);
+}
+
+#[test]
+fn followers_of_a_leader_replica_that_went_away_elect_another_though_its_node_lives_on() {
+    let mut network = Network::quiet(41);
+    let shard = ShardId(9);
+    let (leader, _) = network.leader_of(shard).expect("led");
+    // The replica goes (without a membership change), the node keeps pinging: only the
+    // changed hosting version in its batches tells the quiescent followers.
+    network.host(leader).remove_group(shard).expect("it was hosted");
+    network.tick_until(SETTLE_TICKS, "another replica leads", |network| {
+        network.leader_of(shard).is_some_and(|(new_leader, _)| new_leader != leader)
+    });
+    // The other groups settle again. This one stays awake: a member it cannot replicate to
+    // (alive, but without the replica) keeps it from being idle until a membership change
+    // replaces that member.
+    network.tick_until(SETTLE_TICKS, "the other groups quiescent again", |network| {
+        network.hosts.values().all(|host| {
+            host.shards().filter(|other| *other != shard).all(|other| host.is_quiescent(other))
+        })
+    });
+    let (new_leader, _) = network.leader_of(shard).expect("led");
+    assert!(!network.hosts[&new_leader].is_quiescent(shard));
 }
 
 #[test]

@@ -151,6 +151,7 @@ impl Raft {
         self.uncommitted_bytes = 0;
         self.transfer_target = None;
         self.lease_expires_tick = 0;
+        self.lease_forfeited = false;
         self.counters.leader_terms += 1;
         self.progress.clear();
         let next = self.log.last_index() + 1;

@@ -147,6 +147,9 @@ pub struct Raft {
     pub(super) lease_expires_tick: u64,
     /// The host stopped ticking this group (`quiescence.rs`): no lease is valid meanwhile.
     pub(super) quiescent: bool,
+    /// Leader only: it sent TimeoutNow in this term, so another leader may appear at any time
+    /// (even after the transfer is given up): no lease until the term ends.
+    pub(super) lease_forfeited: bool,
 
     // --- output being accumulated until the next `ready()` ---
     pub(super) messages: Vec<Message>,
@@ -204,6 +207,7 @@ impl Raft {
             transfer_elapsed: 0,
             lease_expires_tick: 0,
             quiescent: false,
+            lease_forfeited: false,
             messages: Vec::new(),
             deferred: VecDeque::new(),
             next_batch_id: 1,
@@ -390,7 +394,7 @@ impl Raft {
         let caught_up =
             self.progress.get(&target).is_some_and(|p| p.matched == self.log.last_index());
         if caught_up {
-            self.send(target, MessageBody::TimeoutNow);
+            self.send_timeout_now(target);
         } else {
             self.replication_pending.insert(target);
         }
@@ -581,6 +585,14 @@ impl Raft {
         self.messages.push(Message { from: self.id, to, term: self.term, body });
     }
 
+    /// Tells `to` to campaign at once. From here on `to` may win this term's successor
+    /// election whenever the message arrives, so this leader gives up its lease for good.
+    pub(super) fn send_timeout_now(&mut self, to: NodeId) {
+        self.lease_expires_tick = 0;
+        self.lease_forfeited = true;
+        self.send(to, MessageBody::TimeoutNow);
+    }
+
     pub(super) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
         self.messages.push(Message { from: self.id, to, term, body });
     }
@@ -756,6 +768,7 @@ impl Raft {
         self.config.lease_read.is_some()
             && self.transfer_target.is_none()
             && !self.quiescent
+            && !self.lease_forfeited
             && self.tick_count < self.lease_expires_tick
     }
 
@@ -780,7 +793,10 @@ impl Raft {
         for (index, read) in self.reads.confirm(round) {
             self.release_read(index, read);
         }
+        // A quiescent leader and one that sent TimeoutNow hold no lease (see those fields).
         if self.config.lease_read.is_some()
+            && !self.quiescent
+            && !self.lease_forfeited
             && let Some(started) = self.reads.round_tick(round)
             && let Some(lease_ticks) = self.config.lease_ticks()
         {

@@ -9,9 +9,8 @@
 //!   (which the host marks as "quiesce") and stops ticking.
 //! - A quiescent leader holds **no lease**: its clock (the tick count) stands still while real
 //!   time passes, so a lease counted in ticks would never expire. It gives the lease up when
-//!   it quiesces, and the answers to its last heartbeats do not renew it (they confirm a round
-//!   of the past). Its first read after waking goes through a heartbeat round, which renews
-//!   the lease.
+//!   it quiesces, and answers that arrive while it is quiescent do not renew it. Its first
+//!   read after waking goes through a heartbeat round, which renews the lease.
 //! - On waking, the ticks the group missed are added to its tick count (leases, and the
 //!   "recently active" windows of membership changes, are measured in ticks), without running
 //!   them: a follower's election timer does not jump forward, so waking never starts an
@@ -58,18 +57,18 @@ impl Raft {
         assert_eq!(self.role, Role::Leader, "only a leader decides to quiesce");
         self.lease_expires_tick = 0;
         self.quiescent = true;
-        let commit = self.log.committed();
-        let commit_term = self.log.term(commit).expect("a committed entry is in the log");
-        let followers: Vec<NodeId> =
-            self.progress.keys().copied().filter(|id| *id != self.id).collect();
-        followers
-            .into_iter()
-            .map(|to| Message {
-                from: self.id,
-                to,
-                term: self.term,
-                // Round 0 confirms no read: a quiescent leader serves none without waking.
-                body: MessageBody::Heartbeat { commit, commit_term, read_round: 0 },
+        self.progress
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(to, progress)| {
+                let (commit, commit_term) = self.heartbeat_commit(progress.matched);
+                Message {
+                    from: self.id,
+                    to: *to,
+                    term: self.term,
+                    // Round 0 confirms no read: a quiescent leader serves none without waking.
+                    body: MessageBody::Heartbeat { commit, commit_term, read_round: 0 },
+                }
             })
             .collect()
     }

@@ -108,6 +108,17 @@ impl Raft {
         }
     }
 
+    /// The commit index (and its term) a heartbeat tells a follower that holds our log up to
+    /// `matched`. Never past what it is known to hold: its log beyond `matched` may still
+    /// conflict with ours. (Below our snapshot the term is gone; such a follower is sent the
+    /// snapshot, and its heartbeat commits nothing.)
+    pub(super) fn heartbeat_commit(&self, matched: LogIndex) -> (LogIndex, Term) {
+        match matched.min(self.log.committed()) {
+            commit if commit < self.log.snapshot_index() => (0, 0),
+            commit => (commit, self.log.term(commit).unwrap_or(0)),
+        }
+    }
+
     /// A heartbeat to every member; it also starts a ReadIndex round.
     pub(super) fn broadcast_heartbeat(&mut self) {
         let round = self.reads.start_round(self.tick_count, self.log.committed());
@@ -121,13 +132,7 @@ impl Raft {
             .map(|(id, progress)| (*id, progress.matched))
             .collect();
         for (to, matched) in peers {
-            // Never tell a follower to commit past what it is known to hold: its log beyond
-            // `matched` may still conflict with ours. (Below our snapshot the term is gone;
-            // such a follower is sent the snapshot, and its heartbeat commits nothing.)
-            let (commit, commit_term) = match matched.min(self.log.committed()) {
-                commit if commit < self.log.snapshot_index() => (0, 0),
-                commit => (commit, self.log.term(commit).unwrap_or(0)),
-            };
+            let (commit, commit_term) = self.heartbeat_commit(matched);
             self.send(to, MessageBody::Heartbeat { commit, commit_term, read_round: round });
             if let Some(progress) = self.progress.get_mut(&to) {
                 progress.commit_sent = progress.commit_sent.max(commit);
@@ -197,9 +202,7 @@ impl Raft {
             .map(|(id, _)| id)
             .next();
         if let Some(successor) = successor {
-            // A lease is a promise that no other leader exists; the successor is about to be one.
-            self.lease_expires_tick = 0;
-            self.send(successor, MessageBody::TimeoutNow);
+            self.send_timeout_now(successor);
         }
     }
 
@@ -306,7 +309,7 @@ impl Raft {
             if self.transfer_target == Some(from)
                 && self.progress.get(&from).is_some_and(|p| p.matched == self.log.last_index())
             {
-                self.send(from, MessageBody::TimeoutNow);
+                self.send_timeout_now(from);
             }
             self.replication_pending.insert(from);
         } else {

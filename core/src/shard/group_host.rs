@@ -18,8 +18,14 @@
 //!   election timer, so the host follows its peers as nodes (`peer_liveness.rs`): it sends
 //!   each peer at least an empty batch every `ping_interval_ticks`, and wakes every group
 //!   with a member that falls silent for `peer_timeout_ticks` (its followers then elect a new
-//!   leader as usual) or that is heard again (it may need catching up). A group whose leader
-//!   node dies is thus led again within about `peer_timeout_ticks` plus an election timeout.
+//!   leader as usual), that is heard again (it may need catching up), or whose node restarted
+//!   or dropped a replica without falling silent (its batches carry a [`Hosting`] version). A
+//!   group whose leader node dies is thus led again after `peer_timeout_ticks` plus one to
+//!   three election timeouts (woken followers refuse votes until their own timer, which stood
+//!   still while they were quiescent, runs out, unless the candidate cleared its own leader).
+//!   A group woken this way has its tick count caught up, so a membership change proposed
+//!   right after may be refused as losing quorum until a heartbeat round is answered (the
+//!   members look inactive): such refusals are retried.
 //!
 //! Everything iterates in shard and node order: the host is deterministic, as the simulator
 //! requires.
@@ -27,7 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::map::ShardId;
-use super::node_batch::NodeBatch;
+use super::node_batch::{Hosting, NodeBatch};
 use super::peer_liveness::PeerLiveness;
 use crate::raft::{EntryPayload, Message, MessageBody, NodeId, Raft, RaftConfig, Ready, Role};
 
@@ -108,12 +114,16 @@ pub struct GroupHost {
     /// Groups given any input since the last `ready`: only they can have something ready.
     touched: BTreeSet<ShardId>,
     liveness: PeerLiveness,
+    /// What this node hosts, announced in every batch.
+    hosting: Hosting,
     outbox: BTreeMap<NodeId, NodeBatch>,
     counters: HostCounters,
 }
 
 impl GroupHost {
-    pub fn new(id: NodeId, config: HostConfig) -> GroupHost {
+    /// A host for node `id`; `incarnation` must differ at every start of the node (the
+    /// engine takes it from its random source): peers learn from it that the node restarted.
+    pub fn new(id: NodeId, config: HostConfig, incarnation: u64) -> GroupHost {
         assert!(!id.is_none(), "node id 0 is reserved");
         assert!(
             config.ping_interval_ticks > 0
@@ -129,6 +139,7 @@ impl GroupHost {
             awake: BTreeSet::new(),
             touched: BTreeSet::new(),
             liveness: PeerLiveness::new(config.peer_timeout_ticks),
+            hosting: Hosting { incarnation, groups_removed: 0 },
             outbox: BTreeMap::new(),
             counters: HostCounters::default(),
         }
@@ -154,6 +165,7 @@ impl GroupHost {
         let group = self.groups.remove(&shard)?;
         self.awake.remove(&shard);
         self.touched.remove(&shard);
+        self.hosting.groups_removed += 1;
         self.refresh_peers();
         Some(group.raft)
     }
@@ -199,9 +211,7 @@ impl GroupHost {
     /// groups with a member that has just fallen silent wake.
     pub fn tick(&mut self) {
         self.tick += 1;
-        for peer in self.liveness.tick() {
-            self.wake_groups_with(peer);
-        }
+        let fell_silent = self.liveness.tick();
         let awake: Vec<ShardId> = self.awake.iter().copied().collect();
         for shard in awake {
             if self.quiesce_if_idle(shard) {
@@ -212,10 +222,15 @@ impl GroupHost {
             self.counters.group_ticks += 1;
             self.touched.insert(shard);
         }
+        // After the ticking: a group woken now counts this tick among those it missed.
+        for peer in fell_silent {
+            self.wake_groups_with(peer);
+        }
         if self.tick.is_multiple_of(u64::from(self.config.ping_interval_ticks)) {
             let peers: Vec<NodeId> = self.liveness.peers().collect();
             for peer in peers {
-                self.outbox.entry(peer).or_insert_with(|| NodeBatch::new(self.id, peer));
+                let (id, hosting) = (self.id, self.hosting);
+                self.outbox.entry(peer).or_insert_with(|| NodeBatch::new(id, peer, hosting));
             }
         }
     }
@@ -227,7 +242,7 @@ impl GroupHost {
             return;
         }
         let (from, to) = (batch.from, batch.to);
-        if self.liveness.heard(from) {
+        if self.liveness.heard(from, batch.hosting) {
             self.wake_groups_with(from);
         }
         for heartbeat in batch.heartbeats {
@@ -305,10 +320,10 @@ impl GroupHost {
     }
 
     fn send(&mut self, shard: ShardId, message: Message, quiesce: bool) {
-        let to = message.to;
+        let (to, id, hosting) = (message.to, self.id, self.hosting);
         self.outbox
             .entry(to)
-            .or_insert_with(|| NodeBatch::new(self.id, to))
+            .or_insert_with(|| NodeBatch::new(id, to, hosting))
             .push(shard, message, quiesce);
     }
 

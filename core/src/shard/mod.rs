@@ -12,5 +12,5 @@ pub mod slot;
 
 pub use group_host::{GroupHost, HostConfig, HostCounters, HostReady};
 pub use map::{ShardId, ShardInfo, ShardMap, ShardMapDraft, ShardMapError};
-pub use node_batch::{GroupHeartbeat, GroupHeartbeatResponse, GroupMessage, NodeBatch};
+pub use node_batch::{GroupHeartbeat, GroupHeartbeatResponse, GroupMessage, Hosting, NodeBatch};
 pub use slot::{Slot, SlotCount, SlotCountError, hash_tag, slot_of};

@@ -3,7 +3,9 @@
 //! heartbeats to each follower node every interval, and get N answers back; with it, a node
 //! pair exchanges one batch per interval whatever N is, and a group's heartbeat costs a few
 //! bytes in it (no addresses, no framing). An empty batch is the node-level heartbeat that
-//! lets quiescent groups know their peers are alive (`group_host.rs`).
+//! lets quiescent groups know their peers are alive (`group_host.rs`); every batch also says
+//! which [`Hosting`] its sender is in, so that a peer learns when replicas it may depend on
+//! went away without the node falling silent.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,21 +39,33 @@ pub struct GroupMessage {
     pub message: Message,
 }
 
+/// What a node hosts, as a version: it changes whenever the node restarts (`incarnation`, a
+/// number that differs at every start) or stops hosting a group. A quiescent follower whose
+/// leader's replica restarted or went away while its node kept answering would otherwise
+/// wait forever for a leader that is gone.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hosting {
+    pub incarnation: u64,
+    pub groups_removed: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeBatch {
     pub from: NodeId,
     pub to: NodeId,
+    pub hosting: Hosting,
     pub heartbeats: Vec<GroupHeartbeat>,
     pub heartbeat_responses: Vec<GroupHeartbeatResponse>,
     pub messages: Vec<GroupMessage>,
 }
 
 impl NodeBatch {
-    pub fn new(from: NodeId, to: NodeId) -> NodeBatch {
+    pub fn new(from: NodeId, to: NodeId, hosting: Hosting) -> NodeBatch {
         assert_ne!(from, to, "a node sends no batch to itself");
         NodeBatch {
             from,
             to,
+            hosting,
             heartbeats: Vec::new(),
             heartbeat_responses: Vec::new(),
             messages: Vec::new(),
@@ -153,7 +167,7 @@ mod tests {
             term: 6,
             body: MessageBody::VoteResponse { pre_vote: false, granted: true },
         };
-        let mut batch = NodeBatch::new(a, b);
+        let mut batch = NodeBatch::new(a, b, Hosting::default());
         assert!(batch.is_ping());
         batch.push(ShardId(7), heartbeat.clone(), true);
         batch.push(ShardId(8), answer.clone(), false);

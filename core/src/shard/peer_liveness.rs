@@ -1,11 +1,13 @@
 //! Which peer nodes this node hears from, counted in ticks. Quiescent groups do not run their
 //! own election timers, so the host wakes them when the node-level view changes: a peer that
-//! falls silent (its groups may need a new leader) or that is heard again (it may need
-//! catching up). Every batch counts as hearing from its sender, and an empty batch is sent
+//! falls silent (its groups may need a new leader), that is heard again (it may need
+//! catching up), or whose [`Hosting`] changed (it restarted, or dropped a replica, without
+//! falling silent). Every batch counts as hearing from its sender, and an empty batch is sent
 //! every heartbeat interval for exactly this purpose.
 
 use std::collections::BTreeMap;
 
+use super::node_batch::Hosting;
 use crate::raft::NodeId;
 
 #[derive(Debug)]
@@ -14,12 +16,14 @@ pub struct PeerLiveness {
     timeout_ticks: u32,
     /// Ticks since each known peer was last heard from.
     silence_ticks: BTreeMap<NodeId, u32>,
+    /// The hosting each peer last announced.
+    hosting: BTreeMap<NodeId, Hosting>,
 }
 
 impl PeerLiveness {
     pub fn new(timeout_ticks: u32) -> PeerLiveness {
         assert!(timeout_ticks > 0, "a peer needs some time to be heard");
-        PeerLiveness { timeout_ticks, silence_ticks: BTreeMap::new() }
+        PeerLiveness { timeout_ticks, silence_ticks: BTreeMap::new(), hosting: BTreeMap::new() }
     }
 
     /// Sets the peers to follow. New peers start as just heard (a node that starts gives its
@@ -30,6 +34,8 @@ impl PeerLiveness {
             let silence = previous.get(&peer).copied().unwrap_or(0);
             self.silence_ticks.insert(peer, silence);
         }
+        let silence_ticks = &self.silence_ticks;
+        self.hosting.retain(|peer, _| silence_ticks.contains_key(peer));
     }
 
     pub fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
@@ -52,13 +58,16 @@ impl PeerLiveness {
         fell_silent
     }
 
-    /// `peer` was heard from; returns whether it had been considered down. Unknown senders
-    /// are not followed (the groups say who the peers are).
-    pub fn heard(&mut self, peer: NodeId) -> bool {
+    /// `peer` was heard from, in `hosting`; returns whether that is news for its groups: it
+    /// had been considered down, or its hosting changed since it was last heard. Unknown
+    /// senders are not followed (the groups say who the peers are).
+    pub fn heard(&mut self, peer: NodeId, hosting: Hosting) -> bool {
         let Some(silence) = self.silence_ticks.get_mut(&peer) else { return false };
         let was_down = *silence >= self.timeout_ticks;
         *silence = 0;
-        was_down
+        let previous = self.hosting.insert(peer, hosting);
+        let hosting_changed = previous.is_some_and(|previous| previous != hosting);
+        was_down || hosting_changed
     }
 }
 
@@ -71,14 +80,28 @@ mod tests {
         let mut liveness = PeerLiveness::new(3);
         liveness.set_peers([NodeId(2), NodeId(3)]);
         assert!(liveness.tick().is_empty());
-        assert!(!liveness.heard(NodeId(2)), "it was live");
+        let hosting = Hosting::default();
+        assert!(!liveness.heard(NodeId(2), hosting), "it was live");
         assert!(liveness.tick().is_empty());
         assert_eq!(liveness.tick(), vec![NodeId(3)], "3 ticks without news of 3");
         assert!(liveness.is_live(NodeId(2)) && !liveness.is_live(NodeId(3)));
         assert!(liveness.tick().contains(&NodeId(2)));
         assert!(liveness.tick().is_empty(), "silence is reported once");
-        assert!(liveness.heard(NodeId(3)), "back from down");
+        assert!(liveness.heard(NodeId(3), hosting), "back from down");
         assert!(liveness.is_live(NodeId(3)));
-        assert!(!liveness.heard(NodeId(9)) && !liveness.is_live(NodeId(9)), "not a peer");
+        assert!(!liveness.heard(NodeId(9), hosting) && !liveness.is_live(NodeId(9)), "not a peer");
+    }
+
+    #[test]
+    fn a_peer_that_restarted_or_dropped_a_replica_is_news() {
+        let mut liveness = PeerLiveness::new(10);
+        liveness.set_peers([NodeId(2)]);
+        let first = Hosting { incarnation: 7, groups_removed: 0 };
+        assert!(!liveness.heard(NodeId(2), first), "the first word from a peer is no change");
+        assert!(!liveness.heard(NodeId(2), first));
+        let dropped = Hosting { incarnation: 7, groups_removed: 1 };
+        assert!(liveness.heard(NodeId(2), dropped));
+        assert!(!liveness.heard(NodeId(2), dropped));
+        assert!(liveness.heard(NodeId(2), Hosting { incarnation: 8, groups_removed: 0 }));
     }
 }
