@@ -46,7 +46,7 @@ struct DrawArgs {
     fault_ms: u64,
     /// Switch on a deliberately planted bug. Raft: double-vote, commit-old-term-by-counting,
     /// ack-before-sync, vote-before-sync, stale-leader-read, keep-conflicting-suffix,
-    /// ignore-shortened-log; storage: truncate-at-damage, hard-state-file-only; watches: watch-resume-repeats; reads: stale-range-loses-more; state machine: apply-by-local-clock.
+    /// ignore-shortened-log; storage: truncate-at-damage, hard-state-file-only; watches: watch-resume-repeats; reads: stale-range-loses-more; state machine: apply-by-local-clock; leases: lease-survives-timeout-now.
     #[arg(long, value_parser = parse_bug)]
     planted_bug: Option<PlantedBug>,
     /// What kind of world to draw: standard (all fault families, calm and stormy seeds) or

@@ -36,6 +36,13 @@ enum FollowUp {
     },
     /// The supervisor restarts a node that stopped on its own.
     SupervisorRestart(u64),
+    /// A `SlowTransfer`'s held link delivers what `leader` sent on it, and `leader` stops
+    /// hearing its peers for `isolate_ms` (see `Fault::SlowTransfer`).
+    ReleaseHold {
+        leader: u64,
+        to: u64,
+        isolate_ms: u64,
+    },
 }
 
 /// How long a supervisor waits before restarting a node that stopped on its own.
@@ -49,6 +56,12 @@ pub struct Nemesis {
     follow_up_seq: u64,
     /// Directed links cut, with how many faults cut each.
     cuts: BTreeMap<(u64, u64), u32>,
+    /// The link a `SlowTransfer` holds, if any (turmoil holds both directions). Cuts of it
+    /// are counted but applied only once it is released (turmoil does not combine the two).
+    held: Option<(u64, u64)>,
+    /// Armed by `SlowTransfer`: the next TimeoutNow sent is held for `hold_ms`, then its
+    /// sender hears none of its peers for `isolate_ms`.
+    timeout_now_trap: Option<(u64, u64)>,
     down: BTreeSet<u64>,
     /// Nodes that stopped on their own, with a supervisor restart scheduled.
     restarting: BTreeSet<u64>,
@@ -96,6 +109,8 @@ impl Nemesis {
             follow_ups: BTreeMap::new(),
             follow_up_seq: 0,
             cuts: BTreeMap::new(),
+            held: None,
+            timeout_now_trap: None,
             down: BTreeSet::new(),
             restarting: BTreeSet::new(),
             clocks,
@@ -170,6 +185,21 @@ impl Nemesis {
             self.later(now_ms + delay_ms, FollowUp::CrashSprung { node, down_ms });
         }
         self.last_leader = leader;
+        let timeout_nows = observer.borrow_mut().take_timeout_nows();
+        for (leader, to) in timeout_nows {
+            if self.held.is_none()
+                && let Some((hold_ms, isolate_ms)) = self.timeout_now_trap.take()
+            {
+                let (leader, to) = (leader.0, to.0);
+                self.held = Some((leader, to));
+                sim.hold(name(leader), name(to));
+                self.later(now_ms + hold_ms, FollowUp::ReleaseHold { leader, to, isolate_ms });
+                self.log.push(format!(
+                    "{:>7.3} s  n{leader} sent TimeoutNow to n{to}: the link holds it {hold_ms} ms",
+                    now_ms as f64 / 1000.0
+                ));
+            }
+        }
         let events = observer.borrow_mut().take_events();
         for (node, event) in events {
             let Some(at) = self.event_traps.iter().position(|(kind, _, _)| *kind == event) else {
@@ -253,6 +283,12 @@ impl Nemesis {
                 _ => false,
             },
             Fault::TransferLeadership { to } => {
+                self.ask_operator(AdminCommand::TransferLeadership { to })
+            }
+            Fault::SlowTransfer { to, hold_ms, isolate_ms } => {
+                // The hold starts when the leader sends the TimeoutNow (see `step`): before
+                // it, the target must stay caught up, or no TimeoutNow is sent at all.
+                self.timeout_now_trap = Some((hold_ms, isolate_ms));
                 self.ask_operator(AdminCommand::TransferLeadership { to })
             }
             Fault::ClockDrift { node, drift_ppm, duration_ms } => {
@@ -357,10 +393,14 @@ impl Nemesis {
         }
     }
 
+    fn is_held(&self, from: u64, to: u64) -> bool {
+        self.held.is_some_and(|(a, b)| (a, b) == (from, to) || (b, a) == (from, to))
+    }
+
     fn cut(&mut self, from: u64, to: u64, sim: &mut Sim<'_>) {
         let count = self.cuts.entry((from, to)).or_insert(0);
         *count += 1;
-        if *count == 1 {
+        if *count == 1 && !self.is_held(from, to) {
             sim.partition_oneway(name(from), name(to));
         }
     }
@@ -370,7 +410,21 @@ impl Nemesis {
             *count -= 1;
             if *count == 0 {
                 self.cuts.remove(&(from, to));
-                sim.repair_oneway(name(from), name(to));
+                if !self.is_held(from, to) {
+                    sim.repair_oneway(name(from), name(to));
+                }
+            }
+        }
+    }
+
+    /// Ends the hold of a `SlowTransfer`: the held messages are delivered, and cuts made
+    /// meanwhile take effect.
+    fn release_hold(&mut self, sim: &mut Sim<'_>) {
+        let Some((a, b)) = self.held.take() else { return };
+        sim.release(name(a), name(b));
+        for (from, to) in [(a, b), (b, a)] {
+            if self.cuts.contains_key(&(from, to)) {
+                sim.partition_oneway(name(from), name(to));
             }
         }
     }
@@ -381,6 +435,21 @@ impl Nemesis {
                 for (from, to) in links {
                     self.reconnect(from, to, sim);
                 }
+            }
+            FollowUp::ReleaseHold { leader, to, isolate_ms } => {
+                debug_assert_eq!(self.held, Some((leader, to)), "one hold at a time");
+                // Deaf first, then the release: the cut of `to -> leader` applies as the hold
+                // ends, dropping only what `to` had sent, so the TimeoutNow still arrives while
+                // nothing `to` does (its campaign) reaches the old leader.
+                let links: Vec<(u64, u64)> = (1..=self.nodes)
+                    .filter(|peer| *peer != leader)
+                    .map(|peer| (peer, leader))
+                    .collect();
+                for (from, to) in &links {
+                    self.cut(*from, *to, sim);
+                }
+                self.release_hold(sim);
+                self.later(now_ms + isolate_ms, FollowUp::Reconnect(links));
             }
             FollowUp::Restart(node) => {
                 if self.down.remove(&node) {
@@ -437,6 +506,9 @@ impl Nemesis {
     /// Ends every fault at once (the liveness phase). Nodes whose disk stopped them are
     /// restarted too: if the damage is real they refuse to start, which is correct.
     pub fn heal_all(&mut self, now_ms: u64, sim: &mut Sim<'_>) {
+        if let Some((a, b)) = self.held.take() {
+            sim.release(name(a), name(b));
+        }
         for ((from, to), _) in std::mem::take(&mut self.cuts) {
             sim.repair_oneway(name(from), name(to));
         }
@@ -464,6 +536,7 @@ impl Nemesis {
         self.follow_ups.clear();
         self.new_leader_traps.clear();
         self.event_traps.clear();
+        self.timeout_now_trap = None;
         self.admin.queue.borrow_mut().clear();
         self.next = self.schedule.len();
         self.log.push(format!("{:>7.3} s  heal everything", now_ms as f64 / 1000.0));

@@ -114,6 +114,7 @@ fn core_bug(bug: PlantedBug) -> conclave_core::raft::PlantedBug {
         PlantedBug::WatchResumeRepeats => Core::WatchResumeRepeats,
         PlantedBug::StaleRangeLosesMore => Core::StaleRangeLosesMore,
         PlantedBug::ApplyByLocalClock => Core::ApplyByLocalClock,
+        PlantedBug::LeaseSurvivesTimeoutNow => Core::LeaseSurvivesTimeoutNow,
     }
 }
 

@@ -197,6 +197,8 @@ pub struct Observer {
     transports: Vec<TransportCountersHandle>,
     /// What nodes did since the nemesis last looked (it times crashes on them).
     events: Vec<(NodeId, NodeEvent)>,
+    /// TimeoutNow messages sent since the nemesis last looked: (leader, target).
+    timeout_nows: Vec<(NodeId, NodeId)>,
 }
 
 impl Observer {
@@ -259,12 +261,19 @@ impl Observer {
             fault_kinds: BTreeSet::new(),
             transports: Vec::new(),
             events: Vec::new(),
+            timeout_nows: Vec::new(),
         }
     }
 
     /// The node events seen since the last call (see `NodeEvent`).
     pub fn take_events(&mut self) -> Vec<(NodeId, NodeEvent)> {
         std::mem::take(&mut self.events)
+    }
+
+    /// The TimeoutNow messages sent since the last call, as (leader, target): the nemesis
+    /// holds one on its way (`Fault::SlowTransfer`).
+    pub fn take_timeout_nows(&mut self) -> Vec<(NodeId, NodeId)> {
+        std::mem::take(&mut self.timeout_nows)
     }
 
     /// A node removed from the cluster must never disrupt it: a term it starts (it never
@@ -519,6 +528,11 @@ impl Observer {
         });
         if granted {
             self.events.push((node, NodeEvent::VoteGranted));
+        }
+        for message in view.messages.iter() {
+            if matches!(message.body, MessageBody::TimeoutNow) {
+                self.timeout_nows.push((node, message.to));
+            }
         }
         let snapshot_index = view.raft.log().snapshot_index();
         let node_view = self.nodes.entry(node).or_default();

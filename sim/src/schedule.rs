@@ -176,6 +176,17 @@ pub enum Fault {
     TransferLeadership {
         to: u64,
     },
+    /// Operator: hand leadership to `to`, but the link between the leader and `to` holds
+    /// every message (the TimeoutNow included) for `hold_ms`, longer than an election
+    /// timeout, so the leader gives the transfer up before `to` acts on it; then the old
+    /// leader stops hearing its peers for `isolate_ms` (it still sends, and its clients still
+    /// reach it). `to` wins with the late TimeoutNow while the old leader learns nothing of
+    /// it, and must not serve a read from a lease meanwhile (see `Raft::send_timeout_now`).
+    SlowTransfer {
+        to: u64,
+        hold_ms: u64,
+        isolate_ms: u64,
+    },
 }
 
 impl Fault {
@@ -196,7 +207,8 @@ impl Fault {
             Fault::Grow { .. }
             | Fault::Shrink { .. }
             | Fault::Replace { .. }
-            | Fault::TransferLeadership { .. } => FaultFamily::Membership,
+            | Fault::TransferLeadership { .. }
+            | Fault::SlowTransfer { .. } => FaultFamily::Membership,
         }
     }
 }
@@ -269,10 +281,11 @@ pub enum PlantedBug {
     WatchResumeRepeats,
     StaleRangeLosesMore,
     ApplyByLocalClock,
+    LeaseSurvivesTimeoutNow,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 12] = [
+    pub const ALL: [PlantedBug; 13] = [
         PlantedBug::DoubleVote,
         PlantedBug::CommitOldTermByCounting,
         PlantedBug::AckBeforeSync,
@@ -285,6 +298,7 @@ impl PlantedBug {
         PlantedBug::WatchResumeRepeats,
         PlantedBug::StaleRangeLosesMore,
         PlantedBug::ApplyByLocalClock,
+        PlantedBug::LeaseSurvivesTimeoutNow,
     ];
 
     pub fn name(self) -> &'static str {
@@ -301,6 +315,7 @@ impl PlantedBug {
             PlantedBug::WatchResumeRepeats => "watch-resume-repeats",
             PlantedBug::StaleRangeLosesMore => "stale-range-loses-more",
             PlantedBug::ApplyByLocalClock => "apply-by-local-clock",
+            PlantedBug::LeaseSurvivesTimeoutNow => "lease-survives-timeout-now",
         }
     }
 
@@ -603,7 +618,7 @@ fn draw_schedule(
                     max_latency_ms: rng.random_range(20..=300),
                     duration_ms: rng.random_range(100..=2_000),
                 },
-                FaultFamily::Membership => match rng.random_range(0..4) {
+                FaultFamily::Membership => match rng.random_range(0..5) {
                     0 => Fault::Grow { node: rng.random_range(1..=hosts) },
                     1 => Fault::Shrink {
                         target: if rng.random_bool(0.3) {
@@ -620,7 +635,17 @@ fn draw_schedule(
                         },
                         new: rng.random_range(1..=hosts),
                     },
-                    _ => Fault::TransferLeadership { to: rng.random_range(1..=hosts) },
+                    3 => Fault::TransferLeadership { to: rng.random_range(1..=hosts) },
+                    _ => {
+                        let election_timeout_ms =
+                            u64::from(swarm.election_timeout_ticks) * swarm.tick_ms;
+                        Fault::SlowTransfer {
+                            to: rng.random_range(1..=hosts),
+                            hold_ms: rng
+                                .random_range(election_timeout_ms + 50..=3 * election_timeout_ms),
+                            isolate_ms: rng.random_range(200..=2_000),
+                        }
+                    }
                 },
                 FaultFamily::Disk => Fault::Disk {
                     node: disk_victims[rng.random_range(0..disk_victims.len())],
@@ -784,6 +809,11 @@ impl fmt::Display for Fault {
             }
             Fault::Replace { old: Target::Node(old), new } => write!(f, "replace n{old} by n{new}"),
             Fault::TransferLeadership { to } => write!(f, "transfer leadership to n{to}"),
+            Fault::SlowTransfer { to, hold_ms, isolate_ms } => write!(
+                f,
+                "transfer leadership to n{to} with the link to it held {hold_ms} ms, then the old \
+                 leader hears none of its peers for {isolate_ms} ms"
+            ),
             Fault::ClockDrift { node, drift_ppm, duration_ms } => {
                 write!(
                     f,

@@ -187,6 +187,7 @@ fn fault_duration_ms(fault: &crate::schedule::Fault) -> u64 {
         | Fault::Disk { duration_ms, .. }
         | Fault::DiskFull { duration_ms, .. }
         | Fault::LeaderClockDrift { duration_ms, .. } => *duration_ms,
+        Fault::SlowTransfer { hold_ms, isolate_ms, .. } => hold_ms + isolate_ms,
         Fault::Crash { down_ms, .. }
         | Fault::CrashNewLeader { down_ms, .. }
         | Fault::CrashLosingTail { down_ms, .. }
@@ -226,7 +227,9 @@ fn fault_fits(fault: &crate::schedule::Fault, nodes: u64) -> bool {
         // A majority of a smaller cluster is not the same fault; a single node is.
         Fault::DiskFull { nodes: full, .. } => fits(full) && (full.len() == 1 || nodes >= 3),
         Fault::LatencySpike { .. } => true,
-        Fault::Grow { node } | Fault::TransferLeadership { to: node } => *node <= nodes,
+        Fault::Grow { node }
+        | Fault::TransferLeadership { to: node }
+        | Fault::SlowTransfer { to: node, .. } => *node <= nodes,
         Fault::Shrink { target: Target::Node(node) } => *node <= nodes,
         Fault::Shrink { target: Target::Leader } => true,
         Fault::Replace { old, new } => {

@@ -589,7 +589,7 @@ impl Raft {
     /// election whenever the message arrives, so this leader gives up its lease for good.
     pub(super) fn send_timeout_now(&mut self, to: NodeId) {
         self.lease_expires_tick = 0;
-        self.lease_forfeited = true;
+        self.lease_forfeited = !self.planted(super::planted::PlantedBug::LeaseSurvivesTimeoutNow);
         self.send(to, MessageBody::TimeoutNow);
     }
 

@@ -39,6 +39,9 @@ pub enum PlantedBug {
     /// State machine: an entry is applied at the applying node's own clock instead of the
     /// leader time the entry carries, so replicas expire TTL keys at different revisions.
     ApplyByLocalClock,
+    /// Leases: a leader that sent TimeoutNow keeps leasing once the transfer is given up,
+    /// although the target may still win with the TimeoutNow it holds.
+    LeaseSurvivesTimeoutNow,
 }
 
 /// Whether `bug` is planted in a component (storage, a watch) configured with `planted`

@@ -94,18 +94,18 @@ impl Raft {
         );
         let Some(progress) = self.progress.get_mut(&to) else { return false };
         progress.commit_sent = progress.commit_sent.max(leader_commit.min(last_sent));
-        match progress.mode {
-            ReplicationMode::Replicate if sent_entries => {
-                progress.next = last_sent + 1;
-                progress.inflights.add(last_sent, size_bytes.max(1));
-                !progress.is_paused() && last_sent < self.log.last_index()
-            }
-            ReplicationMode::Replicate => false,
-            _ => {
-                progress.probe_sent = true;
-                false
-            }
+        if progress.mode == ReplicationMode::Probe {
+            // One probe at a time: the next waits for this one's answer.
+            progress.probe_sent = true;
+            return false;
         }
+        if !sent_entries {
+            return false; // an empty append only carried the commit index
+        }
+        // Replicate mode (a paused snapshot mode sends nothing): pipeline, optimistically.
+        progress.next = last_sent + 1;
+        progress.inflights.add(last_sent, size_bytes.max(1));
+        !progress.is_paused() && last_sent < self.log.last_index()
     }
 
     /// The commit index (and its term) a heartbeat tells a follower that holds our log up to

@@ -7,7 +7,7 @@
 //! cluster 5 [manual-persist] [no-prevote] [no-checkquorum] [max-entries=N] [lease]
 //! node 3 term=4 [vote=1] [commit=2] log=1 1 2      # reset a node's durable state and restart it
 //! campaign 1 | tick 2 [N] | tick all [N] | elect | stabilize
-//! propose 1 [N] | read 1 | transfer 1 3 | snapshot 2
+//! propose 1 [N] | propose-together 1 N | read 1 | transfer 1 3 | snapshot 2
 //! deliver 1->* [one] | drop *->3 | partition 1 2 | 3 4 5 | isolate 3 | heal
 //! crash 2 | restart 2 | persist 2 | persist all
 //! lose-tail 3 4                                   # 3 restarts keeping only entries 1..=4
@@ -160,6 +160,13 @@ impl Runner {
                         .ok_or_else(|| format!("{id} refused the proposal"))?;
                 }
                 Ok(())
+            }
+            ["propose-together", id, count] => {
+                let (id, count) = (self.node(id)?, parse_u64(count)?);
+                self.cluster()?
+                    .propose_many(id, count)
+                    .map(|_| ())
+                    .ok_or_else(|| format!("{id} refused the proposals"))
             }
             ["read", id] => {
                 let id = self.node(id)?;
