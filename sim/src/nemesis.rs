@@ -36,14 +36,21 @@ enum FollowUp {
     },
     /// The supervisor restarts a node that stopped on its own.
     SupervisorRestart(u64),
-    /// A `SlowTransfer`'s held link delivers what `leader` sent on it, and `leader` stops
-    /// hearing its peers for `isolate_ms` (see `Fault::SlowTransfer`).
-    ReleaseHold {
+    /// A `SlowTransfer`'s old leader is cut from its peers (see `Fault::SlowTransfer`) for
+    /// `isolate_ms`: both ways from all but the target, and from the target's answers.
+    IsolateOldLeader {
         leader: u64,
         to: u64,
         isolate_ms: u64,
     },
+    /// A `SlowTransfer`'s held link delivers what the old leader sent on it.
+    ReleaseHold,
 }
+
+/// How long before the hold of a `SlowTransfer` ends its old leader is cut off: after its
+/// last lease round, before the transfer is given up (and it may take proposals again, which
+/// would leave the target behind the other followers and unelectable).
+const ISOLATE_BEFORE_RELEASE_MS: u64 = 40;
 
 /// How long a supervisor waits before restarting a node that stopped on its own.
 const SUPERVISOR_RESTART_MS: u64 = 1_000;
@@ -193,7 +200,12 @@ impl Nemesis {
                 let (leader, to) = (leader.0, to.0);
                 self.held = Some((leader, to));
                 sim.hold(name(leader), name(to));
-                self.later(now_ms + hold_ms, FollowUp::ReleaseHold { leader, to, isolate_ms });
+                let isolate_at_ms = (now_ms + hold_ms).saturating_sub(ISOLATE_BEFORE_RELEASE_MS);
+                self.later(
+                    isolate_at_ms.max(now_ms + 1),
+                    FollowUp::IsolateOldLeader { leader, to, isolate_ms },
+                );
+                self.later(now_ms + hold_ms, FollowUp::ReleaseHold);
                 self.log.push(format!(
                     "{:>7.3} s  n{leader} sent TimeoutNow to n{to}: the link holds it {hold_ms} ms",
                     now_ms as f64 / 1000.0
@@ -436,21 +448,22 @@ impl Nemesis {
                     self.reconnect(from, to, sim);
                 }
             }
-            FollowUp::ReleaseHold { leader, to, isolate_ms } => {
-                debug_assert_eq!(self.held, Some((leader, to)), "one hold at a time");
-                // Deaf first, then the release: the cut of `to -> leader` applies as the hold
-                // ends, dropping only what `to` had sent, so the TimeoutNow still arrives while
-                // nothing `to` does (its campaign) reaches the old leader.
-                let links: Vec<(u64, u64)> = (1..=self.nodes)
-                    .filter(|peer| *peer != leader)
-                    .map(|peer| (peer, leader))
+            FollowUp::IsolateOldLeader { leader, to, isolate_ms } => {
+                // Never `leader -> to`: cutting it would drop the held TimeoutNow. The cut of
+                // `to -> leader` waits for the release (the link is held), and then drops
+                // only what `to` had sent, so nothing `to` does (its campaign) reaches the old
+                // leader, which keeps believing it leads.
+                let mut links: Vec<(u64, u64)> = (1..=self.nodes)
+                    .filter(|peer| *peer != leader && *peer != to)
+                    .flat_map(|peer| [(leader, peer), (peer, leader)])
                     .collect();
+                links.push((to, leader));
                 for (from, to) in &links {
                     self.cut(*from, *to, sim);
                 }
-                self.release_hold(sim);
                 self.later(now_ms + isolate_ms, FollowUp::Reconnect(links));
             }
+            FollowUp::ReleaseHold => self.release_hold(sim),
             FollowUp::Restart(node) => {
                 if self.down.remove(&node) {
                     sim.bounce(name(node));

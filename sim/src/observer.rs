@@ -199,6 +199,20 @@ pub struct Observer {
     events: Vec<(NodeId, NodeEvent)>,
     /// TimeoutNow messages sent since the nemesis last looked: (leader, target).
     timeout_nows: Vec<(NodeId, NodeId)>,
+    /// Leaders seen holding a lease after a newer leader was elected (see `check_lease`);
+    /// `run.rs` excuses those whose clock drifted past the lease's bound.
+    pub lease_overlaps: Vec<LeaseOverlap>,
+}
+
+/// A leader that believed its lease held while another node already led a newer term.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseOverlap {
+    pub node: NodeId,
+    pub term: Term,
+    pub newer_leader: NodeId,
+    pub newer_term: Term,
+    /// Simulated time of the cycle that showed it.
+    pub at_ms: u64,
 }
 
 impl Observer {
@@ -262,6 +276,7 @@ impl Observer {
             transports: Vec::new(),
             events: Vec::new(),
             timeout_nows: Vec::new(),
+            lease_overlaps: Vec::new(),
         }
     }
 
@@ -520,6 +535,32 @@ impl Observer {
         }
     }
 
+    /// Lease safety at the seam: a lease is a promise that no other leader exists while it
+    /// holds, so a leader that believes its lease holds (it may answer reads from it, locally
+    /// or for its followers) must not see any node elected in a newer term before now. The
+    /// history checker would notice only if a write at the new leader and a read from the
+    /// lease happened to meet; this sees the lease itself.
+    fn check_lease(&mut self, node: NodeId, raft: &conclave_core::raft::Raft) {
+        if raft.role() != Role::Leader || raft.lease_start_tick().is_none() {
+            return;
+        }
+        let Some((newer_term, newer_leader)) =
+            self.leaders_by_term.range(raft.term() + 1..).next().map(|(t, l)| (*t, *l))
+        else {
+            return;
+        };
+        if self.lease_overlaps.len() < 16 {
+            let at_ms = turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_millis() as u64);
+            self.lease_overlaps.push(LeaseOverlap {
+                node,
+                term: raft.term(),
+                newer_leader,
+                newer_term,
+                at_ms,
+            });
+        }
+    }
+
     /// Records the events crashes can be timed on (configuration commits are noted where they
     /// are checked).
     fn note_events(&mut self, node: NodeId, view: &CycleView<'_>) {
@@ -723,6 +764,7 @@ impl Observer {
         self.trace.add(raft.term());
         self.check_no_disruption_by_removed_nodes(node, raft.term());
         self.check_seams(node, &view);
+        self.check_lease(node, raft);
         self.note_events(node, &view);
         self.note_changes(node, view.changes);
 

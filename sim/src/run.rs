@@ -345,6 +345,12 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
     {
         outcome = Outcome::Fail { kind: FailureKind::Invariant, detail: violation };
     }
+    if !outcome.is_failure()
+        && let Some(violation) =
+            lease_overlap_not_excused(config, &observer.borrow().lease_overlaps, &report_clocks)
+    {
+        outcome = Outcome::Fail { kind: FailureKind::Invariant, detail: violation };
+    }
     let reads = workload.reads.borrow();
     let mut read_summary = ReadSummary {
         range_reads: workload.range_reads.get(),
@@ -505,6 +511,32 @@ fn lease_reads_served_beyond_the_drift_bound(
         })
         .map(|read| read.operation)
         .collect()
+}
+
+/// The first lease overlap (`Observer::check_lease`) not excused by its leader's clock having
+/// drifted past the lease's bound during that lease.
+fn lease_overlap_not_excused(
+    config: &RunConfig,
+    overlaps: &[crate::observer::LeaseOverlap],
+    clocks: &[SimClock],
+) -> Option<String> {
+    let swarm = &config.swarm;
+    let lease_window_ms = 2 * u64::from(swarm.election_timeout_ticks) * swarm.tick_ms;
+    let bound_ppm = i64::from(swarm.lease_drift_bound_ppm);
+    let overlap = overlaps.iter().find(|overlap| {
+        let Some(clock) = clocks.get((overlap.node.0 - 1) as usize) else { return true };
+        let from_ms = overlap.at_ms.saturating_sub(lease_window_ms);
+        clock.max_drift_ppm_between(from_ms, overlap.at_ms) <= bound_ppm
+    })?;
+    Some(format!(
+        "lease safety: {} held a lease of term {} at {:.3} s, after {} had been elected leader of \
+         term {}",
+        overlap.node,
+        overlap.term,
+        overlap.at_ms as f64 / 1000.0,
+        overlap.newer_leader,
+        overlap.newer_term
+    ))
 }
 
 fn linearizable_without(operations: &[Operation], excused: &BTreeSet<usize>) -> bool {

@@ -177,11 +177,12 @@ pub enum Fault {
         to: u64,
     },
     /// Operator: hand leadership to `to`, but the link between the leader and `to` holds
-    /// every message (the TimeoutNow included) for `hold_ms`, longer than an election
-    /// timeout, so the leader gives the transfer up before `to` acts on it; then the old
-    /// leader stops hearing its peers for `isolate_ms` (it still sends, and its clients still
-    /// reach it). `to` wins with the late TimeoutNow while the old leader learns nothing of
-    /// it, and must not serve a read from a lease meanwhile (see `Raft::send_timeout_now`).
+    /// every message (the TimeoutNow included) for `hold_ms`, a little longer than an
+    /// election timeout, so the leader gives the transfer up before `to` acts on it. Shortly
+    /// before the hold ends, the old leader is cut from its peers for `isolate_ms` (its clients
+    /// still reach it, and it can still reach `to`): `to` wins with the late TimeoutNow while
+    /// the old leader learns nothing of it, and must not lease meanwhile (see
+    /// `Raft::send_timeout_now`).
     SlowTransfer {
         to: u64,
         hold_ms: u64,
@@ -641,8 +642,9 @@ fn draw_schedule(
                             u64::from(swarm.election_timeout_ticks) * swarm.tick_ms;
                         Fault::SlowTransfer {
                             to: rng.random_range(1..=hosts),
-                            hold_ms: rng
-                                .random_range(election_timeout_ms + 50..=3 * election_timeout_ms),
+                            // The transfer is given up an election timeout after the
+                            // TimeoutNow (by the leader's clock, which may drift a little).
+                            hold_ms: election_timeout_ms + rng.random_range(5..=40),
                             isolate_ms: rng.random_range(200..=2_000),
                         }
                     }
@@ -811,8 +813,8 @@ impl fmt::Display for Fault {
             Fault::TransferLeadership { to } => write!(f, "transfer leadership to n{to}"),
             Fault::SlowTransfer { to, hold_ms, isolate_ms } => write!(
                 f,
-                "transfer leadership to n{to} with the link to it held {hold_ms} ms, then the old \
-                 leader hears none of its peers for {isolate_ms} ms"
+                "transfer leadership to n{to} with the link to it held {hold_ms} ms, and the old \
+                 leader cut from its peers for {isolate_ms} ms as the hold ends"
             ),
             Fault::ClockDrift { node, drift_ppm, duration_ms } => {
                 write!(

@@ -84,6 +84,14 @@ fn replicas_applying_by_their_own_clocks_are_caught_by_the_state_comparison() {
 }
 
 #[test]
+fn a_lease_kept_after_a_timeout_now_is_caught_by_the_lease_check() {
+    // Needs lease reads on, and the slow transfer: a TimeoutNow held past the transfer's
+    // timeout, its sender cut from its peers as the hold ends. The lease check sees the old
+    // leader still leasing after the target won, whether or not a read met a write.
+    assert_caught_by(PlantedBug::LeaseSurvivesTimeoutNow, 200, "lease safety");
+}
+
+#[test]
 fn double_vote_is_caught() {
     assert_caught(PlantedBug::DoubleVote, 20);
 }
