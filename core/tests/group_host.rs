@@ -174,6 +174,16 @@ impl Network {
         leads.then_some((leader, term))
     }
 
+    /// Proposes `command` at `shard`'s leader, which must take it.
+    fn propose_at_leader(&mut self, shard: ShardId, command: &Bytes) {
+        let (leader, _) = self.leader_of(shard).expect("led");
+        self.host(leader)
+            .group_mut(shard)
+            .expect("hosted")
+            .propose(EntryPayload::Command(command.clone()))
+            .expect("the leader takes it");
+    }
+
     fn every_group_led(&self) -> bool {
         (0..SHARDS).all(|shard| self.leader_of(ShardId(shard)).is_some())
     }
@@ -268,15 +278,9 @@ fn idle_groups_quiesce_and_then_cost_no_ticks_and_no_group_messages() {
 fn a_proposal_wakes_only_its_group_and_commits_on_every_replica() {
     let mut network = Network::quiet(11);
     let shard = ShardId(5);
-    let (leader, _) = network.leader_of(shard).expect("led");
     let woken_before = network.counters();
     let command = Bytes::from_static(b"set x=1");
-    network
-        .host(leader)
-        .group_mut(shard)
-        .expect("hosted")
-        .propose(EntryPayload::Command(command.clone()))
-        .expect("the leader takes it");
+    network.propose_at_leader(shard, &command);
     network.settle();
     network.tick_until(SETTLE_TICKS, "applied on every replica", |network| {
         (1..=NODES).all(|node| {
@@ -325,14 +329,8 @@ fn groups_led_by_a_node_that_dies_elect_new_leaders_and_it_catches_up_on_return(
     // A write while node 1 is away, then it returns: heard again, its groups wake and it
     // learns the new leaders and the write.
     let shard = led_by_dead[0];
-    let (leader, _) = network.leader_of(shard).expect("led");
     let command = Bytes::from_static(b"written while node 1 was down");
-    network
-        .host(leader)
-        .group_mut(shard)
-        .expect("hosted")
-        .propose(EntryPayload::Command(command.clone()))
-        .expect("the leader takes it");
+    network.propose_at_leader(shard, &command);
     network.down.remove(&dead);
     network.tick_until(SETTLE_TICKS, "node 1 caught up", |network| {
         network.applied.get(&(dead, shard)).is_some_and(|applied| applied.contains(&command))
