@@ -519,9 +519,8 @@ impl Nemesis {
     /// Ends every fault at once (the liveness phase). Nodes whose disk stopped them are
     /// restarted too: if the damage is real they refuse to start, which is correct.
     pub fn heal_all(&mut self, now_ms: u64, sim: &mut Sim<'_>) {
-        if let Some((a, b)) = self.held.take() {
-            sim.release(name(a), name(b));
-        }
+        // Before the cuts are repaired: turmoil does not combine a hold with them.
+        self.release_hold(sim);
         for ((from, to), _) in std::mem::take(&mut self.cuts) {
             sim.repair_oneway(name(from), name(to));
         }

@@ -499,18 +499,35 @@ fn lease_reads_served_beyond_the_drift_bound(
     lease_reads: &[LeaseRead],
     clocks: &[SimClock],
 ) -> BTreeSet<usize> {
-    let swarm = &config.swarm;
-    let lease_window_ms = 2 * u64::from(swarm.election_timeout_ticks) * swarm.tick_ms;
-    let bound_ppm = i64::from(swarm.lease_drift_bound_ppm);
     lease_reads
         .iter()
         .filter(|read| {
-            let Some(clock) = clocks.get((read.node - 1) as usize) else { return false };
-            let from_ms = (read.call_us / 1000).saturating_sub(lease_window_ms);
-            clock.max_drift_ppm_between(from_ms, read.ret_us / 1000) > bound_ppm
+            drifted_past_the_lease_bound(
+                config,
+                clocks,
+                read.node,
+                read.call_us / 1000,
+                read.ret_us / 1000,
+            )
         })
         .map(|read| read.operation)
         .collect()
+}
+
+/// Whether `node`'s clock drifted past the lease's bound at some time of the lease that
+/// covered `from_ms..=to_ms` (a lease reaches back at most two election timeouts).
+fn drifted_past_the_lease_bound(
+    config: &RunConfig,
+    clocks: &[SimClock],
+    node: u64,
+    from_ms: u64,
+    to_ms: u64,
+) -> bool {
+    let swarm = &config.swarm;
+    let lease_window_ms = 2 * u64::from(swarm.election_timeout_ticks) * swarm.tick_ms;
+    let bound_ppm = i64::from(swarm.lease_drift_bound_ppm);
+    let Some(clock) = clocks.get((node - 1) as usize) else { return false };
+    clock.max_drift_ppm_between(from_ms.saturating_sub(lease_window_ms), to_ms) > bound_ppm
 }
 
 /// The first lease overlap (`Observer::check_lease`) not excused by its leader's clock having
@@ -520,13 +537,9 @@ fn lease_overlap_not_excused(
     overlaps: &[crate::observer::LeaseOverlap],
     clocks: &[SimClock],
 ) -> Option<String> {
-    let swarm = &config.swarm;
-    let lease_window_ms = 2 * u64::from(swarm.election_timeout_ticks) * swarm.tick_ms;
-    let bound_ppm = i64::from(swarm.lease_drift_bound_ppm);
     let overlap = overlaps.iter().find(|overlap| {
-        let Some(clock) = clocks.get((overlap.node.0 - 1) as usize) else { return true };
-        let from_ms = overlap.at_ms.saturating_sub(lease_window_ms);
-        clock.max_drift_ppm_between(from_ms, overlap.at_ms) <= bound_ppm
+        let (node, at_ms) = (overlap.node.0, overlap.at_ms);
+        !drifted_past_the_lease_bound(config, clocks, node, at_ms, at_ms)
     })?;
     Some(format!(
         "lease safety: {} held a lease of term {} at {:.3} s, after {} had been elected leader of \
