@@ -22,6 +22,12 @@ pub fn describe(report: &RunReport) -> String {
         report.sim_ms,
         report.steps
     );
+    let _ = writeln!(
+        text,
+        "excused: {} lease reads, {} lease overlaps (a clock the lease rested on drifted past \
+         its bound during it)",
+        report.excused_lease_reads, report.excused_lease_overlaps
+    );
     let _ = writeln!(text, "faults fired: {:?}", report.faults_fired);
     let _ = writeln!(text, "observed: {:?}", report.stats);
     if !report.node_stops.is_empty() {

@@ -39,9 +39,12 @@ pub struct RunCounters {
     #[serde(default)]
     pub snapshot_transfers_resumed: u64,
     pub crashes_restarts: u64,
-    /// Lease reads excused (their node drifted past the bound during their lease).
+    /// Lease reads excused (a clock their lease rested on drifted past the bound during it).
     #[serde(default)]
     pub excused_lease_reads: u64,
+    /// Lease overlaps excused the same way (a leader leasing after a newer one was elected).
+    #[serde(default)]
+    pub excused_lease_overlaps: u64,
     /// Restarts that found their newest synced log records lost, and the entries lost.
     #[serde(default)]
     pub tails_lost: u64,
@@ -92,6 +95,7 @@ impl RunCounters {
         self.snapshot_transfers_resumed += other.snapshot_transfers_resumed;
         self.crashes_restarts += other.crashes_restarts;
         self.excused_lease_reads += other.excused_lease_reads;
+        self.excused_lease_overlaps += other.excused_lease_overlaps;
         self.tails_lost += other.tails_lost;
         self.tail_entries_lost += other.tail_entries_lost;
         self.damaged_at_rest += other.damaged_at_rest;
@@ -411,8 +415,12 @@ pub fn print_summary(totals: &CampaignTotals, replay_hint: &dyn Fn(u64) -> Strin
     );
     println!("fault kinds (seeds):  {:?}", totals.fault_families);
     println!(
-        "excused lease reads:  {} in {} seeds (stale reads served by a node whose clock drifted past the lease's bound during that lease; every other read is checked)",
+        "excused lease reads:  {} in {} seeds (stale reads whose lease rested on a clock that drifted past the lease's bound during it: the server's, or the newer leader's or one of its voters'; every other read is checked)",
         totals.counters.excused_lease_reads, totals.lease_anomalies
+    );
+    println!(
+        "excused lease overlaps: {} (a leader leasing after a newer one was elected, excused the same way; every other overlap fails its seed)",
+        totals.counters.excused_lease_overlaps
     );
     println!("failures:             {} {:?}", totals.failures.len(), kinds);
     for failure in totals.failures.iter().take(20) {

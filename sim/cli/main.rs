@@ -46,7 +46,7 @@ struct DrawArgs {
     fault_ms: u64,
     /// Switch on a deliberately planted bug. Raft: double-vote, commit-old-term-by-counting,
     /// ack-before-sync, vote-before-sync, stale-leader-read, keep-conflicting-suffix,
-    /// ignore-shortened-log; storage: truncate-at-damage, hard-state-file-only; watches: watch-resume-repeats; reads: stale-range-loses-more; state machine: apply-by-local-clock; leases: lease-survives-timeout-now.
+    /// ignore-shortened-log; storage: truncate-at-damage, hard-state-file-only; watches: watch-resume-repeats; reads: stale-range-loses-more; state machine: apply-by-local-clock; leases: lease-survives-timeout-now, restarted-node-votes-at-once.
     #[arg(long, value_parser = parse_bug)]
     planted_bug: Option<PlantedBug>,
     /// What kind of world to draw: standard (all fault families, calm and stormy seeds) or
@@ -257,6 +257,7 @@ pub fn summarize(report: &RunReport) -> SeedSummary {
             snapshot_transfers_resumed: report.stats.snapshot_transfers_resumed,
             crashes_restarts: report.stats.restarts_checked,
             excused_lease_reads: report.excused_lease_reads as u64,
+            excused_lease_overlaps: report.excused_lease_overlaps as u64,
             tails_lost: report.stats.tails_lost,
             tail_entries_lost: report.stats.tail_entries_lost,
             damaged_at_rest: report.stats.damaged_at_rest,

@@ -33,4 +33,4 @@ pub mod watcher;
 pub mod workload;
 
 pub use run::{FailureKind, Outcome, ReadSummary, RunOptions, RunReport, run};
-pub use schedule::{DrawOptions, DrawProfile, PlantedBug, RunConfig};
+pub use schedule::{DrawOptions, DrawProfile, Fault, PlantedBug, RunConfig};

@@ -18,6 +18,7 @@ use crate::observer::Observer;
 use crate::schedule::{
     DiskFaultKind, Fault, FaultFamily, NodeEvent, PartitionKind, Target, TimedFault,
 };
+use crate::workload::WorkloadShared;
 
 /// Something to undo later.
 #[derive(Clone, Debug)]
@@ -29,10 +30,19 @@ enum FollowUp {
     DiskHeals(u64),
     /// The full disks of these nodes have room again.
     DiskSpaceFreed(Vec<u64>),
-    /// A `CrashNewLeader` trap springs on `node`.
+    /// A trap springs on `node` (`what` it is, for the log).
     CrashSprung {
         node: u64,
         down_ms: u64,
+        what: &'static str,
+    },
+    /// A `BounceLeaseBacker` crashes `backer`, which then hears nothing from `leader` for
+    /// `deaf_ms` (what is left of the leader's cut).
+    BounceBacker {
+        leader: u64,
+        backer: u64,
+        down_ms: u64,
+        deaf_ms: u64,
     },
     /// The supervisor restarts a node that stopped on its own.
     SupervisorRestart(u64),
@@ -45,6 +55,15 @@ enum FollowUp {
     },
     /// A `SlowTransfer`'s held link delivers what the old leader sent on it.
     ReleaseHold,
+    /// A read-only stretch of the clients ends.
+    WritesResume,
+    /// A `BounceLeaseBacker`'s cut starts, once the clients' writes have settled.
+    CutLeaseRivals {
+        pick: u64,
+        cut_ms: u64,
+        crash_after_ms: u64,
+        down_ms: u64,
+    },
 }
 
 /// How long before the hold of a `SlowTransfer` ends its old leader is cut off: after its
@@ -83,6 +102,8 @@ pub struct Nemesis {
     /// The leader (node, term) seen at the previous step, to notice elections.
     last_leader: Option<u64>,
     admin: Rc<AdminShared>,
+    /// The clients' shared state: `BounceLeaseBacker` makes them read only for a while.
+    workload: Rc<WorkloadShared>,
     /// Counts nodes' returns on their own (see `NodeContext::exits`); the last count handled.
     node_exits: Rc<Cell<u64>>,
     node_exits_seen: u64,
@@ -99,16 +120,24 @@ fn name(node: u64) -> String {
     if node == CLIENTS { CLIENTS_HOST.to_string() } else { format!("n{node}") }
 }
 
+/// The parts of the run the nemesis acts on besides the network: the nodes' clocks and
+/// disks, the operator, the clients, and the count of nodes that stopped on their own.
+pub struct NemesisLevers {
+    pub clocks: Vec<SimClock>,
+    pub disks: Vec<DiskFaults>,
+    pub admin: Rc<AdminShared>,
+    pub workload: Rc<WorkloadShared>,
+    pub node_exits: Rc<Cell<u64>>,
+}
+
 impl Nemesis {
     pub fn new(
         schedule: Vec<TimedFault>,
         nodes: u64,
-        clocks: Vec<SimClock>,
-        disks: Vec<DiskFaults>,
         base_max_latency: Duration,
-        admin: Rc<AdminShared>,
-        node_exits: Rc<Cell<u64>>,
+        levers: NemesisLevers,
     ) -> Self {
+        let NemesisLevers { clocks, disks, admin, workload, node_exits } = levers;
         Nemesis {
             schedule,
             next: 0,
@@ -128,6 +157,7 @@ impl Nemesis {
             event_traps: Vec::new(),
             last_leader: None,
             admin,
+            workload,
             node_exits,
             node_exits_seen: 0,
             fired: BTreeSet::new(),
@@ -189,7 +219,8 @@ impl Nemesis {
             && let Some((delay_ms, down_ms)) = self.new_leader_traps.pop_front()
             && let Some(node) = leader
         {
-            self.later(now_ms + delay_ms, FollowUp::CrashSprung { node, down_ms });
+            let what = "the new leader";
+            self.later(now_ms + delay_ms, FollowUp::CrashSprung { node, down_ms, what });
         }
         self.last_leader = leader;
         let timeout_nows = observer.borrow_mut().take_timeout_nows();
@@ -223,14 +254,15 @@ impl Nemesis {
                 now_ms as f64 / 1000.0,
                 event.describe()
             ));
-            self.later(now_ms + delay_ms, FollowUp::CrashSprung { node: node.0, down_ms });
+            let (node, what) = (node.0, event.describe());
+            self.later(now_ms + delay_ms, FollowUp::CrashSprung { node, down_ms, what });
         }
         while let Some(first) = self.follow_ups.first_key_value() {
             if first.0.0 > now_ms {
                 break;
             }
             let Some((_, follow_up)) = self.follow_ups.pop_first() else { break };
-            self.undo(now_ms, follow_up, sim);
+            self.undo(now_ms, follow_up, sim, observer);
         }
         while self.next < self.schedule.len() && self.schedule[self.next].at_ms <= now_ms {
             let fault = self.schedule[self.next].fault.clone();
@@ -302,6 +334,14 @@ impl Nemesis {
                 // it, the target must stay caught up, or no TimeoutNow is sent at all.
                 self.timeout_now_trap = Some((hold_ms, isolate_ms));
                 self.ask_operator(AdminCommand::TransferLeadership { to })
+            }
+            Fault::BounceLeaseBacker { pick, settle_ms, cut_ms, crash_after_ms, down_ms } => {
+                let spells = &self.workload.read_only_spells;
+                spells.set(spells.get() + 1);
+                self.later(now_ms + settle_ms + cut_ms, FollowUp::WritesResume);
+                let cut = FollowUp::CutLeaseRivals { pick, cut_ms, crash_after_ms, down_ms };
+                self.later(now_ms + settle_ms, cut);
+                true
             }
             Fault::ClockDrift { node, drift_ppm, duration_ms } => {
                 self.clocks[(node - 1) as usize].set_drift(now_ms, drift_ppm);
@@ -441,7 +481,13 @@ impl Nemesis {
         }
     }
 
-    fn undo(&mut self, now_ms: u64, follow_up: FollowUp, sim: &mut Sim<'_>) {
+    fn undo(
+        &mut self,
+        now_ms: u64,
+        follow_up: FollowUp,
+        sim: &mut Sim<'_>,
+        observer: &Rc<RefCell<Observer>>,
+    ) {
         match follow_up {
             FollowUp::Reconnect(links) => {
                 for (from, to) in links {
@@ -464,6 +510,42 @@ impl Nemesis {
                 self.later(now_ms + isolate_ms, FollowUp::Reconnect(links));
             }
             FollowUp::ReleaseHold => self.release_hold(sim),
+            FollowUp::CutLeaseRivals { pick, cut_ms, crash_after_ms, down_ms } => {
+                let leader = observer.borrow().current_leader().map(|id| id.0);
+                let voters = observer.borrow().committed_voters();
+                let Some((leader, backers, rivals)) =
+                    leader.and_then(|leader| lease_backers(leader, &voters, pick))
+                else {
+                    let at = now_ms as f64 / 1000.0;
+                    self.log.push(format!("{at:>7.3} s  (no leader to cut from its rivals)"));
+                    return;
+                };
+                let links: Vec<(u64, u64)> =
+                    rivals.iter().flat_map(|r| [(leader, *r), (*r, leader)]).collect();
+                for (from, to) in &links {
+                    self.cut(*from, *to, sim);
+                }
+                self.later(now_ms + cut_ms, FollowUp::Reconnect(links));
+                // The rivals need this many restarted backers to make a quorum: one with an
+                // odd number of voters, two with an even one.
+                let quorum = voters.len() / 2 + 1;
+                let deaf_ms = cut_ms - crash_after_ms;
+                for backer in backers.iter().take(quorum - rivals.len()) {
+                    let backer = *backer;
+                    let bounce = FollowUp::BounceBacker { leader, backer, down_ms, deaf_ms };
+                    self.later(now_ms + crash_after_ms, bounce);
+                }
+                self.log.push(format!(
+                    "{:>7.3} s  cut n{leader} from {{{}}}; its lease rests on {{{}}}",
+                    now_ms as f64 / 1000.0,
+                    rivals.iter().map(|n| format!("n{n}")).collect::<Vec<_>>().join(", "),
+                    backers.iter().map(|n| format!("n{n}")).collect::<Vec<_>>().join(", "),
+                ));
+            }
+            FollowUp::WritesResume => {
+                let spells = &self.workload.read_only_spells;
+                spells.set(spells.get().saturating_sub(1));
+            }
             FollowUp::Restart(node) => {
                 if self.down.remove(&node) {
                     sim.bounce(name(node));
@@ -503,14 +585,23 @@ impl Nemesis {
                     ));
                 }
             }
-            FollowUp::CrashSprung { node, down_ms } => {
-                if self.down.insert(node) {
-                    sim.crash(name(node));
+            FollowUp::CrashSprung { node, down_ms, what } => {
+                if self.crash(node, now_ms + down_ms, sim, observer) {
                     self.log.push(format!(
-                        "{:>7.3} s  crash n{node} (the new leader), restart after {down_ms} ms",
+                        "{:>7.3} s  crash n{node} (it {what}), restart after {down_ms} ms",
                         now_ms as f64 / 1000.0
                     ));
-                    self.later(now_ms + down_ms, FollowUp::Restart(node));
+                }
+            }
+            FollowUp::BounceBacker { leader, backer, down_ms, deaf_ms } => {
+                if self.crash(backer, now_ms + down_ms, sim, observer) {
+                    self.cut(leader, backer, sim);
+                    self.later(now_ms + deaf_ms, FollowUp::Reconnect(vec![(leader, backer)]));
+                    self.log.push(format!(
+                        "{:>7.3} s  crash n{backer} (it backs n{leader}'s lease), restart after \
+                         {down_ms} ms, deaf to n{leader} for {deaf_ms} ms",
+                        now_ms as f64 / 1000.0
+                    ));
                 }
             }
         }
@@ -550,6 +641,7 @@ impl Nemesis {
         self.event_traps.clear();
         self.timeout_now_trap = None;
         self.admin.queue.borrow_mut().clear();
+        self.workload.read_only_spells.set(0);
         self.next = self.schedule.len();
         self.log.push(format!("{:>7.3} s  heal everything", now_ms as f64 / 1000.0));
     }
@@ -564,6 +656,24 @@ pub fn family_name(family: FaultFamily) -> &'static str {
         FaultFamily::Latency => "latency",
         FaultFamily::Disk => "disk",
     }
+}
+
+/// Splits the voters other than `leader` into its backers (with it, a bare quorum) and the
+/// rivals that could elect another leader without it; `pick` rotates who is which. None if
+/// `leader` is no voter or the cluster is too small to have rivals.
+fn lease_backers(
+    leader: u64,
+    voters: &[conclave_core::raft::NodeId],
+    pick: u64,
+) -> Option<(u64, Vec<u64>, Vec<u64>)> {
+    if voters.len() < 3 || !voters.iter().any(|v| v.0 == leader) {
+        return None;
+    }
+    let mut others: Vec<u64> = voters.iter().map(|v| v.0).filter(|v| *v != leader).collect();
+    let turn = (pick % others.len() as u64) as usize;
+    others.rotate_left(turn);
+    let rivals = others.split_off(voters.len() / 2);
+    Some((leader, others, rivals))
 }
 
 fn resolve(target: Target, leader: Option<u64>) -> Option<u64> {

@@ -115,6 +115,7 @@ fn core_bug(bug: PlantedBug) -> conclave_core::raft::PlantedBug {
         PlantedBug::StaleRangeLosesMore => Core::StaleRangeLosesMore,
         PlantedBug::ApplyByLocalClock => Core::ApplyByLocalClock,
         PlantedBug::LeaseSurvivesTimeoutNow => Core::LeaseSurvivesTimeoutNow,
+        PlantedBug::RestartedNodeVotesAtOnce => Core::RestartedNodeVotesAtOnce,
     }
 }
 

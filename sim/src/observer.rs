@@ -199,10 +199,16 @@ pub struct Observer {
     events: Vec<(NodeId, NodeEvent)>,
     /// TimeoutNow messages sent since the nemesis last looked: (leader, target).
     timeout_nows: Vec<(NodeId, NodeId)>,
-    /// Leaders seen holding a lease after a newer leader was elected (see `check_lease`);
-    /// `run.rs` excuses those whose clock drifted past the lease's bound.
-    pub lease_overlaps: Vec<LeaseOverlap>,
+    /// Leaders seen holding a lease after a newer leader was elected (see `check_lease`), one
+    /// entry per (leader, term, newer term); `run.rs` excuses those whose lease rested on a
+    /// clock that drifted past the lease's bound.
+    pub lease_overlaps: LeaseOverlaps,
+    /// The votes granted in each term, by candidate: who elected each leader.
+    granted_votes: BTreeMap<(Term, NodeId), BTreeSet<NodeId>>,
 }
+
+/// Lease overlaps by (leader, its term, the newer term).
+pub type LeaseOverlaps = BTreeMap<(NodeId, Term, Term), LeaseOverlap>;
 
 /// A leader that believed its lease held while another node already led a newer term.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -211,8 +217,12 @@ pub struct LeaseOverlap {
     pub term: Term,
     pub newer_leader: NodeId,
     pub newer_term: Term,
-    /// Simulated time of the cycle that showed it.
-    pub at_ms: u64,
+    /// The newer leader and the nodes that voted for it: a lease is safe only while their
+    /// clocks, too, keep within the bound (a fast clock times an election out early).
+    pub newer_electorate: Vec<NodeId>,
+    /// Simulated time of the first and the last cycle that showed it.
+    pub first_ms: u64,
+    pub last_ms: u64,
 }
 
 impl Observer {
@@ -276,7 +286,8 @@ impl Observer {
             transports: Vec::new(),
             events: Vec::new(),
             timeout_nows: Vec::new(),
-            lease_overlaps: Vec::new(),
+            lease_overlaps: BTreeMap::new(),
+            granted_votes: BTreeMap::new(),
         }
     }
 
@@ -322,6 +333,11 @@ impl Observer {
     /// The leader of the highest term seen, if it has not been replaced.
     pub fn current_leader(&self) -> Option<NodeId> {
         self.current_leader.map(|(id, _)| id)
+    }
+
+    /// The voters of the newest committed configuration.
+    pub fn committed_voters(&self) -> Vec<NodeId> {
+        self.committed_voters.iter().copied().collect()
     }
 
     pub fn max_commit(&self) -> LogIndex {
@@ -549,24 +565,35 @@ impl Observer {
         else {
             return;
         };
-        if self.lease_overlaps.len() < 16 {
-            let at_ms = turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_millis() as u64);
-            self.lease_overlaps.push(LeaseOverlap {
+        let at_ms = turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_millis() as u64);
+        let granted = self.granted_votes.get(&(newer_term, newer_leader));
+        let newer_electorate: Vec<NodeId> =
+            std::iter::once(newer_leader).chain(granted.into_iter().flatten().copied()).collect();
+        self.lease_overlaps
+            .entry((node, raft.term(), newer_term))
+            .and_modify(|overlap| overlap.last_ms = at_ms)
+            .or_insert(LeaseOverlap {
                 node,
                 term: raft.term(),
                 newer_leader,
                 newer_term,
-                at_ms,
+                newer_electorate,
+                first_ms: at_ms,
+                last_ms: at_ms,
             });
-        }
     }
 
     /// Records the events crashes can be timed on (configuration commits are noted where they
     /// are checked).
     fn note_events(&mut self, node: NodeId, view: &CycleView<'_>) {
-        let granted = view.messages.iter().any(|message| {
-            matches!(message.body, MessageBody::VoteResponse { pre_vote: false, granted: true })
-        });
+        let mut granted = false;
+        for message in view.messages.iter() {
+            if matches!(message.body, MessageBody::VoteResponse { pre_vote: false, granted: true })
+            {
+                granted = true;
+                self.granted_votes.entry((message.term, message.to)).or_default().insert(node);
+            }
+        }
         if granted {
             self.events.push((node, NodeEvent::VoteGranted));
         }

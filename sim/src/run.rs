@@ -16,9 +16,9 @@ use conclave_core::engine::WatchPosition;
 use crate::admin::{AdminShared, AdminStats, run_admin};
 use crate::clock::SimClock;
 use crate::disk::DiskFaults;
-use crate::nemesis::Nemesis;
+use crate::nemesis::{Nemesis, NemesisLevers};
 use crate::node_host::{NodeContext, node_main};
-use crate::observer::{ObservedStats, Observer};
+use crate::observer::{LeaseOverlap, LeaseOverlaps, ObservedStats, Observer};
 use crate::panic_capture;
 use crate::schedule::{FaultFamily, RunConfig};
 use crate::watch_check::{WatchSummary, check_watch, last_change_position};
@@ -93,10 +93,12 @@ pub struct RunReport {
     pub admin: AdminStats,
     pub history: Option<History>,
     pub verdict: String,
-    /// Lease reads excused because the node that served them had drifted past the lease's
-    /// bound during that lease (reported in every summary; 0 when the history was linearizable
-    /// as it was).
+    /// Lease reads excused because a clock their lease rested on had drifted past the lease's
+    /// bound during that lease (reported in every summary; 0 when the history was
+    /// linearizable as it was).
     pub excused_lease_reads: usize,
+    /// Lease overlaps (a leader leasing after a newer one was elected) excused the same way.
+    pub excused_lease_overlaps: usize,
     /// Write attempts refused because the node's disk was full.
     pub writes_refused_no_space: u64,
     /// Changes the watcher received (each checked), streams it resumed, and restarts from the
@@ -214,14 +216,18 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         std::future::pending::<()>().await;
         Ok(())
     });
+    let levers = NemesisLevers {
+        clocks,
+        disks,
+        admin: admin.clone(),
+        workload: workload.clone(),
+        node_exits,
+    };
     let mut nemesis = Nemesis::new(
         config.schedule.clone(),
         hosts,
-        clocks,
-        disks,
         Duration::from_millis(swarm.max_latency_ms),
-        admin.clone(),
-        node_exits,
+        levers,
     );
 
     for timed in &config.schedule {
@@ -405,6 +411,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
                     excused_lease_reads = lease_reads_served_beyond_the_drift_bound(
                         config,
                         &workload.lease_reads.borrow(),
+                        &observer.borrow().lease_overlaps,
                         &report_clocks,
                     );
                     let lease_only = !excused_lease_reads.is_empty()
@@ -470,6 +477,11 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         history: if options.keep_history { history.ok() } else { None },
         verdict,
         excused_lease_reads: excused_lease_reads.len(),
+        excused_lease_overlaps: observer
+            .lease_overlaps
+            .values()
+            .filter(|overlap| lease_overlap_excused(config, overlap, &report_clocks))
+            .count(),
         writes_refused_no_space: workload.refused_no_space.get(),
         watch_changes: watch_summary.changes_received,
         watch_resumes: watch.resumes.get(),
@@ -490,25 +502,28 @@ fn check_options(minimize: bool) -> CheckOptions {
     CheckOptions { max_steps: 20_000_000, minimize, ..CheckOptions::default() }
 }
 
-/// Whether the history minus its lease reads is linearizable: then the anomaly is the lease's.
-/// The lease reads served by a node whose clock drifted beyond the bound the lease assumes at
-/// some moment of that read's lease: from a lease's length (at most two election timeouts)
-/// before the read was sent until it was answered. A lease read outside that set has no excuse.
+/// The lease reads whose lease rested on a clock that drifted beyond the bound the lease
+/// assumes: the serving node's at some moment of that read's lease (from a lease's length, at
+/// most two election timeouts, before the read was sent until it was answered), or that of
+/// a newer leader's electorate while the server's lease overlapped it (see
+/// `lease_overlap_excused`). A lease read outside that set has no excuse.
 fn lease_reads_served_beyond_the_drift_bound(
     config: &RunConfig,
     lease_reads: &[LeaseRead],
+    overlaps: &LeaseOverlaps,
     clocks: &[SimClock],
 ) -> BTreeSet<usize> {
     lease_reads
         .iter()
         .filter(|read| {
-            drifted_past_the_lease_bound(
-                config,
-                clocks,
-                read.node,
-                read.call_us / 1000,
-                read.ret_us / 1000,
-            )
+            let (call_ms, ret_ms) = (read.call_us / 1000, read.ret_us / 1000);
+            drifted_past_the_lease_bound(config, clocks, read.node, call_ms, ret_ms)
+                || overlaps.values().any(|overlap| {
+                    overlap.node.0 == read.node
+                        && overlap.first_ms <= ret_ms
+                        && overlap.last_ms >= call_ms
+                        && lease_overlap_excused(config, overlap, clocks)
+                })
         })
         .map(|read| read.operation)
         .collect()
@@ -530,23 +545,33 @@ fn drifted_past_the_lease_bound(
     clock.max_drift_ppm_between(from_ms.saturating_sub(lease_window_ms), to_ms) > bound_ppm
 }
 
-/// The first lease overlap (`Observer::check_lease`) not excused by its leader's clock having
-/// drifted past the lease's bound during that lease.
+/// Whether a lease overlap (`Observer::check_lease`) has an excuse: a clock it rested on
+/// drifted past the lease's bound during that lease — the leader's own (a slow clock keeps a
+/// lease too long), or that of the newer leader or one of its voters (a fast clock ends an
+/// election timeout, or a voter's loyalty to the old leader, too early).
+fn lease_overlap_excused(config: &RunConfig, overlap: &LeaseOverlap, clocks: &[SimClock]) -> bool {
+    let (from_ms, to_ms) = (overlap.first_ms, overlap.last_ms);
+    std::iter::once(overlap.node)
+        .chain(overlap.newer_electorate.iter().copied())
+        .any(|node| drifted_past_the_lease_bound(config, clocks, node.0, from_ms, to_ms))
+}
+
+/// The first lease overlap without an excuse (see `lease_overlap_excused`).
 fn lease_overlap_not_excused(
     config: &RunConfig,
-    overlaps: &[crate::observer::LeaseOverlap],
+    overlaps: &LeaseOverlaps,
     clocks: &[SimClock],
 ) -> Option<String> {
-    let overlap = overlaps.iter().find(|overlap| {
-        let (node, at_ms) = (overlap.node.0, overlap.at_ms);
-        !drifted_past_the_lease_bound(config, clocks, node, at_ms, at_ms)
-    })?;
+    let overlap = overlaps
+        .values()
+        .filter(|overlap| !lease_overlap_excused(config, overlap, clocks))
+        .min_by_key(|overlap| overlap.first_ms)?;
     Some(format!(
         "lease safety: {} held a lease of term {} at {:.3} s, after {} had been elected leader of \
          term {}",
         overlap.node,
         overlap.term,
-        overlap.at_ms as f64 / 1000.0,
+        overlap.first_ms as f64 / 1000.0,
         overlap.newer_leader,
         overlap.newer_term
     ))

@@ -188,15 +188,32 @@ pub enum Fault {
         hold_ms: u64,
         isolate_ms: u64,
     },
+    /// Aimed at what a restart forgets. The clients only read from now on (a read-mostly
+    /// stretch: followers' logs level out). `settle_ms` later, the leader is cut (both ways,
+    /// for `cut_ms`) from the voters that could elect a rival, so that its lease rests on the
+    /// rest, its backers (a bare quorum with it; `pick` rotates which). `crash_after_ms` later
+    /// as many backers as the rivals need for a quorum (one, or two with an even number of
+    /// voters) are crashed and restarted after `down_ms`, and for the rest of the cut they do
+    /// not hear the leader: they come back inside the lease they backed while the cut-off
+    /// voters campaign, and must not hand them the election while the old leader still
+    /// leases (see `Raft::accept_higher_term`). Writes resume when the cut ends.
+    BounceLeaseBacker {
+        pick: u64,
+        settle_ms: u64,
+        cut_ms: u64,
+        crash_after_ms: u64,
+        down_ms: u64,
+    },
 }
 
 impl Fault {
     pub fn family(&self) -> FaultFamily {
         match self {
             Fault::Partition { .. } => FaultFamily::Partition,
-            Fault::Crash { .. } | Fault::CrashNewLeader { .. } | Fault::CrashOnEvent { .. } => {
-                FaultFamily::Crash
-            }
+            Fault::Crash { .. }
+            | Fault::CrashNewLeader { .. }
+            | Fault::CrashOnEvent { .. }
+            | Fault::BounceLeaseBacker { .. } => FaultFamily::Crash,
             Fault::ClockDrift { .. } | Fault::ClockJump { .. } | Fault::LeaderClockDrift { .. } => {
                 FaultFamily::Clock
             }
@@ -283,10 +300,11 @@ pub enum PlantedBug {
     StaleRangeLosesMore,
     ApplyByLocalClock,
     LeaseSurvivesTimeoutNow,
+    RestartedNodeVotesAtOnce,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 13] = [
+    pub const ALL: [PlantedBug; 14] = [
         PlantedBug::DoubleVote,
         PlantedBug::CommitOldTermByCounting,
         PlantedBug::AckBeforeSync,
@@ -300,6 +318,7 @@ impl PlantedBug {
         PlantedBug::StaleRangeLosesMore,
         PlantedBug::ApplyByLocalClock,
         PlantedBug::LeaseSurvivesTimeoutNow,
+        PlantedBug::RestartedNodeVotesAtOnce,
     ];
 
     pub fn name(self) -> &'static str {
@@ -317,6 +336,7 @@ impl PlantedBug {
             PlantedBug::StaleRangeLosesMore => "stale-range-loses-more",
             PlantedBug::ApplyByLocalClock => "apply-by-local-clock",
             PlantedBug::LeaseSurvivesTimeoutNow => "lease-survives-timeout-now",
+            PlantedBug::RestartedNodeVotesAtOnce => "restarted-node-votes-at-once",
         }
     }
 
@@ -700,6 +720,24 @@ fn draw_aimed_faults(rng: &mut ChaCha8Rng, swarm: &Swarm, phase_ms: u64) -> Vec<
         };
         faults.push(TimedFault { at_ms: at(rng), fault });
     }
+    // Only a leased leader can be wronged by a restart's amnesia. The crash comes late in the
+    // rivals' first election timeout and the restart is quick: the rivals then campaign
+    // after the backers are back and, for most of their timeout's range, before the lease
+    // that rested on the backers' last acknowledgement runs out.
+    if swarm.lease_reads && swarm.families.contains(&FaultFamily::Crash) {
+        let election_timeout_ms = swarm.tick_ms * u64::from(swarm.election_timeout_ticks);
+        for _ in 0..rng.random_range(0..=2) {
+            let fault = Fault::BounceLeaseBacker {
+                pick: rng.random_range(0..5),
+                settle_ms: rng.random_range(100..=600),
+                cut_ms: rng.random_range(3 * election_timeout_ms..=6 * election_timeout_ms),
+                crash_after_ms: rng
+                    .random_range(election_timeout_ms * 7 / 10..=election_timeout_ms * 9 / 10),
+                down_ms: rng.random_range(5..=(election_timeout_ms / 10).max(6)),
+            };
+            faults.push(TimedFault { at_ms: at(rng), fault });
+        }
+    }
     faults
 }
 
@@ -816,6 +854,15 @@ impl fmt::Display for Fault {
                 "transfer leadership to n{to} with the link to it held {hold_ms} ms, and the old \
                  leader cut from its peers for {isolate_ms} ms as the hold ends"
             ),
+            Fault::BounceLeaseBacker { pick, settle_ms, cut_ms, crash_after_ms, down_ms } => {
+                write!(
+                    f,
+                    "clients only read; {settle_ms} ms later cut the leader from the voters \
+                     outside a bare quorum for {cut_ms} ms; {crash_after_ms} ms into it crash \
+                     the backers the rivals need (pick {pick}), restart them after {down_ms} ms, deaf to \
+                     the leader while the cut lasts; then writes resume"
+                )
+            }
             Fault::ClockDrift { node, drift_ppm, duration_ms } => {
                 write!(
                     f,

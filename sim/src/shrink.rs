@@ -188,6 +188,7 @@ fn fault_duration_ms(fault: &crate::schedule::Fault) -> u64 {
         | Fault::DiskFull { duration_ms, .. }
         | Fault::LeaderClockDrift { duration_ms, .. } => *duration_ms,
         Fault::SlowTransfer { hold_ms, isolate_ms, .. } => hold_ms + isolate_ms,
+        Fault::BounceLeaseBacker { settle_ms, cut_ms, .. } => settle_ms + cut_ms,
         Fault::Crash { down_ms, .. }
         | Fault::CrashNewLeader { down_ms, .. }
         | Fault::CrashLosingTail { down_ms, .. }
@@ -218,6 +219,7 @@ fn fault_fits(fault: &crate::schedule::Fault, nodes: u64) -> bool {
         Fault::Crash { target: Target::Leader, .. }
         | Fault::CrashNewLeader { .. }
         | Fault::CrashOnEvent { .. }
+        | Fault::BounceLeaseBacker { .. }
         | Fault::LeaderClockDrift { .. } => true,
         Fault::ClockDrift { node, .. }
         | Fault::ClockJump { node, .. }

@@ -56,6 +56,10 @@ pub struct WorkloadShared {
     pub reads: RefCell<Vec<ReadObservation>>,
     /// Range reads answered, at any consistency (the run report counts them).
     pub range_reads: Cell<u64>,
+    /// While above 0, clients only read: a read-mostly stretch, where leases carry the load
+    /// and followers' logs stay level with the leader's (the nemesis sets it, counting
+    /// overlapping stretches).
+    pub read_only_spells: Cell<u32>,
 }
 
 /// A read as a client saw it: the value and the key's `mod_revision`, and the store revision
@@ -244,7 +248,7 @@ impl Client {
         let lease_reads = swarm.lease_reads;
         let roll = self.rng.random_range(0..100u32);
         let key = self.key();
-        if roll < read {
+        if roll < read || self.shared.read_only_spells.get() > 0 {
             let lease = lease_reads && self.rng.random_bool(0.5);
             let stale = !lease && self.rng.random_bool(self.stale_share());
             // No draw at all in seeds without ranges: their operations stay as they were.

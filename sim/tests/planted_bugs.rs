@@ -7,24 +7,49 @@
 //! with 10 simulated seconds of faults each.
 
 use conclave_sim::{
-    DrawOptions, DrawProfile, FailureKind, Outcome, PlantedBug, RunConfig, RunOptions, run,
+    DrawOptions, DrawProfile, FailureKind, Fault, Outcome, PlantedBug, RunConfig, RunOptions, run,
 };
 
 fn seeds_to_catch(bug: PlantedBug, profile: DrawProfile, bound: u64) -> (u64, String) {
+    seeds_to_catch_among(bug, profile, bound, |_| true)
+}
+
+/// Like `seeds_to_catch`, but runs only the seeds whose drawn run satisfies `aimed` (a fault
+/// aimed at the bug's class is in its schedule); the others are skipped, not counted.
+fn seeds_to_catch_among(
+    bug: PlantedBug,
+    profile: DrawProfile,
+    bound: u64,
+    aimed: impl Fn(&RunConfig) -> bool,
+) -> (u64, String) {
     let options = DrawOptions { fault_phase_ms: 10_000, planted_bug: Some(bug), profile };
-    for seed in 0..bound {
-        let report = run(&RunConfig::draw(seed, &options), RunOptions::default());
+    let mut run_seeds = 0;
+    for seed in 0.. {
+        if run_seeds == bound {
+            break;
+        }
+        let config = RunConfig::draw(seed, &options);
+        if !aimed(&config) {
+            continue;
+        }
+        run_seeds += 1;
+        let report = run(&config, RunOptions::default());
         match report.outcome {
             // An exhausted checker budget is not a catch: it proves nothing.
             Outcome::Fail { kind: FailureKind::CheckerUnknown, .. } => continue,
             Outcome::Fail { kind, detail } => {
                 let first_line = detail.lines().next().unwrap_or_default().to_string();
-                return (seed + 1, format!("{kind:?}: {first_line}"));
+                return (run_seeds, format!("{kind:?} at seed {seed}: {first_line}"));
             }
             Outcome::Pass | Outcome::LeaseAnomalyUnderExcessiveDrift => {}
         }
     }
     panic!("planted bug {} was not caught within {bound} seeds", bug.name());
+}
+
+/// Whether the schedule of `config` carries a `BounceLeaseBacker`.
+fn bounces_a_lease_backer(config: &RunConfig) -> bool {
+    config.schedule.iter().any(|timed| matches!(timed.fault, Fault::BounceLeaseBacker { .. }))
 }
 
 fn assert_caught(bug: PlantedBug, bound: u64) {
@@ -89,6 +114,24 @@ fn a_lease_kept_after_a_timeout_now_is_caught_by_the_lease_check() {
     // timeout, its sender cut from its peers as the hold ends. The lease check sees the old
     // leader still leasing after the target won, whether or not a read met a write.
     assert_caught_by(PlantedBug::LeaseSurvivesTimeoutNow, 200, "lease safety");
+}
+
+#[test]
+fn a_restarted_node_voting_inside_a_lease_it_backed_is_caught_by_the_lease_check() {
+    // Needs lease reads on and the aimed fault: a leader cut from its rivals, its lease
+    // resting on backers that crash and come back quickly, while the clients only read (so
+    // the rivals' logs stay electable). Only the seeds whose schedule carries it are run.
+    let (seeds, how) = seeds_to_catch_among(
+        PlantedBug::RestartedNodeVotesAtOnce,
+        DrawProfile::Standard,
+        60,
+        bounces_a_lease_backer,
+    );
+    println!(
+        "planted bug {} caught after {seeds} seed(s) carrying the aimed fault: {how}",
+        PlantedBug::RestartedNodeVotesAtOnce.name()
+    );
+    assert!(how.contains("lease safety"), "caught, but not by the lease check: {how}");
 }
 
 #[test]

@@ -199,9 +199,20 @@ impl Raft {
                 // Leader stickiness: a follower that heard from a live leader within the
                 // minimum election timeout ignores vote requests — a node returning from a
                 // partition cannot disrupt the cluster, and lease reads stay safe.
-                let in_lease = self.config.check_quorum
-                    && !self.leader.is_none()
+                //
+                // With leases, a node that restarted less than an election timeout ago
+                // counts as having heard from a leader: it may have acknowledged a heartbeat
+                // just before it crashed, and that acknowledgement may be what a leader's
+                // lease rests on. Granting at once would let a rival win inside that lease.
+                // (A node that started in term 0 never acknowledged anyone.)
+                let heard_from_leader = !self.leader.is_none()
                     && self.election_elapsed < self.config.election_timeout_ticks;
+                let just_restarted = !self
+                    .planted(super::planted::PlantedBug::RestartedNodeVotesAtOnce)
+                    && self.config.lease_read.is_some()
+                    && self.started_in_term > 0
+                    && self.tick_count < u64::from(self.config.election_timeout_ticks);
+                let in_lease = self.config.check_quorum && (heard_from_leader || just_restarted);
                 if in_lease && !transfer {
                     return false;
                 }

@@ -130,6 +130,9 @@ pub struct Raft {
     pub(super) randomized_election_timeout: u32,
     /// Ticks since the node started; the time base for leases.
     pub(super) tick_count: u64,
+    /// The term this node restarted in: past 0, it may have acknowledged a leader just
+    /// before it went down (see `accept_higher_term`).
+    pub(super) started_in_term: Term,
 
     /// Votes received in the current (pre-)campaign.
     pub(super) votes: BTreeMap<NodeId, bool>,
@@ -198,6 +201,7 @@ impl Raft {
             heartbeat_elapsed: 0,
             randomized_election_timeout: config.election_timeout_ticks,
             tick_count: 0,
+            started_in_term: hard_state.term,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             uncommitted_bytes: 0,

@@ -42,6 +42,9 @@ pub enum PlantedBug {
     /// Leases: a leader that sent TimeoutNow keeps leasing once the transfer is given up,
     /// although the target may still win with the TimeoutNow it holds.
     LeaseSurvivesTimeoutNow,
+    /// Leases: a node that just restarted grants votes at once, although the lease of the
+    /// leader it acknowledged before it went down may rest on that acknowledgement.
+    RestartedNodeVotesAtOnce,
 }
 
 /// Whether `bug` is planted in a component (storage, a watch) configured with `planted`
