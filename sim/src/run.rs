@@ -592,3 +592,43 @@ fn linearizable_without(operations: &[Operation], excused: &BTreeSet<usize>) -> 
         Err(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use conclave_core::raft::NodeId;
+
+    use super::*;
+    use crate::schedule::DrawOptions;
+
+    fn overlap(node: u64, electorate: &[u64], first_ms: u64) -> LeaseOverlap {
+        LeaseOverlap {
+            node: NodeId(node),
+            term: 4,
+            newer_leader: NodeId(electorate[0]),
+            newer_term: 5,
+            newer_electorate: electorate.iter().copied().map(NodeId).collect(),
+            first_ms,
+            last_ms: first_ms + 20,
+        }
+    }
+
+    #[test]
+    fn a_lease_overlap_is_excused_only_by_a_clock_it_rested_on_drifting_during_that_lease() {
+        let config = RunConfig::draw(0, &DrawOptions::default());
+        let swarm = &config.swarm;
+        let bound_ppm = i64::from(swarm.lease_drift_bound_ppm);
+        let lease_window_ms = 2 * u64::from(swarm.election_timeout_ticks) * swarm.tick_ms;
+        let at_ms = 10 * lease_window_ms;
+        let clocks: Vec<SimClock> = (0..5).map(|_| SimClock::new(0)).collect();
+        // Node 3 drifts past the bound during the lease; node 5 did, long before it.
+        clocks[2].set_drift(at_ms - lease_window_ms / 2, 4 * bound_ppm);
+        clocks[4].set_drift(at_ms - 5 * lease_window_ms, 4 * bound_ppm);
+        clocks[4].set_drift(at_ms - 4 * lease_window_ms, 0);
+        let excused = |overlap: &LeaseOverlap| lease_overlap_excused(&config, overlap, &clocks);
+        assert!(excused(&overlap(3, &[2, 4], at_ms)), "the leasing leader's own clock");
+        assert!(excused(&overlap(1, &[3, 2], at_ms)), "the newer leader's clock");
+        assert!(excused(&overlap(1, &[2, 3], at_ms)), "the clock of one of its voters");
+        assert!(!excused(&overlap(1, &[2, 4], at_ms)), "nobody involved drifted");
+        assert!(!excused(&overlap(1, &[2, 5], at_ms)), "node 5 drifted, but not in this lease");
+    }
+}
