@@ -3,7 +3,7 @@
 //!
 //! - **election safety**: at most one leader per term;
 //! - **log matching**: an (index, term) names one entry on every node, ever;
-//! - **leader completeness**: a new leader holds every entry known committed;
+//! - **leader completeness**: a new leader holds every entry committed in an earlier term;
 //! - **state-machine safety**: every node applies the same entry at an index, reaches the
 //!   same state (digests compared at checkpoints) and makes the same changes at each revision
 //!   (the changes watches deliver);
@@ -172,6 +172,8 @@ pub struct Observer {
     /// (index, term) -> the hash of the whole log prefix ending there, as any node held it.
     prefix_hashes: BTreeMap<(LogIndex, Term), u64>,
     committed: BTreeMap<LogIndex, (Term, u64)>,
+    /// The term each index was first seen committed in: its leader's, which commits it first.
+    committed_in_term: BTreeMap<LogIndex, Term>,
     applied: BTreeMap<LogIndex, (Term, u64)>,
     digests: BTreeMap<LogIndex, (NodeId, u64)>,
     nodes: BTreeMap<NodeId, NodeView>,
@@ -270,6 +272,7 @@ impl Observer {
             entry_hashes: BTreeMap::new(),
             prefix_hashes: BTreeMap::new(),
             committed: BTreeMap::new(),
+            committed_in_term: BTreeMap::new(),
             applied: BTreeMap::new(),
             digests: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -874,11 +877,15 @@ impl Observer {
                 None => {
                     self.leaders_by_term.insert(term, node);
                     self.stats.leader_terms += 1;
+                    // Entries committed in an earlier term (§5.4): a candidate of an old term
+                    // can still win it with votes slow to arrive, after a newer leader
+                    // committed, and need not hold what that one committed.
                     let missing = self
                         .committed
                         .iter()
                         .find(|(index, (committed_term, hash))| {
                             **index > log.snapshot_index()
+                                && self.committed_in_term[*index] < term
                                 && log.entry(**index).is_none_or(|e| {
                                     e.term != *committed_term || payload_hash(e) != *hash
                                 })
@@ -914,6 +921,7 @@ impl Observer {
                 Some(_) => {}
                 None => {
                     self.committed.insert(index, record);
+                    self.committed_in_term.insert(index, raft.term());
                     self.stats.entries_committed += 1;
                     // The first node seen committing an index is its leader, which counts the
                     // commit under its newest configuration (appended, perhaps not committed).

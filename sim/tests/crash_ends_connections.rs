@@ -54,6 +54,15 @@ async fn dial_and_hold(peer: &'static str, log: Rc<DialLog>) {
     log.ended_ms.set(Some(now_ms()));
 }
 
+/// A host's software: serves its port and holds a dial to `peer`.
+async fn listen_and_dial(peer: &'static str, log: Rc<DialLog>) -> turmoil::Result {
+    let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
+    tokio::task::spawn_local(serve(listener));
+    dial_and_hold(peer, log).await;
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
 #[test]
 fn a_peer_sees_a_crashed_hosts_connection_end_and_the_restarted_host_dials_it() {
     let mut sim = turmoil::Builder::new().simulation_duration(Duration::from_secs(10)).build();
@@ -65,27 +74,12 @@ fn a_peer_sees_a_crashed_hosts_connection_end_and_the_restarted_host_dials_it() 
         sim.host("a", move || {
             let log = Rc::new(DialLog::default());
             a_dials.borrow_mut().push(log.clone());
-            async move {
-                let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
-                tokio::task::spawn_local(serve(listener));
-                dial_and_hold("b", log).await;
-                std::future::pending::<()>().await;
-                Ok(())
-            }
+            listen_and_dial("b", log)
         });
     }
     {
         let b_dial = b_dial.clone();
-        sim.host("b", move || {
-            let log = b_dial.clone();
-            async move {
-                let listener = TcpListener::bind(("0.0.0.0", PORT)).await?;
-                tokio::task::spawn_local(serve(listener));
-                dial_and_hold("a", log).await;
-                std::future::pending::<()>().await;
-                Ok(())
-            }
-        });
+        sim.host("b", move || listen_and_dial("a", b_dial.clone()));
     }
     let (crash_ms, restart_ms, until_ms) = (1_000, 1_020, 1_500);
     while now_ms_of(&sim) < crash_ms {

@@ -153,6 +153,9 @@ struct History {
     leaders_by_term: BTreeMap<Term, NodeId>,
     /// Every entry known committed: index -> entry.
     committed: BTreeMap<LogIndex, Entry>,
+    /// The term in which each index was first seen committed (the committing leader's, since
+    /// it commits before anyone else learns of it).
+    committed_in_term: BTreeMap<LogIndex, Term>,
     /// The configuration that committed each index: that of the first node seen committing it,
     /// which is the leader (a leader counts a commit under its newest configuration, as soon as
     /// it is appended — §4.1).
@@ -628,6 +631,7 @@ impl MemoryCluster {
                             );
                         }
                         self.history.committed.insert(index, entry.clone());
+                        self.history.committed_in_term.insert(index, raft.term());
                         self.history.committed_under.insert(index, raft.log().config().clone());
                     }
                 }
@@ -640,9 +644,13 @@ impl MemoryCluster {
                     }
                     None => {
                         self.history.leaders_by_term.insert(term, *id);
-                        // Leader completeness: a new leader holds every committed entry.
+                        // Leader completeness (§5.4): a leader holds every entry committed in
+                        // an earlier term. Not those committed in a later one: a candidate of
+                        // an old term can still win it with votes that were slow to arrive,
+                        // after a newer leader committed (it can commit nothing itself).
                         for (index, entry) in self.history.committed.iter() {
-                            if *index > raft.log().snapshot_index() {
+                            let committed_in = self.history.committed_in_term[index];
+                            if *index > raft.log().snapshot_index() && committed_in < term {
                                 assert_eq!(
                                     raft.log().entry(*index),
                                     Some(entry),
