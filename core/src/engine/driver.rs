@@ -6,30 +6,27 @@
 //! Group commit and batching fall out of this shape: everything that arrives while a sync is
 //! in flight is proposed, appended and handed to storage together, and the storage writer turns
 //! whatever is queued into one sync.
+//!
+//! The loop owns what a node has once (transport, storage, clock, request queue); what its
+//! group's replica owns besides the Raft core is in `replica.rs`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use thiserror::Error;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
-use super::change_feed::ChangeFeed;
 use super::config::EngineConfig;
 use super::error::EngineError;
 use super::handle::EngineHandle;
-use super::local_reads::{LocalReads, execute_read};
-use super::pending::{Pending, PendingRead, PendingWrite, allows_lease};
 use super::probe::{CycleView, EngineProbe};
-use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult, Reply};
-use super::status::{EngineStatus, PeerStatus};
-use crate::kv::{KvCommand, KvError, KvEvent, KvRequest, KvResponse, KvStateMachine, SessionTag};
-use crate::raft::planted::is_planted;
+use super::replica::Replica;
+use super::request::EngineRequest;
+use crate::kv::{KvError, KvStateMachine};
 use crate::raft::{
-    ConfigError, Entry, EntryPayload, LogIndex, MembershipError, Message, MessageBody, NodeId,
-    PlantedBug, ProposeError, Raft, ReadError, ReadState, Ready, RestoredState, Role, Snapshot,
-    SnapshotMeta, SnapshotRequest, SoftState,
+    ConfigError, Entry, LogIndex, Message, MessageBody, NodeId, Raft, Ready, RestoredState,
+    SnapshotRequest,
 };
 use crate::seams::storage::StorageFailure;
 use crate::seams::{Clock, Storage, StorageJob, StorageProgress, Transport};
@@ -59,51 +56,21 @@ impl From<ConfigError> for EngineFailure {
 /// of firing an election timeout's worth of ticks at once.
 const MAX_TICKS_PER_WAKE: u32 = 5;
 
-/// After a snapshot was given up for lack of space, the next attempt waits at least this long
-/// (and for the disk-full alarm to come down): a snapshot is big, and trying again at every
-/// applied entry would fill the disk with attempts.
-const SNAPSHOT_RETRY_AFTER_MS: u64 = 5_000;
-
 pub struct Engine<T: Transport, S: Storage, C: Clock> {
     config: EngineConfig,
     raft: Raft,
-    /// The state machine, shared with the handles for local reads (`local_reads.rs`).
-    local: Arc<LocalReads>,
-    /// When (monotonic ms) each recent tick was taken, newest last: turns the Raft lease,
-    /// counted in ticks, into a deadline on the clock.
-    tick_times_ms: VecDeque<(u64, u64)>,
+    /// Everything else the group's replica on this node owns.
+    replica: Replica,
     transport: T,
     storage: S,
     clock: C,
     requests: mpsc::Receiver<EngineRequest>,
-    status: watch::Sender<EngineStatus>,
-    events: broadcast::Sender<ChangeFeed>,
-    pending: Pending,
     next_tick_ms: u64,
-    durable_batch: u64,
-    last_submitted_batch: u64,
-    /// A snapshot being saved: (its last index, the index the log is compacted to after it).
-    snapshot_in_progress: Option<(u64, u64)>,
-    /// The disk-full alarm of the storage, as last reported: client writes are refused.
-    disk_full: bool,
-    /// Snapshots the storage gave up for lack of space, as last reported.
-    snapshots_abandoned: u64,
-    /// No snapshot is attempted before this time (monotonic ms), after one was given up.
-    snapshot_retry_at_ms: u64,
-    last_snapshot_index: u64,
-    /// The index of an `ExpireTick` this leader proposed and that has not been applied yet.
-    expire_tick_in_flight: Option<u64>,
-    last_leader: NodeId,
-    leader_changes: u64,
-    proposals_committed: u64,
-    proposals_failed: u64,
     /// Set once a shutdown was requested: answered when storage has caught up.
     shutdown: Option<oneshot::Sender<()>>,
     /// False once the transport said it will deliver nothing more.
     transport_open: bool,
     probe: Option<Box<dyn EngineProbe>>,
-    /// The changes of this cycle's applies, kept only for a probe.
-    changes_for_probe: Vec<KvEvent>,
     /// The configurations (latest, last committed; by log index) and the leader the
     /// transport's peers were last set from.
     peers_config_index: Option<(LogIndex, LogIndex, NodeId)>,
@@ -143,47 +110,26 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             restored.snapshot.last_index,
             "the state-machine snapshot and the log's snapshot point must agree"
         );
-        let last_snapshot_index = restored.snapshot.last_index;
         let raft = Raft::new(config.node_id, config.raft.clone(), restored, rng_seed);
         let (request_sender, requests) = mpsc::channel(config.max_queued_requests);
-        let (status_sender, status) = watch::channel(EngineStatus::initial(config.node_id));
-        let (events, _) = broadcast::channel(config.event_buffer);
-        let local = Arc::new(LocalReads::new(kv, config.raft.planted()));
+        let replica = Replica::new(&config, kv, &raft, clock.monotonic_ms());
         let handle = EngineHandle {
             requests: request_sender,
-            status,
-            events: events.clone(),
-            local: local.clone(),
+            status: replica.status_receiver(),
+            events: replica.events().clone(),
+            local: replica.local().clone(),
         };
-        let started_ms = clock.monotonic_ms();
         let engine = Engine {
-            tick_times_ms: VecDeque::from([(raft.tick_count(), started_ms)]),
             raft,
-            local,
+            replica,
             transport,
             storage,
             requests,
-            status: status_sender,
-            events,
-            pending: Pending::default(),
             next_tick_ms: clock.monotonic_ms() + config.tick_ms,
             clock,
-            durable_batch: 0,
-            last_submitted_batch: 0,
-            snapshot_in_progress: None,
-            disk_full: false,
-            snapshots_abandoned: 0,
-            snapshot_retry_at_ms: 0,
-            last_snapshot_index,
-            expire_tick_in_flight: None,
-            last_leader: NodeId::NONE,
-            leader_changes: 0,
-            proposals_committed: 0,
-            proposals_failed: 0,
             shutdown: None,
             transport_open: true,
             probe: None,
-            changes_for_probe: Vec::new(),
             peers_config_index: None,
             known_addresses: BTreeMap::new(),
             config,
@@ -194,6 +140,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
     /// Lets `probe` observe every cycle (the simulator's invariant checks).
     pub fn with_probe(mut self, probe: Box<dyn EngineProbe>) -> Self {
         self.probe = Some(probe);
+        self.replica.observe();
         self
     }
 
@@ -217,14 +164,14 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             }
         };
         let error = if result.is_ok() { EngineError::Stopped } else { EngineError::Unknown };
-        self.pending.fail_all(error);
+        self.replica.fail_all(error);
         result
     }
 
     async fn main_loop(&mut self) -> Result<(), EngineFailure> {
         loop {
             self.carry_out_ready().await?;
-            if self.shutdown.is_some() && self.durable_batch >= self.last_submitted_batch {
+            if self.shutdown.is_some() && self.replica.storage_caught_up() {
                 if let Some(done) = self.shutdown.take() {
                     let _ = done.send(());
                 }
@@ -274,14 +221,14 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         let mut fired = 0;
         while self.next_tick_ms <= now_ms && fired < MAX_TICKS_PER_WAKE {
             self.raft.tick();
-            self.record_tick_time(now_ms);
+            self.replica.record_tick_time(self.raft.tick_count(), now_ms);
             self.next_tick_ms += self.config.tick_ms;
             fired += 1;
         }
         if self.next_tick_ms <= now_ms {
             self.next_tick_ms = now_ms + self.config.tick_ms;
         }
-        self.maybe_expire_keys();
+        self.replica.maybe_expire_keys(&mut self.raft, &self.clock);
     }
 
     fn on_peer_message(&mut self, message: PeerMessage) {
@@ -291,75 +238,24 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
     }
 
     fn on_storage_progress(&mut self, progress: StorageProgress) {
-        self.disk_full = progress.disk_full;
-        if progress.snapshots_abandoned > self.snapshots_abandoned {
-            self.snapshots_abandoned = progress.snapshots_abandoned;
-            self.snapshot_in_progress = None;
-            self.snapshot_retry_at_ms = self.clock.monotonic_ms() + SNAPSHOT_RETRY_AFTER_MS;
-        }
-        if progress.durable_batch > self.durable_batch {
-            self.durable_batch = progress.durable_batch;
-            self.raft.persisted(progress.durable_batch);
-        }
-        if let Some((index, compact_to)) = self.snapshot_in_progress
-            && progress.snapshot_index >= index
-        {
-            self.raft.compact(compact_to);
-            self.last_snapshot_index = self.last_snapshot_index.max(index);
-            self.snapshot_in_progress = None;
-        }
+        self.replica.on_storage_progress(&mut self.raft, &self.clock, progress);
     }
 
     fn on_request(&mut self, request: EngineRequest) {
+        let (raft, replica) = (&mut self.raft, &mut self.replica);
         match request {
             EngineRequest::Write { command, session, reply } => {
-                self.on_write(command, session, reply)
+                replica.on_write(raft, &self.clock, command, session, reply)
             }
             EngineRequest::Read { query, consistency, reply } => {
-                self.on_read(query, consistency, reply)
+                replica.on_read(raft, query, consistency, reply)
             }
-            EngineRequest::Snapshot { reply } => {
-                let kv = self.local.kv();
-                let applied = kv.applied_index();
-                let result = match self.raft.log().term(applied) {
-                    Some(last_term) => Ok(Snapshot {
-                        meta: SnapshotMeta {
-                            last_index: applied,
-                            last_term,
-                            config: self.raft.log().config_at(applied).clone(),
-                        },
-                        data: kv.snapshot(),
-                    }),
-                    // Applied entries are always in the log or its snapshot.
-                    None => Err(EngineError::Busy),
-                };
-                let _ = reply.send(result);
-            }
+            EngineRequest::Snapshot { reply } => replica.on_snapshot_request(raft, reply),
             EngineRequest::TransferLeadership { to, reply } => {
-                let result = self.raft.transfer_leadership(to).map_err(|error| match error {
-                    ProposeError::NotLeader { leader } => {
-                        EngineError::NotLeader { leader: known(leader) }
-                    }
-                    _ => EngineError::Busy,
-                });
-                let _ = reply.send(result);
+                replica.on_transfer_leadership(raft, to, reply)
             }
             EngineRequest::ChangeMembership { change, reply } => {
-                if self.pending.count() >= self.config.max_pending_requests {
-                    let _ = reply.send(Err(EngineError::Busy));
-                    return;
-                }
-                match self.raft.propose_membership(change, self.config.max_learner_lag_entries) {
-                    Ok((index, term, _)) => {
-                        self.pending.membership.insert(index, (term, reply));
-                    }
-                    Err(MembershipError::NotLeader { leader }) => {
-                        let _ = reply.send(Err(EngineError::NotLeader { leader: known(leader) }));
-                    }
-                    Err(refused) => {
-                        let _ = reply.send(Err(EngineError::MembershipRefused(refused)));
-                    }
-                }
+                replica.on_change_membership(raft, change, reply)
             }
             EngineRequest::Shutdown { reply } => self.begin_shutdown(Some(reply)),
         }
@@ -369,94 +265,6 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         let (sender, _receiver) = oneshot::channel();
         self.shutdown = Some(reply.unwrap_or(sender));
         self.requests.close();
-    }
-
-    fn on_write(
-        &mut self,
-        command: KvCommand,
-        session: Option<SessionTag>,
-        reply: Reply<KvResponse>,
-    ) {
-        if self.pending.count() >= self.config.max_pending_requests {
-            let _ = reply.send(Err(EngineError::Busy));
-            return;
-        }
-        if self.raft.role() != Role::Leader {
-            let _ = reply.send(Err(EngineError::NotLeader { leader: known(self.raft.leader()) }));
-            return;
-        }
-        if self.disk_full {
-            // Refused before it is proposed: a write answered "no space" never takes effect.
-            let _ = reply.send(Err(EngineError::NoSpace));
-            return;
-        }
-        let request = KvRequest { session, leader_time_ms: self.clock.wall_ms(), command };
-        if let Err(error) = self.local.kv().validate(&request) {
-            let _ = reply.send(Err(EngineError::Invalid(error)));
-            return;
-        }
-        let bytes = match request.encode() {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                tracing::error!(%error, "a validated request failed to encode");
-                let _ = reply.send(Err(EngineError::Busy));
-                return;
-            }
-        };
-        match self.raft.propose(EntryPayload::Command(bytes)) {
-            Ok((index, term)) => {
-                self.pending.writes.insert(index, PendingWrite { term, reply });
-            }
-            Err(error) => {
-                let _ = reply.send(Err(propose_error(error)));
-            }
-        }
-    }
-
-    fn on_read(
-        &mut self,
-        query: ReadQuery,
-        consistency: ReadConsistency,
-        reply: Reply<ReadResult>,
-    ) {
-        if consistency == ReadConsistency::Stale {
-            let _ = reply.send(Ok(execute_read(&self.local.kv(), &query)));
-            return;
-        }
-        if self.pending.count() >= self.config.max_pending_requests {
-            let _ = reply.send(Err(EngineError::Busy));
-            return;
-        }
-        let context = self.pending.new_read_context();
-        match self.raft.read_index(context, allows_lease(consistency)) {
-            Ok(()) => {
-                self.pending.reads_awaiting_index.insert(context, PendingRead { query, reply });
-            }
-            Err(ReadError::NoLeader) => {
-                let _ = reply.send(Err(EngineError::NotLeader { leader: None }));
-            }
-            Err(ReadError::Busy) => {
-                let _ = reply.send(Err(EngineError::Busy));
-            }
-        }
-    }
-
-    /// As leader, asks the state machine to expire keys whose TTL passed by this node's wall
-    /// clock. Expiry itself happens at apply time, from the timestamp in the entry.
-    fn maybe_expire_keys(&mut self) {
-        if self.raft.role() != Role::Leader || self.expire_tick_in_flight.is_some() {
-            return;
-        }
-        let now_ms = self.clock.wall_ms();
-        if self.local.kv().next_expiry_ms().is_none_or(|due_ms| due_ms > now_ms) {
-            return;
-        }
-        let request =
-            KvRequest { session: None, leader_time_ms: now_ms, command: KvCommand::ExpireTick };
-        let Ok(bytes) = request.encode() else { return };
-        if let Ok((index, _)) = self.raft.propose(EntryPayload::Command(bytes)) {
-            self.expire_tick_in_flight = Some(index);
-        }
     }
 
     // ----------------------------------------------------------------------------------------
@@ -480,15 +288,13 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             let ready = self.raft.ready();
             self.carry_out(ready).await?;
         }
-        let kv = self.local.kv();
-        for read in self.pending.reads_ready(kv.applied_index()) {
-            let _ = read.reply.send(Ok(execute_read(&kv, &read.query)));
+        self.replica.answer_applied_reads();
+        if let Some(job) = self.replica.snapshot_due(&self.raft, &self.clock) {
+            self.storage.submit(job)?;
         }
-        drop(kv);
-        self.maybe_snapshot()?;
         self.update_transport_peers();
-        self.publish_lease();
-        self.publish_status();
+        self.replica.publish_lease(&self.raft);
+        self.replica.publish_status(&self.raft);
         Ok(())
     }
 
@@ -546,7 +352,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             snapshot_requests,
         } = ready;
         if let Some(soft_state) = soft_state {
-            self.on_soft_state(soft_state);
+            self.replica.on_soft_state(soft_state);
         }
         // Only a probe needs copies of what is handed on below.
         let observed = self.probe.as_ref().map(|_| {
@@ -559,124 +365,40 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             (batch, messages.clone(), snapshot_to_apply.as_ref().map(|s| s.meta.clone()))
         });
         if let Some(batch) = persist {
-            self.last_submitted_batch = batch.id;
+            self.replica.submitted(batch.id);
             self.storage.submit(StorageJob::Persist(batch))?;
         }
         // Before any message leaves: one of them may be a TimeoutNow that ends the lease.
-        self.revoke_lease_if_lost();
+        self.replica.revoke_lease_if_lost(&self.raft);
         for message in messages {
             let to = message.to;
             self.transport.send(to, PeerMessage::Raft(message));
         }
         if let Some(snapshot) = snapshot_to_apply {
-            self.install_snapshot(snapshot)?;
+            self.replica
+                .install_snapshot(&mut self.raft, snapshot)
+                .map_err(EngineFailure::CorruptSnapshot)?;
         }
-        self.apply(&committed_entries);
+        self.replica.apply(&mut self.raft, &self.clock, &committed_entries);
+        let changes = self.replica.take_changes_for_probe();
         if let (Some(probe), Some((batch, messages, snapshot))) = (self.probe.as_mut(), observed) {
             probe.observe(CycleView {
                 raft: &self.raft,
-                kv: &self.local.kv(),
+                kv: &self.replica.local().kv(),
                 persist_batch: batch.as_ref().map(|batch| (batch.id, batch.entries.as_slice())),
                 persist_hard_state: batch.as_ref().and_then(|batch| batch.hard_state),
                 persist_snapshot: batch.as_ref().and_then(|batch| batch.snapshot),
-                durable_batch: self.durable_batch,
+                durable_batch: self.replica.durable_batch(),
                 messages: &messages,
                 snapshot_installed: snapshot.as_ref(),
                 applied: &committed_entries,
-                changes: &self.changes_for_probe,
+                changes: &changes,
             });
         }
-        self.changes_for_probe.clear();
-        for ReadState { context, index } in reads {
-            if let Some(read) = self.pending.reads_awaiting_index.remove(&context) {
-                self.pending.reads_awaiting_apply.insert((index, context), read);
-            }
-        }
-        for context in failed_reads {
-            if let Some(read) = self.pending.reads_awaiting_index.remove(&context) {
-                let leader = known(self.raft.leader());
-                let _ = read.reply.send(Err(EngineError::NotLeader { leader }));
-            }
-        }
+        self.replica.on_read_states(&self.raft, reads, failed_reads);
         for request in snapshot_requests {
             self.send_snapshot(request).await?;
         }
-        Ok(())
-    }
-
-    fn on_soft_state(&mut self, soft_state: SoftState) {
-        if soft_state.leader != self.last_leader {
-            self.last_leader = soft_state.leader;
-            if !soft_state.leader.is_none() {
-                self.leader_changes += 1;
-            }
-        }
-        if soft_state.role != Role::Leader {
-            self.expire_tick_in_flight = None;
-        }
-    }
-
-    fn apply(&mut self, entries: &[Entry]) {
-        let Some(last) = entries.last().map(|entry| entry.index) else { return };
-        let mut kv = self.local.kv_mut();
-        for entry in entries {
-            let response = match &entry.payload {
-                EntryPayload::Command(bytes) => {
-                    let result =
-                        if is_planted(self.config.raft.planted(), PlantedBug::ApplyByLocalClock) {
-                            apply_at_local_clock(&mut kv, entry.index, bytes, self.clock.wall_ms())
-                        } else {
-                            kv.apply_command_bytes(entry.index, bytes)
-                        };
-                    for event in result.events {
-                        if self.probe.is_some() {
-                            self.changes_for_probe.push(event.clone());
-                        }
-                        // No subscriber is not an error: events are best effort.
-                        let _ = self.events.send(ChangeFeed::Change(event));
-                    }
-                    Some(result.response)
-                }
-                EntryPayload::Noop => {
-                    kv.advance_applied_index(entry.index);
-                    None
-                }
-                EntryPayload::Config(config) => {
-                    kv.advance_applied_index(entry.index);
-                    self.pending.resolve_membership(entry.index, entry.term, Some(config));
-                    None
-                }
-            };
-            if self.expire_tick_in_flight.is_some_and(|index| index <= entry.index) {
-                self.expire_tick_in_flight = None;
-            }
-            if !matches!(entry.payload, EntryPayload::Config(_)) {
-                self.pending.resolve_membership(entry.index, entry.term, None);
-            }
-            match self.pending.resolve_write(entry.index, entry.term, response) {
-                Some(true) => self.proposals_committed += 1,
-                Some(false) => self.proposals_failed += 1,
-                None => {}
-            }
-        }
-        debug_assert_eq!(kv.applied_index(), last);
-        drop(kv);
-        self.raft.applied(last);
-    }
-
-    fn install_snapshot(&mut self, snapshot: Snapshot) -> Result<(), EngineFailure> {
-        let kv = KvStateMachine::restore(&snapshot.data).map_err(EngineFailure::CorruptSnapshot)?;
-        assert_eq!(
-            kv.applied_index(),
-            snapshot.meta.last_index,
-            "snapshot metadata and content agree"
-        );
-        let revision = kv.revision();
-        *self.local.kv_mut() = kv;
-        let _ = self.events.send(ChangeFeed::Skipped { revision });
-        self.pending.writes_superseded_by_snapshot(snapshot.meta.last_index);
-        self.last_snapshot_index = snapshot.meta.last_index;
-        self.raft.applied(snapshot.meta.last_index);
         Ok(())
     }
 
@@ -702,123 +424,6 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         Ok(())
     }
 
-    /// Takes a snapshot of the state machine once enough entries were applied since the last.
-    fn maybe_snapshot(&mut self) -> Result<(), EngineFailure> {
-        if self.snapshot_in_progress.is_some()
-            || self.disk_full
-            || self.clock.monotonic_ms() < self.snapshot_retry_at_ms
-        {
-            return Ok(());
-        }
-        let applied = self.local.kv().applied_index();
-        if applied < self.last_snapshot_index + self.config.snapshot_every_entries {
-            return Ok(());
-        }
-        let Some(last_term) = self.raft.log().term(applied) else { return Ok(()) };
-        let meta = SnapshotMeta {
-            last_index: applied,
-            last_term,
-            config: self.raft.log().config_at(applied).clone(),
-        };
-        let snapshot = Snapshot { meta, data: self.local.kv().snapshot() };
-        let compact_to = applied.saturating_sub(self.config.retained_log_entries);
-        self.storage.submit(StorageJob::SaveSnapshot { snapshot, compact_to })?;
-        self.snapshot_in_progress = Some((applied, compact_to));
-        Ok(())
-    }
-
-    /// Publishes until when lease reads may be answered without the engine, at the end of a
-    /// cycle, once everything committed is applied. The lease is measured from the tick at
-    /// which its heartbeat round was sent: followers reset their election timers no earlier
-    /// than that, and ticks are never taken early.
-    fn publish_lease(&self) {
-        let caught_up = self.local.kv().applied_index() >= self.raft.log().committed();
-        let until_ms = match (self.raft.lease_start_tick(), self.config.raft.lease_ticks()) {
-            (Some(start_tick), Some(lease_ticks)) if caught_up => self
-                .tick_time_ms(start_tick)
-                .map_or(0, |start_ms| start_ms + lease_ticks * self.config.tick_ms),
-            _ => 0,
-        };
-        self.local.set_lease_until_ms(until_ms);
-    }
-
-    /// Mid-cycle, the lease may only be withdrawn, never granted: the entries this cycle
-    /// commits are not applied yet, and a leader's first commit in its term is what makes its
-    /// predecessor's acknowledged writes readable.
-    fn revoke_lease_if_lost(&self) {
-        if self.raft.lease_start_tick().is_none() {
-            self.local.set_lease_until_ms(0);
-        }
-    }
-
-    fn record_tick_time(&mut self, now_ms: u64) {
-        self.tick_times_ms.push_back((self.raft.tick_count(), now_ms));
-        // A lease never reaches further back than one election timeout.
-        let keep = self.config.raft.election_timeout_ticks as usize + 2;
-        while self.tick_times_ms.len() > keep {
-            self.tick_times_ms.pop_front();
-        }
-    }
-
-    /// When tick `tick` was taken, if it is recent enough to be remembered.
-    fn tick_time_ms(&self, tick: u64) -> Option<u64> {
-        self.tick_times_ms.iter().rev().find(|(at, _)| *at == tick).map(|(_, ms)| *ms)
-    }
-
-    fn publish_status(&mut self) {
-        let raft = self.raft.status();
-        let kv = self.local.kv();
-        let last_index = raft.last_index;
-        let peers = raft
-            .matched
-            .iter()
-            .map(|(id, matched)| PeerStatus {
-                id: *id,
-                matched: *matched,
-                lag: last_index.saturating_sub(*matched),
-            })
-            .collect();
-        let status = EngineStatus {
-            id: raft.id,
-            role: raft.role,
-            term: raft.term,
-            leader: known(raft.leader),
-            commit_index: raft.commit,
-            applied_index: kv.applied_index(),
-            last_index,
-            snapshot_index: raft.first_index - 1,
-            revision: kv.revision(),
-            key_count: kv.key_count(),
-            voters: raft.config.voters.iter().copied().collect(),
-            learners: raft.config.learners.iter().copied().collect(),
-            peer_addresses: self.shared_peer_addresses(&raft.config.addresses),
-            peers,
-            leader_changes: self.leader_changes,
-            proposals_committed: self.proposals_committed,
-            proposals_failed: self.proposals_failed,
-            proposals_pending: self.pending.writes.len(),
-            disk_full: self.disk_full,
-            snapshots_abandoned: self.snapshots_abandoned,
-        };
-        self.status.send_if_modified(|current| {
-            let changed = *current != status;
-            if changed {
-                *current = status;
-            }
-            changed
-        });
-    }
-
-    /// The configuration's peer addresses, shared with the last published status unless they
-    /// changed (they change only with membership, and the status is published every cycle).
-    fn shared_peer_addresses(
-        &self,
-        current: &BTreeMap<NodeId, String>,
-    ) -> Arc<BTreeMap<NodeId, String>> {
-        let published = &self.status.borrow().peer_addresses;
-        if **published == *current { Arc::clone(published) } else { Arc::new(current.clone()) }
-    }
-
     /// The Raft core, for the simulator's invariant checks.
     pub fn raft(&self) -> &Raft {
         &self.raft
@@ -831,32 +436,4 @@ struct PersistedView {
     entries: Vec<Entry>,
     hard_state: Option<crate::raft::HardState>,
     snapshot: Option<(LogIndex, crate::raft::Term)>,
-}
-
-fn known(id: NodeId) -> Option<NodeId> {
-    (!id.is_none()).then_some(id)
-}
-
-fn propose_error(error: ProposeError) -> EngineError {
-    match error {
-        ProposeError::NotLeader { leader } => EngineError::NotLeader { leader: known(leader) },
-        ProposeError::Busy
-        | ProposeError::TransferInProgress
-        | ProposeError::ConfigChangeInProgress { .. } => EngineError::Busy,
-        ProposeError::TooLarge { .. } => EngineError::Busy,
-    }
-}
-
-/// The planted bug `ApplyByLocalClock`: the entry's command applied as if its leader had
-/// stamped it with `local_wall_ms`, the applying node's own clock.
-fn apply_at_local_clock(
-    kv: &mut KvStateMachine,
-    index: LogIndex,
-    bytes: &[u8],
-    local_wall_ms: u64,
-) -> crate::kv::ApplyResult {
-    match KvRequest::decode(bytes) {
-        Ok(request) => kv.apply(index, &KvRequest { leader_time_ms: local_wall_ms, ..request }),
-        Err(_) => kv.apply_command_bytes(index, bytes),
-    }
 }

@@ -13,6 +13,7 @@ mod handle;
 mod local_reads;
 mod pending;
 mod probe;
+mod replica;
 mod request;
 mod status;
 mod watch_cursor;
