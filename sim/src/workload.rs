@@ -343,10 +343,13 @@ impl Client {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }
-                // Refused before it was proposed (a full disk refuses writes that way): this
-                // attempt changed nothing; try again.
+                // Refused before it was proposed (a full disk refuses writes that way, a node
+                // without the key's shard too): this attempt changed nothing; try again.
                 Some(Err(
-                    error @ (EngineError::Busy | EngineError::Stopped | EngineError::NoSpace),
+                    error @ (EngineError::Busy
+                    | EngineError::Stopped
+                    | EngineError::NoSpace
+                    | EngineError::NotHosted { .. }),
                 )) => {
                     if error == EngineError::NoSpace {
                         self.shared.refused_no_space.set(self.shared.refused_no_space.get() + 1);

@@ -7,10 +7,15 @@
 //! in flight is proposed, appended and handed to storage together, and the storage writer turns
 //! whatever is queued into one sync.
 //!
-//! The loop owns what a node has once (transport, storage, clock, request queue); what its
-//! group's replica owns besides the Raft core is in `replica.rs`.
+//! The loop owns what a node has once (transport, clock, request queue); what each group's
+//! replica owns besides its Raft core is in `replica.rs`. A node of a single-group cluster
+//! runs one Raft core and sends its messages one by one ([`Engine::new`]); a node hosting
+//! replicas of many groups ([`Engine::hosting`]) runs their cores in a
+//! [`GroupHost`](crate::shard::GroupHost), which coalesces their messages into one batch per
+//! peer node and lets idle groups quiesce. Each group has its own storage for now, so N
+//! groups cost N syncs per cycle; a shared log is what removes that (see the sharding issue).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use bytes::Bytes;
@@ -25,11 +30,12 @@ use super::replica::Replica;
 use super::request::EngineRequest;
 use crate::kv::{KvError, KvStateMachine};
 use crate::raft::{
-    ConfigError, Entry, LogIndex, Message, MessageBody, NodeId, Raft, Ready, RestoredState,
-    SnapshotRequest,
+    ConfigError, Entry, LogIndex, Message, MessageBody, NodeId, Raft, ReadState, Ready,
+    RestoredState, Snapshot, SnapshotMeta, SnapshotRequest,
 };
 use crate::seams::storage::StorageFailure;
 use crate::seams::{Clock, Storage, StorageJob, StorageProgress, Transport};
+use crate::shard::{GroupHost, HostConfig, HostCounters, ShardId};
 use crate::transport::PeerMessage;
 
 /// Why the engine stopped on its own. Each is fatal for this process: the node must restart
@@ -56,24 +62,85 @@ impl From<ConfigError> for EngineFailure {
 /// of firing an election timeout's worth of ticks at once.
 const MAX_TICKS_PER_WAKE: u32 = 5;
 
+/// The shard of a single-group cluster's one group.
+const SINGLE_GROUP: ShardId = ShardId(0);
+
+/// The Raft cores the loop drives.
+// An engine has one of these for its whole life: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Cores {
+    /// A node of a single-group cluster: messages travel one by one (`PeerMessage::Raft`).
+    One(Raft),
+    /// A node hosting replicas of many groups: messages travel in one batch per peer node.
+    Hosted(GroupHost),
+}
+
+impl Cores {
+    fn get(&self, shard: ShardId) -> Option<&Raft> {
+        match self {
+            Cores::One(raft) => (shard == SINGLE_GROUP).then_some(raft),
+            Cores::Hosted(host) => host.group(shard),
+        }
+    }
+
+    /// A group given work (a request): a quiescent one wakes.
+    fn for_work(&mut self, shard: ShardId) -> Option<&mut Raft> {
+        match self {
+            Cores::One(raft) => (shard == SINGLE_GROUP).then_some(raft),
+            Cores::Hosted(host) => host.group_mut(shard),
+        }
+    }
+
+    /// A group told what became of its earlier output (persisted, applied, a snapshot's
+    /// fate), which gives it no new work and must not wake it.
+    fn for_report(&mut self, shard: ShardId) -> Option<&mut Raft> {
+        match self {
+            Cores::One(raft) => (shard == SINGLE_GROUP).then_some(raft),
+            Cores::Hosted(host) => host.group_mut_without_waking(shard),
+        }
+    }
+
+    fn all(&self) -> Vec<(ShardId, &Raft)> {
+        match self {
+            Cores::One(raft) => vec![(SINGLE_GROUP, raft)],
+            Cores::Hosted(host) => host
+                .shards()
+                .map(|shard| (shard, host.group(shard).expect("listed by the host")))
+                .collect(),
+        }
+    }
+}
+
+/// One hosted group to start: its durable state as recovered and its storage.
+pub struct HostedGroupStart<S> {
+    pub shard: ShardId,
+    pub restored: RestoredState,
+    /// The state-machine snapshot, if its log starts after one.
+    pub snapshot_data: Option<Bytes>,
+    pub storage: S,
+}
+
 pub struct Engine<T: Transport, S: Storage, C: Clock> {
     config: EngineConfig,
-    raft: Raft,
-    /// Everything else the group's replica on this node owns.
-    replica: Replica,
+    cores: Cores,
+    /// Everything else each group's replica on this node owns, by shard.
+    replicas: BTreeMap<ShardId, Replica>,
+    /// Each group's storage, by shard.
+    storages: BTreeMap<ShardId, S>,
     transport: T,
-    storage: S,
     clock: C,
-    requests: mpsc::Receiver<EngineRequest>,
+    requests: mpsc::Receiver<(ShardId, EngineRequest)>,
     next_tick_ms: u64,
+    /// Hosted groups given any input this cycle: only their status and lease can have moved.
+    touched: BTreeSet<ShardId>,
     /// Set once a shutdown was requested: answered when storage has caught up.
     shutdown: Option<oneshot::Sender<()>>,
     /// False once the transport said it will deliver nothing more.
     transport_open: bool,
     probe: Option<Box<dyn EngineProbe>>,
-    /// The configurations (latest, last committed; by log index) and the leader the
-    /// transport's peers were last set from.
-    peers_config_index: Option<(LogIndex, LogIndex, NodeId)>,
+    /// Per group, the configurations (latest, last committed; by log index) and the leader
+    /// the transport's peers were last set from.
+    peers_key: Vec<(ShardId, LogIndex, LogIndex, NodeId)>,
     /// Every member address seen in any configuration since the start: a lagging follower may
     /// hear from a leader that its own (stale) configuration does not list, and must be able
     /// to answer it.
@@ -81,8 +148,9 @@ pub struct Engine<T: Transport, S: Storage, C: Clock> {
 }
 
 impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
-    /// A node restarted from `restored` (plus the state-machine snapshot `snapshot_data`, if the
-    /// log starts after one). `rng_seed` seeds the election jitter.
+    /// A node of a single-group cluster, restarted from `restored` (plus the state-machine
+    /// snapshot `snapshot_data`, if the log starts after one). `rng_seed` seeds the election
+    /// jitter.
     pub fn new(
         config: EngineConfig,
         restored: RestoredState,
@@ -92,60 +160,119 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         clock: C,
         rng_seed: u64,
     ) -> Result<(Self, EngineHandle), EngineFailure> {
-        config.raft.validate()?;
-        let entry_limit = config.kv_limits.max_value_bytes + config.kv_limits.max_key_bytes + 4096;
-        if config.raft.max_message_bytes < entry_limit {
-            return Err(EngineFailure::InvalidConfig(format!(
-                "raft max_message_bytes ({}) must fit the largest write ({entry_limit} bytes)",
-                config.raft.max_message_bytes
-            )));
-        }
-        let kv = match snapshot_data {
-            Some(data) => KvStateMachine::restore(&data).map_err(EngineFailure::CorruptSnapshot)?,
-            None => KvStateMachine::new(config.kv_limits.clone())
-                .map_err(EngineFailure::StateMachine)?,
-        };
-        assert_eq!(
-            kv.applied_index(),
-            restored.snapshot.last_index,
-            "the state-machine snapshot and the log's snapshot point must agree"
-        );
+        validate(&config)?;
+        let kv = restore_state_machine(&config, &restored, snapshot_data)?;
         let raft = Raft::new(config.node_id, config.raft.clone(), restored, rng_seed);
-        let (request_sender, requests) = mpsc::channel(config.max_queued_requests);
         let replica = Replica::new(&config, kv, &raft, clock.monotonic_ms());
-        let handle = EngineHandle {
-            requests: request_sender,
-            status: replica.status_receiver(),
-            events: replica.events().clone(),
-            local: replica.local().clone(),
-        };
-        let engine = Engine {
-            raft,
-            replica,
+        let (mut engine, mut handles) = Engine::assemble(
+            config,
+            Cores::One(raft),
+            BTreeMap::from([(SINGLE_GROUP, replica)]),
+            BTreeMap::from([(SINGLE_GROUP, storage)]),
             transport,
-            storage,
+            clock,
+        );
+        let handle = handles.remove(&SINGLE_GROUP).expect("the one group has a handle");
+        engine.touched.clear();
+        Ok((engine, handle))
+    }
+
+    /// A node hosting a replica of each of `groups` (at least one), driven through one
+    /// [`GroupHost`]; returns a handle per group. `rng_seed` must differ at every start of
+    /// the node: it seeds each group's election jitter and the host's incarnation.
+    pub fn hosting(
+        config: EngineConfig,
+        host_config: HostConfig,
+        groups: Vec<HostedGroupStart<S>>,
+        transport: T,
+        clock: C,
+        rng_seed: u64,
+    ) -> Result<(Self, BTreeMap<ShardId, EngineHandle>), EngineFailure> {
+        validate(&config)?;
+        if groups.is_empty() {
+            return Err(EngineFailure::InvalidConfig("a node must host at least one group".into()));
+        }
+        let mut host = GroupHost::new(config.node_id, host_config, rng_seed);
+        let mut replicas = BTreeMap::new();
+        let mut storages = BTreeMap::new();
+        for group in groups {
+            if replicas.contains_key(&group.shard) {
+                return Err(EngineFailure::InvalidConfig(format!(
+                    "{} is listed twice among the hosted groups",
+                    group.shard
+                )));
+            }
+            let kv = restore_state_machine(&config, &group.restored, group.snapshot_data)?;
+            // Each group's jitter from its own seed: groups that started together must not
+            // time out together.
+            let group_seed =
+                rng_seed ^ u64::from(group.shard.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let raft = Raft::new(config.node_id, config.raft.clone(), group.restored, group_seed);
+            replicas.insert(group.shard, Replica::new(&config, kv, &raft, clock.monotonic_ms()));
+            storages.insert(group.shard, group.storage);
+            host.add_group(group.shard, raft);
+        }
+        Ok(Engine::assemble(config, Cores::Hosted(host), replicas, storages, transport, clock))
+    }
+
+    fn assemble(
+        config: EngineConfig,
+        cores: Cores,
+        replicas: BTreeMap<ShardId, Replica>,
+        storages: BTreeMap<ShardId, S>,
+        transport: T,
+        clock: C,
+    ) -> (Self, BTreeMap<ShardId, EngineHandle>) {
+        assert_eq!(
+            replicas.keys().collect::<Vec<_>>(),
+            storages.keys().collect::<Vec<_>>(),
+            "every group has a replica and a storage"
+        );
+        let (request_sender, requests) = mpsc::channel(config.max_queued_requests);
+        let handles = replicas
+            .iter()
+            .map(|(shard, replica)| {
+                let handle = EngineHandle {
+                    shard: *shard,
+                    requests: request_sender.clone(),
+                    status: replica.status_receiver(),
+                    events: replica.events().clone(),
+                    local: replica.local().clone(),
+                };
+                (*shard, handle)
+            })
+            .collect();
+        let engine = Engine {
+            touched: replicas.keys().copied().collect(),
+            cores,
+            replicas,
+            storages,
+            transport,
             requests,
             next_tick_ms: clock.monotonic_ms() + config.tick_ms,
             clock,
             shutdown: None,
             transport_open: true,
             probe: None,
-            peers_config_index: None,
+            peers_key: Vec::new(),
             known_addresses: BTreeMap::new(),
             config,
         };
-        Ok((engine, handle))
+        (engine, handles)
     }
 
     /// Lets `probe` observe every cycle (the simulator's invariant checks).
     pub fn with_probe(mut self, probe: Box<dyn EngineProbe>) -> Self {
         self.probe = Some(probe);
-        self.replica.observe();
+        for replica in self.replicas.values_mut() {
+            replica.observe();
+        }
         self
     }
 
     /// Runs the node until shutdown (`Ok`) or a fatal failure. `storage_writer` is the
-    /// storage's writer future, run concurrently with the engine's loop.
+    /// storage's writer future (for hosted groups, all their writers joined), run
+    /// concurrently with the engine's loop.
     pub async fn run(
         mut self,
         storage_writer: impl Future<Output = Result<(), StorageFailure>>,
@@ -164,14 +291,18 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             }
         };
         let error = if result.is_ok() { EngineError::Stopped } else { EngineError::Unknown };
-        self.replica.fail_all(error);
+        for replica in self.replicas.values_mut() {
+            replica.fail_all(error.clone());
+        }
         result
     }
 
     async fn main_loop(&mut self) -> Result<(), EngineFailure> {
         loop {
             self.carry_out_ready().await?;
-            if self.shutdown.is_some() && self.replica.storage_caught_up() {
+            if self.shutdown.is_some()
+                && self.replicas.values().all(|replica| replica.storage_caught_up())
+            {
                 if let Some(done) = self.shutdown.take() {
                     let _ = done.send(());
                 }
@@ -181,7 +312,9 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             let accepting = self.shutdown.is_none();
             tokio::select! {
                 biased;
-                progress = self.storage.progress_changed() => self.on_storage_progress(progress?),
+                (shard, progress) = progress_of_any(&mut self.storages) => {
+                    self.on_storage_progress(shard, progress?)
+                }
                 message = self.transport.recv(), if self.transport_open => {
                     match message {
                         Some(message) => {
@@ -197,11 +330,11 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                     }
                 }
                 request = self.requests.recv(), if accepting => match request {
-                    Some(request) => {
-                        self.on_request(request);
+                    Some((shard, request)) => {
+                        self.on_request(shard, request);
                         for _ in 1..self.config.max_inputs_per_cycle {
-                            let Ok(request) = self.requests.try_recv() else { break };
-                            self.on_request(request);
+                            let Ok((shard, request)) = self.requests.try_recv() else { break };
+                            self.on_request(shard, request);
                         }
                     }
                     // Every handle is gone: nobody can ask anything any more.
@@ -220,29 +353,79 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         let now_ms = self.clock.monotonic_ms();
         let mut fired = 0;
         while self.next_tick_ms <= now_ms && fired < MAX_TICKS_PER_WAKE {
-            self.raft.tick();
-            self.replica.record_tick_time(self.raft.tick_count(), now_ms);
+            match &mut self.cores {
+                Cores::One(raft) => {
+                    raft.tick();
+                    let replica = self.replicas.get_mut(&SINGLE_GROUP).expect("the one group");
+                    replica.record_tick_time(raft.tick_count(), now_ms);
+                }
+                Cores::Hosted(host) => {
+                    host.tick();
+                    for shard in host.awake_shards() {
+                        let tick = host.group(shard).expect("awake groups are hosted").tick_count();
+                        let replica = self.replicas.get_mut(&shard).expect("every group");
+                        replica.record_tick_time(tick, now_ms);
+                        self.touched.insert(shard);
+                    }
+                }
+            }
             self.next_tick_ms += self.config.tick_ms;
             fired += 1;
         }
         if self.next_tick_ms <= now_ms {
             self.next_tick_ms = now_ms + self.config.tick_ms;
         }
-        self.replica.maybe_expire_keys(&mut self.raft, &self.clock);
-    }
-
-    fn on_peer_message(&mut self, message: PeerMessage) {
-        match message {
-            PeerMessage::Raft(message) => self.raft.step(message),
+        for (shard, replica) in &mut self.replicas {
+            let Some(raft) = self.cores.get(*shard) else { continue };
+            if !replica.expiry_may_be_due(raft, &self.clock) {
+                continue;
+            }
+            let raft = self.cores.for_work(*shard).expect("checked above");
+            replica.maybe_expire_keys(raft, &self.clock);
+            self.touched.insert(*shard);
         }
     }
 
-    fn on_storage_progress(&mut self, progress: StorageProgress) {
-        self.replica.on_storage_progress(&mut self.raft, &self.clock, progress);
+    fn on_peer_message(&mut self, message: PeerMessage) {
+        match (&mut self.cores, message) {
+            (Cores::One(raft), PeerMessage::Raft(message)) => raft.step(message),
+            (Cores::Hosted(host), PeerMessage::Batch(batch)) => host.step(batch),
+            // A peer of the other kind (a single-group node and a multi-group one): the two
+            // cannot be in one cluster, and their messages mean nothing to each other.
+            (_, message) => {
+                tracing::warn!(kind = message.kind(), "dropped a message of the other cluster kind")
+            }
+        }
     }
 
-    fn on_request(&mut self, request: EngineRequest) {
-        let (raft, replica) = (&mut self.raft, &mut self.replica);
+    fn on_storage_progress(&mut self, shard: ShardId, progress: StorageProgress) {
+        let (Some(raft), Some(replica)) =
+            (self.cores.for_report(shard), self.replicas.get_mut(&shard))
+        else {
+            return;
+        };
+        replica.on_storage_progress(raft, &self.clock, progress);
+        self.touched.insert(shard);
+    }
+
+    fn on_request(&mut self, shard: ShardId, request: EngineRequest) {
+        if let EngineRequest::Shutdown { reply } = request {
+            self.begin_shutdown(Some(reply));
+            return;
+        }
+        let (Some(replica), true) =
+            (self.replicas.get_mut(&shard), self.cores.get(shard).is_some())
+        else {
+            request.refuse(EngineError::NotHosted { shard: shard.0 });
+            return;
+        };
+        self.touched.insert(shard);
+        if let EngineRequest::Snapshot { reply } = request {
+            let raft = self.cores.get(shard).expect("checked above");
+            replica.on_snapshot_request(raft, reply);
+            return;
+        }
+        let raft = self.cores.for_work(shard).expect("checked above");
         match request {
             EngineRequest::Write { command, session, reply } => {
                 replica.on_write(raft, &self.clock, command, session, reply)
@@ -250,14 +433,15 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             EngineRequest::Read { query, consistency, reply } => {
                 replica.on_read(raft, query, consistency, reply)
             }
-            EngineRequest::Snapshot { reply } => replica.on_snapshot_request(raft, reply),
             EngineRequest::TransferLeadership { to, reply } => {
                 replica.on_transfer_leadership(raft, to, reply)
             }
             EngineRequest::ChangeMembership { change, reply } => {
                 replica.on_change_membership(raft, change, reply)
             }
-            EngineRequest::Shutdown { reply } => self.begin_shutdown(Some(reply)),
+            EngineRequest::Snapshot { .. } | EngineRequest::Shutdown { .. } => {
+                unreachable!("handled above")
+            }
         }
     }
 
@@ -273,62 +457,133 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
 
     async fn carry_out_ready(&mut self) -> Result<(), EngineFailure> {
         for peer in self.transport.take_unreachable() {
-            self.raft.report_unreachable(peer);
+            match &mut self.cores {
+                Cores::One(raft) => raft.report_unreachable(peer),
+                // Hosted groups follow their peers as nodes (`peer_liveness.rs`).
+                Cores::Hosted(_) => {}
+            }
         }
         for (peer, delivered) in self.transport.take_snapshot_reports() {
-            self.raft.report_snapshot(peer, delivered);
+            // Only a single group's snapshots are streamed (hosted ones travel in batches).
+            if let Cores::One(raft) = &mut self.cores {
+                raft.report_snapshot(peer, delivered);
+            }
         }
         // Carrying out a Ready can make more (a durable batch releases deferred answers), but
         // only a few rounds' worth; one that never drains is a bug in Raft that would spin this
         // loop forever without yielding, so tests fail on it instead of hanging.
         let mut rounds = 0u32;
-        while self.raft.has_ready() {
+        loop {
             rounds += 1;
-            debug_assert!(rounds <= 1_000, "Ready does not drain: {:?}", self.raft.ready_reasons());
-            let ready = self.raft.ready();
-            self.carry_out(ready).await?;
+            match &mut self.cores {
+                Cores::One(raft) => {
+                    if !raft.has_ready() {
+                        break;
+                    }
+                    debug_assert!(
+                        rounds <= 1_000,
+                        "Ready does not drain: {:?}",
+                        raft.ready_reasons()
+                    );
+                    let ready = raft.ready();
+                    let (rest, messages) = self.begin_ready(SINGLE_GROUP, ready)?;
+                    for message in messages {
+                        let to = message.to;
+                        self.transport.send(to, PeerMessage::Raft(message));
+                    }
+                    self.finish_ready(rest).await?;
+                }
+                Cores::Hosted(host) => {
+                    if !host.has_ready() {
+                        break;
+                    }
+                    debug_assert!(rounds <= 1_000, "the hosted groups' Ready does not drain");
+                    let host_ready = host.ready();
+                    let mut rests = Vec::with_capacity(host_ready.groups.len());
+                    for (shard, ready) in host_ready.groups {
+                        self.touched.insert(shard);
+                        let (rest, messages) = self.begin_ready(shard, ready)?;
+                        debug_assert!(messages.is_empty(), "the host batches every message");
+                        rests.push(rest);
+                    }
+                    for batch in host_ready.batches {
+                        let to = batch.to;
+                        self.transport.send(to, PeerMessage::Batch(batch));
+                    }
+                    for rest in rests {
+                        self.finish_ready(rest).await?;
+                    }
+                }
+            }
         }
-        self.replica.answer_applied_reads();
-        if let Some(job) = self.replica.snapshot_due(&self.raft, &self.clock) {
-            self.storage.submit(job)?;
+        let touched = match self.cores {
+            Cores::One(_) => BTreeSet::from([SINGLE_GROUP]),
+            Cores::Hosted(_) => std::mem::take(&mut self.touched),
+        };
+        for shard in &touched {
+            let (Some(raft), Some(replica)) =
+                (self.cores.get(*shard), self.replicas.get_mut(shard))
+            else {
+                continue;
+            };
+            replica.answer_applied_reads();
+            if let Some(job) = replica.snapshot_due(raft, &self.clock) {
+                self.storages.get_mut(shard).expect("every group has a storage").submit(job)?;
+            }
         }
         self.update_transport_peers();
-        self.replica.publish_lease(&self.raft);
-        self.replica.publish_status(&self.raft);
+        for shard in &touched {
+            let (Some(raft), Some(replica)) =
+                (self.cores.get(*shard), self.replicas.get_mut(shard))
+            else {
+                continue;
+            };
+            replica.publish_lease(raft);
+            replica.publish_status(raft);
+        }
         Ok(())
     }
 
-    /// Keeps the transport's peer set equal to the members of the configuration in force and
-    /// of the last committed one. Until a removal commits, the removed member may still be the
-    /// leader collecting the acknowledgements that commit it: dropping its address on append
-    /// would leave it unable to hear them.
+    /// Keeps the transport's peer set equal to the members of every group's configuration in
+    /// force and of its last committed one. Until a removal commits, the removed member may
+    /// still be the leader collecting the acknowledgements that commit it: dropping its
+    /// address on append would leave it unable to hear them.
     fn update_transport_peers(&mut self) {
-        let log = self.raft.log();
-        let leader = self.raft.leader();
-        let key = (log.config_index(), log.config_index_at(log.committed()), leader);
-        if self.peers_config_index == Some(key) {
+        let groups = self.cores.all();
+        let key: Vec<_> = groups
+            .iter()
+            .map(|(shard, raft)| {
+                let log = raft.log();
+                (*shard, log.config_index(), log.config_index_at(log.committed()), raft.leader())
+            })
+            .collect();
+        if self.peers_key == key {
             return;
         }
-        self.peers_config_index = Some(key);
-        let latest = log.config();
-        let committed = log.config_at(log.committed());
-        let mut members = latest.members();
-        members.extend(committed.members());
+        let mut members = BTreeSet::new();
+        for (_, raft) in &groups {
+            let log = raft.log();
+            let (latest, committed) = (log.config(), log.config_at(log.committed()));
+            members.extend(latest.members());
+            members.extend(committed.members());
+            for config in [committed, latest] {
+                for (id, address) in &config.addresses {
+                    self.known_addresses.insert(*id, address.clone());
+                }
+            }
+        }
         // A node joining a cluster has no configuration yet, only the addresses it was given:
         // it must still be able to answer the leader that is about to replicate one to it.
         let joining = members.is_empty();
-        for config in [committed, latest] {
-            for (id, address) in &config.addresses {
-                self.known_addresses.insert(*id, address.clone());
+        // The leaders too, members or not as far as this node's configurations know: a
+        // follower that missed the entry adding its leader must still answer it, or it is
+        // never caught up. (If no configuration this node ever saw has its address, the
+        // transport learns it from the leader's own hello.) And this node itself: the
+        // transport tells peers where to answer it.
+        for (_, raft) in &groups {
+            if !raft.leader().is_none() {
+                members.insert(raft.leader());
             }
-        }
-        // The leader too, member or not as far as this node's configuration knows: a follower
-        // that missed the entry adding it must still answer it, or it is never caught up. (If
-        // no configuration this node ever saw has its address, the transport learns it from
-        // the leader's own hello.) And this node itself: the transport tells peers where to
-        // answer it.
-        if !leader.is_none() {
-            members.insert(leader);
         }
         members.insert(self.config.node_id);
         let peers: BTreeMap<NodeId, String> = self
@@ -337,10 +592,18 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             .filter(|(id, _)| joining || members.contains(id))
             .map(|(id, address)| (*id, address.clone()))
             .collect();
+        self.peers_key = key;
         self.transport.update_peers(&peers);
     }
 
-    async fn carry_out(&mut self, ready: Ready) -> Result<(), EngineFailure> {
+    /// The first half of carrying out a group's `Ready`, before its messages leave: the role
+    /// change, the persist batch handed to storage, and the lease withdrawn if lost (one of
+    /// the messages may be a TimeoutNow that ends it). Returns the rest and the messages.
+    fn begin_ready(
+        &mut self,
+        shard: ShardId,
+        ready: Ready,
+    ) -> Result<(ReadyRest, Vec<Message>), EngineFailure> {
         let Ready {
             soft_state,
             persist,
@@ -351,8 +614,9 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             failed_reads,
             snapshot_requests,
         } = ready;
+        let replica = self.replicas.get_mut(&shard).expect("a ready group has a replica");
         if let Some(soft_state) = soft_state {
-            self.replica.on_soft_state(soft_state);
+            replica.on_soft_state(soft_state);
         }
         // Only a probe needs copies of what is handed on below.
         let observed = self.probe.as_ref().map(|_| {
@@ -362,72 +626,189 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 hard_state: batch.hard_state,
                 snapshot: batch.snapshot.as_ref().map(|s| (s.meta.last_index, s.meta.last_term)),
             });
-            (batch, messages.clone(), snapshot_to_apply.as_ref().map(|s| s.meta.clone()))
+            Observed {
+                batch,
+                messages: messages.clone(),
+                snapshot: snapshot_to_apply.as_ref().map(|s| s.meta.clone()),
+            }
         });
         if let Some(batch) = persist {
-            self.replica.submitted(batch.id);
-            self.storage.submit(StorageJob::Persist(batch))?;
+            replica.submitted(batch.id);
+            let storage = self.storages.get_mut(&shard).expect("every group has a storage");
+            storage.submit(StorageJob::Persist(batch))?;
         }
-        // Before any message leaves: one of them may be a TimeoutNow that ends the lease.
-        self.replica.revoke_lease_if_lost(&self.raft);
-        for message in messages {
-            let to = message.to;
-            self.transport.send(to, PeerMessage::Raft(message));
-        }
+        let raft = self.cores.get(shard).expect("a ready group is hosted");
+        replica.revoke_lease_if_lost(raft);
+        let rest = ReadyRest {
+            shard,
+            snapshot_to_apply,
+            committed_entries,
+            reads,
+            failed_reads,
+            snapshot_requests,
+            observed,
+        };
+        Ok((rest, messages))
+    }
+
+    /// The second half, once the messages left: install a snapshot, apply, answer reads, send
+    /// the snapshots followers need.
+    async fn finish_ready(&mut self, rest: ReadyRest) -> Result<(), EngineFailure> {
+        let ReadyRest {
+            shard,
+            snapshot_to_apply,
+            committed_entries,
+            reads,
+            failed_reads,
+            snapshot_requests,
+            observed,
+        } = rest;
+        let replica = self.replicas.get_mut(&shard).expect("a ready group has a replica");
+        let raft = self.cores.for_report(shard).expect("a ready group is hosted");
         if let Some(snapshot) = snapshot_to_apply {
-            self.replica
-                .install_snapshot(&mut self.raft, snapshot)
-                .map_err(EngineFailure::CorruptSnapshot)?;
+            replica.install_snapshot(raft, snapshot).map_err(EngineFailure::CorruptSnapshot)?;
         }
-        self.replica.apply(&mut self.raft, &self.clock, &committed_entries);
-        let changes = self.replica.take_changes_for_probe();
-        if let (Some(probe), Some((batch, messages, snapshot))) = (self.probe.as_mut(), observed) {
+        replica.apply(raft, &self.clock, &committed_entries);
+        let changes = replica.take_changes_for_probe();
+        if let (Some(probe), Some(observed)) = (self.probe.as_mut(), observed) {
+            let batch = observed.batch.as_ref();
             probe.observe(CycleView {
-                raft: &self.raft,
-                kv: &self.replica.local().kv(),
-                persist_batch: batch.as_ref().map(|batch| (batch.id, batch.entries.as_slice())),
-                persist_hard_state: batch.as_ref().and_then(|batch| batch.hard_state),
-                persist_snapshot: batch.as_ref().and_then(|batch| batch.snapshot),
-                durable_batch: self.replica.durable_batch(),
-                messages: &messages,
-                snapshot_installed: snapshot.as_ref(),
+                shard,
+                raft,
+                kv: &replica.local().kv(),
+                persist_batch: batch.map(|batch| (batch.id, batch.entries.as_slice())),
+                persist_hard_state: batch.and_then(|batch| batch.hard_state),
+                persist_snapshot: batch.and_then(|batch| batch.snapshot),
+                durable_batch: replica.durable_batch(),
+                messages: &observed.messages,
+                snapshot_installed: observed.snapshot.as_ref(),
                 applied: &committed_entries,
                 changes: &changes,
             });
         }
-        self.replica.on_read_states(&self.raft, reads, failed_reads);
+        replica.on_read_states(raft, reads, failed_reads);
         for request in snapshot_requests {
-            self.send_snapshot(request).await?;
+            self.send_snapshot(shard, request).await?;
         }
         Ok(())
     }
 
-    async fn send_snapshot(&mut self, request: SnapshotRequest) -> Result<(), EngineFailure> {
-        let snapshot = self.storage.load_snapshot().await?;
-        match snapshot {
-            Some(snapshot) if snapshot.meta.last_index >= request.min_index => {
-                let message = Message {
-                    from: self.config.node_id,
-                    to: request.to,
-                    term: request.term,
-                    body: MessageBody::InstallSnapshot { snapshot },
-                };
+    async fn send_snapshot(
+        &mut self,
+        shard: ShardId,
+        request: SnapshotRequest,
+    ) -> Result<(), EngineFailure> {
+        let storage = self.storages.get_mut(&shard).expect("every group has a storage");
+        let snapshot: Option<Snapshot> = storage.load_snapshot().await?;
+        let snapshot = snapshot.filter(|snapshot| snapshot.meta.last_index >= request.min_index);
+        let Some(snapshot) = snapshot else {
+            let raft = self.cores.for_report(shard).expect("a ready group is hosted");
+            raft.report_snapshot(request.to, false);
+            return Ok(());
+        };
+        let message = Message {
+            from: self.config.node_id,
+            to: request.to,
+            term: request.term,
+            body: MessageBody::InstallSnapshot { snapshot },
+        };
+        match &mut self.cores {
+            Cores::One(raft) => {
                 let sent = self.transport.send(request.to, PeerMessage::Raft(message));
                 // A streaming transport reports the outcome when the transfer ends; until then
                 // the leader waits (the follower's progress stays paused in snapshot mode).
                 if !sent || !self.transport.reports_snapshot_delivery() {
-                    self.raft.report_snapshot(request.to, sent);
+                    raft.report_snapshot(request.to, sent);
                 }
             }
-            _ => self.raft.report_snapshot(request.to, false),
+            Cores::Hosted(host) => {
+                // A hosted group's snapshot travels whole in its node's next batch; if that is
+                // lost, the follower stays behind and the leader sends another.
+                host.send_later(shard, message);
+                let raft = host.group_mut_without_waking(shard).expect("a ready group is hosted");
+                raft.report_snapshot(request.to, true);
+            }
         }
         Ok(())
     }
 
-    /// The Raft core, for the simulator's invariant checks.
-    pub fn raft(&self) -> &Raft {
-        &self.raft
+    /// Shard `shard`'s Raft core, for the simulator's invariant checks.
+    pub fn group(&self, shard: ShardId) -> Option<&Raft> {
+        self.cores.get(shard)
     }
+
+    /// What the host of a multi-group node has done (`None` for a single-group node).
+    pub fn host_counters(&self) -> Option<&HostCounters> {
+        match &self.cores {
+            Cores::One(_) => None,
+            Cores::Hosted(host) => Some(host.counters()),
+        }
+    }
+}
+
+/// Checks the settings every engine needs.
+fn validate(config: &EngineConfig) -> Result<(), EngineFailure> {
+    config.raft.validate()?;
+    let entry_limit = config.kv_limits.max_value_bytes + config.kv_limits.max_key_bytes + 4096;
+    if config.raft.max_message_bytes < entry_limit {
+        return Err(EngineFailure::InvalidConfig(format!(
+            "raft max_message_bytes ({}) must fit the largest write ({entry_limit} bytes)",
+            config.raft.max_message_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// A group's state machine as of its log's snapshot point.
+fn restore_state_machine(
+    config: &EngineConfig,
+    restored: &RestoredState,
+    snapshot_data: Option<Bytes>,
+) -> Result<KvStateMachine, EngineFailure> {
+    let kv = match snapshot_data {
+        Some(data) => KvStateMachine::restore(&data).map_err(EngineFailure::CorruptSnapshot)?,
+        None => {
+            KvStateMachine::new(config.kv_limits.clone()).map_err(EngineFailure::StateMachine)?
+        }
+    };
+    assert_eq!(
+        kv.applied_index(),
+        restored.snapshot.last_index,
+        "the state-machine snapshot and the log's snapshot point must agree"
+    );
+    Ok(kv)
+}
+
+/// The next progress of any group's storage, in shard order when several moved at once.
+async fn progress_of_any<S: Storage>(
+    storages: &mut BTreeMap<ShardId, S>,
+) -> (ShardId, Result<StorageProgress, StorageFailure>) {
+    if storages.len() == 1 {
+        let (shard, storage) = storages.iter_mut().next().expect("one storage");
+        return (*shard, storage.progress_changed().await);
+    }
+    let waiting = storages.iter_mut().map(|(shard, storage)| {
+        Box::pin(async move { (*shard, storage.progress_changed().await) })
+    });
+    futures::future::select_all(waiting).await.0
+}
+
+/// What is left of a group's `Ready` after its first half (`Engine::begin_ready`).
+struct ReadyRest {
+    shard: ShardId,
+    snapshot_to_apply: Option<Snapshot>,
+    committed_entries: Vec<Entry>,
+    reads: Vec<ReadState>,
+    failed_reads: Vec<u64>,
+    snapshot_requests: Vec<SnapshotRequest>,
+    observed: Option<Observed>,
+}
+
+/// Copies for a probe of what a `Ready` handed on.
+struct Observed {
+    batch: Option<PersistedView>,
+    messages: Vec<Message>,
+    snapshot: Option<SnapshotMeta>,
 }
 
 /// What a probe is shown of a persist batch (copied only when a probe is attached).

@@ -34,4 +34,8 @@ pub enum EngineError {
     /// The engine has stopped.
     #[error("the node is shutting down")]
     Stopped,
+    /// This node hosts no replica of that shard (a stale shard map sent the request here);
+    /// refresh the map and ask a node that does.
+    #[error("this node hosts no replica of shard {shard}")]
+    NotHosted { shard: u32 },
 }

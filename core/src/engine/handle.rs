@@ -13,10 +13,13 @@ use super::status::EngineStatus;
 use crate::kv::{KvCommand, KvResponse, SessionTag};
 use crate::raft::{ClusterConfig, MembershipChange, NodeId, Snapshot};
 use crate::seams::Consensus;
+use crate::shard::ShardId;
 
 #[derive(Clone)]
 pub struct EngineHandle {
-    pub(super) requests: mpsc::Sender<EngineRequest>,
+    /// The group this handle's requests go to.
+    pub(super) shard: ShardId,
+    pub(super) requests: mpsc::Sender<(ShardId, EngineRequest)>,
     pub(super) status: watch::Receiver<EngineStatus>,
     pub(super) events: broadcast::Sender<ChangeFeed>,
     pub(super) local: Arc<LocalReads>,
@@ -28,7 +31,7 @@ impl EngineHandle {
         make: impl FnOnce(super::request::Reply<T>) -> EngineRequest,
     ) -> Result<T, EngineError> {
         let (reply, answer) = oneshot::channel();
-        match self.requests.try_send(make(reply)) {
+        match self.requests.try_send((self.shard, make(reply))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => return Err(EngineError::Busy),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(EngineError::Stopped),
@@ -59,9 +62,14 @@ impl EngineHandle {
     /// Asks the engine to finish its storage work and stop.
     pub async fn shutdown(&self) {
         let (reply, done) = oneshot::channel();
-        if self.requests.send(EngineRequest::Shutdown { reply }).await.is_ok() {
+        if self.requests.send((self.shard, EngineRequest::Shutdown { reply })).await.is_ok() {
             let _ = done.await;
         }
+    }
+
+    /// The group this handle serves (shard 0 in a single-group cluster).
+    pub fn shard(&self) -> ShardId {
+        self.shard
     }
 
     pub fn status(&self) -> EngineStatus {

@@ -21,7 +21,7 @@ mod watch_hub;
 
 pub use change_feed::ChangeFeed;
 pub use config::EngineConfig;
-pub use driver::{Engine, EngineFailure};
+pub use driver::{Engine, EngineFailure, HostedGroupStart};
 pub use error::EngineError;
 pub use handle::EngineHandle;
 pub use probe::{CycleView, EngineProbe};

@@ -3,9 +3,12 @@
 
 use crate::kv::{KvEvent, KvStateMachine};
 use crate::raft::{Entry, HardState, LogIndex, Message, Raft, SnapshotMeta, Term};
+use crate::shard::ShardId;
 
 /// What one `Ready` did, seen right after the engine carried it out.
 pub struct CycleView<'a> {
+    /// The group this cycle was of (shard 0 in a single-group cluster).
+    pub shard: ShardId,
     pub raft: &'a Raft,
     pub kv: &'a KvStateMachine,
     /// The persist batch handed to storage, if any: its id and entries.

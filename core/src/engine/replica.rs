@@ -310,8 +310,20 @@ impl Replica {
         }
     }
 
-    /// Raft took tick number `tick` at `now_ms` (monotonic).
+    /// Whether [`Replica::maybe_expire_keys`] may propose: it is the leader, with no expiry in
+    /// flight, and a key's TTL has passed. Checked without waking a quiescent group.
+    pub fn expiry_may_be_due<C: Clock>(&self, raft: &Raft, clock: &C) -> bool {
+        raft.role() == Role::Leader
+            && self.expire_tick_in_flight.is_none()
+            && self.local.kv().next_expiry_ms().is_some_and(|due_ms| due_ms <= clock.wall_ms())
+    }
+
+    /// Raft took tick number `tick` at `now_ms` (monotonic). A group that did not tick (it is
+    /// quiescent) reports the same tick again, which is not recorded twice.
     pub fn record_tick_time(&mut self, tick: u64, now_ms: u64) {
+        if self.tick_times_ms.back().is_some_and(|(at, _)| *at == tick) {
+            return;
+        }
         self.tick_times_ms.push_back((tick, now_ms));
         // A lease never reaches further back than one election timeout.
         let keep = self.config.raft.election_timeout_ticks as usize + 2;

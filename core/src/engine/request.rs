@@ -62,3 +62,17 @@ pub(super) enum EngineRequest {
         reply: oneshot::Sender<()>,
     },
 }
+
+impl EngineRequest {
+    /// Answers the request with `error` without carrying it out.
+    pub(super) fn refuse(self, error: EngineError) {
+        match self {
+            EngineRequest::Write { reply, .. } => drop(reply.send(Err(error))),
+            EngineRequest::Read { reply, .. } => drop(reply.send(Err(error))),
+            EngineRequest::TransferLeadership { reply, .. } => drop(reply.send(Err(error))),
+            EngineRequest::ChangeMembership { reply, .. } => drop(reply.send(Err(error))),
+            EngineRequest::Snapshot { reply } => drop(reply.send(Err(error))),
+            EngineRequest::Shutdown { reply } => drop(reply.send(())),
+        }
+    }
+}

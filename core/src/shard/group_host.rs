@@ -192,6 +192,23 @@ impl GroupHost {
         Some(&mut group.raft)
     }
 
+    /// The groups that tick (not quiescent), in shard order.
+    pub fn awake_shards(&self) -> impl Iterator<Item = ShardId> + '_ {
+        self.awake.iter().copied()
+    }
+
+    /// Queues a message of `shard` produced outside `ready` (a snapshot the engine loaded for
+    /// a follower): it leaves in the next `ready`'s batch for its node.
+    pub fn send_later(&mut self, shard: ShardId, message: Message) {
+        assert!(self.groups.contains_key(&shard), "{shard} is not hosted here");
+        self.send(shard, message, false);
+    }
+
+    /// Whether the next `ready` has anything: a group given input, or a batch to send.
+    pub fn has_ready(&self) -> bool {
+        !self.touched.is_empty() || !self.outbox.is_empty()
+    }
+
     pub fn is_quiescent(&self, shard: ShardId) -> bool {
         self.groups
             .get(&shard)

@@ -14,7 +14,7 @@ use super::snapshot_stream::{SnapshotChunk, TransferKey};
 use crate::raft::NodeId;
 
 /// Bumped whenever `Frame` or anything inside it changes incompatibly.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 const HEADER_BYTES: usize = 8;
 
@@ -189,6 +189,24 @@ mod tests {
             decode_frame::<Frame>(&buffer[..used - 1], 1024).unwrap().is_none(),
             "partial frame waits"
         );
+    }
+
+    #[test]
+    fn a_node_batch_round_trips_with_every_group_message() {
+        use crate::shard::{Hosting, NodeBatch, ShardId};
+        let mut batch = NodeBatch::new(NodeId(1), NodeId(2), Hosting::default());
+        let Frame::Message(PeerMessage::Raft(heartbeat)) = heartbeat() else { unreachable!() };
+        batch.push(ShardId(3), heartbeat.clone(), true);
+        let vote = Message {
+            body: MessageBody::VoteResponse { pre_vote: false, granted: true },
+            ..heartbeat
+        };
+        batch.push(ShardId(7), vote, false);
+        let frame = Frame::Message(PeerMessage::Batch(batch));
+        let mut buffer = Vec::new();
+        encode_frame(&frame, &mut buffer, 1024).unwrap();
+        let (decoded, used) = decode_frame::<Frame>(&buffer, 1024).unwrap().unwrap();
+        assert_eq!((decoded, used), (frame, buffer.len()));
     }
 
     #[test]

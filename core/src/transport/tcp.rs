@@ -29,7 +29,7 @@ use super::frame::{
 use super::network::Network;
 use super::peer_message::PeerMessage;
 use super::snapshot_stream::{ChunkOutcome, IncomingTransfers, OutgoingTransfer};
-use crate::raft::{MessageBody, NodeId};
+use crate::raft::{Message, MessageBody, NodeId};
 use crate::seams::clock::{Clock, with_deadline};
 use crate::seams::transport::Transport;
 
@@ -206,11 +206,22 @@ impl Drop for TcpTransport {
 
 /// Approximate bytes a message occupies in a queue.
 fn message_bytes(message: &PeerMessage) -> u64 {
-    let PeerMessage::Raft(message) = message;
-    64 + match &message.body {
-        MessageBody::AppendRequest { entries, .. } => entries.iter().map(|e| e.size_bytes()).sum(),
-        MessageBody::InstallSnapshot { snapshot } => snapshot.data.len() as u64,
-        _ => 0,
+    fn raft_message_bytes(message: &Message) -> u64 {
+        64 + match &message.body {
+            MessageBody::AppendRequest { entries, .. } => {
+                entries.iter().map(|e| e.size_bytes()).sum()
+            }
+            MessageBody::InstallSnapshot { snapshot } => snapshot.data.len() as u64,
+            _ => 0,
+        }
+    }
+    match message {
+        PeerMessage::Raft(message) => raft_message_bytes(message),
+        PeerMessage::Batch(batch) => {
+            let heartbeats = batch.heartbeats.len() + batch.heartbeat_responses.len();
+            64 + 32 * heartbeats as u64
+                + batch.messages.iter().map(|m| raft_message_bytes(&m.message)).sum::<u64>()
+        }
     }
 }
 
@@ -525,7 +536,8 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
     /// Takes an `InstallSnapshot` off the queue: it is streamed in chunks, not framed whole.
     /// Returns the message back if it is anything else.
     fn start_transfer(&mut self, message: PeerMessage) -> Option<PeerMessage> {
-        let PeerMessage::Raft(raft_message) = &message;
+        // Snapshots of hosted groups travel inside their node's batch, framed whole.
+        let PeerMessage::Raft(raft_message) = &message else { return Some(message) };
         let MessageBody::InstallSnapshot { snapshot } = &raft_message.body else {
             return Some(message);
         };
@@ -542,8 +554,10 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
 
     fn discard_queue(&mut self) {
         while let Ok(message) = self.queue.try_recv() {
-            let PeerMessage::Raft(message) = &message;
-            if let MessageBody::InstallSnapshot { .. } = message.body {
+            if let PeerMessage::Raft(Message {
+                body: MessageBody::InstallSnapshot { .. }, ..
+            }) = &message
+            {
                 // The engine waits for a report on every snapshot it handed over; without one
                 // the leader would wait for this follower forever.
                 self.shared.snapshot_reports.borrow_mut().push((self.peer, false));

@@ -130,6 +130,10 @@ pub fn engine_error(error: &EngineError) -> Response {
              space is freed; reads still work\n",
         ),
         EngineError::Stopped => unavailable("the node is shutting down; use another node\n"),
+        EngineError::NotHosted { shard } => text(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("this node hosts no replica of shard {shard}; refresh the shard map\n"),
+        ),
     }
 }
 

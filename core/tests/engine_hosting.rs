@@ -1,0 +1,284 @@
+//! The engine hosting replicas of many Raft groups per node (`Engine::hosting`), end to end over
+//! in-memory seams: every group elects and commits on its own, their messages travel in one
+//! batch per node pair, idle groups stop costing messages, a dead node's groups are led again,
+//! and a restarted node brings every group back. Time is tokio's paused clock, so the tests are
+//! deterministic and instant.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use conclave_core::engine::{
+    Engine, EngineConfig, EngineError, EngineHandle, HostedGroupStart, ReadConsistency, ReadQuery,
+    ReadResult,
+};
+use conclave_core::kv::{Condition, KvCommand};
+use conclave_core::raft::memory_cluster::DurableState;
+use conclave_core::raft::{ClusterConfig, NodeId, Role};
+use conclave_core::seams::Consensus;
+use conclave_core::seams::clock::Clock;
+use conclave_core::seams::storage::MemoryStorage;
+use conclave_core::seams::transport::MemoryNetwork;
+use conclave_core::shard::{HostConfig, ShardId};
+use tokio::task::JoinHandle;
+
+#[derive(Clone)]
+struct TestClock {
+    origin: tokio::time::Instant,
+}
+
+impl Clock for TestClock {
+    fn monotonic_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+    fn wall_ms(&self) -> u64 {
+        1_700_000_000_000 + self.monotonic_ms()
+    }
+    async fn sleep_ms(&self, duration_ms: u64) {
+        tokio::time::sleep(Duration::from_millis(duration_ms)).await
+    }
+}
+
+/// `nodes` nodes, each hosting a replica of every one of `shards` groups (all groups have the
+/// same voters).
+struct HostedCluster {
+    network: MemoryNetwork,
+    clock: TestClock,
+    shards: u32,
+    members: ClusterConfig,
+    /// Each node's durable state of each group.
+    durable: BTreeMap<(NodeId, ShardId), Rc<RefCell<DurableState>>>,
+    handles: BTreeMap<NodeId, BTreeMap<ShardId, EngineHandle>>,
+    tasks: BTreeMap<NodeId, JoinHandle<()>>,
+    /// Starts so far, for a different seed at every start.
+    starts: u64,
+}
+
+impl HostedCluster {
+    fn new(nodes: u64, shards: u32) -> Self {
+        let mut members = ClusterConfig::with_voters((1..=nodes).map(NodeId));
+        members.addresses = (1..=nodes).map(|id| (NodeId(id), format!("n{id}"))).collect();
+        let mut cluster = HostedCluster {
+            network: MemoryNetwork::default(),
+            clock: TestClock { origin: tokio::time::Instant::now() },
+            shards,
+            members,
+            durable: BTreeMap::new(),
+            handles: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            starts: 0,
+        };
+        for id in 1..=nodes {
+            for shard in 0..shards {
+                cluster.durable.insert((NodeId(id), ShardId(shard)), Rc::default());
+            }
+            cluster.start(NodeId(id));
+        }
+        cluster
+    }
+
+    fn start(&mut self, id: NodeId) {
+        self.starts += 1;
+        let config = EngineConfig::new(id);
+        let host_config = HostConfig::for_raft(&config.raft);
+        let mut groups = Vec::new();
+        let mut writers = Vec::new();
+        for shard in (0..self.shards).map(ShardId) {
+            let durable = self.durable[&(id, shard)].clone();
+            let restored = durable.borrow().restored(&self.members);
+            let snapshot_data = durable.borrow().snapshot.as_ref().map(|s| s.data.clone());
+            let (storage, writer) = MemoryStorage::new(durable, self.clock.clone(), 1);
+            groups.push(HostedGroupStart { shard, restored, snapshot_data, storage });
+            writers.push(writer);
+        }
+        let transport = self.network.join(id);
+        let seed = id.0 * 1_000 + self.starts;
+        let (engine, handles) =
+            Engine::hosting(config, host_config, groups, transport, self.clock.clone(), seed)
+                .expect("engine");
+        let writers = async move { futures::future::try_join_all(writers).await.map(|_| ()) };
+        let task = tokio::task::spawn_local(async move {
+            let _ = engine.run(writers).await;
+        });
+        self.handles.insert(id, handles);
+        self.tasks.insert(id, task);
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        if let Some(task) = self.tasks.remove(&id) {
+            task.abort();
+        }
+        self.handles.remove(&id);
+    }
+
+    fn handle(&self, id: NodeId, shard: ShardId) -> &EngineHandle {
+        &self.handles[&id][&shard]
+    }
+
+    /// The leader of `shard` among running nodes, once it has applied all it committed.
+    async fn wait_for_leader(&self, shard: ShardId) -> NodeId {
+        for _ in 0..2_000 {
+            for handles in self.handles.values() {
+                let status = handles[&shard].status();
+                if status.role == Role::Leader && status.applied_index >= status.commit_index {
+                    return status.id;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{shard} has no leader within 20 s");
+    }
+
+    async fn put(&self, at: NodeId, shard: ShardId, key: &str, value: &str) {
+        let command = KvCommand::Put {
+            key: key.to_string(),
+            value: Bytes::from(value.to_string()),
+            ttl_ms: None,
+            condition: Condition::Always,
+        };
+        self.handle(at, shard).write(command, None).await.expect("put at the leader");
+    }
+
+    async fn get(
+        &self,
+        at: NodeId,
+        shard: ShardId,
+        key: &str,
+        consistency: ReadConsistency,
+    ) -> Result<Option<Bytes>, EngineError> {
+        let query = ReadQuery::Get { key: key.to_string() };
+        match self.handle(at, shard).read(query, consistency).await? {
+            ReadResult::Value { value, .. } => Ok(value.map(|(value, _)| value)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+const TEST_DEADLINE: Duration = Duration::from_secs(120);
+
+fn run_local<F: std::future::Future<Output = ()>>(test: F) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        if tokio::time::timeout(TEST_DEADLINE, test).await.is_err() {
+            panic!("the test did not finish within {TEST_DEADLINE:?} of virtual time");
+        }
+    });
+}
+
+fn bytes(value: &str) -> Option<Bytes> {
+    Some(Bytes::from(value.to_string()))
+}
+
+#[test]
+fn every_group_elects_and_commits_and_keeps_its_own_keys() {
+    run_local(async {
+        let cluster = HostedCluster::new(3, 4);
+        for shard in (0..4).map(ShardId) {
+            let leader = cluster.wait_for_leader(shard).await;
+            cluster.put(leader, shard, "k", &format!("v{}", shard.0)).await;
+        }
+        for shard in (0..4).map(ShardId) {
+            for id in (1..=3).map(NodeId) {
+                // A linearizable read at a follower goes through the group's own leader.
+                let value = cluster.get(id, shard, "k", ReadConsistency::Linearizable).await;
+                assert_eq!(value.expect("get"), bytes(&format!("v{}", shard.0)), "{id} {shard}");
+            }
+        }
+        // A key written in one group does not exist in another.
+        let leader = cluster.wait_for_leader(ShardId(1)).await;
+        cluster.put(leader, ShardId(1), "only-in-1", "x").await;
+        let elsewhere =
+            cluster.get(leader, ShardId(2), "only-in-1", ReadConsistency::Linearizable).await;
+        assert_eq!(elsewhere.expect("get"), None);
+        // A write at a follower of a group is refused with that group's leader.
+        let follower = (1..=3).map(NodeId).find(|id| *id != leader).expect("a follower");
+        let command = KvCommand::Put {
+            key: "k".into(),
+            value: Bytes::from_static(b"w"),
+            ttl_ms: None,
+            condition: Condition::Always,
+        };
+        let refused = cluster.handle(follower, ShardId(1)).write(command, None).await;
+        assert_eq!(refused, Err(EngineError::NotLeader { leader: Some(leader) }));
+    });
+}
+
+#[test]
+fn idle_groups_stop_sending_and_wake_for_a_write() {
+    run_local(async {
+        const SHARDS: u32 = 8;
+        let cluster = HostedCluster::new(3, SHARDS);
+        for shard in (0..SHARDS).map(ShardId) {
+            let leader = cluster.wait_for_leader(shard).await;
+            cluster.put(leader, shard, "k", "1").await;
+        }
+        // Long enough for every leader to quiesce its group.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle_ms = 5_000;
+        let before = cluster.network.delivered();
+        tokio::time::sleep(Duration::from_millis(idle_ms)).await;
+        let idle_messages = cluster.network.delivered() - before;
+        // Quiescent, the node pairs exchange only their pings: one batch per ping interval each
+        // way between each pair, whatever the number of groups. With the groups awake (no
+        // quiescence) this cluster exchanges six times as many batches in the same time.
+        let config = EngineConfig::new(NodeId(1));
+        let ping_ms =
+            u64::from(HostConfig::for_raft(&config.raft).ping_interval_ticks) * config.tick_ms;
+        let directed_pairs = 3 * 2;
+        let pings = directed_pairs * idle_ms / ping_ms;
+        assert!(
+            idle_messages <= pings + directed_pairs,
+            "{idle_messages} messages in {idle_ms} ms idle; pings alone are {pings}"
+        );
+        assert!(idle_messages > 0, "pings must go on, or no node could tell a peer died");
+        // A write to a quiescent group wakes it and commits.
+        let leader = cluster.wait_for_leader(ShardId(5)).await;
+        cluster.put(leader, ShardId(5), "k", "2").await;
+        let follower = (1..=3).map(NodeId).find(|id| *id != leader).expect("a follower");
+        let value = cluster.get(follower, ShardId(5), "k", ReadConsistency::Linearizable).await;
+        assert_eq!(value.expect("get"), bytes("2"));
+    });
+}
+
+#[test]
+fn a_dead_nodes_groups_are_led_again_and_it_recovers_every_group() {
+    run_local(async {
+        const SHARDS: u32 = 4;
+        let mut cluster = HostedCluster::new(3, SHARDS);
+        for shard in (0..SHARDS).map(ShardId) {
+            let leader = cluster.wait_for_leader(shard).await;
+            cluster.put(leader, shard, "before", "1").await;
+        }
+        // Let every group quiesce: a dead node must be noticed without group heartbeats.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let victim = cluster.wait_for_leader(ShardId(0)).await;
+        cluster.crash(victim);
+        for shard in (0..SHARDS).map(ShardId) {
+            let leader = cluster.wait_for_leader(shard).await;
+            assert_ne!(leader, victim, "{shard} is led by a dead node");
+            cluster.put(leader, shard, "after", "2").await;
+        }
+        // The dead node restarts from every group's durable state and catches up in each.
+        cluster.start(victim);
+        for shard in (0..SHARDS).map(ShardId) {
+            for _ in 0..1_000 {
+                let value = cluster.get(victim, shard, "after", ReadConsistency::Stale).await;
+                if value.expect("stale read") == bytes("2") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let before = cluster.get(victim, shard, "before", ReadConsistency::Stale).await;
+            assert_eq!(before.expect("get"), bytes("1"), "{shard} lost a write on restart");
+            let after = cluster.get(victim, shard, "after", ReadConsistency::Stale).await;
+            assert_eq!(after.expect("get"), bytes("2"), "{shard} did not catch up");
+        }
+    });
+}
