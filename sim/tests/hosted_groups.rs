@@ -169,7 +169,12 @@ async fn node_main(world: Rc<World>, node: u64, seed: u64) -> turmoil::Result {
             storage,
         });
     }
-    let transport_config = TcpTransportConfig { cluster_id: seed, ..TcpTransportConfig::default() };
+    // Small chunks: every snapshot is streamed in several pieces.
+    let transport_config = TcpTransportConfig {
+        cluster_id: seed,
+        snapshot_chunk_bytes: 512,
+        ..TcpTransportConfig::default()
+    };
     let transport = TcpTransport::start(
         TurmoilNetwork,
         clock.clone(),

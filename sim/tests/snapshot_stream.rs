@@ -68,7 +68,9 @@ fn a_partition_mid_transfer_resumes_instead_of_starting_over() -> turmoil::Resul
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 let mut seen = seen.borrow_mut();
                 seen.sender = transport.counters();
-                seen.reports.extend(transport.take_snapshot_reports());
+                seen.reports.extend(
+                    transport.take_snapshot_reports().into_iter().map(|r| (r.peer, r.delivered)),
+                );
             }
         }
     });

@@ -34,6 +34,7 @@ use crate::raft::{
     RestoredState, Snapshot, SnapshotMeta, SnapshotRequest,
 };
 use crate::seams::storage::StorageFailure;
+use crate::seams::transport::SnapshotReport;
 use crate::seams::{Clock, Storage, StorageJob, StorageProgress, Transport};
 use crate::shard::{GroupHost, HostConfig, HostCounters, ShardId};
 use crate::transport::PeerMessage;
@@ -390,6 +391,9 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         match (&mut self.cores, message) {
             (Cores::One(raft), PeerMessage::Raft(message)) => raft.step(message),
             (Cores::Hosted(host), PeerMessage::Batch(batch)) => host.step(batch),
+            (Cores::Hosted(host), PeerMessage::Group { shard, message }) => {
+                host.step_group_message(shard, message)
+            }
             // A peer of the other kind (a single-group node and a multi-group one): the two
             // cannot be in one cluster, and their messages mean nothing to each other.
             (_, message) => {
@@ -463,10 +467,25 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 Cores::Hosted(_) => {}
             }
         }
-        for (peer, delivered) in self.transport.take_snapshot_reports() {
-            // Only a single group's snapshots are streamed (hosted ones travel in batches).
-            if let Cores::One(raft) = &mut self.cores {
-                raft.report_snapshot(peer, delivered);
+        for report in self.transport.take_snapshot_reports() {
+            let SnapshotReport { peer, shard, delivered } = report;
+            match (&mut self.cores, shard) {
+                (Cores::One(raft), None) => raft.report_snapshot(peer, delivered),
+                (Cores::Hosted(host), Some(shard)) => {
+                    if let Some(raft) = host.group_mut_without_waking(shard) {
+                        raft.report_snapshot(peer, delivered);
+                    }
+                }
+                // Whatever transfer to the peer was under way ended: every group that may
+                // have been sending it one hears so (a group that was not ignores it).
+                (Cores::Hosted(host), None) => {
+                    let shards: Vec<ShardId> = host.shards().collect();
+                    for shard in shards {
+                        let raft = host.group_mut_without_waking(shard).expect("listed");
+                        raft.report_snapshot(peer, delivered);
+                    }
+                }
+                (Cores::One(_), Some(_)) => {}
             }
         }
         // Carrying out a Ready can make more (a durable batch releases deferred answers), but
@@ -712,22 +731,18 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             term: request.term,
             body: MessageBody::InstallSnapshot { snapshot },
         };
-        match &mut self.cores {
-            Cores::One(raft) => {
-                let sent = self.transport.send(request.to, PeerMessage::Raft(message));
-                // A streaming transport reports the outcome when the transfer ends; until then
-                // the leader waits (the follower's progress stays paused in snapshot mode).
-                if !sent || !self.transport.reports_snapshot_delivery() {
-                    raft.report_snapshot(request.to, sent);
-                }
-            }
-            Cores::Hosted(host) => {
-                // A hosted group's snapshot travels whole in its node's next batch; if that is
-                // lost, the follower stays behind and the leader sends another.
-                host.send_later(shard, message);
-                let raft = host.group_mut_without_waking(shard).expect("a ready group is hosted");
-                raft.report_snapshot(request.to, true);
-            }
+        // A hosted group's snapshot leaves outside its node's batch, so that the transport
+        // streams it in pieces as it streams a single group's.
+        let message = match self.cores {
+            Cores::One(_) => PeerMessage::Raft(message),
+            Cores::Hosted(_) => PeerMessage::Group { shard, message },
+        };
+        let sent = self.transport.send(request.to, message);
+        // A streaming transport reports the outcome when the transfer ends; until then the
+        // leader waits (the follower's progress stays paused in snapshot mode).
+        if !sent || !self.transport.reports_snapshot_delivery() {
+            let raft = self.cores.for_report(shard).expect("a ready group is hosted");
+            raft.report_snapshot(request.to, sent);
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use tokio::sync::mpsc;
 
 use crate::raft::NodeId;
+use crate::shard::ShardId;
 use crate::transport::PeerMessage;
 
 pub trait Transport {
@@ -31,10 +32,21 @@ pub trait Transport {
     fn reports_snapshot_delivery(&self) -> bool {
         false
     }
-    /// Snapshot transfers that ended since the last call: (peer, delivered).
-    fn take_snapshot_reports(&mut self) -> Vec<(NodeId, bool)> {
+    /// Snapshot transfers that ended since the last call.
+    fn take_snapshot_reports(&mut self) -> Vec<SnapshotReport> {
         Vec::new()
     }
+}
+
+/// How a snapshot transfer to a peer ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotReport {
+    pub peer: NodeId,
+    /// The group whose snapshot it was, on nodes hosting many. `None`: a single-group node's
+    /// snapshot, or, on a node hosting many, whatever transfer to `peer` was under way (its
+    /// connection was dropped with the peer).
+    pub shard: Option<ShardId>,
+    pub delivered: bool,
 }
 
 /// An in-process network for engine tests: every node's inbox is a channel; links can be cut.

@@ -197,11 +197,17 @@ impl GroupHost {
         self.awake.iter().copied()
     }
 
-    /// Queues a message of `shard` produced outside `ready` (a snapshot the engine loaded for
-    /// a follower): it leaves in the next `ready`'s batch for its node.
-    pub fn send_later(&mut self, shard: ShardId, message: Message) {
-        assert!(self.groups.contains_key(&shard), "{shard} is not hosted here");
-        self.send(shard, message, false);
+    /// Takes in one group message that came outside a batch (a snapshot, which the transport
+    /// streams on its own).
+    pub fn step_group_message(&mut self, shard: ShardId, message: Message) {
+        if message.to != self.id {
+            self.counters.unknown_group_messages += 1;
+            return;
+        }
+        match self.group_mut(shard) {
+            Some(raft) => raft.step(message),
+            None => self.counters.unknown_group_messages += 1,
+        }
     }
 
     /// Whether the next `ready` has anything: a group given input, or a batch to send.

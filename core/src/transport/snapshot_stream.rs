@@ -19,11 +19,14 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::raft::{Message, MessageBody, NodeId, Snapshot, SnapshotMeta, Term};
+use crate::shard::ShardId;
 
 /// One piece of a snapshot. Every chunk carries the metadata, so a receiver that lost its
 /// partial copy (a restart) recognises a transfer from any chunk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotChunk {
+    /// The group whose snapshot this is, on nodes hosting many (`None` on a single-group node).
+    pub shard: Option<ShardId>,
     /// The term of the `InstallSnapshot` message being carried.
     pub term: Term,
     pub meta: SnapshotMeta,
@@ -35,6 +38,7 @@ pub struct SnapshotChunk {
 impl SnapshotChunk {
     fn transfer_key(&self) -> TransferKey {
         TransferKey {
+            shard: self.shard,
             term: self.term,
             last_index: self.meta.last_index,
             last_term: self.meta.last_term,
@@ -42,9 +46,10 @@ impl SnapshotChunk {
     }
 }
 
-/// Identifies one transfer: the same snapshot, sent in the same term.
+/// Identifies one transfer: the same group's same snapshot, sent in the same term.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TransferKey {
+    pub shard: Option<ShardId>,
     pub term: Term,
     pub last_index: u64,
     pub last_term: Term,
@@ -53,6 +58,8 @@ pub struct TransferKey {
 /// The sending side of one transfer (owned by the peer's writer, so it outlives connections).
 #[derive(Debug)]
 pub struct OutgoingTransfer {
+    /// The group whose snapshot this is (`None` on a single-group node).
+    pub shard: Option<ShardId>,
     pub from: NodeId,
     pub term: Term,
     pub snapshot: Snapshot,
@@ -66,8 +73,9 @@ pub struct OutgoingTransfer {
 }
 
 impl OutgoingTransfer {
-    pub fn new(message: &Message, snapshot: Snapshot, now_ms: u64) -> Self {
+    pub fn new(shard: Option<ShardId>, message: &Message, snapshot: Snapshot, now_ms: u64) -> Self {
         OutgoingTransfer {
+            shard,
             from: message.from,
             term: message.term,
             snapshot,
@@ -80,6 +88,7 @@ impl OutgoingTransfer {
 
     pub fn key(&self) -> TransferKey {
         TransferKey {
+            shard: self.shard,
             term: self.term,
             last_index: self.snapshot.meta.last_index,
             last_term: self.snapshot.meta.last_term,
@@ -113,6 +122,7 @@ impl OutgoingTransfer {
         self.next_offset = end as u64;
         self.in_flight.push_back((frame_seq, end as u64));
         SnapshotChunk {
+            shard: self.shard,
             term: self.term,
             meta: self.snapshot.meta.clone(),
             total_bytes: self.total_bytes(),
@@ -153,8 +163,9 @@ impl OutgoingTransfer {
 pub enum ChunkOutcome {
     /// Kept (or already held); more to come.
     Stored,
-    /// The last chunk: here is the whole `InstallSnapshot` message for the engine.
-    Complete(Message),
+    /// The last chunk: here is the whole `InstallSnapshot` message for the engine, and the
+    /// group it is for (`None` on a single-group node).
+    Complete { shard: Option<ShardId>, message: Message },
     /// The chunk does not continue what is held: ask the sender to resume at this offset.
     Resume { key: TransferKey, offset: u64 },
     /// Ignored: a gap already reported (the sender is rewinding).
@@ -173,10 +184,11 @@ struct PartialSnapshot {
     resume_asked: Option<u64>,
 }
 
-/// The receiving side: at most one partial snapshot per peer, kept across connections.
+/// The receiving side: at most one partial snapshot per peer and group, kept across
+/// connections.
 #[derive(Debug, Default)]
 pub struct IncomingTransfers {
-    partial: BTreeMap<NodeId, PartialSnapshot>,
+    partial: BTreeMap<(NodeId, Option<ShardId>), PartialSnapshot>,
 }
 
 impl IncomingTransfers {
@@ -192,14 +204,15 @@ impl IncomingTransfers {
         max_snapshot_bytes: u64,
     ) -> ChunkOutcome {
         if chunk.total_bytes > max_snapshot_bytes {
-            self.partial.remove(&from);
+            self.partial.remove(&(from, chunk.shard));
             return ChunkOutcome::TooLarge {
                 total_bytes: chunk.total_bytes,
                 limit_bytes: max_snapshot_bytes,
             };
         }
         let key = chunk.transfer_key();
-        let continues = self.partial.get(&from).is_some_and(|p| p.key == key);
+        let slot = (from, chunk.shard);
+        let continues = self.partial.get(&slot).is_some_and(|p| p.key == key);
         if !continues {
             if chunk.offset != 0 {
                 // A transfer we hold nothing of (we restarted, or a newer snapshot replaced
@@ -208,7 +221,7 @@ impl IncomingTransfers {
             }
             let capacity = chunk.total_bytes.min(64 * 1024 * 1024) as usize;
             self.partial.insert(
-                from,
+                slot,
                 PartialSnapshot {
                     key,
                     meta: chunk.meta.clone(),
@@ -218,7 +231,7 @@ impl IncomingTransfers {
                 },
             );
         }
-        let Some(partial) = self.partial.get_mut(&from) else { unreachable!("inserted above") };
+        let Some(partial) = self.partial.get_mut(&slot) else { unreachable!("inserted above") };
         let held = partial.data.len() as u64;
         let end = chunk.offset + chunk.data.len() as u64;
         if chunk.offset > held {
@@ -226,7 +239,7 @@ impl IncomingTransfers {
         }
         if end > chunk.total_bytes {
             // Inconsistent with its own header: drop what we hold and start over.
-            self.partial.remove(&from);
+            self.partial.remove(&slot);
             return ChunkOutcome::Resume { key, offset: 0 };
         }
         if end > held {
@@ -235,15 +248,16 @@ impl IncomingTransfers {
             partial.resume_asked = None;
         }
         if partial.data.len() as u64 == partial.total_bytes {
-            let Some(done) = self.partial.remove(&from) else { unreachable!("present above") };
-            return ChunkOutcome::Complete(Message {
+            let Some(done) = self.partial.remove(&slot) else { unreachable!("present above") };
+            let message = Message {
                 from,
                 to,
                 term: done.key.term,
                 body: MessageBody::InstallSnapshot {
                     snapshot: Snapshot { meta: done.meta, data: Bytes::from(done.data) },
                 },
-            });
+            };
+            return ChunkOutcome::Complete { shard: slot.1, message };
         }
         ChunkOutcome::Stored
     }
@@ -255,9 +269,10 @@ impl IncomingTransfers {
         chunk: SnapshotChunk,
         offset: u64,
     ) -> ChunkOutcome {
+        let slot = (from, chunk.shard);
         if offset == 0 {
             // Remember that we asked, so the rest of the burst is ignored quietly.
-            let entry = self.partial.entry(from).or_insert_with(|| PartialSnapshot {
+            let entry = self.partial.entry(slot).or_insert_with(|| PartialSnapshot {
                 key,
                 meta: chunk.meta.clone(),
                 total_bytes: chunk.total_bytes,
@@ -274,7 +289,7 @@ impl IncomingTransfers {
                 };
             }
         }
-        let Some(partial) = self.partial.get_mut(&from) else { unreachable!("present") };
+        let Some(partial) = self.partial.get_mut(&slot) else { unreachable!("present") };
         if partial.resume_asked == Some(offset) {
             return ChunkOutcome::Ignored;
         }
@@ -311,7 +326,7 @@ mod tests {
     #[test]
     fn chunks_in_order_assemble_the_exact_snapshot() {
         let original = snapshot(10_000);
-        let mut out = OutgoingTransfer::new(&header(), original.clone(), 0);
+        let mut out = OutgoingTransfer::new(None, &header(), original.clone(), 0);
         let mut incoming = IncomingTransfers::default();
         let mut seq = 0;
         let mut result = None;
@@ -319,7 +334,7 @@ mod tests {
             seq += 1;
             match deliver(&mut incoming, out.next_chunk(3_000, seq)) {
                 ChunkOutcome::Stored => {}
-                ChunkOutcome::Complete(message) => result = Some(message),
+                ChunkOutcome::Complete { shard: None, message } => result = Some(message),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -333,7 +348,7 @@ mod tests {
     #[test]
     fn a_lost_connection_resumes_from_the_acknowledged_offset() {
         let original = snapshot(10_000);
-        let mut out = OutgoingTransfer::new(&header(), original.clone(), 0);
+        let mut out = OutgoingTransfer::new(None, &header(), original.clone(), 0);
         let mut incoming = IncomingTransfers::default();
         // Two chunks arrive and are acknowledged; the third is lost with the connection.
         for seq in 1..=2 {
@@ -354,19 +369,22 @@ mod tests {
         }
         assert_eq!(
             outcome,
-            ChunkOutcome::Complete(Message {
-                from: NodeId(1),
-                to: NodeId(2),
-                term: 5,
-                body: MessageBody::InstallSnapshot { snapshot: original },
-            })
+            ChunkOutcome::Complete {
+                shard: None,
+                message: Message {
+                    from: NodeId(1),
+                    to: NodeId(2),
+                    term: 5,
+                    body: MessageBody::InstallSnapshot { snapshot: original },
+                }
+            }
         );
     }
 
     #[test]
     fn a_gap_asks_once_for_the_missing_offset_and_the_sender_rewinds() {
         let original = snapshot(9_000);
-        let mut out = OutgoingTransfer::new(&header(), original, 0);
+        let mut out = OutgoingTransfer::new(None, &header(), original, 0);
         let mut incoming = IncomingTransfers::default();
         assert_eq!(deliver(&mut incoming, out.next_chunk(1_000, 1)), ChunkOutcome::Stored);
         let _lost = out.next_chunk(1_000, 2);
@@ -383,7 +401,7 @@ mod tests {
     #[test]
     fn a_receiver_that_lost_its_copy_asks_to_start_over() {
         let original = snapshot(5_000);
-        let mut out = OutgoingTransfer::new(&header(), original, 0);
+        let mut out = OutgoingTransfer::new(None, &header(), original, 0);
         let _before_restart = out.next_chunk(1_000, 1);
         let mut restarted = IncomingTransfers::default();
         let key = out.key();
@@ -397,7 +415,7 @@ mod tests {
 
     #[test]
     fn an_oversized_snapshot_is_refused_before_anything_is_buffered() {
-        let mut out = OutgoingTransfer::new(&header(), snapshot(5_000), 0);
+        let mut out = OutgoingTransfer::new(None, &header(), snapshot(5_000), 0);
         let mut incoming = IncomingTransfers::default();
         let outcome = incoming.accept(NodeId(1), NodeId(2), out.next_chunk(1_000, 1), 4_096);
         assert_eq!(outcome, ChunkOutcome::TooLarge { total_bytes: 5_000, limit_bytes: 4_096 });
@@ -407,17 +425,43 @@ mod tests {
     #[test]
     fn a_newer_snapshot_replaces_a_partial_one() {
         let mut incoming = IncomingTransfers::default();
-        let mut old = OutgoingTransfer::new(&header(), snapshot(5_000), 0);
+        let mut old = OutgoingTransfer::new(None, &header(), snapshot(5_000), 0);
         assert_eq!(deliver(&mut incoming, old.next_chunk(1_000, 1)), ChunkOutcome::Stored);
         let mut newer_snapshot = snapshot(1_500);
         newer_snapshot.meta.last_index = 90;
-        let mut newer = OutgoingTransfer::new(&header(), newer_snapshot.clone(), 0);
+        let mut newer = OutgoingTransfer::new(None, &header(), newer_snapshot.clone(), 0);
         assert_eq!(deliver(&mut incoming, newer.next_chunk(1_000, 2)), ChunkOutcome::Stored);
         match deliver(&mut incoming, newer.next_chunk(1_000, 3)) {
-            ChunkOutcome::Complete(message) => {
+            ChunkOutcome::Complete { message, .. } => {
                 assert_eq!(message.body, MessageBody::InstallSnapshot { snapshot: newer_snapshot })
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn two_groups_from_one_peer_assemble_side_by_side() {
+        let mut incoming = IncomingTransfers::default();
+        let (first, mut second) = (snapshot(3_000), snapshot(2_000));
+        second.meta.last_index = 77;
+        let mut of_3 = OutgoingTransfer::new(Some(ShardId(3)), &header(), first.clone(), 0);
+        let mut of_5 = OutgoingTransfer::new(Some(ShardId(5)), &header(), second.clone(), 0);
+        assert_ne!(of_3.key(), of_5.key(), "a transfer is known by its group too");
+        // Interleaved chunks of the two groups: neither makes the other start over.
+        assert_eq!(deliver(&mut incoming, of_3.next_chunk(1_000, 1)), ChunkOutcome::Stored);
+        assert_eq!(deliver(&mut incoming, of_5.next_chunk(1_000, 2)), ChunkOutcome::Stored);
+        assert_eq!(deliver(&mut incoming, of_3.next_chunk(1_000, 3)), ChunkOutcome::Stored);
+        let done_5 = deliver(&mut incoming, of_5.next_chunk(1_000, 4));
+        let done_3 = deliver(&mut incoming, of_3.next_chunk(1_000, 5));
+        for (outcome, shard, snapshot) in [(done_5, 5, second), (done_3, 3, first)] {
+            match outcome {
+                ChunkOutcome::Complete { shard: Some(got), message } => {
+                    assert_eq!(got, ShardId(shard));
+                    assert_eq!(message.body, MessageBody::InstallSnapshot { snapshot });
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(incoming.held_bytes(), 0);
     }
 }

@@ -29,9 +29,10 @@ use super::frame::{
 use super::network::Network;
 use super::peer_message::PeerMessage;
 use super::snapshot_stream::{ChunkOutcome, IncomingTransfers, OutgoingTransfer};
-use crate::raft::{Message, MessageBody, NodeId};
+use crate::raft::{Message, MessageBody, NodeId, Snapshot};
 use crate::seams::clock::{Clock, with_deadline};
-use crate::seams::transport::Transport;
+use crate::seams::transport::{SnapshotReport, Transport};
+use crate::shard::ShardId;
 
 /// A receiver acknowledges plain messages within `delivery_deadline_ms / ACK_DELAY_DIVISOR`
 /// of the first unacknowledged one: often enough that a healthy stream never looks stalled.
@@ -153,7 +154,7 @@ struct Shared {
     /// Snapshots being received, per peer, kept across connections.
     incoming_snapshots: RefCell<IncomingTransfers>,
     /// Snapshot transfers that ended: (peer, delivered).
-    snapshot_reports: RefCell<Vec<(NodeId, bool)>>,
+    snapshot_reports: RefCell<Vec<SnapshotReport>>,
     /// This node's own peer address as the configuration gives it (sent in every hello).
     own_address: RefCell<Option<String>>,
     /// Addresses peers gave in their hellos: how to answer a node that the configuration this
@@ -216,12 +217,28 @@ fn message_bytes(message: &PeerMessage) -> u64 {
         }
     }
     match message {
-        PeerMessage::Raft(message) => raft_message_bytes(message),
+        PeerMessage::Raft(message) | PeerMessage::Group { message, .. } => {
+            raft_message_bytes(message)
+        }
         PeerMessage::Batch(batch) => {
             let heartbeats = batch.heartbeats.len() + batch.heartbeat_responses.len();
             64 + 32 * heartbeats as u64
                 + batch.messages.iter().map(|m| raft_message_bytes(&m.message)).sum::<u64>()
         }
+    }
+}
+
+/// The snapshot a message carries, if it is an `InstallSnapshot` (of a single group, or of a
+/// hosted group sent outside any batch), with its group.
+fn snapshot_of(message: &PeerMessage) -> Option<(Option<ShardId>, &Message, &Snapshot)> {
+    let (shard, message) = match message {
+        PeerMessage::Raft(message) => (None, message),
+        PeerMessage::Group { shard, message } => (Some(*shard), message),
+        PeerMessage::Batch(_) => return None,
+    };
+    match &message.body {
+        MessageBody::InstallSnapshot { snapshot } => Some((shard, message, snapshot)),
+        _ => None,
     }
 }
 
@@ -389,7 +406,7 @@ impl Transport for TcpTransport {
         true
     }
 
-    fn take_snapshot_reports(&mut self) -> Vec<(NodeId, bool)> {
+    fn take_snapshot_reports(&mut self) -> Vec<SnapshotReport> {
         std::mem::take(&mut *self.shared.snapshot_reports.borrow_mut())
     }
 
@@ -423,7 +440,8 @@ impl Transport for TcpTransport {
                 writer.abort();
             }
             // A transfer the aborted writer carried ends here (harmless if there was none).
-            self.shared.snapshot_reports.borrow_mut().push((id, false));
+            let report = SnapshotReport { peer: id, shard: None, delivered: false };
+            self.shared.snapshot_reports.borrow_mut().push(report);
         }
         if !wanted.is_empty()
             && let Some(listen) = self.listen_on_demand.take()
@@ -510,7 +528,7 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
     }
 
     fn report_transfer(&mut self, delivered: bool) {
-        if self.transfer.take().is_some() {
+        if let Some(transfer) = self.transfer.take() {
             let mut counters = self.shared.counters.borrow_mut();
             if delivered {
                 counters.snapshots_delivered += 1;
@@ -518,7 +536,8 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
                 counters.snapshot_transfers_given_up += 1;
             }
             drop(counters);
-            self.shared.snapshot_reports.borrow_mut().push((self.peer, delivered));
+            let report = SnapshotReport { peer: self.peer, shard: transfer.shard, delivered };
+            self.shared.snapshot_reports.borrow_mut().push(report);
         }
     }
 
@@ -536,16 +555,21 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
     /// Takes an `InstallSnapshot` off the queue: it is streamed in chunks, not framed whole.
     /// Returns the message back if it is anything else.
     fn start_transfer(&mut self, message: PeerMessage) -> Option<PeerMessage> {
-        // Snapshots of hosted groups travel inside their node's batch, framed whole.
-        let PeerMessage::Raft(raft_message) = &message else { return Some(message) };
-        let MessageBody::InstallSnapshot { snapshot } = &raft_message.body else {
+        let Some((shard, raft_message, snapshot)) = snapshot_of(&message) else {
             return Some(message);
         };
-        let transfer =
-            OutgoingTransfer::new(raft_message, snapshot.clone(), self.clock.monotonic_ms());
+        let now_ms = self.clock.monotonic_ms();
+        let transfer = OutgoingTransfer::new(shard, raft_message, snapshot.clone(), now_ms);
         match &self.transfer {
             // The leader asked again for the snapshot already on its way: keep streaming it.
             Some(current) if current.key() == transfer.key() => {}
+            // One transfer per peer at a time: another group's snapshot is given up at once,
+            // and that group's leader asks again later.
+            Some(current) if current.shard != shard => {
+                self.shared.counters.borrow_mut().snapshot_transfers_given_up += 1;
+                let report = SnapshotReport { peer: self.peer, shard, delivered: false };
+                self.shared.snapshot_reports.borrow_mut().push(report);
+            }
             // A newer snapshot (or a new term) replaces the transfer; its report covers both.
             _ => self.transfer = Some(transfer),
         }
@@ -554,13 +578,11 @@ impl<N: Network, C: Clock> PeerWriter<N, C> {
 
     fn discard_queue(&mut self) {
         while let Ok(message) = self.queue.try_recv() {
-            if let PeerMessage::Raft(Message {
-                body: MessageBody::InstallSnapshot { .. }, ..
-            }) = &message
-            {
+            if let Some((shard, _, _)) = snapshot_of(&message) {
                 // The engine waits for a report on every snapshot it handed over; without one
                 // the leader would wait for this follower forever.
-                self.shared.snapshot_reports.borrow_mut().push((self.peer, false));
+                let report = SnapshotReport { peer: self.peer, shard, delivered: false };
+                self.shared.snapshot_reports.borrow_mut().push(report);
             }
         }
         self.queued_bytes.set(0);
@@ -910,9 +932,13 @@ impl<C: Clock> InboundConnection<C> {
                         );
                         match outcome {
                             ChunkOutcome::Stored | ChunkOutcome::Ignored => {}
-                            ChunkOutcome::Complete(message) => {
+                            ChunkOutcome::Complete { shard, message } => {
                                 self.shared.counters.borrow_mut().snapshots_received += 1;
-                                if self.inbound.send(PeerMessage::Raft(message)).await.is_err() {
+                                let message = match shard {
+                                    None => PeerMessage::Raft(message),
+                                    Some(shard) => PeerMessage::Group { shard, message },
+                                };
+                                if self.inbound.send(message).await.is_err() {
                                     return;
                                 }
                             }
