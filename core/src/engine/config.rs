@@ -22,8 +22,13 @@ pub struct EngineConfig {
     /// At most this many inbound messages or requests handled before the engine persists,
     /// sends and applies: a bound on latency under load.
     pub max_inputs_per_cycle: usize,
-    /// Watch events buffered for slow subscribers before they miss some.
+    /// Watch events buffered for slow subscribers before they miss some. The buffer is
+    /// allocated up front, once per group.
     pub event_buffer: usize,
+    /// The same for each group of a node hosting many (`Engine::hosting`): smaller, or a
+    /// thousand groups' buffers alone would take hundreds of megabytes (a subscriber that
+    /// falls behind resumes from the watch history, as after any gap).
+    pub event_buffer_per_hosted_group: usize,
     /// A learner is promoted only when at most this many entries behind the leader.
     pub max_learner_lag_entries: u64,
 }
@@ -48,6 +53,7 @@ impl EngineConfig {
             retained_log_entries: 5_000,
             max_inputs_per_cycle: 1_024,
             event_buffer: 4_096,
+            event_buffer_per_hosted_group: 256,
             max_learner_lag_entries: 1_000,
         }
     }

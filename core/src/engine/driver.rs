@@ -141,7 +141,7 @@ pub struct Engine<T: Transport, S: Storage, C: Clock> {
     probe: Option<Box<dyn EngineProbe>>,
     /// Per group, the configurations (latest, last committed; by log index) and the leader
     /// the transport's peers were last set from.
-    peers_key: Vec<(ShardId, LogIndex, LogIndex, NodeId)>,
+    peers_key: BTreeMap<ShardId, (LogIndex, LogIndex, NodeId)>,
     /// Every member address seen in any configuration since the start: a lagging follower may
     /// hear from a leader that its own (stale) configuration does not list, and must be able
     /// to answer it.
@@ -164,7 +164,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         validate(&config)?;
         let kv = restore_state_machine(&config, &restored, snapshot_data)?;
         let raft = Raft::new(config.node_id, config.raft.clone(), restored, rng_seed);
-        let replica = Replica::new(&config, kv, &raft, clock.monotonic_ms());
+        let replica = Replica::new(&config, kv, &raft, clock.monotonic_ms(), config.event_buffer);
         let (mut engine, mut handles) = Engine::assemble(
             config,
             Cores::One(raft),
@@ -209,7 +209,9 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             let group_seed =
                 rng_seed ^ u64::from(group.shard.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let raft = Raft::new(config.node_id, config.raft.clone(), group.restored, group_seed);
-            replicas.insert(group.shard, Replica::new(&config, kv, &raft, clock.monotonic_ms()));
+            let event_buffer = config.event_buffer_per_hosted_group;
+            let replica = Replica::new(&config, kv, &raft, clock.monotonic_ms(), event_buffer);
+            replicas.insert(group.shard, replica);
             storages.insert(group.shard, group.storage);
             host.add_group(group.shard, raft);
         }
@@ -255,7 +257,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             shutdown: None,
             transport_open: true,
             probe: None,
-            peers_key: Vec::new(),
+            peers_key: BTreeMap::new(),
             known_addresses: BTreeMap::new(),
             config,
         };
@@ -313,7 +315,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             let accepting = self.shutdown.is_none();
             tokio::select! {
                 biased;
-                (shard, progress) = progress_of_any(&mut self.storages) => {
+                (shard, progress) = progress_of_any(&mut self.storages, &self.replicas) => {
                     self.on_storage_progress(shard, progress?)
                 }
                 message = self.transport.recv(), if self.transport_open => {
@@ -376,7 +378,11 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         if self.next_tick_ms <= now_ms {
             self.next_tick_ms = now_ms + self.config.tick_ms;
         }
+        let now_wall_ms = self.clock.wall_ms();
         for (shard, replica) in &mut self.replicas {
+            if !replica.has_expiry_due(now_wall_ms) {
+                continue;
+            }
             let Some(raft) = self.cores.get(*shard) else { continue };
             if !replica.expiry_may_be_due(raft, &self.clock) {
                 continue;
@@ -550,7 +556,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 self.storages.get_mut(shard).expect("every group has a storage").submit(job)?;
             }
         }
-        self.update_transport_peers();
+        self.update_transport_peers(&touched);
         for shard in &touched {
             let (Some(raft), Some(replica)) =
                 (self.cores.get(*shard), self.replicas.get_mut(shard))
@@ -567,18 +573,19 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
     /// force and of its last committed one. Until a removal commits, the removed member may
     /// still be the leader collecting the acknowledgements that commit it: dropping its
     /// address on append would leave it unable to hear them.
-    fn update_transport_peers(&mut self) {
-        let groups = self.cores.all();
-        let key: Vec<_> = groups
-            .iter()
-            .map(|(shard, raft)| {
-                let log = raft.log();
-                (*shard, log.config_index(), log.config_index_at(log.committed()), raft.leader())
-            })
-            .collect();
-        if self.peers_key == key {
+    fn update_transport_peers(&mut self, touched: &BTreeSet<ShardId>) {
+        // Only a group given input can have changed its configuration or leader.
+        let mut changed = false;
+        for shard in touched {
+            let Some(raft) = self.cores.get(*shard) else { continue };
+            let log = raft.log();
+            let key = (log.config_index(), log.config_index_at(log.committed()), raft.leader());
+            changed |= self.peers_key.insert(*shard, key) != Some(key);
+        }
+        if !changed {
             return;
         }
+        let groups = self.cores.all();
         let mut members = BTreeSet::new();
         for (_, raft) in &groups {
             let log = raft.log();
@@ -611,7 +618,6 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             .filter(|(id, _)| joining || members.contains(id))
             .map(|(id, address)| (*id, address.clone()))
             .collect();
-        self.peers_key = key;
         self.transport.update_peers(&peers);
     }
 
@@ -795,16 +801,30 @@ fn restore_state_machine(
 }
 
 /// The next progress of any group's storage, in shard order when several moved at once.
+/// With many groups, only the storages whose replica awaits something from them are asked: an
+/// idle group's storage has nothing to report, and asking a thousand of them at every turn
+/// of the loop is what would make idle groups cost CPU.
 async fn progress_of_any<S: Storage>(
     storages: &mut BTreeMap<ShardId, S>,
+    replicas: &BTreeMap<ShardId, Replica>,
 ) -> (ShardId, Result<StorageProgress, StorageFailure>) {
     if storages.len() == 1 {
         let (shard, storage) = storages.iter_mut().next().expect("one storage");
         return (*shard, storage.progress_changed().await);
     }
-    let waiting = storages.iter_mut().map(|(shard, storage)| {
-        Box::pin(async move { (*shard, storage.progress_changed().await) })
-    });
+    // The two maps have the same keys (`Engine::assemble` checks): walk them side by side.
+    let waiting: Vec<_> = storages
+        .iter_mut()
+        .zip(replicas.values())
+        .filter(|(_, replica)| replica.awaits_storage())
+        .map(|((shard, storage), _)| {
+            Box::pin(async move { (*shard, storage.progress_changed().await) })
+        })
+        .collect();
+    if waiting.is_empty() {
+        // Nothing outstanding: the next submission ends this wait (the loop polls anew).
+        return std::future::pending().await;
+    }
     futures::future::select_all(waiting).await.0
 }
 

@@ -62,6 +62,8 @@ pub(super) struct Replica {
     leader_changes: u64,
     proposals_committed: u64,
     proposals_failed: u64,
+    /// The state machine's earliest TTL deadline, as of its last change.
+    next_expiry_ms: Option<u64>,
     /// Whether a probe watches: only then are the changes of a cycle's applies kept.
     observed: bool,
     /// The changes of this cycle's applies, kept only for a probe.
@@ -70,13 +72,21 @@ pub(super) struct Replica {
 
 impl Replica {
     /// A replica whose state machine is `kv` and whose Raft core is `raft`, started at
-    /// `started_ms` (monotonic).
-    pub fn new(config: &EngineConfig, kv: KvStateMachine, raft: &Raft, started_ms: u64) -> Self {
+    /// `started_ms` (monotonic), with a change feed of `event_buffer` events.
+    pub fn new(
+        config: &EngineConfig,
+        kv: KvStateMachine,
+        raft: &Raft,
+        started_ms: u64,
+        event_buffer: usize,
+    ) -> Self {
         assert_eq!(raft.id(), config.node_id, "a replica runs this node's Raft core");
         let (status, _) = watch::channel(EngineStatus::initial(config.node_id));
-        let (events, _) = broadcast::channel(config.event_buffer);
+        let (events, _) = broadcast::channel(event_buffer);
         let last_snapshot_index = kv.applied_index();
+        let next_expiry_ms = kv.next_expiry_ms();
         Replica {
+            next_expiry_ms,
             local: Arc::new(LocalReads::new(kv, config.raft.planted())),
             tick_times_ms: VecDeque::from([(raft.tick_count(), started_ms)]),
             status,
@@ -120,6 +130,12 @@ impl Replica {
     /// Every persist batch submitted so far is durable.
     pub fn storage_caught_up(&self) -> bool {
         self.durable_batch >= self.last_submitted_batch
+    }
+
+    /// Whether the storage owes this replica a report: a batch or snapshot it was given, or
+    /// the end of a disk-full alarm.
+    pub fn awaits_storage(&self) -> bool {
+        !self.storage_caught_up() || self.snapshot_in_progress.is_some() || self.disk_full
     }
 
     pub fn durable_batch(&self) -> u64 {
@@ -313,9 +329,16 @@ impl Replica {
     /// Whether [`Replica::maybe_expire_keys`] may propose: it is the leader, with no expiry in
     /// flight, and a key's TTL has passed. Checked without waking a quiescent group.
     pub fn expiry_may_be_due<C: Clock>(&self, raft: &Raft, clock: &C) -> bool {
-        raft.role() == Role::Leader
+        self.next_expiry_ms.is_some_and(|due_ms| due_ms <= clock.wall_ms())
+            && raft.role() == Role::Leader
             && self.expire_tick_in_flight.is_none()
-            && self.local.kv().next_expiry_ms().is_some_and(|due_ms| due_ms <= clock.wall_ms())
+    }
+
+    /// Whether any key has a TTL that has passed at `now_wall_ms` (from the state machine's
+    /// last change, without locking it): cheap enough to ask of every hosted group at every
+    /// tick.
+    pub fn has_expiry_due(&self, now_wall_ms: u64) -> bool {
+        self.next_expiry_ms.is_some_and(|due_ms| due_ms <= now_wall_ms)
     }
 
     /// Raft took tick number `tick` at `now_ms` (monotonic). A group that did not tick (it is
@@ -392,6 +415,7 @@ impl Replica {
             }
         }
         debug_assert_eq!(kv.applied_index(), last);
+        self.next_expiry_ms = kv.next_expiry_ms();
         drop(kv);
         raft.applied(last);
     }
@@ -405,6 +429,7 @@ impl Replica {
             "snapshot metadata and content agree"
         );
         let revision = kv.revision();
+        self.next_expiry_ms = kv.next_expiry_ms();
         *self.local.kv_mut() = kv;
         let _ = self.events.send(ChangeFeed::Skipped { revision });
         self.pending.writes_superseded_by_snapshot(snapshot.meta.last_index);
