@@ -1,6 +1,7 @@
 //! The engine: the async driver that runs one node. It owns the Raft core and the key-value
-//! state machine, feeds them inputs from the seams (messages, client requests, clock ticks,
-//! storage progress) and carries out each `Ready` (persist, send, apply, answer).
+//! state machine (one of each per group, on a node hosting many: `replica.rs`), feeds them
+//! inputs from the seams (messages, client requests, clock ticks, storage progress) and carries
+//! out each `Ready` (persist, send, apply, answer).
 //!
 //! It is a single future with no spawned tasks or threads of its own, so it runs identically
 //! on a production runtime and inside a turmoil host.
