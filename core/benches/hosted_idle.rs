@@ -8,6 +8,11 @@
 //! `cargo bench -p conclave-core --bench hosted_idle` (1,000 groups, 10 s);
 //! `HOSTED_IDLE_GROUPS` and `HOSTED_IDLE_SECS` change both.
 
+// The engine tests' clock (on tokio's time, which runs in real time here); its runner is unused.
+#[allow(dead_code)]
+#[path = "../tests/engine_support/mod.rs"]
+mod engine_support;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -16,29 +21,12 @@ use std::time::{Duration, Instant};
 use conclave_core::engine::{Engine, EngineConfig, EngineHandle, HostedGroupStart};
 use conclave_core::raft::memory_cluster::DurableState;
 use conclave_core::raft::{ClusterConfig, NodeId, Role};
-use conclave_core::seams::clock::Clock;
 use conclave_core::seams::storage::MemoryStorage;
 use conclave_core::seams::transport::MemoryNetwork;
 use conclave_core::shard::{HostConfig, ShardId};
+use engine_support::TestClock;
 
 const NODES: u64 = 3;
-
-#[derive(Clone)]
-struct RealClock {
-    origin: Instant,
-}
-
-impl Clock for RealClock {
-    fn monotonic_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
-    }
-    fn wall_ms(&self) -> u64 {
-        1_700_000_000_000 + self.monotonic_ms()
-    }
-    async fn sleep_ms(&self, duration_ms: u64) {
-        tokio::time::sleep(Duration::from_millis(duration_ms)).await
-    }
-}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
@@ -63,7 +51,7 @@ fn start_node(
     groups: u32,
     members: &ClusterConfig,
     network: &MemoryNetwork,
-    clock: &RealClock,
+    clock: &TestClock,
 ) -> BTreeMap<ShardId, EngineHandle> {
     let config = EngineConfig::new(id);
     let host_config = HostConfig::for_raft(&config.raft);
@@ -97,7 +85,8 @@ fn main() {
         let mut members = ClusterConfig::with_voters((1..=NODES).map(NodeId));
         members.addresses = (1..=NODES).map(|id| (NodeId(id), format!("n{id}"))).collect();
         let network = MemoryNetwork::default();
-        let clock = RealClock { origin: Instant::now() };
+        // Tokio's clock, not paused here: real time.
+        let clock = TestClock::starting_now();
         let nodes: Vec<BTreeMap<ShardId, EngineHandle>> = (1..=NODES)
             .map(|id| start_node(NodeId(id), groups, &members, &network, &clock))
             .collect();

@@ -2,6 +2,8 @@
 //! driver's batching, reads at each consistency level, TTLs, sessions, snapshots and failover.
 //! Time is tokio's paused clock, so the tests are deterministic and instant.
 
+mod engine_support;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -20,25 +22,8 @@ use conclave_core::seams::Consensus;
 use conclave_core::seams::clock::Clock;
 use conclave_core::seams::storage::MemoryStorage;
 use conclave_core::seams::transport::MemoryNetwork;
+use engine_support::TestClock;
 use tokio::task::JoinHandle;
-
-/// The paused tokio clock, with a fixed wall-clock origin.
-#[derive(Clone)]
-struct TestClock {
-    origin: tokio::time::Instant,
-}
-
-impl Clock for TestClock {
-    fn monotonic_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
-    }
-    fn wall_ms(&self) -> u64 {
-        1_700_000_000_000 + self.monotonic_ms()
-    }
-    async fn sleep_ms(&self, duration_ms: u64) {
-        tokio::time::sleep(Duration::from_millis(duration_ms)).await
-    }
-}
 
 struct TestCluster {
     network: MemoryNetwork,
@@ -71,7 +56,7 @@ impl TestCluster {
         members.addresses = (1..=size + spares).map(|id| (NodeId(id), format!("n{id}"))).collect();
         let mut cluster = TestCluster {
             network: MemoryNetwork::default(),
-            clock: TestClock { origin: tokio::time::Instant::now() },
+            clock: TestClock::starting_now(),
             durable: BTreeMap::new(),
             handles: BTreeMap::new(),
             tasks: BTreeMap::new(),
@@ -184,24 +169,11 @@ impl TestCluster {
     }
 }
 
-/// Virtual time a test may take. The clock is paused and jumps to the next timer, so an engine
-/// that never commits would otherwise spin forever (a write waits on a commit that never
-/// comes, while the engine's ticks keep the clock moving): this turns such a hang into a
-/// failure within a second or two of real time.
+/// Virtual time a test may take (see `engine_support::run_local`).
 const TEST_DEADLINE: Duration = Duration::from_secs(60);
 
 fn run_local<F: std::future::Future<Output = ()>>(test: F) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
-        if tokio::time::timeout(TEST_DEADLINE, test).await.is_err() {
-            panic!("the test did not finish within {TEST_DEADLINE:?} of virtual time");
-        }
-    });
+    engine_support::run_local(TEST_DEADLINE, test)
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //! and a restarted node brings every group back. Time is tokio's paused clock, so the tests are
 //! deterministic and instant.
 
+mod engine_support;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -18,28 +20,11 @@ use conclave_core::kv::{Condition, KvCommand};
 use conclave_core::raft::memory_cluster::DurableState;
 use conclave_core::raft::{ClusterConfig, NodeId, Role};
 use conclave_core::seams::Consensus;
-use conclave_core::seams::clock::Clock;
 use conclave_core::seams::storage::MemoryStorage;
 use conclave_core::seams::transport::MemoryNetwork;
 use conclave_core::shard::{HostConfig, ShardId};
+use engine_support::TestClock;
 use tokio::task::JoinHandle;
-
-#[derive(Clone)]
-struct TestClock {
-    origin: tokio::time::Instant,
-}
-
-impl Clock for TestClock {
-    fn monotonic_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
-    }
-    fn wall_ms(&self) -> u64 {
-        1_700_000_000_000 + self.monotonic_ms()
-    }
-    async fn sleep_ms(&self, duration_ms: u64) {
-        tokio::time::sleep(Duration::from_millis(duration_ms)).await
-    }
-}
 
 /// `nodes` nodes, each hosting a replica of every one of `shards` groups (all groups have the
 /// same voters).
@@ -62,7 +47,7 @@ impl HostedCluster {
         members.addresses = (1..=nodes).map(|id| (NodeId(id), format!("n{id}"))).collect();
         let mut cluster = HostedCluster {
             network: MemoryNetwork::default(),
-            clock: TestClock { origin: tokio::time::Instant::now() },
+            clock: TestClock::starting_now(),
             shards,
             members,
             durable: BTreeMap::new(),
@@ -159,17 +144,7 @@ impl HostedCluster {
 const TEST_DEADLINE: Duration = Duration::from_secs(120);
 
 fn run_local<F: std::future::Future<Output = ()>>(test: F) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("runtime");
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
-        if tokio::time::timeout(TEST_DEADLINE, test).await.is_err() {
-            panic!("the test did not finish within {TEST_DEADLINE:?} of virtual time");
-        }
-    });
+    engine_support::run_local(TEST_DEADLINE, test)
 }
 
 fn bytes(value: &str) -> Option<Bytes> {

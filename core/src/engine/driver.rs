@@ -679,23 +679,15 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
     /// The second half, once the messages left: install a snapshot, apply, answer reads, send
     /// the snapshots followers need.
     async fn finish_ready(&mut self, rest: ReadyRest) -> Result<(), EngineFailure> {
-        let ReadyRest {
-            shard,
-            snapshot_to_apply,
-            committed_entries,
-            reads,
-            failed_reads,
-            snapshot_requests,
-            observed,
-        } = rest;
+        let shard = rest.shard;
         let replica = self.replicas.get_mut(&shard).expect("a ready group has a replica");
         let raft = self.cores.for_report(shard).expect("a ready group is hosted");
-        if let Some(snapshot) = snapshot_to_apply {
+        if let Some(snapshot) = rest.snapshot_to_apply {
             replica.install_snapshot(raft, snapshot).map_err(EngineFailure::CorruptSnapshot)?;
         }
-        replica.apply(raft, &self.clock, &committed_entries);
+        replica.apply(raft, &self.clock, &rest.committed_entries);
         let changes = replica.take_changes_for_probe();
-        if let (Some(probe), Some(observed)) = (self.probe.as_mut(), observed) {
+        if let (Some(probe), Some(observed)) = (self.probe.as_mut(), rest.observed) {
             let batch = observed.batch.as_ref();
             probe.observe(CycleView {
                 shard,
@@ -707,12 +699,12 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 durable_batch: replica.durable_batch(),
                 messages: &observed.messages,
                 snapshot_installed: observed.snapshot.as_ref(),
-                applied: &committed_entries,
+                applied: &rest.committed_entries,
                 changes: &changes,
             });
         }
-        replica.on_read_states(raft, reads, failed_reads);
-        for request in snapshot_requests {
+        replica.on_read_states(raft, rest.reads, rest.failed_reads);
+        for request in rest.snapshot_requests {
             self.send_snapshot(shard, request).await?;
         }
         Ok(())
