@@ -143,3 +143,49 @@ impl RaftConfig {
         Some(timeout.saturating_sub(margin).saturating_sub(1))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_lease(drift_ppm: u32) -> RaftConfig {
+        let lease_read = Some(LeaseConfig { max_clock_drift_ppm: drift_ppm });
+        RaftConfig { lease_read, ..RaftConfig::default() }
+    }
+
+    #[test]
+    fn validate_refuses_each_unsafe_setting() {
+        assert_eq!(RaftConfig::default().validate(), Ok(()));
+        assert_eq!(with_lease(10_000).validate(), Ok(()));
+        let no_window = RaftConfig { max_inflight_messages: 0, ..RaftConfig::default() };
+        assert_eq!(no_window.validate(), Err(ConfigError::Zero("max_inflight_messages")));
+        let slow_heartbeat = RaftConfig { heartbeat_interval_ticks: 50, ..RaftConfig::default() };
+        assert_eq!(
+            slow_heartbeat.validate(),
+            Err(ConfigError::HeartbeatNotShorterThanElection { heartbeat: 50, election: 50 })
+        );
+        let no_check_quorum = RaftConfig { check_quorum: false, ..with_lease(10_000) };
+        assert_eq!(no_check_quorum.validate(), Err(ConfigError::LeaseWithoutCheckQuorum));
+        assert_eq!(with_lease(500_000).validate(), Err(ConfigError::DriftTooLarge(500_000)));
+    }
+
+    #[test]
+    fn the_lease_is_the_election_timeout_less_the_drift_margin_and_a_tick() {
+        // 50 ticks at 5% drift: a margin of 2.5 ticks, rounded up to 3, and one tick lost to
+        // rounding when the lease is measured.
+        assert_eq!(with_lease(50_000).lease_ticks(), Some(46));
+        assert_eq!(with_lease(0).lease_ticks(), Some(49));
+        assert_eq!(RaftConfig::default().lease_ticks(), None, "no lease unless configured");
+    }
+
+    /// The simulator's self-test (the planted-bug test) switches bugs on through this.
+    #[cfg(feature = "planted-bugs")]
+    #[test]
+    fn a_planted_bug_is_reported_as_switched_on() {
+        use super::super::planted::PlantedBug;
+        let config =
+            RaftConfig { planted_bug: Some(PlantedBug::DoubleVote), ..RaftConfig::default() };
+        assert_eq!(config.planted(), Some(PlantedBug::DoubleVote));
+        assert_eq!(RaftConfig::default().planted(), None);
+    }
+}
