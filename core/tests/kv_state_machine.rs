@@ -230,6 +230,9 @@ fn range_limit_zero_and_oversized_limits_mean_the_maximum() {
     assert_eq!(h.sm.range("", 1000).0.len(), 3);
     let response = h.run(KvCommand::Range { prefix: String::new(), start_after: None, limit: 0 });
     assert!(matches!(response, KvResponse::Range { ref kvs, more: true, .. } if kvs.len() == 3));
+    // The maximum itself is a valid limit; one more is refused.
+    let response = h.run(KvCommand::Range { prefix: String::new(), start_after: None, limit: 3 });
+    assert!(matches!(response, KvResponse::Range { ref kvs, more: true, .. } if kvs.len() == 3));
     let response = h.run(KvCommand::Range { prefix: String::new(), start_after: None, limit: 4 });
     assert_eq!(
         response,
