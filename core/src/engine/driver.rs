@@ -36,7 +36,7 @@ use crate::raft::{
 use crate::seams::storage::StorageFailure;
 use crate::seams::transport::SnapshotReport;
 use crate::seams::{Clock, Storage, StorageJob, StorageProgress, Transport};
-use crate::shard::{GroupHost, HostConfig, HostCounters, ShardId};
+use crate::shard::{GroupHost, HostConfig, ShardId};
 use crate::transport::PeerMessage;
 
 /// Why the engine stopped on its own. Each is fatal for this process: the node must restart
@@ -748,14 +748,6 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
     /// Shard `shard`'s Raft core, for the simulator's invariant checks.
     pub fn group(&self, shard: ShardId) -> Option<&Raft> {
         self.cores.get(shard)
-    }
-
-    /// What the host of a multi-group node has done (`None` for a single-group node).
-    pub fn host_counters(&self) -> Option<&HostCounters> {
-        match &self.cores {
-            Cores::One(_) => None,
-            Cores::Hosted(host) => Some(host.counters()),
-        }
     }
 }
 
