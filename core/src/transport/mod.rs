@@ -3,6 +3,7 @@
 //! any [`Network`] — `tokio::net` in production, `turmoil::net` in simulation.
 
 pub mod frame;
+pub mod inbound_buffer;
 pub mod network;
 pub mod peer_message;
 pub mod snapshot_stream;

@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use super::frame::{
     Frame, FrameError, PROTOCOL_VERSION, decode_frame, encode_frame, read_frame, write_frame,
 };
+use super::inbound_buffer::{InboundBuffer, READ_CHUNK_BYTES};
 use super::network::Network;
 use super::peer_message::PeerMessage;
 use super::snapshot_stream::{ChunkOutcome, IncomingTransfers, OutgoingTransfer};
@@ -41,10 +42,6 @@ const ACK_DELAY_DIVISOR: u64 = 16;
 /// The largest first frame accepted on an inbound connection. A `Hello` is a few dozen bytes;
 /// until it has named a member of this cluster, a connection may make us buffer no more.
 const MAX_HELLO_FRAME_BYTES: u32 = 256;
-
-/// An inbound connection's read buffer is given back to the allocator once it is this much
-/// larger than what it holds: one large message must not pin its size for the connection's life.
-const SHRINK_BUFFER_ABOVE_BYTES: usize = 4 << 20;
 
 /// Where the transport listens for its peers.
 pub enum PeerListener<L> {
@@ -148,7 +145,7 @@ struct Shared {
     unreachable: RefCell<BTreeSet<NodeId>>,
     inbound_connections: Cell<usize>,
     /// Bytes held in the read buffers of all inbound connections.
-    inbound_buffered_bytes: Cell<u64>,
+    inbound_buffered_bytes: Rc<Cell<u64>>,
     /// The reader of the newest connection from each peer.
     readers: RefCell<BTreeMap<NodeId, JoinHandle<()>>>,
     /// Snapshots being received, per peer, kept across connections.
@@ -274,7 +271,7 @@ impl TcpTransport {
             counters: RefCell::new(TransportCounters::default()),
             unreachable: RefCell::new(BTreeSet::new()),
             inbound_connections: Cell::new(0),
-            inbound_buffered_bytes: Cell::new(0),
+            inbound_buffered_bytes: Rc::new(Cell::new(0)),
             readers: RefCell::new(BTreeMap::new()),
             incoming_snapshots: RefCell::new(IncomingTransfers::default()),
             snapshot_reports: RefCell::new(Vec::new()),
@@ -863,8 +860,12 @@ impl<C: Clock> InboundConnection<C> {
     async fn serve<N: Network>(self, stream: N::Stream, from: NodeId) {
         let _slot = ConnectionSlot(self.shared.clone());
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let mut buffer = BudgetedBuffer::new(self.shared.clone());
-        let mut chunk = vec![0u8; 64 * 1024];
+        let mut buffer = InboundBuffer::new(
+            self.shared.inbound_buffered_bytes.clone(),
+            self.config.max_inbound_buffered_bytes,
+            self.config.max_frame_bytes,
+        );
+        let mut chunk = vec![0u8; READ_CHUNK_BYTES];
         let mut received: u64 = 0;
         let mut acknowledged: u64 = 0;
         // Frames for the sender (acknowledgements, resume requests), written together.
@@ -896,7 +897,7 @@ impl<C: Clock> InboundConnection<C> {
                 Ok(0) | Err(_) => return,
                 Ok(read) => read,
             };
-            if !buffer.extend(&chunk[..read], self.config.max_inbound_buffered_bytes) {
+            if !buffer.extend(&chunk[..read]) {
                 self.shared.counters.borrow_mut().inbound_closed_over_budget += 1;
                 tracing::warn!(
                     peer = %from,
@@ -1022,76 +1023,6 @@ impl<C: Clock> InboundConnection<C> {
             }
             _ => false,
         }
-    }
-}
-
-/// An inbound connection's read buffer, counted against the budget all inbound connections
-/// share (`max_inbound_buffered_bytes`) by the memory it holds (its capacity, not just what it
-/// holds now); returned to the budget when it drops. It grows by doubling, but never beyond the
-/// end of the frame it is receiving, so a frame's memory is about its size, not twice it.
-struct BudgetedBuffer {
-    bytes: Vec<u8>,
-    /// The capacity charged to the shared budget.
-    charged: usize,
-    shared: Rc<Shared>,
-}
-
-impl BudgetedBuffer {
-    fn new(shared: Rc<Shared>) -> Self {
-        BudgetedBuffer { bytes: Vec::new(), charged: 0, shared }
-    }
-
-    /// Appends `data` unless the shared budget would be exceeded; returns whether it did.
-    fn extend(&mut self, data: &[u8], budget_bytes: u64) -> bool {
-        let needed = self.bytes.len() + data.len();
-        if needed > self.bytes.capacity() {
-            // The frame at the front of the buffer says where it ends (`frame.rs`: a 4-byte
-            // length, a 4-byte checksum, the payload).
-            let frame_end = match self.bytes.get(..4) {
-                Some(length) => {
-                    8 + u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize
-                }
-                None => needed,
-            };
-            let doubled = (2 * self.bytes.capacity()).max(64 * 1024);
-            let target = needed.max(doubled.min(frame_end.max(needed)));
-            let total = self.shared.inbound_buffered_bytes.get();
-            if total + (target - self.charged) as u64 > budget_bytes {
-                return false;
-            }
-            self.bytes.reserve_exact(target - self.bytes.len());
-            self.recharge();
-        }
-        self.bytes.extend_from_slice(data);
-        true
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    /// Drops the first `count` bytes (decoded frames).
-    fn consume(&mut self, count: usize) {
-        self.bytes.drain(..count);
-        if self.bytes.capacity() > SHRINK_BUFFER_ABOVE_BYTES && self.bytes.len() < 64 * 1024 {
-            self.bytes.shrink_to(64 * 1024);
-            self.recharge();
-        }
-    }
-
-    /// Charges the budget for the buffer's current capacity.
-    fn recharge(&mut self) {
-        let total = &self.shared.inbound_buffered_bytes;
-        let capacity = self.bytes.capacity();
-        total.set((total.get() + capacity as u64).saturating_sub(self.charged as u64));
-        self.charged = capacity;
-    }
-}
-
-impl Drop for BudgetedBuffer {
-    fn drop(&mut self) {
-        let total = &self.shared.inbound_buffered_bytes;
-        total.set(total.get().saturating_sub(self.charged as u64));
     }
 }
 
