@@ -6,7 +6,7 @@
 
 mod engine_support;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
@@ -18,13 +18,40 @@ use conclave_core::engine::{
 };
 use conclave_core::kv::{Condition, KvCommand};
 use conclave_core::raft::memory_cluster::DurableState;
-use conclave_core::raft::{ClusterConfig, NodeId, Role};
+use conclave_core::raft::{ClusterConfig, LogIndex, NodeId, Role, Snapshot};
 use conclave_core::seams::Consensus;
-use conclave_core::seams::storage::MemoryStorage;
+use conclave_core::seams::storage::{
+    MemoryStorage, Storage, StorageFailure, StorageJob, StorageProgress,
+};
 use conclave_core::seams::transport::MemoryNetwork;
 use conclave_core::shard::{HostConfig, ShardId};
 use engine_support::TestClock;
 use tokio::task::JoinHandle;
+
+/// `MemoryStorage` that can ask its group to compact, as a shared log does for a group whose
+/// old records keep its segments (`storage/shared_log.rs`).
+struct AskingStorage {
+    inner: MemoryStorage,
+    compaction_wanted: Rc<Cell<LogIndex>>,
+}
+
+impl Storage for AskingStorage {
+    fn submit(&mut self, job: StorageJob) -> Result<(), StorageFailure> {
+        self.inner.submit(job)
+    }
+
+    async fn progress_changed(&mut self) -> Result<StorageProgress, StorageFailure> {
+        self.inner.progress_changed().await
+    }
+
+    async fn load_snapshot(&mut self) -> Result<Option<Snapshot>, StorageFailure> {
+        self.inner.load_snapshot().await
+    }
+
+    fn compaction_wanted(&self) -> LogIndex {
+        self.compaction_wanted.get()
+    }
+}
 
 /// `nodes` nodes, each hosting a replica of every one of `shards` groups (all groups have the
 /// same voters).
@@ -35,6 +62,8 @@ struct HostedCluster {
     members: ClusterConfig,
     /// Each node's durable state of each group.
     durable: BTreeMap<(NodeId, ShardId), Rc<RefCell<DurableState>>>,
+    /// What each node's storage of each group asks it to compact to.
+    compaction_wanted: BTreeMap<(NodeId, ShardId), Rc<Cell<LogIndex>>>,
     handles: BTreeMap<NodeId, BTreeMap<ShardId, EngineHandle>>,
     tasks: BTreeMap<NodeId, JoinHandle<()>>,
     /// Starts so far, for a different seed at every start.
@@ -51,6 +80,7 @@ impl HostedCluster {
             shards,
             members,
             durable: BTreeMap::new(),
+            compaction_wanted: BTreeMap::new(),
             handles: BTreeMap::new(),
             tasks: BTreeMap::new(),
             starts: 0,
@@ -58,6 +88,7 @@ impl HostedCluster {
         for id in 1..=nodes {
             for shard in 0..shards {
                 cluster.durable.insert((NodeId(id), ShardId(shard)), Rc::default());
+                cluster.compaction_wanted.insert((NodeId(id), ShardId(shard)), Rc::default());
             }
             cluster.start(NodeId(id));
         }
@@ -74,7 +105,9 @@ impl HostedCluster {
             let durable = self.durable[&(id, shard)].clone();
             let restored = durable.borrow().restored(&self.members);
             let snapshot_data = durable.borrow().snapshot.as_ref().map(|s| s.data.clone());
-            let (storage, writer) = MemoryStorage::new(durable, self.clock.clone(), 1);
+            let (inner, writer) = MemoryStorage::new(durable, self.clock.clone(), 1);
+            let compaction_wanted = self.compaction_wanted[&(id, shard)].clone();
+            let storage = AskingStorage { inner, compaction_wanted };
             groups.push(HostedGroupStart { shard, restored, snapshot_data, storage });
             writers.push(writer);
         }
@@ -255,5 +288,45 @@ fn a_dead_nodes_groups_are_led_again_and_it_recovers_every_group() {
             let after = cluster.get(victim, shard, "after", ReadConsistency::Stale).await;
             assert_eq!(after.expect("get"), bytes("2"), "{shard} did not catch up");
         }
+    });
+}
+
+#[test]
+fn a_group_asked_by_its_storage_compacts_before_its_snapshot_schedule() {
+    run_local(async {
+        let cluster = HostedCluster::new(3, 2);
+        let quiet = ShardId(1);
+        let leader = cluster.wait_for_leader(quiet).await;
+        for i in 0..3 {
+            cluster.put(leader, quiet, &format!("k{i}"), "v").await;
+        }
+        let applied = cluster.handle(leader, quiet).status().applied_index;
+        let durable = cluster.durable[&(leader, quiet)].clone();
+        assert!(durable.borrow().snapshot.is_none(), "far below the snapshot schedule");
+        assert!(durable.borrow().entries.iter().any(|entry| entry.index <= applied));
+
+        // The storage asks for the log up to what the group applied to go.
+        cluster.compaction_wanted[&(leader, quiet)].set(applied);
+        for _ in 0..500 {
+            if durable.borrow().snapshot.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (snapshot_index, first_entry) = {
+            let state = durable.borrow();
+            let snapshot = state.snapshot.as_ref().expect("a snapshot taken for the request");
+            (snapshot.meta.last_index, state.entries.first().map(|entry| entry.index))
+        };
+        assert!(snapshot_index >= applied);
+        assert!(
+            first_entry.is_none_or(|index| index > applied),
+            "the log is compacted past the requested index, retained entries included"
+        );
+        // The group's other replicas were not asked: their logs stay.
+        let follower = (1..=3).map(NodeId).find(|id| *id != leader).expect("a follower");
+        assert!(cluster.durable[&(follower, quiet)].borrow().snapshot.is_none());
+        // The group goes on serving.
+        cluster.put(leader, quiet, "after", "v").await;
     });
 }

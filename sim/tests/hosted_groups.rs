@@ -1,7 +1,8 @@
 //! Nodes that host replicas of many Raft groups (`Engine::hosting`), on the simulator's network
 //! and disks with the production transport and write-ahead log: the groups' messages travel in
-//! node batches over turmoil's TCP, each group recovers from its own log after a crash, and
-//! idle groups quiesce between bursts. Crashes and partitions are drawn from each seed.
+//! node batches over turmoil's TCP, all of a node's groups write one shared log (one sync per
+//! group commit) and each recovers its part of it after a crash, and idle groups quiesce
+//! between bursts. Crashes and partitions are drawn from each seed.
 //!
 //! Checked throughout: no two leaders of one group in one term, and every node applies the
 //! same entry at each index of each group. At the end, with the faults healed: every group
@@ -21,7 +22,7 @@ use conclave_core::kv::{Condition, KvCommand};
 use conclave_core::raft::{ClusterConfig, LogIndex, NodeId, Role, Term};
 use conclave_core::seams::Consensus;
 use conclave_core::shard::{HostConfig, ShardId};
-use conclave_core::storage::{WalOptions, WalStorage};
+use conclave_core::storage::{SharedLog, WalOptions};
 use conclave_core::transport::tcp::{TcpTransport, TcpTransportConfig};
 use conclave_sim::clock::SimClock;
 use conclave_sim::disk::DiskFaults;
@@ -154,14 +155,12 @@ async fn node_main(world: Rc<World>, node: u64, seed: u64) -> turmoil::Result {
     let id = NodeId(node);
     let node_seed = seed ^ (node << 48) ^ (incarnation << 32);
     let clock = world.clocks[&node].clone();
+    let fs = SimFs::new(DiskFaults::default(), node_seed, 1);
+    let hosted: Vec<ShardId> = (0..SHARDS).map(ShardId).collect();
+    let (mut log, opened) = SharedLog::open(fs, "/data", &hosted, wal_options()).await?;
     let mut groups = Vec::new();
-    let mut writers = Vec::new();
-    for shard in (0..SHARDS).map(ShardId) {
-        let fs = SimFs::new(DiskFaults::default(), node_seed ^ u64::from(shard.0), 1);
-        let dir = format!("/shard-{}", shard.0);
-        let (mut storage, recovered) = WalStorage::open(fs, &dir, wal_options()).await?;
+    for (shard, (storage, recovered)) in opened {
         let recovered = recovered.with_initial_config(&members());
-        writers.push(storage.writer());
         groups.push(HostedGroupStart {
             shard,
             restored: recovered.restored,
@@ -193,8 +192,7 @@ async fn node_main(world: Rc<World>, node: u64, seed: u64) -> turmoil::Result {
         Engine::hosting(config, host_config, groups, transport, clock, node_seed)?;
     let engine = engine.with_probe(Box::new(Probe { node: id, world: world.clone() }));
     world.handles.borrow_mut().insert(node, handles);
-    let writers = async move { futures::future::try_join_all(writers).await.map(|_| ()) };
-    let result = engine.run(writers).await;
+    let result = engine.run(log.writer()).await;
     world.handles.borrow_mut().remove(&node);
     result.map_err(|failure| failure.to_string().into())
 }

@@ -378,6 +378,18 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         if self.next_tick_ms <= now_ms {
             self.next_tick_ms = now_ms + self.config.tick_ms;
         }
+        if matches!(self.cores, Cores::Hosted(_)) {
+            // A shared log asks groups whose old records keep it from shrinking to compact.
+            // The two maps have the same keys (`Engine::assemble` checks).
+            for ((shard, storage), replica) in self.storages.iter().zip(self.replicas.values_mut())
+            {
+                let wanted = storage.compaction_wanted();
+                if wanted > replica.compaction_wanted() {
+                    replica.ask_compaction(wanted);
+                    self.touched.insert(*shard);
+                }
+            }
+        }
         let now_wall_ms = self.clock.wall_ms();
         for (shard, replica) in &mut self.replicas {
             if !replica.has_expiry_due(now_wall_ms) {

@@ -56,6 +56,8 @@ pub(super) struct Replica {
     /// No snapshot is attempted before this time (monotonic ms), after one was given up.
     snapshot_retry_at_ms: u64,
     last_snapshot_index: u64,
+    /// How far the storage asked this group to compact its log, as last seen (0: never).
+    compaction_wanted: u64,
     /// The index of an `ExpireTick` this leader proposed and that has not been applied yet.
     expire_tick_in_flight: Option<u64>,
     last_leader: NodeId,
@@ -99,6 +101,7 @@ impl Replica {
             snapshots_abandoned: 0,
             snapshot_retry_at_ms: 0,
             last_snapshot_index,
+            compaction_wanted: 0,
             expire_tick_in_flight: None,
             last_leader: NodeId::NONE,
             leader_changes: 0,
@@ -461,8 +464,20 @@ impl Replica {
         }
     }
 
+    /// How far the storage asked this group to compact its log, as last seen.
+    pub fn compaction_wanted(&self) -> u64 {
+        self.compaction_wanted
+    }
+
+    /// The storage asks for the log to be compacted up to `index` (a shared log that the
+    /// group's old records keep from shrinking): the next `snapshot_due` takes a snapshot for
+    /// it, once the group has applied that far, whatever the snapshot schedule says.
+    pub fn ask_compaction(&mut self, index: u64) {
+        self.compaction_wanted = self.compaction_wanted.max(index);
+    }
+
     /// The job that saves a snapshot of the state machine, once enough entries were applied
-    /// since the last one.
+    /// since the last one, or once the storage asked for a compaction the group can do.
     pub fn snapshot_due<C: Clock>(&mut self, raft: &Raft, clock: &C) -> Option<StorageJob> {
         if self.snapshot_in_progress.is_some()
             || self.disk_full
@@ -471,7 +486,9 @@ impl Replica {
             return None;
         }
         let applied = self.local.kv().applied_index();
-        if applied < self.last_snapshot_index + self.config.snapshot_every_entries {
+        let compacted_to = raft.log().first_index().saturating_sub(1);
+        let asked = self.compaction_wanted > compacted_to && applied >= self.compaction_wanted;
+        if !asked && applied < self.last_snapshot_index + self.config.snapshot_every_entries {
             return None;
         }
         let last_term = raft.log().term(applied)?;
@@ -481,7 +498,13 @@ impl Replica {
             config: raft.log().config_at(applied).clone(),
         };
         let snapshot = Snapshot { meta, data: self.local.kv().snapshot() };
-        let compact_to = applied.saturating_sub(self.config.retained_log_entries);
+        let mut compact_to = applied.saturating_sub(self.config.retained_log_entries);
+        if asked {
+            // The entries kept for lagging followers give way: a follower that needs them
+            // gets the snapshot instead.
+            compact_to = compact_to.max(self.compaction_wanted);
+        }
+        debug_assert!(compact_to <= applied, "the log is compacted only up to what is applied");
         self.snapshot_in_progress = Some((applied, compact_to));
         Some(StorageJob::SaveSnapshot { snapshot, compact_to })
     }

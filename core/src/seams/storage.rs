@@ -56,6 +56,12 @@ pub trait Storage {
     -> impl Future<Output = Result<StorageProgress, StorageFailure>>;
     /// The newest durable snapshot, to send to a follower that needs it.
     fn load_snapshot(&mut self) -> impl Future<Output = Result<Option<Snapshot>, StorageFailure>>;
+    /// How far the storage asks the group to compact its log (0: it asks nothing). A log
+    /// shared by many groups keeps a segment until every group with records in it has
+    /// compacted past them, so it asks a group that lags for a snapshot (`storage/shared_log.rs`).
+    fn compaction_wanted(&self) -> LogIndex {
+        0
+    }
 }
 
 /// In-memory storage for engine tests: "durable" state survives as long as the test keeps the

@@ -139,6 +139,8 @@ struct State {
     /// Bumped by every crash; handles of an older epoch are dead.
     epoch: u64,
     ops: u64,
+    /// File syncs (`sync_data`, `sync_all`) that succeeded.
+    file_syncs: u64,
     /// Names removed or renamed away since their directory's last sync.
     pending_removals: BTreeSet<PathBuf>,
     /// Files synced while a removal of their name was pending.
@@ -197,6 +199,7 @@ impl MemFs {
                 durable: directories,
                 epoch: 0,
                 ops: 0,
+                file_syncs: 0,
                 pending_removals: BTreeSet::new(),
                 synced_under_pending_removal: Vec::new(),
             })),
@@ -221,6 +224,11 @@ impl MemFs {
     /// Operations performed so far (to choose power-cut points).
     pub fn ops(&self) -> u64 {
         self.state.borrow().ops
+    }
+
+    /// File syncs that succeeded so far (what a group commit costs).
+    pub fn file_syncs(&self) -> u64 {
+        self.state.borrow().file_syncs
     }
 
     /// The machine loses power and comes back: only durable state remains (see the module
@@ -451,7 +459,9 @@ impl MemFile {
             for change in std::mem::take(&mut inode.unsynced) {
                 apply(&mut inode.durable, &change);
             }
-        })
+        })?;
+        self.fs.state.borrow_mut().file_syncs += 1;
+        Ok(())
     }
 
     /// Lists this file if it still has its name and a removal of that name is pending.

@@ -18,25 +18,35 @@
 //! future that does the I/O (group commit); [`WalStorage::backup_to`] and
 //! [`backup::restore_backup`] make and restore backups.
 //!
+//! A node hosting many Raft groups opens a [`SharedLog`] instead: one log for all its groups
+//! (one sync per group commit, whatever the number of groups), with each group's hard state
+//! and snapshots in a `shard-N/` directory beside the segments, and one [`GroupStorage`] handle
+//! per group (`shared_log.rs` says why and what it costs).
+//!
 //! Every file starts with a magic number and [`FORMAT_VERSION`]; every record and file is
 //! checksummed with CRC32C. What recovery repairs and what it refuses is in `recovery.rs`.
 
 pub mod backup;
 pub mod error;
 pub mod fs;
+pub mod group_storage;
 pub mod hard_state;
 pub mod log_terms;
+mod log_writer;
 pub mod mem_fs;
 pub mod record;
 pub mod recovery;
 pub mod removal;
 pub mod segment;
+pub mod shared_log;
 pub mod snapshot_file;
 pub mod space;
 pub mod wal;
 pub mod wal_storage;
 
 pub use error::{StorageError, StorageResult};
+pub use group_storage::GroupStorage;
+pub use shared_log::SharedLog;
 pub use wal_storage::{Recovered, WalOptions, WalStorage};
 
 /// The on-disk format version, in every file's header. Recovery refuses any other version.

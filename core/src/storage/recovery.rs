@@ -24,6 +24,7 @@
 //!
 //! Repairs done are listed in [`RecoveredParts::repairs`] for the operator.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::error::{StorageError, StorageResult};
@@ -39,12 +40,14 @@ use super::snapshot_file::{
     is_snapshot_temp_file_name, parse_snapshot_file_name, read_snapshot_file,
 };
 use super::wal::{
-    SegmentInfo, Wal, WalLimits, WalPosition, WalRecord, create_segment, restart_segment_in_place,
+    LogLayout, SINGLE_GROUP, SegmentInfo, Wal, WalLimits, WalPosition, WalRecord, create_segment,
+    restart_segment_in_place,
 };
 use crate::raft::planted::is_planted;
 use crate::raft::{
     Entry, HardState, LogIndex, NodeId, PlantedBug, RestoredState, Snapshot, SnapshotMeta, Term,
 };
+use crate::shard::ShardId;
 
 /// No segment file is read if larger than this (a segment is never written beyond its
 /// preallocated size; this only bounds what a damaged directory can make us allocate).
@@ -60,6 +63,18 @@ pub struct RecoveryLimits {
 /// Everything recovery hands to the writer and to the engine.
 pub struct RecoveredParts<F: FileSystem> {
     pub wal: Wal<F>,
+    /// Each group's part, by group.
+    pub groups: BTreeMap<ShardId, RecoveredGroup<F>>,
+    /// What recovery repaired, one sentence each.
+    pub repairs: Vec<String>,
+    /// The directory was empty (or missing) and has been initialised.
+    pub created: bool,
+}
+
+/// One group's part of what recovery found.
+pub struct RecoveredGroup<F: FileSystem> {
+    /// Where the group's hard-state file and snapshots are.
+    pub dir: PathBuf,
     pub hard_state_file: HardStateFile<F>,
     pub snapshot: Option<Snapshot>,
     /// Snapshot metadata (default when none), the hard state, and the entries after the
@@ -67,10 +82,11 @@ pub struct RecoveredParts<F: FileSystem> {
     pub restored: RestoredState,
     /// The terms of the recovered log, for the writer.
     pub log_terms: LogTerms,
-    /// What recovery repaired, one sentence each.
-    pub repairs: Vec<String>,
-    /// The directory was empty (or missing) and has been initialised.
-    pub created: bool,
+}
+
+/// The directory, inside a shared log's directory, of one group's hard state and snapshots.
+pub fn group_dir(dir: &Path, group: ShardId) -> PathBuf {
+    dir.join(format!("shard-{}", group.0))
 }
 
 /// What a data directory holds, by kind.
@@ -104,17 +120,12 @@ async fn list<F: FileSystem>(fs: &F, dir: &Path) -> StorageResult<Listing> {
     Ok(listing)
 }
 
-/// Opens (recovering) or creates the data directory `dir`.
-pub async fn recover<F: FileSystem>(
-    fs: &F,
-    dir: &Path,
-    limits: RecoveryLimits,
-) -> StorageResult<RecoveredParts<F>> {
-    let mut repairs = Vec::new();
+/// Creates `dir` if it is missing, durably; a file in its place is refused.
+async fn ensure_dir<F: FileSystem>(fs: &F, dir: &Path) -> StorageResult<()> {
     match fs.entry_kind(dir).await.map_err(|e| StorageError::io("stat", dir, e))? {
-        Some(EntryKind::Directory) => {}
+        Some(EntryKind::Directory) => Ok(()),
         Some(EntryKind::File) => {
-            return Err(StorageError::inconsistent(dir, "the data directory is a file"));
+            Err(StorageError::inconsistent(dir, "the data directory is a file"))
         }
         None => {
             fs.create_dir(dir).await.map_err(|e| StorageError::io("create directory", dir, e))?;
@@ -123,8 +134,19 @@ pub async fn recover<F: FileSystem>(
                     .await
                     .map_err(|e| StorageError::io("sync directory", parent, e))?;
             }
+            Ok(())
         }
     }
+}
+
+/// Opens (recovering) or creates the data directory `dir` of a single group.
+pub async fn recover<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    limits: RecoveryLimits,
+) -> StorageResult<RecoveredParts<F>> {
+    let mut repairs = Vec::new();
+    ensure_dir(fs, dir).await?;
     let listing = list(fs, dir).await?;
     if !listing.hard_state {
         if !listing.snapshots.is_empty() {
@@ -167,35 +189,196 @@ pub async fn recover<F: FileSystem>(
             repairs
                 .push(format!("removed {} left by an interrupted initialisation", path.display()));
         }
-        return initialise(fs, dir, limits, repairs).await;
+        return initialise(
+            fs,
+            dir,
+            LogLayout::Single,
+            &[(SINGLE_GROUP, dir.to_path_buf())],
+            limits,
+            repairs,
+        )
+        .await;
     }
 
-    let (mut hard_state_file, hard_state) = HardStateFile::open(fs, dir).await?;
+    let opened = open_group_files(fs, dir, &listing, &mut repairs).await?;
+    // A directory whose initialisation stopped after the hard-state file was created but
+    // before the first segment's header became durable: the node never ran on it.
+    let never_ran = opened.hard_state == HardState::default() && listing.snapshots.is_empty();
+    let log =
+        read_log(fs, dir, &listing.segments, LogLayout::Single, limits, never_ran, &mut repairs)
+            .await?;
+    let replay = log.replays.get(&SINGLE_GROUP).cloned().unwrap_or_default();
+    let group =
+        recover_group(fs, dir, opened, &listing.snapshots, &replay, limits, &mut repairs).await?;
+    let groups = BTreeMap::from([(SINGLE_GROUP, group)]);
+    finish(fs, dir, LogLayout::Single, log, groups, limits, repairs).await
+}
 
+/// Opens (recovering) or creates the shared log in `dir` of a node hosting `hosted` groups
+/// (`wal.rs`, "layouts"): the log's segments in `dir`, each group's hard-state file and
+/// snapshots in its own directory (`group_dir`).
+///
+/// A group without a hard-state file has never run on this node and starts empty — unless the
+/// log holds records of it or it has snapshots, which means its hard state was lost: refused,
+/// like a single group's. Records of groups not hosted any more are kept until compaction
+/// removes their segments (they keep none from being removed).
+pub async fn recover_shared<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    hosted: &[ShardId],
+    limits: RecoveryLimits,
+) -> StorageResult<RecoveredParts<F>> {
+    let mut repairs = Vec::new();
+    ensure_dir(fs, dir).await?;
+    let listing = list(fs, dir).await?;
+    if listing.hard_state || !listing.snapshots.is_empty() {
+        return Err(StorageError::inconsistent(
+            dir,
+            "this directory holds a single group's data, not a shared log",
+        ));
+    }
+    let mut listings = BTreeMap::new();
+    for &group in hosted {
+        let group_dir = group_dir(dir, group);
+        ensure_dir(fs, &group_dir).await?;
+        let group_listing = list(fs, &group_dir).await?;
+        if !group_listing.segments.is_empty() {
+            return Err(StorageError::inconsistent(
+                &group_dir,
+                "log segments in a group's directory",
+            ));
+        }
+        listings.insert(group, (group_dir, group_listing));
+    }
+    if listing.segments.is_empty() {
+        if let Some((group_dir, _)) =
+            listings.values().find(|(_, l)| l.hard_state || !l.snapshots.is_empty())
+        {
+            return Err(StorageError::inconsistent(
+                group_dir,
+                "a group has a hard state or snapshots but the shared log has no segment",
+            ));
+        }
+        for (group_dir, group_listing) in listings.values() {
+            let temps: Vec<PathBuf> =
+                group_listing.snapshot_temps.iter().map(|name| group_dir.join(name)).collect();
+            remove_durably(fs, group_dir, &temps).await?;
+        }
+        let groups: Vec<(ShardId, PathBuf)> =
+            listings.into_iter().map(|(group, (group_dir, _))| (group, group_dir)).collect();
+        return initialise(fs, dir, LogLayout::Shared, &groups, limits, repairs).await;
+    }
+    let mut opened = BTreeMap::new();
+    for (group, (group_dir, group_listing)) in &listings {
+        if group_listing.hard_state {
+            let files = open_group_files(fs, group_dir, group_listing, &mut repairs).await?;
+            opened.insert(*group, files);
+        }
+    }
+    // The log was created before any group's hard-state file; if its first segment never got
+    // its header, no group has ever run here.
+    let never_ran = listings.values().all(|(_, l)| l.snapshots.is_empty())
+        && opened.values().all(|files| files.hard_state == HardState::default());
+    let log =
+        read_log(fs, dir, &listing.segments, LogLayout::Shared, limits, never_ran, &mut repairs)
+            .await?;
+    let mut groups = BTreeMap::new();
+    for (group, (group_dir, group_listing)) in listings {
+        let replay = log.replays.get(&group).cloned().unwrap_or_default();
+        let recovered = match opened.remove(&group) {
+            Some(files) => {
+                recover_group(
+                    fs,
+                    &group_dir,
+                    files,
+                    &group_listing.snapshots,
+                    &replay,
+                    limits,
+                    &mut repairs,
+                )
+                .await?
+            }
+            None => {
+                if !group_listing.snapshots.is_empty() || !replay.is_empty() {
+                    return Err(StorageError::inconsistent(
+                        &group_dir,
+                        format!(
+                            "the hard-state file of {group} is missing but its snapshots or log records exist"
+                        ),
+                    ));
+                }
+                let temps: Vec<PathBuf> =
+                    group_listing.snapshot_temps.iter().map(|name| group_dir.join(name)).collect();
+                remove_durably(fs, &group_dir, &temps).await?;
+                (new_group(fs, &group_dir).await?, false)
+            }
+        };
+        groups.insert(group, recovered);
+    }
+    finish(fs, dir, LogLayout::Shared, log, groups, limits, repairs).await
+}
+
+/// A group's hard-state file, opened, before the log is read.
+struct GroupFiles<F: FileSystem> {
+    hard_state_file: HardStateFile<F>,
+    hard_state: HardState,
+}
+
+/// Opens a group's hard-state file and removes its incomplete snapshots.
+async fn open_group_files<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    listing: &Listing,
+    repairs: &mut Vec<String>,
+) -> StorageResult<GroupFiles<F>> {
+    let (hard_state_file, hard_state) = HardStateFile::open(fs, dir).await?;
     for name in &listing.snapshot_temps {
         let path = dir.join(name);
         fs.remove_file(&path).await.map_err(|e| StorageError::io("remove", &path, e))?;
         repairs.push(format!("removed the incomplete snapshot {}", path.display()));
     }
+    Ok(GroupFiles { hard_state_file, hard_state })
+}
 
-    // A directory whose initialisation stopped after the hard-state file was created but
-    // before the first segment's header became durable: the node never ran on it.
-    let never_ran = hard_state == HardState::default() && listing.snapshots.is_empty();
-    let log = read_log(fs, dir, &listing.segments, limits, never_ran, &mut repairs).await?;
+/// A group that starts on this node with nothing: its hard-state file, created durably.
+async fn new_group<F: FileSystem>(fs: &F, dir: &Path) -> StorageResult<RecoveredGroup<F>> {
+    let hard_state_file = HardStateFile::create(fs, dir, HardState::default()).await?;
+    fs.sync_dir(dir).await.map_err(|e| StorageError::io("sync directory", dir, e))?;
+    Ok(RecoveredGroup {
+        dir: dir.to_path_buf(),
+        hard_state_file,
+        snapshot: None,
+        restored: RestoredState::default(),
+        log_terms: LogTerms::default(),
+    })
+}
+
+/// One group's state from its files and its records in the log: the hard state (repaired from
+/// the log's copy when newer), the newest usable snapshot, and the entries after it; and
+/// whether the snapshot replaced the log without a record saying so (`finish` writes it).
+async fn recover_group<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    files: GroupFiles<F>,
+    snapshots: &[LogIndex],
+    replay: &LogReplay,
+    limits: RecoveryLimits,
+    repairs: &mut Vec<String>,
+) -> StorageResult<(RecoveredGroup<F>, bool)> {
+    let GroupFiles { mut hard_state_file, hard_state } = files;
     let hard_state = if is_planted(limits.planted_bug, PlantedBug::HardStateFileOnly) {
         hard_state
     } else {
-        newer_term_and_vote(&mut hard_state_file, hard_state, &log.replay, dir, &mut repairs)
-            .await?
+        newer_term_and_vote(&mut hard_state_file, hard_state, replay, dir, repairs).await?
     };
 
     // The newest snapshot that is intact and that the log connects to.
     let mut snapshot = None;
     let mut first_error = None;
-    for index in listing.snapshots.iter().rev() {
+    for index in snapshots.iter().rev() {
         let path = dir.join(super::snapshot_file::snapshot_file_name(*index));
         match read_snapshot_file(fs, &path, limits.max_snapshot_bytes).await {
-            Ok(loaded) => match join(&log.replay, Some(&loaded.meta), dir) {
+            Ok(loaded) => match join(replay, Some(&loaded.meta), dir) {
                 Ok(_) => {
                     if let Some(error) = &first_error {
                         repairs.push(format!("fell back to {} because: {error}", path.display()));
@@ -220,46 +403,86 @@ pub async fn recover<F: FileSystem>(
     {
         return Err(error);
     }
-    let joined = join(&log.replay, snapshot.as_ref().map(|s| &s.meta), dir)?;
+    let joined = join(replay, snapshot.as_ref().map(|s| &s.meta), dir)?;
     let replaced = joined == Join::Replaced;
     let entries = joined.into_entries();
     // The hard-state file holds the commit index as of the last term or vote change; the log's
     // commit records carry it on from there.
-    let commit = hard_state.commit.max(log.replay.committed);
+    let commit = hard_state.commit.max(replay.committed);
     let restored = RestoredState {
         hard_state: HardState { commit, ..hard_state },
         snapshot: snapshot.as_ref().map(|s| s.meta.clone()).unwrap_or_default(),
         entries,
     };
-
-    log.active.sync_data().await.map_err(|e| StorageError::io("sync", &log.active_path, e))?;
-    fs.sync_dir(dir).await.map_err(|e| StorageError::io("sync directory", dir, e))?;
-    let mut wal =
-        Wal::resume(fs.clone(), dir.to_path_buf(), limits.wal, log.position, log.active).await?;
-    wal.carry_term_and_vote(hard_state.term, hard_state.vote);
-    if replaced && let Some(snapshot) = &snapshot {
-        wal.append_snapshot_installed(snapshot.meta.last_index, snapshot.meta.last_term, false)
-            .await?;
-        wal.sync().await?;
-        repairs.push(format!(
-            "recorded in the log that the snapshot at index {} replaces it (the record saying so \
-             was lost in a crash)",
-            snapshot.meta.last_index
-        ));
-    }
     let floor = (restored.snapshot.last_index, restored.snapshot.last_term);
     let log_terms = LogTerms::new(floor, &restored.entries);
-    Ok(RecoveredParts {
-        wal,
-        hard_state_file,
-        snapshot,
-        restored,
-        log_terms,
-        repairs,
-        created: false,
-    })
+    let group =
+        RecoveredGroup { dir: dir.to_path_buf(), hard_state_file, snapshot, restored, log_terms };
+    Ok((group, replaced))
 }
 
+/// The end of every recovery: the last segment and the directories synced (after a process
+/// crash the page cache may hold writes the disk does not, and Raft will treat all of it as
+/// durable), the log reopened for writing, and for each group whose snapshot replaced its log
+/// without the record saying so (lost in a crash), that record written now.
+async fn finish<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    layout: LogLayout,
+    log: LogRead<F>,
+    groups: BTreeMap<ShardId, (RecoveredGroup<F>, bool)>,
+    limits: RecoveryLimits,
+    mut repairs: Vec<String>,
+) -> StorageResult<RecoveredParts<F>> {
+    log.active.sync_data().await.map_err(|e| StorageError::io("sync", &log.active_path, e))?;
+    fs.sync_dir(dir).await.map_err(|e| StorageError::io("sync directory", dir, e))?;
+    if layout == LogLayout::Shared {
+        for (group, _) in groups.values() {
+            fs.sync_dir(&group.dir)
+                .await
+                .map_err(|e| StorageError::io("sync directory", &group.dir, e))?;
+        }
+    }
+    let floors = groups
+        .iter()
+        .map(|(shard, (group, _))| (*shard, group.restored.snapshot.last_index))
+        .collect();
+    let mut wal = Wal::resume(
+        fs.clone(),
+        dir.to_path_buf(),
+        limits.wal,
+        layout,
+        floors,
+        log.position,
+        log.active,
+    )
+    .await?;
+    let mut rewrote = false;
+    let mut recovered = BTreeMap::new();
+    for (shard, (group, replaced)) in groups {
+        let hard_state = group.restored.hard_state;
+        wal.carry_term_and_vote(shard, hard_state.term, hard_state.vote);
+        if replaced && let Some(snapshot) = &group.snapshot {
+            let meta = &snapshot.meta;
+            wal.append_snapshot_installed(shard, meta.last_index, meta.last_term, false).await?;
+            rewrote = true;
+            let whose = match layout {
+                LogLayout::Single => String::new(),
+                LogLayout::Shared => format!(" of {shard}"),
+            };
+            repairs.push(format!(
+                "recorded in the log that the snapshot at index {}{whose} replaces it (the record \
+                 saying so was lost in a crash)",
+                meta.last_index
+            ));
+        }
+        recovered.insert(shard, group);
+    }
+    if rewrote {
+        wal.sync().await?;
+    }
+    Ok(RecoveredParts { wal, groups: recovered, repairs, created: false })
+}
 /// The hard state to restart from: the file's, unless the log's copy of the term and vote
 /// (`TermAndVote` in `wal.rs`) is newer — the file's newest slot was then damaged after it was
 /// synced, and the file is repaired from the log. Copies that disagree within one term are
@@ -296,35 +519,53 @@ async fn newer_term_and_vote<F: FileSystem>(
     Ok(repaired)
 }
 
+/// Creates the log's first segment, then each group's hard-state file (whose presence marks a
+/// group's completed initialisation, see the module notes).
 async fn initialise<F: FileSystem>(
     fs: &F,
     dir: &Path,
+    layout: LogLayout,
+    groups: &[(ShardId, PathBuf)],
     limits: RecoveryLimits,
     repairs: Vec<String>,
 ) -> StorageResult<RecoveredParts<F>> {
     let header = SegmentHeader { seq: 1, first_lsn: 1 };
     let (active, path) = create_segment(fs, dir, header, limits.wal.segment_bytes).await?;
-    let hard_state_file = HardStateFile::create(fs, dir, HardState::default()).await?;
+    let mut recovered = BTreeMap::new();
+    for (group, group_dir) in groups {
+        let hard_state_file = HardStateFile::create(fs, group_dir, HardState::default()).await?;
+        if group_dir != dir {
+            fs.sync_dir(group_dir)
+                .await
+                .map_err(|e| StorageError::io("sync directory", group_dir, e))?;
+        }
+        recovered.insert(
+            *group,
+            RecoveredGroup {
+                dir: group_dir.clone(),
+                hard_state_file,
+                snapshot: None,
+                restored: RestoredState::default(),
+                log_terms: LogTerms::default(),
+            },
+        );
+    }
     fs.sync_dir(dir).await.map_err(|e| StorageError::io("sync directory", dir, e))?;
     let position = WalPosition {
-        segments: vec![SegmentInfo { seq: 1, first_lsn: 1, max_index: 0, path }],
+        segments: vec![SegmentInfo { seq: 1, first_lsn: 1, max_index: BTreeMap::new(), path }],
         write_offset: SEGMENT_HEADER_BYTES as u64,
         next_lsn: 1,
     };
-    let wal = Wal::resume(fs.clone(), dir.to_path_buf(), limits.wal, position, active).await?;
-    Ok(RecoveredParts {
-        wal,
-        hard_state_file,
-        snapshot: None,
-        restored: RestoredState::default(),
-        log_terms: LogTerms::default(),
-        repairs,
-        created: true,
-    })
+    let floors = groups.iter().map(|(group, _)| (*group, 0)).collect();
+    let wal =
+        Wal::resume(fs.clone(), dir.to_path_buf(), limits.wal, layout, floors, position, active)
+            .await?;
+    Ok(RecoveredParts { wal, groups: recovered, repairs, created: true })
 }
 
 struct LogRead<F: FileSystem> {
-    replay: LogReplay,
+    /// Each group's records, replayed.
+    replays: BTreeMap<ShardId, LogReplay>,
     position: WalPosition,
     active: F::File,
     active_path: PathBuf,
@@ -334,6 +575,7 @@ async fn read_log<F: FileSystem>(
     fs: &F,
     dir: &Path,
     seqs: &[u64],
+    layout: LogLayout,
     limits: RecoveryLimits,
     never_ran: bool,
     repairs: &mut Vec<String>,
@@ -350,7 +592,7 @@ async fn read_log<F: FileSystem>(
         }
     }
     let max_payload = limits.wal.max_record_bytes as usize;
-    let mut replay = LogReplay::default();
+    let mut replays: BTreeMap<ShardId, LogReplay> = BTreeMap::new();
     let mut segments = Vec::new();
     let mut next_lsn: Option<u64> = None;
     let mut write_offset = SEGMENT_HEADER_BYTES as u64;
@@ -423,18 +665,19 @@ async fn read_log<F: FileSystem>(
             }
             scanned => scanned?,
         };
-        let mut max_index = 0;
+        let mut max_index = BTreeMap::new();
         for record in &scan.records {
             let payload = &image[record.payload.clone()];
-            let decoded = WalRecord::decode(payload).map_err(|e| {
+            let (group, decoded) = WalRecord::decode_in(layout, payload).map_err(|e| {
                 StorageError::corrupt(
                     &path,
                     record.offset,
                     format!("undecodable log record {}: {e}", record.lsn),
                 )
             })?;
-            max_index = max_index.max(decoded.max_index());
-            replay.apply(decoded, &path, record.offset)?;
+            let mark = max_index.entry(group).or_insert(0);
+            *mark = decoded.max_index().max(*mark);
+            replays.entry(group).or_default().apply(decoded, &path, record.offset)?;
         }
         next_lsn = Some(header.first_lsn + scan.records.len() as u64);
         match scan.end {
@@ -490,11 +733,11 @@ async fn read_log<F: FileSystem>(
         }
     };
     let position = WalPosition { segments, write_offset, next_lsn: next_lsn.unwrap_or(1) };
-    Ok(LogRead { replay, position, active, active_path })
+    Ok(LogRead { replays, position, active, active_path })
 }
 
-/// The log as the records describe it, before it is joined to a snapshot.
-#[derive(Default, Debug)]
+/// One group's log as the records describe it, before it is joined to a snapshot.
+#[derive(Clone, Default, Debug)]
 struct LogReplay {
     /// The last snapshot installation seen: (index, term).
     base: Option<(LogIndex, Term)>,
@@ -509,6 +752,14 @@ struct LogReplay {
 }
 
 impl LogReplay {
+    /// Whether no record of the group was found.
+    fn is_empty(&self) -> bool {
+        self.base.is_none()
+            && self.entries.is_empty()
+            && self.committed == 0
+            && self.term_and_vote.is_none()
+    }
+
     fn term(&self, index: LogIndex) -> Option<Term> {
         if let Some((base_index, base_term)) = self.base
             && base_index == index

@@ -19,11 +19,22 @@
 //!   slot, which would let the node vote twice in a term; recovery takes the newer of the two
 //!   copies instead (the log's survives compaction because every segment starts with one).
 //!
+//! A log has one of two layouts ([`LogLayout`]): a single group's log, whose records are the
+//! records above, or the shared log of a node hosting many groups, where every record names the
+//! group it belongs to. The shared log is what lets N groups on a node cost one `fdatasync` per
+//! group commit instead of N: their records go into the same segment file, synced once (the
+//! design TiKV's raft-engine and CockroachDB's shared write-ahead log follow too). Each group
+//! keeps its own hard-state file and snapshots; only the log is shared.
+//!
 //! Segments roll when the next record does not fit; the full segment is sealed (synced) before
 //! the next one receives a record, so only the last segment can end in a torn write. Log
 //! compaction removes whole segments from the oldest on, once every entry in them is covered by
-//! a durable snapshot; the active (last) segment is never removed.
+//! a durable snapshot; the active (last) segment is never removed. In the shared log a segment
+//! goes only once every group with records in it has compacted past them: a group that never
+//! compacts pins the segments it wrote to (see `shared_log.rs` for how the writer asks such a
+//! group for a snapshot).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +48,20 @@ use super::segment::{
 };
 use super::space::DiskSpace;
 use crate::raft::{Entry, LogIndex, NodeId, Term};
+use crate::shard::ShardId;
+
+/// Whose records a log holds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogLayout {
+    /// One group's: records carry no group (the format of a node running one group, which
+    /// the engine knows as [`SINGLE_GROUP`]).
+    Single,
+    /// Every group a node hosts: each record starts with its group's id.
+    Shared,
+}
+
+/// The group a single-group log belongs to.
+pub const SINGLE_GROUP: ShardId = ShardId::META;
 
 /// The content of one log record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,9 +82,20 @@ enum WalRecordRef<'a> {
 }
 
 impl WalRecord {
-    /// Decodes a record's payload (as recovery reads it).
+    /// Decodes a single-group log record's payload (as recovery reads it).
     pub fn decode(payload: &[u8]) -> Result<WalRecord, postcard::Error> {
         postcard::from_bytes(payload)
+    }
+
+    /// Decodes a record's payload in a log of `layout`, with the group it belongs to.
+    pub fn decode_in(
+        layout: LogLayout,
+        payload: &[u8],
+    ) -> Result<(ShardId, WalRecord), postcard::Error> {
+        match layout {
+            LogLayout::Single => Ok((SINGLE_GROUP, postcard::from_bytes(payload)?)),
+            LogLayout::Shared => postcard::from_bytes(payload),
+        }
     }
 
     /// The highest log index the record holds or installs (0 for none). A commit hint holds
@@ -96,8 +132,8 @@ const ZERO_AHEAD_BYTES: u64 = 1 << 20;
 pub struct SegmentInfo {
     pub seq: u64,
     pub first_lsn: u64,
-    /// The highest log index any record in it mentions; 0 if it has no records.
-    pub max_index: LogIndex,
+    /// The highest log index each group's records in it mention (groups with none absent).
+    pub max_index: BTreeMap<ShardId, LogIndex>,
     pub path: PathBuf,
 }
 
@@ -113,6 +149,7 @@ pub struct Wal<F: FileSystem> {
     fs: F,
     dir: PathBuf,
     limits: WalLimits,
+    layout: LogLayout,
     /// Oldest first; the last is the active segment.
     segments: Vec<SegmentInfo>,
     active: F::File,
@@ -132,8 +169,11 @@ pub struct Wal<F: FileSystem> {
     /// Set once the writer runs (recovery has none: its errors stop the start): writes that
     /// fail for lack of space wait for room and are tried again (see `space.rs`).
     space: Option<DiskSpace<F>>,
-    /// The durable term and vote, copied into every new segment as its first record.
-    term_and_vote: Option<(Term, NodeId)>,
+    /// Each group's durable term and vote, copied into every new segment as its first records.
+    term_and_vote: BTreeMap<ShardId, (Term, NodeId)>,
+    /// How far each hosted group has compacted its log. A group absent here is not hosted
+    /// (its records, left by an earlier life of the node, keep no segment).
+    compacted_to: BTreeMap<ShardId, LogIndex>,
 }
 
 /// Where a write whose data ends at `data_end` extends with zeros: `None` while the data stays
@@ -205,13 +245,20 @@ pub async fn restart_segment_in_place<File: FsFile>(
 impl<F: FileSystem> Wal<F> {
     /// Continues the log recovery found. `active` is the last segment, open for writing, and
     /// everything in the log is durable (recovery synced it).
+    /// `groups` are the groups hosted, with how far each has compacted its log.
     pub async fn resume(
         fs: F,
         dir: PathBuf,
         limits: WalLimits,
+        layout: LogLayout,
+        groups: BTreeMap<ShardId, LogIndex>,
         position: WalPosition,
         active: F::File,
     ) -> StorageResult<Self> {
+        assert!(
+            layout == LogLayout::Shared || groups.keys().eq([&SINGLE_GROUP]),
+            "a single-group log holds one group"
+        );
         assert!(!position.segments.is_empty(), "the log always has an active segment");
         let path = &position.segments[position.segments.len() - 1].path;
         let active_capacity = active
@@ -223,6 +270,7 @@ impl<F: FileSystem> Wal<F> {
             fs,
             dir,
             limits,
+            layout,
             segments: position.segments,
             active,
             active_capacity,
@@ -235,7 +283,8 @@ impl<F: FileSystem> Wal<F> {
             next_lsn: position.next_lsn,
             durable_lsn: position.next_lsn - 1,
             space: None,
-            term_and_vote: None,
+            term_and_vote: BTreeMap::new(),
+            compacted_to: groups,
         })
     }
 
@@ -257,8 +306,12 @@ impl<F: FileSystem> Wal<F> {
         self.unsynced || !self.buffer.is_empty()
     }
 
-    /// Appends entries, split into records below the record size limit.
-    pub async fn append_entries(&mut self, entries: &[Entry]) -> StorageResult<()> {
+    pub fn layout(&self) -> LogLayout {
+        self.layout
+    }
+
+    /// Appends `group`'s entries, split into records below the record size limit.
+    pub async fn append_entries(&mut self, group: ShardId, entries: &[Entry]) -> StorageResult<()> {
         // Chunk on the entries' approximate size, with room to spare for the encoding.
         let budget = u64::from(self.limits.max_record_bytes) / 2;
         let mut start = 0;
@@ -266,8 +319,8 @@ impl<F: FileSystem> Wal<F> {
         for (at, entry) in entries.iter().enumerate() {
             let entry_size = entry.size_bytes() + 16;
             if at > start && size + entry_size > budget {
-                self.append(&WalRecordRef::Entries(&entries[start..at]), entries[at - 1].index)
-                    .await?;
+                let record = WalRecordRef::Entries(&entries[start..at]);
+                self.append(group, &record, entries[at - 1].index).await?;
                 start = at;
                 size = 0;
             }
@@ -275,47 +328,66 @@ impl<F: FileSystem> Wal<F> {
         }
         if start < entries.len() {
             let last = entries[entries.len() - 1].index;
-            self.append(&WalRecordRef::Entries(&entries[start..]), last).await?;
+            self.append(group, &WalRecordRef::Entries(&entries[start..]), last).await?;
         }
         Ok(())
     }
 
     pub async fn append_snapshot_installed(
         &mut self,
+        group: ShardId,
         last_index: LogIndex,
         last_term: Term,
         keeps_suffix: bool,
     ) -> StorageResult<()> {
         let record = WalRecordRef::SnapshotInstalled { last_index, last_term, keeps_suffix };
-        self.append(&record, last_index).await
+        self.append(group, &record, last_index).await
     }
 
-    /// Records a term or vote change that the hard-state file holds durably (see `TermAndVote`
-    /// above), and carries it into every segment from now on.
-    pub async fn append_term_and_vote(&mut self, term: Term, vote: NodeId) -> StorageResult<()> {
-        self.term_and_vote = Some((term, vote));
-        self.append(&WalRecordRef::TermAndVote { term, vote }, 0).await
+    /// Records a term or vote change of `group` that its hard-state file holds durably (see
+    /// `TermAndVote` above), and carries it into every segment from now on.
+    pub async fn append_term_and_vote(
+        &mut self,
+        group: ShardId,
+        term: Term,
+        vote: NodeId,
+    ) -> StorageResult<()> {
+        self.term_and_vote.insert(group, (term, vote));
+        self.append(group, &WalRecordRef::TermAndVote { term, vote }, 0).await
     }
 
-    /// The term and vote to carry into new segments, without a record now (after recovery).
-    pub fn carry_term_and_vote(&mut self, term: Term, vote: NodeId) {
-        self.term_and_vote = Some((term, vote));
+    /// The term and vote of `group` to carry into new segments, without a record now (after
+    /// recovery).
+    pub fn carry_term_and_vote(&mut self, group: ShardId, term: Term, vote: NodeId) {
+        self.term_and_vote.insert(group, (term, vote));
     }
 
-    /// Records the commit index (see `Committed` above). The caller appends it only to a group
-    /// that has other records to write, and only once those entries are appended.
-    pub async fn append_committed(&mut self, index: LogIndex) -> StorageResult<()> {
-        self.append(&WalRecordRef::Committed { index }, 0).await
+    /// Records `group`'s commit index (see `Committed` above). The caller appends it only to a
+    /// group commit that has other records to write, and only once the entries are appended.
+    pub async fn append_committed(&mut self, group: ShardId, index: LogIndex) -> StorageResult<()> {
+        self.append(group, &WalRecordRef::Committed { index }, 0).await
+    }
+
+    /// A record's payload in this log's layout.
+    fn encode(&self, group: ShardId, record: &WalRecordRef<'_>) -> StorageResult<Vec<u8>> {
+        let encoded = match self.layout {
+            LogLayout::Single => {
+                assert_eq!(group, SINGLE_GROUP, "a single-group log holds one group");
+                postcard::to_allocvec(record)
+            }
+            LogLayout::Shared => postcard::to_allocvec(&(group, record)),
+        };
+        encoded
+            .map_err(|e| StorageError::InvalidOptions(format!("cannot encode a log record: {e}")))
     }
 
     async fn append(
         &mut self,
+        group: ShardId,
         record: &WalRecordRef<'_>,
         max_index: LogIndex,
     ) -> StorageResult<()> {
-        let payload = postcard::to_allocvec(record).map_err(|e| {
-            StorageError::InvalidOptions(format!("cannot encode a log record: {e}"))
-        })?;
+        let payload = self.encode(group, record)?;
         if payload.len() > self.limits.max_record_bytes as usize {
             return Err(StorageError::TooLarge {
                 what: "log record",
@@ -327,13 +399,17 @@ impl<F: FileSystem> Wal<F> {
         let end = self.write_offset + self.buffer.len() as u64 + needed;
         if end > self.active_capacity {
             self.roll().await?;
-            if let Some((term, vote)) = self.term_and_vote
-                && !matches!(record, WalRecordRef::TermAndVote { .. })
-            {
-                let copy = postcard::to_allocvec(&WalRecordRef::TermAndVote { term, vote })
-                    .map_err(|e| {
-                        StorageError::InvalidOptions(format!("cannot encode a log record: {e}"))
-                    })?;
+            let carried: Vec<(ShardId, Term, NodeId)> = self
+                .term_and_vote
+                .iter()
+                .map(|(group, (term, vote))| (*group, *term, *vote))
+                .collect();
+            for (carried_group, term, vote) in carried {
+                // The record being appended is that group's copy already.
+                if carried_group == group && matches!(record, WalRecordRef::TermAndVote { .. }) {
+                    continue;
+                }
+                let copy = self.encode(carried_group, &WalRecordRef::TermAndVote { term, vote })?;
                 encode_record(self.next_lsn, self.durable_lsn, &copy, &mut self.buffer);
                 self.next_lsn += 1;
             }
@@ -341,7 +417,8 @@ impl<F: FileSystem> Wal<F> {
         encode_record(self.next_lsn, self.durable_lsn, &payload, &mut self.buffer);
         self.next_lsn += 1;
         let active = self.segments.len() - 1;
-        self.segments[active].max_index = self.segments[active].max_index.max(max_index);
+        let mark = self.segments[active].max_index.entry(group).or_insert(0);
+        *mark = (*mark).max(max_index);
         if self.buffer.len() >= WRITE_BUFFER_BYTES {
             self.write_buffer(false).await?;
         }
@@ -412,7 +489,12 @@ impl<F: FileSystem> Wal<F> {
         let seq = self.segments[self.segments.len() - 1].seq + 1;
         let header = SegmentHeader { seq, first_lsn: self.next_lsn };
         let (file, path) = self.create_segment_waiting_for_space(header).await?;
-        self.segments.push(SegmentInfo { seq, first_lsn: self.next_lsn, max_index: 0, path });
+        self.segments.push(SegmentInfo {
+            seq,
+            first_lsn: self.next_lsn,
+            max_index: BTreeMap::new(),
+            path,
+        });
         self.active = file;
         self.active_capacity = self.limits.segment_bytes;
         self.write_offset = SEGMENT_HEADER_BYTES as u64;
@@ -458,14 +540,17 @@ impl<F: FileSystem> Wal<F> {
         }
     }
 
-    /// Removes the oldest segments whose records all lie at or below `up_to` (never the active
-    /// one). Returns whether any was removed.
-    pub async fn compact(&mut self, up_to: LogIndex) -> StorageResult<bool> {
+    /// Records that `group` no longer needs its entries up to `up_to`, and removes the oldest
+    /// segments whose records every hosted group has compacted past (never the active one).
+    /// Returns whether any was removed.
+    pub async fn compact(&mut self, group: ShardId, up_to: LogIndex) -> StorageResult<bool> {
+        let floor = self.compacted_to.get_mut(&group).expect("only hosted groups compact");
+        *floor = (*floor).max(up_to);
         let removable = self
             .segments
             .iter()
             .take(self.segments.len() - 1)
-            .take_while(|segment| segment.max_index <= up_to)
+            .take_while(|segment| self.is_compacted(segment))
             .count();
         if removable == 0 {
             return Ok(false);
@@ -483,6 +568,34 @@ impl<F: FileSystem> Wal<F> {
             .await
             .map_err(|e| StorageError::io("sync directory", &self.dir, e))?;
         Ok(true)
+    }
+
+    /// Whether every hosted group has compacted past its records in `segment`.
+    fn is_compacted(&self, segment: &SegmentInfo) -> bool {
+        segment.max_index.iter().all(|(group, max_index)| {
+            self.compacted_to.get(group).is_none_or(|compacted_to| max_index <= compacted_to)
+        })
+    }
+
+    /// The oldest segment's groups that keep it from being removed, with the index each must
+    /// compact to for it to go. Empty when the log is a single segment.
+    pub fn pinning_groups(&self) -> Vec<(ShardId, LogIndex)> {
+        let Some(oldest) = self.segments.first().filter(|_| self.segments.len() > 1) else {
+            return Vec::new();
+        };
+        oldest
+            .max_index
+            .iter()
+            .filter(|(group, max_index)| {
+                self.compacted_to.get(group).is_some_and(|compacted_to| *max_index > compacted_to)
+            })
+            .map(|(group, max_index)| (*group, *max_index))
+            .collect()
+    }
+
+    /// How many segment files the log holds.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
     }
 }
 
