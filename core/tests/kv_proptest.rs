@@ -12,6 +12,8 @@ use conclave_core::kv::{
     Compare, CompareOp, CompareTarget, Condition, KeyMeta, KeyValue, KvCommand, KvLimits,
     KvRequest, KvResponse, KvStateMachine, RequestError, SessionTag, Txn, TxnOp, TxnOpResult,
 };
+use conclave_core::raft::NodeId;
+use conclave_core::shard::{ShardMap, SlotCount};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -38,15 +40,41 @@ enum GuardKind {
 
 #[derive(Clone, Debug)]
 enum Step {
-    Put { key: u8, value: u8, ttl_ms: Option<u64>, guard: GuardKind },
-    Delete { key: u8, guard: GuardKind },
-    Cas { key: u8, expected: Option<u8>, value: u8 },
+    Put {
+        key: u8,
+        value: u8,
+        ttl_ms: Option<u64>,
+        guard: GuardKind,
+    },
+    Delete {
+        key: u8,
+        guard: GuardKind,
+    },
+    Cas {
+        key: u8,
+        expected: Option<u8>,
+        value: u8,
+    },
     Clear,
-    Txn { compares: Vec<(u8, u8, u8)>, success: Vec<(u8, u8, u8)>, failure: Vec<(u8, u8, u8)> },
-    Get { key: u8 },
-    Range { prefix: u8, limit: u8 },
+    Txn {
+        compares: Vec<(u8, u8, u8)>,
+        success: Vec<(u8, u8, u8)>,
+        failure: Vec<(u8, u8, u8)>,
+    },
+    Get {
+        key: u8,
+    },
+    Range {
+        prefix: u8,
+        limit: u8,
+    },
     Tick,
     Register,
+    /// A shard map at this epoch (1–4) over this many slots (1–3), with two shards.
+    SetShardMap {
+        epoch: u8,
+        slots: u8,
+    },
     Garbage(Vec<u8>),
     NotACommand,
 }
@@ -96,6 +124,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         2 => (any::<u8>(), 0u8..6).prop_map(|(prefix, limit)| Step::Range { prefix, limit }),
         2 => Just(Step::Tick),
         2 => Just(Step::Register),
+        1 => (1u8..=4, 1u8..=3).prop_map(|(epoch, slots)| Step::SetShardMap { epoch, slots }),
         1 => prop::collection::vec(any::<u8>(), 0..12).prop_map(Step::Garbage),
         1 => Just(Step::NotACommand),
     ]
@@ -208,6 +237,7 @@ impl Client {
             },
             Step::Tick => KvCommand::ExpireTick,
             Step::Register => KvCommand::RegisterSession,
+            Step::SetShardMap { epoch, slots } => KvCommand::SetShardMap(shard_map(*epoch, *slots)),
             Step::Garbage(bytes) => return Entry::Bytes(Bytes::from(bytes.clone())),
             Step::NotACommand => return Entry::NotACommand,
         };
@@ -243,6 +273,18 @@ impl Client {
             self.sessions.push((*client_id, 0));
         }
     }
+}
+
+/// A map of two shards (one if there is a single slot) over `slots` slots at `epoch`.
+fn shard_map(epoch: u8, slots: u8) -> ShardMap {
+    let slot_count = SlotCount::new(u64::from(slots)).expect("1 to 3 slots");
+    let shards = u64::from(slots.min(2));
+    let mut map =
+        ShardMap::initial(slot_count, shards, &[NodeId(1), NodeId(2)]).expect("a valid map");
+    for _ in 1..epoch {
+        map = map.changed(|_| Ok(())).expect("the next epoch");
+    }
+    map
 }
 
 fn small_limits() -> KvLimits {
@@ -338,9 +380,10 @@ proptest! {
     }
 
     #[test]
-    fn restore_never_panics_on_arbitrary_bytes(mut bytes in prop::collection::vec(any::<u8>(), 0..300), versioned in any::<bool>()) {
-        if versioned && !bytes.is_empty() {
-            bytes[0] = conclave_core::kv::SNAPSHOT_FORMAT_VERSION;
+    fn restore_never_panics_on_arbitrary_bytes(mut bytes in prop::collection::vec(any::<u8>(), 0..300), version in 0u8..3) {
+        // 0: whatever the first byte is; 1 and 2: a format restore reads.
+        if version > 0 && !bytes.is_empty() {
+            bytes[0] = version;
         }
         if let Ok(restored) = KvStateMachine::restore(&bytes) {
             restored.check_invariants();
@@ -391,6 +434,8 @@ struct Model {
     keys: BTreeMap<String, (Bytes, KeyMeta)>,
     revision: u64,
     clock_ms: u64,
+    /// The shard map's (epoch, slot count), once one was taken.
+    shard_map: Option<(u64, u32)>,
 }
 
 impl Model {
@@ -544,6 +589,21 @@ impl Model {
             }
             KvCommand::ExpireTick => KvResponse::ExpireTick { revision: self.revision },
             KvCommand::RegisterSession => KvResponse::SessionRegistered { client_id: index },
+            KvCommand::SetShardMap(map) => {
+                let proposed = (map.epoch(), map.slot_count().get());
+                match self.shard_map {
+                    Some((epoch, slots)) if proposed != (epoch + 1, slots) => {
+                        KvResponse::Error(RequestError::ShardMapEpoch {
+                            current_epoch: epoch,
+                            proposed_epoch: proposed.0,
+                        })
+                    }
+                    _ => {
+                        self.shard_map = Some(proposed);
+                        KvResponse::ShardMapSet { epoch: proposed.0 }
+                    }
+                }
+            }
         }
     }
 

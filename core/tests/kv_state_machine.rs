@@ -5,8 +5,10 @@ use bytes::Bytes;
 use conclave_core::kv::{
     ApplyResult, Compare, CompareOp, CompareTarget, Condition, KeyMeta, KvCommand, KvError,
     KvEvent, KvEventKind, KvLimits, KvRequest, KvResponse, KvStateMachine, RequestError,
-    SNAPSHOT_FORMAT_VERSION, SessionTag, Txn, TxnOp, TxnOpResult,
+    SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_WITH_SHARD_MAP, SessionTag, Txn, TxnOp, TxnOpResult,
 };
+use conclave_core::raft::NodeId;
+use conclave_core::shard::{ShardMap, SlotCount};
 
 /// Drives a state machine the way a node would: consecutive log indexes, a leader clock.
 struct Harness {
@@ -816,7 +818,10 @@ fn restore_rejects_bad_bytes_with_errors() {
     assert_eq!(KvStateMachine::restore(&[]), Err(KvError::EmptySnapshot));
     assert_eq!(
         KvStateMachine::restore(&[99, 0, 0]),
-        Err(KvError::UnsupportedSnapshotVersion { found: 99, supported: SNAPSHOT_FORMAT_VERSION })
+        Err(KvError::UnsupportedSnapshotVersion {
+            found: 99,
+            supported: SNAPSHOT_FORMAT_WITH_SHARD_MAP
+        })
     );
     assert!(KvStateMachine::restore(b"\x01garbage that is not a snapshot").is_err());
     let bytes = populated().sm.snapshot();
@@ -826,4 +831,91 @@ fn restore_rejects_bad_bytes_with_errors() {
     let mut longer = bytes.to_vec();
     longer.push(7);
     assert_eq!(KvStateMachine::restore(&longer), Err(KvError::TrailingBytes { trailing_bytes: 1 }));
+}
+
+// ----- the shard map (the meta group's) -----
+
+fn shard_map(epoch: u64, slots: u64, shards: u64) -> ShardMap {
+    let slot_count = SlotCount::new(slots).expect("a valid slot count");
+    let members = [NodeId(1), NodeId(2), NodeId(3)];
+    let mut map = ShardMap::initial(slot_count, shards, &members).expect("a valid map");
+    while map.epoch() < epoch {
+        map = map.changed(|_| Ok(())).expect("the next epoch");
+    }
+    map
+}
+
+#[test]
+fn the_shard_map_is_taken_first_and_then_only_at_its_next_epoch() {
+    let mut h = Harness::new();
+    assert_eq!(h.sm.shard_map(), None);
+    // The first map may start at any epoch (a cluster rebuilt from a backup keeps counting).
+    assert_eq!(
+        h.run(KvCommand::SetShardMap(shard_map(3, 64, 4))),
+        KvResponse::ShardMapSet { epoch: 3 }
+    );
+    let refused = |current_epoch, proposed_epoch| {
+        KvResponse::Error(RequestError::ShardMapEpoch { current_epoch, proposed_epoch })
+    };
+    // The same epoch again (two nodes proposing from one map: the second loses), an older
+    // one (a delayed proposal), one that skips an epoch, another slot count: all refused.
+    assert_eq!(h.run(KvCommand::SetShardMap(shard_map(3, 64, 2))), refused(3, 3));
+    assert_eq!(h.run(KvCommand::SetShardMap(shard_map(2, 64, 4))), refused(3, 2));
+    assert_eq!(h.run(KvCommand::SetShardMap(shard_map(5, 64, 4))), refused(3, 5));
+    assert_eq!(h.run(KvCommand::SetShardMap(shard_map(4, 128, 4))), refused(3, 4));
+    assert_eq!(h.sm.shard_map().map(ShardMap::epoch), Some(3));
+    assert_eq!(h.sm.shard_map().map(|map| map.shards().count()), Some(4));
+    // The next epoch is taken.
+    let next = shard_map(4, 64, 2);
+    assert_eq!(h.run(KvCommand::SetShardMap(next.clone())), KvResponse::ShardMapSet { epoch: 4 });
+    assert_eq!(h.sm.shard_map(), Some(&next));
+    // Keys and revisions are untouched by maps.
+    assert_eq!(h.sm.revision(), 0);
+    assert_eq!(h.sm.key_count(), 0);
+}
+
+#[test]
+fn a_shard_map_that_breaks_its_invariants_is_refused_before_and_at_apply() {
+    // Built by decoding, as one arriving in a log entry would be: an epoch of 0.
+    let map = shard_map(1, 16, 2);
+    let mut bytes = postcard::to_allocvec(&map).expect("encodes");
+    assert_eq!(bytes[0], 1, "the epoch leads the encoding");
+    bytes[0] = 0;
+    let broken: ShardMap = postcard::from_bytes(&bytes).expect("decodes");
+    let command = KvCommand::SetShardMap(broken);
+    let request = KvRequest::new(command.clone());
+    let mut h = Harness::new();
+    let error = h.sm.validate(&request).expect_err("refused before proposing");
+    assert!(matches!(&error, RequestError::InvalidShardMap(reason) if reason.contains("epoch")));
+    assert_eq!(h.run(command), KvResponse::Error(error));
+    assert_eq!(h.sm.shard_map(), None);
+}
+
+#[test]
+fn a_snapshot_carries_the_shard_map_only_when_there_is_one() {
+    let mut h = Harness::new();
+    h.put("k", "v");
+    let without = h.sm.snapshot();
+    assert_eq!(without[0], SNAPSHOT_FORMAT_VERSION, "a state without a map keeps format 1");
+    h.run(KvCommand::SetShardMap(shard_map(1, 32, 3)));
+    let with = h.sm.snapshot();
+    assert_eq!(with[0], SNAPSHOT_FORMAT_WITH_SHARD_MAP);
+    let restored = KvStateMachine::restore(&with).expect("restores");
+    assert_eq!(restored, h.sm);
+    assert_eq!(restored.shard_map(), h.sm.shard_map());
+    assert_eq!(restored.state_digest(), h.sm.state_digest());
+    // The digest covers the map: the same keys under another map differ.
+    let mut other = Harness::new();
+    other.put("k", "v");
+    other.run(KvCommand::SetShardMap(shard_map(1, 32, 2)));
+    assert_ne!(other.sm.state_digest(), h.sm.state_digest());
+    // A map that fails its checks makes the snapshot invalid.
+    let mut corrupted = with.to_vec();
+    let map_bytes = postcard::to_allocvec(h.sm.shard_map().expect("a map")).expect("encodes");
+    let map_at = corrupted.len() - map_bytes.len();
+    corrupted[map_at] = 0; // epoch 0
+    assert_eq!(
+        KvStateMachine::restore(&corrupted),
+        Err(KvError::InvalidSnapshot("invalid shard map"))
+    );
 }

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::error::KvError;
+use crate::shard::ShardMap;
 
 /// Identifies one request of a client session (see `session.rs` for the client's contract).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -74,6 +75,10 @@ pub enum KvCommand {
     /// Opens a client session; the answer is its `client_id` (the entry's log index, which is
     /// unique for the life of the cluster). A session tag on this command is ignored.
     RegisterSession,
+    /// Replaces the shard map the meta group keeps (`shard/map.rs`): taken only as the first
+    /// map, or as the next epoch of the one held, with the same slot count. Nodes, not
+    /// clients, propose it.
+    SetShardMap(ShardMap),
 }
 
 impl KvCommand {

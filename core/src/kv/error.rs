@@ -52,6 +52,13 @@ pub enum RequestError {
     /// Every node sees the same bytes, so every node answers this identically.
     #[error("log entry does not decode as a key-value request")]
     MalformedCommand,
+    /// A shard map that breaks the map's invariants (`ShardMap::validate`), with the reason.
+    #[error("invalid shard map: {0}")]
+    InvalidShardMap(String),
+    /// A shard map that does not follow the one held: not its next epoch (`current_epoch`
+    /// 0: no map yet, so any epoch is taken), or another slot count. Nothing changed.
+    #[error("shard map epoch {proposed_epoch} does not follow the current epoch {current_epoch}")]
+    ShardMapEpoch { current_epoch: u64, proposed_epoch: u64 },
 }
 
 impl RequestError {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{Compare, CompareTarget, KvCommand, KvRequest, TxnOp};
 use super::error::{KvError, RequestError};
+use crate::shard::ShardMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvLimits {
@@ -112,6 +113,7 @@ impl KvLimits {
                 }
             }
             KvCommand::Clear | KvCommand::ExpireTick | KvCommand::RegisterSession => {}
+            KvCommand::SetShardMap(map) => check.shard_map(map)?,
         }
         check.total()
     }
@@ -160,6 +162,17 @@ impl RequestCheck<'_> {
                 max_bytes: self.limits.max_value_bytes,
             });
         }
+        self.request_bytes = self.request_bytes.saturating_add(size_bytes);
+        Ok(())
+    }
+
+    /// A map counts against the request budget by its encoded size (one shard id per slot and
+    /// one member list per shard: a few kilobytes for thousands of slots).
+    fn shard_map(&mut self, map: &ShardMap) -> Result<(), RequestError> {
+        map.validate().map_err(|error| RequestError::InvalidShardMap(error.to_string()))?;
+        let size_bytes = postcard::to_allocvec(map)
+            .map_err(|error| RequestError::InvalidShardMap(error.to_string()))?
+            .len() as u64;
         self.request_bytes = self.request_bytes.saturating_add(size_bytes);
         Ok(())
     }

@@ -38,5 +38,5 @@ pub use error::{KvError, RequestError};
 pub use event::{KvEvent, KvEventKind};
 pub use limits::KvLimits;
 pub use response::{KeyMeta, KeyValue, KvResponse, TxnOpResult};
-pub use snapshot::SNAPSHOT_FORMAT_VERSION;
+pub use snapshot::{SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_WITH_SHARD_MAP};
 pub use state_machine::{ApplyResult, KvStateMachine};

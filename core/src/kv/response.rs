@@ -76,6 +76,10 @@ pub enum KvResponse {
         current: Option<KeyMeta>,
     },
     Error(RequestError),
+    /// The shard map was replaced; the map now held is at `epoch`.
+    ShardMapSet {
+        epoch: u64,
+    },
 }
 
 /// The result of one transaction operation.
@@ -125,6 +129,7 @@ impl KvResponse {
             | KvResponse::Clear { .. }
             | KvResponse::ExpireTick { .. }
             | KvResponse::SessionRegistered { .. }
+            | KvResponse::ShardMapSet { .. }
             | KvResponse::ConditionFailed { .. }
             | KvResponse::Error(_) => 0,
         };

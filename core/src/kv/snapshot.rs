@@ -1,6 +1,8 @@
 //! The snapshot format of the KV state machine, and its validation on restore.
 //!
-//! Layout: one format-version byte, then the postcard encoding of [`SnapshotView`]. Maps are
+//! Layout: one format-version byte, then the postcard encoding of [`SnapshotView`], then — in
+//! format 2 only, the meta group's — the postcard encoding of its shard map. A state without a
+//! map is written in format 1, byte for byte what it always was. Maps are
 //! written as sequences of pairs in key order, so the same state always yields the same bytes
 //! (which is also what the state digest hashes). Derived indexes (TTL order, session LRU order)
 //! are not stored but rebuilt, so they cannot disagree with the data they index.
@@ -19,9 +21,12 @@ use super::limits::KvLimits;
 use super::session::{ClientSession, SessionTable};
 use crate::hash::Fnv1a;
 use crate::raft::LogIndex;
+use crate::shard::ShardMap;
 
 /// Bump when the encoding of anything below (requests' cached responses included) changes.
 pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+/// Format 1 followed by the shard map (a meta group's state).
+pub const SNAPSHOT_FORMAT_WITH_SHARD_MAP: u8 = 2;
 
 /// No store performs 2^62 writes; rejecting larger counters on restore means `+ 1` on a
 /// revision or log index can never overflow afterwards.
@@ -60,16 +65,25 @@ struct SnapshotData {
 }
 
 /// The parts a state machine is made of, borrowed for encoding or owned after decoding.
-pub(crate) struct SnapshotParts<L, K, S> {
+pub(crate) struct SnapshotParts<L, K, S, M> {
     pub(crate) limits: L,
     pub(crate) applied_index: LogIndex,
     pub(crate) clock_ms: u64,
     pub(crate) keyspace: K,
     pub(crate) sessions: S,
+    pub(crate) shard_map: Option<M>,
 }
 
-pub(crate) type BorrowedParts<'a> = SnapshotParts<&'a KvLimits, &'a Keyspace, &'a SessionTable>;
-pub(crate) type OwnedParts = SnapshotParts<KvLimits, Keyspace, SessionTable>;
+pub(crate) type BorrowedParts<'a> =
+    SnapshotParts<&'a KvLimits, &'a Keyspace, &'a SessionTable, &'a ShardMap>;
+pub(crate) type OwnedParts = SnapshotParts<KvLimits, Keyspace, SessionTable, ShardMap>;
+
+fn format_version(parts: &BorrowedParts<'_>) -> u8 {
+    match parts.shard_map {
+        None => SNAPSHOT_FORMAT_VERSION,
+        Some(_) => SNAPSHOT_FORMAT_WITH_SHARD_MAP,
+    }
+}
 
 fn view<'a>(parts: &BorrowedParts<'a>) -> SnapshotView<'a> {
     SnapshotView {
@@ -83,30 +97,50 @@ fn view<'a>(parts: &BorrowedParts<'a>) -> SnapshotView<'a> {
 }
 
 pub(crate) fn encode(parts: &BorrowedParts<'_>) -> Bytes {
-    let bytes = postcard::to_extend(&view(parts), vec![SNAPSHOT_FORMAT_VERSION]);
     // Cannot fail: every sequence has a known length, no type has a fallible Serialize, and a
     // Vec never runs out of room.
-    Bytes::from(bytes.expect("serialising the in-memory state cannot fail"))
+    const INFALLIBLE: &str = "serialising the in-memory state cannot fail";
+    let bytes = postcard::to_extend(&view(parts), vec![format_version(parts)]).expect(INFALLIBLE);
+    let bytes = match parts.shard_map {
+        Some(map) => postcard::to_extend(map, bytes).expect(INFALLIBLE),
+        None => bytes,
+    };
+    Bytes::from(bytes)
 }
 
 /// FNV-1a of exactly the bytes [`encode`] produces, computed without materialising them.
 pub(crate) fn digest(parts: &BorrowedParts<'_>) -> u64 {
+    const INFALLIBLE: &str = "serialising the in-memory state cannot fail";
     let mut hasher = Fnv1a::default();
-    hasher.write(&[SNAPSHOT_FORMAT_VERSION]);
-    let hasher = postcard::to_extend(&view(parts), hasher);
-    hasher.expect("serialising the in-memory state cannot fail").finish()
+    hasher.write(&[format_version(parts)]);
+    let hasher = postcard::to_extend(&view(parts), hasher).expect(INFALLIBLE);
+    let hasher = match parts.shard_map {
+        Some(map) => postcard::to_extend(map, hasher).expect(INFALLIBLE),
+        None => hasher,
+    };
+    hasher.finish()
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<OwnedParts, KvError> {
     let (&version, body) = bytes.split_first().ok_or(KvError::EmptySnapshot)?;
-    if version != SNAPSHOT_FORMAT_VERSION {
+    if version != SNAPSHOT_FORMAT_VERSION && version != SNAPSHOT_FORMAT_WITH_SHARD_MAP {
         return Err(KvError::UnsupportedSnapshotVersion {
             found: version,
-            supported: SNAPSHOT_FORMAT_VERSION,
+            supported: SNAPSHOT_FORMAT_WITH_SHARD_MAP,
         });
     }
     let (data, rest): (SnapshotData, _) =
         postcard::take_from_bytes(body).map_err(KvError::Decode)?;
+    let (shard_map, rest) = if version == SNAPSHOT_FORMAT_WITH_SHARD_MAP {
+        let (map, rest): (ShardMap, _) =
+            postcard::take_from_bytes(rest).map_err(KvError::Decode)?;
+        if map.validate().is_err() {
+            return Err(KvError::InvalidSnapshot("invalid shard map"));
+        }
+        (Some(map), rest)
+    } else {
+        (None, rest)
+    };
     if !rest.is_empty() {
         return Err(KvError::TrailingBytes { trailing_bytes: rest.len() as u64 });
     }
@@ -123,6 +157,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<OwnedParts, KvError> {
         limits,
         applied_index,
         clock_ms,
+        shard_map,
     })
 }
 
@@ -241,6 +276,7 @@ mod tests {
             clock_ms: parts.clock_ms,
             keyspace: &parts.keyspace,
             sessions: &parts.sessions,
+            shard_map: parts.shard_map.as_ref(),
         }
     }
 

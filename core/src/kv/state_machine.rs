@@ -25,6 +25,7 @@ use super::response::{KeyMeta, KeyValue, KvResponse, TxnOpResult};
 use super::session::{SessionCheck, SessionTable};
 use super::snapshot::{self, SnapshotParts};
 use crate::raft::LogIndex;
+use crate::shard::ShardMap;
 
 /// What one apply produced: the answer for the proposer, and the key changes for watchers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +43,8 @@ pub struct KvStateMachine {
     /// The largest `leader_time_ms` applied so far (see the module comment).
     clock_ms: u64,
     applied_index: LogIndex,
+    /// The shard map, in the meta group of a sharded cluster; `None` everywhere else.
+    shard_map: Option<ShardMap>,
 }
 
 impl Default for KvStateMachine {
@@ -64,6 +67,7 @@ impl KvStateMachine {
             sessions: SessionTable::default(),
             clock_ms: 0,
             applied_index: 0,
+            shard_map: None,
         }
     }
 
@@ -105,6 +109,11 @@ impl KvStateMachine {
 
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The shard map held (the meta group's), if any.
+    pub fn shard_map(&self) -> Option<&ShardMap> {
+        self.shard_map.as_ref()
     }
 
     // ----- reads (served after a ReadIndex barrier, without a log entry) -----
@@ -269,7 +278,29 @@ impl KvStateMachine {
                 self.sessions.register(index, index, self.limits.max_sessions);
                 KvResponse::SessionRegistered { client_id: index }
             }
+            KvCommand::SetShardMap(map) => self.set_shard_map(map),
         }
+    }
+
+    /// Takes `map` if it is the first, or the next epoch of the one held with the same slot
+    /// count (validation has checked the map itself). Epochs must follow one another so that
+    /// two nodes proposing from the same map cannot both win, and a delayed proposal of an old
+    /// map can never bring it back.
+    fn set_shard_map(&mut self, map: &ShardMap) -> KvResponse {
+        let follows = match &self.shard_map {
+            None => true,
+            Some(current) => {
+                map.epoch() == current.epoch() + 1 && map.slot_count() == current.slot_count()
+            }
+        };
+        if !follows {
+            return KvResponse::Error(RequestError::ShardMapEpoch {
+                current_epoch: self.shard_map.as_ref().map_or(0, ShardMap::epoch),
+                proposed_epoch: map.epoch(),
+            });
+        }
+        self.shard_map = Some(map.clone());
+        KvResponse::ShardMapSet { epoch: map.epoch() }
     }
 
     fn expires_at_ms(&self, ttl_ms: Option<u64>) -> Option<u64> {
@@ -374,6 +405,7 @@ impl KvStateMachine {
             clock_ms: self.clock_ms,
             keyspace: &self.keyspace,
             sessions: &self.sessions,
+            shard_map: self.shard_map.as_ref(),
         }
     }
 
@@ -392,6 +424,7 @@ impl KvStateMachine {
             sessions: parts.sessions,
             clock_ms: parts.clock_ms,
             applied_index: parts.applied_index,
+            shard_map: parts.shard_map,
         };
         restored.check_invariants();
         Ok(restored)

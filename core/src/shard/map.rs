@@ -17,7 +17,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::slot::{Slot, SlotCount, slot_of};
+use super::slot::{Slot, SlotCount, SlotCountError, slot_of};
 use crate::raft::NodeId;
 
 /// A shard: a Raft group that owns a set of slots. Shard 0 is the meta group.
@@ -60,6 +60,12 @@ pub enum ShardMapError {
     NoMetaGroup,
     #[error("{0} is not in the map")]
     UnknownShard(ShardId),
+    #[error(transparent)]
+    SlotCount(#[from] SlotCountError),
+    #[error("{shard} lists {count} replicas, the limit is {max}", max = ShardMap::MAX_REPLICAS)]
+    TooManyReplicas { shard: ShardId, count: usize },
+    #[error("the map's epoch must be at least 1")]
+    ZeroEpoch,
 }
 
 /// The shard map at one epoch.
@@ -76,6 +82,9 @@ impl ShardMap {
     /// More shards than this would not fit a useful number of replicas on a cluster of
     /// reasonable size; it also bounds the map's size in a Raft entry.
     pub const MAX_SHARDS: u32 = 4096;
+    /// A Raft group with more voters than this would be slower, not safer; the bound also
+    /// keeps a map from another node (or a log entry) from naming members without end.
+    pub const MAX_REPLICAS: usize = 9;
 
     /// The map a cluster is created with: `shards` shards (shard 0 the meta group), the slots
     /// split into contiguous ranges of nearly equal size, every shard replicated on `replicas`.
@@ -114,6 +123,15 @@ impl ShardMap {
     /// Checks the invariants in the module docs (all but the epoch's growth, which
     /// [`ShardMap::changed`] enforces).
     pub fn validate(&self) -> Result<(), ShardMapError> {
+        // A map decoded from a log entry or a snapshot was never built by `initial`: its
+        // numbers are checked here too.
+        SlotCount::new(u64::from(self.slot_count.get()))?;
+        if self.epoch == 0 {
+            return Err(ShardMapError::ZeroEpoch);
+        }
+        if self.shards.len() > Self::MAX_SHARDS as usize {
+            return Err(ShardMapError::ShardCount { given: self.shards.len() as u64 });
+        }
         if self.owners.len() != self.slot_count.get() as usize {
             return Err(ShardMapError::SlotTable {
                 found: self.owners.len(),
@@ -131,6 +149,10 @@ impl ShardMap {
         for (shard, info) in &self.shards {
             if info.replicas.is_empty() {
                 return Err(ShardMapError::NoReplicas(*shard));
+            }
+            if info.replicas.len() > Self::MAX_REPLICAS {
+                let count = info.replicas.len();
+                return Err(ShardMapError::TooManyReplicas { shard: *shard, count });
             }
             for (position, member) in info.replicas.iter().enumerate() {
                 if info.replicas[..position].contains(member) {
