@@ -16,7 +16,7 @@ use conclave_core::engine::{
     Engine, EngineConfig, EngineError, EngineHandle, HostedGroupStart, ReadConsistency, ReadQuery,
     ReadResult,
 };
-use conclave_core::kv::{Condition, KvCommand};
+use conclave_core::kv::{Condition, KvCommand, KvResponse, RequestError};
 use conclave_core::raft::memory_cluster::DurableState;
 use conclave_core::raft::{ClusterConfig, LogIndex, NodeId, Role, Snapshot};
 use conclave_core::seams::Consensus;
@@ -24,7 +24,7 @@ use conclave_core::seams::storage::{
     MemoryStorage, Storage, StorageFailure, StorageJob, StorageProgress,
 };
 use conclave_core::seams::transport::MemoryNetwork;
-use conclave_core::shard::{HostConfig, ShardId};
+use conclave_core::shard::{HostConfig, ShardId, ShardMap, SlotCount};
 use engine_support::TestClock;
 use tokio::task::JoinHandle;
 
@@ -328,5 +328,44 @@ fn a_group_asked_by_its_storage_compacts_before_its_snapshot_schedule() {
         assert!(cluster.durable[&(follower, quiet)].borrow().snapshot.is_none());
         // The group goes on serving.
         cluster.put(leader, quiet, "after", "v").await;
+    });
+}
+
+#[test]
+fn the_meta_groups_shard_map_reaches_every_node_and_only_the_meta_group() {
+    run_local(async {
+        let cluster = HostedCluster::new(3, 2);
+        let meta = ShardId::META;
+        let members: Vec<NodeId> = (1..=3).map(NodeId).collect();
+        let map = ShardMap::initial(SlotCount::DEFAULT, 2, &members).expect("a valid map");
+        let leader = cluster.wait_for_leader(meta).await;
+        let answer = cluster.handle(leader, meta).write(KvCommand::SetShardMap(map.clone()), None);
+        assert_eq!(answer.await, Ok(KvResponse::ShardMapSet { epoch: 1 }));
+        // Every replica of the meta group publishes the map once it has applied it.
+        for id in (1..=3).map(NodeId) {
+            let mut status = cluster.handle(id, meta).status_receiver();
+            let followed = status.wait_for(|status| status.shard_map.is_some());
+            let published = followed.await.expect("the engine runs").shard_map.clone();
+            assert_eq!(published.as_deref(), Some(&map), "{id}");
+            assert!(cluster.handle(id, ShardId(1)).shard_map().is_none(), "{id}: not shard 1");
+        }
+        // The next epoch replaces it everywhere; the old epoch again is refused.
+        let next = map.changed(|_| Ok(())).expect("the next epoch");
+        let answer = cluster.handle(leader, meta).write(KvCommand::SetShardMap(next), None);
+        assert_eq!(answer.await, Ok(KvResponse::ShardMapSet { epoch: 2 }));
+        let stale = cluster.handle(leader, meta).write(KvCommand::SetShardMap(map), None).await;
+        assert_eq!(
+            stale,
+            Ok(KvResponse::Error(RequestError::ShardMapEpoch {
+                current_epoch: 2,
+                proposed_epoch: 1
+            }))
+        );
+        for id in (1..=3).map(NodeId) {
+            let mut status = cluster.handle(id, meta).status_receiver();
+            let epoch_two =
+                status.wait_for(|status| status.shard_map.as_ref().is_some_and(|m| m.epoch() == 2));
+            epoch_two.await.expect("the engine runs");
+        }
     });
 }

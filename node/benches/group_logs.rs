@@ -114,7 +114,7 @@ fn per_group(groups: u32) -> f64 {
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
     println!(
-        "group commits made durable per second, all groups together \
+        "persist batches made durable per second, all groups together \
          (one 100-byte entry per batch, one batch in flight per group, {} s each)",
         RUN_FOR.as_secs()
     );

@@ -13,7 +13,7 @@ use super::status::EngineStatus;
 use crate::kv::{KvCommand, KvResponse, SessionTag};
 use crate::raft::{ClusterConfig, MembershipChange, NodeId, Snapshot};
 use crate::seams::Consensus;
-use crate::shard::ShardId;
+use crate::shard::{ShardId, ShardMap};
 
 #[derive(Clone)]
 pub struct EngineHandle {
@@ -74,6 +74,12 @@ impl EngineHandle {
 
     pub fn status(&self) -> EngineStatus {
         self.status.borrow().clone()
+    }
+
+    /// The shard map this group's state machine holds (the meta group's), as applied on this
+    /// node; follow [`Self::status_receiver`] to see it change.
+    pub fn shard_map(&self) -> Option<Arc<ShardMap>> {
+        self.status.borrow().shard_map.clone()
     }
 
     /// Where member `id`'s peer transport listens, by the configuration in effect.

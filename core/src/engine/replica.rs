@@ -29,6 +29,7 @@ use crate::raft::{
     PlantedBug, ProposeError, Raft, ReadError, ReadState, Role, Snapshot, SnapshotMeta, SoftState,
 };
 use crate::seams::{Clock, StorageJob, StorageProgress};
+use crate::shard::ShardMap;
 
 /// After a snapshot was given up for lack of space, the next attempt waits at least this long
 /// (and for the disk-full alarm to come down): a snapshot is big, and trying again at every
@@ -572,6 +573,7 @@ impl Replica {
             proposals_pending: self.pending.writes.len(),
             disk_full: self.disk_full,
             snapshots_abandoned: self.snapshots_abandoned,
+            shard_map: self.shared_shard_map(kv.shard_map()),
         };
         self.status.send_if_modified(|current| {
             let changed = *current != status;
@@ -590,6 +592,16 @@ impl Replica {
     ) -> Arc<std::collections::BTreeMap<NodeId, String>> {
         let published = &self.status.borrow().peer_addresses;
         if **published == *current { Arc::clone(published) } else { Arc::new(current.clone()) }
+    }
+
+    /// The state machine's shard map, shared with the last published status unless its epoch
+    /// changed (each epoch is taken once, so the epoch names the map).
+    fn shared_shard_map(&self, current: Option<&ShardMap>) -> Option<Arc<ShardMap>> {
+        let current = current?;
+        match &self.status.borrow().shard_map {
+            Some(published) if published.epoch() == current.epoch() => Some(Arc::clone(published)),
+            _ => Some(Arc::new(current.clone())),
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::raft::{LogIndex, NodeId, Role, Term};
+use crate::shard::ShardMap;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EngineStatus {
@@ -32,6 +33,10 @@ pub struct EngineStatus {
     pub disk_full: bool,
     /// Local snapshots given up for lack of space since the start.
     pub snapshots_abandoned: u64,
+    /// The shard map this replica's state machine holds, as applied here (the meta group's;
+    /// `None` elsewhere). Shared, and rebuilt only when its epoch changes: watching the status
+    /// is how a node follows the map.
+    pub shard_map: Option<Arc<ShardMap>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +70,7 @@ impl EngineStatus {
             proposals_pending: 0,
             disk_full: false,
             snapshots_abandoned: 0,
+            shard_map: None,
         }
     }
 }

@@ -2,14 +2,17 @@
 //! key ([`slot`]), and slots are owned by shards, each a Raft group, as the shard map records
 //! ([`map`]). A node hosts replicas of many groups through one [`group_host::GroupHost`], which
 //! batches their messages per peer node ([`node_batch`]), lets idle groups quiesce, and follows
-//! its peers as nodes ([`peer_liveness`]).
+//! its peers as nodes ([`peer_liveness`]). Listings across shards merge their pages, and
+//! transactions stay within one shard ([`fan_out`]).
 
+pub mod fan_out;
 pub mod group_host;
 pub mod map;
 pub mod node_batch;
 pub mod peer_liveness;
 pub mod slot;
 
+pub use fan_out::{CrossShard, MergedPage, ShardPage, merge_pages, single_shard};
 pub use group_host::{GroupHost, HostConfig, HostCounters, HostReady};
 pub use map::{ShardId, ShardInfo, ShardMap, ShardMapDraft, ShardMapError};
 pub use node_batch::{GroupHeartbeat, GroupHeartbeatResponse, GroupMessage, Hosting, NodeBatch};
