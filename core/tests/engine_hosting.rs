@@ -9,6 +9,7 @@ mod engine_support;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +17,7 @@ use conclave_core::engine::{
     Engine, EngineConfig, EngineError, EngineHandle, HostedGroupStart, ReadConsistency, ReadQuery,
     ReadResult,
 };
-use conclave_core::kv::{Condition, KvCommand, KvResponse, RequestError};
+use conclave_core::kv::{Condition, KvCommand, KvResponse, RequestError, Txn, TxnOp};
 use conclave_core::raft::memory_cluster::DurableState;
 use conclave_core::raft::{ClusterConfig, LogIndex, NodeId, Role, Snapshot};
 use conclave_core::seams::Consensus;
@@ -367,5 +368,59 @@ fn the_meta_groups_shard_map_reaches_every_node_and_only_the_meta_group() {
                 status.wait_for(|status| status.shard_map.as_ref().is_some_and(|m| m.epoch() == 2));
             epoch_two.await.expect("the engine runs");
         }
+    });
+}
+
+#[test]
+fn a_key_is_served_only_through_the_shard_that_owns_it_in_the_followed_map() {
+    run_local(async {
+        let cluster = HostedCluster::new(3, 2);
+        let members: Vec<NodeId> = (1..=3).map(NodeId).collect();
+        let map = Arc::new(ShardMap::initial(SlotCount::DEFAULT, 2, &members).expect("a map"));
+        let key_of = |shard: ShardId| {
+            (0..).map(|i| format!("key-{i}")).find(|key| map.shard_of_key(key.as_bytes()) == shard)
+        };
+        let (key0, key1) = (key_of(ShardId(0)).expect("a key"), key_of(ShardId(1)).expect("a key"));
+        let leader = cluster.wait_for_leader(ShardId(0)).await;
+        // Before any map is followed, a group serves whatever it is asked (a single group).
+        cluster.put(leader, ShardId(0), &key1, "before").await;
+
+        for id in (1..=3).map(NodeId) {
+            assert!(cluster.handle(id, ShardId(0)).follow_shard_map(map.clone()), "{id}");
+        }
+        // One handle's follow is every handle's of the node; an older map is not taken.
+        let other_shard = cluster.handle(leader, ShardId(1));
+        assert_eq!(other_shard.followed_shard_map().map(|m| m.epoch()), Some(1));
+        assert!(!other_shard.follow_shard_map(map.clone()));
+
+        let wrong = EngineError::WrongShard { owner: 1, epoch: 1 };
+        let command = |key: &str| KvCommand::Put {
+            key: key.to_owned(),
+            value: Bytes::from_static(b"v"),
+            ttl_ms: None,
+            condition: Condition::Always,
+        };
+        let refused = cluster.handle(leader, ShardId(0)).write(command(&key1), None).await;
+        assert_eq!(refused, Err(wrong.clone()));
+        cluster.put(leader, ShardId(0), &key0, "mine").await;
+        let leader1 = cluster.wait_for_leader(ShardId(1)).await;
+        cluster.put(leader1, ShardId(1), &key1, "mine").await;
+        // Reads too, whatever their consistency, and the local path declines.
+        for consistency in
+            [ReadConsistency::Linearizable, ReadConsistency::Lease, ReadConsistency::Stale]
+        {
+            let read = cluster.get(leader, ShardId(0), &key1, consistency).await;
+            assert_eq!(read, Err(wrong.clone()), "{consistency:?}");
+        }
+        let query = ReadQuery::Get { key: key1.clone() };
+        let handle = cluster.handle(leader, ShardId(0));
+        assert_eq!(handle.read_locally(&query, ReadConsistency::Stale, &|| 0), None);
+        // A transaction naming a key of another shard anywhere is refused.
+        let txn = KvCommand::Txn(Txn {
+            compares: Vec::new(),
+            success: vec![TxnOp::Get { key: key0.clone() }],
+            failure: vec![TxnOp::Delete { key: key1.clone() }],
+        });
+        assert_eq!(handle.write(txn, None).await, Err(wrong));
     });
 }

@@ -349,7 +349,8 @@ impl Client {
                     error @ (EngineError::Busy
                     | EngineError::Stopped
                     | EngineError::NoSpace
-                    | EngineError::NotHosted { .. }),
+                    | EngineError::NotHosted { .. }
+                    | EngineError::WrongShard { .. }),
                 )) => {
                     if error == EngineError::NoSpace {
                         self.shared.refused_no_space.set(self.shared.refused_no_space.get() + 1);

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -28,6 +29,7 @@ use super::handle::EngineHandle;
 use super::probe::{CycleView, EngineProbe};
 use super::replica::Replica;
 use super::request::EngineRequest;
+use super::slot_ownership::SlotOwnership;
 use crate::kv::{KvError, KvStateMachine};
 use crate::raft::{
     ConfigError, Entry, LogIndex, Message, MessageBody, NodeId, Raft, ReadState, Ready,
@@ -232,6 +234,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             "every group has a replica and a storage"
         );
         let (request_sender, requests) = mpsc::channel(config.max_queued_requests);
+        let ownership = Arc::new(SlotOwnership::default());
         let handles = replicas
             .iter()
             .map(|(shard, replica)| {
@@ -241,6 +244,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                     status: replica.status_receiver(),
                     events: replica.events().clone(),
                     local: replica.local().clone(),
+                    ownership: ownership.clone(),
                 };
                 (*shard, handle)
             })

@@ -38,4 +38,8 @@ pub enum EngineError {
     /// refresh the map and ask a node that does.
     #[error("this node hosts no replica of shard {shard}")]
     NotHosted { shard: u32 },
+    /// The key's slot belongs to another shard at the epoch of the newest map this node has
+    /// seen; refresh the map and ask the owner.
+    #[error("the key belongs to shard {owner} at shard map epoch {epoch}")]
+    WrongShard { owner: u32, epoch: u64 },
 }

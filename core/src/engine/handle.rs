@@ -9,6 +9,7 @@ use super::change_feed::ChangeFeed;
 use super::error::EngineError;
 use super::local_reads::LocalReads;
 use super::request::{EngineRequest, ReadConsistency, ReadQuery, ReadResult};
+use super::slot_ownership::SlotOwnership;
 use super::status::EngineStatus;
 use crate::kv::{KvCommand, KvResponse, SessionTag};
 use crate::raft::{ClusterConfig, MembershipChange, NodeId, Snapshot};
@@ -23,6 +24,8 @@ pub struct EngineHandle {
     pub(super) status: watch::Receiver<EngineStatus>,
     pub(super) events: broadcast::Sender<ChangeFeed>,
     pub(super) local: Arc<LocalReads>,
+    /// Shared by every handle of the engine (`slot_ownership.rs`).
+    pub(super) ownership: Arc<SlotOwnership>,
 }
 
 impl EngineHandle {
@@ -82,6 +85,17 @@ impl EngineHandle {
         self.status.borrow().shard_map.clone()
     }
 
+    /// Gives every handle of this node `map` to check keys against, if it is newer than the
+    /// one they have; returns whether it was.
+    pub fn follow_shard_map(&self, map: Arc<ShardMap>) -> bool {
+        self.ownership.follow(map)
+    }
+
+    /// The newest shard map this node's handles check keys against.
+    pub fn followed_shard_map(&self) -> Option<Arc<ShardMap>> {
+        self.ownership.map()
+    }
+
     /// Where member `id`'s peer transport listens, by the configuration in effect.
     pub fn peer_address(&self, id: NodeId) -> Option<String> {
         self.status.borrow().peer_addresses.get(&id).cloned()
@@ -106,6 +120,8 @@ impl Consensus for EngineHandle {
         consistency: ReadConsistency,
         now_ms: &dyn Fn() -> u64,
     ) -> Option<ReadResult> {
+        // A refusal is not a local answer: the engine path gives it (`read`).
+        self.ownership.check(self.shard, query.key()).ok()?;
         self.local.try_read(query, consistency, now_ms)
     }
 
@@ -114,6 +130,7 @@ impl Consensus for EngineHandle {
         command: KvCommand,
         session: Option<SessionTag>,
     ) -> Result<KvResponse, EngineError> {
+        self.ownership.check(self.shard, command.point_keys())?;
         self.call(|reply| EngineRequest::Write { command, session, reply }).await
     }
 
@@ -122,6 +139,7 @@ impl Consensus for EngineHandle {
         query: ReadQuery,
         consistency: ReadConsistency,
     ) -> Result<ReadResult, EngineError> {
+        self.ownership.check(self.shard, query.key())?;
         self.call(|reply| EngineRequest::Read { query, consistency, reply }).await
     }
 }

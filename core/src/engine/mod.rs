@@ -16,6 +16,7 @@ mod pending;
 mod probe;
 mod replica;
 mod request;
+mod slot_ownership;
 mod status;
 mod watch_cursor;
 mod watch_hub;

@@ -27,6 +27,16 @@ pub enum ReadQuery {
     Range { prefix: String, limit: u64 },
 }
 
+impl ReadQuery {
+    /// The key a point read names (a range names none: each shard lists its own keys).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ReadQuery::Get { key } => Some(key),
+            ReadQuery::Range { .. } => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadResult {
     Value { value: Option<(Bytes, KeyMeta)>, revision: u64, applied_index: LogIndex },

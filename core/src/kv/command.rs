@@ -154,6 +154,34 @@ pub enum TxnOp {
     Range { prefix: String, start_after: Option<String>, limit: u32 },
 }
 
+impl KvCommand {
+    /// The keys the command names one by one (a transaction's compares and operations
+    /// included); range prefixes are not keys and are left out.
+    pub fn point_keys(&self) -> Vec<&str> {
+        match self {
+            KvCommand::Get { key }
+            | KvCommand::Put { key, .. }
+            | KvCommand::Delete { key, .. }
+            | KvCommand::Cas { key, .. } => vec![key.as_str()],
+            KvCommand::Txn(txn) => {
+                let compares = txn.compares.iter().map(|compare| compare.key.as_str());
+                let ops = txn.success.iter().chain(&txn.failure).filter_map(|op| match op {
+                    TxnOp::Put { key, .. } | TxnOp::Delete { key } | TxnOp::Get { key } => {
+                        Some(key.as_str())
+                    }
+                    TxnOp::Range { .. } => None,
+                });
+                compares.chain(ops).collect()
+            }
+            KvCommand::Range { .. }
+            | KvCommand::Clear
+            | KvCommand::ExpireTick
+            | KvCommand::RegisterSession
+            | KvCommand::SetShardMap(_) => Vec::new(),
+        }
+    }
+}
+
 impl KvRequest {
     /// A request without a session, stamped with time 0 (the leader stamps the real time).
     pub fn new(command: KvCommand) -> Self {

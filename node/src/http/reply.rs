@@ -134,6 +134,13 @@ pub fn engine_error(error: &EngineError) -> Response {
             StatusCode::MISDIRECTED_REQUEST,
             format!("this node hosts no replica of shard {shard}; refresh the shard map\n"),
         ),
+        EngineError::WrongShard { owner, epoch } => text(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "the key belongs to shard {owner} at shard map epoch {epoch}; refresh the shard \
+                 map\n"
+            ),
+        ),
     }
 }
 
@@ -156,5 +163,16 @@ mod tests {
         assert!(!retried(MembershipError::AlreadyMember { id: NodeId(9) }));
         assert!(!retried(MembershipError::WouldLoseQuorum { reachable: 1, voters: 3 }));
         assert!(!retried(MembershipError::LastVoter));
+    }
+
+    #[test]
+    fn requests_a_stale_shard_map_sent_here_are_misdirected_with_the_epoch() {
+        let wrong = engine_error(&EngineError::WrongShard { owner: 3, epoch: 7 });
+        assert_eq!(wrong.status(), StatusCode::MISDIRECTED_REQUEST);
+        let not_hosted = engine_error(&EngineError::NotHosted { shard: 2 });
+        assert_eq!(not_hosted.status(), StatusCode::MISDIRECTED_REQUEST);
+        let body = futures::executor::block_on(axum::body::to_bytes(wrong.into_body(), 1 << 10));
+        let body = String::from_utf8(body.expect("a body").to_vec()).expect("text");
+        assert!(body.contains("shard 3") && body.contains("epoch 7"), "{body}");
     }
 }
