@@ -4,24 +4,31 @@
 //! group commit) and each recovers its part of it after a crash, and idle groups quiesce
 //! between bursts. Crashes and partitions are drawn from each seed.
 //!
-//! Checked throughout: no two leaders of one group in one term, and every node applies the
-//! same entry at each index of each group. At the end, with the faults healed: every group
-//! serves again, and every acknowledged write reads back on every node.
+//! The world is sharded: the client first installs a shard map in the meta group (shard 0),
+//! every node follows it from its meta replica's status, and the client routes each key to the
+//! leader of the shard that owns its slot; now and then it sends a key to a shard that does not
+//! own it, at a node that follows the map, which must refuse it (`WrongShard`).
+//!
+//! Checked throughout: no two leaders of one group in one term, every node applies the same
+//! entry at each index of each group, and no group applies a write of a key it does not own. At
+//! the end, with the faults healed: every group serves again, and every acknowledged write
+//! reads back on every node.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use conclave_core::engine::{
-    CycleView, Engine, EngineConfig, EngineHandle, EngineProbe, HostedGroupStart, ReadConsistency,
-    ReadQuery, ReadResult,
+    CycleView, Engine, EngineConfig, EngineError, EngineHandle, EngineProbe, HostedGroupStart,
+    ReadConsistency, ReadQuery, ReadResult,
 };
-use conclave_core::kv::{Condition, KvCommand};
-use conclave_core::raft::{ClusterConfig, LogIndex, NodeId, Role, Term};
+use conclave_core::kv::{Condition, KvCommand, KvRequest, KvResponse, RequestError};
+use conclave_core::raft::{ClusterConfig, EntryPayload, LogIndex, NodeId, Role, Term};
 use conclave_core::seams::Consensus;
-use conclave_core::shard::{HostConfig, ShardId};
+use conclave_core::shard::{HostConfig, ShardId, ShardMap, SlotCount};
 use conclave_core::storage::{SharedLog, WalOptions};
 use conclave_core::transport::tcp::{TcpTransport, TcpTransportConfig};
 use conclave_sim::clock::SimClock;
@@ -54,10 +61,21 @@ fn now_ms() -> u64 {
     turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
+/// The map the client installs: `SHARDS` shards over 64 slots, every shard on every node.
+fn shard_map() -> ShardMap {
+    let slots = SlotCount::new(64).expect("64 slots");
+    let members: Vec<NodeId> = (1..=NODES).map(NodeId).collect();
+    ShardMap::initial(slots, u64::from(SHARDS), &members).expect("a valid map")
+}
+
 /// What the hosts, the client and the test share. It survives crashes (the hosts' software
 /// restarts from its disk; this is the test's own bookkeeping).
 #[derive(Default)]
 struct World {
+    /// The map the client installs in the meta group.
+    map: Option<Arc<ShardMap>>,
+    /// Writes sent to a shard that does not own their key, and refused.
+    misrouted_refused: Cell<u32>,
     /// The running incarnation's handles, by node and shard; a crashed node has none.
     handles: RefCell<BTreeMap<u64, BTreeMap<ShardId, EngineHandle>>>,
     incarnations: RefCell<BTreeMap<u64, u64>>,
@@ -124,6 +142,20 @@ impl EngineProbe for Probe {
             self.world.snapshots_installed.set(self.world.snapshots_installed.get() + 1);
         }
         for entry in view.applied {
+            // No group applies a write of a key the map gives to another.
+            if let (Some(map), EntryPayload::Command(bytes)) = (&self.world.map, &entry.payload)
+                && let Ok(request) = KvRequest::decode(bytes)
+            {
+                for key in request.command.point_keys() {
+                    let owner = map.shard_of_key(key.as_bytes());
+                    if owner != view.shard {
+                        self.world.violation(format!(
+                            "{} applied a write of {key:?} at {} though {owner} owns it",
+                            view.shard, self.node
+                        ));
+                    }
+                }
+            }
             let seen = (entry.term, payload_hash(entry));
             self.world.entries_applied.set(self.world.entries_applied.get() + 1);
             let mut applied = self.world.applied.borrow_mut();
@@ -191,8 +223,25 @@ async fn node_main(world: Rc<World>, node: u64, seed: u64) -> turmoil::Result {
     let (engine, handles) =
         Engine::hosting(config, host_config, groups, transport, clock, node_seed)?;
     let engine = engine.with_probe(Box::new(Probe { node: id, world: world.clone() }));
+    let meta = handles[&ShardId::META].clone();
     world.handles.borrow_mut().insert(node, handles);
-    let result = engine.run(log.writer()).await;
+    // The node follows the meta group's map as its replica there applies it.
+    let follow = async move {
+        let mut status = meta.status_receiver();
+        loop {
+            let map = status.borrow_and_update().shard_map.clone();
+            if let Some(map) = map {
+                meta.follow_shard_map(map);
+            }
+            if status.changed().await.is_err() {
+                return std::future::pending::<()>().await;
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = engine.run(log.writer()) => result,
+        () = follow => unreachable!("following never ends"),
+    };
     world.handles.borrow_mut().remove(&node);
     result.map_err(|failure| failure.to_string().into())
 }
@@ -201,10 +250,15 @@ async fn node_main(world: Rc<World>, node: u64, seed: u64) -> turmoil::Result {
 /// acknowledged; in bursts, so that groups quiesce in between. Then, once the test has healed
 /// every fault, reads every key back on every node.
 async fn client(world: Rc<World>) -> turmoil::Result {
+    let map = world.map.clone().expect("the test draws a map");
+    install_map(&world, &map).await;
     let mut acknowledged: BTreeMap<(ShardId, String), String> = BTreeMap::new();
     for i in 0..WRITES {
-        let shard = ShardId(i % SHARDS);
         let (key, value) = (format!("k{i}"), format!("v{i}"));
+        let shard = map.shard_of_key(key.as_bytes());
+        if i % 8 == 0 {
+            send_to_the_wrong_shard(&world, &map, &key).await;
+        }
         for _attempt in 0..400 {
             let Some(handle) = world.leader_handle(shard) else {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -260,11 +314,56 @@ async fn client(world: Rc<World>) -> turmoil::Result {
     Ok(())
 }
 
+/// Proposes `map` to the meta group until it holds it (a lost answer is retried; the epoch
+/// rule refuses the second copy, which says the first was taken).
+async fn install_map(world: &World, map: &ShardMap) {
+    loop {
+        if let Some(handle) = world.leader_handle(ShardId::META) {
+            let command = KvCommand::SetShardMap(map.clone());
+            let answer = tokio::time::timeout(Duration::from_secs(2), handle.write(command, None));
+            match answer.await {
+                Ok(Ok(KvResponse::ShardMapSet { .. })) => return,
+                Ok(Ok(KvResponse::Error(RequestError::ShardMapEpoch {
+                    current_epoch, ..
+                }))) if current_epoch == map.epoch() => {
+                    return;
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends a write of `key` to the leader of a shard that does not own it, at a node that
+/// follows the map: it must be refused with the owner and the epoch, and never applied.
+async fn send_to_the_wrong_shard(world: &World, map: &ShardMap, key: &str) {
+    let owner = map.shard_of_key(key.as_bytes());
+    let wrong = ShardId((owner.0 + 1) % SHARDS);
+    let Some(handle) = world.leader_handle(wrong) else { return };
+    if handle.followed_shard_map().is_none() {
+        return; // this node has not applied the map yet: the test would misroute, not it
+    }
+    let command = KvCommand::Put {
+        key: key.to_owned(),
+        value: Bytes::from_static(b"misrouted"),
+        ttl_ms: None,
+        condition: Condition::Always,
+    };
+    match handle.write(command, None).await {
+        Err(EngineError::WrongShard { owner: told, epoch }) if told == owner.0 && epoch == 1 => {
+            world.misrouted_refused.set(world.misrouted_refused.get() + 1);
+        }
+        other => world.violation(format!("{wrong} took a write of {key:?} ({owner}'s): {other:?}")),
+    }
+}
+
 struct SeedResult {
     trace_hash: u64,
     acknowledged_writes: u32,
     entries_applied: u64,
     snapshots_installed: u64,
+    misrouted_refused: u32,
     crashes: u32,
     partitions: u32,
 }
@@ -272,6 +371,7 @@ struct SeedResult {
 fn run_seed(seed: u64) -> Result<SeedResult, String> {
     let world = Rc::new(World {
         clocks: (1..=NODES).map(|n| (n, SimClock::new(1_700_000_000_000))).collect(),
+        map: Some(Arc::new(shard_map())),
         ..World::default()
     });
     let mut sim = turmoil::Builder::new()
@@ -340,6 +440,7 @@ fn run_seed(seed: u64) -> Result<SeedResult, String> {
         acknowledged_writes: world.acknowledged_writes.get(),
         entries_applied: world.entries_applied.get(),
         snapshots_installed: world.snapshots_installed.get(),
+        misrouted_refused: world.misrouted_refused.get(),
         crashes,
         partitions,
     })
@@ -352,7 +453,7 @@ fn now_ms_of(sim: &turmoil::Sim<'_>) -> u64 {
 #[test]
 fn hosted_groups_survive_crashes_and_partitions() {
     let seeds: u64 = std::env::var("HOSTED_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    let (mut crashes, mut partitions, mut snapshots) = (0, 0, 0);
+    let (mut crashes, mut partitions, mut snapshots, mut misrouted) = (0, 0, 0, 0);
     for seed in 0..seeds {
         let result = run_seed(seed).unwrap_or_else(|failure| panic!("{failure}"));
         // Faults may delay writes but not lose them: the client retries each until acknowledged.
@@ -365,7 +466,9 @@ fn hosted_groups_survive_crashes_and_partitions() {
         crashes += result.crashes;
         partitions += result.partitions;
         snapshots += result.snapshots_installed;
+        misrouted += result.misrouted_refused;
     }
+    assert!(misrouted > 0, "no misrouted write was sent to a node following the map");
     // The seeds must have carried both kinds of fault and sent snapshots to nodes that came
     // back behind, or this test checks less than it says.
     assert!(crashes > 0 && partitions > 0, "{crashes} crashes, {partitions} partitions drawn");
