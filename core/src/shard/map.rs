@@ -17,6 +17,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::placement::rendezvous;
 use super::slot::{Slot, SlotCount, SlotCountError, slot_of};
 use crate::raft::NodeId;
 
@@ -93,6 +94,25 @@ impl ShardMap {
         shards: u64,
         replicas: &[NodeId],
     ) -> Result<ShardMap, ShardMapError> {
+        Self::build(slot_count, shards, |_| replicas.to_vec())
+    }
+
+    /// Like [`ShardMap::initial`], but each shard replicated on the `replication` members of
+    /// `members` that rendezvous hashing picks for it (`placement.rs`; all of them if fewer).
+    pub fn placed(
+        slot_count: SlotCount,
+        shards: u64,
+        members: &[NodeId],
+        replication: usize,
+    ) -> Result<ShardMap, ShardMapError> {
+        Self::build(slot_count, shards, |shard| rendezvous(shard, members, replication))
+    }
+
+    fn build(
+        slot_count: SlotCount,
+        shards: u64,
+        replicas_of: impl Fn(ShardId) -> Vec<NodeId>,
+    ) -> Result<ShardMap, ShardMapError> {
         let shard_count = match u32::try_from(shards) {
             Ok(count) if (1..=Self::MAX_SHARDS).contains(&count) => count,
             _ => return Err(ShardMapError::ShardCount { given: shards }),
@@ -113,7 +133,7 @@ impl ShardMap {
             })
             .collect();
         let shards = (0..shard_count)
-            .map(|id| (ShardId(id), ShardInfo { replicas: replicas.to_vec() }))
+            .map(|id| (ShardId(id), ShardInfo { replicas: replicas_of(ShardId(id)) }))
             .collect();
         let map = ShardMap { epoch: 1, slot_count, owners, shards };
         map.validate()?;
@@ -270,6 +290,27 @@ mod tests {
 
     fn members(ids: &[u64]) -> Vec<NodeId> {
         ids.iter().map(|id| NodeId(*id)).collect()
+    }
+
+    #[test]
+    fn a_placed_map_gives_each_shard_its_rendezvous_replicas() {
+        let five = members(&[1, 2, 3, 4, 5]);
+        let map = ShardMap::placed(SlotCount::DEFAULT, 8, &five, 3).unwrap();
+        for (shard, info) in map.shards() {
+            assert_eq!(info.replicas, rendezvous(shard, &five, 3), "{shard}");
+        }
+        // Eight shards of three replicas on five members: each holds some, none holds all.
+        for member in &five {
+            let held = map.shards_on(*member).count();
+            assert!((1..8).contains(&held), "{member} holds {held} shards");
+        }
+        // More replicas than members: every member, once.
+        let small = ShardMap::placed(SlotCount::DEFAULT, 2, &five[..2], 3).unwrap();
+        assert!(small.shards().all(|(_, info)| info.replicas.len() == 2));
+        assert_eq!(
+            ShardMap::placed(SlotCount::DEFAULT, 2, &[], 3),
+            Err(ShardMapError::NoReplicas(ShardId(0)))
+        );
     }
 
     #[test]

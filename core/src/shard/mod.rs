@@ -10,10 +10,12 @@ pub mod group_host;
 pub mod map;
 pub mod node_batch;
 pub mod peer_liveness;
+pub mod placement;
 pub mod slot;
 
 pub use fan_out::{CrossShard, MergedPage, ShardPage, merge_pages, single_shard};
 pub use group_host::{GroupHost, HostConfig, HostCounters, HostReady};
 pub use map::{ShardId, ShardInfo, ShardMap, ShardMapDraft, ShardMapError};
 pub use node_batch::{GroupHeartbeat, GroupHeartbeatResponse, GroupMessage, Hosting, NodeBatch};
+pub use placement::rendezvous;
 pub use slot::{Slot, SlotCount, SlotCountError, hash_tag, slot_of};
