@@ -4,15 +4,17 @@
 //! group commit) and each recovers its part of it after a crash, and idle groups quiesce
 //! between bursts. Crashes and partitions are drawn from each seed.
 //!
-//! The world is sharded: the client first installs a shard map in the meta group (shard 0),
-//! every node follows it from its meta replica's status, and the client routes each key to the
-//! leader of the shard that owns its slot; now and then it sends a key to a shard that does not
-//! own it, at a node that follows the map, which must refuse it (`WrongShard`).
+//! The world is sharded: 5 nodes, 6 shards of 3 replicas placed by rendezvous hashing, so each
+//! node hosts some groups and each pair of nodes shares a different set. The client first
+//! installs the shard map in the meta group (shard 0); every node follows it (from its own meta
+//! replica's status, or from another's as a remote watch would), and the client routes each key
+//! to the leader of the shard that owns its slot; now and then it sends a key to a shard that
+//! does not own it, at a node that follows the map, which must refuse it (`WrongShard`).
 //!
-//! Checked throughout: no two leaders of one group in one term, every node applies the same
-//! entry at each index of each group, and no group applies a write of a key it does not own. At
+//! Checked throughout: no two leaders of one group in one term, every replica applies the same
+//! entry at each index of its group, and no group applies a write of a key it does not own. At
 //! the end, with the faults healed: every group serves again, and every acknowledged write
-//! reads back on every node.
+//! reads back on every replica of its group.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -40,8 +42,11 @@ use conclave_sim::trace::TraceHash;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const NODES: u64 = 3;
-const SHARDS: u32 = 4;
+const NODES: u64 = 5;
+const SHARDS: u32 = 6;
+/// Replicas per shard: each node hosts some groups, not all, and each pair of nodes shares a
+/// different set of them.
+const REPLICATION: usize = 3;
 const PEER_PORT: u16 = 7100;
 const WRITES: u32 = 240;
 /// Faults are drawn over this much simulated time from the start.
@@ -51,8 +56,10 @@ fn peers() -> BTreeMap<NodeId, String> {
     (1..=NODES).map(|n| (NodeId(n), format!("n{n}:{PEER_PORT}"))).collect()
 }
 
-fn members() -> ClusterConfig {
-    let mut config = ClusterConfig::with_voters((1..=NODES).map(NodeId));
+/// The configuration a group starts with: its replicas in the map.
+fn group_config(map: &ShardMap, shard: ShardId) -> ClusterConfig {
+    let replicas = &map.shard(shard).expect("a shard of the map").replicas;
+    let mut config = ClusterConfig::with_voters(replicas.iter().copied());
     config.addresses = peers();
     config
 }
@@ -61,11 +68,13 @@ fn now_ms() -> u64 {
     turmoil::sim_elapsed().map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-/// The map the client installs: `SHARDS` shards over 64 slots, every shard on every node.
+/// The map the cluster is created with: `SHARDS` shards over 64 slots, `REPLICATION` replicas
+/// each, placed by rendezvous hashing. Every node computes it at its start, as a node given the
+/// same bootstrap flags would; the client installs it in the meta group.
 fn shard_map() -> ShardMap {
     let slots = SlotCount::new(64).expect("64 slots");
     let members: Vec<NodeId> = (1..=NODES).map(NodeId).collect();
-    ShardMap::initial(slots, u64::from(SHARDS), &members).expect("a valid map")
+    ShardMap::placed(slots, u64::from(SHARDS), &members, REPLICATION).expect("a valid map")
 }
 
 /// What the hosts, the client and the test share. It survives crashes (the hosts' software
@@ -74,6 +83,9 @@ fn shard_map() -> ShardMap {
 struct World {
     /// The map the client installs in the meta group.
     map: Option<Arc<ShardMap>>,
+    /// The map as a replica of the meta group last published it: how nodes without such a
+    /// replica learn it (as they would by watching the meta group from afar).
+    published_map: RefCell<Option<Arc<ShardMap>>>,
     /// Writes sent to a shard that does not own their key, and refused.
     misrouted_refused: Cell<u32>,
     /// The running incarnation's handles, by node and shard; a crashed node has none.
@@ -105,7 +117,7 @@ impl World {
         let handles = self.handles.borrow();
         handles
             .values()
-            .map(|groups| &groups[&shard])
+            .filter_map(|groups| groups.get(&shard))
             .find_map(|handle| (handle.status().role == Role::Leader).then(|| handle.clone()))
     }
 }
@@ -188,11 +200,12 @@ async fn node_main(world: Rc<World>, node: u64, seed: u64) -> turmoil::Result {
     let node_seed = seed ^ (node << 48) ^ (incarnation << 32);
     let clock = world.clocks[&node].clone();
     let fs = SimFs::new(DiskFaults::default(), node_seed, 1);
-    let hosted: Vec<ShardId> = (0..SHARDS).map(ShardId).collect();
+    let map = shard_map();
+    let hosted: Vec<ShardId> = map.shards_on(id).collect();
     let (mut log, opened) = SharedLog::open(fs, "/data", &hosted, wal_options()).await?;
     let mut groups = Vec::new();
     for (shard, (storage, recovered)) in opened {
-        let recovered = recovered.with_initial_config(&members());
+        let recovered = recovered.with_initial_config(&group_config(&map, shard));
         groups.push(HostedGroupStart {
             shard,
             restored: recovered.restored,
@@ -223,15 +236,28 @@ async fn node_main(world: Rc<World>, node: u64, seed: u64) -> turmoil::Result {
     let (engine, handles) =
         Engine::hosting(config, host_config, groups, transport, clock, node_seed)?;
     let engine = engine.with_probe(Box::new(Probe { node: id, world: world.clone() }));
-    let meta = handles[&ShardId::META].clone();
+    let any_handle = handles.values().next().expect("every node hosts a group").clone();
+    let meta = handles.get(&ShardId::META).cloned();
     world.handles.borrow_mut().insert(node, handles);
-    // The node follows the meta group's map as its replica there applies it.
+    // The node follows the meta group's map: as its own replica there applies it, or, without
+    // one, as another node's replica published it.
+    let follow_world = world.clone();
     let follow = async move {
+        let Some(meta) = meta else {
+            loop {
+                let published = follow_world.published_map.borrow().clone();
+                if let Some(map) = published {
+                    any_handle.follow_shard_map(map);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
         let mut status = meta.status_receiver();
         loop {
             let map = status.borrow_and_update().shard_map.clone();
             if let Some(map) = map {
-                meta.follow_shard_map(map);
+                meta.follow_shard_map(map.clone());
+                *follow_world.published_map.borrow_mut() = Some(map);
             }
             if status.changed().await.is_err() {
                 return std::future::pending::<()>().await;
@@ -285,12 +311,13 @@ async fn client(world: Rc<World>) -> turmoil::Result {
     while !world.healed.get() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Every node's every group catches up and holds every acknowledged write.
+    // Every replica of every group catches up and holds every acknowledged write.
     for ((shard, key), value) in &acknowledged {
-        for node in 1..=NODES {
+        for node in map.shard(*shard).expect("a shard").replicas.iter().map(|id| id.0) {
             let mut last = None;
             for _ in 0..600 {
-                let handle = world.handles.borrow().get(&node).map(|groups| groups[shard].clone());
+                let handle =
+                    world.handles.borrow().get(&node).and_then(|groups| groups.get(shard).cloned());
                 if let Some(handle) = handle {
                     let query = ReadQuery::Get { key: key.clone() };
                     if let Ok(ReadResult::Value { value: found, .. }) =
@@ -459,7 +486,7 @@ fn hosted_groups_survive_crashes_and_partitions() {
         // Faults may delay writes but not lose them: the client retries each until acknowledged.
         assert_eq!(result.acknowledged_writes, WRITES, "seed {seed}: writes never acknowledged");
         assert!(
-            result.entries_applied >= u64::from(WRITES) * NODES,
+            result.entries_applied >= u64::from(WRITES) * REPLICATION as u64,
             "seed {seed}: only {} entries applied",
             result.entries_applied
         );
