@@ -689,3 +689,60 @@ fn an_online_backup_restores_into_an_empty_directory_and_the_node_continues() {
         futures::executor::block_on(restore_backup(&other.fs, &backup, &other.dir, &options));
     assert!(matches!(error, Err(StorageError::NotEmpty { .. })));
 }
+
+#[test]
+fn a_lost_tail_never_lets_the_hard_states_commit_cover_entries_it_brought_back() {
+    use conclave_core::storage::segment::{HeaderRead, decode_segment_header, scan_segment};
+    use conclave_core::storage::wal::WalRecord;
+
+    let mut h = Harness::new(66_228, None, small_options());
+    h.open().unwrap();
+    // Term 1 writes 1..=3; a term-2 leader overwrites 3 and commits it (a commit record after
+    // the entries), and a term-3 change then copies commit 3 into the hard-state file.
+    h.persist(entries(1..=3, 1), Some(hard_state(1, 1, 0)), None).unwrap();
+    h.pump().unwrap();
+    h.persist(entries(3..=3, 2), Some(hard_state(2, 2, 0)), None).unwrap();
+    h.pump().unwrap();
+    h.persist(entries(4..=4, 2), Some(hard_state(2, 2, 3)), None).unwrap();
+    h.pump().unwrap();
+    h.persist(Vec::new(), Some(hard_state(3, 3, 3)), None).unwrap();
+    h.pump().unwrap();
+    h.crash();
+
+    // The disk loses every record from the term-2 overwrite on, though they had been synced:
+    // the term-1 entry at 3 comes back.
+    let segments = segment_files(&h);
+    let last = segments.last().unwrap();
+    let mut image = h.fs.image()[last].clone();
+    let HeaderRead::Valid(header) = decode_segment_header(&image, last).unwrap() else {
+        panic!("a valid segment header");
+    };
+    let scan = scan_segment(&image, last, header, true, usize::MAX >> 1).unwrap();
+    let overwrite = scan
+        .records
+        .iter()
+        .find(|record| {
+            matches!(WalRecord::decode(&image[record.payload.clone()]),
+                Ok(WalRecord::Entries(batch)) if batch[0].term == 2)
+        })
+        .expect("the term-2 record");
+    let cut = overwrite.offset as usize;
+    image[cut..].fill(0);
+    h.fs.put_durable_file(last, image);
+
+    let recovered = h.open().unwrap();
+    let restored = &recovered.restored;
+    assert_eq!(restored.hard_state.term, 3, "the hard-state file keeps the newest term");
+    let at_3 = restored.entries.iter().find(|entry| entry.index == 3).expect("an entry at 3");
+    assert_eq!(at_3.term, 1, "the lost overwrite brought the term-1 entry back");
+    assert!(
+        restored.hard_state.commit < 3,
+        "commit {} covers an entry no replica committed",
+        restored.hard_state.commit
+    );
+    assert!(
+        recovered.repairs.iter().any(|repair| repair.contains("vouches only for")),
+        "{:?}",
+        recovered.repairs
+    );
+}

@@ -406,9 +406,25 @@ async fn recover_group<F: FileSystem>(
     let joined = join(replay, snapshot.as_ref().map(|s| &s.meta), dir)?;
     let replaced = joined == Join::Replaced;
     let entries = joined.into_entries();
-    // The hard-state file holds the commit index as of the last term or vote change; the log's
-    // commit records carry it on from there.
-    let commit = hard_state.commit.max(replay.committed);
+    // The commit index restarts from what the surviving log vouches for: its newest commit
+    // record (written after the entries it covers, so every entry it covers survived with it)
+    // or the snapshot. The hard-state file's copy, taken at the last term or vote change, is
+    // not enough alone: a disk that lost the log's newest synced records may have brought back
+    // entries that a lost record had overwritten, at indexes that copy calls committed —
+    // applying them would diverge from every other replica. Without such a loss the log
+    // always vouches for at least as much (the copy is a commit the log had recorded).
+    let snapshot_index = snapshot.as_ref().map_or(0, |s| s.meta.last_index);
+    let vouched = replay.committed.max(snapshot_index);
+    if hard_state.commit > vouched {
+        repairs.push(format!(
+            "{}: the hard-state file says entries up to {} are committed, but the log's newest \
+             records are gone and it vouches only for {vouched}; restarting from {vouched} (the \
+             leader brings the rest)",
+            dir.display(),
+            hard_state.commit
+        ));
+    }
+    let commit = vouched;
     let restored = RestoredState {
         hard_state: HardState { commit, ..hard_state },
         snapshot: snapshot.as_ref().map(|s| s.meta.clone()).unwrap_or_default(),
