@@ -162,6 +162,8 @@ pub struct Raft {
     durable_batch: u64,
     /// The hard state last handed to storage.
     persisted_hard_state: HardState,
+    /// The batch that carries the current term and vote to disk (0: they came from disk).
+    term_batch: u64,
     pub(super) snapshot_to_persist: Option<Snapshot>,
     snapshot_to_apply: Option<Snapshot>,
     pub(super) read_states: Vec<ReadState>,
@@ -217,6 +219,7 @@ impl Raft {
             next_batch_id: 1,
             durable_batch: 0,
             persisted_hard_state: hard_state,
+            term_batch: 0,
             snapshot_to_persist: None,
             snapshot_to_apply: None,
             read_states: Vec::new(),
@@ -479,6 +482,10 @@ impl Raft {
             self.next_batch_id += 1;
             let entries = self.log.take_unstable(id);
             let hard_state_changed = hard_state != self.persisted_hard_state;
+            let persisted = self.persisted_hard_state;
+            if (hard_state.term, hard_state.vote) != (persisted.term, persisted.vote) {
+                self.term_batch = id;
+            }
             self.persisted_hard_state = hard_state;
             ready.persist = Some(PersistBatch {
                 id,
@@ -599,6 +606,15 @@ impl Raft {
 
     pub(super) fn send_with_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
         self.messages.push(Message { from: self.id, to, term, body });
+    }
+
+    /// Whether this node's term and vote are on its disk. Until they are, nothing it says in
+    /// this term may promise anything: a node that crashes before they reach the disk comes
+    /// back in an older term, with no memory of what it promised.
+    pub(super) fn term_is_durable(&self) -> bool {
+        let persisted = &self.persisted_hard_state;
+        (persisted.term, persisted.vote) == (self.term, self.vote)
+            && self.term_batch <= self.durable_batch
     }
 
     /// Queues a message that may leave only once everything this node holds now is durable.

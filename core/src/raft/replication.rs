@@ -359,7 +359,16 @@ impl Raft {
                 self.send(from, append_rejection(commit, hint));
             }
         }
-        self.send(from, MessageBody::HeartbeatResponse { read_round });
+        // A leader's lease rests on this acknowledgement: this node will not vote for anyone
+        // else in this term, nor, after a restart, for an election timeout (`election.rs`) —
+        // a promise only a durable term can keep. A node whose term change is still waiting
+        // for its disk (a full one, say) acknowledges once it is durable, not before.
+        let response = MessageBody::HeartbeatResponse { read_round };
+        if self.term_is_durable() {
+            self.send(from, response);
+        } else {
+            self.send_after_persist(from, response);
+        }
     }
 
     pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
