@@ -63,9 +63,26 @@ async fn listen_and_dial(peer: &'static str, log: Rc<DialLog>) -> turmoil::Resul
     Ok(())
 }
 
+/// The network's latency bound in these runs: the deadlines below allow a few round trips.
+const MAX_LATENCY_MS: u64 = 10;
+
 #[test]
 fn a_peer_sees_a_crashed_hosts_connection_end_and_the_restarted_host_dials_it() {
-    let mut sim = turmoil::Builder::new().simulation_duration(Duration::from_secs(10)).build();
+    // Seeded, so that a failure replays; several seeds, so that the order of events varies.
+    for seed in 0..16 {
+        crash_and_restart(seed);
+    }
+}
+
+fn crash_and_restart(seed: u64) {
+    // turmoil's default latency (up to 100 ms a message, drawn at random) would let a dial
+    // take longer than the "at once" these deadlines mean; its default seed is random.
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(10))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(MAX_LATENCY_MS))
+        .rng_seed(seed)
+        .build();
     // What each incarnation of "a" saw of its dial to "b", and what "b" saw of its dial to "a".
     let a_dials: Rc<std::cell::RefCell<Vec<Rc<DialLog>>>> = Rc::default();
     let b_dial = Rc::new(DialLog::default());
@@ -97,14 +114,16 @@ fn a_peer_sees_a_crashed_hosts_connection_end_and_the_restarted_host_dials_it() 
     let ended_ms = b_dial.ended_ms.get();
     assert!(
         ended_ms.is_some_and(|ended| ended <= restart_ms + 50),
-        "b's connection to the crashed a must end around the crash, not linger: ended at {ended_ms:?}"
+        "seed {seed}: b's connection to the crashed a must end around the crash, not linger: \
+         ended at {ended_ms:?}"
     );
     let dials = a_dials.borrow();
     assert_eq!(dials.len(), 2, "a ran twice");
     let connected_ms = dials[1].connected_ms.get();
     assert!(
         connected_ms.is_some_and(|connected| connected <= restart_ms + 50),
-        "the restarted a must reach b at once: connected at {connected_ms:?} after {} refusals",
+        "seed {seed}: the restarted a must reach b at once: connected at {connected_ms:?} after {} \
+         refusals",
         dials[1].refusals.get()
     );
 }
