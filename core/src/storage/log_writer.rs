@@ -100,6 +100,15 @@ pub(crate) async fn writer_future<F: FileSystem>(
     }
 }
 
+/// The writer's state of `shard`. Jobs come only through the handles of the groups the writer
+/// was built with, so every shard it meets is one of them.
+fn hosted<F: FileSystem>(
+    groups: &mut BTreeMap<ShardId, GroupWriter<F>>,
+    shard: ShardId,
+) -> &mut GroupWriter<F> {
+    groups.get_mut(&shard).expect("jobs come only from the groups the writer hosts")
+}
+
 impl<F: FileSystem> LogWriter<F> {
     /// A writer for the groups recovery found, each with its channels.
     pub fn new(
@@ -164,7 +173,7 @@ impl<F: FileSystem> LogWriter<F> {
         let disk_full = self.space.is_full();
         let mut listened = false;
         for shard in shards {
-            let group = self.groups.get_mut(shard).expect("jobs come from hosted groups");
+            let group = hosted(&mut self.groups, *shard);
             group.progress.disk_full = disk_full;
             listened |= group.channels.publish.send(Ok(group.progress)).is_ok();
         }
@@ -198,7 +207,7 @@ impl<F: FileSystem> LogWriter<F> {
                 {
                     return Err(self.fail(error));
                 }
-                let group = self.groups.get_mut(&shard).expect("a hosted group");
+                let group = hosted(&mut self.groups, shard);
                 group.progress.snapshot_index = group.snapshot_index;
                 // A second notice only if there is news: each one wakes the engine.
                 if group.progress != published {
@@ -248,7 +257,7 @@ impl<F: FileSystem> LogWriter<F> {
             match job {
                 StorageJob::Persist(batch) => {
                     self.persist(shard, &batch).await?;
-                    let group = self.groups.get_mut(&shard).expect("jobs come from hosted groups");
+                    let group = hosted(&mut self.groups, shard);
                     if let Some(hard_state) = batch.hard_state {
                         let written = group.hard_state.written();
                         assert_eq!(
@@ -270,7 +279,7 @@ impl<F: FileSystem> LogWriter<F> {
                                 // Nothing depends on it: the log stays uncompacted, the engine
                                 // tries again once there is room for one this size.
                                 self.space.raise("snapshot", size_bytes).await;
-                                let group = self.groups.get_mut(&shard).expect("a hosted group");
+                                let group = hosted(&mut self.groups, shard);
                                 group.progress.snapshots_abandoned += 1;
                                 tracing::warn!(%error, %shard, "a snapshot did not fit on the disk");
                                 continue;
@@ -287,7 +296,7 @@ impl<F: FileSystem> LogWriter<F> {
         // cost a sync, or a write, of its own.
         if self.wal.has_unsynced() {
             for shard in outcomes.keys() {
-                let group = self.groups.get_mut(shard).expect("a hosted group");
+                let group = hosted(&mut self.groups, *shard);
                 if group.known_commit > group.recorded_commit {
                     self.wal.append_committed(*shard, group.known_commit).await?;
                     group.recorded_commit = group.known_commit;
@@ -298,7 +307,7 @@ impl<F: FileSystem> LogWriter<F> {
         self.wal.sync().await?;
         for (shard, outcome) in &outcomes {
             if let Some(id) = outcome.last_batch {
-                let group = self.groups.get_mut(shard).expect("a hosted group");
+                let group = hosted(&mut self.groups, *shard);
                 assert!(id > group.progress.durable_batch, "persist batches arrive in id order");
                 group.progress.durable_batch = id;
             }
@@ -308,7 +317,7 @@ impl<F: FileSystem> LogWriter<F> {
 
     /// Compacts `shard`'s log up to `up_to`, never beyond what a durable snapshot covers.
     async fn compact(&mut self, shard: ShardId, up_to: LogIndex) -> StorageResult<()> {
-        let group = self.groups.get_mut(&shard).expect("a hosted group");
+        let group = hosted(&mut self.groups, shard);
         let up_to = up_to.min(group.snapshot_index);
         group.progress.compacted_to = group.progress.compacted_to.max(up_to);
         self.wal.compact(shard, up_to).await?;
@@ -319,7 +328,7 @@ impl<F: FileSystem> LogWriter<F> {
     /// term or vote change is made durable first (see `hard_state.rs`).
     async fn persist(&mut self, shard: ShardId, batch: &PersistBatch) -> StorageResult<()> {
         if let Some(hard_state) = batch.hard_state {
-            let group = self.groups.get_mut(&shard).expect("jobs come from hosted groups");
+            let group = hosted(&mut self.groups, shard);
             let written = group.hard_state.written();
             if (hard_state.term, hard_state.vote) != (written.term, written.vote) {
                 assert!(hard_state.term >= written.term, "the term never goes back");
@@ -351,7 +360,7 @@ impl<F: FileSystem> LogWriter<F> {
                 }
             }
             let meta = &snapshot.meta;
-            let group = self.groups.get_mut(&shard).expect("a hosted group");
+            let group = hosted(&mut self.groups, shard);
             let keeps_suffix = group.log_terms.install(meta.last_index, meta.last_term);
             self.wal
                 .append_snapshot_installed(shard, meta.last_index, meta.last_term, keeps_suffix)
@@ -359,14 +368,14 @@ impl<F: FileSystem> LogWriter<F> {
         }
         if !batch.entries.is_empty() {
             self.wal.append_entries(shard, &batch.entries).await?;
-            let group = self.groups.get_mut(&shard).expect("a hosted group");
+            let group = hosted(&mut self.groups, shard);
             group.log_terms.append(&batch.entries);
         }
         Ok(())
     }
 
     async fn save(&mut self, shard: ShardId, snapshot: Snapshot) -> StorageResult<()> {
-        let group = self.groups.get_mut(&shard).expect("a hosted group");
+        let group = hosted(&mut self.groups, shard);
         save_snapshot(&self.fs, &group.dir, &snapshot, self.options.max_snapshot_bytes).await?;
         if snapshot.meta.last_index >= group.snapshot_index {
             group.snapshot_index = snapshot.meta.last_index;
