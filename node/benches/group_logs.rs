@@ -12,8 +12,9 @@
 //!
 //! Run: `cargo bench -p conclave-node --bench group_logs`
 
+mod support;
+
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,14 +28,6 @@ const ENTRY_BYTES: usize = 100;
 /// How long each configuration is driven.
 const RUN_FOR: Duration = Duration::from_secs(4);
 const GROUP_COUNTS: [u32; 4] = [1, 4, 16, 64];
-
-fn bench_dir(name: &str) -> PathBuf {
-    let base =
-        std::env::var_os("CONCLAVE_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let dir = base.join(format!("conclave-group-logs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 fn options() -> WalOptions {
     // Segments that do not roll during a run (a roll costs syncs of its own).
@@ -74,7 +67,7 @@ async fn drive<S: Storage>(
 }
 
 fn shared(groups: u32) -> f64 {
-    let dir = bench_dir(&format!("shared-{groups}"));
+    let dir = support::bench_dir(&format!("group-logs-shared-{groups}"));
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let rate = runtime.block_on(async {
@@ -89,7 +82,7 @@ fn shared(groups: u32) -> f64 {
 }
 
 fn per_group(groups: u32) -> f64 {
-    let dir = bench_dir(&format!("per-group-{groups}"));
+    let dir = support::bench_dir(&format!("group-logs-per-group-{groups}"));
     std::fs::create_dir_all(&dir).expect("bench directory");
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

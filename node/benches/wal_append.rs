@@ -6,7 +6,8 @@
 //!
 //! Run: `cargo bench -p conclave-node --bench wal_append`
 
-use std::path::PathBuf;
+mod support;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,21 +19,13 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const ENTRY_BYTES: usize = 100;
 
-fn bench_dir(name: &str) -> PathBuf {
-    let base =
-        std::env::var_os("CONCLAVE_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let dir = base.join(format!("conclave-wal-bench-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 /// Appends `iterations * entries_per_iteration` entries, one entry per persist batch, keeping
 /// at most `in_flight` batches not yet durable. Returns the time from the first submission
 /// until the last batch is durable (opening the directory is not timed).
 fn append(iterations: u64, entries_per_iteration: u64, in_flight: u64, name: &str) -> Duration {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let dir = bench_dir(name);
+    let dir = support::bench_dir(&format!("wal-{name}"));
     let elapsed = runtime.block_on(async {
         let (mut storage, _) =
             WalStorage::open(OsFs, &dir, WalOptions::default()).await.expect("open");
