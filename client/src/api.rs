@@ -19,6 +19,13 @@ pub const REVISION_HEADER: &str = "x-conclave-revision";
 pub const DELETED_HEADER: &str = "x-conclave-deleted";
 /// Set on a request one node forwarded to the leader, so that it is never forwarded twice.
 pub const FORWARDED_HEADER: &str = "x-conclave-forwarded";
+/// Set on a request one node of a sharded cluster sent to another that holds a replica of the
+/// request's shard (its value: the shard's number). The receiver serves it from that shard's
+/// group (forwarding it to the group's leader if need be) and never routes it to a third node:
+/// a node without a replica answers 421 Misdirected Request.
+pub const SHARD_HEADER: &str = "x-conclave-shard";
+/// On a 421 Misdirected Request: the epoch of the shard map the refusing node routes by.
+pub const SHARD_EPOCH_HEADER: &str = "x-conclave-shard-epoch";
 
 /// Splits bytes into the JSON `value` / `value_base64` pair.
 pub fn encode_value(bytes: &[u8]) -> (Option<String>, Option<String>) {
@@ -178,6 +185,42 @@ pub struct MemberJson {
     /// Known on the leader only: log entries the member is behind.
     #[serde(default)]
     pub lag: Option<u64>,
+}
+
+/// `GET /cluster/shards`: the shard map a node routes by, and each shard's state as its
+/// replicas report it (the leader's report when it can be reached). A single-group cluster
+/// answers with one shard that owns every slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardsJson {
+    /// The map's epoch (0 for a single-group cluster, which has no map).
+    pub epoch: u64,
+    /// The number of slots keys are hashed into.
+    pub slot_count: u32,
+    pub shards: Vec<ShardJson>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardJson {
+    pub shard: u32,
+    /// The slots it owns, as ranges: `0-127,512-600`.
+    pub slots: String,
+    pub slot_count: u32,
+    /// Its replicas' member ids, by the map.
+    pub replicas: Vec<u64>,
+    /// The rest is what a replica reported; absent when no replica answered.
+    #[serde(default)]
+    pub leader: Option<u64>,
+    #[serde(default)]
+    pub term: Option<u64>,
+    #[serde(default)]
+    pub commit_index: Option<u64>,
+    #[serde(default)]
+    pub applied_index: Option<u64>,
+    /// Entries the most lagging replica is behind the leader's log (known from the leader).
+    #[serde(default)]
+    pub lag: Option<u64>,
+    #[serde(default)]
+    pub reported_by: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

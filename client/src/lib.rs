@@ -22,7 +22,7 @@ mod retry;
 mod watch_events;
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use self::api::{
     CLIENT_ID_HEADER, ClusterInfoJson, DELETED_HEADER, KeyValueJson, MembersJson, RangeJson,
-    SEQ_HEADER, SessionJson, TxnRequestJson, TxnResponseJson, WatchEventJson,
+    SEQ_HEADER, SessionJson, ShardsJson, TxnRequestJson, TxnResponseJson, WatchEventJson,
 };
 pub use self::error::ClientError;
 use self::retry::Failure;
@@ -105,6 +105,8 @@ pub struct Client {
     endpoints: Vec<String>,
     leader: Mutex<Option<String>>,
     sessions: Mutex<Vec<Session>>,
+    /// Set once the cluster answered that it has no sessions (a sharded cluster, for now).
+    sessions_unsupported: AtomicBool,
     options: ClientOptions,
 }
 
@@ -178,6 +180,7 @@ impl Client {
             endpoints,
             leader: Mutex::new(None),
             sessions: Mutex::new(Vec::new()),
+            sessions_unsupported: AtomicBool::new(false),
             options,
         })
     }
@@ -269,6 +272,12 @@ impl Client {
                     let reason = response.text().await.unwrap_or_default();
                     return Err(format!("{base}: {}", reason.trim()));
                 }
+                // A sharded cluster's node routed by a map older than the shard's: the
+                // request was refused before it took effect, and the node refreshes its map.
+                StatusCode::MISDIRECTED_REQUEST => {
+                    let reason = response.text().await.unwrap_or_default();
+                    return Err(format!("{base}: {}", reason.trim()));
+                }
                 _ => return Ok(response),
             }
         }
@@ -278,10 +287,12 @@ impl Client {
     /// Runs a write under a session (if sessions are on): the same sequence number on every
     /// retry, so a write that reached the log before a timeout is not applied twice.
     async fn send_write(&self, mut call: Call<'_>) -> Result<reqwest::Response, ClientError> {
-        if !self.options.sessions {
+        if !self.options.sessions || self.sessions_unsupported.load(Ordering::Relaxed) {
             return self.send(&call).await;
         }
-        let mut session = self.take_session().await?;
+        let Some(mut session) = self.take_session().await? else {
+            return self.send(&call).await;
+        };
         session.last_seq += 1;
         call.headers.push((CLIENT_ID_HEADER, session.client_id.to_string()));
         call.headers.push((SEQ_HEADER, session.last_seq.to_string()));
@@ -308,14 +319,21 @@ impl Client {
         result
     }
 
-    async fn take_session(&self) -> Result<Session, ClientError> {
+    /// A session from the pool, or a new one; `None` if the cluster has none to give (a
+    /// sharded cluster answers 501), after which this client writes without sessions.
+    async fn take_session(&self) -> Result<Option<Session>, ClientError> {
         if let Some(session) = self.sessions.lock().ok().and_then(|mut pool| pool.pop()) {
-            return Ok(session);
+            return Ok(Some(session));
         }
         let call = Call::change(Method::POST, "/session".into(), Bytes::new(), Vec::new());
         let response = self.send(&call).await?;
+        if response.status() == StatusCode::NOT_IMPLEMENTED {
+            tracing::debug!("the cluster has no client sessions; writing without them");
+            self.sessions_unsupported.store(true, Ordering::Relaxed);
+            return Ok(None);
+        }
         let registered: SessionJson = json_of(response).await?;
-        Ok(Session { client_id: registered.client_id, last_seq: 0 })
+        Ok(Some(Session { client_id: registered.client_id, last_seq: 0 }))
     }
 
     fn return_session(&self, session: Session) {
@@ -450,6 +468,11 @@ impl Client {
 
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
+    }
+
+    /// The shard map and each shard's state, as the first endpoint that answers gathers it.
+    pub async fn shards(&self) -> Result<ShardsJson, ClientError> {
+        ok_json(self.send(&Call::read("/cluster/shards".into(), false)).await?).await
     }
 
     pub async fn members(&self) -> Result<MembersJson, ClientError> {

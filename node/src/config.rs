@@ -29,6 +29,7 @@ use clap::Args;
 use conclave_core::engine::EngineConfig;
 use conclave_core::kv::KvLimits;
 use conclave_core::raft::{ClusterConfig, LeaseConfig, NodeId, RaftConfig};
+use conclave_core::shard::{ShardId, ShardMap, ShardMapError, SlotCount};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -174,6 +175,23 @@ pub struct ServeOptions {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "CONCLAVE_JOIN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub join: Option<bool>,
+    /// Raft groups (shards) the keyspace is split into, fixed when the cluster is created. Each
+    /// key belongs to one shard by the hash of its key or hash tag (the text inside the first
+    /// `{…}`); shard 0 also holds the shard map. 1 is a single group with the whole keyspace
+    /// [default: 1].
+    #[arg(long, env = "CONCLAVE_SHARDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u64>,
+    /// Replicas of each shard when --shards is above 1 (every member, if the cluster has fewer);
+    /// the meta group (shard 0) is replicated on up to five members [default: 3].
+    #[arg(long, env = "CONCLAVE_REPLICATION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<usize>,
+    /// Slots the keys are hashed into when --shards is above 1: the unit a shard owns, fixed
+    /// for the cluster's life [default: 1024].
+    #[arg(long, env = "CONCLAVE_SLOTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u64>,
     /// Forward writes to the leader instead of answering 307 with its address [default: false].
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "CONCLAVE_FORWARD_TO_LEADER")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -258,6 +276,9 @@ impl ServeOptions {
             lease_reads: self.lease_reads.or(file.lease_reads),
             max_clock_drift_ppm: self.max_clock_drift_ppm.or(file.max_clock_drift_ppm),
             forward_to_leader: self.forward_to_leader.or(file.forward_to_leader),
+            shards: self.shards.or(file.shards),
+            replication: self.replication.or(file.replication),
+            slots: self.slots.or(file.slots),
             join: self.join.or(file.join),
             snapshot_every_entries: self.snapshot_every_entries.or(file.snapshot_every_entries),
             retained_log_entries: self.retained_log_entries.or(file.retained_log_entries),
@@ -399,6 +420,55 @@ pub enum Naming {
     Names { token: String },
 }
 
+/// How the keyspace of a cluster created with `--shards` above 1 is split. Every member must
+/// be started with the same values; the data directory records them (`shard_layout.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sharding {
+    pub shards: u64,
+    pub replication: usize,
+    pub slots: SlotCount,
+}
+
+impl Sharding {
+    const DEFAULT_REPLICATION: usize = 3;
+
+    /// `None` for a single group (`--shards 1`, the default), which keeps today's layout.
+    fn resolve(options: &ServeOptions) -> Result<Option<Sharding>, ConfigError> {
+        let shards = options.shards.unwrap_or(1);
+        if shards == 0 || shards > u64::from(ShardMap::MAX_SHARDS) {
+            return Err(ConfigError::Invalid(format!(
+                "--shards must be between 1 and {} (given {shards})",
+                ShardMap::MAX_SHARDS
+            )));
+        }
+        let replication = options.replication.unwrap_or(Self::DEFAULT_REPLICATION);
+        if replication == 0 || replication > ShardMap::MAX_REPLICAS {
+            return Err(ConfigError::Invalid(format!(
+                "--replication must be between 1 and {} (given {replication})",
+                ShardMap::MAX_REPLICAS
+            )));
+        }
+        let slots = SlotCount::new(options.slots.unwrap_or(u64::from(SlotCount::DEFAULT.get())))
+            .map_err(|error| ConfigError::Invalid(format!("--slots: {error}")))?;
+        if shards == 1 {
+            return Ok(None);
+        }
+        if u64::from(slots.get()) < shards {
+            return Err(ConfigError::Invalid(format!(
+                "--slots ({}) must be at least --shards ({shards}): a shard owns at least one slot",
+                slots.get()
+            )));
+        }
+        Ok(Some(Sharding { shards, replication, slots }))
+    }
+
+    /// The shard map the cluster is created with: the same on every member given the same
+    /// flags (see `ShardMap::bootstrap`).
+    pub fn bootstrap_map(&self, members: &[NodeId]) -> Result<ShardMap, ShardMapError> {
+        ShardMap::bootstrap(self.slots, self.shards, members, self.replication)
+    }
+}
+
 /// The resolved, validated settings of one node.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -431,6 +501,8 @@ pub struct NodeConfig {
     pub watch_history_events: usize,
     /// Peers refuse connections carrying another cluster id.
     pub cluster_id: u64,
+    /// `Some` when the keyspace is split into more than one shard (`--shards`).
+    pub sharding: Option<Sharding>,
     /// The settings this configuration was resolved from (for `--print-config`).
     pub options: ServeOptions,
 }
@@ -751,6 +823,14 @@ impl NodeConfig {
             options.watch_history_events.unwrap_or(10_000) as u64,
             "--watch-history-events",
         )? as usize;
+        let sharding = Sharding::resolve(&options)?;
+        if sharding.is_some() && options.join.unwrap_or(false) {
+            return Err(ConfigError::Invalid(
+                "--join is not supported with --shards above 1 yet: a sharded cluster is \
+                 created with all its members in --peers or --initial-cluster"
+                    .into(),
+            ));
+        }
         let node = NodeConfig {
             node_id: identity.node_id,
             naming: identity.naming,
@@ -776,6 +856,7 @@ impl NodeConfig {
             http,
             watch_history_events,
             cluster_id: identity.cluster_id,
+            sharding,
             options,
         };
         debug_assert!(node.members.contains_key(&node.node_id), "a node is one of its members");
@@ -807,6 +888,9 @@ impl NodeConfig {
             shutdown_timeout_ms: Some(self.http.shutdown_timeout_ms),
             watch_history_events: Some(self.watch_history_events),
             max_watchers: Some(self.http.max_watchers),
+            shards: Some(self.sharding.as_ref().map_or(1, |sharding| sharding.shards)),
+            replication: self.sharding.as_ref().map(|sharding| sharding.replication),
+            slots: self.sharding.as_ref().map(|sharding| u64::from(sharding.slots.get())),
             name: self.name.clone(),
             ..ServeOptions::default()
         };
@@ -902,6 +986,21 @@ impl NodeConfig {
         } else {
             ClusterConfig::with_voters(self.members.keys().copied())
         };
+        config.addresses = self.peer_addresses();
+        config
+    }
+
+    /// The shard map a sharded cluster is created with; `None` for a single group.
+    pub fn bootstrap_map(&self) -> Option<Result<ShardMap, ShardMapError>> {
+        let members: Vec<NodeId> = self.members.keys().copied().collect();
+        self.sharding.as_ref().map(|sharding| sharding.bootstrap_map(&members))
+    }
+
+    /// The configuration a hosted group of a new sharded cluster starts from: its replicas in
+    /// `map` as voters, and every member's address (a snapshot carries its own).
+    pub fn initial_group_config(&self, map: &ShardMap, shard: ShardId) -> ClusterConfig {
+        let replicas = map.shard(shard).map(|info| info.replicas.clone()).unwrap_or_default();
+        let mut config = ClusterConfig::with_voters(replicas);
         config.addresses = self.peer_addresses();
         config
     }

@@ -10,9 +10,14 @@ use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context as _, anyhow};
-use conclave_core::engine::ChangeFeed;
+use conclave_core::engine::{ChangeFeed, EngineConfig, HostedGroupStart};
 use conclave_core::engine::{Engine, EngineHandle};
+use conclave_core::seams::Storage;
+use conclave_core::seams::storage::StorageFailure;
+use conclave_core::shard::{HostConfig, ShardId, ShardMap};
 use conclave_core::transport::tcp::{PeerListener, TcpTransport, TcpTransportConfig};
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{broadcast, oneshot};
@@ -20,7 +25,8 @@ use tokio::sync::{broadcast, oneshot};
 use crate::clock::OsClock;
 use crate::config::NodeConfig;
 use crate::network::TokioNetwork;
-use crate::storage::open_storage;
+use crate::shard_layout;
+use crate::storage::{NodeGroupStorage, NodeStorage, open_shared_log, open_storage};
 use conclave_core::engine::WatchHub;
 
 // The HTTP runtime shares the handle between worker threads.
@@ -40,7 +46,13 @@ pub struct RecoverySummary {
 }
 
 pub struct RunningEngine {
+    /// The node's main group: the only one of a single-group node; a sharded node's meta
+    /// replica, or its lowest shard without one. Membership, status and backups go to it.
     pub handle: EngineHandle,
+    /// Every group this node hosts, by shard (a single-group node: its one group, shard 0).
+    pub groups: BTreeMap<ShardId, EngineHandle>,
+    /// The map a sharded cluster starts from; `None` for a single group.
+    pub bootstrap_map: Option<Arc<ShardMap>>,
     pub recovery: RecoverySummary,
     /// The engine's clock: local reads compare its lease against this clock.
     pub clock: OsClock,
@@ -82,44 +94,80 @@ pub async fn start(
             };
             let local = tokio::task::LocalSet::new();
             local.block_on(&runtime, async move {
-                match prepare(&config, &data_dir, peer_listener, fsync_seconds).await {
-                    Err(error) => {
-                        let _ = started_tx.send(Err(error));
-                    }
-                    Ok((engine, writer, events, started)) => {
-                        tokio::task::spawn_local(hub.run(events));
-                        let _ = started_tx.send(Ok(started));
-                        let result =
-                            engine.run(writer).await.map_err(|failure| failure.to_string());
-                        let _ = finished_tx.send(result);
-                    }
+                if config.sharding.is_some() {
+                    let prepared =
+                        prepare_sharded(&config, &data_dir, peer_listener, fsync_seconds);
+                    run_prepared(prepared.await, hub, started_tx, finished_tx).await;
+                } else {
+                    let prepared = prepare(&config, &data_dir, peer_listener, fsync_seconds);
+                    run_prepared(prepared.await, hub, started_tx, finished_tx).await;
                 }
             });
         })
         .context("cannot spawn the engine thread")?;
-    let (handle, recovery, clock) =
+    let started =
         started_rx.await.map_err(|_| anyhow!("the engine thread ended before starting"))??;
-    Ok(RunningEngine { handle, recovery, clock, finished, thread })
+    Ok(RunningEngine {
+        handle: started.handle,
+        groups: started.groups,
+        bootstrap_map: started.bootstrap_map,
+        recovery: started.recovery,
+        clock: started.clock,
+        finished,
+        thread,
+    })
 }
 
-type Started = (EngineHandle, RecoverySummary, OsClock);
+/// What the engine thread hands back once the engine is ready.
+struct Started {
+    handle: EngineHandle,
+    groups: BTreeMap<ShardId, EngineHandle>,
+    bootstrap_map: Option<Arc<ShardMap>>,
+    recovery: RecoverySummary,
+    clock: OsClock,
+}
+
+/// An engine ready to run: the engine, its storage writer, the change feed of its main group
+/// (subscribed before the engine runs its first cycle, so it sees every change it applies).
+type Prepared<S, W> =
+    (Engine<TcpTransport, S, OsClock>, W, broadcast::Receiver<ChangeFeed>, Started);
+
+/// Reports the start (or why it failed), then runs the engine until it stops.
+async fn run_prepared<S: Storage, W: Future<Output = Result<(), StorageFailure>>>(
+    prepared: anyhow::Result<Prepared<S, W>>,
+    hub: Arc<WatchHub>,
+    started_tx: oneshot::Sender<anyhow::Result<Started>>,
+    finished_tx: oneshot::Sender<Result<(), String>>,
+) {
+    match prepared {
+        Err(error) => {
+            let _ = started_tx.send(Err(error));
+        }
+        Ok((engine, writer, events, started)) => {
+            tokio::task::spawn_local(hub.run(events));
+            let _ = started_tx.send(Ok(started));
+            let result = engine.run(writer).await.map_err(|failure| failure.to_string());
+            let _ = finished_tx.send(result);
+        }
+    }
+}
+
+/// The largest storage record: the largest Raft message, with room for framing.
+fn max_record_bytes(engine_config: &EngineConfig) -> u64 {
+    (engine_config.raft.max_message_bytes + 64 * 1024).max(8 << 20)
+}
 
 async fn prepare(
     config: &NodeConfig,
     data_dir: &Path,
     peer_listener: Option<std::net::TcpListener>,
     fsync_seconds: Histogram,
-) -> anyhow::Result<(
-    Engine<TcpTransport, crate::storage::NodeStorage, OsClock>,
-    impl Future<Output = Result<(), conclave_core::seams::storage::StorageFailure>> + 'static,
-    // Subscribed before the engine runs its first cycle: sees every change it applies.
-    broadcast::Receiver<ChangeFeed>,
-    Started,
-)> {
+) -> anyhow::Result<
+    Prepared<NodeStorage, impl Future<Output = Result<(), StorageFailure>> + 'static + use<>>,
+> {
     let engine_config = config.engine_config();
-    let max_record_bytes = (engine_config.raft.max_message_bytes + 64 * 1024).max(8 << 20);
     let (mut storage, recovered) =
-        open_storage(data_dir, config.fsync, fsync_seconds, max_record_bytes)
+        open_storage(data_dir, config.fsync, fsync_seconds, max_record_bytes(&engine_config))
             .await
             .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
     for repair in &recovered.repairs {
@@ -136,6 +184,112 @@ async fn prepare(
     let writer = storage.writer();
     let clock = OsClock::new();
     let seed = os_seed();
+    let transport = start_transport(config, &engine_config, peer_listener, &clock, seed)?;
+    let (engine, handle) = Engine::new(
+        engine_config,
+        recovered.restored,
+        recovered.snapshot_data,
+        transport,
+        storage,
+        clock.clone(),
+        seed,
+    )
+    .context("cannot start the engine")?;
+    let events = handle.subscribe();
+    let groups = BTreeMap::from([(ShardId::META, handle.clone())]);
+    let started = Started { handle, groups, bootstrap_map: None, recovery, clock };
+    Ok((engine, writer, events, started))
+}
+
+/// A sharded node: the groups the cluster's bootstrap map places here, on one shared log
+/// (one sync per batch for all of them), driven by one engine.
+async fn prepare_sharded(
+    config: &NodeConfig,
+    data_dir: &Path,
+    peer_listener: Option<std::net::TcpListener>,
+    fsync_seconds: Histogram,
+) -> anyhow::Result<
+    Prepared<NodeGroupStorage, impl Future<Output = Result<(), StorageFailure>> + 'static + use<>>,
+> {
+    let engine_config = config.engine_config();
+    let map = match config.bootstrap_map() {
+        Some(map) => Arc::new(map.context("cannot compute the cluster's shard map")?),
+        None => return Err(anyhow!("prepare_sharded needs --shards above 1")),
+    };
+    let hosted: Vec<ShardId> = map.shards_on(config.node_id).collect();
+    if hosted.is_empty() {
+        return Err(anyhow!(
+            "the shard map places no replica on node {}: with {} members, give --shards or \
+             --replication a larger value",
+            config.node_id.0,
+            config.members.len()
+        ));
+    }
+    let log_dir = shard_layout::shared_log_dir(data_dir);
+    let (mut log, opened) = open_shared_log(
+        &log_dir,
+        &hosted,
+        config.fsync,
+        fsync_seconds,
+        max_record_bytes(&engine_config),
+    )
+    .await
+    .with_context(|| format!("cannot open the shared log {}", log_dir.display()))?;
+    let mut recovery = RecoverySummary {
+        created: false,
+        repairs: Vec::new(),
+        log_entries: 0,
+        snapshot_index: 0,
+        term: 0,
+    };
+    let mut starts = Vec::with_capacity(opened.len());
+    for (shard, (storage, recovered)) in opened {
+        let recovered = recovered.with_initial_config(&config.initial_group_config(&map, shard));
+        // The repairs are the shared log's, listed with every group: report them once.
+        if recovery.repairs.is_empty() {
+            recovery.repairs = recovered.repairs.clone();
+        }
+        recovery.created |= recovered.created;
+        recovery.log_entries += recovered.restored.entries.len();
+        recovery.snapshot_index =
+            recovery.snapshot_index.max(recovered.restored.snapshot.last_index);
+        recovery.term = recovery.term.max(recovered.restored.hard_state.term);
+        starts.push(HostedGroupStart {
+            shard,
+            restored: recovered.restored,
+            snapshot_data: recovered.snapshot_data,
+            storage,
+        });
+    }
+    for repair in &recovery.repairs {
+        tracing::warn!(%repair, "storage recovery repaired the shared log");
+    }
+    let writer = log.writer();
+    let clock = OsClock::new();
+    let seed = os_seed();
+    let transport = start_transport(config, &engine_config, peer_listener, &clock, seed)?;
+    let host_config = HostConfig::for_raft(&engine_config.raft);
+    let (engine, groups) =
+        Engine::hosting(engine_config, host_config, starts, transport, clock.clone(), seed)
+            .context("cannot start the engine")?;
+    let handle = groups
+        .get(&ShardId::META)
+        .or_else(|| groups.values().next())
+        .expect("a node hosts at least one group")
+        .clone();
+    let events = handle.subscribe();
+    let started = Started { handle, groups, bootstrap_map: Some(map), recovery, clock };
+    Ok((engine, writer, events, started))
+}
+
+/// The peer transport: one connection per peer node, carrying every group's messages.
+fn start_transport(
+    config: &NodeConfig,
+    engine_config: &EngineConfig,
+    peer_listener: Option<std::net::TcpListener>,
+    clock: &OsClock,
+    seed: u64,
+) -> anyhow::Result<TcpTransport> {
     let max_frame_bytes =
         (2 * engine_config.raft.max_message_bytes + (1 << 20)).min(u32::MAX as u64);
     let max_frame_bytes =
@@ -156,7 +310,7 @@ async fn prepare(
         (None, Some(address)) => PeerListener::OnDemand(address),
         (None, None) => PeerListener::Never,
     };
-    let transport = TcpTransport::start_with(
+    Ok(TcpTransport::start_with(
         TokioNetwork,
         clock.clone(),
         config.node_id,
@@ -164,17 +318,5 @@ async fn prepare(
         &config.peer_addresses(),
         transport_config,
         seed,
-    );
-    let (engine, handle) = Engine::new(
-        engine_config,
-        recovered.restored,
-        recovered.snapshot_data,
-        transport,
-        storage,
-        clock.clone(),
-        seed,
-    )
-    .context("cannot start the engine")?;
-    let events = handle.subscribe();
-    Ok((engine, writer, events, (handle, recovery, clock)))
+    ))
 }

@@ -17,9 +17,12 @@ use crate::config::{Naming, NodeConfig};
 use crate::data_dir::DataDir;
 use crate::engine_thread;
 use crate::http::{self, AppState};
+use crate::local_groups::LocalGroups;
 use crate::member_identity::{self, MemberIdentity};
 use crate::member_publish;
 use crate::metrics::Metrics;
+use crate::shard_layout;
+use crate::shard_map_keeper;
 use crate::stop_signals::StopSignals;
 use crate::systemd_notify;
 use conclave_client::api::ClusterInfoJson;
@@ -106,6 +109,7 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         name: config.name.clone(),
     };
     member_identity::check_or_record(data_dir.path(), asked)?;
+    shard_layout::check_or_record(data_dir.path(), config.sharding.as_ref())?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
     let hub = WatchHub::new(config.watch_history_events);
@@ -132,7 +136,16 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         members = ?config.members.keys().map(|id| id.0).collect::<Vec<_>>(),
         "storage recovered, engine started"
     );
-    wait_until_serving(&engine.handle, &config).await;
+    if let Some(map) = &engine.bootstrap_map {
+        tracing::info!(
+            shards = map.shards().count(),
+            hosted = ?engine.groups.keys().map(|shard| shard.0).collect::<Vec<_>>(),
+            "sharded: hosting these shards' replicas"
+        );
+    }
+    for group in engine.groups.values() {
+        wait_until_serving(group, &config).await;
+    }
     let listener = http_socket
         .listen()
         .and_then(TcpListener::from_std)
@@ -143,9 +156,24 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         .pool_max_idle_per_host(FORWARD_POOL_IDLE_PER_HOST)
         .build()
         .context("cannot build the HTTP client for forwarding")?;
+    let groups = Arc::new(LocalGroups::new(
+        engine.handle.clone(),
+        engine.groups.clone(),
+        engine.bootstrap_map.clone(),
+    ));
+    let map_keeper = engine.bootstrap_map.clone().map(|bootstrap| {
+        tokio::spawn(shard_map_keeper::run(
+            groups.clone(),
+            bootstrap,
+            config.clone(),
+            forwarder.clone(),
+            shutdown_rx.clone(),
+        ))
+    });
     let state = Arc::new(AppState {
         config: config.clone(),
         engine: engine.handle.clone(),
+        groups: groups.clone(),
         clock: engine.clock.clone(),
         hub,
         metrics: metrics.clone(),
@@ -186,10 +214,14 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
     };
     systemd_notify::stopping();
     if engine_stopped.is_none() {
-        hand_over_leadership(&engine.handle, &config).await;
+        let hand_overs = engine.groups.values().map(|group| hand_over_leadership(group, &config));
+        futures::future::join_all(hand_overs).await;
     }
     let _ = shutdown_tx.send(true);
     publisher.abort();
+    if let Some(keeper) = map_keeper {
+        keeper.abort();
+    }
     if let Some(result) = engine_stopped {
         let _ = server.await;
         let reason = match result {

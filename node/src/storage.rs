@@ -2,12 +2,16 @@
 //! file system (`crate::fs::OsFs`), wrapped to time every sync for the metrics and to honour
 //! `--fsync=false`. The one place that decides what storage the node runs on.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use conclave_core::shard::ShardId;
 use conclave_core::storage::fs::{DirEntry, EntryKind, FileSystem, FsFile, OpenMode};
-use conclave_core::storage::{Recovered, StorageError, WalOptions, WalStorage};
+use conclave_core::storage::{
+    GroupStorage, Recovered, SharedLog, StorageError, WalOptions, WalStorage,
+};
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::fs::{OsFile, OsFs};
@@ -117,6 +121,12 @@ impl FileSystem for NodeFs {
 
 pub type NodeStorage = WalStorage<NodeFs>;
 
+/// One hosted group's storage in a sharded node: its part of the node's shared log.
+pub type NodeGroupStorage = GroupStorage<NodeFs>;
+
+/// The shared log of a sharded node and each hosted group's storage and recovered state.
+pub type OpenedSharedLog = (SharedLog<NodeFs>, BTreeMap<ShardId, (NodeGroupStorage, Recovered)>);
+
 /// Opens (creating if needed) the data directory and recovers what it holds. The parent
 /// directories are created first: `WalStorage` creates only the last component.
 pub async fn open_storage(
@@ -125,6 +135,26 @@ pub async fn open_storage(
     sync_seconds: Histogram,
     max_record_bytes: u64,
 ) -> Result<(NodeStorage, Recovered), StorageError> {
+    create_parents(dir).await?;
+    let fs = NodeFs { inner: OsFs, fsync, sync_seconds };
+    WalStorage::open(fs, dir, wal_options(max_record_bytes)).await
+}
+
+/// Opens (creating if needed) the shared log of a sharded node in `dir` for the groups
+/// `hosted`, recovering each group's part: N groups, one log, one sync per batch for all.
+pub async fn open_shared_log(
+    dir: &Path,
+    hosted: &[ShardId],
+    fsync: bool,
+    sync_seconds: Histogram,
+    max_record_bytes: u64,
+) -> Result<OpenedSharedLog, StorageError> {
+    create_parents(dir).await?;
+    let fs = NodeFs { inner: OsFs, fsync, sync_seconds };
+    SharedLog::open(fs, dir, hosted, wal_options(max_record_bytes)).await
+}
+
+async fn create_parents(dir: &Path) -> Result<(), StorageError> {
     if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
         let parent: PathBuf = parent.to_path_buf();
         let created = tokio::task::spawn_blocking(move || std::fs::create_dir_all(parent)).await;
@@ -134,17 +164,19 @@ pub async fn open_storage(
             Err(error) => return Err(create_error(dir, io::Error::other(error))),
         }
     }
+    Ok(())
+}
+
+fn wal_options(max_record_bytes: u64) -> WalOptions {
     let options = WalOptions {
         // The largest record must hold the largest entry (value + key + framing).
         max_record_bytes: max_record_bytes.clamp(1024, u32::MAX as u64) as u32,
         ..WalOptions::default()
     };
-    let options = WalOptions {
+    WalOptions {
         segment_bytes: options.segment_bytes.max(2 * options.max_record_bytes as u64 + 4096),
         ..options
-    };
-    let fs = NodeFs { inner: OsFs, fsync, sync_seconds };
-    WalStorage::open(fs, dir, options).await
+    }
 }
 
 fn create_error(dir: &Path, source: io::Error) -> StorageError {

@@ -13,36 +13,51 @@ use std::fmt;
 use super::map::{ShardId, ShardMap};
 use crate::kv::KeyValue;
 
-/// One shard's answer to a listing: its keys in order, and whether it has more after them.
+/// One shard's answer to a listing: its entries (`KeyValue`s, or their JSON form at a node
+/// that relays other nodes' answers) in key order, and whether it has more after them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShardPage {
+pub struct ShardPage<T = KeyValue> {
     pub shard: ShardId,
-    pub kvs: Vec<KeyValue>,
+    pub kvs: Vec<T>,
     pub more: bool,
 }
 
 /// The merged page of a listing across shards.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MergedPage {
+pub struct MergedPage<T = KeyValue> {
     /// At most the limit, in key order.
-    pub kvs: Vec<KeyValue>,
+    pub kvs: Vec<T>,
     /// Keys follow the last one returned (in some shard): ask again after it.
     pub more: bool,
 }
 
+/// The key of an entry of a listing.
+pub trait ListedKey {
+    fn listed_key(&self) -> &str;
+}
+
+impl ListedKey for KeyValue {
+    fn listed_key(&self) -> &str {
+        &self.key
+    }
+}
+
 /// Merges the shards' pages of one listing into its first `limit` keys. Each page must be in
 /// strictly increasing key order and answer the same cursor with at most `limit` keys.
-pub fn merge_pages(pages: Vec<ShardPage>, limit: usize) -> MergedPage {
+pub fn merge_pages<T: ListedKey>(pages: Vec<ShardPage<T>>, limit: usize) -> MergedPage<T> {
     let mut more = false;
     let mut kvs = Vec::with_capacity(pages.iter().map(|page| page.kvs.len()).sum());
     for page in pages {
         assert!(page.kvs.len() <= limit, "{} answered more than the limit", page.shard);
-        debug_assert!(page.kvs.windows(2).all(|pair| pair[0].key < pair[1].key));
+        debug_assert!(page.kvs.windows(2).all(|pair| pair[0].listed_key() < pair[1].listed_key()));
         more |= page.more;
         kvs.extend(page.kvs);
     }
-    kvs.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-    debug_assert!(kvs.windows(2).all(|pair| pair[0].key != pair[1].key), "shards share a key");
+    kvs.sort_unstable_by(|a, b| a.listed_key().cmp(b.listed_key()));
+    debug_assert!(
+        kvs.windows(2).all(|pair| pair[0].listed_key() != pair[1].listed_key()),
+        "shards share a key"
+    );
     if kvs.len() > limit {
         kvs.truncate(limit);
         more = true;

@@ -86,6 +86,9 @@ impl ShardMap {
     /// A Raft group with more voters than this would be slower, not safer; the bound also
     /// keeps a map from another node (or a log entry) from naming members without end.
     pub const MAX_REPLICAS: usize = 9;
+    /// The meta group's replicas in a map made by [`ShardMap::bootstrap`] (fewer if the
+    /// cluster has fewer members): five voters survive the loss of two.
+    pub const META_REPLICATION: usize = 5;
 
     /// The map a cluster is created with: `shards` shards (shard 0 the meta group), the slots
     /// split into contiguous ranges of nearly equal size, every shard replicated on `replicas`.
@@ -106,6 +109,26 @@ impl ShardMap {
         replication: usize,
     ) -> Result<ShardMap, ShardMapError> {
         Self::build(slot_count, shards, |shard| rendezvous(shard, members, replication))
+    }
+
+    /// The map a cluster of `members` is created with (`conclave serve --shards N`): like
+    /// [`ShardMap::placed`], except that the meta group is replicated on up to
+    /// [`ShardMap::META_REPLICATION`] members whatever `replication` is. Why wider: every node
+    /// that holds a meta replica learns each new map from its own replica, without asking
+    /// another node; and the map is what every request is routed by, so it should survive the
+    /// loss of more members than a data shard does. Every member is a meta replica in clusters
+    /// of up to five.
+    pub fn bootstrap(
+        slot_count: SlotCount,
+        shards: u64,
+        members: &[NodeId],
+        replication: usize,
+    ) -> Result<ShardMap, ShardMapError> {
+        let meta_replication = replication.max(Self::META_REPLICATION);
+        Self::build(slot_count, shards, |shard| {
+            let wanted = if shard == ShardId::META { meta_replication } else { replication };
+            rendezvous(shard, members, wanted)
+        })
     }
 
     fn build(
@@ -311,6 +334,28 @@ mod tests {
             ShardMap::placed(SlotCount::DEFAULT, 2, &[], 3),
             Err(ShardMapError::NoReplicas(ShardId(0)))
         );
+    }
+
+    #[test]
+    fn a_bootstrap_map_puts_the_meta_group_on_up_to_five_members() {
+        let seven = members(&[1, 2, 3, 4, 5, 6, 7]);
+        let map = ShardMap::bootstrap(SlotCount::DEFAULT, 8, &seven, 3).unwrap();
+        assert_eq!(
+            map.shard(ShardId::META).unwrap().replicas,
+            rendezvous(ShardId::META, &seven, 5)
+        );
+        for (shard, info) in map.shards().filter(|(shard, _)| *shard != ShardId::META) {
+            assert_eq!(info.replicas, rendezvous(shard, &seven, 3), "{shard}");
+        }
+        // Up to five members: every one holds a meta replica, so every node hosts a group.
+        let five = &seven[..5];
+        let map = ShardMap::bootstrap(SlotCount::DEFAULT, 8, five, 3).unwrap();
+        let mut meta = map.shard(ShardId::META).unwrap().replicas.clone();
+        meta.sort();
+        assert_eq!(meta, five);
+        // A replication factor above five widens the meta group with it.
+        let map = ShardMap::bootstrap(SlotCount::DEFAULT, 2, &seven, 7).unwrap();
+        assert_eq!(map.shard(ShardId::META).unwrap().replicas.len(), 7);
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod peer_liveness;
 pub mod placement;
 pub mod slot;
 
-pub use fan_out::{CrossShard, MergedPage, ShardPage, merge_pages, single_shard};
+pub use fan_out::{CrossShard, ListedKey, MergedPage, ShardPage, merge_pages, single_shard};
 pub use group_host::{GroupHost, HostConfig, HostCounters, HostReady};
 pub use map::{ShardId, ShardInfo, ShardMap, ShardMapDraft, ShardMapError};
 pub use node_batch::{GroupHeartbeat, GroupHeartbeatResponse, GroupMessage, Hosting, NodeBatch};

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 
-use conclave_client::api::{CompareJson, TxnOpJson, TxnRequestJson, encode_value};
+use conclave_client::api::{CompareJson, ShardsJson, TxnOpJson, TxnRequestJson, encode_value};
 use conclave_client::{Client, ClientError, ClientOptions, Consistency, Precondition};
 
 pub const EXIT_CODES_HELP: &str = "Exit codes of the client commands: 0 success, 1 bad usage or \
@@ -89,6 +89,9 @@ pub enum ClientCommand {
     },
     /// Each endpoint's view: role, term, leader, commit and applied index.
     Status,
+    /// The shard map: each shard's slots, replicas, leader, term, applied index and lag (a
+    /// single-group cluster shows one shard that owns every slot).
+    Shards,
     /// List or change the cluster's members.
     #[command(subcommand)]
     Members(MembersCommand),
@@ -440,6 +443,14 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             };
             print_config(flags, &config)?;
         }
+        ClientCommand::Shards => {
+            let shards = client.shards().await?;
+            if flags.json {
+                print_json(&shards)?;
+            } else {
+                print_shards(&shards);
+            }
+        }
         ClientCommand::Members(MembersCommand::List) => {
             let members = client.members().await?;
             if flags.json {
@@ -466,4 +477,33 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+/// `conclave shards` as a table.
+fn print_shards(shards: &ShardsJson) {
+    println!("shard map epoch {}, {} slots", shards.epoch, shards.slot_count);
+    println!(
+        "{:>5} {:<20} {:>6} {:<20} {:>7} {:>5} {:>9} {:>5}",
+        "SHARD", "SLOTS", "COUNT", "REPLICAS", "LEADER", "TERM", "APPLIED", "LAG"
+    );
+    let or_dash = |value: Option<u64>| value.map_or("-".to_string(), |value| value.to_string());
+    for shard in &shards.shards {
+        let replicas: Vec<String> = shard.replicas.iter().map(u64::to_string).collect();
+        let mut slots = shard.slots.clone();
+        if slots.len() > 20 {
+            slots.truncate(17);
+            slots.push_str("...");
+        }
+        println!(
+            "{:>5} {:<20} {:>6} {:<20} {:>7} {:>5} {:>9} {:>5}",
+            shard.shard,
+            slots,
+            shard.slot_count,
+            replicas.join(","),
+            or_dash(shard.leader),
+            or_dash(shard.term),
+            or_dash(shard.applied_index),
+            or_dash(shard.lag)
+        );
+    }
 }

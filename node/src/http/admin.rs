@@ -68,6 +68,15 @@ pub async fn change_membership(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    if state.groups.is_sharded() {
+        // Members of a sharded cluster hold replicas placed by the shard map: adding or
+        // removing one means moving replicas (placement and rebalancing), not one group's change.
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            "membership changes of a sharded cluster are not supported yet: its members are \
+             fixed at creation\n",
+        );
+    }
     let bytes = match read_body(&state, body, MAX_ADMIN_BODY_BYTES, "the request").await {
         Ok(bytes) => bytes,
         Err(response) => return response,

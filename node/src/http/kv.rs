@@ -15,12 +15,13 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Body as HttpBody;
 
 use super::AppState;
+use super::fan_out::{self, DELETED_KEYS_HEADER};
 use super::key_request::{
     kv_params, parse_get, parse_put_head, put_command, read_consistency, request_key,
 };
 use super::leader::Forwardable;
 use super::params::{parse_condition, parse_session};
-use super::propose::{read, unexpected, write};
+use super::propose::{read, shard_asked, unexpected, write};
 use super::reply::{
     self, KEY_EMPTY, KEY_NOT_FOUND, VALUE_EMPTY, bad_request, etag, text, with_header,
 };
@@ -230,6 +231,13 @@ pub async fn range(
         );
     }
     let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
+    if state.groups.is_sharded() {
+        match shard_asked(&request) {
+            Ok(Some(_)) => {} // one shard's page, for the node that fans out
+            Ok(None) => return fan_out::range(&state, prefix, limit, consistency, request).await,
+            Err(message) => return bad_request(message),
+        }
+    }
     match read(&state, ReadQuery::Range { prefix, limit }, consistency, request).await {
         Ok(ReadResult::Range { entries, more, revision, .. }) => {
             let kvs = entries.iter().map(key_value_json).collect();
@@ -253,15 +261,31 @@ pub async fn clear(
         Err(message) => return bad_request(message),
     };
     let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
+    if state.groups.is_sharded() {
+        if session.is_some() {
+            return bad_request(SESSIONS_NOT_SHARDED.trim_end());
+        }
+        match shard_asked(&request) {
+            Ok(Some(_)) => {} // one shard's clear, for the node that fans out
+            Ok(None) => return fan_out::clear(&state, request).await,
+            Err(message) => return bad_request(message),
+        }
+    }
     match write(&state, KvCommand::Clear, session, request).await {
         Ok(KvResponse::Clear { revision, deleted_keys }) => {
             let response = with_header(StatusCode::OK.into_response(), REVISION_HEADER, revision);
-            with_header(response, "x-conclave-deleted-keys", deleted_keys)
+            with_header(response, DELETED_KEYS_HEADER, deleted_keys)
         }
         Ok(answer) => write_answer(&answer),
         Err(response) => response,
     }
 }
+
+/// Why a sharded cluster answers `POST /session` with 501: a session lives in one group's
+/// state machine, and its writes go to many. Clients then write without a session (a write
+/// whose answer is lost may or may not have been applied, as without sessions anywhere).
+pub const SESSIONS_NOT_SHARDED: &str = "client sessions are not supported by a sharded cluster \
+     yet (a session lives in one shard's group, its writes go to many); write without one\n";
 
 /// Opens a client session for exactly-once writes (see the `conclave-client` crate).
 pub async fn register_session(
@@ -270,6 +294,9 @@ pub async fn register_session(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    if state.groups.is_sharded() {
+        return text(StatusCode::NOT_IMPLEMENTED, SESSIONS_NOT_SHARDED);
+    }
     let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
     match write(&state, KvCommand::RegisterSession, None, request).await {
         Ok(KvResponse::SessionRegistered { client_id }) => {

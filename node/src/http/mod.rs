@@ -10,6 +10,7 @@
 mod admin;
 mod backup;
 mod cluster;
+mod fan_out;
 mod key;
 pub mod key_request;
 mod kv;
@@ -20,6 +21,7 @@ mod propose;
 mod reply;
 pub mod server;
 mod service;
+mod shards;
 mod txn;
 mod watch;
 
@@ -33,13 +35,17 @@ use tokio::sync::{Semaphore, watch as signal};
 
 use crate::clock::OsClock;
 use crate::config::NodeConfig;
+use crate::local_groups::LocalGroups;
 use crate::metrics::Metrics;
 use conclave_core::engine::WatchHub;
 
 /// What every handler can reach.
 pub struct AppState {
     pub config: Arc<NodeConfig>,
+    /// The node's main group (`RunningEngine::handle`): membership, status, backups.
     pub engine: EngineHandle,
+    /// Every group this node hosts, and where a request for a key or a shard goes.
+    pub groups: Arc<LocalGroups>,
     /// The engine's clock, for reads answered without the engine (`propose::read`).
     pub clock: OsClock,
     pub hub: Arc<WatchHub>,
@@ -95,6 +101,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/txn", post(txn::txn).fallback(reply_method_not_allowed))
         .route("/watch", get(watch::watch).fallback(reply_method_not_allowed))
         .route("/cluster/info", get(cluster::info).fallback(reply_method_not_allowed))
+        .route("/cluster/shards", get(shards::shards).fallback(reply_method_not_allowed))
+        .route("/cluster/shard-map", get(shards::shard_map).fallback(reply_method_not_allowed))
         .route(
             "/cluster/members",
             get(cluster::members).post(admin::change_membership).fallback(reply_method_not_allowed),

@@ -134,12 +134,16 @@ pub fn engine_error(error: &EngineError) -> Response {
             StatusCode::MISDIRECTED_REQUEST,
             format!("this node hosts no replica of shard {shard}; refresh the shard map\n"),
         ),
-        EngineError::WrongShard { owner, epoch } => text(
-            StatusCode::MISDIRECTED_REQUEST,
-            format!(
-                "the key belongs to shard {owner} at shard map epoch {epoch}; refresh the shard \
-                 map\n"
+        EngineError::WrongShard { owner, epoch } => with_header(
+            text(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "the key belongs to shard {owner} at shard map epoch {epoch}; refresh the \
+                     shard map\n"
+                ),
             ),
+            conclave_client::api::SHARD_EPOCH_HEADER,
+            *epoch,
         ),
     }
 }
@@ -174,5 +178,8 @@ mod tests {
         let body = futures::executor::block_on(axum::body::to_bytes(wrong.into_body(), 1 << 10));
         let body = String::from_utf8(body.expect("a body").to_vec()).expect("text");
         assert!(body.contains("shard 3") && body.contains("epoch 7"), "{body}");
+        let wrong = engine_error(&EngineError::WrongShard { owner: 3, epoch: 7 });
+        let epoch = wrong.headers().get(conclave_client::api::SHARD_EPOCH_HEADER);
+        assert_eq!(epoch.and_then(|value| value.to_str().ok()), Some("7"));
     }
 }

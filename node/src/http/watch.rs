@@ -139,6 +139,15 @@ pub async fn watch(
         }
         None => params.start_revision.map(WatchPosition::start_of),
     };
+    if state.groups.is_sharded() {
+        // The node's watch history is its main group's; a watch of a sharded cluster must
+        // merge every shard's stream, with per-shard positions in its event ids.
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            "watches are not supported by a sharded cluster yet (each shard has its own \
+             revisions); read with GET /kv?prefix= instead\n",
+        );
+    }
     let Ok(permit) = state.watchers.clone().try_acquire_owned() else {
         return unavailable(format!(
             "too many watch streams (the limit is {}); retry later\n",

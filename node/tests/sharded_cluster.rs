@@ -1,0 +1,318 @@
+//! A sharded cluster of real `conclave serve` processes (`--shards 8`, 3 replicas a shard, on
+//! 5 nodes): every node accepts every request and routes it to the shard's group (here, or
+//! through a node that holds a replica); concurrent clients' operations are recorded as a
+//! history while nodes are killed with SIGKILL and restarted, and the history — with a read of
+//! every key after a full restart of all five nodes — must be linearizable (the checker of
+//! `conclave check`). The other tests here pin what a sharded cluster answers at its edges:
+//! transactions across shards, sessions and watches, the data directory's layout, and a
+//! request another node routed by a different map.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use conclave_checker::{CheckOptions, History, Op, Operation, Verdict, check, summarize};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::Value;
+use support::{BINARY, Node, free_ports, http, key_url, temp_dir, wait_for};
+
+const NODES: usize = 5;
+const SHARDS: u64 = 8;
+const KEYS: u32 = 24;
+const CLIENTS: u64 = 4;
+/// How long the clients run while nodes are killed and restarted.
+const WORKLOAD: Duration = Duration::from_secs(12);
+
+/// `NODES` nodes of one sharded cluster on fresh ports; `extra` flags on every node.
+fn sharded_cluster(name: &str, extra: &[&str]) -> Vec<Node> {
+    let ports = free_ports(NODES);
+    let dir = temp_dir(name);
+    let peers = ports.iter().map(|p| format!(":{p}")).collect::<Vec<_>>().join(",");
+    let shards = format!("--shards={SHARDS}");
+    let mut flags = vec![shards.as_str()];
+    flags.extend_from_slice(extra);
+    ports
+        .iter()
+        .map(|port| Node::start(*port, &dir.join(format!("node-{port}")), Some(&peers), &flags))
+        .collect()
+}
+
+/// `/cluster/shards` of the node at `port`, once every shard reports a leader.
+fn wait_for_every_shard_to_lead(port: u16, deadline: Duration) -> Value {
+    let client = http();
+    wait_for("a leader in every shard", deadline, || {
+        let response = client.get(format!("http://127.0.0.1:{port}/cluster/shards")).send().ok()?;
+        let shards: Value = response.json().ok()?;
+        let all = shards["shards"].as_array()?;
+        let led = all.iter().all(|shard| shard["leader"].as_u64().is_some());
+        (all.len() == SHARDS as usize && led).then_some(shards)
+    })
+}
+
+/// Microseconds since the test's start: the history's clock.
+fn micros(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}
+
+/// One client: puts of unique values and gets on the shared keys, each to a random node,
+/// recorded. An answer it cannot interpret (a timeout, a lost connection, a 5xx) leaves a write
+/// `info` (it may still take effect) and ends the client's identity, as a crashed client's.
+fn run_client(
+    id: u64,
+    ports: &[u16],
+    start: Instant,
+    stop: &AtomicBool,
+    history: &Mutex<Vec<Operation>>,
+) -> u32 {
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(id);
+    let mut identity = id << 32;
+    let mut acknowledged = 0;
+    let mut written = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let port = ports[rng.random_range(0..ports.len())];
+        let key = format!("key-{}", rng.random_range(0..KEYS));
+        let call = micros(start);
+        if rng.random_bool(0.5) {
+            written += 1;
+            let value = format!("c{id}-{written}");
+            let answer = client.put(key_url(port, &key)).body(value.clone()).send();
+            let op = Op::put(key, value);
+            match answer.map(|response| response.status().as_u16()) {
+                Ok(200 | 201) => {
+                    acknowledged += 1;
+                    history.lock().unwrap().push(Operation::ok(identity, call, micros(start), op));
+                }
+                _ => {
+                    history.lock().unwrap().push(Operation::info(identity, call, op));
+                    identity += 1;
+                }
+            }
+        } else {
+            let answer = client.get(key_url(port, &key)).send();
+            let read = match answer {
+                Ok(response) if response.status() == 200 => Some(Some(response.text().unwrap())),
+                Ok(response) if response.status() == 404 => Some(None),
+                _ => None, // a read that failed changed nothing: left out
+            };
+            if let Some(value) = read {
+                let op = Op::get(key, value.as_deref());
+                history.lock().unwrap().push(Operation::ok(identity, call, micros(start), op));
+            }
+        }
+    }
+    acknowledged
+}
+
+#[test]
+fn a_sharded_cluster_stays_linearizable_through_kill_9_and_a_full_restart() {
+    let mut nodes = sharded_cluster("sharded-history", &["--forward-to-leader"]);
+    let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
+    let shards = wait_for_every_shard_to_lead(ports[0], Duration::from_secs(30));
+    // The map: 8 shards, 3 replicas each (5 for the meta group), every slot owned once.
+    let mut slots_owned = 0;
+    for shard in shards["shards"].as_array().unwrap() {
+        let replicas = shard["replicas"].as_array().unwrap().len();
+        let expected = if shard["shard"] == 0 { NODES } else { 3 };
+        assert_eq!(replicas, expected, "{shard}");
+        slots_owned += shard["slot_count"].as_u64().unwrap();
+    }
+    assert_eq!(slots_owned, shards["slot_count"].as_u64().unwrap());
+
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let history = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let (ports, stop, history) = (ports.clone(), stop.clone(), history.clone());
+            std::thread::spawn(move || run_client(id + 1, &ports, start, &stop, &history))
+        })
+        .collect();
+    // The nemesis: one node at a time killed with SIGKILL, restarted a moment later.
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut kills = 0;
+    while start.elapsed() < WORKLOAD {
+        std::thread::sleep(Duration::from_millis(rng.random_range(800..1600)));
+        let victim = rng.random_range(0..NODES);
+        nodes[victim].kill9();
+        kills += 1;
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..1200)));
+        nodes[victim].restart();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged: u32 = clients.into_iter().map(|client| client.join().unwrap()).sum();
+    assert!(acknowledged >= 50, "only {acknowledged} writes were acknowledged in {WORKLOAD:?}");
+
+    // A full restart: every node killed at once, then all started again.
+    for node in &mut nodes {
+        node.kill9();
+    }
+    for node in &mut nodes {
+        node.restart();
+    }
+    wait_for_every_shard_to_lead(ports[1], Duration::from_secs(30));
+    // Every key read back, at a node that may hold none of its replicas.
+    let client = http();
+    let mut final_reads = Vec::new();
+    for (position, key) in (0..KEYS).map(|k| format!("key-{k}")).enumerate() {
+        let port = ports[position % NODES];
+        let call = micros(start);
+        let value = wait_for(&format!("a read of {key}"), Duration::from_secs(20), || {
+            let response = client.get(key_url(port, &key)).send().ok()?;
+            match response.status().as_u16() {
+                200 => Some(Some(response.text().ok()?)),
+                404 => Some(None),
+                _ => None,
+            }
+        });
+        final_reads.push(Operation::ok(999, call, micros(start), Op::get(key, value.as_deref())));
+    }
+    let mut ops = Arc::try_unwrap(history).unwrap().into_inner().unwrap();
+    let recorded = ops.len();
+    ops.extend(final_reads);
+    let history = History::new(ops).expect("a well-formed history");
+    let report = check(&history, &CheckOptions::default());
+    match &report.verdict {
+        Verdict::Linearizable => {}
+        other => panic!(
+            "{recorded} operations, {acknowledged} acknowledged writes, {kills} kills: {other:?}\n{}",
+            summarize(&history, &report)
+        ),
+    }
+    eprintln!(
+        "sharded history: {recorded} operations ({acknowledged} acknowledged writes), {kills} \
+         SIGKILLs, a full restart, {KEYS} keys read back: linearizable"
+    );
+}
+
+#[test]
+fn a_sharded_cluster_refuses_what_it_cannot_do_yet_with_the_reason() {
+    let nodes = sharded_cluster("sharded-edges", &[]);
+    let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
+    let shards = wait_for_every_shard_to_lead(ports[0], Duration::from_secs(30));
+    let client = http();
+    // Follows the 307 of a node whose replica of the shard does not lead, as clients do.
+    let following = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let txn = |body: &str| {
+        let response =
+            following.post(format!("http://127.0.0.1:{}/txn", ports[2])).body(body.to_string());
+        let response = response.header("content-type", "application/json").send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    // Keys of two shards in one transaction: 400, naming both shards; a hash tag keeps keys
+    // together, and such a transaction commits.
+    let keys: Vec<String> = (0..64).map(|i| format!("t{i}")).collect();
+    let (status, body) = txn(&format!(
+        r#"{{"compare":[],"success":[{}],"failure":[]}}"#,
+        keys.iter()
+            .map(|key| format!(r#"{{"put":{{"key":"{key}","value":"1"}}}}"#))
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("must be in one shard") && body.contains("hash tag"), "{body}");
+    let named: BTreeSet<&str> = body.matches("shard ").collect();
+    assert!(!named.is_empty(), "{body}");
+    let (status, body) = txn(
+        r#"{"compare":[],"success":[{"put":{"key":"{user42}.name","value":"Ada"}},{"put":{"key":"{user42}.cart","value":"[]"}}],"failure":[]}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // Sessions and watches say why not (501); the client library then writes without one.
+    let session = client.post(format!("http://127.0.0.1:{}/session", ports[0])).send().unwrap();
+    assert_eq!(session.status().as_u16(), 501);
+    let watch = client.get(format!("http://127.0.0.1:{}/watch", ports[0])).send().unwrap();
+    assert_eq!(watch.status().as_u16(), 501);
+    let endpoints = format!(":{}", ports[3]);
+    let put = Command::new(BINARY)
+        .args(["put", "cli-key", "cli-value", "--endpoints", &endpoints])
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    let get =
+        Command::new(BINARY).args(["get", "cli-key", "--endpoints", &endpoints]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "cli-value");
+
+    // A request another node routed here for a shard this node holds no replica of: 421 with
+    // the epoch, never routed on to a third node.
+    let not_held = shards["shards"].as_array().unwrap().iter().find_map(|shard| {
+        let replicas = shard["replicas"].as_array().unwrap();
+        let outsider =
+            ports.iter().find(|port| !replicas.iter().any(|id| id.as_u64() == Some(**port as u64)));
+        outsider.map(|port| (shard["shard"].as_u64().unwrap(), *port))
+    });
+    let (shard, outsider) = not_held.expect("some node holds no replica of some shard");
+    let key = (0..10_000)
+        .map(|i| format!("probe{i}"))
+        .find(|key| slot_owner(key, &shards) == shard)
+        .unwrap();
+    let misrouted = client
+        .get(key_url(outsider, &key))
+        .header("x-conclave-shard", shard.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(misrouted.status().as_u16(), 421);
+    assert_eq!(misrouted.headers()["x-conclave-shard-epoch"], "1");
+
+    // `conclave shards` shows every shard with its leader.
+    let table = Command::new(BINARY)
+        .args(["shards", "--endpoints", &format!(":{}", ports[4])])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.starts_with("shard map epoch 1, 1024 slots"), "{table}");
+    assert_eq!(table.lines().count(), 2 + SHARDS as usize, "{table}");
+}
+
+/// The shard that owns `key` by the map in `/cluster/shards` (CRC32C of the key, or of its
+/// hash tag, modulo the slot count).
+fn slot_owner(key: &str, shards: &Value) -> u64 {
+    let slot_count = shards["slot_count"].as_u64().unwrap();
+    let slot = u64::from(crc32c::crc32c(key.as_bytes())) % slot_count;
+    let owner = shards["shards"].as_array().unwrap().iter().find(|shard| {
+        shard["slots"].as_str().unwrap().split(',').any(|range| {
+            let (start, end) = range.split_once('-').unwrap_or((range, range));
+            (start.parse().unwrap()..=end.parse().unwrap()).contains(&slot)
+        })
+    });
+    owner.unwrap()["shard"].as_u64().unwrap()
+}
+
+#[test]
+fn a_data_directory_keeps_the_layout_it_was_created_with() {
+    let mut nodes = sharded_cluster("sharded-layout", &[]);
+    wait_for_every_shard_to_lead(nodes[0].port, Duration::from_secs(30));
+    let node = &mut nodes[0];
+    node.kill9();
+    let peers = node.peers.clone().unwrap();
+    let restarted = |shards: &str| {
+        Command::new(BINARY)
+            .arg("serve")
+            .arg(format!("--port={}", node.port))
+            .arg(format!("--working-dir={}", node.dir.display()))
+            .arg(format!("--peers={peers}"))
+            .arg(shards)
+            .output()
+            .unwrap()
+    };
+    for shards in ["--shards=4", "--shards=1"] {
+        let output = restarted(shards);
+        assert!(!output.status.success(), "{shards} must be refused");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("was created with --shards 8"), "{shards}: {stderr}");
+    }
+}
