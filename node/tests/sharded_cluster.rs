@@ -203,10 +203,8 @@ fn a_sharded_cluster_refuses_what_it_cannot_do_yet_with_the_reason() {
     let shards = wait_for_every_shard_to_lead(ports[0], Duration::from_secs(30));
     let client = http();
     // Follows the 307 of a node whose replica of the shard does not lead, as clients do.
-    let following = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let following =
+        reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let txn = |body: &str| {
         let response =
             following.post(format!("http://127.0.0.1:{}/txn", ports[2])).body(body.to_string());

@@ -210,6 +210,8 @@ impl Admin {
                     | MembershipError::LeaderNotReady
                     | MembershipError::LearnerBehind { .. }
                     | MembershipError::TransferInProgress
+                    // Lifted by the next leader change, which the nemesis brings soon enough.
+                    | MembershipError::TransferTargetMayCampaign { .. }
                     | MembershipError::Busy
                     | MembershipError::WouldLoseQuorum { .. } => {
                         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -152,6 +152,7 @@ impl Raft {
         self.transfer_target = None;
         self.lease_expires_tick = 0;
         self.lease_forfeited = false;
+        self.told_to_campaign.clear();
         self.counters.leader_terms += 1;
         self.progress.clear();
         let next = self.log.last_index() + 1;

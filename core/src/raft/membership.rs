@@ -53,6 +53,11 @@ pub enum MembershipError {
     LastVoter,
     #[error("a leadership transfer is in progress")]
     TransferInProgress,
+    #[error(
+        "{id} was told to campaign in this leader's term (a leadership transfer) and may still do \
+         so; remove it once leadership has changed, or transfer leadership to another member first"
+    )]
+    TransferTargetMayCampaign { id: NodeId },
     #[error("too many uncommitted entries; retry later")]
     Busy,
 }
@@ -111,6 +116,9 @@ impl Raft {
             MembershipChange::Remove { id } => {
                 if !current.contains(*id) {
                     return Err(MembershipError::NotAMember { id: *id });
+                }
+                if self.told_to_campaign.contains(id) {
+                    return Err(MembershipError::TransferTargetMayCampaign { id: *id });
                 }
                 next.voters.remove(id);
                 next.learners.remove(id);

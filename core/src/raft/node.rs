@@ -153,6 +153,11 @@ pub struct Raft {
     /// Leader only: it sent TimeoutNow in this term, so another leader may appear at any time
     /// (even after the transfer is given up): no lease until the term ends.
     pub(super) lease_forfeited: bool,
+    /// Leader only: the members it sent TimeoutNow in this term. Such a message may still be on
+    /// its way when the transfer is given up, and its target campaigns whenever it arrives:
+    /// removed meanwhile, it would start a term the remaining members adopt. So none of them is
+    /// removed until the term ends (`membership.rs`).
+    pub(super) told_to_campaign: BTreeSet<NodeId>,
 
     // --- output being accumulated until the next `ready()` ---
     pub(super) messages: Vec<Message>,
@@ -214,6 +219,7 @@ impl Raft {
             lease_expires_tick: 0,
             quiescent: false,
             lease_forfeited: false,
+            told_to_campaign: BTreeSet::new(),
             messages: Vec::new(),
             deferred: VecDeque::new(),
             next_batch_id: 1,
@@ -601,6 +607,7 @@ impl Raft {
     pub(super) fn send_timeout_now(&mut self, to: NodeId) {
         self.lease_expires_tick = 0;
         self.lease_forfeited = !self.planted(super::planted::PlantedBug::LeaseSurvivesTimeoutNow);
+        self.told_to_campaign.insert(to);
         self.send(to, MessageBody::TimeoutNow);
     }
 

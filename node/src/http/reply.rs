@@ -167,6 +167,8 @@ mod tests {
         assert!(!retried(MembershipError::AlreadyMember { id: NodeId(9) }));
         assert!(!retried(MembershipError::WouldLoseQuorum { reachable: 1, voters: 3 }));
         assert!(!retried(MembershipError::LastVoter));
+        // Lifted only by a leader change, which the operator may have to bring about.
+        assert!(!retried(MembershipError::TransferTargetMayCampaign { id: NodeId(9) }));
     }
 
     #[test]
