@@ -1,4 +1,4 @@
-//! `conclave dev --nodes 3`: a local cluster for trying Conclave out. It starts N `conclave
+//! `conclave dev --nodes 3 [--shards 8]`: a local cluster for trying Conclave out. It starts N `conclave
 //! serve` processes of this very executable on consecutive ports, with their data and logs
 //! under one folder, waits until they have a leader, prints the endpoints and example commands,
 //! and stops them all (SIGTERM, then SIGKILL after a grace period) on Ctrl-C or SIGTERM. If a
@@ -26,6 +26,10 @@ pub struct DevArgs {
     /// Where the nodes keep their data (`node-PORT/`) and logs (`node-PORT.log`).
     #[arg(long, alias = "working-dir", default_value = "conclave-dev")]
     pub data_dir: PathBuf,
+    /// Split the keyspace into this many shards (Raft groups of 3 replicas each, placed over
+    /// the nodes); 1 is one group with every key. Fixed when the data directory is created.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub shards: u64,
 }
 
 /// How long the nodes get to stop after SIGTERM before they are killed.
@@ -68,6 +72,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .arg("serve")
             .arg(format!("--port={port}"))
             .arg(format!("--working-dir={}", args.data_dir.join(format!("node-{port}")).display()))
+            .arg(format!("--shards={}", args.shards))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -91,10 +96,12 @@ async fn serve_until_stopped(
 ) -> anyhow::Result<()> {
     let endpoints: Vec<String> = ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
     let client = Client::new(&endpoints, ClientOptions::default())?;
+    // Every shard led (a single group is one shard).
     let waited = tokio::time::timeout(LEADER_DEADLINE, async {
         loop {
-            if let Ok(info) = client.cluster_info().await
+            if let (Ok(info), Ok(shards)) = (client.cluster_info().await, client.shards().await)
                 && info.leader.is_some()
+                && shards.shards.iter().all(|shard| shard.leader.is_some())
             {
                 return info;
             }
@@ -110,7 +117,20 @@ async fn serve_until_stopped(
         }
     };
     let list = endpoints.join(",");
-    println!("conclave dev: {} node(s) running, leader {}", ports.len(), info.leader.unwrap_or(0));
+    if args.shards > 1 {
+        println!(
+            "conclave dev: {} node(s) running, {} shards, meta group leader {}",
+            ports.len(),
+            args.shards,
+            info.leader.unwrap_or(0)
+        );
+    } else {
+        println!(
+            "conclave dev: {} node(s) running, leader {}",
+            ports.len(),
+            info.leader.unwrap_or(0)
+        );
+    }
     for port in ports {
         println!(
             "  node {port}: http://127.0.0.1:{port}  (data {}, log {})",
@@ -126,6 +146,9 @@ async fn serve_until_stopped(
     println!("  conclave put greeting hello --endpoints {list}");
     println!("  conclave get greeting --endpoints {list}");
     println!("  conclave status --endpoints {list}");
+    if args.shards > 1 {
+        println!("  conclave shards --endpoints {list}");
+    }
     println!();
     println!("Ctrl-C stops every node (their data stays in {}).", args.data_dir.display());
     tokio::select! {

@@ -65,6 +65,10 @@ impl From<ConfigError> for EngineFailure {
 /// of firing an election timeout's worth of ticks at once.
 const MAX_TICKS_PER_WAKE: u32 = 5;
 
+/// How often a node hosting many groups looks at all of them for work that no input brings
+/// (see `Engine::on_tick`).
+const HOSTED_SWEEP_INTERVAL_MS: u64 = 100;
+
 /// The shard of a single-group cluster's one group.
 const SINGLE_GROUP: ShardId = ShardId(0);
 
@@ -134,6 +138,11 @@ pub struct Engine<T: Transport, S: Storage, C: Clock> {
     clock: C,
     requests: mpsc::Receiver<(ShardId, EngineRequest)>,
     next_tick_ms: u64,
+    /// A hosting node's next look at all its groups (`HOSTED_SWEEP_INTERVAL_MS`).
+    next_sweep_ms: u64,
+    /// The groups whose replica awaits a report from its storage (`Replica::awaits_storage`),
+    /// kept up to date for every group given input.
+    awaiting_storage: BTreeSet<ShardId>,
     /// Hosted groups given any input this cycle: only their status and lease can have moved.
     touched: BTreeSet<ShardId>,
     /// Set once a shutdown was requested: answered when storage has caught up.
@@ -257,6 +266,8 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             transport,
             requests,
             next_tick_ms: clock.monotonic_ms() + config.tick_ms,
+            next_sweep_ms: 0,
+            awaiting_storage: BTreeSet::new(),
             clock,
             shutdown: None,
             transport_open: true,
@@ -319,7 +330,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             let accepting = self.shutdown.is_none();
             tokio::select! {
                 biased;
-                (shard, progress) = progress_of_any(&mut self.storages, &self.replicas) => {
+                (shard, progress) = progress_of_any(&mut self.storages, &self.awaiting_storage) => {
                     self.on_storage_progress(shard, progress?)
                 }
                 message = self.transport.recv(), if self.transport_open => {
@@ -382,7 +393,16 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         if self.next_tick_ms <= now_ms {
             self.next_tick_ms = now_ms + self.config.tick_ms;
         }
-        if matches!(self.cores, Cores::Hosted(_)) {
+        // A node hosting many groups looks at every one of them (compaction asked for, keys
+        // due to expire) once per sweep interval, not at every tick: at 1,000 groups and a
+        // 10 ms tick, looking at every tick cost most of an idle node's CPU. Neither waits on
+        // it for correctness: a read never returns an expired key, and compaction only frees
+        // disk space. A single group looks at every tick, as it always has.
+        if let Cores::Hosted(_) = self.cores {
+            if now_ms < self.next_sweep_ms {
+                return;
+            }
+            self.next_sweep_ms = now_ms + HOSTED_SWEEP_INTERVAL_MS;
             // A shared log asks groups whose old records keep it from shrinking to compact.
             // The two maps have the same keys (`Engine::assemble` checks).
             for ((shard, storage), replica) in self.storages.iter().zip(self.replicas.values_mut())
@@ -581,6 +601,12 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             };
             replica.publish_lease(raft);
             replica.publish_status(raft);
+            // Only a group given input can have submitted a job or taken a storage report.
+            if replica.awaits_storage() {
+                self.awaiting_storage.insert(*shard);
+            } else {
+                self.awaiting_storage.remove(shard);
+            }
         }
         Ok(())
     }
@@ -806,20 +832,23 @@ fn restore_state_machine(
 /// of the loop is what would make idle groups cost CPU.
 async fn progress_of_any<S: Storage>(
     storages: &mut BTreeMap<ShardId, S>,
-    replicas: &BTreeMap<ShardId, Replica>,
+    awaiting: &BTreeSet<ShardId>,
 ) -> (ShardId, Result<StorageProgress, StorageFailure>) {
     if storages.len() == 1 {
         let (shard, storage) = storages.iter_mut().next().expect("one storage");
         return (*shard, storage.progress_changed().await);
     }
-    // The two maps have the same keys (`Engine::assemble` checks): walk them side by side.
+    // Not the replicas' own answer (`Replica::awaits_storage`) for each of them: the loop
+    // waits here at every turn, and looking at a thousand replicas (or storages) each time cost
+    // an idle node more than everything else it does.
+    if awaiting.is_empty() {
+        // Nothing outstanding: the next submission ends this wait (the loop polls anew).
+        return std::future::pending().await;
+    }
     let waiting: Vec<_> = storages
         .iter_mut()
-        .zip(replicas.values())
-        .filter(|(_, replica)| replica.awaits_storage())
-        .map(|((shard, storage), _)| {
-            Box::pin(async move { (*shard, storage.progress_changed().await) })
-        })
+        .filter(|(shard, _)| awaiting.contains(shard))
+        .map(|(shard, storage)| Box::pin(async move { (*shard, storage.progress_changed().await) }))
         .collect();
     if waiting.is_empty() {
         // Nothing outstanding: the next submission ends this wait (the loop polls anew).

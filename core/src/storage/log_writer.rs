@@ -34,7 +34,7 @@ use super::snapshot_file::save_snapshot;
 use super::space::DiskSpace;
 use super::wal::Wal;
 use super::wal_storage::WalOptions;
-use crate::raft::{HardState, LogIndex, PersistBatch, Snapshot};
+use crate::raft::{HardState, LogIndex, NodeId, PersistBatch, Snapshot};
 use crate::seams::storage::{StorageFailure, StorageJob, StorageProgress};
 use crate::shard::ShardId;
 
@@ -252,6 +252,7 @@ impl<F: FileSystem> LogWriter<F> {
         commit: Vec<(ShardId, StorageJob)>,
     ) -> StorageResult<BTreeMap<ShardId, GroupOutcome>> {
         let mut outcomes: BTreeMap<ShardId, GroupOutcome> = BTreeMap::new();
+        self.make_term_and_vote_changes_durable(&commit).await?;
         for (shard, job) in commit {
             let outcome = outcomes.entry(shard).or_default();
             match job {
@@ -259,10 +260,12 @@ impl<F: FileSystem> LogWriter<F> {
                     self.persist(shard, &batch).await?;
                     let group = hosted(&mut self.groups, shard);
                     if let Some(hard_state) = batch.hard_state {
+                        // Durable already, or overtaken by a later batch of the same commit.
                         let written = group.hard_state.written();
-                        assert_eq!(
-                            (hard_state.term, hard_state.vote),
-                            (written.term, written.vote),
+                        assert!(
+                            (written.term, written.vote) == (hard_state.term, hard_state.vote)
+                                || written.term > hard_state.term
+                                || hard_state.vote == NodeId::NONE,
                             "term and vote changes are made durable before the batch's records"
                         );
                         group.known_commit = group.known_commit.max(hard_state.commit);
@@ -324,27 +327,56 @@ impl<F: FileSystem> LogWriter<F> {
         Ok(())
     }
 
-    /// Carries out one persist batch in the order `PersistBatch` prescribes, except that a
-    /// term or vote change is made durable first (see `hard_state.rs`).
-    async fn persist(&mut self, shard: ShardId, batch: &PersistBatch) -> StorageResult<()> {
-        if let Some(hard_state) = batch.hard_state {
-            let group = hosted(&mut self.groups, shard);
-            let written = group.hard_state.written();
+    /// Makes every term or vote change of `commit` durable before any of its records are
+    /// written (`hard_state.rs`): the log's earlier records are synced once, then each changed
+    /// group's hard-state file is written and synced, all groups' at once, and the log copy of
+    /// each change appended. At once because elections come in waves: when a node with a
+    /// thousand groups restarts, or a peer dies, hundreds of groups change term together, and
+    /// their syncs one after the other took longer than an election timeout, so the elections
+    /// never ended (3 nodes × 500 groups: none elected in 30 s). Concurrent syncs of different
+    /// files share the file system's journal commits. A group with several batches in the
+    /// commit writes its last state only: all of them become durable together.
+    async fn make_term_and_vote_changes_durable(
+        &mut self,
+        commit: &[(ShardId, StorageJob)],
+    ) -> StorageResult<()> {
+        let mut changed: BTreeMap<ShardId, HardState> = BTreeMap::new();
+        for (shard, job) in commit {
+            let StorageJob::Persist(batch) = job else { continue };
+            let Some(hard_state) = batch.hard_state else { continue };
+            let written = self.groups[shard].hard_state.written();
             if (hard_state.term, hard_state.vote) != (written.term, written.vote) {
                 assert!(hard_state.term >= written.term, "the term never goes back");
-                // Records of earlier batches first: batches become durable in id order.
-                self.wal.sync().await?;
-                // The commit written with it must not claim entries not yet durable: the one
-                // recorded by a commit that has synced (this commit records its own at its end).
-                let hard_state = HardState { commit: group.recorded_commit, ..hard_state };
-                group
-                    .hard_state
-                    .write_waiting_for_space(hard_state, true, Some(&self.space))
-                    .await?;
-                // The second copy, durable with this commit (see `TermAndVote` in `wal.rs`).
-                self.wal.append_term_and_vote(shard, hard_state.term, hard_state.vote).await?;
+                changed.insert(*shard, hard_state);
             }
         }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        // Records of earlier commits' batches first: batches become durable in id order.
+        self.wal.sync().await?;
+        let space = &self.space;
+        let writes = self.groups.iter_mut().filter_map(|(shard, group)| {
+            let hard_state = changed.get(shard)?;
+            // The commit written with it must not claim entries not yet durable: the one
+            // recorded by a commit that has synced (this commit records its own at its end).
+            let hard_state = HardState { commit: group.recorded_commit, ..*hard_state };
+            Some(group.hard_state.write_waiting_for_space(hard_state, true, Some(space)))
+        });
+        for written in futures::future::join_all(writes).await {
+            written?;
+        }
+        for (shard, hard_state) in &changed {
+            // The second copy, durable with this commit (see `TermAndVote` in `wal.rs`).
+            self.wal.append_term_and_vote(*shard, hard_state.term, hard_state.vote).await?;
+        }
+        Ok(())
+    }
+
+    /// Carries out one persist batch in the order `PersistBatch` prescribes; its term or vote
+    /// change was made durable before the commit's records
+    /// (`make_term_and_vote_changes_durable`).
+    async fn persist(&mut self, shard: ShardId, batch: &PersistBatch) -> StorageResult<()> {
         if let Some(snapshot) = &batch.snapshot {
             self.wal.sync().await?;
             // A snapshot from the leader must be kept before it is acknowledged: wait for room.

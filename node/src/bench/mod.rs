@@ -22,6 +22,12 @@ pub use options::BenchArgs;
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let plan = args.plan()?;
     let target = std::sync::Arc::new(target::Target::connect(&plan).await?);
+    if target.shard_count() > 1 && !plan.json {
+        eprintln!(
+            "sharded cluster: {} shards, each key sent to its shard's leader",
+            target.shard_count()
+        );
+    }
     if plan.preload {
         let started = std::time::Instant::now();
         driver::preload(&plan, &target).await?;

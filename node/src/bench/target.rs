@@ -3,7 +3,10 @@
 //! with the systems it measures, so every microsecond it spends per request is taken from them.
 //!
 //! - Conclave: writes go to the leader (found from `/cluster/info`, followed on 307); reads are
-//!   spread over the endpoints (a follower serves a linearizable read through ReadIndex).
+//!   spread over the endpoints (a follower serves a linearizable read through ReadIndex). In a
+//!   sharded cluster each key goes to its shard's leader (from `/cluster/shard-map` and
+//!   `/cluster/shards`), as the cluster's clients do; a read to an endpoint without a replica of
+//!   the key's shard is routed there by the node.
 //! - etcd: every request is spread over the endpoints (a member forwards writes to its leader);
 //!   keys and values are base64 in JSON, linearizable reads are `serializable: false`.
 
@@ -21,6 +24,8 @@ use super::http1::{Answer, Failure, Link};
 use super::options::{Plan, TargetKind};
 use super::workload::Operation;
 use conclave_client::Consistency;
+use conclave_client::api::{MembersJson, ShardsJson};
+use conclave_core::shard::ShardMap;
 
 /// Why a request failed, for the report.
 pub type ErrorKind = String;
@@ -28,10 +33,54 @@ pub type ErrorKind = String;
 pub struct Target {
     kind: TargetKind,
     endpoints: Vec<Arc<str>>,
-    /// Shared, not copied, by every request: a load generator's allocations per request are
-    /// CPU taken from the systems it measures on the same machine.
-    leader: Mutex<Arc<str>>,
+    /// The leader of each shard, by shard number (a single group: one). Shared, not copied, by
+    /// every request: a load generator's allocations per request are CPU taken from the
+    /// systems it measures on the same machine.
+    leaders: Vec<Mutex<Arc<str>>>,
+    /// A sharded Conclave cluster's map: each key goes straight to its shard's leader, as the
+    /// cluster's own clients do.
+    shard_map: Option<ShardMap>,
     consistency: Consistency,
+}
+
+/// A sharded cluster's map and each shard's leader (`None`: a single group), from the first
+/// endpoint that tells them.
+async fn shard_leaders(
+    probe: &reqwest::Client,
+    endpoints: &[String],
+) -> anyhow::Result<Option<(ShardMap, Vec<Option<String>>)>> {
+    for base in endpoints {
+        let Ok(answer) = probe.get(format!("{base}/cluster/shard-map")).send().await else {
+            continue;
+        };
+        if answer.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let map: ShardMap = serde_json::from_slice(&answer.bytes().await?)
+            .with_context(|| format!("{base}/cluster/shard-map is not a shard map"))?;
+        map.validate().with_context(|| format!("{base} serves an invalid shard map"))?;
+        let shards: ShardsJson = serde_json::from_slice(
+            &probe.get(format!("{base}/cluster/shards")).send().await?.bytes().await?,
+        )
+        .with_context(|| format!("{base}/cluster/shards"))?;
+        let members: MembersJson = serde_json::from_slice(
+            &probe.get(format!("{base}/cluster/members")).send().await?.bytes().await?,
+        )
+        .with_context(|| format!("{base}/cluster/members"))?;
+        let address_of =
+            |id: u64| members.members.iter().find(|member| member.id == id)?.http_address.clone();
+        let count = map.shards().map(|(shard, _)| shard.0 as usize + 1).max().unwrap_or(1);
+        let mut leaders = vec![None; count];
+        for shard in &shards.shards {
+            if let (Some(slot), Some(leader)) =
+                (leaders.get_mut(shard.shard as usize), shard.leader)
+            {
+                *slot = address_of(leader).map(|address| format!("http://{address}"));
+            }
+        }
+        return Ok(Some((map, leaders)));
+    }
+    bail!("no Conclave endpoint answers /cluster/shard-map")
 }
 
 /// One worker's connections: at most one open connection per node, reopened after a failure.
@@ -89,12 +138,37 @@ impl Target {
                 }
             }
         }
+        let (shard_map, leaders) = match plan.target_kind {
+            TargetKind::Conclave => match shard_leaders(&probe, &plan.endpoints).await? {
+                Some((map, leaders)) => {
+                    let leaders = leaders
+                        .into_iter()
+                        .map(|found| Mutex::new(Arc::from(found.unwrap_or_else(|| leader.clone()))))
+                        .collect();
+                    (Some(map), leaders)
+                }
+                None => (None, vec![Mutex::new(Arc::from(leader))]),
+            },
+            TargetKind::Etcd => (None, vec![Mutex::new(Arc::from(leader))]),
+        };
         Ok(Target {
             kind: plan.target_kind,
             endpoints: plan.endpoints.iter().map(|endpoint| Arc::from(endpoint.as_str())).collect(),
-            leader: Mutex::new(Arc::from(leader)),
+            leaders,
+            shard_map,
             consistency: plan.consistency,
         })
+    }
+
+    /// The number of shards the target has (1 for a single group, or etcd).
+    pub fn shard_count(&self) -> usize {
+        self.leaders.len()
+    }
+
+    /// Which of `leaders` serves `key`.
+    fn shard_of(&self, key: &str) -> usize {
+        let shard = self.shard_map.as_ref().map_or(0, |map| map.shard_of_key(key.as_bytes()).0);
+        (shard as usize).min(self.leaders.len() - 1)
     }
 
     pub fn connection(&self, worker: usize) -> Connection {
@@ -110,8 +184,8 @@ impl Target {
     /// After `base` failed to answer: if it was taken for the leader, the next request tries
     /// the next endpoint, which redirects to the leader it knows (so a killed leader costs a
     /// few errors per worker, not every request until the run ends).
-    fn suspect_leader(&self, base: &str) {
-        let Ok(mut leader) = self.leader.lock() else { return };
+    fn suspect_leader(&self, shard: usize, base: &str) {
+        let Ok(mut leader) = self.leaders[shard].lock() else { return };
         if **leader != *base {
             return;
         }
@@ -120,8 +194,9 @@ impl Target {
         *leader = self.endpoints[next].clone();
     }
 
-    fn leader(&self) -> Arc<str> {
-        self.leader.lock().map(|l| l.clone()).unwrap_or_else(|_| self.endpoints[0].clone())
+    fn leader(&self, shard: usize) -> Arc<str> {
+        let leader = self.leaders[shard].lock();
+        leader.map(|l| l.clone()).unwrap_or_else(|_| self.endpoints[0].clone())
     }
 
     pub async fn send(
@@ -144,8 +219,9 @@ impl Target {
         key: &str,
         value: &Bytes,
     ) -> Result<(), ErrorKind> {
+        let shard = self.shard_of(key);
         for _redirect in 0..3 {
-            let leader = self.leader();
+            let leader = self.leader(shard);
             connection.path.clear();
             let (base, method, content_type, body) = match operation {
                 Operation::Put => {
@@ -181,7 +257,7 @@ impl Target {
             let answer = match connection.exchange(&base, method, content_type, body, value).await {
                 Ok(answer) => answer,
                 Err(kind) => {
-                    self.suspect_leader(&base);
+                    self.suspect_leader(shard, &base);
                     return Err(kind);
                 }
             };
@@ -195,7 +271,7 @@ impl Target {
                     match location {
                         Some(base) => {
                             authority_of(&base)?;
-                            if let Ok(mut leader) = self.leader.lock() {
+                            if let Ok(mut leader) = self.leaders[shard].lock() {
                                 *leader = Arc::from(base);
                             }
                         }
