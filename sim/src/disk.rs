@@ -49,6 +49,11 @@ impl DiskFaults {
         self.inner.tail_loss.set(Some(plan));
     }
 
+    /// Whether the node's next start is to lose synced records (planned, not yet carried out).
+    pub fn has_planned_tail_loss(&self) -> bool {
+        self.inner.tail_loss.get().is_some()
+    }
+
     pub fn take_tail_loss(&self) -> Option<TailLoss> {
         self.inner.tail_loss.take()
     }

@@ -388,8 +388,16 @@ impl Nemesis {
                 crashed
             }
             Fault::CrashLosingTail { node, down_ms, records } => {
-                // What the others hold, computed before this node goes down.
-                let floor = observer.borrow().held_durably_without(crate::node_host::node_id(node));
+                // What the others hold, computed before this node goes down, not counting those
+                // that are down with a loss of their own still to come (campaign seed 67029:
+                // two of three voters planned to lose the same committed entry).
+                let losing: Vec<conclave_core::raft::NodeId> = (1..=self.nodes)
+                    .filter(|other| self.disks[(other - 1) as usize].has_planned_tail_loss())
+                    .map(crate::node_host::node_id)
+                    .collect();
+                let floor = observer
+                    .borrow()
+                    .held_durably_without(crate::node_host::node_id(node), &losing);
                 let crashed = self.crash(node, now_ms + down_ms, sim, observer);
                 if crashed && floor > 0 {
                     let plan = TailLoss { floor, max_records: records };

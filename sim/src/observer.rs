@@ -348,13 +348,15 @@ impl Observer {
     }
 
     /// The highest index up to which a majority of the committed voters other than `node` hold
-    /// the committed log durably: what `node` may lose without Raft losing it.
-    pub fn held_durably_without(&self, node: NodeId) -> LogIndex {
+    /// the committed log durably, not counting the voters in `losing` (whose disks are already
+    /// to lose synced records at their next start, so what they hold now may not last): what
+    /// `node` may lose without Raft losing it.
+    pub fn held_durably_without(&self, node: NodeId, losing: &[NodeId]) -> LogIndex {
         let needed = self.committed_voters.len() / 2 + 1;
         let mut held: Vec<LogIndex> = self
             .committed_voters
             .iter()
-            .filter(|voter| **voter != node)
+            .filter(|voter| **voter != node && !losing.contains(voter))
             .map(|voter| self.committed_prefix_durable_on(*voter))
             .collect();
         held.sort_unstable_by(|a, b| b.cmp(a));
