@@ -483,7 +483,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
 fn print_shards(shards: &ShardsJson) {
     println!("shard map epoch {}, {} slots", shards.epoch, shards.slot_count);
     println!(
-        "{:>5} {:<20} {:>6} {:<20} {:>7} {:>5} {:>9} {:>5}",
+        "{:>5} {:<20} {:>6} {:<28} {:>7} {:>5} {:>9} {:>5}",
         "SHARD", "SLOTS", "COUNT", "REPLICAS", "LEADER", "TERM", "APPLIED", "LAG"
     );
     let or_dash = |value: Option<u64>| value.map_or("-".to_string(), |value| value.to_string());
@@ -495,7 +495,7 @@ fn print_shards(shards: &ShardsJson) {
             slots.push_str("...");
         }
         println!(
-            "{:>5} {:<20} {:>6} {:<20} {:>7} {:>5} {:>9} {:>5}",
+            "{:>5} {:<20} {:>6} {:<28} {:>7} {:>5} {:>9} {:>5}",
             shard.shard,
             slots,
             shard.slot_count,
