@@ -34,6 +34,34 @@ pub enum DataDirError {
     Locked { path: PathBuf, holder: Option<u32> },
 }
 
+/// Why [`replace_file`] failed: what it was doing, to which path.
+#[derive(Debug)]
+pub struct ReplaceError {
+    pub operation: &'static str,
+    pub path: PathBuf,
+    pub cause: std::io::Error,
+}
+
+/// Replaces the small file `name` in `dir` with `bytes`, durably and atomically: written to a
+/// temporary name and synced, renamed over the old file, and the directory synced, so a crash
+/// leaves the old contents or the new, never a torn file. For the records a data directory
+/// keeps beside its log (its member identity, its shard layout).
+pub fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ReplaceError> {
+    let failed = |operation, path: &Path| {
+        let path = path.to_path_buf();
+        move |cause| ReplaceError { operation, path, cause }
+    };
+    let path = dir.join(name);
+    let temp = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&temp).map_err(failed("create", &temp))?;
+    file.write_all(bytes).map_err(failed("write", &temp))?;
+    file.sync_all().map_err(failed("sync", &temp))?;
+    drop(file);
+    fs::rename(&temp, &path).map_err(failed("rename", &temp))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(failed("sync", dir))?;
+    Ok(())
+}
+
 /// A member's data directory, locked for as long as this value lives.
 #[derive(Debug)]
 pub struct DataDir {

@@ -14,10 +14,11 @@
 //! a crash leaves the old identity or the new one, never a torn one.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::data_dir::{ReplaceError, replace_file};
 use thiserror::Error;
 
 pub const IDENTITY_FILE_NAME: &str = "identity";
@@ -120,15 +121,9 @@ fn encode(identity: &MemberIdentity) -> Vec<u8> {
 
 /// Records `identity` in `dir`, durably.
 pub fn write(dir: &Path, identity: &MemberIdentity) -> Result<(), IdentityError> {
-    let path = dir.join(IDENTITY_FILE_NAME);
-    let temp = dir.join(format!("{IDENTITY_FILE_NAME}.tmp"));
-    let mut file = fs::File::create(&temp).map_err(io_error("create", &temp))?;
-    file.write_all(&encode(identity)).map_err(io_error("write", &temp))?;
-    file.sync_all().map_err(io_error("sync", &temp))?;
-    drop(file);
-    fs::rename(&temp, &path).map_err(io_error("rename", &temp))?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("sync", dir))?;
-    Ok(())
+    replace_file(dir, IDENTITY_FILE_NAME, &encode(identity)).map_err(
+        |ReplaceError { operation, path, cause }| IdentityError::Io { operation, path, cause },
+    )
 }
 
 /// Checks `dir`'s identity against the node being started (`asked`), recording it if the

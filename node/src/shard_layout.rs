@@ -8,16 +8,16 @@
 //! A single-group member (`--shards 1`, the default) keeps its log in the data directory itself,
 //! as it always has; a sharded member keeps its shared log (`conclave_core::storage::SharedLog`)
 //! in the `shards/` subdirectory and this record in `shard-layout.json` beside it. The record
-//! is written to a temporary name, synced, and renamed, so a crash leaves it whole or absent.
+//! is replaced atomically (`data_dir::replace_file`), so a crash leaves it whole or absent.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::Sharding;
+use crate::data_dir::{ReplaceError, replace_file};
 
 pub const LAYOUT_FILE_NAME: &str = "shard-layout.json";
 /// Where a sharded member's shared log lives, inside its data directory.
@@ -142,17 +142,11 @@ pub fn check_or_record(dir: &Path, asked: Option<&Sharding>) -> Result<(), Layou
 }
 
 fn write(dir: &Path, layout: &ShardLayout) -> Result<(), LayoutError> {
-    let path = dir.join(LAYOUT_FILE_NAME);
-    let temp = dir.join(format!("{LAYOUT_FILE_NAME}.tmp"));
     let mut bytes = serde_json::to_vec_pretty(layout).expect("a plain struct always encodes");
     bytes.push(b'\n');
-    let mut file = fs::File::create(&temp).map_err(io_error("create", &temp))?;
-    file.write_all(&bytes).map_err(io_error("write", &temp))?;
-    file.sync_all().map_err(io_error("sync", &temp))?;
-    drop(file);
-    fs::rename(&temp, &path).map_err(io_error("rename", &temp))?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("sync", dir))?;
-    Ok(())
+    replace_file(dir, LAYOUT_FILE_NAME, &bytes).map_err(
+        |ReplaceError { operation, path, cause }| LayoutError::Io { operation, path, cause },
+    )
 }
 
 #[cfg(test)]
