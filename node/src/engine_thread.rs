@@ -277,6 +277,10 @@ async fn prepare_sharded(
         .or_else(|| groups.values().next())
         .expect("a node hosts at least one group")
         .clone();
+    // Keys are checked against the bootstrap map from the first request: until the meta
+    // group's map arrives, a group would otherwise serve any key it is asked for (the map the
+    // meta group holds is this one, at the same epoch, until placement changes it).
+    handle.follow_shard_map(map.clone());
     let events = handle.subscribe();
     let started = Started { handle, groups, bootstrap_map: Some(map), recovery, clock };
     Ok((engine, writer, events, started))

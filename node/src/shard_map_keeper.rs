@@ -9,11 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conclave_core::engine::EngineHandle;
-use conclave_core::kv::{KvCommand, KvResponse, RequestError};
-use conclave_core::raft::Role;
-use conclave_core::seams::Consensus as _;
-use conclave_core::shard::{ShardId, ShardMap};
+use conclave_core::shard::{ShardId, ShardMap, keep_map_from_meta_replica};
 use tokio::sync::watch;
 
 use crate::config::NodeConfig;
@@ -35,49 +31,13 @@ pub async fn run(
 ) {
     let keeping = async {
         match groups.hosted().get(&ShardId::META) {
-            Some(meta) => keep_from_replica(meta, &bootstrap).await,
+            Some(meta) => keep_map_from_meta_replica(meta, &bootstrap, POLL_INTERVAL).await,
             None => follow_from_afar(&groups, &bootstrap, &config, &client).await,
         }
     };
     tokio::select! {
         () = keeping => {}
         _ = shutdown.wait_for(|stopping| *stopping) => {}
-    }
-}
-
-/// A node with a meta replica: installs the bootstrap map when it leads a meta group without
-/// one, and follows every map the replica applies.
-async fn keep_from_replica(meta: &EngineHandle, bootstrap: &Arc<ShardMap>) {
-    let mut status = meta.status_receiver();
-    loop {
-        let (map, leads) = {
-            let now = status.borrow_and_update();
-            (now.shard_map.clone(), now.role == Role::Leader)
-        };
-        match map {
-            Some(map) if meta.follow_shard_map(map.clone()) => {
-                tracing::info!(epoch = map.epoch(), "following the shard map");
-            }
-            Some(_) => {} // followed already
-            None if leads => install(meta, bootstrap).await,
-            None => {}
-        }
-        // A status change, or a retry of a failed installation.
-        let _ = tokio::time::timeout(POLL_INTERVAL, status.changed()).await;
-    }
-}
-
-async fn install(meta: &EngineHandle, bootstrap: &ShardMap) {
-    let command = KvCommand::SetShardMap(bootstrap.clone());
-    match tokio::time::timeout(POLL_INTERVAL * 4, meta.write(command, None)).await {
-        Ok(Ok(KvResponse::ShardMapSet { epoch })) => {
-            tracing::info!(epoch, "installed the cluster's shard map in the meta group");
-        }
-        // Someone installed it first: the map arrives with the replica's next status.
-        Ok(Ok(KvResponse::Error(RequestError::ShardMapEpoch { .. }))) => {}
-        Ok(Ok(other)) => tracing::error!(?other, "the meta group refused the shard map"),
-        Ok(Err(error)) => tracing::debug!(%error, "installing the shard map failed; retrying"),
-        Err(_elapsed) => tracing::debug!("installing the shard map timed out; retrying"),
     }
 }
 

@@ -49,15 +49,16 @@ struct DrawArgs {
     /// ignore-shortened-log; storage: truncate-at-damage, hard-state-file-only; watches: watch-resume-repeats; reads: stale-range-loses-more; state machine: apply-by-local-clock; leases: lease-survives-timeout-now, restarted-node-votes-at-once.
     #[arg(long, value_parser = parse_bug)]
     planted_bug: Option<PlantedBug>,
-    /// What kind of world to draw: standard (all fault families, calm and stormy seeds) or
-    /// leader-churn (the leader is crashed or isolated every few hundred ms).
+    /// What kind of world to draw: standard (all fault families, calm and stormy seeds),
+    /// leader-churn (the leader is crashed or isolated every few hundred ms) or sharded (4–7
+    /// nodes hosting 2–16 Raft groups in one engine over one shared log each).
     #[arg(long, value_parser = parse_profile, default_value = "standard")]
     profile: DrawProfile,
 }
 
 fn parse_profile(name: &str) -> Result<DrawProfile, String> {
     DrawProfile::from_name(name)
-        .ok_or_else(|| format!("unknown profile {name:?}; standard or leader-churn"))
+        .ok_or_else(|| format!("unknown profile {name:?}; standard, leader-churn or sharded"))
 }
 
 impl DrawArgs {

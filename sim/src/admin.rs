@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use conclave_core::engine::EngineError;
 use conclave_core::raft::{MembershipChange, MembershipError, NodeId};
+use conclave_core::shard::ShardId;
 use conclave_core::transport::frame::{read_frame, write_frame};
 use turmoil::net::TcpStream;
 
@@ -240,7 +241,7 @@ impl Admin {
         let connect = TcpStream::connect((format!("n{node}"), CLIENT_PORT));
         let mut stream = tokio::time::timeout(timeout, connect).await.ok()?.ok()?;
         self.next_request_id += 1;
-        let request = ClientRequest { id: self.next_request_id, call };
+        let request = ClientRequest { id: self.next_request_id, shard: ShardId::META, call };
         let exchange = async {
             write_frame(&mut stream, &request, MAX_CLIENT_FRAME_BYTES).await.ok()?;
             read_frame::<ClientReply, _>(&mut stream, MAX_CLIENT_FRAME_BYTES).await.ok()

@@ -4,6 +4,7 @@
 use conclave_core::engine::{EngineError, ReadConsistency, ReadQuery, ReadResult, WatchPosition};
 use conclave_core::kv::{KvCommand, KvEvent, KvResponse, SessionTag};
 use conclave_core::raft::{ClusterConfig, MembershipChange, NodeId};
+use conclave_core::shard::{ShardId, ShardMap};
 use serde::{Deserialize, Serialize};
 
 /// The client port on every simulated node.
@@ -42,11 +43,17 @@ pub enum ClientCall {
         prefix: String,
         from: Option<WatchPosition>,
     },
+    /// The shard map the node follows (a sharded node without a meta replica asks the nodes
+    /// that have one, as a production node asks for `/cluster/shard-map`).
+    ShardMap,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientRequest {
     pub id: u64,
+    /// The group the request is for: the shard the client's map gives its key (shard 0 in a
+    /// single-group world), as the production client names it in a header.
+    pub shard: ShardId,
     pub call: ClientCall,
 }
 
@@ -59,6 +66,7 @@ pub enum ClientAnswer {
     /// The node declined an operator call before proposing anything, for this reason.
     Declined(String),
     Watch(WatchFrame),
+    ShardMap(Option<ShardMap>),
 }
 
 /// One message of a watch stream.

@@ -2,6 +2,7 @@
 //! through the [`Consensus`] seam — the engine, or a deliberately broken stand-in — and
 //! watches through the production watch history and cursor.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use conclave_core::engine::{
 };
 use conclave_core::raft::{MembershipChange, Role};
 use conclave_core::seams::{Clock, Consensus};
+use conclave_core::shard::ShardId;
 use conclave_core::transport::frame::{read_frame, write_frame};
 use turmoil::net::{TcpListener, TcpStream};
 
@@ -19,25 +21,24 @@ use crate::client_protocol::{
 };
 
 /// Serves clients until the host stops. Connections are handled concurrently; requests on one
-/// connection in order (a simulated client has one request outstanding). Operator calls go to
-/// `admin` (the engine) whatever `consensus` is. Reads are first offered to
-/// `Consensus::read_locally` with the node's `clock`, as the production HTTP server does.
+/// connection in order (a simulated client has one request outstanding). Each request goes to
+/// the group it names, among `groups` (the engine's handles, or a deliberately broken
+/// stand-in); a group the node does not host is refused as `NotHosted`. Operator calls go to
+/// `admin` (the engine; the meta group's handle on a sharded node). Reads are first offered
+/// to `Consensus::read_locally` with the node's `clock`, as the production HTTP server does.
+/// Watches are served only with `watches` (not by a sharded node, as in production).
 pub async fn serve<C: Consensus + 'static, K: Clock>(
-    consensus: Rc<C>,
+    groups: BTreeMap<ShardId, Rc<C>>,
     admin: Rc<EngineHandle>,
     clock: K,
-    watches: Watches,
+    watches: Option<Watches>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", CLIENT_PORT)).await?;
+    let groups = Rc::new(groups);
     loop {
         let (stream, _) = listener.accept().await?;
-        let connection = serve_connection(
-            consensus.clone(),
-            admin.clone(),
-            clock.clone(),
-            watches.clone(),
-            stream,
-        );
+        let connection =
+            serve_connection(groups.clone(), admin.clone(), clock.clone(), watches.clone(), stream);
         tokio::task::spawn_local(connection);
     }
 }
@@ -50,10 +51,10 @@ pub struct Watches {
 }
 
 async fn serve_connection<C: Consensus, K: Clock>(
-    consensus: Rc<C>,
+    groups: Rc<BTreeMap<ShardId, Rc<C>>>,
     admin: Rc<EngineHandle>,
     clock: K,
-    watches: Watches,
+    watches: Option<Watches>,
     mut stream: TcpStream,
 ) {
     loop {
@@ -61,21 +62,33 @@ async fn serve_connection<C: Consensus, K: Clock>(
             Ok(request) => request,
             Err(_) => return,
         };
+        let group = groups.get(&request.shard);
+        let not_hosted = EngineError::NotHosted { shard: request.shard.0 };
         let result = match request.call {
-            ClientCall::Watch { prefix, from } => {
-                let revision = admin.status().revision;
-                return stream_watch(&watches, prefix, from, revision, request.id, stream).await;
-            }
-            ClientCall::Write { command, session } => {
-                consensus.write(command, session).await.map(ClientAnswer::Write)
-            }
-            ClientCall::Read { query, consistency } => {
-                let now_ms = || clock.monotonic_ms();
-                match consensus.read_locally(&query, consistency, &now_ms) {
-                    Some(result) => Ok(ClientAnswer::Read(result)),
-                    None => consensus.read(query, consistency).await.map(ClientAnswer::Read),
+            ClientCall::Watch { prefix, from } => match &watches {
+                Some(watches) => {
+                    let revision = admin.status().revision;
+                    return stream_watch(watches, prefix, from, revision, request.id, stream).await;
                 }
+                None => Ok(ClientAnswer::Declined("a sharded node serves no watches".into())),
+            },
+            ClientCall::ShardMap => {
+                Ok(ClientAnswer::ShardMap(admin.followed_shard_map().map(|map| (*map).clone())))
             }
+            ClientCall::Write { command, session } => match group {
+                Some(group) => group.write(command, session).await.map(ClientAnswer::Write),
+                None => Err(not_hosted),
+            },
+            ClientCall::Read { query, consistency } => match group {
+                Some(group) => {
+                    let now_ms = || clock.monotonic_ms();
+                    match group.read_locally(&query, consistency, &now_ms) {
+                        Some(result) => Ok(ClientAnswer::Read(result)),
+                        None => group.read(query, consistency).await.map(ClientAnswer::Read),
+                    }
+                }
+                None => Err(not_hosted),
+            },
             ClientCall::ChangeMembership { change, min_voters } => {
                 match removal_below_floor(&admin, &change, min_voters) {
                     Some(reason) => Ok(ClientAnswer::Declined(reason)),

@@ -22,6 +22,7 @@ pub mod nemesis;
 pub mod network;
 pub mod node_host;
 pub mod observer;
+pub mod observers;
 pub mod panic_capture;
 pub mod read_check;
 pub mod run;

@@ -3,7 +3,7 @@
 //! nodes, skews clocks, slows the network and breaks disks — and undoes each fault when its
 //! time is up. "The leader" is resolved when the fault fires.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use crate::admin::{AdminCommand, AdminShared};
 use crate::clock::SimClock;
 use crate::disk::DiskFaults;
 use crate::lost_tail::TailLoss;
-use crate::observer::Observer;
+use crate::observers::Observers;
 use crate::schedule::{
     DiskFaultKind, Fault, FaultFamily, NodeEvent, PartitionKind, Target, TimedFault,
 };
@@ -181,13 +181,13 @@ impl Nemesis {
         node: u64,
         restart_at_ms: u64,
         sim: &mut Sim<'_>,
-        observer: &Rc<RefCell<Observer>>,
+        observers: &Observers,
     ) -> bool {
         if !self.down.insert(node) {
             return false;
         }
         sim.crash(name(node));
-        observer.borrow_mut().on_node_down(crate::node_host::node_id(node));
+        observers.on_node_down(crate::node_host::node_id(node));
         self.later(restart_at_ms, FollowUp::Restart(node));
         true
     }
@@ -198,7 +198,7 @@ impl Nemesis {
     }
 
     /// Fires every fault and follow-up due at `now_ms`.
-    pub fn step(&mut self, now_ms: u64, sim: &mut Sim<'_>, observer: &Rc<RefCell<Observer>>) {
+    pub fn step(&mut self, now_ms: u64, sim: &mut Sim<'_>, observers: &Observers) {
         // A node that stopped on its own (its disk failed it) is restarted a little later, as
         // a process supervisor would; if the damage is real it refuses to start again.
         if self.node_exits.get() != self.node_exits_seen {
@@ -213,7 +213,7 @@ impl Nemesis {
                 }
             }
         }
-        let leader = observer.borrow().current_leader().map(|id| id.0);
+        let leader = observers.meta().borrow().current_leader().map(|id| id.0);
         if leader.is_some()
             && leader != self.last_leader
             && let Some((delay_ms, down_ms)) = self.new_leader_traps.pop_front()
@@ -223,7 +223,7 @@ impl Nemesis {
             self.later(now_ms + delay_ms, FollowUp::CrashSprung { node, down_ms, what });
         }
         self.last_leader = leader;
-        let timeout_nows = observer.borrow_mut().take_timeout_nows();
+        let timeout_nows = observers.take_timeout_nows();
         for (leader, to) in timeout_nows {
             if self.held.is_none()
                 && let Some((hold_ms, isolate_ms)) = self.timeout_now_trap.take()
@@ -243,7 +243,7 @@ impl Nemesis {
                 ));
             }
         }
-        let events = observer.borrow_mut().take_events();
+        let events = observers.take_events();
         for (node, event) in events {
             let Some(at) = self.event_traps.iter().position(|(kind, _, _)| *kind == event) else {
                 continue;
@@ -262,23 +262,17 @@ impl Nemesis {
                 break;
             }
             let Some((_, follow_up)) = self.follow_ups.pop_first() else { break };
-            self.undo(now_ms, follow_up, sim, observer);
+            self.undo(now_ms, follow_up, sim, observers);
         }
         while self.next < self.schedule.len() && self.schedule[self.next].at_ms <= now_ms {
             let fault = self.schedule[self.next].fault.clone();
             self.next += 1;
-            self.fire(now_ms, fault, sim, observer);
+            self.fire(now_ms, fault, sim, observers);
         }
     }
 
-    fn fire(
-        &mut self,
-        now_ms: u64,
-        fault: Fault,
-        sim: &mut Sim<'_>,
-        observer: &Rc<RefCell<Observer>>,
-    ) {
-        let leader = observer.borrow().current_leader().map(|id| id.0);
+    fn fire(&mut self, now_ms: u64, fault: Fault, sim: &mut Sim<'_>, observers: &Observers) {
+        let leader = observers.meta().borrow().current_leader().map(|id| id.0);
         let description = fault.to_string();
         let family = fault.family();
         let applied = match fault {
@@ -299,7 +293,7 @@ impl Nemesis {
                     Target::Node(node) => Some(node),
                     Target::Leader => leader,
                 };
-                node.is_some_and(|node| self.crash(node, now_ms + down_ms, sim, observer))
+                node.is_some_and(|node| self.crash(node, now_ms + down_ms, sim, observers))
             }
             Fault::CrashNewLeader { delay_ms, down_ms } => {
                 self.new_leader_traps.push_back((delay_ms, down_ms));
@@ -381,7 +375,7 @@ impl Nemesis {
                 true
             }
             Fault::DamageAtRest { node, damage, down_ms } => {
-                let crashed = self.crash(node, now_ms + down_ms, sim, observer);
+                let crashed = self.crash(node, now_ms + down_ms, sim, observers);
                 if crashed {
                     self.disks[(node - 1) as usize].plan_at_rest_damage(damage);
                 }
@@ -395,10 +389,11 @@ impl Nemesis {
                     .filter(|other| self.disks[(other - 1) as usize].has_planned_tail_loss())
                     .map(crate::node_host::node_id)
                     .collect();
-                let floor = observer
+                let floor = observers
+                    .meta()
                     .borrow()
                     .held_durably_without(crate::node_host::node_id(node), &losing);
-                let crashed = self.crash(node, now_ms + down_ms, sim, observer);
+                let crashed = self.crash(node, now_ms + down_ms, sim, observers);
                 if crashed && floor > 0 {
                     let plan = TailLoss { floor, max_records: records };
                     self.disks[(node - 1) as usize].plan_tail_loss(plan);
@@ -409,8 +404,8 @@ impl Nemesis {
         if applied {
             self.log.push(format!("{:>7.3} s  {description}", now_ms as f64 / 1000.0));
             self.fired.insert(family);
-            observer.borrow_mut().note_fault(family_name(family));
-            observer.borrow_mut().trace.add(0xfa17_0000 + now_ms);
+            observers.meta().borrow_mut().note_fault(family_name(family));
+            observers.meta().borrow_mut().trace.add(0xfa17_0000 + now_ms);
         } else {
             self.log.push(format!("{:>7.3} s  (skipped: {description})", now_ms as f64 / 1000.0));
         }
@@ -489,13 +484,7 @@ impl Nemesis {
         }
     }
 
-    fn undo(
-        &mut self,
-        now_ms: u64,
-        follow_up: FollowUp,
-        sim: &mut Sim<'_>,
-        observer: &Rc<RefCell<Observer>>,
-    ) {
+    fn undo(&mut self, now_ms: u64, follow_up: FollowUp, sim: &mut Sim<'_>, observers: &Observers) {
         match follow_up {
             FollowUp::Reconnect(links) => {
                 for (from, to) in links {
@@ -519,8 +508,8 @@ impl Nemesis {
             }
             FollowUp::ReleaseHold => self.release_hold(sim),
             FollowUp::CutLeaseRivals { pick, cut_ms, crash_after_ms, down_ms } => {
-                let leader = observer.borrow().current_leader().map(|id| id.0);
-                let voters = observer.borrow().committed_voters();
+                let leader = observers.meta().borrow().current_leader().map(|id| id.0);
+                let voters = observers.meta().borrow().committed_voters();
                 let Some((leader, backers, rivals)) =
                     leader.and_then(|leader| lease_backers(leader, &voters, pick))
                 else {
@@ -608,7 +597,7 @@ impl Nemesis {
                 }
             }
             FollowUp::BounceBacker { leader, backer, down_ms, deaf_ms } => {
-                if self.crash(backer, now_ms + down_ms, sim, observer) {
+                if self.crash(backer, now_ms + down_ms, sim, observers) {
                     self.cut(leader, backer, sim);
                     self.later(now_ms + deaf_ms, FollowUp::Reconnect(vec![(leader, backer)]));
                     self.log.push(format!(

@@ -2,25 +2,33 @@
 //! the real `conclave` binary, on turmoil's network, turmoil's file system and a skewed clock.
 //! turmoil re-runs it after every crash; it starts by recovering from what its disk kept.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::rc::Rc;
+use std::time::Duration;
 
-use conclave_core::engine::{Engine, EngineConfig, WatchHub};
+use conclave_core::engine::{Engine, EngineConfig, EngineHandle, HostedGroupStart, WatchHub};
 use conclave_core::raft::{ClusterConfig, LeaseConfig, NodeId, RaftConfig};
+use conclave_core::shard::{HostConfig, ShardId, ShardMap, keep_map_from_meta_replica};
 use conclave_core::storage::space::SpaceOptions;
-use conclave_core::storage::{WalOptions, WalStorage};
+use conclave_core::storage::{SharedLog, WalOptions, WalStorage};
+use conclave_core::transport::frame::{read_frame, write_frame};
 use conclave_core::transport::tcp::{TcpTransport, TcpTransportConfig};
+use turmoil::net::TcpStream;
 
 use crate::at_rest_damage::damage_at_rest;
-use crate::client_protocol::PEER_PORT;
+use crate::client_protocol::{
+    CLIENT_PORT, ClientAnswer, ClientCall, ClientReply, ClientRequest, MAX_CLIENT_FRAME_BYTES,
+    PEER_PORT,
+};
 use crate::client_server::{self, Watches};
 use crate::clock::SimClock;
 use crate::disk::DiskFaults;
 use crate::fs::SimFs;
 use crate::lost_tail::lose_synced_tail;
 use crate::network::TurmoilNetwork;
-use crate::observer::{NodeProbe, Observer};
+use crate::observers::{NodeProbe, Observers};
 use crate::schedule::{PlantedBug, RunConfig};
 
 pub fn node_id(node: u64) -> NodeId {
@@ -42,7 +50,7 @@ pub struct NodeContext {
     pub run: Rc<RunConfig>,
     pub clock: SimClock,
     pub disk: DiskFaults,
-    pub observer: Rc<RefCell<Observer>>,
+    pub observers: Rc<Observers>,
     pub incarnation: Cell<u64>,
     /// Shared by every node: how many times a node's software returned on its own (refused
     /// to start, or its engine stopped). The nemesis looks for stopped nodes only when this
@@ -56,6 +64,34 @@ impl NodeContext {
         (1..=self.run.nodes + self.run.spares)
             .map(|n| (node_id(n), format!("n{n}:{PEER_PORT}")))
             .collect()
+    }
+
+    /// The configuration a group of a sharded world starts with: its replicas in the map.
+    fn group_config(&self, map: &ShardMap, shard: ShardId) -> ClusterConfig {
+        let replicas = &map.shard(shard).expect("a shard of the map").replicas;
+        let mut config = ClusterConfig::with_voters(replicas.iter().copied());
+        config.addresses = self.peers();
+        config
+    }
+
+    async fn start_transport(&self, seed: u64) -> std::io::Result<TcpTransport> {
+        let transport_config = TcpTransportConfig {
+            cluster_id: self.run.seed,
+            snapshot_chunk_bytes: self.run.swarm.snapshot_chunk_bytes,
+            ..TcpTransportConfig::default()
+        };
+        let transport = TcpTransport::start(
+            TurmoilNetwork,
+            self.clock.clone(),
+            node_id(self.node),
+            &format!("0.0.0.0:{PEER_PORT}"),
+            &self.peers(),
+            transport_config,
+            seed,
+        )
+        .await?;
+        self.observers.meta().borrow_mut().on_transport_started(transport.counters_handle());
+        Ok(transport)
     }
 
     fn members(&self) -> ClusterConfig {
@@ -127,6 +163,9 @@ pub async fn node_main(context: Rc<NodeContext>) -> turmoil::Result {
 }
 
 async fn run_node(context: &Rc<NodeContext>) -> turmoil::Result {
+    if let Some(map) = context.run.shard_map() {
+        return run_sharded_node(context, map).await;
+    }
     let incarnation = context.incarnation.get() + 1;
     context.incarnation.set(incarnation);
     let id = node_id(context.node);
@@ -137,14 +176,14 @@ async fn run_node(context: &Rc<NodeContext>) -> turmoil::Result {
     let nemesis_fs = SimFs::new(DiskFaults::default(), seed ^ 0x9e3e, 0);
     if let Some(plan) = context.disk.take_tail_loss() {
         let lost = lose_synced_tail(&nemesis_fs, std::path::Path::new(DATA_DIR), plan).await;
-        context.observer.borrow_mut().on_tail_lost(id, lost);
+        context.observers.meta().borrow_mut().on_tail_lost(id, lost);
     }
     if let Some(damage) = context.disk.take_at_rest_damage() {
         let data_dir = std::path::Path::new(DATA_DIR);
         let done = damage_at_rest(&nemesis_fs, data_dir, damage, seed ^ 0xda3a).await;
         if let Some(done) = done {
             context.disk.note_damaged_at_rest(done.unreadable.clone());
-            context.observer.borrow_mut().on_damaged_at_rest(id, damage, &done.description);
+            context.observers.meta().borrow_mut().on_damaged_at_rest(id, damage, &done.description);
         }
     }
     let (mut storage, recovered) = match WalStorage::open(fs, DATA_DIR, context.wal_options()).await
@@ -155,31 +194,20 @@ async fn run_node(context: &Rc<NodeContext>) -> turmoil::Result {
             // the damage is real). Not a simulator error — unless nothing ever damaged this
             // disk or made it fail, when refusing loses a member for no reason.
             let expected = context.disk.damaged_at_rest() || context.disk.injected() > 0;
-            context.observer.borrow_mut().on_recovery_refused(id, &error.to_string(), expected);
+            context.observers.meta().borrow_mut().on_recovery_refused(
+                id,
+                &error.to_string(),
+                expected,
+            );
             return Ok(());
         }
     };
     let recovered = recovered.with_initial_config(&context.members());
     let restored = recovered.restored;
     let snapshot_data = recovered.snapshot_data;
-    context.observer.borrow_mut().on_recovered(id, &restored);
+    context.observers.meta().borrow_mut().on_recovered(id, &restored);
     let writer = storage.writer();
-    let transport_config = TcpTransportConfig {
-        cluster_id: context.run.seed,
-        snapshot_chunk_bytes: context.run.swarm.snapshot_chunk_bytes,
-        ..TcpTransportConfig::default()
-    };
-    let transport = TcpTransport::start(
-        TurmoilNetwork,
-        context.clock.clone(),
-        id,
-        &format!("0.0.0.0:{PEER_PORT}"),
-        &context.peers(),
-        transport_config,
-        seed,
-    )
-    .await?;
-    context.observer.borrow_mut().on_transport_started(transport.counters_handle());
+    let transport = context.start_transport(seed).await?;
     let (engine, handle) = Engine::new(
         context.engine_config(),
         restored,
@@ -189,27 +217,148 @@ async fn run_node(context: &Rc<NodeContext>) -> turmoil::Result {
         context.clock.clone(),
         seed,
     )?;
-    let engine =
-        engine.with_probe(Box::new(NodeProbe { node: id, observer: context.observer.clone() }));
+    let probe = NodeProbe { node: id, observers: context.observers.clone() };
+    let engine = engine.with_probe(Box::new(probe));
     // Subscribed before the engine's first cycle, as in production: the history holds every
     // change this incarnation applies.
     let hub = WatchHub::new(WATCH_HISTORY_EVENTS);
     tokio::task::spawn_local(hub.clone().run(handle.subscribe()));
     let watches = Watches { hub, planted_bug: context.run.planted_bug.map(core_bug) };
     let handle = Rc::new(handle);
-    let server = client_server::serve(handle.clone(), handle, context.clock.clone(), watches);
+    let groups = BTreeMap::from([(handle.shard(), handle.clone())]);
+    let server = client_server::serve(groups, handle, context.clock.clone(), Some(watches));
     tokio::select! {
         result = engine.run(writer) => {
             if let Err(failure) = result {
                 // A node that cannot trust its disk stops; it is not a simulator error.
-                context.observer.borrow_mut().on_engine_stopped(id, failure.to_string());
+                context.observers.meta().borrow_mut().on_engine_stopped(id, failure.to_string());
             }
         }
         result = server => {
             if let Err(error) = result {
-                context.observer.borrow_mut().on_engine_stopped(id, format!("client server: {error}"));
+                context.observers.meta().borrow_mut().on_engine_stopped(id, format!("client server: {error}"));
             }
         }
     }
     Ok(())
+}
+
+/// How often a sharded node without a meta replica asks for the map, and how often a meta
+/// leader retries installing it (as `conclave serve` does).
+const MAP_POLL_MS: u64 = 500;
+
+/// A node of a sharded world: a replica of each group the map places on it, all in one engine
+/// over one shared log (`Engine::hosting`, `SharedLog`), as `conclave serve --shards` runs.
+async fn run_sharded_node(
+    context: &Rc<NodeContext>,
+    map: std::sync::Arc<ShardMap>,
+) -> turmoil::Result {
+    let incarnation = context.incarnation.get() + 1;
+    context.incarnation.set(incarnation);
+    let id = node_id(context.node);
+    let seed = context.run.seed ^ (context.node << 48) ^ (incarnation << 32);
+    let fs = SimFs::new(context.disk.clone(), seed ^ 0xd15c, context.run.swarm.disk_sync_ms);
+    let hosted: Vec<ShardId> = map.shards_on(id).collect();
+    assert!(!hosted.is_empty(), "the bootstrap map places a replica on every node");
+    let opened = SharedLog::open(fs, DATA_DIR, &hosted, context.wal_options()).await;
+    let (mut log, opened) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            let expected = context.disk.injected() > 0;
+            let meta = context.observers.meta();
+            meta.borrow_mut().on_recovery_refused(id, &error.to_string(), expected);
+            return Ok(());
+        }
+    };
+    let mut starts = Vec::with_capacity(opened.len());
+    for (shard, (storage, recovered)) in opened {
+        let recovered = recovered.with_initial_config(&context.group_config(&map, shard));
+        context.observers.group(shard).borrow_mut().on_recovered(id, &recovered.restored);
+        starts.push(HostedGroupStart {
+            shard,
+            restored: recovered.restored,
+            snapshot_data: recovered.snapshot_data,
+            storage,
+        });
+    }
+    let writer = log.writer();
+    let transport = context.start_transport(seed).await?;
+    let engine_config = context.engine_config();
+    let host_config = HostConfig::for_raft(&engine_config.raft);
+    let clock = context.clock.clone();
+    let (engine, handles) =
+        Engine::hosting(engine_config, host_config, starts, transport, clock, seed)?;
+    let probe = NodeProbe { node: id, observers: context.observers.clone() };
+    let engine = engine.with_probe(Box::new(probe));
+    let handles: BTreeMap<ShardId, Rc<EngineHandle>> =
+        handles.into_iter().map(|(shard, handle)| (shard, Rc::new(handle))).collect();
+    let admin = handles
+        .get(&ShardId::META)
+        .or_else(|| handles.values().next())
+        .expect("a node hosts at least one group")
+        .clone();
+    // Checked against from the start: until the meta group's map arrives, a group would
+    // otherwise serve any key (the map it installs is this one, at the same epoch).
+    admin.follow_shard_map(map.clone());
+    let retry = Duration::from_millis(MAP_POLL_MS);
+    let keeping: std::pin::Pin<Box<dyn Future<Output = ()>>> = match handles.get(&ShardId::META) {
+        Some(meta) => {
+            let meta = meta.clone();
+            Box::pin(async move { keep_map_from_meta_replica(&meta, &map, retry).await })
+        }
+        None => Box::pin(follow_map_from_afar(admin.clone(), map, context.node, retry)),
+    };
+    let server = client_server::serve(handles, admin, context.clock.clone(), None);
+    tokio::select! {
+        result = engine.run(writer) => {
+            if let Err(failure) = result {
+                context.observers.meta().borrow_mut().on_engine_stopped(id, failure.to_string());
+                context.observers.on_node_down(id);
+            }
+        }
+        result = server => {
+            if let Err(error) = result {
+                let reason = format!("client server: {error}");
+                context.observers.meta().borrow_mut().on_engine_stopped(id, reason);
+                context.observers.on_node_down(id);
+            }
+        }
+        () = keeping => {}
+    }
+    Ok(())
+}
+
+/// A node without a meta replica: asks the meta group's replicas for the map they follow, over
+/// the client protocol, until one has it; then keeps asking for newer ones.
+async fn follow_map_from_afar(
+    handle: Rc<EngineHandle>,
+    bootstrap: std::sync::Arc<ShardMap>,
+    node: u64,
+    retry: Duration,
+) {
+    let replicas = bootstrap.shard(ShardId::META).map(|info| info.replicas.clone());
+    let replicas: Vec<NodeId> = replicas.unwrap_or_default();
+    let mut request_id = 0u64;
+    loop {
+        for replica in replicas.iter().filter(|replica| replica.0 != node) {
+            request_id += 1;
+            let request =
+                ClientRequest { id: request_id, shard: ShardId::META, call: ClientCall::ShardMap };
+            let asked = tokio::time::timeout(retry, ask(replica.0, request)).await;
+            if let Ok(Some(ClientAnswer::ShardMap(Some(map)))) = asked
+                && map.validate().is_ok()
+            {
+                handle.follow_shard_map(std::sync::Arc::new(map));
+                break;
+            }
+        }
+        tokio::time::sleep(retry).await;
+    }
+}
+
+async fn ask(node: u64, request: ClientRequest) -> Option<ClientAnswer> {
+    let mut stream = TcpStream::connect((format!("n{node}"), CLIENT_PORT)).await.ok()?;
+    write_frame(&mut stream, &request, MAX_CLIENT_FRAME_BYTES).await.ok()?;
+    let reply: ClientReply = read_frame(&mut stream, MAX_CLIENT_FRAME_BYTES).await.ok()?;
+    reply.result.ok()
 }

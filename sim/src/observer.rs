@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use conclave_core::engine::{CycleView, EngineProbe};
+use conclave_core::engine::CycleView;
 use conclave_core::kv::{KvEvent, KvEventKind};
 use conclave_core::raft::{
     Entry, EntryPayload, LogIndex, MessageBody, NodeId, RestoredState, Role, Term,
@@ -164,6 +164,46 @@ pub struct ObservedStats {
     pub damaged_restarts_intact: u64,
 }
 
+impl ObservedStats {
+    /// Adds `other`'s counts to these (the groups of a sharded world).
+    pub fn add(&mut self, other: &ObservedStats) {
+        let ObservedStats {
+            leader_terms,
+            config_changes,
+            entries_committed,
+            messages,
+            snapshots_installed,
+            snapshot_messages,
+            restarts_checked,
+            engine_failures,
+            snapshot_chunks_sent,
+            snapshots_streamed,
+            snapshot_transfers_resumed,
+            tails_lost,
+            tail_entries_lost,
+            damaged_at_rest,
+            refused_starts,
+            damaged_restarts_intact,
+        } = other;
+        self.leader_terms += leader_terms;
+        self.config_changes += config_changes;
+        self.entries_committed += entries_committed;
+        self.messages += messages;
+        self.snapshots_installed += snapshots_installed;
+        self.snapshot_messages += snapshot_messages;
+        self.restarts_checked += restarts_checked;
+        self.engine_failures += engine_failures;
+        self.snapshot_chunks_sent += snapshot_chunks_sent;
+        self.snapshots_streamed += snapshots_streamed;
+        self.snapshot_transfers_resumed += snapshot_transfers_resumed;
+        self.tails_lost += tails_lost;
+        self.tail_entries_lost += tail_entries_lost;
+        self.damaged_at_rest += damaged_at_rest;
+        self.refused_starts += refused_starts;
+        self.damaged_restarts_intact += damaged_restarts_intact;
+    }
+}
+
 pub struct Observer {
     violations: Vec<String>,
     pub trace: TraceHash,
@@ -264,7 +304,14 @@ pub fn payload_hash(entry: &Entry) -> u64 {
 }
 
 impl Observer {
+    /// The observer of a group whose voters are nodes 1 to `voters`.
     pub fn new(voters: usize) -> Self {
+        let voters: Vec<NodeId> = (1..=voters as u64).map(NodeId).collect();
+        Self::with_voters(&voters)
+    }
+
+    /// The observer of a group that starts with `voters`.
+    pub fn with_voters(voters: &[NodeId]) -> Self {
         Observer {
             violations: Vec::new(),
             trace: TraceHash::default(),
@@ -277,9 +324,9 @@ impl Observer {
             digests: BTreeMap::new(),
             nodes: BTreeMap::new(),
             current_leader: None,
-            committed_voters: (1..=voters as u64).map(NodeId).collect(),
-            committed_members: (1..=voters as u64).map(NodeId).collect(),
-            ever_members: (1..=voters as u64).map(NodeId).collect(),
+            committed_voters: voters.iter().copied().collect(),
+            committed_members: voters.iter().copied().collect(),
+            ever_members: voters.iter().copied().collect(),
             term_starters: BTreeMap::new(),
             stats: ObservedStats::default(),
             expiries: BTreeMap::new(),
@@ -324,6 +371,11 @@ impl Observer {
 
     pub fn violations(&self) -> &[String] {
         &self.violations
+    }
+
+    /// A violation found outside this observer's own checks (`observers.rs`).
+    pub fn report_violation(&mut self, description: String) {
+        self.violation(description);
     }
 
     fn violation(&mut self, description: String) {
@@ -776,7 +828,7 @@ impl Observer {
             .collect()
     }
 
-    fn observe(&mut self, node: NodeId, view: CycleView<'_>) {
+    pub(crate) fn observe(&mut self, node: NodeId, view: CycleView<'_>) {
         let raft = view.raft;
         let log = raft.log();
         {
@@ -1021,18 +1073,6 @@ impl Observer {
         if let Some(entry) = self.nodes.get_mut(&node) {
             entry.applied = applied;
         }
-    }
-}
-
-/// The probe one engine instance reports through.
-pub struct NodeProbe {
-    pub node: NodeId,
-    pub observer: std::rc::Rc<std::cell::RefCell<Observer>>,
-}
-
-impl EngineProbe for NodeProbe {
-    fn observe(&mut self, view: CycleView<'_>) {
-        self.observer.borrow_mut().observe(self.node, view);
     }
 }
 

@@ -90,11 +90,11 @@ pub fn check_reads(reads: &[ReadObservation], history: &[Operation]) -> Option<S
 /// revision missing from `changes` means the observer never saw it applied: reads at or after
 /// it are not judged (none is missing in a run whose replicas all applied by log). Returns the
 /// first violation, and how many reads were judged.
-pub fn check_reads_against_changes(
-    reads: &[ReadObservation],
+pub fn check_reads_against_changes<'a>(
+    reads: impl IntoIterator<Item = &'a ReadObservation>,
     changes: &BTreeMap<u64, Vec<KvEvent>>,
 ) -> (Option<String>, usize) {
-    let mut by_revision: Vec<&ReadObservation> = reads.iter().collect();
+    let mut by_revision: Vec<&ReadObservation> = reads.into_iter().collect();
     by_revision.sort_by_key(|read| read.store_revision);
     // key -> (value, mod_revision) at revision `replayed_to`.
     let mut state: BTreeMap<&str, (String, u64)> = BTreeMap::new();

@@ -4,21 +4,23 @@
 //! A run is a pure function of its `RunConfig` (and the commit): the same config gives the same
 //! trace hash, the same history and the same verdict.
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use conclave_checker::{CheckOptions, History, Operation, Status, Verdict};
 use conclave_core::engine::WatchPosition;
+use conclave_core::raft::LogIndex;
+use conclave_core::shard::ShardId;
 
 use crate::admin::{AdminShared, AdminStats, run_admin};
 use crate::clock::SimClock;
 use crate::disk::DiskFaults;
 use crate::nemesis::{Nemesis, NemesisLevers};
 use crate::node_host::{NodeContext, node_main};
-use crate::observer::{LeaseOverlap, LeaseOverlaps, ObservedStats, Observer};
+use crate::observer::{LeaseOverlap, LeaseOverlaps, ObservedStats};
+use crate::observers::Observers;
 use crate::panic_capture;
 use crate::schedule::{FaultFamily, RunConfig};
 use crate::watch_check::{WatchSummary, check_watch, last_change_position};
@@ -126,11 +128,11 @@ enum Phase {
     Liveness {
         since_ms: u64,
     },
-    /// Liveness was shown; every running member must now reach `target` (the commit index
-    /// then): the cluster converges.
+    /// Liveness was shown; every running member of each group must now reach that group's
+    /// target (its commit index then): the cluster converges.
     Converging {
         since_ms: u64,
-        target: u64,
+        targets: BTreeMap<ShardId, LogIndex>,
     },
     /// The clients finish their last operations and the watcher catches up with `watch_goal`
     /// (the position of the newest change under its prefix when the cluster had converged).
@@ -159,7 +161,11 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
     let mut sim = builder.build();
 
     let run_config = Rc::new(config.clone());
-    let observer = Rc::new(RefCell::new(Observer::new(config.nodes as usize)));
+    let observers = Rc::new(match config.shard_map() {
+        Some(map) => Observers::sharded(map),
+        None => Observers::single_group(config.nodes as usize),
+    });
+    let sharded = observers.is_sharded();
     let workload = Rc::new(WorkloadShared::default());
     let hosts = config.nodes + config.spares;
     let clocks: Vec<SimClock> = (0..hosts).map(|_| SimClock::new(EPOCH_SECONDS * 1000)).collect();
@@ -173,7 +179,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
             run: run_config.clone(),
             clock: clocks[(node - 1) as usize].clone(),
             disk: disks[(node - 1) as usize].clone(),
-            observer: observer.clone(),
+            observers: observers.clone(),
             incarnation: std::cell::Cell::new(0),
             exits: node_exits.clone(),
         });
@@ -191,6 +197,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
             swarm: swarm.clone(),
             ops_limit: config.ops_per_client,
             seed: config.seed,
+            map: config.shard_map(),
         })
         .collect();
     let admin = Rc::new(AdminShared::default());
@@ -201,8 +208,11 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
     let watcher = WatcherSetup { hosts, prefix: watch_prefix.clone(), seed: config.seed };
     let client_watch = watch.clone();
     sim.client(crate::nemesis::CLIENTS_HOST, async move {
-        // The watcher follows the run to its end (see below).
-        drop(tokio::task::spawn_local(run_watcher(watcher, client_watch)));
+        // The watcher follows the run to its end (see below). Sharded nodes serve no watches
+        // (as in production): a sharded world has no watcher.
+        if !sharded {
+            drop(tokio::task::spawn_local(run_watcher(watcher, client_watch)));
+        }
         let mut tasks: Vec<_> = setups
             .into_iter()
             .map(|setup| tokio::task::spawn_local(run_client(setup, client_workload.clone())))
@@ -232,7 +242,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
 
     for timed in &config.schedule {
         if let crate::schedule::Fault::DamageAtRest { node, .. } = timed.fault {
-            observer.borrow_mut().mark_damage_victim(crate::node_host::node_id(node));
+            observers.meta().borrow_mut().mark_damage_victim(crate::node_host::node_id(node));
         }
     }
     let mut phase = Phase::Faults;
@@ -242,7 +252,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         let now_ms = sim.elapsed().as_millis() as u64;
         match phase {
             Phase::Faults => {
-                nemesis.step(now_ms, &mut sim, &observer);
+                nemesis.step(now_ms, &mut sim, &observers);
                 if now_ms >= config.fault_phase_ms {
                     nemesis.heal_all(now_ms, &mut sim);
                     workload.liveness_from_us.set(Some(now_ms * 1000));
@@ -251,11 +261,11 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
             }
             Phase::Liveness { since_ms } => {
                 let progressed = workload.completed_since_liveness.get() >= config.liveness_ops;
-                if progressed && observer.borrow().current_leader().is_some() {
+                if progressed && observers.every_group_led() {
                     workload.stop.set(true);
                     admin.stop.set(true);
-                    let target = observer.borrow().max_commit();
-                    phase = Phase::Converging { since_ms: now_ms, target };
+                    let targets = observers.commit_targets();
+                    phase = Phase::Converging { since_ms: now_ms, targets };
                 } else if now_ms - since_ms > config.liveness_timeout_ms {
                     failure = Some((
                         FailureKind::Liveness,
@@ -265,33 +275,39 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
                             workload.completed_since_liveness.get(),
                             config.liveness_timeout_ms,
                             config.liveness_ops,
-                            observer.borrow().current_leader(),
-                            observer.borrow().node_summaries().join("\n    ")
+                            observers.meta().borrow().current_leader(),
+                            observers.node_summaries().join("\n    ")
                         ),
                     ));
                     break;
                 }
             }
-            Phase::Converging { since_ms, target } => {
-                let behind = observer.borrow().members_behind(target);
+            Phase::Converging { since_ms, ref targets } => {
+                let behind = observers.members_behind(targets);
                 if behind.is_empty() {
-                    let observer = observer.borrow();
+                    let observer = observers.meta().borrow();
                     let watch_target = observer.changes.keys().next_back().copied().unwrap_or(0);
-                    let watch_goal = last_change_position(&observer.changes, &watch_prefix);
+                    let watch_goal = match sharded {
+                        false => last_change_position(&observer.changes, &watch_prefix),
+                        true => None,
+                    };
                     phase = Phase::Draining { since_ms: now_ms, watch_target, watch_goal };
                 } else if now_ms - since_ms > config.liveness_timeout_ms {
-                    let lagging: Vec<String> = behind
-                        .iter()
-                        .map(|(id, commit)| format!("{id} at commit {commit}"))
-                        .collect();
+                    let target = targets.get(&ShardId::META).copied().unwrap_or(0);
+                    let reached = if sharded {
+                        "each group's leader reached its commit".to_string()
+                    } else {
+                        format!("the leader reached commit {target}")
+                    };
+                    let lagging = behind;
                     failure = Some((
                         FailureKind::Liveness,
                         format!(
-                            "the cluster did not converge: {} ms after the leader reached commit \
-                             {target}, {} still behind\n    {}",
+                            "the cluster did not converge: {} ms after {reached}, {} still \
+                             behind\n    {}",
                             config.liveness_timeout_ms,
                             lagging.join(", "),
-                            observer.borrow().node_summaries().join("\n    ")
+                            observers.node_summaries().join("\n    ")
                         ),
                     ));
                     break;
@@ -321,8 +337,8 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
                 break;
             }
         }
-        if let Some(violation) = observer.borrow().violations().first() {
-            failure = Some((FailureKind::Invariant, violation.clone()));
+        if let Some(violation) = observers.first_violation() {
+            failure = Some((FailureKind::Invariant, violation));
             break;
         }
     }
@@ -333,7 +349,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
     let mut operations: Vec<Operation> = workload.operations.borrow().clone();
     operations.extend(crate::workload::expiry_operations(
         &workload.ttl_puts.borrow(),
-        &observer.borrow().expiries,
+        &observers.expiries(),
     ));
     let operations_ok = operations.iter().filter(|op| op.status == Status::Ok).count();
     let operations_unknown = operations.iter().filter(|op| op.status == Status::Info).count();
@@ -352,8 +368,9 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         outcome = Outcome::Fail { kind: FailureKind::Invariant, detail: violation };
     }
     if !outcome.is_failure()
-        && let Some(violation) =
+        && let Some(violation) = observers.iter().find_map(|(_, observer)| {
             lease_overlap_not_excused(config, &observer.borrow().lease_overlaps, &report_clocks)
+        })
     {
         outcome = Outcome::Fail { kind: FailureKind::Invariant, detail: violation };
     }
@@ -364,10 +381,15 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         stale_observations: reads.iter().filter(|read| read.stale).count(),
         judged_by_state: 0,
     };
-    if !outcome.is_failure() {
+    // Store revisions are per group: each group's reads against that group's changes.
+    for (shard, observer) in observers.iter() {
+        if outcome.is_failure() {
+            break;
+        }
+        let group_reads = reads.iter().filter(|read| observers.shard_of_key(&read.key) == shard);
         let (violation, judged) =
-            crate::read_check::check_reads_against_changes(&reads, &observer.borrow().changes);
-        read_summary.judged_by_state = judged;
+            crate::read_check::check_reads_against_changes(group_reads, &observer.borrow().changes);
+        read_summary.judged_by_state += judged;
         if let Some(violation) = violation {
             outcome = Outcome::Fail { kind: FailureKind::Invariant, detail: violation };
         }
@@ -378,11 +400,12 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
     let mut watch_summary = WatchSummary::default();
     if !outcome.is_failure() {
         let target = match phase {
-            Phase::Draining { watch_target, .. } => Some(watch_target),
+            Phase::Draining { watch_target, .. } if !sharded => Some(watch_target),
             _ => None,
         };
         let records = watch.records.borrow();
-        match check_watch(&records, &observer.borrow().changes, &watch_prefix, target) {
+        let changes = &observers.meta().borrow().changes;
+        match check_watch(&records, changes, &watch_prefix, target) {
             Ok(summary) => watch_summary = summary,
             Err(violation) => {
                 outcome = Outcome::Fail {
@@ -408,12 +431,24 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
                 Verdict::Violation(violation) => {
                     // Only the lease reads of a node whose clock drifted past the bound during
                     // that very lease are excused, and only if the rest is linearizable.
-                    excused_lease_reads = lease_reads_served_beyond_the_drift_bound(
-                        config,
-                        &workload.lease_reads.borrow(),
-                        &observer.borrow().lease_overlaps,
-                        &report_clocks,
-                    );
+                    excused_lease_reads = observers
+                        .iter()
+                        .flat_map(|(shard, observer)| {
+                            let lease_reads: Vec<LeaseRead> = workload
+                                .lease_reads
+                                .borrow()
+                                .iter()
+                                .filter(|read| read.shard == shard)
+                                .copied()
+                                .collect();
+                            lease_reads_served_beyond_the_drift_bound(
+                                config,
+                                &lease_reads,
+                                &observer.borrow().lease_overlaps,
+                                &report_clocks,
+                            )
+                        })
+                        .collect();
                     let lease_only = !excused_lease_reads.is_empty()
                         && linearizable_without(&operations, &excused_lease_reads);
                     outcome = if lease_only {
@@ -451,9 +486,9 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         Ok(_) => {}
     }
 
-    let mut trace = observer.borrow().trace;
+    let mut trace = observers.trace();
     trace.add(workload.trace.borrow().value());
-    let observer = observer.borrow();
+    let observer = observers.meta().borrow();
     RunReport {
         seed: config.seed,
         outcome,
@@ -465,7 +500,7 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         faults_fired: nemesis.fired.clone(),
         sim_ms,
         steps,
-        stats: observer.final_stats(),
+        stats: observers.final_stats(),
         nemesis_log: {
             let mut log = nemesis.log.clone();
             log.extend(admin.log.borrow().iter().cloned());
@@ -477,11 +512,16 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
         history: if options.keep_history { history.ok() } else { None },
         verdict,
         excused_lease_reads: excused_lease_reads.len(),
-        excused_lease_overlaps: observer
-            .lease_overlaps
-            .values()
-            .filter(|overlap| lease_overlap_excused(config, overlap, &report_clocks))
-            .count(),
+        excused_lease_overlaps: observers
+            .iter()
+            .map(|(_, observer)| {
+                let observer = observer.borrow();
+                let overlaps = observer.lease_overlaps.values();
+                overlaps
+                    .filter(|overlap| lease_overlap_excused(config, overlap, &report_clocks))
+                    .count()
+            })
+            .sum(),
         writes_refused_no_space: workload.refused_no_space.get(),
         watch_changes: watch_summary.changes_received,
         watch_resumes: watch.resumes.get(),

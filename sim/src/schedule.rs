@@ -364,7 +364,22 @@ pub struct RunConfig {
     pub swarm: Swarm,
     pub schedule: Vec<TimedFault>,
     pub planted_bug: Option<PlantedBug>,
+    /// Raft groups (1: today's single-group cluster). Above 1 the world is sharded: shard 0
+    /// is the meta group, and every shard's replicas are placed on the nodes by the same
+    /// bootstrap map `conclave serve --shards` computes ([`RunConfig::shard_map`]).
+    #[serde(default = "one_shard")]
+    pub shards: u64,
 }
+
+fn one_shard() -> u64 {
+    1
+}
+
+/// Slots of a sharded simulated world: few, so that the slot table stays small, but many
+/// more than the 16 shards at most.
+pub const SIM_SLOTS: u64 = 256;
+/// Replicas of each data shard in a sharded simulated world (the meta group has up to five).
+pub const SIM_REPLICATION: usize = 3;
 
 /// Which kind of world to draw.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -376,6 +391,13 @@ pub enum DrawProfile {
     /// isolated every few hundred milliseconds and comes back quickly, and each AppendEntries
     /// carries one entry so a new leader's no-op travels apart from older entries.
     LeaderChurn,
+    /// Sharded worlds: 4 to 7 nodes, 2 to 16 Raft groups of 3 replicas (the meta group on up
+    /// to 5) placed by rendezvous hashing, so that each node hosts some groups, all of them in
+    /// one engine over one shared log. Every fault family of the standard draw but the
+    /// membership changes and the storage faults that edit a single group's log files
+    /// (lost synced tails, damage at rest): sharded nodes refuse membership changes, and those
+    /// two faults know the single-group layout only.
+    Sharded,
 }
 
 impl DrawProfile {
@@ -383,11 +405,14 @@ impl DrawProfile {
         match self {
             DrawProfile::Standard => "standard",
             DrawProfile::LeaderChurn => "leader-churn",
+            DrawProfile::Sharded => "sharded",
         }
     }
 
     pub fn from_name(name: &str) -> Option<DrawProfile> {
-        [DrawProfile::Standard, DrawProfile::LeaderChurn].into_iter().find(|p| p.name() == name)
+        [DrawProfile::Standard, DrawProfile::LeaderChurn, DrawProfile::Sharded]
+            .into_iter()
+            .find(|p| p.name() == name)
     }
 }
 
@@ -422,7 +447,42 @@ impl RunConfig {
         match options.profile {
             DrawProfile::Standard => Self::draw_standard(seed, options),
             DrawProfile::LeaderChurn => Self::draw_leader_churn(seed, options),
+            DrawProfile::Sharded => Self::draw_sharded(seed, options),
         }
+    }
+
+    /// The map a sharded world is created with (`None` for a single group): the one a
+    /// `conclave serve --shards` cluster of these nodes would compute.
+    pub fn shard_map(&self) -> Option<std::sync::Arc<conclave_core::shard::ShardMap>> {
+        use conclave_core::raft::NodeId;
+        use conclave_core::shard::{ShardMap, SlotCount};
+        if self.shards <= 1 {
+            return None;
+        }
+        let slots = SlotCount::new(SIM_SLOTS).expect("a valid slot count");
+        let members: Vec<NodeId> = (1..=self.nodes).map(NodeId).collect();
+        let map = ShardMap::bootstrap(slots, self.shards, &members, SIM_REPLICATION)
+            .expect("a sharded world's map is valid");
+        Some(std::sync::Arc::new(map))
+    }
+
+    fn draw_sharded(seed: u64, options: &DrawOptions) -> RunConfig {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4d_ed00_0000_0000);
+        let nodes = rng.random_range(4..=7);
+        let mut config = Self::draw_world(seed, options, nodes, false);
+        config.shards = rng.random_range(2..=16);
+        // More keys than a single group's worlds: they spread over the shards, and each pair
+        // shares a hash tag (`workload.rs`) so that transactions stay within a shard.
+        config.keys = rng.random_range(4..=12);
+        config.schedule.retain(|timed| {
+            !matches!(
+                timed.fault,
+                Fault::CrashLosingTail { .. }
+                    | Fault::DamageAtRest { .. }
+                    | Fault::BounceLeaseBacker { .. }
+            )
+        });
+        config
     }
 
     fn draw_leader_churn(seed: u64, options: &DrawOptions) -> RunConfig {
@@ -461,8 +521,15 @@ impl RunConfig {
     }
 
     fn draw_standard(seed: u64, options: &DrawOptions) -> RunConfig {
+        Self::draw_world(seed, options, 0, true)
+    }
+
+    /// The standard draw, with `nodes` voters if not 0 (else 3 or 5 drawn), and the
+    /// membership family only if `membership`.
+    fn draw_world(seed: u64, options: &DrawOptions, nodes: u64, membership: bool) -> RunConfig {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let nodes = if rng.random_bool(0.7) { 3 } else { 5 };
+        let drawn_nodes = if rng.random_bool(0.7) { 3 } else { 5 };
+        let nodes = if nodes == 0 { drawn_nodes } else { nodes };
         let calm = rng.random_bool(0.1);
         let all_families = [
             FaultFamily::Partition,
@@ -476,6 +543,9 @@ impl RunConfig {
             all_families.into_iter().filter(|_| !calm && rng.random_bool(0.6)).collect();
         if !calm && families.is_empty() {
             families.push(all_families[rng.random_range(0..all_families.len())]);
+        }
+        if !membership {
+            families.retain(|family| *family != FaultFamily::Membership);
         }
         let lease_reads = rng.random_bool(0.3);
         let clock_mode =
@@ -552,6 +622,7 @@ impl RunConfig {
             swarm,
             schedule,
             planted_bug: options.planted_bug,
+            shards: 1,
         }
     }
 
@@ -915,10 +986,11 @@ impl fmt::Display for RunConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seed {}: {} nodes{}, {} clients, {} keys, {} ms of faults{}",
+            "seed {}: {} nodes{}{}, {} clients, {} keys, {} ms of faults{}",
             self.seed,
             self.nodes,
             if self.spares > 0 { format!(" (+{} spare)", self.spares) } else { String::new() },
+            if self.shards > 1 { format!(", {} shards", self.shards) } else { String::new() },
             self.clients,
             self.keys,
             self.fault_phase_ms,

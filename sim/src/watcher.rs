@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use conclave_core::engine::WatchPosition;
 use conclave_core::kv::KvEvent;
+use conclave_core::shard::ShardId;
 use conclave_core::transport::frame::{read_frame, write_frame};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -151,9 +152,13 @@ impl Watcher {
         self.next_request_id += 1;
         let id = self.next_request_id;
         let call = ClientCall::Watch { prefix: self.setup.prefix.clone(), from: self.from };
-        if write_frame(&mut stream, &ClientRequest { id, call }, MAX_CLIENT_FRAME_BYTES)
-            .await
-            .is_err()
+        if write_frame(
+            &mut stream,
+            &ClientRequest { id, shard: ShardId::META, call },
+            MAX_CLIENT_FRAME_BYTES,
+        )
+        .await
+        .is_err()
         {
             return StreamEnd::Resume;
         }

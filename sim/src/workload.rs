@@ -8,6 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use conclave_core::kv::{
     Compare, CompareOp, CompareTarget, Condition, KvCommand, KvResponse, SessionTag, Txn, TxnOp,
     TxnOpResult,
 };
+use conclave_core::shard::{ShardId, ShardMap};
 use conclave_core::transport::frame::{read_frame, write_frame};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -46,6 +48,8 @@ pub struct WorkloadShared {
     pub completed_since_liveness: Cell<u64>,
     pub trace: RefCell<TraceHash>,
     pub leader_hint: Cell<Option<u64>>,
+    /// In a sharded world, the node believed to lead each group.
+    pub group_leader_hints: RefCell<BTreeMap<ShardId, u64>>,
     pub clients_done: Cell<u64>,
     /// Writes a node refused because its disk was full (they were not applied; retried).
     pub refused_no_space: Cell<u64>,
@@ -123,6 +127,9 @@ pub struct ClientSetup {
     pub swarm: Swarm,
     pub ops_limit: Option<u64>,
     pub seed: u64,
+    /// The world's shard map (sharded worlds only): the client routes each key to its shard's
+    /// replicas, as the production client does with the map it fetched.
+    pub map: Option<Arc<ShardMap>>,
 }
 
 fn now_us() -> u64 {
@@ -138,6 +145,8 @@ pub const EXPIRY_CLIENT_BASE: u64 = 1_000_000;
 pub struct LeaseRead {
     /// Index into the recorded operations.
     pub operation: usize,
+    /// The group that served it, and its node.
+    pub shard: ShardId,
     pub node: u64,
     pub call_us: u64,
     pub ret_us: u64,
@@ -162,6 +171,8 @@ struct Client {
     /// What this client last saw in each key, to make plausible CAS expectations.
     last_seen: BTreeMap<String, Option<String>>,
     values_written: u64,
+    /// The session registered with each group, and the last sequence number used in it.
+    sessions: BTreeMap<ShardId, (u64, u64)>,
 }
 
 pub async fn run_client(setup: ClientSetup, shared: Rc<WorkloadShared>) -> turmoil::Result {
@@ -174,6 +185,7 @@ pub async fn run_client(setup: ClientSetup, shared: Rc<WorkloadShared>) -> turmo
         next_request_id: 0,
         last_seen: BTreeMap::new(),
         values_written: 0,
+        sessions: BTreeMap::new(),
     };
     client.run().await;
     client.shared.clients_done.set(client.shared.clients_done.get() + 1);
@@ -182,8 +194,13 @@ pub async fn run_client(setup: ClientSetup, shared: Rc<WorkloadShared>) -> turmo
 
 impl Client {
     async fn run(&mut self) {
-        let Some(client_id) = self.register_session().await else { return };
-        let mut seq = 0u64;
+        // A single group's session is registered up front; a sharded world's clients register
+        // one with each group they write to, when they first do (sessions are per group, as
+        // revisions are).
+        if self.setup.map.is_none() {
+            let Some(client_id) = self.register_session(ShardId::META).await else { return };
+            self.sessions.insert(ShardId::META, (client_id, 0));
+        }
         let mut issued = 0u64;
         while !self.shared.stop.get() && self.setup.ops_limit.is_none_or(|limit| issued < limit) {
             let think_ms = self.rng.random_range(0..=self.setup.swarm.client_think_max_ms);
@@ -193,25 +210,31 @@ impl Client {
             }
             issued += 1;
             let planned = self.plan();
+            let shard = self.shard_of(planned.routing_key());
             let session = if planned.is_write() {
-                seq += 1;
-                Some(SessionTag { client_id, seq })
+                if !self.sessions.contains_key(&shard) {
+                    let Some(client_id) = self.register_session(shard).await else { return };
+                    self.sessions.insert(shard, (client_id, 0));
+                }
+                let (client_id, seq) = self.sessions.get_mut(&shard).expect("registered above");
+                *seq += 1;
+                Some(SessionTag { client_id: *client_id, seq: *seq })
             } else {
                 None
             };
             let call_us = now_us();
-            let outcome = self.execute(planned.call(session)).await;
-            self.record(planned, call_us, outcome);
+            let outcome = self.execute(shard, planned.call(session)).await;
+            self.record(planned, shard, call_us, outcome);
         }
     }
 
-    async fn register_session(&mut self) -> Option<u64> {
+    async fn register_session(&mut self, shard: ShardId) -> Option<u64> {
         while !self.shared.stop.get() {
             let call = ClientCall::Write { command: KvCommand::RegisterSession, session: None };
             if let Outcome::Answer(
                 ClientAnswer::Write(KvResponse::SessionRegistered { client_id }),
                 _,
-            ) = self.execute(call).await
+            ) = self.execute(shard, call).await
             {
                 return Some(client_id);
             }
@@ -221,7 +244,22 @@ impl Client {
     }
 
     fn key(&mut self) -> String {
-        format!("k{}", self.rng.random_range(0..self.setup.keys))
+        let index = self.rng.random_range(0..self.setup.keys);
+        self.key_name(index)
+    }
+
+    /// The name of key `index`: `k3`; in a sharded world `{t1}k3`, whose hash tag it shares
+    /// with one other key (`k2`), so that a transaction on the pair stays within one shard.
+    fn key_name(&self, index: u64) -> String {
+        match self.setup.map {
+            None => format!("k{index}"),
+            Some(_) => format!("{{t{}}}k{index}", index / 2),
+        }
+    }
+
+    /// The shard of `key` by the world's map (shard 0 in a single-group world).
+    fn shard_of(&self, key: &str) -> ShardId {
+        self.setup.map.as_ref().map_or(ShardId::META, |map| map.shard_of_key(key.as_bytes()))
     }
 
     fn fresh_value(&mut self) -> String {
@@ -271,7 +309,11 @@ impl Client {
             let value = self.fresh_value();
             Planned::Create { key, value }
         } else if roll < read + delete + cas + create + txn {
-            let other = self.key();
+            let other = match self.setup.map {
+                None => self.key(),
+                // The key that shares its hash tag: a transaction across shards is refused.
+                Some(_) => self.partner_of(&key),
+            };
             let expected = self.expectation(&key);
             let value = self.fresh_value();
             Planned::Txn { key, other, expected, value }
@@ -300,7 +342,24 @@ impl Client {
     /// Every key, or the keys that start with one key's name (only that key while there are
     /// fewer than ten).
     fn range_prefix(&mut self, key: &str) -> String {
+        if self.setup.map.is_some() {
+            // Every key of one hash tag, or one key: a listing within one shard (a listing of
+            // every key fans out to every shard, which the production router does).
+            let tag_end = key.find('}').map_or(0, |end| end + 1);
+            return if self.rng.random_bool(0.5) {
+                key[..tag_end].to_string()
+            } else {
+                key.to_string()
+            };
+        }
         if self.rng.random_bool(0.5) { String::new() } else { key.to_string() }
+    }
+
+    /// The other key with `key`'s hash tag (or `key`, if the key count is odd and it has none).
+    fn partner_of(&self, key: &str) -> String {
+        let index: u64 = key.rsplit('k').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let partner = index ^ 1;
+        if partner < self.setup.keys { self.key_name(partner) } else { key.to_string() }
     }
 
     /// The share of puts with a TTL: drawn per seed (none in some seeds, many in others),
@@ -311,19 +370,47 @@ impl Client {
 
     /// Mostly the node believed to lead; sometimes any node, so follower reads (ReadIndex
     /// forwarding) and deposed leaders that do not know it yet are exercised too.
-    fn choose_node(&mut self, is_read: bool) -> u64 {
+    fn choose_node(&mut self, shard: ShardId, is_read: bool) -> u64 {
         let stray = if is_read { 0.3 } else { 0.1 };
-        match self.shared.leader_hint.get() {
+        let Some(map) = self.setup.map.clone() else {
+            return match self.shared.leader_hint.get() {
+                Some(node) if !self.rng.random_bool(stray) => node,
+                _ => self.rng.random_range(1..=self.setup.nodes),
+            };
+        };
+        let hint = self.shared.group_leader_hints.borrow().get(&shard).copied();
+        match hint {
             Some(node) if !self.rng.random_bool(stray) => node,
-            _ => self.rng.random_range(1..=self.setup.nodes),
+            // Now and then a node without a replica of the shard, which must refuse.
+            _ if self.rng.random_bool(0.05) => self.rng.random_range(1..=self.setup.nodes),
+            _ => {
+                let replicas = map.shard(shard).map(|info| info.replicas.clone());
+                let replicas = replicas.unwrap_or_default();
+                match replicas.len() {
+                    0 => self.rng.random_range(1..=self.setup.nodes),
+                    count => replicas[self.rng.random_range(0..count)].0,
+                }
+            }
         }
+    }
+
+    fn set_leader_hint(&self, shard: ShardId, leader: Option<u64>) {
+        if self.setup.map.is_none() {
+            self.shared.leader_hint.set(leader);
+            return;
+        }
+        let mut hints = self.shared.group_leader_hints.borrow_mut();
+        match leader {
+            Some(node) => hints.insert(shard, node),
+            None => hints.remove(&shard),
+        };
     }
 
     /// Sends `call` until it has an answer. A read gives up after a few attempts (it changed
     /// nothing). A write keeps its session sequence number and is retried until some node
     /// answers — the session makes that exactly-once — or the run ends, so an unknown outcome
     /// is recorded only for writes still unresolved at the end: histories stay checkable.
-    async fn execute(&mut self, call: ClientCall) -> Outcome {
+    async fn execute(&mut self, shard: ShardId, call: ClientCall) -> Outcome {
         let is_write = matches!(call, ClientCall::Write { .. });
         let mut maybe_applied = false;
         let mut attempt = 0u32;
@@ -334,11 +421,11 @@ impl Client {
                 break;
             }
             attempt += 1;
-            let node = self.choose_node(!is_write);
-            match self.send(node, call.clone()).await {
+            let node = self.choose_node(shard, !is_write);
+            match self.send(node, shard, call.clone()).await {
                 Some(Ok(answer)) => return Outcome::Answer(answer, node),
                 Some(Err(EngineError::NotLeader { leader })) => {
-                    self.shared.leader_hint.set(leader.map(|id| id.0));
+                    self.set_leader_hint(shard, leader.map(|id| id.0));
                     if leader.is_none() {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
@@ -366,7 +453,7 @@ impl Client {
                 None => {
                     // No answer: the request may have reached the leader.
                     maybe_applied |= is_write;
-                    self.shared.leader_hint.set(None);
+                    self.set_leader_hint(shard, None);
                 }
             }
         }
@@ -377,6 +464,7 @@ impl Client {
     async fn send(
         &mut self,
         node: u64,
+        shard: ShardId,
         call: ClientCall,
     ) -> Option<Result<ClientAnswer, EngineError>> {
         let timeout = Duration::from_millis(self.setup.swarm.client_timeout_ms);
@@ -387,7 +475,7 @@ impl Client {
             self.connection = Some((node, stream));
         }
         self.next_request_id += 1;
-        let request = ClientRequest { id: self.next_request_id, call };
+        let request = ClientRequest { id: self.next_request_id, shard, call };
         let (_, stream) = self.connection.as_mut()?;
         let exchange = async {
             write_frame(stream, &request, MAX_CLIENT_FRAME_BYTES).await.ok()?;
@@ -403,7 +491,7 @@ impl Client {
         }
     }
 
-    fn record(&mut self, planned: Planned, call_us: u64, outcome: Outcome) {
+    fn record(&mut self, planned: Planned, shard: ShardId, call_us: u64, outcome: Outcome) {
         let client = self.setup.index;
         let ret_us = now_us();
         let is_lease_read = matches!(
@@ -486,7 +574,7 @@ impl Client {
         }
         let mut operations = self.shared.operations.borrow_mut();
         if is_lease_read && let Some(node) = answered_by {
-            let read = LeaseRead { operation: operations.len(), node, call_us, ret_us };
+            let read = LeaseRead { operation: operations.len(), shard, node, call_us, ret_us };
             self.shared.lease_reads.borrow_mut().push(read);
         }
         operations.push(operation);
@@ -518,7 +606,7 @@ impl Client {
             .collect();
         let last_returned = entries.last().map(|kv| kv.key.as_str());
         for index in 0..self.setup.keys {
-            let key = format!("k{index}");
+            let key = self.key_name(index);
             let covered = key.starts_with(prefix)
                 && (!more || last_returned.is_some_and(|last| key.as_str() < last));
             if covered && !entries.iter().any(|kv| kv.key == key) {
@@ -653,6 +741,20 @@ enum Planned {
 impl Planned {
     fn is_write(&self) -> bool {
         !matches!(self, Planned::Get { .. } | Planned::Range { .. })
+    }
+
+    /// What the request is routed by: its key (a transaction's keys share a shard), or a
+    /// listing's prefix (the hash tag of the keys it lists, in a sharded world).
+    fn routing_key(&self) -> &str {
+        match self {
+            Planned::Range { prefix, .. } => prefix,
+            Planned::Get { key, .. }
+            | Planned::Put { key, .. }
+            | Planned::Delete { key }
+            | Planned::Cas { key, .. }
+            | Planned::Create { key, .. }
+            | Planned::Txn { key, .. } => key,
+        }
     }
 
     fn call(&self, session: Option<SessionTag>) -> ClientCall {

@@ -42,6 +42,20 @@ fn leader_churn_and_planted_bug_runs_are_repeatable_too() {
 }
 
 #[test]
+fn sharded_runs_are_repeatable_too() {
+    let sharded = DrawOptions {
+        fault_phase_ms: 5_000,
+        profile: DrawProfile::Sharded,
+        ..DrawOptions::default()
+    };
+    for seed in [5, 12] {
+        let config = RunConfig::draw(seed, &sharded);
+        assert!(config.shards > 1, "seed {seed}: a sharded world");
+        assert_repeatable(&config);
+    }
+}
+
+#[test]
 fn different_seeds_give_different_runs() {
     let a = run(&RunConfig::draw(100, &DrawOptions::default()), RunOptions::default());
     let b = run(&RunConfig::draw(101, &DrawOptions::default()), RunOptions::default());

@@ -282,6 +282,9 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
     /// Lets `probe` observe every cycle (the simulator's invariant checks).
     pub fn with_probe(mut self, probe: Box<dyn EngineProbe>) -> Self {
         self.probe = Some(probe);
+        if let Cores::Hosted(host) = &mut self.cores {
+            host.copy_messages_for_probe();
+        }
         for replica in self.replicas.values_mut() {
             replica.observe();
         }
@@ -563,8 +566,12 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                     let mut rests = Vec::with_capacity(host_ready.groups.len());
                     for (shard, ready) in host_ready.groups {
                         self.touched.insert(shard);
-                        let (rest, messages) = self.begin_ready(shard, ready)?;
-                        debug_assert!(messages.is_empty(), "the host batches every message");
+                        // The host batches every message; a probe's copies are not sent again.
+                        let (rest, copies) = self.begin_ready(shard, ready)?;
+                        debug_assert!(
+                            copies.is_empty() || self.probe.is_some(),
+                            "the host batches every message"
+                        );
                         rests.push(rest);
                     }
                     for batch in host_ready.batches {

@@ -79,7 +79,8 @@ pub struct HostCounters {
 /// What the engine must carry out after the host's inputs.
 #[derive(Debug, Default)]
 pub struct HostReady {
-    /// Each group's `Ready`, without its messages (they are in `batches`). The engine handles
+    /// Each group's `Ready`, without its messages (they are in `batches`; a copy stays with a
+    /// probe attached, `GroupHost::copy_messages_for_probe`). The engine handles
     /// each as it handles a single group's, reporting through
     /// [`GroupHost::group_mut_without_waking`].
     pub groups: Vec<(ShardId, Ready)>,
@@ -118,6 +119,9 @@ pub struct GroupHost {
     hosting: Hosting,
     outbox: BTreeMap<NodeId, NodeBatch>,
     counters: HostCounters,
+    /// Whether each group's `Ready` keeps a copy of the messages it sent (batched all the
+    /// same), for an engine probe to check them (the simulator's observer).
+    copy_messages: bool,
 }
 
 impl GroupHost {
@@ -142,7 +146,16 @@ impl GroupHost {
             hosting: Hosting { incarnation, groups_removed: 0 },
             outbox: BTreeMap::new(),
             counters: HostCounters::default(),
+            copy_messages: false,
         }
+    }
+
+    /// From now on each group's `Ready` from [`GroupHost::ready`] keeps a copy of the messages
+    /// it sent in `messages` (which the engine must not send again), and a group whose Ready
+    /// held only messages is listed too: a probe sees every acknowledgement and vote a group
+    /// sends, as it does on a single group's node.
+    pub fn copy_messages_for_probe(&mut self) {
+        self.copy_messages = true;
     }
 
     pub fn id(&self) -> NodeId {
@@ -325,10 +338,14 @@ impl GroupHost {
                     .committed_entries
                     .iter()
                     .any(|entry| matches!(entry.payload, EntryPayload::Config(_)));
+            let had_messages = !messages.is_empty();
+            if self.copy_messages {
+                ready.messages = messages.clone();
+            }
             for message in messages {
                 self.send(shard, message, false);
             }
-            if !ready.is_empty() {
+            if !ready.is_empty() || (self.copy_messages && had_messages) {
                 groups.push((shard, ready));
             }
         }

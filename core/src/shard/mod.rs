@@ -8,6 +8,7 @@
 pub mod fan_out;
 pub mod group_host;
 pub mod map;
+pub mod map_keeper;
 pub mod node_batch;
 pub mod peer_liveness;
 pub mod placement;
@@ -16,6 +17,7 @@ pub mod slot;
 pub use fan_out::{CrossShard, ListedKey, MergedPage, ShardPage, merge_pages, single_shard};
 pub use group_host::{GroupHost, HostConfig, HostCounters, HostReady};
 pub use map::{ShardId, ShardInfo, ShardMap, ShardMapDraft, ShardMapError};
+pub use map_keeper::keep_map_from_meta_replica;
 pub use node_batch::{GroupHeartbeat, GroupHeartbeatResponse, GroupMessage, Hosting, NodeBatch};
 pub use placement::rendezvous;
 pub use slot::{Slot, SlotCount, SlotCountError, hash_tag, slot_of};
