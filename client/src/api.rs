@@ -277,7 +277,11 @@ pub struct WatchEventJson {
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_base64: Option<String>,
+    /// The revision of the change, in its shard's revisions.
     pub mod_revision: u64,
+    /// The shard the change was made in (a watch of every shard of a sharded cluster only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
 }
 
 #[cfg(test)]

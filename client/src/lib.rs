@@ -36,6 +36,7 @@ use self::api::{
 };
 pub use self::error::ClientError;
 use self::retry::Failure;
+pub use self::watch_events::{OPEN_EVENT, PositionedEvent, positioned_events};
 
 /// How fresh a read must be (see DESIGN.md); linearizable unless asked otherwise.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -589,7 +590,8 @@ fn key_path(key: &str) -> String {
     format!("/kv/{}", encode_component(key))
 }
 
-fn encode_component(text: &str) -> String {
+/// `text` percent-encoded for a path segment or a query value.
+pub fn encode_component(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 

@@ -37,6 +37,18 @@ impl std::fmt::Display for BodyError {
     }
 }
 
+/// The SSE event a single-shard watch opened for a fan-out starts with (`x-conclave-shard` set
+/// on a sharded node): no change, only its id, the position the stream starts at.
+pub const OPEN_EVENT: &str = "open";
+
+/// One item of a watch stream, with its SSE id (the position after it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PositionedEvent {
+    pub id: String,
+    /// `None` for the `open` event.
+    pub change: Option<WatchEventJson>,
+}
+
 /// The watch events of an SSE body, ending after the first error.
 pub fn events(
     body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
@@ -44,10 +56,31 @@ pub fn events(
     events_up_to(body, MAX_EVENT_BYTES)
 }
 
+/// The watch events of an SSE body with their ids (and the `open` event), ending after the
+/// first error.
+pub fn positioned_events(
+    body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+) -> impl Stream<Item = Result<PositionedEvent, ClientError>> + Send + 'static {
+    positioned_events_up_to(body, MAX_EVENT_BYTES)
+}
+
+/// The changes of `positioned_events_up_to`: ids and `open` events dropped.
 fn events_up_to(
     body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
     max_event_bytes: usize,
 ) -> impl Stream<Item = Result<WatchEventJson, ClientError>> + Send + 'static {
+    positioned_events_up_to(body, max_event_bytes).filter_map(|item| {
+        futures::future::ready(match item {
+            Ok(PositionedEvent { change, .. }) => change.map(Ok),
+            Err(error) => Some(Err(error)),
+        })
+    })
+}
+
+fn positioned_events_up_to(
+    body: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    max_event_bytes: usize,
+) -> impl Stream<Item = Result<PositionedEvent, ClientError>> + Send + 'static {
     let unparsed_bytes = Arc::new(AtomicUsize::new(0));
     let counted = unparsed_bytes.clone();
     let body = body.map(move |chunk| {
@@ -64,7 +97,11 @@ fn events_up_to(
                 Ok(event) if event.event == "error" => {
                     Err(ClientError::Rejected { status: 200, message: event.data })
                 }
+                Ok(event) if event.event == OPEN_EVENT => {
+                    Ok(PositionedEvent { id: event.id, change: None })
+                }
                 Ok(event) => serde_json::from_str(&event.data)
+                    .map(|change| PositionedEvent { id: event.id, change: Some(change) })
                     .map_err(|error| ClientError::BadAnswer(format!("watch event: {error}"))),
                 Err(eventsource_stream::EventStreamError::Transport(
                     error @ BodyError::TooLarge { .. },
@@ -114,6 +151,27 @@ mod tests {
             .collect();
         assert_eq!(seen, vec![("put", "a", 4), ("delete", "a", 5)]);
         assert_eq!(events[0].value.as_deref(), Some("1"));
+    }
+
+    #[tokio::test]
+    async fn positioned_events_keep_ids_and_the_open_event() {
+        let chunks: Vec<reqwest::Result<Bytes>> = vec![Ok(Bytes::from_static(
+            b"event: open\nid: 7:0\ndata: 7:0\n\nevent: put\nid: 8\ndata: {\"kind\":\"put\",\"key\":\"a\",\"mod_revision\":8}\n\n",
+        ))];
+        let items: Vec<PositionedEvent> = positioned_events(futures::stream::iter(chunks))
+            .map(|item| item.expect("valid"))
+            .collect()
+            .await;
+        assert_eq!(items.len(), 2);
+        assert_eq!((items[0].id.as_str(), items[0].change.is_none()), ("7:0", true));
+        assert_eq!(items[1].id, "8");
+        assert_eq!(items[1].change.as_ref().map(|change| change.mod_revision), Some(8));
+        // The plain stream yields the change only.
+        let chunks: Vec<reqwest::Result<Bytes>> = vec![Ok(Bytes::from_static(
+            b"event: open\nid: 7:0\ndata: 7:0\n\nevent: put\nid: 8\ndata: {\"kind\":\"put\",\"key\":\"a\",\"mod_revision\":8}\n\n",
+        ))];
+        let changes: Vec<_> = events(futures::stream::iter(chunks)).collect().await;
+        assert_eq!(changes.len(), 1);
     }
 
     #[tokio::test]

@@ -53,6 +53,8 @@ pub struct RunningEngine {
     pub groups: BTreeMap<ShardId, EngineHandle>,
     /// The map a sharded cluster starts from; `None` for a single group.
     pub bootstrap_map: Option<Arc<ShardMap>>,
+    /// Each hosted group's watch history, fed every change this process applies to it.
+    pub hubs: BTreeMap<ShardId, Arc<WatchHub>>,
     pub recovery: RecoverySummary,
     /// The engine's clock: local reads compare its lease against this clock.
     pub clock: OsClock,
@@ -70,14 +72,16 @@ fn os_seed() -> u64 {
 
 /// Opens storage in `data_dir` (locked by the caller), recovers, starts the peer transport (on
 /// `peer_listener` if bound, else listening once the node has peers) and the engine on a new
-/// thread, with `hub` fed every change this process applies. Returns once the engine is ready
-/// to take requests, or with the reason it could not start.
+/// thread, with a watch history per group fed every change this process applies to it (of
+/// `watch_history_events` events on a single group's node, split among a sharded node's
+/// groups: see [`history_events_per_group`]). Returns once the engine is ready to take
+/// requests, or with the reason it could not start.
 pub async fn start(
     config: NodeConfig,
     data_dir: PathBuf,
     peer_listener: Option<std::net::TcpListener>,
     fsync_seconds: Histogram,
-    hub: Arc<WatchHub>,
+    watch_history_events: usize,
 ) -> anyhow::Result<RunningEngine> {
     let (started_tx, started_rx) = oneshot::channel();
     let (finished_tx, finished) = oneshot::channel();
@@ -97,10 +101,12 @@ pub async fn start(
                 if config.sharding.is_some() {
                     let prepared =
                         prepare_sharded(&config, &data_dir, peer_listener, fsync_seconds);
-                    run_prepared(prepared.await, hub, started_tx, finished_tx).await;
+                    let history = watch_history_events;
+                    run_prepared(prepared.await, history, started_tx, finished_tx).await;
                 } else {
                     let prepared = prepare(&config, &data_dir, peer_listener, fsync_seconds);
-                    run_prepared(prepared.await, hub, started_tx, finished_tx).await;
+                    let history = watch_history_events;
+                    run_prepared(prepared.await, history, started_tx, finished_tx).await;
                 }
             });
         })
@@ -111,6 +117,7 @@ pub async fn start(
         handle: started.handle,
         groups: started.groups,
         bootstrap_map: started.bootstrap_map,
+        hubs: started.hubs,
         recovery: started.recovery,
         clock: started.clock,
         finished,
@@ -123,19 +130,34 @@ struct Started {
     handle: EngineHandle,
     groups: BTreeMap<ShardId, EngineHandle>,
     bootstrap_map: Option<Arc<ShardMap>>,
+    /// Filled in by `run_prepared`, which feeds them.
+    hubs: BTreeMap<ShardId, Arc<WatchHub>>,
     recovery: RecoverySummary,
     clock: OsClock,
 }
 
-/// An engine ready to run: the engine, its storage writer, the change feed of its main group
+/// An engine ready to run: the engine, its storage writer, the change feed of each group
 /// (subscribed before the engine runs its first cycle, so it sees every change it applies).
-type Prepared<S, W> =
-    (Engine<TcpTransport, S, OsClock>, W, broadcast::Receiver<ChangeFeed>, Started);
+type Prepared<S, W> = (
+    Engine<TcpTransport, S, OsClock>,
+    W,
+    BTreeMap<ShardId, broadcast::Receiver<ChangeFeed>>,
+    Started,
+);
+
+/// How many events each group's watch history holds on a node hosting `groups` groups: the
+/// node's budget split among them, but never so few that a watcher resuming after a short
+/// outage finds its place gone. A history holds only what its group changed, so idle groups
+/// cost nothing.
+pub fn history_events_per_group(watch_history_events: usize, groups: usize) -> usize {
+    const MIN_EVENTS_PER_GROUP: usize = 1_024;
+    (watch_history_events / groups.max(1)).max(MIN_EVENTS_PER_GROUP.min(watch_history_events))
+}
 
 /// Reports the start (or why it failed), then runs the engine until it stops.
 async fn run_prepared<S: Storage, W: Future<Output = Result<(), StorageFailure>>>(
     prepared: anyhow::Result<Prepared<S, W>>,
-    hub: Arc<WatchHub>,
+    watch_history_events: usize,
     started_tx: oneshot::Sender<anyhow::Result<Started>>,
     finished_tx: oneshot::Sender<Result<(), String>>,
 ) {
@@ -143,8 +165,13 @@ async fn run_prepared<S: Storage, W: Future<Output = Result<(), StorageFailure>>
         Err(error) => {
             let _ = started_tx.send(Err(error));
         }
-        Ok((engine, writer, events, started)) => {
-            tokio::task::spawn_local(hub.run(events));
+        Ok((engine, writer, feeds, mut started)) => {
+            let per_group = history_events_per_group(watch_history_events, feeds.len());
+            for (shard, feed) in feeds {
+                let hub = WatchHub::new(per_group);
+                tokio::task::spawn_local(hub.clone().run(feed));
+                started.hubs.insert(shard, hub);
+            }
             let _ = started_tx.send(Ok(started));
             let result = engine.run(writer).await.map_err(|failure| failure.to_string());
             let _ = finished_tx.send(result);
@@ -195,10 +222,11 @@ async fn prepare(
         seed,
     )
     .context("cannot start the engine")?;
-    let events = handle.subscribe();
+    let feeds = BTreeMap::from([(ShardId::META, handle.subscribe())]);
     let groups = BTreeMap::from([(ShardId::META, handle.clone())]);
-    let started = Started { handle, groups, bootstrap_map: None, recovery, clock };
-    Ok((engine, writer, events, started))
+    let hubs = BTreeMap::new();
+    let started = Started { handle, groups, bootstrap_map: None, hubs, recovery, clock };
+    Ok((engine, writer, feeds, started))
 }
 
 /// A sharded node: the groups the cluster's bootstrap map places here, on one shared log
@@ -281,9 +309,10 @@ async fn prepare_sharded(
     // group's map arrives, a group would otherwise serve any key it is asked for (the map the
     // meta group holds is this one, at the same epoch, until placement changes it).
     handle.follow_shard_map(map.clone());
-    let events = handle.subscribe();
-    let started = Started { handle, groups, bootstrap_map: Some(map), recovery, clock };
-    Ok((engine, writer, events, started))
+    let feeds = groups.iter().map(|(shard, group)| (*shard, group.subscribe())).collect();
+    let hubs = BTreeMap::new();
+    let started = Started { handle, groups, bootstrap_map: Some(map), hubs, recovery, clock };
+    Ok((engine, writer, feeds, started))
 }
 
 /// The peer transport: one connection per peer node, carrying every group's messages.

@@ -26,7 +26,6 @@ use crate::shard_map_keeper;
 use crate::stop_signals::StopSignals;
 use crate::systemd_notify;
 use conclave_client::api::ClusterInfoJson;
-use conclave_core::engine::WatchHub;
 
 /// Connections kept open to the leader per follower, for forwarding.
 const FORWARD_POOL_IDLE_PER_HOST: usize = 64;
@@ -112,7 +111,6 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
     shard_layout::check_or_record(data_dir.path(), config.sharding.as_ref())?;
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
-    let hub = WatchHub::new(config.watch_history_events);
     let peer_listener = match peer_socket {
         Some(socket) => Some(socket.listen().context("cannot listen for peers")?),
         None => None,
@@ -122,7 +120,7 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         data_dir.path().to_path_buf(),
         peer_listener,
         metrics.fsync_seconds.clone(),
-        hub.clone(),
+        config.watch_history_events,
     )
     .await?;
     let recovery = &engine.recovery;
@@ -175,7 +173,7 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         engine: engine.handle.clone(),
         groups: groups.clone(),
         clock: engine.clock.clone(),
-        hub,
+        hubs: engine.hubs.clone(),
         metrics: metrics.clone(),
         forwarder,
         shutdown: shutdown_rx.clone(),

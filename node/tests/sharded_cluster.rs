@@ -230,11 +230,14 @@ fn a_sharded_cluster_refuses_what_it_cannot_do_yet_with_the_reason() {
     );
     assert_eq!(status, 200, "{body}");
 
-    // Sessions and watches say why not (501); the client library then writes without one.
+    // Sessions say why not (501); the client library then writes without one. A watch from a
+    // start revision must name its shard: revisions are per shard.
     let session = client.post(format!("http://127.0.0.1:{}/session", ports[0])).send().unwrap();
     assert_eq!(session.status().as_u16(), 501);
-    let watch = client.get(format!("http://127.0.0.1:{}/watch", ports[0])).send().unwrap();
-    assert_eq!(watch.status().as_u16(), 501);
+    let watch =
+        client.get(format!("http://127.0.0.1:{}/watch?start_revision=1", ports[0])).send().unwrap();
+    assert_eq!(watch.status().as_u16(), 400);
+    assert!(watch.text().unwrap().contains("per shard"));
     let endpoints = format!(":{}", ports[3]);
     let put = Command::new(BINARY)
         .args(["put", "cli-key", "cli-value", "--endpoints", &endpoints])
@@ -274,6 +277,156 @@ fn a_sharded_cluster_refuses_what_it_cannot_do_yet_with_the_reason() {
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.starts_with("shard map epoch 1, 1024 slots"), "{table}");
     assert_eq!(table.lines().count(), 2 + SHARDS as usize, "{table}");
+}
+
+/// One server-sent event: its name, id and data.
+#[derive(Debug)]
+struct SseEvent {
+    event: String,
+    id: String,
+    data: String,
+}
+
+/// The events of a `/watch` stream opened at `port` (from `last_event_id`, if given), read on
+/// a thread of their own and handed over as they come; the stream closes when the receiver is
+/// dropped and the next event arrives.
+fn watch_events(
+    port: u16,
+    prefix: &str,
+    last_event_id: Option<&str>,
+) -> std::sync::mpsc::Receiver<SseEvent> {
+    use std::io::BufRead as _;
+    let client = reqwest::blocking::Client::builder().timeout(None).build().unwrap();
+    let mut request = client.get(format!("http://127.0.0.1:{port}/watch?prefix={prefix}"));
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = request.send().unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{:?}", response.text());
+    let (sender, events) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(response).lines();
+        let mut event = SseEvent { event: String::new(), id: String::new(), data: String::new() };
+        while let Some(Ok(line)) = lines.next() {
+            if line.is_empty() {
+                let done = std::mem::replace(
+                    &mut event,
+                    SseEvent { event: String::new(), id: String::new(), data: String::new() },
+                );
+                if !done.data.is_empty() && sender.send(done).is_err() {
+                    return;
+                }
+            } else if let Some(name) = line.strip_prefix("event:") {
+                event.event = name.trim().to_string();
+            } else if let Some(id) = line.strip_prefix("id:") {
+                event.id = id.trim().to_string();
+            } else if let Some(data) = line.strip_prefix("data:") {
+                event.data.push_str(data.trim());
+            }
+        }
+    });
+    events
+}
+
+/// Puts `key` = `value` through the nodes at `ports` in turn until one acknowledges it.
+fn put_somewhere(ports: &[u16], key: &str, value: &str) {
+    let client = http();
+    let mut attempt = 0;
+    wait_for(&format!("a put of {key}"), Duration::from_secs(30), || {
+        attempt += 1;
+        let port = ports[attempt % ports.len()];
+        let response = client.put(key_url(port, key)).body(value.to_string()).send().ok()?;
+        matches!(response.status().as_u16(), 200 | 201).then_some(())
+    });
+}
+
+/// Receives one change per key of `keys` from `events` (in any order), and returns the last
+/// event's id; fails on a change of another key, a change seen twice, or an `error` event.
+fn expect_changes(
+    events: &std::sync::mpsc::Receiver<SseEvent>,
+    keys: &[String],
+    shards: &Value,
+) -> String {
+    let mut missing: BTreeSet<&String> = keys.iter().collect();
+    let mut last_id = String::new();
+    while !missing.is_empty() {
+        let event = events
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no change of {missing:?} within 30 s"));
+        assert_eq!(event.event, "put", "{event:?}");
+        let change: Value = serde_json::from_str(&event.data).unwrap();
+        let key = change["key"].as_str().unwrap().to_string();
+        assert!(missing.remove(&key), "a change of {key} that was not expected now: {event:?}");
+        assert_eq!(change["value"], format!("value of {key}"));
+        assert_eq!(change["shard"].as_u64(), Some(slot_owner(&key, shards)), "{event:?}");
+        // Every shard's position, in each id.
+        assert_eq!(event.id.split(',').count(), SHARDS as usize, "{event:?}");
+        last_id = event.id;
+    }
+    last_id
+}
+
+#[test]
+fn a_watch_of_every_shard_sees_each_change_once_through_a_kill_and_a_resume() {
+    let mut nodes = sharded_cluster("sharded-watch", &["--forward-to-leader"]);
+    let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
+    let shards = wait_for_every_shard_to_lead(ports[0], Duration::from_secs(30));
+    // The watching node holds no replica of some shard: it watches that one through the
+    // shard's first replica, which is then killed.
+    let (watcher, far_shard, source) = shards["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|shard| {
+            let replicas: Vec<u16> = shard["replicas"]
+                .as_array()?
+                .iter()
+                .map(|id| id.as_u64().unwrap() as u16)
+                .collect();
+            let watcher = ports.iter().find(|port| !replicas.contains(port))?;
+            Some((*watcher, shard["shard"].as_u64()?, replicas[0]))
+        })
+        .expect("some node holds no replica of some shard");
+    // Keys of every shard, several of them in the far shard.
+    let keys_from = |start: usize, count: usize| -> Vec<String> {
+        let mut keys: Vec<String> = (start..start + count).map(|i| format!("w/{i}")).collect();
+        keys.extend(
+            (0..100_000)
+                .map(|i| format!("w/far-{start}-{i}"))
+                .filter(|key| slot_owner(key, &shards) == far_shard)
+                .take(4),
+        );
+        keys
+    };
+    let events = watch_events(watcher, "w/", None);
+    let first = keys_from(0, 24);
+    for key in &first {
+        put_somewhere(&ports, key, &format!("value of {key}"));
+    }
+    expect_changes(&events, &first, &shards);
+
+    // The node the far shard's changes come from dies: the watch goes on from another replica.
+    let source_index = ports.iter().position(|port| *port == source).unwrap();
+    nodes[source_index].kill9();
+    let alive: Vec<u16> = ports.iter().copied().filter(|port| *port != source).collect();
+    let second = keys_from(100, 16);
+    for key in &second {
+        put_somewhere(&alive, key, &format!("value of {key}"));
+    }
+    let last_id = expect_changes(&events, &second, &shards);
+
+    // A watch resumed from the last event id sees what happened since, and nothing before.
+    drop(events);
+    let third = keys_from(200, 16);
+    for key in &third {
+        put_somewhere(&alive, key, &format!("value of {key}"));
+    }
+    let resumed = watch_events(watcher, "w/", Some(&last_id));
+    expect_changes(&resumed, &third, &shards);
+    assert!(
+        resumed.recv_timeout(Duration::from_millis(500)).is_err(),
+        "nothing more than the changes after the resumed id"
+    );
 }
 
 /// The shard that owns `key` by the map in `/cluster/shards` (CRC32C of the key, or of its

@@ -21,16 +21,19 @@ mod propose;
 mod reply;
 pub mod server;
 mod service;
+mod sharded_watch;
 mod shards;
 mod txn;
 mod watch;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{any, delete, get, post};
 use conclave_core::engine::EngineHandle;
 use conclave_core::raft::NodeId;
+use conclave_core::shard::ShardId;
 use tokio::sync::{Semaphore, watch as signal};
 
 use crate::clock::OsClock;
@@ -48,7 +51,8 @@ pub struct AppState {
     pub groups: Arc<LocalGroups>,
     /// The engine's clock, for reads answered without the engine (`propose::read`).
     pub clock: OsClock,
-    pub hub: Arc<WatchHub>,
+    /// Each hosted group's watch history.
+    pub hubs: BTreeMap<ShardId, Arc<WatchHub>>,
     pub metrics: Arc<Metrics>,
     /// Pooled connections to the leader, for forwarding.
     pub forwarder: reqwest::Client,

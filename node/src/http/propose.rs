@@ -38,7 +38,12 @@ async fn group_for(
 /// The shard another node asked this one to serve a keyless request from (`SHARD_HEADER`), if
 /// it did; `Err` says why the header is not a shard number (a 400).
 pub fn shard_asked(request: &Forwardable<'_>) -> Result<Option<ShardId>, String> {
-    let Some(value) = request.headers.get(SHARD_HEADER) else { return Ok(None) };
+    shard_header(request.headers)
+}
+
+/// The shard `SHARD_HEADER` names, if any; `Err` says why it is not a shard number.
+pub fn shard_header(headers: &axum::http::HeaderMap) -> Result<Option<ShardId>, String> {
+    let Some(value) = headers.get(SHARD_HEADER) else { return Ok(None) };
     let shard = value.to_str().ok().and_then(|text| text.parse::<u32>().ok());
     match shard {
         Some(shard) => Ok(Some(ShardId(shard))),

@@ -18,12 +18,16 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use conclave_core::engine::{Compacted, WatchCursor, WatchItem, WatchPosition};
 use conclave_core::kv::{KvEvent, KvEventKind};
+use conclave_core::shard::ShardId;
 use futures::stream::{self, Stream};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, watch as signal};
 
 use super::AppState;
-use super::reply::{text, unavailable};
+use super::leader::misdirected;
+use super::propose::shard_header;
+use super::reply::{bad_request, text, unavailable};
+use super::sharded_watch::{ShardPositions, merged_watch, open_event, start_revision_refused};
 use crate::metrics::Metrics;
 use conclave_client::api::{WatchEventJson, encode_value};
 
@@ -33,17 +37,19 @@ pub struct WatchParams {
     pub start_revision: Option<u64>,
 }
 
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 struct Watcher {
     cursor: WatchCursor,
     shutdown: signal::Receiver<bool>,
     finished: bool,
+    /// Sent before the first change (a single-shard watch of a sharded node).
+    open: Option<Event>,
     _permit: WatcherSlot,
 }
 
 /// Holds a watcher's place under `--max-watchers` and keeps the gauge right.
-struct WatcherSlot {
+pub struct WatcherSlot {
     _permit: OwnedSemaphorePermit,
     metrics: Arc<Metrics>,
 }
@@ -54,7 +60,7 @@ impl Drop for WatcherSlot {
     }
 }
 
-fn kind_name(kind: KvEventKind) -> &'static str {
+pub fn kind_name(kind: KvEventKind) -> &'static str {
     match kind {
         KvEventKind::Put => "put",
         KvEventKind::Delete => "delete",
@@ -62,16 +68,22 @@ fn kind_name(kind: KvEventKind) -> &'static str {
     }
 }
 
-/// A change as an SSE event; its id is the position after it (see `WatchPosition::token`).
-fn event_of(event: &KvEvent, after: WatchPosition) -> Event {
+/// A change as the JSON API shows it.
+pub fn change_json(event: &KvEvent) -> WatchEventJson {
     let (value, value_base64) = encode_value(&event.value);
-    let data = WatchEventJson {
+    WatchEventJson {
         kind: kind_name(event.kind).to_string(),
         key: event.key.clone(),
         value,
         value_base64,
         mod_revision: event.mod_revision,
-    };
+        shard: None,
+    }
+}
+
+/// A change as an SSE event; its id is the position after it (see `WatchPosition::token`).
+fn event_of(event: &KvEvent, after: WatchPosition) -> Event {
+    let data = change_json(event);
     let json = serde_json::to_string(&data).unwrap_or_else(|_| "{}".into());
     let id = after.token().unwrap_or_else(|| event.mod_revision.to_string());
     Event::default().id(id).event(kind_name(event.kind)).data(json)
@@ -94,6 +106,9 @@ impl Watcher {
     async fn next_event(&mut self) -> Option<Event> {
         if self.finished {
             return None;
+        }
+        if let Some(open) = self.open.take() {
+            return Some(open);
         }
         loop {
             // The cursor is cancel-safe: a shutdown signal never costs a change.
@@ -128,6 +143,27 @@ pub async fn watch(
     let last_event_id = headers
         .get("last-event-id")
         .map(|value| value.to_str().ok().and_then(WatchPosition::parse_token));
+    let prefix = params.prefix.unwrap_or_default();
+    let shard = match shard_header(&headers) {
+        Ok(shard) => shard,
+        Err(message) => return bad_request(message),
+    };
+    if state.groups.is_sharded() && shard.is_none() {
+        let from = match headers.get("last-event-id") {
+            None if params.start_revision.is_some() => return start_revision_refused(),
+            None => None,
+            Some(value) => match value.to_str().ok().and_then(ShardPositions::parse) {
+                Some(positions) => Some(positions),
+                None => {
+                    return bad_request(
+                        "Last-Event-ID is not an event id of a sharded watch \
+                         (SHARD:REVISION:DELIVERED,…)\n",
+                    );
+                }
+            },
+        };
+        return merged_watch(state, prefix, from).await;
+    }
     let from = match last_event_id {
         Some(Some(position)) => Some(position),
         Some(None) => {
@@ -139,49 +175,63 @@ pub async fn watch(
         }
         None => params.start_revision.map(WatchPosition::start_of),
     };
-    if state.groups.is_sharded() {
-        // The node's watch history is its main group's; a watch of a sharded cluster must
-        // merge every shard's stream, with per-shard positions in its event ids.
-        return text(
-            StatusCode::NOT_IMPLEMENTED,
-            "watches are not supported by a sharded cluster yet (each shard has its own \
-             revisions); read with GET /kv?prefix= instead\n",
-        );
-    }
-    let Ok(permit) = state.watchers.clone().try_acquire_owned() else {
-        return unavailable(format!(
-            "too many watch streams (the limit is {}); retry later\n",
-            state.config.http.max_watchers
-        ));
+    let shard = shard.unwrap_or(ShardId::META);
+    let (Some(hub), Some(group)) = (state.hubs.get(&shard), state.groups.hosted().get(&shard))
+    else {
+        return misdirected(&state, shard);
     };
-    let current_revision = state.engine.status().revision;
-    let prefix = params.prefix.unwrap_or_default();
-    let cursor = match WatchCursor::open(&state.hub, prefix, from, current_revision, None) {
+    let permit = match watcher_slot(&state) {
+        Ok(permit) => permit,
+        Err(response) => return response,
+    };
+    let current_revision = group.status().revision;
+    let cursor = match WatchCursor::open(hub, prefix, from, current_revision, None) {
         Ok(cursor) => cursor,
-        Err(Compacted { requested, floor }) => {
-            let held = floor.map_or_else(
-                || "this node holds no history yet".to_string(),
-                |floor| format!("the oldest revision held is {floor}"),
-            );
-            return text(
-                StatusCode::GONE,
-                format!(
-                    "revision {requested} is no longer in this node's watch history ({held}); \
-                     read the keys, then watch from the current revision\n"
-                ),
-            );
-        }
+        Err(compacted) => return compacted_response(compacted, None),
     };
-    state.metrics.watchers.inc();
+    // A sharded node's single-shard stream says where it starts: the merged watch that asked
+    // for it resumes from there if the stream breaks before its first change.
+    let open = state.groups.is_sharded().then(|| open_event(cursor.position()));
     let watcher = Watcher {
         cursor,
         shutdown: state.shutdown.clone(),
         finished: false,
-        _permit: WatcherSlot { _permit: permit, metrics: state.metrics.clone() },
+        open,
+        _permit: permit,
     };
     Sse::new(events(watcher))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE_INTERVAL))
         .into_response()
+}
+
+/// A place under `--max-watchers` (counted in the gauge), or the 503 that says there is none.
+#[allow(clippy::result_large_err)] // the error is the finished answer, built on the cold path
+pub fn watcher_slot(state: &AppState) -> Result<WatcherSlot, Response> {
+    let Ok(permit) = state.watchers.clone().try_acquire_owned() else {
+        return Err(unavailable(format!(
+            "too many watch streams (the limit is {}); retry later\n",
+            state.config.http.max_watchers
+        )));
+    };
+    state.metrics.watchers.inc();
+    Ok(WatcherSlot { _permit: permit, metrics: state.metrics.clone() })
+}
+
+/// 410: the history no longer holds the revision asked for (of `shard`, if named).
+pub fn compacted_response(compacted: Compacted, shard: Option<ShardId>) -> Response {
+    let Compacted { requested, floor } = compacted;
+    let held = floor.map_or_else(
+        || "this node holds no history yet".to_string(),
+        |floor| format!("the oldest revision held is {floor}"),
+    );
+    let of_shard = shard.map(|shard| format!(" of {shard}")).unwrap_or_default();
+    text(
+        StatusCode::GONE,
+        format!(
+            "revision {requested}{of_shard} is no longer in this node's watch history ({held}); \
+             read the keys, then watch from the current revision\n"
+        ),
+    )
 }
 
 fn events(watcher: Watcher) -> impl Stream<Item = Result<Event, Infallible>> {
