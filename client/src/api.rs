@@ -197,6 +197,10 @@ pub struct ShardsJson {
     /// The number of slots keys are hashed into.
     pub slot_count: u32,
     pub shards: Vec<ShardJson>,
+    /// The HTTP address (`host:port`) of each member the map names, as the answering node
+    /// knows it: where a client sends a shard's requests.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub addresses: std::collections::BTreeMap<u64, String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

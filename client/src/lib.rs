@@ -11,6 +11,10 @@
 //!   the cluster applies it once and answers the retry with the first outcome. A session holds
 //!   one write at a time, so the client keeps a small pool of them for concurrent writes.
 //! - **Watches** (`watch_events.rs`): the server-sent event stream of `/watch`, parsed.
+//! - **Sharded clusters** (`shard_routes.rs`): once a node's answer says the cluster is sharded,
+//!   the client fetches the shard map and sends each key's requests straight to its shard's
+//!   leader, refreshing the map when a routed request fails, is redirected or is refused as
+//!   misdirected (421).
 //! - **Connection pooling**: one `reqwest::Client` with keep-alive for every call.
 //!
 //! `api.rs` holds the JSON shapes of the HTTP API, shared with the server.
@@ -19,6 +23,7 @@ pub mod api;
 pub mod endpoint;
 pub mod error;
 mod retry;
+pub mod shard_routes;
 mod watch_events;
 
 use std::sync::Mutex;
@@ -32,10 +37,12 @@ use tokio::time::Instant;
 
 use self::api::{
     CLIENT_ID_HEADER, ClusterInfoJson, DELETED_HEADER, KeyValueJson, MembersJson, RangeJson,
-    SEQ_HEADER, SessionJson, ShardsJson, TxnRequestJson, TxnResponseJson, WatchEventJson,
+    SEQ_HEADER, SHARD_EPOCH_HEADER, SessionJson, ShardsJson, TxnRequestJson, TxnResponseJson,
+    WatchEventJson,
 };
 pub use self::error::ClientError;
 use self::retry::Failure;
+use self::shard_routes::ShardRoutes;
 pub use self::watch_events::{OPEN_EVENT, PositionedEvent, positioned_events};
 
 /// How fresh a read must be (see DESIGN.md); linearizable unless asked otherwise.
@@ -108,8 +115,26 @@ pub struct Client {
     sessions: Mutex<Vec<Session>>,
     /// Set once the cluster answered that it has no sessions (a sharded cluster, for now).
     sessions_unsupported: AtomicBool,
+    /// A sharded cluster's routes, once known (`shard_routes.rs`).
+    routes: Mutex<Routes>,
     options: ClientOptions,
 }
+
+/// What the client knows of where keys go.
+#[derive(Default)]
+struct Routes {
+    current: Option<std::sync::Arc<ShardRoutes>>,
+    /// The newest map epoch a node named (`x-conclave-shard-epoch`): the routes are fetched
+    /// again while they are older.
+    epoch_seen: u64,
+    /// Set when a routed request failed or was sent on: fetch the routes again.
+    stale: bool,
+    /// No fetch before this (one failed or ran recently).
+    next_fetch: Option<Instant>,
+}
+
+/// Fetches of the routes are at least this far apart.
+const ROUTE_FETCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// One logical request, resent as is on every attempt.
 struct Call<'a> {
@@ -119,6 +144,8 @@ struct Call<'a> {
     headers: Vec<(&'a str, String)>,
     /// Whether to follow the leader on 307 (writes and linearizable reads).
     follow_leader: bool,
+    /// The key it is about, for a sharded cluster's routes (single-key calls only).
+    key: Option<&'a str>,
 }
 
 impl<'a> Call<'a> {
@@ -130,7 +157,13 @@ impl<'a> Call<'a> {
             body: Bytes::new(),
             headers: Vec::new(),
             follow_leader,
+            key: None,
         }
+    }
+
+    /// The same call, routed by `key` in a sharded cluster.
+    fn about(self, key: &'a str) -> Call<'a> {
+        Call { key: Some(key), ..self }
     }
 
     /// A change the leader carries out.
@@ -140,7 +173,7 @@ impl<'a> Call<'a> {
         body: Bytes,
         headers: Vec<(&'a str, String)>,
     ) -> Call<'a> {
-        Call { method, path_and_query, body, headers, follow_leader: true }
+        Call { method, path_and_query, body, headers, follow_leader: true, key: None }
     }
 
     /// A change whose body is JSON.
@@ -182,8 +215,62 @@ impl Client {
             leader: Mutex::new(None),
             sessions: Mutex::new(Vec::new()),
             sessions_unsupported: AtomicBool::new(false),
+            routes: Mutex::new(Routes::default()),
             options,
         })
+    }
+
+    /// Where a sharded cluster's routes send `key` first, fetching them if they are missing,
+    /// older than an epoch a node named, or stale (at most once per `ROUTE_FETCH_INTERVAL`).
+    async fn routed_target(&self, key: &str) -> Option<String> {
+        let (current, wanted) = {
+            let routes = self.routes.lock().ok()?;
+            let outdated = routes.epoch_seen > routes.current.as_ref().map_or(0, |r| r.epoch);
+            let due = routes.next_fetch.is_none_or(|at| Instant::now() >= at);
+            (routes.current.clone(), (outdated || routes.stale) && due)
+        };
+        let current = if wanted { self.fetch_routes().await.or(current) } else { current };
+        current?.target_of(key).map(str::to_string)
+    }
+
+    /// `/cluster/shards` from the first endpoint that answers it, as routes.
+    async fn fetch_routes(&self) -> Option<std::sync::Arc<ShardRoutes>> {
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.next_fetch = Some(Instant::now() + ROUTE_FETCH_INTERVAL);
+        }
+        for base in &self.endpoints {
+            let Ok(response) = self.http.get(format!("{base}/cluster/shards")).send().await else {
+                continue;
+            };
+            let Ok(shards) = json_of::<ShardsJson>(response).await else { continue };
+            match ShardRoutes::from_json(&shards) {
+                Ok(fetched) => {
+                    let fetched = fetched.map(std::sync::Arc::new);
+                    let mut routes = self.routes.lock().ok()?;
+                    routes.current = fetched.clone();
+                    routes.stale = false;
+                    routes.epoch_seen = routes.epoch_seen.max(shards.epoch);
+                    return fetched;
+                }
+                Err(reason) => tracing::warn!(%base, %reason, "an unusable shard map"),
+            }
+        }
+        None
+    }
+
+    /// Notes what an answer says of the cluster's map: its epoch (sharded clusters name it).
+    fn note_epoch(&self, response: &reqwest::Response) {
+        let epoch = response.headers().get(SHARD_EPOCH_HEADER);
+        let epoch = epoch.and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+        if let (Some(epoch), Ok(mut routes)) = (epoch, self.routes.lock()) {
+            routes.epoch_seen = routes.epoch_seen.max(epoch);
+        }
+    }
+
+    fn routes_are_stale(&self) {
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.stale = true;
+        }
     }
 
     /// The leader this client last heard of, if any.
@@ -216,13 +303,26 @@ impl Client {
         let tried: Mutex<Vec<String>> = Mutex::new(Vec::new());
         let outcome = retry::until_deadline(deadline, || async {
             let attempt = attempts.fetch_add(1, Ordering::Relaxed);
-            let base = self.target(attempt, call.follow_leader);
+            // A key of a sharded cluster goes to its shard's leader first; after a failure
+            // there, to the endpoints (any node routes any key) while the routes refresh.
+            let routed = match call.key {
+                Some(key) if attempt.is_multiple_of(2) => self.routed_target(key).await,
+                _ => None,
+            };
+            let base = routed.clone().unwrap_or_else(|| self.target(attempt, call.follow_leader));
             if let Ok(mut tried) = tried.lock()
                 && !tried.contains(&base)
             {
                 tried.push(base.clone());
             }
-            self.attempt(call, base).await.map_err(Failure::Transient)
+            let answered = self.attempt(call, base.clone()).await;
+            if let Some(routed) = routed {
+                let sent_on = answered.as_ref().is_ok_and(|(_, final_base)| *final_base != routed);
+                if answered.is_err() || sent_on {
+                    self.routes_are_stale();
+                }
+            }
+            answered.map(|(response, _)| response).map_err(Failure::Transient)
         })
         .await;
         outcome.map_err(|last_error| ClientError::Unavailable {
@@ -231,13 +331,13 @@ impl Client {
         })
     }
 
-    /// One attempt at `call`, starting at `base` and following the leader's redirects. An
-    /// error says why this attempt got no answer.
+    /// One attempt at `call`, starting at `base` and following the leader's redirects: the
+    /// answer and the node that gave it. An error says why this attempt got no answer.
     async fn attempt(
         &self,
         call: &Call<'_>,
         mut base: String,
-    ) -> Result<reqwest::Response, String> {
+    ) -> Result<(reqwest::Response, String), String> {
         for _ in 0..=MAX_REDIRECTS_PER_ATTEMPT {
             let mut request = self
                 .http
@@ -276,10 +376,15 @@ impl Client {
                 // A sharded cluster's node routed by a map older than the shard's: the
                 // request was refused before it took effect, and the node refreshes its map.
                 StatusCode::MISDIRECTED_REQUEST => {
+                    self.note_epoch(&response);
+                    self.routes_are_stale();
                     let reason = response.text().await.unwrap_or_default();
                     return Err(format!("{base}: {}", reason.trim()));
                 }
-                _ => return Ok(response),
+                _ => {
+                    self.note_epoch(&response);
+                    return Ok((response, base));
+                }
             }
         }
         Err(format!("more than {MAX_REDIRECTS_PER_ATTEMPT} redirects in a row, the last to {base}"))
@@ -365,7 +470,7 @@ impl Client {
                 headers.push(("if-match", format!("\"{revision}\"")))
             }
         }
-        let call = Call::change(Method::PUT, path, value, headers);
+        let call = Call::change(Method::PUT, path, value, headers).about(key);
         let response = self.send_write(call).await?;
         match response.status() {
             StatusCode::OK | StatusCode::CREATED => Ok(etag_of(&response).unwrap_or(0)),
@@ -385,7 +490,8 @@ impl Client {
         let call = Call::read(
             format!("{}?consistency={}", key_path(key), consistency.as_query()),
             consistency != Consistency::Stale,
-        );
+        )
+        .about(key);
         let response = self.send(&call).await?;
         match response.status() {
             StatusCode::OK => {
@@ -407,7 +513,7 @@ impl Client {
         if let Precondition::RevisionIs(revision) = precondition {
             headers.push(("if-match", format!("\"{revision}\"")));
         }
-        let call = Call::change(Method::DELETE, key_path(key), Bytes::new(), headers);
+        let call = Call::change(Method::DELETE, key_path(key), Bytes::new(), headers).about(key);
         let response = self.send_write(call).await?;
         match response.status() {
             // A node answers 200 either way and says in a header whether the key existed

@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request};
+use axum::http::{HeaderValue, Method, Request};
 use axum::response::Response;
+use conclave_client::api::SHARD_EPOCH_HEADER;
 use hyper::body::Incoming;
 use tower::ServiceExt as _;
 
@@ -62,11 +63,16 @@ impl hyper::service::Service<Request<Incoming>> for ApiService {
         Box::pin(async move {
             let started = Instant::now();
             let (parts, body) = request.into_parts();
-            let response = match parts.method {
+            let mut response = match parts.method {
                 Method::GET => kv::get_key(&state, &parts).await,
                 Method::PUT => kv::put_key(&state, &parts, body).await,
                 _ => kv::delete_key(&state, &parts).await,
             };
+            // A sharded cluster says so on every key's answer, with its map's epoch: a client
+            // learns from it to fetch the map and send each key to its shard's leader.
+            if let Some(map) = state.groups.map() {
+                response.headers_mut().insert(SHARD_EPOCH_HEADER, HeaderValue::from(map.epoch()));
+            }
             key_metrics.record(&parts.method, started.elapsed().as_secs_f64(), response.status());
             Ok(response)
         })

@@ -6,7 +6,7 @@
 //! freshest (highest term, then applied index). Members that do not answer within
 //! `MEMBER_REPORT_TIMEOUT` are left out: their shards show what the others know.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,7 +94,8 @@ fn local_view(state: &AppState) -> ShardsJson {
             ..ShardJson::default()
         };
         let shard = with_report(shard, &state.engine.status());
-        return ShardsJson { epoch: 0, slot_count: slot_count.get(), shards: vec![shard] };
+        let (slot_count, shards) = (slot_count.get(), vec![shard]);
+        return ShardsJson { epoch: 0, slot_count, shards, addresses: BTreeMap::new() };
     };
     let shards = map
         .shards()
@@ -106,7 +107,13 @@ fn local_view(state: &AppState) -> ShardsJson {
             }
         })
         .collect();
-    ShardsJson { epoch: map.epoch(), slot_count: map.slot_count().get(), shards }
+    let members: BTreeSet<NodeId> =
+        map.shards().flat_map(|(_, info)| info.replicas.iter().copied()).collect();
+    let addresses = members
+        .into_iter()
+        .filter_map(|member| Some((member.0, state.http_address_of(member)?)))
+        .collect();
+    ShardsJson { epoch: map.epoch(), slot_count: map.slot_count().get(), shards, addresses }
 }
 
 /// Another member's report of the groups it hosts; `None` if it did not answer in time.
