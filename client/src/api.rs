@@ -93,6 +93,25 @@ pub struct TxnRequestJson {
     pub failure: Vec<TxnOpJson>,
 }
 
+impl TxnRequestJson {
+    /// The first key it names (a compare's, else an operation's): in a sharded cluster every
+    /// key of a transaction is in one shard, so this one routes it.
+    pub fn first_key(&self) -> Option<&str> {
+        fn op_key(op: &TxnOpJson) -> Option<&str> {
+            match op {
+                TxnOpJson::Put { key, .. } | TxnOpJson::Delete { key } | TxnOpJson::Get { key } => {
+                    Some(key.as_str())
+                }
+                TxnOpJson::Range { .. } => None,
+            }
+        }
+        self.compare
+            .first()
+            .map(|compare| compare.key.as_str())
+            .or_else(|| self.success.iter().chain(&self.failure).find_map(op_key))
+    }
+}
+
 /// One compare: `{"key":"a","target":"value","op":"=","value":"x"}`. Targets: `value` (with
 /// `value` or `value_base64`), `mod_revision` / `create_revision` (with `revision`), `version`
 /// (with `version`), `exists` (with `exists`). Ops: `=`, `!=`, `<`, `>` (default `=`).

@@ -9,7 +9,9 @@
 //! - **Exactly-once writes**: writes carry a client session (registered with `POST /session`)
 //!   and a sequence number; a write retried after a timeout or a failover reuses its number, so
 //!   the cluster applies it once and answers the retry with the first outcome. A session holds
-//!   one write at a time, so the client keeps a small pool of them for concurrent writes.
+//!   one write at a time, so the client keeps a small pool of them for concurrent writes. In a
+//!   sharded cluster a session lives in one shard's group: the client registers sessions per
+//!   shard (`x-conclave-shard`) and tags each write with one of its key's shard.
 //! - **Watches** (`watch_events.rs`): the server-sent event stream of `/watch`, parsed.
 //! - **Sharded clusters** (`shard_routes.rs`): once a node's answer says the cluster is sharded,
 //!   the client fetches the shard map and sends each key's requests straight to its shard's
@@ -26,6 +28,7 @@ mod retry;
 pub mod shard_routes;
 mod watch_events;
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -37,8 +40,8 @@ use tokio::time::Instant;
 
 use self::api::{
     CLIENT_ID_HEADER, ClusterInfoJson, DELETED_HEADER, KeyValueJson, MembersJson, RangeJson,
-    SEQ_HEADER, SHARD_EPOCH_HEADER, SessionJson, ShardsJson, TxnRequestJson, TxnResponseJson,
-    WatchEventJson,
+    SEQ_HEADER, SHARD_EPOCH_HEADER, SHARD_HEADER, SessionJson, ShardsJson, TxnRequestJson,
+    TxnResponseJson, WatchEventJson,
 };
 pub use self::error::ClientError;
 use self::retry::Failure;
@@ -106,13 +109,17 @@ pub enum Precondition {
 struct Session {
     client_id: u64,
     last_seq: u64,
+    /// The shard it was registered in (`None`: a cluster not known to be sharded).
+    shard: Option<u32>,
 }
 
 pub struct Client {
     http: reqwest::Client,
     endpoints: Vec<String>,
     leader: Mutex<Option<String>>,
-    sessions: Mutex<Vec<Session>>,
+    /// Idle sessions by the shard they were registered in (`None`: a cluster not known to be
+    /// sharded, whose sessions live in its one group).
+    sessions: Mutex<BTreeMap<Option<u32>, Vec<Session>>>,
     /// Set once the cluster answered that it has no sessions (a sharded cluster, for now).
     sessions_unsupported: AtomicBool,
     /// A sharded cluster's routes, once known (`shard_routes.rs`).
@@ -146,6 +153,8 @@ struct Call<'a> {
     follow_leader: bool,
     /// The key it is about, for a sharded cluster's routes (single-key calls only).
     key: Option<&'a str>,
+    /// The shard it is for, when it names one (a session's registration).
+    shard: Option<u32>,
 }
 
 impl<'a> Call<'a> {
@@ -158,6 +167,7 @@ impl<'a> Call<'a> {
             headers: Vec::new(),
             follow_leader,
             key: None,
+            shard: None,
         }
     }
 
@@ -173,7 +183,7 @@ impl<'a> Call<'a> {
         body: Bytes,
         headers: Vec<(&'a str, String)>,
     ) -> Call<'a> {
-        Call { method, path_and_query, body, headers, follow_leader: true, key: None }
+        Call { method, path_and_query, body, headers, follow_leader: true, key: None, shard: None }
     }
 
     /// A change whose body is JSON.
@@ -213,24 +223,42 @@ impl Client {
             http,
             endpoints,
             leader: Mutex::new(None),
-            sessions: Mutex::new(Vec::new()),
+            sessions: Mutex::new(BTreeMap::new()),
             sessions_unsupported: AtomicBool::new(false),
             routes: Mutex::new(Routes::default()),
             options,
         })
     }
 
-    /// Where a sharded cluster's routes send `key` first, fetching them if they are missing,
-    /// older than an epoch a node named, or stale (at most once per `ROUTE_FETCH_INTERVAL`).
-    async fn routed_target(&self, key: &str) -> Option<String> {
+    /// The routes of a sharded cluster, fetched if they are missing, older than an epoch a
+    /// node named, or stale (at most once per `ROUTE_FETCH_INTERVAL`); `None` for a cluster not
+    /// known to be sharded.
+    async fn current_routes(&self) -> Option<std::sync::Arc<ShardRoutes>> {
         let (current, wanted) = {
             let routes = self.routes.lock().ok()?;
             let outdated = routes.epoch_seen > routes.current.as_ref().map_or(0, |r| r.epoch);
             let due = routes.next_fetch.is_none_or(|at| Instant::now() >= at);
             (routes.current.clone(), (outdated || routes.stale) && due)
         };
-        let current = if wanted { self.fetch_routes().await.or(current) } else { current };
-        current?.target_of(key).map(str::to_string)
+        if wanted { self.fetch_routes().await.or(current) } else { current }
+    }
+
+    /// Where a call goes first in a sharded cluster: its key's or its shard's leader.
+    async fn routed_target(&self, call: &Call<'_>) -> Option<String> {
+        if call.key.is_none() && call.shard.is_none() {
+            return None;
+        }
+        let routes = self.current_routes().await?;
+        match (call.key, call.shard) {
+            (Some(key), _) => routes.target_of(key).map(str::to_string),
+            (None, Some(shard)) => routes.target_of_shard(shard).map(str::to_string),
+            (None, None) => None,
+        }
+    }
+
+    /// The shard of `key`, if the cluster is known to be sharded.
+    async fn shard_of(&self, key: Option<&str>) -> Option<u32> {
+        Some(self.current_routes().await?.shard_of(key?))
     }
 
     /// `/cluster/shards` from the first endpoint that answers it, as routes.
@@ -305,9 +333,9 @@ impl Client {
             let attempt = attempts.fetch_add(1, Ordering::Relaxed);
             // A key of a sharded cluster goes to its shard's leader first; after a failure
             // there, to the endpoints (any node routes any key) while the routes refresh.
-            let routed = match call.key {
-                Some(key) if attempt.is_multiple_of(2) => self.routed_target(key).await,
-                _ => None,
+            let routed = match attempt.is_multiple_of(2) {
+                true => self.routed_target(call).await,
+                false => None,
             };
             let base = routed.clone().unwrap_or_else(|| self.target(attempt, call.follow_leader));
             if let Ok(mut tried) = tried.lock()
@@ -391,12 +419,14 @@ impl Client {
     }
 
     /// Runs a write under a session (if sessions are on): the same sequence number on every
-    /// retry, so a write that reached the log before a timeout is not applied twice.
+    /// retry, so a write that reached the log before a timeout is not applied twice. In a
+    /// sharded cluster the session is one of the write's key's shard.
     async fn send_write(&self, mut call: Call<'_>) -> Result<reqwest::Response, ClientError> {
         if !self.options.sessions || self.sessions_unsupported.load(Ordering::Relaxed) {
             return self.send(&call).await;
         }
-        let Some(mut session) = self.take_session().await? else {
+        let shard = self.shard_of(call.key).await;
+        let Some(mut session) = self.take_session(shard, call.key).await? else {
             return self.send(&call).await;
         };
         session.last_seq += 1;
@@ -420,33 +450,59 @@ impl Client {
         // After an error the write may still apply later: the session's number is spent, so
         // the session is not reused (a later write would look like this one's retry).
         if result.is_ok() {
-            self.return_session(session);
+            self.return_session(session.shard, session);
         }
         result
     }
 
-    /// A session from the pool, or a new one; `None` if the cluster has none to give (a
-    /// sharded cluster answers 501), after which this client writes without sessions.
-    async fn take_session(&self) -> Result<Option<Session>, ClientError> {
-        if let Some(session) = self.sessions.lock().ok().and_then(|mut pool| pool.pop()) {
+    /// A session of `shard` from the pool, or a new one; `None` if the cluster has none to
+    /// give (an older sharded node answers 501), after which this client writes without
+    /// sessions. A sharded node asked for a session without a shard answers 400 and names its
+    /// map's epoch: the client then learns the shard of `key` and asks again.
+    async fn take_session(
+        &self,
+        shard: Option<u32>,
+        key: Option<&str>,
+    ) -> Result<Option<Session>, ClientError> {
+        let pooled = self.sessions.lock().ok().and_then(|mut pool| pool.get_mut(&shard)?.pop());
+        if let Some(session) = pooled {
             return Ok(Some(session));
         }
-        let call = Call::change(Method::POST, "/session".into(), Bytes::new(), Vec::new());
-        let response = self.send(&call).await?;
+        let mut response = self.register_session(shard).await?;
+        if response.status() == StatusCode::BAD_REQUEST
+            && shard.is_none()
+            && let Some(shard) = self.shard_of(key).await
+        {
+            response = self.register_session(Some(shard)).await?;
+            if response.status() == StatusCode::OK {
+                let registered: SessionJson = json_of(response).await?;
+                let shard = Some(shard);
+                return Ok(Some(Session { client_id: registered.client_id, last_seq: 0, shard }));
+            }
+        }
         if response.status() == StatusCode::NOT_IMPLEMENTED {
             tracing::debug!("the cluster has no client sessions; writing without them");
             self.sessions_unsupported.store(true, Ordering::Relaxed);
             return Ok(None);
         }
         let registered: SessionJson = json_of(response).await?;
-        Ok(Some(Session { client_id: registered.client_id, last_seq: 0 }))
+        Ok(Some(Session { client_id: registered.client_id, last_seq: 0, shard }))
     }
 
-    fn return_session(&self, session: Session) {
-        if let Ok(mut pool) = self.sessions.lock()
-            && pool.len() < SESSIONS_KEPT
-        {
-            pool.push(session);
+    /// `POST /session`, in `shard` if given (at its leader, by the routes).
+    async fn register_session(&self, shard: Option<u32>) -> Result<reqwest::Response, ClientError> {
+        let headers = shard.map(|shard| (SHARD_HEADER, shard.to_string())).into_iter().collect();
+        let mut call = Call::change(Method::POST, "/session".into(), Bytes::new(), headers);
+        call.shard = shard;
+        self.send(&call).await
+    }
+
+    fn return_session(&self, shard: Option<u32>, session: Session) {
+        if let Ok(mut pool) = self.sessions.lock() {
+            let idle = pool.entry(shard).or_default();
+            if idle.len() < SESSIONS_KEPT {
+                idle.push(session);
+            }
         }
     }
 
@@ -553,7 +609,12 @@ impl Client {
     pub async fn txn(&self, request: &TxnRequestJson) -> Result<TxnResponseJson, ClientError> {
         let body = serde_json::to_string(request)
             .map_err(|error| ClientError::BadAnswer(format!("cannot encode the txn: {error}")))?;
-        ok_json(self.send_write(Call::json_change("/txn", body)).await?).await
+        let call = Call::json_change("/txn", body);
+        let call = match request.first_key() {
+            Some(key) => call.about(key),
+            None => call,
+        };
+        ok_json(self.send_write(call).await?).await
     }
 
     /// The state of the node behind the first endpoint that answers.

@@ -81,10 +81,18 @@ impl ShardRoutes {
         Ok(Some(ShardRoutes { epoch: shards.epoch, owners, targets }))
     }
 
+    /// The shard that owns `key`'s slot.
+    pub fn shard_of(&self, key: &str) -> u32 {
+        self.owners[slot_of(key.as_bytes(), self.owners.len() as u32) as usize]
+    }
+
     /// The base URL to send a request for `key` to first, if the routes name one.
     pub fn target_of(&self, key: &str) -> Option<&str> {
-        let slot = slot_of(key.as_bytes(), self.owners.len() as u32);
-        let shard = self.owners[slot as usize];
+        self.target_of_shard(self.shard_of(key))
+    }
+
+    /// The base URL of `shard`'s leader (or first replica), if the routes name one.
+    pub fn target_of_shard(&self, shard: u32) -> Option<&str> {
         self.targets.get(&shard).map(String::as_str)
     }
 }

@@ -10,26 +10,30 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use conclave_client::api::{ShardJson, ShardsJson};
 use conclave_client::shard_routes::slot_of;
-use conclave_client::{Client, ClientOptions, Consistency};
+use conclave_client::{Client, ClientOptions, Consistency, Precondition};
 
 /// One scripted node: answers every key with its own name (and the map's epoch), or 421 when
-/// told to; answers `/cluster/shards` with `map` when it has one.
+/// told to; answers `/cluster/shards` with `map` when it has one; registers a session only in
+/// a named shard (id 100 + the shard), as a sharded node does.
 struct Script {
     name: &'static str,
     misdirect: bool,
     map: Option<ShardsJson>,
     keys_asked: u32,
+    /// Each write's key and session id.
+    writes: Vec<(String, Option<String>)>,
 }
 
 type Shared = Arc<Mutex<Script>>;
 
-async fn answer(State(script): State<Shared>, uri: Uri) -> Response {
+async fn answer(State(script): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
     let mut script = script.lock().expect("not poisoned");
+    let epoch = [("x-conclave-shard-epoch", "1")];
     if uri.path() == "/cluster/shards" {
         return match &script.map {
             Some(map) => {
@@ -38,8 +42,22 @@ async fn answer(State(script): State<Shared>, uri: Uri) -> Response {
             None => StatusCode::NOT_FOUND.into_response(),
         };
     }
+    if uri.path() == "/session" {
+        let shard = headers.get("x-conclave-shard").and_then(|value| value.to_str().ok());
+        return match shard.and_then(|shard| shard.parse::<u64>().ok()) {
+            Some(shard) => {
+                (StatusCode::OK, format!("{{\"client_id\":{}}}", 100 + shard)).into_response()
+            }
+            None => (StatusCode::BAD_REQUEST, epoch, "sessions are per shard\n").into_response(),
+        };
+    }
+    if let Some(key) = uri.path().strip_prefix("/kv/")
+        && headers.contains_key("x-conclave-seq")
+    {
+        let session = headers.get("x-conclave-client-id").and_then(|id| id.to_str().ok());
+        script.writes.push((key.to_string(), session.map(str::to_string)));
+    }
     script.keys_asked += 1;
-    let epoch = [("x-conclave-shard-epoch", "1")];
     if script.misdirect {
         return (StatusCode::MISDIRECTED_REQUEST, epoch, "not mine\n").into_response();
     }
@@ -47,7 +65,13 @@ async fn answer(State(script): State<Shared>, uri: Uri) -> Response {
 }
 
 async fn node(name: &'static str) -> (String, Shared) {
-    let script = Arc::new(Mutex::new(Script { name, misdirect: false, map: None, keys_asked: 0 }));
+    let script = Arc::new(Mutex::new(Script {
+        name,
+        misdirect: false,
+        map: None,
+        keys_asked: 0,
+        writes: Vec::new(),
+    }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address").to_string();
     let app = Router::new().fallback(any(answer)).with_state(script.clone());
@@ -120,6 +144,29 @@ async fn each_key_goes_to_its_shards_leader_once_the_cluster_says_it_is_sharded(
         assert!(started.elapsed() < Duration::from_secs(5), "the map was never fetched again");
     }
     assert!(script_c.lock().unwrap().keys_asked >= 3, "the old leader was asked, and refused");
+}
+
+#[tokio::test]
+async fn writes_carry_a_session_of_their_keys_shard() {
+    let (a, script_a) = node("a").await;
+    let (b, script_b) = node("b").await;
+    let (c, script_c) = node("c").await;
+    let addresses = vec![(1, a.clone()), (2, b.clone()), (3, c.clone())];
+    script_a.lock().unwrap().map = Some(map(&addresses, 3));
+    let client = Client::new(std::slice::from_ref(&a), ClientOptions::default()).expect("valid");
+    let (slot_0_key, slot_1_key) = (key_in_slot(0), key_in_slot(1));
+    for key in [&slot_0_key, &slot_1_key, &slot_0_key] {
+        client.put(key, "v".into(), None, Precondition::None).await.expect("written");
+    }
+    // The first session asked for names no shard: refused, the map fetched, and asked again
+    // in the key's shard; every write then goes to its shard's leader with a session of it.
+    let writes_at = |script: &Shared| script.lock().unwrap().writes.clone();
+    assert_eq!(writes_at(&script_a), Vec::new());
+    let in_shard = |key: &str, session: &str| {
+        (conclave_client::encode_component(key), Some(session.to_string()))
+    };
+    assert_eq!(writes_at(&script_b), vec![in_shard(&slot_0_key, "100"); 2]);
+    assert_eq!(writes_at(&script_c), vec![in_shard(&slot_1_key, "101")]);
 }
 
 #[tokio::test]

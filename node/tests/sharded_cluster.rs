@@ -4,8 +4,9 @@
 //! history while nodes are killed with SIGKILL and restarted, and the history — with a read of
 //! every key after a full restart of all five nodes — must be linearizable (the checker of
 //! `conclave check`). The other tests here pin what a sharded cluster answers at its edges:
-//! transactions across shards, sessions and watches, the data directory's layout, and a
-//! request another node routed by a different map.
+//! transactions across shards, sessions per shard, watches of every shard (through a kill and
+//! a resume), the data directory's layout, and a request another node routed by a different
+//! map.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -230,10 +231,48 @@ fn a_sharded_cluster_refuses_what_it_cannot_do_yet_with_the_reason() {
     );
     assert_eq!(status, 200, "{body}");
 
-    // Sessions say why not (501); the client library then writes without one. A watch from a
-    // start revision must name its shard: revisions are per shard.
+    // A session lives in one shard: registering one without naming the shard is refused with
+    // the reason and the map's epoch; one registered in a shard makes writes of its keys
+    // exactly-once, and is unknown to every other shard.
     let session = client.post(format!("http://127.0.0.1:{}/session", ports[0])).send().unwrap();
-    assert_eq!(session.status().as_u16(), 501);
+    assert_eq!(session.status().as_u16(), 400);
+    assert_eq!(session.headers()["x-conclave-shard-epoch"], "1");
+    assert!(session.text().unwrap().contains("per shard"));
+    let key = "session-test-a";
+    let shard = slot_owner(key, &shards);
+    let session: Value = following
+        .post(format!("http://127.0.0.1:{}/session", ports[1]))
+        .header("x-conclave-shard", shard.to_string())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let client_id = session["client_id"].as_u64().expect("a session id").to_string();
+    let put = |key: &str, value: &str, seq: u64| {
+        let response = following
+            .put(key_url(ports[2], key))
+            .header("x-conclave-client-id", client_id.as_str())
+            .header("x-conclave-seq", seq.to_string())
+            .body(value.to_string())
+            .send()
+            .unwrap();
+        response.status().as_u16()
+    };
+    assert_eq!(put(key, "first", 1), 200);
+    assert_eq!(put(key, "second", 2), 200);
+    // A resend of write 2 is answered with its outcome and not applied again (whatever it
+    // carries); write 1 is past.
+    assert_eq!(put(key, "resent", 2), 200);
+    let read = following.get(key_url(ports[3], key)).send().unwrap().text().unwrap();
+    assert_eq!(read, "second");
+    assert_eq!(put(key, "first", 1), 409);
+    let elsewhere = (0..10_000)
+        .map(|i| format!("other{i}"))
+        .find(|other| slot_owner(other, &shards) != shard)
+        .unwrap();
+    assert_eq!(put(&elsewhere, "x", 3), 409, "a session is unknown outside its shard");
+
+    // A watch from a start revision must name its shard: revisions are per shard.
     let watch =
         client.get(format!("http://127.0.0.1:{}/watch?start_revision=1", ports[0])).send().unwrap();
     assert_eq!(watch.status().as_u16(), 400);

@@ -26,7 +26,8 @@ use super::reply::{
     self, KEY_EMPTY, KEY_NOT_FOUND, VALUE_EMPTY, bad_request, etag, text, with_header,
 };
 use conclave_client::api::{
-    DELETED_HEADER, KeyValueJson, REVISION_HEADER, RangeJson, SessionJson, encode_value,
+    DELETED_HEADER, KeyValueJson, REVISION_HEADER, RangeJson, SHARD_EPOCH_HEADER, SessionJson,
+    encode_value,
 };
 
 /// Reads a request body of at most `limit_bytes`, which must arrive within the node's body
@@ -284,8 +285,13 @@ pub async fn clear(
 /// Why a sharded cluster answers `POST /session` with 501: a session lives in one group's
 /// state machine, and its writes go to many. Clients then write without a session (a write
 /// whose answer is lost may or may not have been applied, as without sessions anywhere).
-pub const SESSIONS_NOT_SHARDED: &str = "client sessions are not supported by a sharded cluster \
-     yet (a session lives in one shard's group, its writes go to many); write without one\n";
+pub const SESSIONS_NOT_SHARDED: &str = "a clear of a sharded cluster takes no session (a \
+     session lives in one shard's group, a clear goes to every shard); clear without one\n";
+
+/// Why a sharded cluster refuses a session without a shard.
+const SESSION_NEEDS_A_SHARD: &str = "sessions are per shard in a sharded cluster: register one \
+     in the shard of the keys it will write (header x-conclave-shard: N; GET /cluster/shards \
+     maps keys to shards)\n";
 
 /// Opens a client session for exactly-once writes (see the `conclave-client` crate).
 pub async fn register_session(
@@ -294,10 +300,18 @@ pub async fn register_session(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if state.groups.is_sharded() {
-        return text(StatusCode::NOT_IMPLEMENTED, SESSIONS_NOT_SHARDED);
-    }
     let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
+    if let Some(map) = state.groups.map() {
+        // A session lives in one shard's group and serves writes of that shard's keys.
+        match shard_asked(&request) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let refused = bad_request(SESSION_NEEDS_A_SHARD.trim_end());
+                return with_header(refused, SHARD_EPOCH_HEADER, map.epoch());
+            }
+            Err(message) => return bad_request(message),
+        }
+    }
     match write(&state, KvCommand::RegisterSession, None, request).await {
         Ok(KvResponse::SessionRegistered { client_id }) => {
             reply::json(StatusCode::OK, &SessionJson { client_id })
