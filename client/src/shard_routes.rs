@@ -12,7 +12,9 @@ use crate::api::ShardsJson;
 
 /// The part of `key` that decides its slot: the bytes between the first `{` and the first `}`
 /// after it, if there are any; otherwise the whole key (`{}` and an unclosed `{` do not count).
-/// The cluster's rule (DESIGN.md, "Sharding"; `conclave_core::shard::hash_tag`).
+/// The cluster's rule (DESIGN.md, "Sharding"; `conclave_core::shard::hash_tag`), written here
+/// too because this crate depends on nothing of the server; both are pinned by the same fixed
+/// vectors, so neither can drift alone.
 pub fn hash_tag(key: &[u8]) -> &[u8] {
     let Some(open) = key.iter().position(|byte| *byte == b'{') else { return key };
     let after_open = &key[open + 1..];

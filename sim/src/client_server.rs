@@ -89,6 +89,12 @@ async fn serve_connection<C: Consensus, K: Clock>(
                 }
                 None => Err(not_hosted),
             },
+            // Operator calls are the meta group's (the only group of a single-group world).
+            ClientCall::ChangeMembership { .. } | ClientCall::TransferLeadership { .. }
+                if admin.shard() != request.shard =>
+            {
+                Err(not_hosted)
+            }
             ClientCall::ChangeMembership { change, min_voters } => {
                 match removal_below_floor(&admin, &change, min_voters) {
                     Some(reason) => Ok(ClientAnswer::Declined(reason)),

@@ -393,10 +393,10 @@ pub enum DrawProfile {
     LeaderChurn,
     /// Sharded worlds: 4 to 7 nodes, 2 to 16 Raft groups of 3 replicas (the meta group on up
     /// to 5) placed by rendezvous hashing, so that each node hosts some groups, all of them in
-    /// one engine over one shared log. Every fault family of the standard draw but the
-    /// membership changes and the storage faults that edit a single group's log files
-    /// (lost synced tails, damage at rest): sharded nodes refuse membership changes, and those
-    /// two faults know the single-group layout only.
+    /// one engine over one shared log. Every fault of the standard draw but membership changes
+    /// (leadership transfers of the meta group stay) and the storage faults that edit a single
+    /// group's log files (lost synced tails, damage at rest): sharded nodes refuse membership
+    /// changes, and those two faults know the single-group layout only.
     Sharded,
 }
 
@@ -469,18 +469,23 @@ impl RunConfig {
     fn draw_sharded(seed: u64, options: &DrawOptions) -> RunConfig {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5a4d_ed00_0000_0000);
         let nodes = rng.random_range(4..=7);
-        let mut config = Self::draw_world(seed, options, nodes, false);
+        let mut config = Self::draw_world(seed, options, nodes);
         config.shards = rng.random_range(2..=16);
         // More keys than a single group's worlds: they spread over the shards, and each pair
         // shares a hash tag (`workload.rs`) so that transactions stay within a shard.
         config.keys = rng.random_range(4..=12);
-        config.schedule.retain(|timed| {
-            !matches!(
-                timed.fault,
-                Fault::CrashLosingTail { .. }
-                    | Fault::DamageAtRest { .. }
-                    | Fault::BounceLeaseBacker { .. }
-            )
+        // Of the operator's actions, the leadership transfers (of the meta group) stay: a
+        // sharded node refuses membership changes, so the worlds have no spares either.
+        config.spares = 0;
+        config.schedule.retain(|timed| match timed.fault {
+            Fault::CrashLosingTail { .. }
+            | Fault::DamageAtRest { .. }
+            | Fault::BounceLeaseBacker { .. }
+            | Fault::Grow { .. }
+            | Fault::Shrink { .. }
+            | Fault::Replace { .. } => false,
+            Fault::TransferLeadership { to } | Fault::SlowTransfer { to, .. } => to <= nodes,
+            _ => true,
         });
         config
     }
@@ -521,12 +526,11 @@ impl RunConfig {
     }
 
     fn draw_standard(seed: u64, options: &DrawOptions) -> RunConfig {
-        Self::draw_world(seed, options, 0, true)
+        Self::draw_world(seed, options, 0)
     }
 
-    /// The standard draw, with `nodes` voters if not 0 (else 3 or 5 drawn), and the
-    /// membership family only if `membership`.
-    fn draw_world(seed: u64, options: &DrawOptions, nodes: u64, membership: bool) -> RunConfig {
+    /// The standard draw, with `nodes` voters if not 0 (else 3 or 5 drawn).
+    fn draw_world(seed: u64, options: &DrawOptions, nodes: u64) -> RunConfig {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let drawn_nodes = if rng.random_bool(0.7) { 3 } else { 5 };
         let nodes = if nodes == 0 { drawn_nodes } else { nodes };
@@ -543,9 +547,6 @@ impl RunConfig {
             all_families.into_iter().filter(|_| !calm && rng.random_bool(0.6)).collect();
         if !calm && families.is_empty() {
             families.push(all_families[rng.random_range(0..all_families.len())]);
-        }
-        if !membership {
-            families.retain(|family| *family != FaultFamily::Membership);
         }
         let lease_reads = rng.random_bool(0.3);
         let clock_mode =

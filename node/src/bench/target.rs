@@ -4,8 +4,8 @@
 //!
 //! - Conclave: writes go to the leader (found from `/cluster/info`, followed on 307); reads are
 //!   spread over the endpoints (a follower serves a linearizable read through ReadIndex). In a
-//!   sharded cluster each key goes to its shard's leader (from `/cluster/shard-map` and
-//!   `/cluster/shards`), as the cluster's clients do; a read to an endpoint without a replica of
+//!   sharded cluster each key goes to its shard's leader (from `/cluster/shards`), as the
+//!   cluster's clients do; a read to an endpoint without a replica of
 //!   the key's shard is routed there by the node.
 //! - etcd: every request is spread over the endpoints (a member forwards writes to its leader);
 //!   keys and values are base64 in JSON, linearizable reads are `serializable: false`.
@@ -24,8 +24,8 @@ use super::http1::{Answer, Failure, Link};
 use super::options::{Plan, TargetKind};
 use super::workload::Operation;
 use conclave_client::Consistency;
-use conclave_client::api::{MembersJson, ShardsJson};
-use conclave_core::shard::ShardMap;
+use conclave_client::api::ShardsJson;
+use conclave_client::shard_routes::ShardRoutes;
 
 /// Why a request failed, for the report.
 pub type ErrorKind = String;
@@ -37,50 +37,36 @@ pub struct Target {
     /// every request: a load generator's allocations per request are CPU taken from the
     /// systems it measures on the same machine.
     leaders: Vec<Mutex<Arc<str>>>,
-    /// A sharded Conclave cluster's map: each key goes straight to its shard's leader, as the
-    /// cluster's own clients do.
-    shard_map: Option<ShardMap>,
+    /// A sharded Conclave cluster's routes: each key goes straight to its shard's leader, as
+    /// the cluster's own clients do.
+    routes: Option<ShardRoutes>,
     consistency: Consistency,
 }
 
-/// A sharded cluster's map and each shard's leader (`None`: a single group), from the first
-/// endpoint that tells them.
+/// A sharded cluster's routes and each shard's leader (`None`: a single group), from the first
+/// endpoint that answers `/cluster/shards` — the client library's routes
+/// (`conclave_client::shard_routes`), so that the benchmark sends each key where a client would.
 async fn shard_leaders(
     probe: &reqwest::Client,
     endpoints: &[String],
-) -> anyhow::Result<Option<(ShardMap, Vec<Option<String>>)>> {
+) -> anyhow::Result<Option<(ShardRoutes, Vec<Option<String>>)>> {
     for base in endpoints {
-        let Ok(answer) = probe.get(format!("{base}/cluster/shard-map")).send().await else {
+        let Ok(answer) = probe.get(format!("{base}/cluster/shards")).send().await else {
             continue;
         };
-        if answer.status() == reqwest::StatusCode::NOT_FOUND {
+        let shards: ShardsJson = serde_json::from_slice(&answer.bytes().await?)
+            .with_context(|| format!("{base}/cluster/shards is not a shard list"))?;
+        let Some(routes) = ShardRoutes::from_json(&shards).map_err(anyhow::Error::msg)? else {
             return Ok(None);
-        }
-        let map: ShardMap = serde_json::from_slice(&answer.bytes().await?)
-            .with_context(|| format!("{base}/cluster/shard-map is not a shard map"))?;
-        map.validate().with_context(|| format!("{base} serves an invalid shard map"))?;
-        let shards: ShardsJson = serde_json::from_slice(
-            &probe.get(format!("{base}/cluster/shards")).send().await?.bytes().await?,
-        )
-        .with_context(|| format!("{base}/cluster/shards"))?;
-        let members: MembersJson = serde_json::from_slice(
-            &probe.get(format!("{base}/cluster/members")).send().await?.bytes().await?,
-        )
-        .with_context(|| format!("{base}/cluster/members"))?;
-        let address_of =
-            |id: u64| members.members.iter().find(|member| member.id == id)?.http_address.clone();
-        let count = map.shards().map(|(shard, _)| shard.0 as usize + 1).max().unwrap_or(1);
+        };
+        let count = shards.shards.iter().map(|shard| shard.shard as usize + 1).max().unwrap_or(1);
         let mut leaders = vec![None; count];
         for shard in &shards.shards {
-            if let (Some(slot), Some(leader)) =
-                (leaders.get_mut(shard.shard as usize), shard.leader)
-            {
-                *slot = address_of(leader).map(|address| format!("http://{address}"));
-            }
+            leaders[shard.shard as usize] = routes.target_of_shard(shard.shard).map(str::to_string);
         }
-        return Ok(Some((map, leaders)));
+        return Ok(Some((routes, leaders)));
     }
-    bail!("no Conclave endpoint answers /cluster/shard-map")
+    bail!("no Conclave endpoint answers /cluster/shards")
 }
 
 /// One worker's connections: at most one open connection per node, reopened after a failure.
@@ -138,14 +124,14 @@ impl Target {
                 }
             }
         }
-        let (shard_map, leaders) = match plan.target_kind {
+        let (routes, leaders) = match plan.target_kind {
             TargetKind::Conclave => match shard_leaders(&probe, &plan.endpoints).await? {
-                Some((map, leaders)) => {
+                Some((routes, leaders)) => {
                     let leaders = leaders
                         .into_iter()
                         .map(|found| Mutex::new(Arc::from(found.unwrap_or_else(|| leader.clone()))))
                         .collect();
-                    (Some(map), leaders)
+                    (Some(routes), leaders)
                 }
                 None => (None, vec![Mutex::new(Arc::from(leader))]),
             },
@@ -155,7 +141,7 @@ impl Target {
             kind: plan.target_kind,
             endpoints: plan.endpoints.iter().map(|endpoint| Arc::from(endpoint.as_str())).collect(),
             leaders,
-            shard_map,
+            routes,
             consistency: plan.consistency,
         })
     }
@@ -167,7 +153,7 @@ impl Target {
 
     /// Which of `leaders` serves `key`.
     fn shard_of(&self, key: &str) -> usize {
-        let shard = self.shard_map.as_ref().map_or(0, |map| map.shard_of_key(key.as_bytes()).0);
+        let shard = self.routes.as_ref().map_or(0, |routes| routes.shard_of(key));
         (shard as usize).min(self.leaders.len() - 1)
     }
 
