@@ -10,7 +10,7 @@
 //! from the current revision.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::change_feed::ChangeFeed;
 use crate::kv::KvEvent;
@@ -58,7 +58,10 @@ struct History {
 
 pub struct WatchHub {
     history: Mutex<History>,
-    live: broadcast::Sender<HubMessage>,
+    /// The live channel, made by the first watch: its buffer (`LIVE_BUFFER_EVENTS` slots) is
+    /// allocated up front, and a sharded node keeps a hub per hosted group — a thousand idle
+    /// groups' buffers would cost a quarter of a gigabyte before anyone watched.
+    live: OnceLock<broadcast::Sender<HubMessage>>,
     max_events: usize,
 }
 
@@ -68,7 +71,6 @@ fn event_bytes(event: &KvEvent) -> usize {
 
 impl WatchHub {
     pub fn new(max_events: usize) -> Arc<WatchHub> {
-        let (live, _) = broadcast::channel(LIVE_BUFFER_EVENTS);
         Arc::new(WatchHub {
             history: Mutex::new(History {
                 events: VecDeque::new(),
@@ -77,9 +79,16 @@ impl WatchHub {
                 after_gap: false,
                 last_revision: 0,
             }),
-            live,
+            live: OnceLock::new(),
             max_events: max_events.max(1),
         })
+    }
+
+    /// Sends `message` to the watchers, if any ever subscribed (the caller holds the lock).
+    fn send_live(&self, message: HubMessage) {
+        if let Some(live) = self.live.get() {
+            let _ = live.send(message);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, History> {
@@ -120,7 +129,7 @@ impl WatchHub {
         }
         // Sent under the lock, so that a subscriber sees each event exactly once: either in
         // the history it copied or on the live channel it joined.
-        let _ = self.live.send(HubMessage::Event(event));
+        self.send_live(HubMessage::Event(event));
     }
 
     pub(crate) fn gap(&self) {
@@ -129,7 +138,7 @@ impl WatchHub {
         history.bytes = 0;
         history.floor = None;
         history.after_gap = true;
-        let _ = self.live.send(HubMessage::Gap);
+        self.send_live(HubMessage::Gap);
     }
 
     /// The store jumped to `revision` (a snapshot installed) without making the changes before
@@ -143,7 +152,7 @@ impl WatchHub {
         history.floor = Some(revision + 1);
         history.after_gap = false;
         history.last_revision = history.last_revision.max(revision);
-        let _ = self.live.send(HubMessage::Gap);
+        self.send_live(HubMessage::Gap);
     }
 
     /// Events from `start_revision` on (`None`: only future events): the ones held, then a
@@ -154,7 +163,8 @@ impl WatchHub {
         current_revision: u64,
     ) -> Result<WatchStart, Compacted> {
         let history = self.lock();
-        let live = self.live.subscribe();
+        // Under the lock, as `push` sends: no event falls between the history and the channel.
+        let live = self.live.get_or_init(|| broadcast::channel(LIVE_BUFFER_EVENTS).0).subscribe();
         let newest = history.last_revision.max(current_revision);
         // "From now" starts after the newest revision: a revision whose first events were
         // already sent would otherwise be seen in part.
