@@ -120,7 +120,8 @@ pub struct Client {
     /// Idle sessions by the shard they were registered in (`None`: a cluster not known to be
     /// sharded, whose sessions live in its one group).
     sessions: Mutex<BTreeMap<Option<u32>, Vec<Session>>>,
-    /// Set once the cluster answered that it has no sessions (a sharded cluster, for now).
+    /// Set once the cluster answered that it has no sessions (501: a sharded node older than
+    /// sessions per shard).
     sessions_unsupported: AtomicBool,
     /// A sharded cluster's routes, once known (`shard_routes.rs`).
     routes: Mutex<Routes>,
@@ -468,17 +469,14 @@ impl Client {
         if let Some(session) = pooled {
             return Ok(Some(session));
         }
+        let mut shard = shard;
         let mut response = self.register_session(shard).await?;
         if response.status() == StatusCode::BAD_REQUEST
             && shard.is_none()
-            && let Some(shard) = self.shard_of(key).await
+            && let Some(key_shard) = self.shard_of(key).await
         {
-            response = self.register_session(Some(shard)).await?;
-            if response.status() == StatusCode::OK {
-                let registered: SessionJson = json_of(response).await?;
-                let shard = Some(shard);
-                return Ok(Some(Session { client_id: registered.client_id, last_seq: 0, shard }));
-            }
+            shard = Some(key_shard);
+            response = self.register_session(shard).await?;
         }
         if response.status() == StatusCode::NOT_IMPLEMENTED {
             tracing::debug!("the cluster has no client sessions; writing without them");

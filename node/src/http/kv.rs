@@ -264,7 +264,7 @@ pub async fn clear(
     let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
     if state.groups.is_sharded() {
         if session.is_some() {
-            return bad_request(SESSIONS_NOT_SHARDED.trim_end());
+            return bad_request(CLEAR_TAKES_NO_SESSION.trim_end());
         }
         match shard_asked(&request) {
             Ok(Some(_)) => {} // one shard's clear, for the node that fans out
@@ -282,10 +282,9 @@ pub async fn clear(
     }
 }
 
-/// Why a sharded cluster answers `POST /session` with 501: a session lives in one group's
-/// state machine, and its writes go to many. Clients then write without a session (a write
-/// whose answer is lost may or may not have been applied, as without sessions anywhere).
-pub const SESSIONS_NOT_SHARDED: &str = "a clear of a sharded cluster takes no session (a \
+/// Why a sharded cluster refuses a clear under a session: a session lives in one shard's group,
+/// and a clear goes to every shard.
+const CLEAR_TAKES_NO_SESSION: &str = "a clear of a sharded cluster takes no session (a \
      session lives in one shard's group, a clear goes to every shard); clear without one\n";
 
 /// Why a sharded cluster refuses a session without a shard.
