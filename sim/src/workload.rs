@@ -285,7 +285,8 @@ impl Client {
         );
         let lease_reads = swarm.lease_reads;
         let roll = self.rng.random_range(0..100u32);
-        let key = self.key();
+        let index = self.rng.random_range(0..self.setup.keys);
+        let key = self.key_name(index);
         if roll < read || self.shared.read_only_spells.get() > 0 {
             let lease = lease_reads && self.rng.random_bool(0.5);
             let stale = !lease && self.rng.random_bool(self.stale_share());
@@ -312,7 +313,7 @@ impl Client {
             let other = match self.setup.map {
                 None => self.key(),
                 // The key that shares its hash tag: a transaction across shards is refused.
-                Some(_) => self.partner_of(&key),
+                Some(_) => self.partner_of(index),
             };
             let expected = self.expectation(&key);
             let value = self.fresh_value();
@@ -355,11 +356,11 @@ impl Client {
         if self.rng.random_bool(0.5) { String::new() } else { key.to_string() }
     }
 
-    /// The other key with `key`'s hash tag (or `key`, if the key count is odd and it has none).
-    fn partner_of(&self, key: &str) -> String {
-        let index: u64 = key.rsplit('k').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    /// The other key with key `index`'s hash tag (or that key itself, if the key count is odd
+    /// and it has none).
+    fn partner_of(&self, index: u64) -> String {
         let partner = index ^ 1;
-        if partner < self.setup.keys { self.key_name(partner) } else { key.to_string() }
+        self.key_name(if partner < self.setup.keys { partner } else { index })
     }
 
     /// The share of puts with a TTL: drawn per seed (none in some seeds, many in others),
