@@ -2,7 +2,7 @@
 //! over strings, independent of the compiled model the search uses (`model.rs`).
 //!
 //! It serves three purposes: stateright's `LinearizabilityTester` can check small histories
-//! with it (the property test in `tests/stateright_agreement.rs` requires both checkers to
+//! with it (the property test in `tests/integration/agreement.rs` requires both checkers to
 //! agree), the generator (`generate.rs`) computes the outputs of linearizable-by-construction
 //! histories with it, and it documents the semantics in one place.
 //!

@@ -10,7 +10,7 @@
 
 // The engine tests' clock (on tokio's time, which runs in real time here); its runner is unused.
 #[allow(dead_code)]
-#[path = "../tests/engine_support/mod.rs"]
+#[path = "../tests/integration/engine_support/mod.rs"]
 mod engine_support;
 
 use std::cell::RefCell;

@@ -49,13 +49,20 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
-    /// Timing matched to the groups' Raft configuration: pings as often as heartbeats, a peer
-    /// down after an election timeout of silence (what a follower would wait for its leader),
-    /// and quiescence after two heartbeat intervals of idleness (long enough for the last
-    /// commit index to have reached every follower).
+    /// Timing matched to the groups' Raft configuration: a peer down after an election
+    /// timeout of silence (what a follower would wait for its leader), pings four times per
+    /// such timeout (or as often as heartbeats, if those are rarer), and quiescence after two
+    /// heartbeat intervals of idleness (long enough for the last commit index to have reached
+    /// every follower).
+    ///
+    /// Why not a ping per heartbeat interval: pings are what an idle node spends its CPU on
+    /// (each one wakes the sender's and the receiver's engine), and four chances per timeout
+    /// already let a ping or two be lost or late without a peer being taken for down. With the
+    /// node's defaults (50 ms heartbeats, 500 ms election timeout) a peer gets 8 pings a
+    /// second instead of 20.
     pub fn for_raft(raft: &RaftConfig) -> HostConfig {
         HostConfig {
-            ping_interval_ticks: raft.heartbeat_interval_ticks,
+            ping_interval_ticks: raft.heartbeat_interval_ticks.max(raft.election_timeout_ticks / 4),
             peer_timeout_ticks: raft.election_timeout_ticks,
             quiesce_after_idle_ticks: 2 * raft.heartbeat_interval_ticks,
         }

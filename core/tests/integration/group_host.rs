@@ -253,7 +253,9 @@ fn node_pairs_exchange_at_most_two_batches_a_tick_whatever_the_number_of_groups(
 fn idle_groups_quiesce_and_then_cost_no_ticks_and_no_group_messages() {
     let mut network = Network::quiet(7);
     let before = network.counters();
-    let quiet_ticks = 500;
+    let ping_interval_ticks = u64::from(HostConfig::for_raft(&raft_config()).ping_interval_ticks);
+    // A whole number of ping intervals: any such window holds the same number of pings.
+    let quiet_ticks = 40 * ping_interval_ticks;
     for _ in 0..quiet_ticks {
         network.tick();
     }
@@ -266,10 +268,11 @@ fn idle_groups_quiesce_and_then_cost_no_ticks_and_no_group_messages() {
             counters.group_messages_sent, earlier.group_messages_sent,
             "{node}: quiescent groups sent messages"
         );
-        // Only the node-level pings: one per peer per heartbeat interval.
+        // Only the node-level pings: one per peer per ping interval (a quarter of the
+        // election timeout with these settings, rarer than heartbeats).
         let pings = counters.batches_sent - earlier.batches_sent;
-        let expected =
-            (NODES - 1) * quiet_ticks / u64::from(raft_config().heartbeat_interval_ticks);
+        assert!(ping_interval_ticks > u64::from(raft_config().heartbeat_interval_ticks));
+        let expected = (NODES - 1) * quiet_ticks / ping_interval_ticks;
         assert_eq!(pings, expected, "{node}: pings sent while quiet");
     }
 }

@@ -12,7 +12,7 @@ use conclave_core::seams::transport::Transport;
 use conclave_core::transport::PeerMessage;
 use conclave_core::transport::tcp::{TcpTransportConfig, TransportCounters};
 
-mod peer_pair;
+use crate::peer_pair;
 
 const SNAPSHOT_BYTES: usize = 200_000;
 const CHUNK_BYTES: usize = 1_000;

@@ -6,7 +6,7 @@
 // Test setup: a failed step should panic.
 #![allow(clippy::unwrap_used)]
 
-mod storage_support;
+use crate::storage_support;
 
 use std::collections::BTreeMap;
 use std::future::Future;

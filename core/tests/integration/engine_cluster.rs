@@ -2,7 +2,7 @@
 //! driver's batching, reads at each consistency level, TTLs, sessions, snapshots and failover.
 //! Time is tokio's paused clock, so the tests are deterministic and instant.
 
-mod engine_support;
+use crate::engine_support;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

@@ -11,7 +11,7 @@
 //! - Without deletes and without completed failed cas or creates, the fast path decides every
 //!   partition (the coverage the README claims); with them it decides most of them.
 
-mod oracle;
+use crate::oracle;
 
 use conclave_checker::spec::{KvSpec, call_of, fill_outputs};
 use conclave_checker::{

@@ -4,9 +4,9 @@
 //! random simulated steps — in the middle of writes, syncs, snapshot renames, segment rolls and
 //! recoveries. After every crash the host recovers; everything it reported durable must come
 //! back exactly and nothing it did not sync may have been reported durable (the same model as
-//! `core/tests/storage_crash.rs`). `PROPTEST_CASES` scales the number of cases.
+//! `core/tests/integration/storage_crash.rs`). `PROPTEST_CASES` scales the number of cases.
 
-#[path = "../../core/tests/storage_support/crash_model.rs"]
+#[path = "../../../core/tests/integration/storage_support/crash_model.rs"]
 mod crash_model;
 
 use std::cell::RefCell;

@@ -13,7 +13,7 @@ use conclave_core::seams::transport::Transport;
 use conclave_core::transport::PeerMessage;
 use conclave_core::transport::tcp::{TcpTransportConfig, TransportCounters};
 
-mod peer_pair;
+use crate::peer_pair;
 
 /// One message per millisecond of simulated time, for this long before the partition.
 const STEADY_MS: u64 = 3_000;

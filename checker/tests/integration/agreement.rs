@@ -7,7 +7,7 @@
 //! operation. The brute-force property also has clients that give up on an operation and go on
 //! with the next one (`info` in the middle), which this crate accepts.
 
-mod oracle;
+use crate::oracle;
 
 use conclave_checker::spec::{KvSpec, call_of, fill_outputs, observed_ret};
 use conclave_checker::{

@@ -4,7 +4,7 @@
 //! and a restarted node brings every group back. Time is tokio's paused clock, so the tests are
 //! deterministic and instant.
 
-mod engine_support;
+use crate::engine_support;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! everything reported durable is recovered exactly, and nothing unsynced was reported durable
 //! (see `storage_support/crash_model.rs`). `PROPTEST_CASES` scales the number of cases.
 
-mod storage_support;
+use crate::storage_support;
 
 use conclave_core::storage::Recovered;
 use proptest::prelude::*;

@@ -5,7 +5,7 @@
 // Helpers outside `#[test]` functions unwrap too: a failed setup step should panic.
 #![allow(clippy::unwrap_used)]
 
-mod storage_support;
+use crate::storage_support;
 
 use std::path::{Path, PathBuf};
 
