@@ -138,6 +138,9 @@ pub struct Engine<T: Transport, S: Storage, C: Clock> {
     clock: C,
     requests: mpsc::Receiver<(ShardId, EngineRequest)>,
     next_tick_ms: u64,
+    /// Ticks the loop is sleeping past (`Engine::ms_until_next_tick`): taken together when it
+    /// wakes, or first thing when an input arrives before.
+    deferred_ticks: u64,
     /// A hosting node's next look at all its groups (`HOSTED_SWEEP_INTERVAL_MS`).
     next_sweep_ms: u64,
     /// The groups whose replica awaits a report from its storage (`Replica::awaits_storage`),
@@ -266,6 +269,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
             transport,
             requests,
             next_tick_ms: clock.monotonic_ms() + config.tick_ms,
+            deferred_ticks: 0,
             next_sweep_ms: 0,
             awaiting_storage: BTreeSet::new(),
             clock,
@@ -329,14 +333,16 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 }
                 return Ok(());
             }
-            let until_tick_ms = self.next_tick_ms.saturating_sub(self.clock.monotonic_ms());
+            let until_tick_ms = self.ms_until_next_tick();
             let accepting = self.shutdown.is_none();
             tokio::select! {
                 biased;
                 (shard, progress) = progress_of_any(&mut self.storages, &self.awaiting_storage) => {
+                    self.take_deferred_ticks();
                     self.on_storage_progress(shard, progress?)
                 }
                 message = self.transport.recv(), if self.transport_open => {
+                    self.take_deferred_ticks();
                     match message {
                         Some(message) => {
                             self.on_peer_message(message);
@@ -352,6 +358,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 }
                 request = self.requests.recv(), if accepting => match request {
                     Some((shard, request)) => {
+                        self.take_deferred_ticks();
                         self.on_request(shard, request);
                         for _ in 1..self.config.max_inputs_per_cycle {
                             let Ok((shard, request)) = self.requests.try_recv() else { break };
@@ -370,10 +377,53 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
     // Inputs
     // ----------------------------------------------------------------------------------------
 
+    /// How long the loop may sleep before its next tick. A hosting node whose groups are all
+    /// quiescent sleeps past the ticks that would only count its peers' silence
+    /// (`GroupHost::quiet_ticks_ahead`), up to the next ping or peer timeout, the next sweep
+    /// or the first key expiry of any group: an idle node then wakes about ten times a second
+    /// instead of a hundred, and those wake-ups were most of its CPU. A single group ticks
+    /// every tick, as it always has.
+    fn ms_until_next_tick(&mut self) -> u64 {
+        let now_ms = self.clock.monotonic_ms();
+        self.deferred_ticks = 0;
+        let mut wake_ms = self.next_tick_ms;
+        if let Cores::Hosted(host) = &self.cores {
+            let quiet_ticks = u64::from(host.quiet_ticks_ahead());
+            if quiet_ticks > 0 {
+                let now_wall_ms = self.clock.wall_ms();
+                let first_expiry_ms =
+                    self.replicas.values().filter_map(Replica::next_expiry_wall_ms).min().map_or(
+                        u64::MAX,
+                        |due_wall_ms| {
+                            now_ms.saturating_add(due_wall_ms.saturating_sub(now_wall_ms))
+                        },
+                    );
+                wake_ms = (self.next_tick_ms + quiet_ticks * self.config.tick_ms)
+                    .min(self.next_sweep_ms)
+                    .min(first_expiry_ms)
+                    .max(self.next_tick_ms);
+                self.deferred_ticks = (wake_ms - self.next_tick_ms) / self.config.tick_ms;
+            }
+        }
+        wake_ms.saturating_sub(now_ms)
+    }
+
+    /// An input arrived while the loop slept past quiet ticks: the ticks due before it come
+    /// first, so that a peer heard from now is not counted silent for ticks already past.
+    fn take_deferred_ticks(&mut self) {
+        if self.deferred_ticks > 0 && self.next_tick_ms <= self.clock.monotonic_ms() {
+            self.on_tick();
+        }
+        self.deferred_ticks = 0;
+    }
+
     fn on_tick(&mut self) {
         let now_ms = self.clock.monotonic_ms();
         let mut fired = 0;
-        while self.next_tick_ms <= now_ms && fired < MAX_TICKS_PER_WAKE {
+        // Deferred ticks were planned, not a stall: they are all taken at once.
+        let max_ticks = MAX_TICKS_PER_WAKE + u32::try_from(self.deferred_ticks).unwrap_or(0);
+        self.deferred_ticks = 0;
+        while self.next_tick_ms <= now_ms && fired < max_ticks {
             match &mut self.cores {
                 Cores::One(raft) => {
                     raft.tick();

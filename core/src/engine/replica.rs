@@ -345,6 +345,12 @@ impl Replica {
         self.next_expiry_ms.is_some_and(|due_ms| due_ms <= now_wall_ms)
     }
 
+    /// When the first key with a TTL expires, in wall-clock ms (as of the state machine's last
+    /// change); `None` if no key has one.
+    pub fn next_expiry_wall_ms(&self) -> Option<u64> {
+        self.next_expiry_ms
+    }
+
     /// Raft took tick number `tick` at `now_ms` (monotonic). A group that did not tick (it is
     /// quiescent) reports the same tick again, which is not recorded twice.
     pub fn record_tick_time(&mut self, tick: u64, now_ms: u64) {

@@ -250,6 +250,22 @@ impl GroupHost {
         peer == self.id || self.liveness.is_live(peer)
     }
 
+    /// How many of the coming ticks, from the next one on, do nothing but count the peers'
+    /// silence, so that they may be taken late and together: every group quiescent, nothing
+    /// ready, and no ping or peer timeout due at them. The tick after them is due on time.
+    /// 0 whenever any group is awake.
+    pub fn quiet_ticks_ahead(&self) -> u32 {
+        if !self.awake.is_empty() || self.has_ready() {
+            return 0;
+        }
+        let ping_interval = u64::from(self.config.ping_interval_ticks);
+        let until_ping = ping_interval - self.tick % ping_interval;
+        let until_timeout = self.liveness.ticks_until_a_timeout().map_or(u64::MAX, u64::from);
+        // `until_*` count from the next tick (1): the eventful tick itself is not quiet.
+        let quiet = until_ping.min(until_timeout) - 1;
+        u32::try_from(quiet).expect("below the ping interval")
+    }
+
     /// One tick: idle leaders quiesce, awake groups tick, peers are pinged when due, and
     /// groups with a member that has just fallen silent wake.
     pub fn tick(&mut self) {

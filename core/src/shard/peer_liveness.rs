@@ -46,6 +46,16 @@ impl PeerLiveness {
         self.silence_ticks.get(&peer).is_some_and(|silence| *silence < self.timeout_ticks)
     }
 
+    /// In how many ticks the first live peer falls silent for a timeout if nobody is heard
+    /// from (1: at the next tick); `None` if no peer is live.
+    pub fn ticks_until_a_timeout(&self) -> Option<u32> {
+        self.silence_ticks
+            .values()
+            .filter(|silence| **silence < self.timeout_ticks)
+            .map(|silence| self.timeout_ticks - silence)
+            .min()
+    }
+
     /// One tick passed; returns the peers that have just become silent for a timeout.
     pub fn tick(&mut self) -> Vec<NodeId> {
         let mut fell_silent = Vec::new();
@@ -90,6 +100,24 @@ mod tests {
         assert!(liveness.heard(NodeId(3), hosting), "back from down");
         assert!(liveness.is_live(NodeId(3)));
         assert!(!liveness.heard(NodeId(9), hosting) && !liveness.is_live(NodeId(9)), "not a peer");
+    }
+
+    #[test]
+    fn the_next_timeout_is_that_of_the_longest_silent_live_peer() {
+        let mut liveness = PeerLiveness::new(4);
+        assert_eq!(liveness.ticks_until_a_timeout(), None, "no peers");
+        liveness.set_peers([NodeId(2), NodeId(3)]);
+        assert_eq!(liveness.ticks_until_a_timeout(), Some(4));
+        liveness.tick();
+        liveness.heard(NodeId(2), Hosting::default());
+        assert_eq!(liveness.ticks_until_a_timeout(), Some(3), "3 was silent for a tick");
+        for _ in 0..3 {
+            liveness.tick();
+        }
+        assert!(!liveness.is_live(NodeId(3)));
+        assert_eq!(liveness.ticks_until_a_timeout(), Some(1), "a down peer times out no more");
+        liveness.tick();
+        assert_eq!(liveness.ticks_until_a_timeout(), None, "both down");
     }
 
     #[test]

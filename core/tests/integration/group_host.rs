@@ -278,6 +278,30 @@ fn idle_groups_quiesce_and_then_cost_no_ticks_and_no_group_messages() {
 }
 
 #[test]
+fn the_ticks_a_quiet_host_may_take_late_are_those_with_nothing_to_do() {
+    let mut network = Network::quiet(13);
+    let nodes: Vec<NodeId> = network.hosts.keys().copied().collect();
+    for node in nodes {
+        let quiet = network.host(node).quiet_ticks_ahead();
+        assert!(quiet > 0, "{node}: every group quiescent, yet no quiet tick ahead");
+        for _ in 0..quiet {
+            network.host(node).tick();
+            assert!(!network.host(node).has_ready(), "{node}: a quiet tick had work");
+        }
+        // The tick after them pings the peers (or finds one silent): not quiet.
+        network.host(node).tick();
+        assert!(network.host(node).has_ready(), "{node}: the eventful tick did nothing");
+        assert_eq!(network.host(node).quiet_ticks_ahead(), 0, "{node}: with batches to send");
+        network.settle();
+    }
+    // A group given work is awake: its leader's host has no quiet tick ahead.
+    let shard = ShardId(2);
+    network.propose_at_leader(shard, &Bytes::from_static(b"wake"));
+    let (leader, _) = network.leader_of(shard).expect("led");
+    assert_eq!(network.host(leader).quiet_ticks_ahead(), 0);
+}
+
+#[test]
 fn a_proposal_wakes_only_its_group_and_commits_on_every_replica() {
     let mut network = Network::quiet(11);
     let shard = ShardId(5);

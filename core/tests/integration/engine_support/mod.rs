@@ -1,19 +1,28 @@
 //! What the engine tests (and the idle-cost bench) share: a clock on tokio's time, and a
 //! runner for a test on one thread with tokio's clock paused.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use conclave_core::seams::clock::Clock;
 
-/// Tokio's clock (paused in tests, real in the bench), with a fixed wall-clock origin.
+/// Tokio's clock (paused in tests, real in the bench), with a fixed wall-clock origin. It
+/// counts the sleeps that ran to their end (every clone shares the count): how often the
+/// engines it drives were woken by time rather than by an input.
 #[derive(Clone)]
 pub struct TestClock {
     origin: tokio::time::Instant,
+    finished_sleeps: Arc<AtomicU64>,
 }
 
 impl TestClock {
     pub fn starting_now() -> TestClock {
-        TestClock { origin: tokio::time::Instant::now() }
+        TestClock { origin: tokio::time::Instant::now(), finished_sleeps: Arc::default() }
+    }
+
+    pub fn finished_sleeps(&self) -> u64 {
+        self.finished_sleeps.load(Ordering::Relaxed)
     }
 }
 
@@ -25,7 +34,8 @@ impl Clock for TestClock {
         1_700_000_000_000 + self.monotonic_ms()
     }
     async fn sleep_ms(&self, duration_ms: u64) {
-        tokio::time::sleep(Duration::from_millis(duration_ms)).await
+        tokio::time::sleep(Duration::from_millis(duration_ms)).await;
+        self.finished_sleeps.fetch_add(1, Ordering::Relaxed);
     }
 }
 
