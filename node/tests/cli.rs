@@ -147,3 +147,15 @@ fn dev_stops_its_nodes_on_a_sigterm_that_arrives_while_the_cluster_is_forming() 
     let printed = std::io::read_to_string(dev.stdout.take().unwrap()).unwrap();
     assert!(printed.contains("SIGTERM"), "{printed}");
 }
+
+/// The names `support::temp_dir` makes give back the process that made them: directories of
+/// runs whose process has exited are removed by that id.
+#[test]
+fn test_directory_names_give_back_their_process_id() {
+    assert_eq!(support::test_dir_pid("conclave-test-busy-peer-port-23559-12633"), Some(23559));
+    assert_eq!(support::test_dir_pid("conclave-test-busy-peer-port-23559-12633.log"), Some(23559));
+    assert_eq!(support::test_dir_pid("conclave-test-cli-7-0"), Some(7));
+    assert_eq!(support::test_dir_pid("conclave-test-23559-12633"), None, "no test name");
+    assert_eq!(support::test_dir_pid("conclave-test-x-y-12633"), None);
+    assert_eq!(support::test_dir_pid("conclave-8001"), None, "not a test's");
+}

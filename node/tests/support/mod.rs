@@ -54,15 +54,59 @@ pub fn consecutive_free_ports(count: u16) -> u16 {
     }
 }
 
+/// The prefix of every test directory (and node log) under the system's temporary directory.
+const TEMP_PREFIX: &str = "conclave-test-";
+
+/// A fresh directory for a test, `conclave-test-{name}-{pid}-{n}` under the system's temporary
+/// directory. It outlives the test on purpose — a failed test's data and node logs are there
+/// to read — and is removed by the next run of any of these tests (see
+/// `remove_dirs_of_finished_runs`).
 pub fn temp_dir(name: &str) -> PathBuf {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| remove_dirs_of_finished_runs(&std::env::temp_dir()));
     let dir = std::env::temp_dir().join(format!(
-        "conclave-test-{name}-{}-{}",
+        "{TEMP_PREFIX}{name}-{}-{}",
         std::process::id(),
         NEXT_PORT.load(Ordering::SeqCst)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create the test directory");
     dir
+}
+
+/// Removes the test directories and node logs in `parent` left by test processes that have
+/// exited, so that runs do not pile up in `/tmp` (hundreds of directories a run). A process
+/// is known alive by its `/proc` entry: where there is no `/proc`, nothing is removed.
+fn remove_dirs_of_finished_runs(parent: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = test_dir_pid(&name) else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let _ = match path.is_dir() {
+            true => std::fs::remove_dir_all(&path),
+            false => std::fs::remove_file(&path),
+        };
+    }
+}
+
+/// The process id in a name made by `temp_dir` (`conclave-test-{name}-{pid}-{n}`, or that
+/// with `.log` for a node's log).
+pub fn test_dir_pid(name: &str) -> Option<u32> {
+    let stem = name.strip_prefix(TEMP_PREFIX)?;
+    let stem = stem.strip_suffix(".log").unwrap_or(stem);
+    let mut parts = stem.rsplit('-');
+    let _counter: u16 = parts.next()?.parse().ok()?;
+    let pid = parts.next()?.parse().ok()?;
+    // A name of at least one character before the process id.
+    parts.next().filter(|test| !test.is_empty())?;
+    Some(pid)
 }
 
 /// One `conclave serve` process; killed when dropped.
