@@ -220,7 +220,7 @@ fn every_group_elects_and_commits_and_keeps_its_own_keys() {
 }
 
 #[test]
-fn idle_groups_stop_sending_and_wake_for_a_write() {
+fn idle_groups_stop_sending_their_nodes_sleep_and_a_write_wakes_its_group() {
     run_local(async {
         const SHARDS: u32 = 8;
         let cluster = HostedCluster::new(3, SHARDS);
@@ -232,8 +232,11 @@ fn idle_groups_stop_sending_and_wake_for_a_write() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let idle_ms = 5_000;
         let before = cluster.network.delivered();
+        let sleeps_before = cluster.clock.finished_sleeps();
         tokio::time::sleep(Duration::from_millis(idle_ms)).await;
         let idle_messages = cluster.network.delivered() - before;
+        // The test's own sleep is one of them.
+        let timer_wakes = cluster.clock.finished_sleeps() - sleeps_before - 1;
         // Quiescent, the node pairs exchange only their pings: one batch per ping interval each
         // way between each pair, whatever the number of groups. With the groups awake (no
         // quiescence) this cluster exchanges six times as many batches in the same time.
@@ -247,47 +250,19 @@ fn idle_groups_stop_sending_and_wake_for_a_write() {
             "{idle_messages} messages in {idle_ms} ms idle; pings alone are {pings}"
         );
         assert!(idle_messages > 0, "pings must go on, or no node could tell a peer died");
+        // Ticking every tick, the three engines would be woken by their clock at least once a
+        // tick each; idle, they sleep past the ticks that only count their peers' silence, and
+        // wake for pings, peer timeouts and the sweep of all groups (every 100 ms) only.
+        let ticks = 3 * idle_ms / config.tick_ms;
+        assert!(
+            3 * timer_wakes < ticks,
+            "{timer_wakes} wake-ups by the clock in {idle_ms} ms idle, for {ticks} ticks"
+        );
         // A write to a quiescent group wakes it and commits.
         let leader = cluster.wait_for_leader(ShardId(5)).await;
         cluster.put(leader, ShardId(5), "k", "2").await;
         let follower = (1..=3).map(NodeId).find(|id| *id != leader).expect("a follower");
         let value = cluster.get(follower, ShardId(5), "k", ReadConsistency::Linearizable).await;
-        assert_eq!(value.expect("get"), bytes("2"));
-    });
-}
-
-#[test]
-fn an_idle_node_sleeps_past_the_ticks_that_only_count_its_peers_silence() {
-    run_local(async {
-        const SHARDS: u32 = 8;
-        let cluster = HostedCluster::new(3, SHARDS);
-        for shard in (0..SHARDS).map(ShardId) {
-            let leader = cluster.wait_for_leader(shard).await;
-            cluster.put(leader, shard, "k", "1").await;
-        }
-        // Long enough for every leader to quiesce its group.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let idle_ms = 5_000;
-        let before = cluster.clock.finished_sleeps();
-        tokio::time::sleep(Duration::from_millis(idle_ms)).await;
-        // The test's own sleep is one of them.
-        let timer_wakes = cluster.clock.finished_sleeps() - before - 1;
-        // Ticking every tick, the three engines would be woken by their clock at least once a
-        // tick each; idle, they wake for pings, peer timeouts and the sweep of all groups
-        // (every 100 ms) only.
-        let tick_ms = EngineConfig::new(NodeId(1)).tick_ms;
-        let ticks = 3 * idle_ms / tick_ms;
-        assert!(
-            3 * timer_wakes < ticks,
-            "{timer_wakes} wake-ups by the clock in {idle_ms} ms idle, for {ticks} ticks"
-        );
-        assert!(timer_wakes > 0, "the pings must go on");
-        // Groups still wake for work: a write to a quiescent group commits. (That a dead node
-        // is still noticed is the next test's: it kills one in a quiescent cluster.)
-        let leader = cluster.wait_for_leader(ShardId(3)).await;
-        cluster.put(leader, ShardId(3), "k", "2").await;
-        let follower = (1..=3).map(NodeId).find(|id| *id != leader).expect("a follower");
-        let value = cluster.get(follower, ShardId(3), "k", ReadConsistency::Linearizable).await;
         assert_eq!(value.expect("get"), bytes("2"));
     });
 }
