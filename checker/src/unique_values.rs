@@ -27,8 +27,8 @@
 //!    creates), steps 2 and 3 are complete: one of them always answers (the rules find every
 //!    cycle of the order between groups, and the builder then finds a topological order of
 //!    it). The checker's README says exactly which histories that covers;
-//!    `tests/integration/unique_values.rs` checks both claims against the general search and against the
-//!    definition.
+//!    `tests/integration/unique_values.rs` checks both claims against the general search and
+//!    against the definition.
 //! 5. `certificate.rs` explains the violation of the reported partition: it shows each
 //!    operation of the certificate needed with a few small searches.
 

@@ -9,7 +9,8 @@
 //! One fact of turmoil 0.7's model to know: it keeps file data by path, so a file created under
 //! a name whose removal is not yet durable (no directory sync since) loses its synced data
 //! when that removal is flushed. The storage engine never does that
-//! (`conclave_core::storage::removal`); `tests/integration/interrupted_initialisation.rs` pins the fact.
+//! (`conclave_core::storage::removal`); `tests/integration/interrupted_initialisation.rs`
+//! pins the fact.
 
 use std::cell::RefCell;
 use std::io;

@@ -1,8 +1,8 @@
-//! The simulator's integration tests (the seed campaign and the planted-bug
-//! test keep binaries of their own, so that `--test seeds` runs just the campaign), in one test binary: each file below is a module, so that
+//! The simulator's integration tests, in one test binary: each file below is a module, so that
 //! `cargo test` compiles and links them once instead of once per file (on a 2-core machine,
-//! each extra binary cost about ten seconds of build). Run one file's tests with
-//! `cargo test -p conclave-sim --test integration {module}::`.
+//! each extra binary cost about ten seconds of build). The seed campaign and the planted-bug
+//! test keep binaries of their own, so that `--test seeds` runs just the campaign. Run one
+//! file's tests with `cargo test -p conclave-sim --test integration {module}::`.
 
 mod campaign_seeds;
 mod crash_ends_connections;

@@ -7,8 +7,8 @@
 //! must be one of the states at or after the last one reported durable (so: everything
 //! reported durable is recovered exactly, and nothing is invented); term and vote at least as
 //! new as the durable ones; a commit index that never covers an entry other than the committed
-//! one. This file is shared with `sim/tests/integration/storage_crash.rs` (the same checks on turmoil's
-//! file system).
+//! one. This file is shared with `sim/tests/integration/storage_crash.rs` (the same checks on
+//! turmoil's file system).
 
 #![allow(dead_code)]
 
