@@ -14,6 +14,10 @@
 //! unvouched record damaged exactly like a torn write is indistinguishable from one; that case
 //! is `lost_tail.rs`, which limits itself to entries the rest of the cluster holds.
 //!
+//! A node hosting many groups keeps one log for all of them and each group's hard state and
+//! snapshots in a directory of its own (`shared_log.rs`): log damage hits any group's records,
+//! and a snapshot or hard state to damage is drawn from every group's directory.
+//!
 //! What must follow is checked elsewhere: the node either refuses to start (the run says so
 //! and goes on without it), or it starts holding every vote and entry it had promised durable
 //! (the observer's seam checks stay on for it).
@@ -107,11 +111,13 @@ struct Target {
     end: u64,
 }
 
-/// Damages the data directory `dir` as `damage` says. `None` when there was nothing it could
-/// damage under the rules above (then nothing changed).
+/// Damages the data of a node as `damage` says: the log's segments in `dir`, and the hard
+/// states and snapshots in `group_dirs` (`dir` itself for a single group's node). `None` when
+/// there was nothing it could damage under the rules above (then nothing changed).
 pub async fn damage_at_rest(
     fs: &SimFs,
     dir: &Path,
+    group_dirs: &[PathBuf],
     damage: AtRestDamage,
     seed: u64,
 ) -> Option<DamageDone> {
@@ -159,7 +165,8 @@ pub async fn damage_at_rest(
             })
         }
         AtRestDamage::DamagedSnapshot => {
-            let path = newest_snapshot(fs, dir).await?;
+            let snapshots = newest_snapshots(fs, group_dirs).await;
+            let path = pick(&mut rng, &snapshots)?.clone();
             let file = fs.open(&path, OpenMode::ReadWrite).await.ok()?;
             let len = file.len_bytes().await.ok()?;
             let at = rng.random_range(0..len.max(1));
@@ -170,7 +177,7 @@ pub async fn damage_at_rest(
             })
         }
         AtRestDamage::DamagedHardState => {
-            let path = dir.join(HARD_STATE_FILE_NAME);
+            let path = pick(&mut rng, group_dirs)?.join(HARD_STATE_FILE_NAME);
             let file = fs.open(&path, OpenMode::ReadWrite).await.ok()?;
             let image = read_whole_file(&file, MAX_FILE_BYTES).await.ok()?;
             let slot_offset = newest_slot_offset(&image, &path).ok()?;
@@ -183,10 +190,9 @@ pub async fn damage_at_rest(
             })
         }
         AtRestDamage::LatentReadError => {
-            let mut files = vec![dir.join(HARD_STATE_FILE_NAME)];
-            if let Some(snapshot) = newest_snapshot(fs, dir).await {
-                files.push(snapshot);
-            }
+            let mut files: Vec<PathBuf> =
+                group_dirs.iter().map(|group| group.join(HARD_STATE_FILE_NAME)).collect();
+            files.extend(newest_snapshots(fs, group_dirs).await);
             if let Some(targets) = damageable_records(fs, dir).await {
                 files.extend(targets.into_iter().map(|target| target.path));
                 files.dedup();
@@ -265,8 +271,25 @@ async fn damageable_records(fs: &SimFs, dir: &Path) -> Option<Vec<Target>> {
     (!targets.is_empty()).then_some(targets)
 }
 
-async fn newest_snapshot(fs: &SimFs, dir: &Path) -> Option<PathBuf> {
-    let entries = fs.list_dir(dir).await.ok()?;
-    let newest = entries.iter().filter_map(|entry| parse_snapshot_file_name(&entry.name)).max()?;
-    Some(dir.join(conclave_core::storage::snapshot_file::snapshot_file_name(newest)))
+/// One of `items`, drawn only when there is a choice (a single group's draws stay as they were
+/// before nodes hosted many groups).
+fn pick<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T]) -> Option<&'a T> {
+    match items.len() {
+        0 | 1 => items.first(),
+        len => items.get(rng.random_range(0..len)),
+    }
+}
+
+/// The newest snapshot file of each of `dirs` that has one.
+async fn newest_snapshots(fs: &SimFs, dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut newest_files = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = fs.list_dir(dir).await else { continue };
+        let newest = entries.iter().filter_map(|entry| parse_snapshot_file_name(&entry.name)).max();
+        if let Some(newest) = newest {
+            let name = conclave_core::storage::snapshot_file::snapshot_file_name(newest);
+            newest_files.push(dir.join(name));
+        }
+    }
+    newest_files
 }

@@ -20,7 +20,7 @@ struct DiskFaultState {
     no_space: Cell<bool>,
     corrupt_read_permille: Cell<u32>,
     /// Synced records to lose before the node's next start (see `lost_tail.rs`).
-    tail_loss: Cell<Option<TailLoss>>,
+    tail_loss: RefCell<Option<TailLoss>>,
     /// Damage to apply to synced data before the node's next start (`at_rest_damage.rs`).
     at_rest_damage: Cell<Option<AtRestDamage>>,
     /// Whether data at rest was ever damaged (a refusal to start is then expected).
@@ -46,16 +46,16 @@ impl DiskFaults {
 
     /// The node's next start finds its newest synced records gone (`lost_tail.rs`).
     pub fn plan_tail_loss(&self, plan: TailLoss) {
-        self.inner.tail_loss.set(Some(plan));
+        *self.inner.tail_loss.borrow_mut() = Some(plan);
     }
 
     /// Whether the node's next start is to lose synced records (planned, not yet carried out).
     pub fn has_planned_tail_loss(&self) -> bool {
-        self.inner.tail_loss.get().is_some()
+        self.inner.tail_loss.borrow().is_some()
     }
 
     pub fn take_tail_loss(&self) -> Option<TailLoss> {
-        self.inner.tail_loss.take()
+        self.inner.tail_loss.borrow_mut().take()
     }
 
     /// The node's next start finds its synced data damaged (`at_rest_damage.rs`).

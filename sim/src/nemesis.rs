@@ -389,13 +389,19 @@ impl Nemesis {
                     .filter(|other| self.disks[(other - 1) as usize].has_planned_tail_loss())
                     .map(crate::node_host::node_id)
                     .collect();
-                let floor = observers
-                    .meta()
-                    .borrow()
-                    .held_durably_without(crate::node_host::node_id(node), &losing);
+                // Each group's own floor: a node hosting many groups keeps one log for all of
+                // them, and each group's entries are held by that group's voters.
+                let id = crate::node_host::node_id(node);
+                let floors: std::collections::BTreeMap<_, _> = observers
+                    .iter()
+                    .map(|(shard, observer)| {
+                        (shard, observer.borrow().held_durably_without(id, &losing))
+                    })
+                    .filter(|(_, floor)| *floor > 0)
+                    .collect();
                 let crashed = self.crash(node, now_ms + down_ms, sim, observers);
-                if crashed && floor > 0 {
-                    let plan = TailLoss { floor, max_records: records };
+                if crashed && !floors.is_empty() {
+                    let plan = TailLoss { floors, max_records: records };
                     self.disks[(node - 1) as usize].plan_tail_loss(plan);
                 }
                 crashed

@@ -11,7 +11,9 @@ use std::time::Duration;
 use conclave_core::engine::{Engine, EngineConfig, EngineHandle, HostedGroupStart, WatchHub};
 use conclave_core::raft::{ClusterConfig, LeaseConfig, NodeId, RaftConfig};
 use conclave_core::shard::{HostConfig, ShardId, ShardMap, keep_map_from_meta_replica};
+use conclave_core::storage::recovery::group_dir;
 use conclave_core::storage::space::SpaceOptions;
+use conclave_core::storage::wal::LogLayout;
 use conclave_core::storage::{SharedLog, WalOptions, WalStorage};
 use conclave_core::transport::frame::{read_frame, write_frame};
 use conclave_core::transport::tcp::{TcpTransport, TcpTransportConfig};
@@ -174,18 +176,9 @@ async fn run_node(context: &Rc<NodeContext>) -> turmoil::Result {
     // The nemesis changes the disk through a file system of its own, which no injected fault
     // touches: a half-done change it was not told of would pass for the node's own doing.
     let nemesis_fs = SimFs::new(DiskFaults::default(), seed ^ 0x9e3e, 0);
-    if let Some(plan) = context.disk.take_tail_loss() {
-        let lost = lose_synced_tail(&nemesis_fs, std::path::Path::new(DATA_DIR), plan).await;
-        context.observers.meta().borrow_mut().on_tail_lost(id, lost);
-    }
-    if let Some(damage) = context.disk.take_at_rest_damage() {
-        let data_dir = std::path::Path::new(DATA_DIR);
-        let done = damage_at_rest(&nemesis_fs, data_dir, damage, seed ^ 0xda3a).await;
-        if let Some(done) = done {
-            context.disk.note_damaged_at_rest(done.unreadable.clone());
-            context.observers.meta().borrow_mut().on_damaged_at_rest(id, damage, &done.description);
-        }
-    }
+    let data_dir = std::path::Path::new(DATA_DIR);
+    let groups = [(ShardId::META, data_dir.to_path_buf())];
+    damage_before_start(context, &nemesis_fs, LogLayout::Single, &groups, seed).await;
     let (mut storage, recovered) = match WalStorage::open(fs, DATA_DIR, context.wal_options()).await
     {
         Ok(opened) => opened,
@@ -258,13 +251,17 @@ async fn run_sharded_node(
     let id = node_id(context.node);
     let seed = context.run.seed ^ (context.node << 48) ^ (incarnation << 32);
     let fs = SimFs::new(context.disk.clone(), seed ^ 0xd15c, context.run.swarm.disk_sync_ms);
+    let nemesis_fs = SimFs::new(DiskFaults::default(), seed ^ 0x9e3e, 0);
     let hosted: Vec<ShardId> = map.shards_on(id).collect();
     assert!(!hosted.is_empty(), "the bootstrap map places a replica on every node");
+    let data_dir = std::path::Path::new(DATA_DIR);
+    let groups: Vec<_> = hosted.iter().map(|shard| (*shard, group_dir(data_dir, *shard))).collect();
+    damage_before_start(context, &nemesis_fs, LogLayout::Shared, &groups, seed).await;
     let opened = SharedLog::open(fs, DATA_DIR, &hosted, context.wal_options()).await;
     let (mut log, opened) = match opened {
         Ok(opened) => opened,
         Err(error) => {
-            let expected = context.disk.injected() > 0;
+            let expected = context.disk.damaged_at_rest() || context.disk.injected() > 0;
             let meta = context.observers.meta();
             meta.borrow_mut().on_recovery_refused(id, &error.to_string(), expected);
             return Ok(());
@@ -326,6 +323,44 @@ async fn run_sharded_node(
         () = keeping => {}
     }
     Ok(())
+}
+
+/// What the nemesis planned for this start's disk, done before the node reads it: the newest
+/// synced records lost (`lost_tail.rs`), or data at rest damaged (`at_rest_damage.rs`), in
+/// the log of `layout` in `DATA_DIR` and the directories of the node's `groups` (hard states,
+/// snapshots). Each group's observer hears what its group lost; damage is told to the
+/// observers of all the node's groups, since any of them may have been hit (counted once, by
+/// the first).
+async fn damage_before_start(
+    context: &NodeContext,
+    nemesis_fs: &SimFs,
+    layout: LogLayout,
+    groups: &[(ShardId, std::path::PathBuf)],
+    seed: u64,
+) {
+    let id = node_id(context.node);
+    let data_dir = std::path::Path::new(DATA_DIR);
+    if let Some(plan) = context.disk.take_tail_loss() {
+        let lost = lose_synced_tail(nemesis_fs, data_dir, layout, &plan).await;
+        for (shard, lost) in lost.into_iter().flatten() {
+            context.observers.group(shard).borrow_mut().on_tail_lost(id, Some(lost));
+        }
+    }
+    if let Some(damage) = context.disk.take_at_rest_damage() {
+        let group_dirs: Vec<_> = groups.iter().map(|(_, dir)| dir.clone()).collect();
+        let done = damage_at_rest(nemesis_fs, data_dir, &group_dirs, damage, seed ^ 0xda3a).await;
+        if let Some(done) = done {
+            context.disk.note_damaged_at_rest(done.unreadable.clone());
+            for (at, (shard, _)) in groups.iter().enumerate() {
+                let mut observer = context.observers.group(*shard).borrow_mut();
+                if at == 0 {
+                    observer.on_damaged_at_rest(id, damage, &done.description);
+                } else {
+                    observer.note_damaged_before_start(id);
+                }
+            }
+        }
+    }
 }
 
 /// A node without a meta replica: asks the meta group's replicas for the map they follow, over

@@ -466,6 +466,15 @@ impl Observer {
         view.damaged_since_start = true;
     }
 
+    /// `node`'s data was damaged at rest before this start, as counted by another group's
+    /// observer (a node hosting many groups keeps their records in one log): this group's
+    /// recovery is checked as a damaged one too.
+    pub fn note_damaged_before_start(&mut self, node: NodeId) {
+        let view = self.nodes.entry(node).or_default();
+        assert!(view.damage_victim, "{node} damaged at rest but not marked the run's victim");
+        view.damaged_since_start = true;
+    }
+
     /// Recovery refused to start `node`. Expected only when something damaged its disk or
     /// made it fail; otherwise the cluster lost a member for nothing.
     pub fn on_recovery_refused(&mut self, node: NodeId, reason: &str, expected: bool) {

@@ -242,7 +242,9 @@ pub fn run(config: &RunConfig, options: RunOptions) -> RunReport {
 
     for timed in &config.schedule {
         if let crate::schedule::Fault::DamageAtRest { node, .. } = timed.fault {
-            observers.meta().borrow_mut().mark_damage_victim(crate::node_host::node_id(node));
+            for (_, observer) in observers.iter() {
+                observer.borrow_mut().mark_damage_victim(crate::node_host::node_id(node));
+            }
         }
     }
     let mut phase = Phase::Faults;

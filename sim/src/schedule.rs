@@ -394,9 +394,9 @@ pub enum DrawProfile {
     /// Sharded worlds: 4 to 7 nodes, 2 to 16 Raft groups of 3 replicas (the meta group on up
     /// to 5) placed by rendezvous hashing, so that each node hosts some groups, all of them in
     /// one engine over one shared log. Every fault of the standard draw but membership changes
-    /// (leadership transfers of the meta group stay) and the storage faults that edit a single
-    /// group's log files (lost synced tails, damage at rest): sharded nodes refuse membership
-    /// changes, and those two faults know the single-group layout only.
+    /// (leadership transfers of the meta group stay): sharded nodes refuse them. Lost synced
+    /// tails and damage at rest hit the shared log and the groups' files, each group losing
+    /// only what its own peers hold.
     Sharded,
 }
 
@@ -478,9 +478,7 @@ impl RunConfig {
         // sharded node refuses membership changes, so the worlds have no spares either.
         config.spares = 0;
         config.schedule.retain(|timed| match timed.fault {
-            Fault::CrashLosingTail { .. }
-            | Fault::DamageAtRest { .. }
-            | Fault::BounceLeaseBacker { .. }
+            Fault::BounceLeaseBacker { .. }
             | Fault::Grow { .. }
             | Fault::Shrink { .. }
             | Fault::Replace { .. } => false,
