@@ -20,6 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
@@ -339,7 +340,8 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 biased;
                 (shard, progress) = progress_of_any(&mut self.storages, &self.awaiting_storage) => {
                     self.take_deferred_ticks();
-                    self.on_storage_progress(shard, progress?)
+                    self.on_storage_progress(shard, progress?);
+                    self.take_reported_progress()?;
                 }
                 message = self.transport.recv(), if self.transport_open => {
                     self.take_deferred_ticks();
@@ -505,6 +507,26 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         };
         replica.on_storage_progress(raft, &self.clock, progress);
         self.touched.insert(shard);
+    }
+
+    /// Takes the progress every other awaited storage has already reported. One sync of a
+    /// shared log makes many groups' batches durable at once: taken one per turn of the loop,
+    /// each would be carried out on its own, and its acknowledgements would leave in a message
+    /// of their own to each peer instead of in one batch per peer with the others'.
+    fn take_reported_progress(&mut self) -> Result<(), StorageFailure> {
+        if self.awaiting_storage.len() <= 1 {
+            return Ok(());
+        }
+        let awaiting: Vec<ShardId> = self.awaiting_storage.iter().copied().collect();
+        for shard in awaiting {
+            let storage = self.storages.get_mut(&shard).expect("every group has a storage");
+            // Cancel-safe (`Storage::progress_changed`): a storage with no news is asked again
+            // at the next turn of the loop.
+            if let Some(progress) = storage.progress_changed().now_or_never() {
+                self.on_storage_progress(shard, progress?);
+            }
+        }
+        Ok(())
     }
 
     fn on_request(&mut self, shard: ShardId, request: EngineRequest) {

@@ -60,6 +60,7 @@ struct MemoryNetworkInner {
     inboxes: BTreeMap<NodeId, mpsc::UnboundedSender<PeerMessage>>,
     blocked: BTreeSet<(NodeId, NodeId)>,
     delivered: u64,
+    delivered_from: BTreeMap<NodeId, u64>,
 }
 
 impl MemoryNetwork {
@@ -84,6 +85,11 @@ impl MemoryNetwork {
     pub fn delivered(&self) -> u64 {
         self.inner.borrow().delivered
     }
+
+    /// The messages `from` sent that were delivered.
+    pub fn delivered_from(&self, from: NodeId) -> u64 {
+        self.inner.borrow().delivered_from.get(&from).copied().unwrap_or(0)
+    }
 }
 
 pub struct MemoryTransport {
@@ -101,6 +107,7 @@ impl Transport for MemoryTransport {
         let Some(inbox) = inner.inboxes.get(&to) else { return false };
         let sent = inbox.send(message).is_ok();
         inner.delivered += sent as u64;
+        *inner.delivered_from.entry(self.id).or_default() += sent as u64;
         sent
     }
 

@@ -435,3 +435,35 @@ fn a_key_is_served_only_through_the_shard_that_owns_it_in_the_followed_map() {
         assert_eq!(handle.write(txn, None).await, Err(wrong));
     });
 }
+
+#[test]
+fn a_follower_acknowledges_the_groups_of_one_sync_in_one_message() {
+    run_local(async {
+        const SHARDS: u32 = 8;
+        let cluster = HostedCluster::new(3, SHARDS);
+        let leader = NodeId(1);
+        for shard in (0..SHARDS).map(ShardId) {
+            let current = cluster.wait_for_leader(shard).await;
+            if current != leader {
+                let handle = cluster.handle(current, shard);
+                handle.transfer_leadership(leader).await.expect("transfer");
+            }
+            while cluster.wait_for_leader(shard).await != leader {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        // One write to every group at once: node 1 sends each follower one batch of all eight
+        // groups' appends, and a follower's storages report them durable together (their syncs
+        // take the same time; a shared log makes them one sync).
+        let before = cluster.network.delivered_from(NodeId(2));
+        let writes = (0..SHARDS).map(|shard| cluster.put(leader, ShardId(shard), "k", "v"));
+        futures::future::join_all(writes).await;
+        let acknowledgements = cluster.network.delivered_from(NodeId(2)) - before;
+        // Taken one group per turn of its loop, the follower would answer in a message per
+        // group.
+        assert!(
+            acknowledgements < u64::from(SHARDS) / 2,
+            "node 2 sent {acknowledgements} messages for one batch of {SHARDS} groups' writes"
+        );
+    });
+}
