@@ -577,6 +577,12 @@ impl Raft {
         }
     }
 
+    /// Each member's matched index as this node's progress tracks it (a leader's view; as in
+    /// [`Raft::status`], without copying anything).
+    pub fn matched_indexes(&self) -> impl Iterator<Item = (NodeId, LogIndex)> + '_ {
+        self.progress.iter().map(|(id, progress)| (*id, progress.matched))
+    }
+
     /// Leader: some caught-up follower has not been told the current commit index.
     fn commit_needs_announcing(&self) -> bool {
         let committed = self.log.committed();
