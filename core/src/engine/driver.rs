@@ -141,7 +141,7 @@ pub struct Engine<T: Transport, S: Storage, C: Clock> {
     next_tick_ms: u64,
     /// Ticks the loop is sleeping past (`Engine::ms_until_next_tick`): taken together when it
     /// wakes, or first thing when an input arrives before.
-    deferred_ticks: u64,
+    deferred_ticks: u32,
     /// A hosting node's next look at all its groups (`HOSTED_SWEEP_INTERVAL_MS`).
     next_sweep_ms: u64,
     /// The groups whose replica awaits a report from its storage (`Replica::awaits_storage`),
@@ -404,7 +404,8 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                     .min(self.next_sweep_ms)
                     .min(first_expiry_ms)
                     .max(self.next_tick_ms);
-                self.deferred_ticks = (wake_ms - self.next_tick_ms) / self.config.tick_ms;
+                let deferred = (wake_ms - self.next_tick_ms) / self.config.tick_ms;
+                self.deferred_ticks = u32::try_from(deferred).expect("at most the quiet ticks");
             }
         }
         wake_ms.saturating_sub(now_ms)
@@ -423,7 +424,7 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         let now_ms = self.clock.monotonic_ms();
         let mut fired = 0;
         // Deferred ticks were planned, not a stall: they are all taken at once.
-        let max_ticks = MAX_TICKS_PER_WAKE + u32::try_from(self.deferred_ticks).unwrap_or(0);
+        let max_ticks = MAX_TICKS_PER_WAKE.saturating_add(self.deferred_ticks);
         self.deferred_ticks = 0;
         while self.next_tick_ms <= now_ms && fired < max_ticks {
             match &mut self.cores {
