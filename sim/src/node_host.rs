@@ -328,9 +328,8 @@ async fn run_sharded_node(
 /// What the nemesis planned for this start's disk, done before the node reads it: the newest
 /// synced records lost (`lost_tail.rs`), or data at rest damaged (`at_rest_damage.rs`), in
 /// the log of `layout` in `DATA_DIR` and the directories of the node's `groups` (hard states,
-/// snapshots). Each group's observer hears what its group lost; damage is told to the
-/// observers of all the node's groups, since any of them may have been hit (counted once, by
-/// the first).
+/// snapshots). Each group's observer hears what its group lost (the restart counted once);
+/// damage, which may have hit any group, is counted by the first group's observer.
 async fn damage_before_start(
     context: &NodeContext,
     nemesis_fs: &SimFs,
@@ -342,8 +341,9 @@ async fn damage_before_start(
     let data_dir = std::path::Path::new(DATA_DIR);
     if let Some(plan) = context.disk.take_tail_loss() {
         let lost = lose_synced_tail(nemesis_fs, data_dir, layout, &plan).await;
-        for (shard, lost) in lost.into_iter().flatten() {
-            context.observers.group(shard).borrow_mut().on_tail_lost(id, Some(lost));
+        for (at, (shard, lost)) in lost.into_iter().flatten().enumerate() {
+            let mut observer = context.observers.group(shard).borrow_mut();
+            observer.on_tail_lost(id, Some(lost), at == 0);
         }
     }
     if let Some(damage) = context.disk.take_at_rest_damage() {
@@ -351,14 +351,11 @@ async fn damage_before_start(
         let done = damage_at_rest(nemesis_fs, data_dir, &group_dirs, damage, seed ^ 0xda3a).await;
         if let Some(done) = done {
             context.disk.note_damaged_at_rest(done.unreadable.clone());
-            for (at, (shard, _)) in groups.iter().enumerate() {
-                let mut observer = context.observers.group(*shard).borrow_mut();
-                if at == 0 {
-                    observer.on_damaged_at_rest(id, damage, &done.description);
-                } else {
-                    observer.note_damaged_before_start(id);
-                }
-            }
+            // Every group's observer already treats the node as the run's damage victim (its
+            // copies count toward no other node's loss) and checks its recovery in full.
+            let (first, _) = groups.first().expect("a node hosts a group");
+            let mut observer = context.observers.group(*first).borrow_mut();
+            observer.on_damaged_at_rest(id, damage, &done.description);
         }
     }
 }

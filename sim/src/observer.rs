@@ -434,10 +434,17 @@ impl Observer {
     }
 
     /// `node`'s disk lost its newest synced records before this start (an injected fault, see
-    /// `lost_tail.rs`): its durability promise now ends at what it kept.
-    pub fn on_tail_lost(&mut self, node: NodeId, lost: Option<crate::lost_tail::LostTail>) {
+    /// `lost_tail.rs`): its durability promise now ends at what it kept. A shared log's loss
+    /// is told to each group that lost entries; `counts_restart` is set for one of them, so
+    /// that the run's statistics count the restart once.
+    pub fn on_tail_lost(
+        &mut self,
+        node: NodeId,
+        lost: Option<crate::lost_tail::LostTail>,
+        counts_restart: bool,
+    ) {
         let Some(lost) = lost else { return };
-        self.stats.tails_lost += 1;
+        self.stats.tails_lost += u64::from(counts_restart);
         self.stats.tail_entries_lost += lost.last + 1 - lost.first;
         self.trace.add(0x7a11_0000 + node.0);
         self.trace.add(lost.first);
@@ -461,15 +468,6 @@ impl Observer {
         self.trace
             .add(AtRestDamage::ALL.iter().position(|kind| *kind == damage).unwrap_or(0) as u64);
         self.node_stops.push(format!("{node}: disk damaged at rest: {description}"));
-        let view = self.nodes.entry(node).or_default();
-        assert!(view.damage_victim, "{node} damaged at rest but not marked the run's victim");
-        view.damaged_since_start = true;
-    }
-
-    /// `node`'s data was damaged at rest before this start, as counted by another group's
-    /// observer (a node hosting many groups keeps their records in one log): this group's
-    /// recovery is checked as a damaged one too.
-    pub fn note_damaged_before_start(&mut self, node: NodeId) {
         let view = self.nodes.entry(node).or_default();
         assert!(view.damage_victim, "{node} damaged at rest but not marked the run's victim");
         view.damaged_since_start = true;
