@@ -3,8 +3,8 @@
 //! non-linearizable history, a read of a state that never existed, a watch that repeats or
 //! loses a change, or a cluster that no longer makes progress — within a bounded number of
 //! seeds. The seeds needed are printed (and reported in the README). Runs use the leader-churn
-//! profile (leaders crashed or isolated every few hundred milliseconds) or the standard one,
-//! with 10 simulated seconds of faults each.
+//! profile (leaders crashed or isolated every few hundred milliseconds), the standard one or
+//! the sharded one, with 10 simulated seconds of faults each.
 
 use conclave_sim::{
     DrawOptions, DrawProfile, FailureKind, Fault, Outcome, PlantedBug, RunConfig, RunOptions, run,
@@ -80,6 +80,15 @@ fn recovery_that_truncates_at_damage_is_caught() {
     // Needs a disk damaged at rest (the standard profile's disk faults) in a record that
     // later records vouch for, in the last segment.
     assert_caught_in(PlantedBug::TruncateAtDamage, DrawProfile::Standard, 200);
+}
+
+#[test]
+fn storage_bugs_are_caught_in_sharded_worlds_too() {
+    // A node hosting many groups keeps one log for all of them: the disk loses the shared
+    // log's newest records (each group only what its own peers hold) or is damaged at rest,
+    // and each group's observer checks what its group was promised.
+    assert_caught_in(PlantedBug::TruncateAtDamage, DrawProfile::Sharded, 100);
+    assert_caught_in(PlantedBug::IgnoreShortenedLog, DrawProfile::Sharded, 100);
 }
 
 #[test]
