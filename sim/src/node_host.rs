@@ -173,12 +173,8 @@ async fn run_node(context: &Rc<NodeContext>) -> turmoil::Result {
     let id = node_id(context.node);
     let seed = context.run.seed ^ (context.node << 48) ^ (incarnation << 32);
     let fs = SimFs::new(context.disk.clone(), seed ^ 0xd15c, context.run.swarm.disk_sync_ms);
-    // The nemesis changes the disk through a file system of its own, which no injected fault
-    // touches: a half-done change it was not told of would pass for the node's own doing.
-    let nemesis_fs = SimFs::new(DiskFaults::default(), seed ^ 0x9e3e, 0);
-    let data_dir = std::path::Path::new(DATA_DIR);
-    let groups = [(ShardId::META, data_dir.to_path_buf())];
-    damage_before_start(context, &nemesis_fs, LogLayout::Single, &groups, seed).await;
+    let groups = [(ShardId::META, std::path::PathBuf::from(DATA_DIR))];
+    damage_before_start(context, LogLayout::Single, &groups, seed).await;
     let (mut storage, recovered) = match WalStorage::open(fs, DATA_DIR, context.wal_options()).await
     {
         Ok(opened) => opened,
@@ -251,12 +247,11 @@ async fn run_sharded_node(
     let id = node_id(context.node);
     let seed = context.run.seed ^ (context.node << 48) ^ (incarnation << 32);
     let fs = SimFs::new(context.disk.clone(), seed ^ 0xd15c, context.run.swarm.disk_sync_ms);
-    let nemesis_fs = SimFs::new(DiskFaults::default(), seed ^ 0x9e3e, 0);
     let hosted: Vec<ShardId> = map.shards_on(id).collect();
     assert!(!hosted.is_empty(), "the bootstrap map places a replica on every node");
     let data_dir = std::path::Path::new(DATA_DIR);
     let groups: Vec<_> = hosted.iter().map(|shard| (*shard, group_dir(data_dir, *shard))).collect();
-    damage_before_start(context, &nemesis_fs, LogLayout::Shared, &groups, seed).await;
+    damage_before_start(context, LogLayout::Shared, &groups, seed).await;
     let opened = SharedLog::open(fs, DATA_DIR, &hosted, context.wal_options()).await;
     let (mut log, opened) = match opened {
         Ok(opened) => opened,
@@ -332,11 +327,13 @@ async fn run_sharded_node(
 /// damage, which may have hit any group, is counted by the first group's observer.
 async fn damage_before_start(
     context: &NodeContext,
-    nemesis_fs: &SimFs,
     layout: LogLayout,
     groups: &[(ShardId, std::path::PathBuf)],
     seed: u64,
 ) {
+    // The nemesis changes the disk through a file system of its own, which no injected fault
+    // touches: a half-done change it was not told of would pass for the node's own doing.
+    let nemesis_fs = &SimFs::new(DiskFaults::default(), seed ^ 0x9e3e, 0);
     let id = node_id(context.node);
     let data_dir = std::path::Path::new(DATA_DIR);
     if let Some(plan) = context.disk.take_tail_loss() {
