@@ -26,6 +26,9 @@ pub const FORWARDED_HEADER: &str = "x-conclave-forwarded";
 pub const SHARD_HEADER: &str = "x-conclave-shard";
 /// On a 421 Misdirected Request: the epoch of the shard map the refusing node routes by.
 pub const SHARD_EPOCH_HEADER: &str = "x-conclave-shard-epoch";
+/// On `GET /cluster/shard-map`: the replicas per shard the cluster was created with
+/// (`--replication`), which a backup records.
+pub const REPLICATION_HEADER: &str = "x-conclave-replication";
 
 /// Splits bytes into the JSON `value` / `value_base64` pair.
 pub fn encode_value(bytes: &[u8]) -> (Option<String>, Option<String>) {

@@ -1,12 +1,15 @@
 //! Every decoder of on-disk bytes must answer arbitrary input with a value or an error, never a
-//! panic: WAL records, segment headers and whole segments, log record payloads, snapshot files.
+//! panic: WAL records, segment headers and whole segments, log record payloads, snapshot files,
+//! backup files of a single group and of a sharded cluster.
 //! A record that decodes as valid must re-encode to the same bytes.
 
 #![no_main]
 
 use std::path::Path;
 
+use conclave_core::storage::backup::decode_backup;
 use conclave_core::storage::record::{RecordRead, encode_record, read_record};
+use conclave_core::storage::sharded_backup::decode_sharded_backup;
 use conclave_core::storage::segment::{HeaderRead, decode_segment_header, scan_segment};
 use conclave_core::storage::snapshot_file::decode_snapshot;
 use conclave_core::storage::wal::WalRecord;
@@ -29,4 +32,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = decode_snapshot(data, Path::new("/fuzz/snapshot-00000000000000000001.snap"));
+    let _ = decode_backup(data, Path::new("/fuzz/node.backup"));
+    let _ = decode_sharded_backup(data, Path::new("/fuzz/cluster.backup"));
 });

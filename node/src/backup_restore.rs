@@ -12,12 +12,14 @@ use clap::Args;
 use conclave_core::raft::{ClusterConfig, NodeId};
 use conclave_core::storage::backup::{RestoreOptions, read_backup, restore_backup};
 use conclave_core::storage::fs::FileSystem as _;
+use conclave_core::storage::sharded_backup::{BackupContents, read_any_backup};
 
 use crate::config::{NodeConfig, ServeOptions, parse_member};
 use crate::data_dir::{DataDir, LOCK_FILE_NAME, is_locked_by_another_process};
 use crate::fs::OsFs;
 use crate::member_identity::{self, MemberIdentity};
 use crate::member_record::MemberRecord;
+use crate::sharded_backup::{self, ShardedRestore};
 
 /// The largest backup this tool reads.
 const MAX_SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024 * 1024;
@@ -86,8 +88,13 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
             out_dir.display()
         );
     }
-    let url = format!("{}/admin/backup", endpoint_url(&args.endpoint));
-    let response = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
+    let base_url = endpoint_url(&args.endpoint);
+    let client = reqwest::Client::new();
+    if let Some((map, replication)) = sharded_backup::shard_map_of(&client, &base_url).await? {
+        return sharded_backup::backup(&client, &base_url, &map, replication, &args.out).await;
+    }
+    let url = format!("{base_url}/admin/backup");
+    let response = client.get(&url).send().await.with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
@@ -134,16 +141,19 @@ async fn write_synced(fs: &OsFs, path: &Path, bytes: Vec<u8>) -> anyhow::Result<
 }
 
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let (backed_up, _) = read_backup(&OsFs, &args.from, MAX_SNAPSHOT_BYTES)
+    let contents = read_any_backup(&OsFs, &args.from, sharded_backup::MAX_BACKUP_BYTES)
         .await
         .with_context(|| format!("reading {}", args.from.display()))?;
-    let backed_up_members: Vec<(NodeId, MemberRecord)> = backed_up
-        .config
-        .addresses
-        .iter()
-        .filter(|(id, _)| backed_up.config.members().contains(*id))
-        .map(|(id, record)| (*id, MemberRecord::parse(record)))
-        .collect();
+    let backed_up_members: Vec<(NodeId, MemberRecord)> = match &contents {
+        BackupContents::SingleGroup { meta, .. } => meta
+            .config
+            .addresses
+            .iter()
+            .filter(|(id, _)| meta.config.members().contains(*id))
+            .map(|(id, record)| (*id, MemberRecord::parse(record)))
+            .collect(),
+        BackupContents::Sharded { shards, .. } => sharded_backup::backed_up_members(shards),
+    };
     let named = args.initial_cluster.is_some()
         || args.name.is_some()
         || (args.peers.is_none() && backed_up_members.iter().any(|(_, r)| r.name.is_some()));
@@ -152,6 +162,17 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     } else {
         port_named_options(&args, &backed_up_members)?
     };
+    if let BackupContents::Sharded { meta, shards } = contents {
+        let restore = ShardedRestore {
+            options,
+            new_cluster,
+            start_flags,
+            working_dir: &args.working_dir,
+            from: &args.from,
+        };
+        println!("{}", sharded_backup::restore(restore, meta, shards).await?);
+        return Ok(());
+    }
     // Exactly what `conclave serve` with these flags resolves, cluster id included.
     let node = NodeConfig::resolve(options).context("the restored member")?;
     let config = new_cluster.then(|| {

@@ -35,6 +35,7 @@ pub mod network;
 pub mod serve;
 pub mod shard_layout;
 pub mod shard_map_keeper;
+pub mod sharded_backup;
 pub mod stop_signals;
 pub mod storage;
 pub mod systemd_notify;

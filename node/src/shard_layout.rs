@@ -22,6 +22,9 @@ use crate::data_dir::{ReplaceError, replace_file};
 pub const LAYOUT_FILE_NAME: &str = "shard-layout.json";
 /// Where a sharded member's shared log lives, inside its data directory.
 pub const SHARED_LOG_DIR_NAME: &str = "shards";
+/// Where `conclave restore` builds a shared log before renaming it to `shards`: its presence
+/// means a restore was cut short, and the directory is refused.
+pub const RESTORING_DIR_NAME: &str = "shards.restoring";
 /// A single-group member's files in its data directory: their presence means the directory
 /// already holds a single group's log.
 const SINGLE_GROUP_MARKERS: [&str; 1] = ["hard_state"];
@@ -64,6 +67,11 @@ pub enum LayoutError {
     Io { operation: &'static str, path: PathBuf, cause: std::io::Error },
     #[error("{path} is not a shard layout record ({reason}); it was not written by conclave")]
     Invalid { path: PathBuf, reason: String },
+    #[error(
+        "{path} is left by a `conclave restore` that did not finish: delete the data directory \
+         {dir} and restore again"
+    )]
+    InterruptedRestore { dir: PathBuf, path: PathBuf },
     #[error(
         "the data directory {dir} was created with {found}, but this node was started with \
          {asked}; start it with the values it was created with"
@@ -119,6 +127,10 @@ pub fn check_or_record(dir: &Path, asked: Option<&Sharding>) -> Result<(), Layou
         Some(layout) => layout.to_string(),
         None => "--shards 1".to_string(),
     };
+    let staging = dir.join(RESTORING_DIR_NAME);
+    if staging.exists() {
+        return Err(LayoutError::InterruptedRestore { dir: dir.to_path_buf(), path: staging });
+    }
     let found = read(dir)?;
     match (&found, &asked) {
         (Some(found), Some(asked)) if found == asked => Ok(()),
@@ -188,5 +200,17 @@ mod tests {
         fs::write(dir.path().join(LAYOUT_FILE_NAME), b"{\"shards\": ").unwrap();
         let error = check_or_record(dir.path(), Some(&sharding(8))).unwrap_err();
         assert!(matches!(error, LayoutError::Invalid { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_directory_left_by_an_interrupted_restore_is_refused() {
+        let dir = TestDir::new("layout-restoring");
+        fs::create_dir(dir.path().join(RESTORING_DIR_NAME)).unwrap();
+        for asked in [Some(sharding(8)), None] {
+            let error = check_or_record(dir.path(), asked.as_ref()).unwrap_err();
+            assert!(matches!(error, LayoutError::InterruptedRestore { .. }), "{error}");
+            assert!(error.to_string().contains("restore again"), "{error}");
+        }
+        assert_eq!(read(dir.path()).unwrap(), None, "nothing recorded after a refusal");
     }
 }

@@ -5,8 +5,8 @@
 //! every key after a full restart of all five nodes — must be linearizable (the checker of
 //! `conclave check`). The other tests here pin what a sharded cluster answers at its edges:
 //! transactions across shards, sessions per shard, watches of every shard (through a kill and
-//! a resume), the data directory's layout, and a request another node routed by a different
-//! map.
+//! a resume), the data directory's layout, a request another node routed by a different map,
+//! and a backup of every shard restored into a new cluster.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -47,13 +47,18 @@ fn sharded_cluster(name: &str, extra: &[&str]) -> Vec<Node> {
 
 /// `/cluster/shards` of the node at `port`, once every shard reports a leader.
 fn wait_for_every_shard_to_lead(port: u16, deadline: Duration) -> Value {
+    wait_for_shards_to_lead(port, SHARDS, deadline)
+}
+
+/// `/cluster/shards` of the node at `port`, once each of its `shards` shards reports a leader.
+fn wait_for_shards_to_lead(port: u16, shards: u64, deadline: Duration) -> Value {
     let client = http();
     wait_for("a leader in every shard", deadline, || {
         let response = client.get(format!("http://127.0.0.1:{port}/cluster/shards")).send().ok()?;
-        let shards: Value = response.json().ok()?;
-        let all = shards["shards"].as_array()?;
+        let all_shards: Value = response.json().ok()?;
+        let all = all_shards["shards"].as_array()?;
         let led = all.iter().all(|shard| shard["leader"].as_u64().is_some());
-        (all.len() == SHARDS as usize && led).then_some(shards)
+        (all.len() == shards as usize && led).then_some(all_shards)
     })
 }
 
@@ -505,4 +510,123 @@ fn a_data_directory_keeps_the_layout_it_was_created_with() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("was created with --shards 8"), "{shards}: {stderr}");
     }
+}
+
+/// A `conclave serve` started from the command a restore printed; killed when dropped.
+struct Restored(std::process::Child);
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_sharded_cluster_is_backed_up_and_restored_into_a_new_cluster() {
+    const SMALL_SHARDS: u64 = 4;
+    let ports = free_ports(6);
+    let (old, new) = ports.split_at(3);
+    let dir = temp_dir("sharded-backup");
+    let list = |ports: &[u16]| ports.iter().map(|p| format!(":{p}")).collect::<Vec<_>>().join(",");
+    let shards_flag = format!("--shards={SMALL_SHARDS}");
+    let nodes: Vec<Node> = old
+        .iter()
+        .map(|port| {
+            Node::start(*port, &dir.join(format!("old-{port}")), Some(&list(old)), &[&shards_flag])
+        })
+        .collect();
+    wait_for_shards_to_lead(nodes[0].port, SMALL_SHARDS, Duration::from_secs(30));
+    // Writes acknowledged before the backup, through every node; one key deleted again.
+    let before: Vec<(String, String)> =
+        (0..40).map(|i| (format!("{{user{}}}.k{i}", i % 7), format!("value {i}"))).collect();
+    for (key, value) in &before {
+        put_somewhere(old, key, value);
+    }
+    let client = http();
+    let deleted = &before[0].0;
+    // Follows the 307 of a node whose replica of the shard does not lead, as clients do.
+    let following =
+        reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let response = following.delete(key_url(old[1], deleted)).send().unwrap();
+    assert!(response.status().is_success(), "{:?}", response.text());
+
+    // A node asked for the whole cluster's backup in one request says how it is done.
+    let whole = client.get(format!("http://127.0.0.1:{}/admin/backup", old[0])).send().unwrap();
+    assert_eq!(whole.status().as_u16(), 400);
+    assert!(whole.text().unwrap().contains("shard by shard"));
+    let backup = dir.join("cluster.backup");
+    let output = Command::new(BINARY)
+        .args(["backup", "--endpoint", &format!(":{}", old[2]), "--out"])
+        .arg(&backup)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(&format!("of {SMALL_SHARDS} shards")), "{stdout}");
+    put_somewhere(old, "written-after-the-backup", "x");
+    drop(nodes);
+
+    // A new cluster on other ports, each member restored from the same file and started with
+    // the command the restore printed.
+    let mut restored = Vec::new();
+    for port in new {
+        let working_dir = dir.join(format!("new-{port}"));
+        let restore = || {
+            Command::new(BINARY)
+                .args(["restore", "--from"])
+                .arg(&backup)
+                .arg("--working-dir")
+                .arg(&working_dir)
+                .arg(format!("--port={port}"))
+                .arg(format!("--peers={}", list(new)))
+                .output()
+                .unwrap()
+        };
+        let output = restore();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let again = restore();
+        assert!(!again.status.success(), "a second restore into the same directory");
+        assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+        let command = stdout
+            .lines()
+            .map(str::trim)
+            .find(|line| line.starts_with("conclave serve"))
+            .unwrap_or_else(|| panic!("no command in {stdout}"));
+        assert!(command.contains(&format!("--shards {SMALL_SHARDS} --replication 3")), "{command}");
+        let words: Vec<&str> = command.split_whitespace().skip(2).collect();
+        let log = std::fs::File::create(dir.join(format!("new-{port}.log"))).unwrap();
+        let child = Command::new(BINARY)
+            .arg("serve")
+            .args(&words)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        restored.push(Restored(child));
+    }
+    let shards = wait_for_shards_to_lead(new[0], SMALL_SHARDS, Duration::from_secs(30));
+    // The new cluster routes by a map of its own members.
+    for shard in shards["shards"].as_array().unwrap() {
+        for replica in shard["replicas"].as_array().unwrap() {
+            let replica = replica.as_u64().unwrap() as u16;
+            assert!(new.contains(&replica), "{shard}: a replica outside the new cluster");
+        }
+    }
+    for (i, (key, value)) in before.iter().enumerate() {
+        let response = following.get(key_url(new[i % 3], key)).send().unwrap();
+        if key == deleted {
+            assert_eq!(response.status().as_u16(), 404, "{key} was deleted before the backup");
+        } else {
+            assert_eq!(response.status().as_u16(), 200, "{key}");
+            assert_eq!(response.text().unwrap(), *value, "{key}");
+        }
+    }
+    let after = following.get(key_url(new[0], "written-after-the-backup")).send().unwrap();
+    assert_eq!(after.status().as_u16(), 404, "a write after the backup is not in it");
+    put_somewhere(new, "written-in-the-new-cluster", "y");
+    let read = following.get(key_url(new[2], "written-in-the-new-cluster")).send().unwrap();
+    assert_eq!(read.text().unwrap(), "y");
 }

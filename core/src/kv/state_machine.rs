@@ -430,6 +430,13 @@ impl KvStateMachine {
         Ok(restored)
     }
 
+    /// Replaces the shard map a restored state holds (`None`: no map). Only for a restore into
+    /// a new cluster, whose members the backed-up map does not name (a running group's map
+    /// changes only through its log: [`KvCommand::SetShardMap`]).
+    pub fn replace_shard_map_for_restore(&mut self, map: Option<ShardMap>) {
+        self.shard_map = map;
+    }
+
     /// A deterministic 64-bit hash (FNV-1a) of exactly the bytes [`Self::snapshot`] would
     /// produce: nodes at the same applied index must have equal digests. Costs one pass over
     /// the state, without allocating the encoding.

@@ -94,7 +94,8 @@ pub fn encode_backup(
     Ok((meta, out))
 }
 
-fn decode_backup(bytes: &[u8], path: &Path) -> StorageResult<(BackupMeta, Snapshot)> {
+/// Decodes and verifies the bytes of a backup file (`path` names it in errors).
+pub fn decode_backup(bytes: &[u8], path: &Path) -> StorageResult<(BackupMeta, Snapshot)> {
     if bytes.len() < HEADER_BYTES || bytes[..8] != BACKUP_MAGIC {
         return Err(StorageError::corrupt(
             path,
@@ -199,31 +200,7 @@ pub async fn restore_backup<F: FileSystem>(
     options: &RestoreOptions,
 ) -> StorageResult<SnapshotMeta> {
     let (_, mut snapshot) = read_backup(fs, backup, options.max_snapshot_bytes).await?;
-    match fs.entry_kind(data_dir).await.map_err(|e| StorageError::io("stat", data_dir, e))? {
-        None => {
-            fs.create_dir(data_dir)
-                .await
-                .map_err(|e| StorageError::io("create directory", data_dir, e))?;
-            let parent: PathBuf = data_dir
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_path_buf();
-            fs.sync_dir(&parent)
-                .await
-                .map_err(|e| StorageError::io("sync directory", &parent, e))?;
-        }
-        Some(super::fs::EntryKind::Directory) => {
-            let entries =
-                fs.list_dir(data_dir).await.map_err(|e| StorageError::io("list", data_dir, e))?;
-            if entries.iter().any(|entry| !options.foreign_entries.contains(&entry.name)) {
-                return Err(StorageError::NotEmpty { path: data_dir.to_path_buf() });
-            }
-        }
-        Some(super::fs::EntryKind::File) => {
-            return Err(StorageError::NotEmpty { path: data_dir.to_path_buf() });
-        }
-    }
+    prepare_empty_dir(fs, data_dir, &options.foreign_entries).await?;
     if let Some(config) = &options.config {
         snapshot.meta.config = config.clone();
     }
@@ -238,6 +215,38 @@ pub async fn restore_backup<F: FileSystem>(
     HardStateFile::create(fs, data_dir, hard_state).await?;
     fs.sync_dir(data_dir).await.map_err(|e| StorageError::io("sync directory", data_dir, e))?;
     Ok(snapshot.meta)
+}
+
+/// Makes sure `dir` exists and is empty but for `foreign_entries` (creating it, durably, if it
+/// is missing; its parent must exist): a restore never writes over anything.
+pub(crate) async fn prepare_empty_dir<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    foreign_entries: &[String],
+) -> StorageResult<()> {
+    match fs.entry_kind(dir).await.map_err(|e| StorageError::io("stat", dir, e))? {
+        None => {
+            fs.create_dir(dir).await.map_err(|e| StorageError::io("create directory", dir, e))?;
+            let parent: PathBuf = dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf();
+            fs.sync_dir(&parent)
+                .await
+                .map_err(|e| StorageError::io("sync directory", &parent, e))?;
+        }
+        Some(super::fs::EntryKind::Directory) => {
+            let entries = fs.list_dir(dir).await.map_err(|e| StorageError::io("list", dir, e))?;
+            if entries.iter().any(|entry| !foreign_entries.contains(&entry.name)) {
+                return Err(StorageError::NotEmpty { path: dir.to_path_buf() });
+            }
+        }
+        Some(super::fs::EntryKind::File) => {
+            return Err(StorageError::NotEmpty { path: dir.to_path_buf() });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

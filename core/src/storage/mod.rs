@@ -38,6 +38,7 @@ pub mod record;
 pub mod recovery;
 pub mod removal;
 pub mod segment;
+pub mod sharded_backup;
 pub mod shared_log;
 pub mod snapshot_file;
 pub mod space;

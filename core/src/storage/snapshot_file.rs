@@ -166,6 +166,17 @@ pub async fn write_file_atomically<F: FileSystem>(
     path: &Path,
     image: Vec<u8>,
 ) -> StorageResult<()> {
+    write_parts_atomically(fs, dir, path, &[&image]).await
+}
+
+/// [`write_file_atomically`] of a file made of `parts`, one after another (a file assembled
+/// from pieces the caller already holds, without copying them into one buffer first).
+pub async fn write_parts_atomically<F: FileSystem>(
+    fs: &F,
+    dir: &Path,
+    path: &Path,
+    parts: &[&[u8]],
+) -> StorageResult<()> {
     let mut temp = path.as_os_str().to_owned();
     temp.push(TEMP_SUFFIX);
     let temp = PathBuf::from(temp);
@@ -177,19 +188,23 @@ pub async fn write_file_atomically<F: FileSystem>(
         .open(&temp, OpenMode::CreateNew)
         .await
         .map_err(|e| StorageError::io("create", &temp, e))?;
-    let mut offset = 0usize;
-    while offset < image.len() {
-        let end = (offset + WRITE_CHUNK_BYTES).min(image.len());
-        let written = file.write_all_at(offset as u64, image[offset..end].to_vec()).await;
-        if let Err(error) = written {
-            // A partial temporary file only takes room (on a full disk, the room the rest of
-            // the node needs): remove it now rather than at the next recovery — durably, as the
-            // next attempt at this snapshot creates the same name (`removal.rs`).
-            drop(file);
-            let _ = remove_durably(fs, dir, std::slice::from_ref(&temp)).await;
-            return Err(StorageError::io("write", &temp, error));
+    let mut file_offset = 0u64;
+    for part in parts {
+        let mut offset = 0usize;
+        while offset < part.len() {
+            let end = (offset + WRITE_CHUNK_BYTES).min(part.len());
+            let written = file.write_all_at(file_offset, part[offset..end].to_vec()).await;
+            if let Err(error) = written {
+                // A partial temporary file only takes room (on a full disk, the room the rest
+                // of the node needs): remove it now rather than at the next recovery — durably,
+                // as the next attempt at this snapshot creates the same name (`removal.rs`).
+                drop(file);
+                let _ = remove_durably(fs, dir, std::slice::from_ref(&temp)).await;
+                return Err(StorageError::io("write", &temp, error));
+            }
+            file_offset += (end - offset) as u64;
+            offset = end;
         }
-        offset = end;
     }
     file.sync_all().await.map_err(|e| StorageError::io("sync", &temp, e))?;
     drop(file);

@@ -1,46 +1,126 @@
-//! `GET /admin/backup`: an online backup of this node, streamed as one file in the format of
+//! `GET /admin/backup`: an online backup, streamed as one file in the format of
 //! `conclave_core::storage::backup` (a checksummed snapshot plus metadata). The node keeps
 //! serving while it is taken: the snapshot is an image of the state machine at one applied
 //! index. `conclave backup` saves it; `conclave restore` seeds a data directory from it.
+//!
+//! A single-group node backs up its own group. A sharded cluster is backed up shard by shard:
+//! `GET /admin/backup?shard=N`, asked of any node, is routed like a key of that shard (to a
+//! replica here or on another node) and taken at the shard's leader after a linearizable read,
+//! so that it holds every write the shard acknowledged before it was asked for.
+//! `conclave backup` gathers every shard of the map into one file
+//! (`conclave_core::storage::sharded_backup`).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use conclave_core::engine::{EngineHandle, ReadConsistency, ReadQuery};
+use conclave_core::shard::ShardId;
 use conclave_core::storage::backup::{BackupSource, encode_backup};
+use serde::Deserialize;
 
 use super::AppState;
-use super::reply::{engine_error, text};
+use super::fan_out::shard_headers;
+use super::leader::{Forwardable, to_shard};
+use super::propose::{read_in, shard_header};
+use super::reply::{self, engine_error, text};
+use crate::local_groups::Route;
 
 /// The largest state this node will put into one backup file.
 const MAX_BACKUP_SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 
-pub async fn backup(State(state): State<Arc<AppState>>) -> Response {
-    if state.groups.is_sharded() {
-        // One node holds some shards' replicas, not the keyspace: a backup must gather every
-        // shard's snapshot, with the map, from the nodes that hold them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupParams {
+    /// The shard to back up (a sharded cluster); a single group is shard 0.
+    shard: Option<u32>,
+}
+
+pub async fn backup(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let params: BackupParams = match uri.query() {
+        None => BackupParams::default(),
+        Some(query) => match serde_urlencoded::from_str(query) {
+            Ok(params) => params,
+            Err(error) => return reply::bad_request(format!("invalid query string: {error}")),
+        },
+    };
+    let routed_for = match shard_header(&headers) {
+        Ok(shard) => shard,
+        Err(reason) => return reply::bad_request(reason),
+    };
+    if !state.groups.is_sharded() {
+        if params.shard.is_some_and(|shard| shard != 0) {
+            return reply::bad_request("this cluster has a single group, shard 0");
+        }
+        let description = format!(
+            "node {} ({}), cluster {}",
+            state.config.node_id.0,
+            state.config.http_bind_address(),
+            state.config.cluster_id
+        );
+        return group_backup(&state.engine, description).await;
+    }
+    let Some(shard) = params.shard.map(ShardId) else {
+        return reply::bad_request(
+            "a sharded cluster is backed up shard by shard: GET /admin/backup?shard=N for every \
+             shard of the map (GET /cluster/shard-map); `conclave backup` gathers them all into \
+             one file",
+        );
+    };
+    if routed_for.is_some_and(|routed| routed != shard) {
+        return reply::bad_request(format!("?shard={} and the shard header disagree", shard.0));
+    }
+    let map = state.groups.map();
+    if map.as_ref().is_none_or(|map| map.shard(shard).is_none()) {
+        let epoch = map.map_or(0, |map| map.epoch());
         return text(
-            StatusCode::NOT_IMPLEMENTED,
-            "backups of a sharded cluster are not supported yet (a node holds only some shards)\n",
+            StatusCode::NOT_FOUND,
+            format!("the shard map (epoch {epoch}) has no {shard}\n"),
         );
     }
-    let snapshot = match state.engine.snapshot_now().await {
+    let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
+    match state.groups.route_shard(shard) {
+        Route::Here(group) => {
+            // At the shard's leader, after a linearizable read: a replica here that does not
+            // lead forwards the request to the leader (the shard header says so), whose answer
+            // is relayed.
+            let headers = shard_headers(&headers, shard);
+            let asked = Forwardable { headers: &headers, ..request };
+            let barrier = ReadQuery::Range { prefix: String::new(), limit: 1 };
+            match read_in(&state, &group, barrier, ReadConsistency::Linearizable, asked).await {
+                Ok(_) => {
+                    let description = format!(
+                        "{shard} at node {} ({}), cluster {}",
+                        state.config.node_id.0,
+                        state.config.http_bind_address(),
+                        state.config.cluster_id
+                    );
+                    group_backup(&group, description).await
+                }
+                Err(response) => response,
+            }
+        }
+        Route::Elsewhere { shard, replicas } => to_shard(&state, shard, &replicas, request).await,
+    }
+}
+
+/// The backup file of `group`'s state at its applied index.
+async fn group_backup(group: &EngineHandle, description: String) -> Response {
+    let snapshot = match group.snapshot_now().await {
         Ok(snapshot) => snapshot,
         Err(error) => return engine_error(&error),
     };
     let created_wall_ms =
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let source = BackupSource {
-        created_wall_ms,
-        description: format!(
-            "node {} ({}), cluster {}",
-            state.config.node_id.0,
-            state.config.http_bind_address(),
-            state.config.cluster_id
-        ),
-    };
+    let source = BackupSource { created_wall_ms, description };
     let encoded = tokio::task::spawn_blocking(move || {
         encode_backup(&snapshot, &source, MAX_BACKUP_SNAPSHOT_BYTES)
     })

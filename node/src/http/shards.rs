@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use conclave_client::api::{ShardJson, ShardsJson};
+use conclave_client::api::{REPLICATION_HEADER, ShardJson, ShardsJson};
 use conclave_core::engine::EngineStatus;
 use conclave_core::raft::{NodeId, Role};
 use conclave_core::shard::{ShardId, ShardMap, Slot, SlotCount};
@@ -157,7 +157,15 @@ pub async fn shards(State(state): State<Arc<AppState>>, params: Query<ShardsPara
 /// `GET /cluster/shard-map`: the newest map this node follows; 404 without one.
 pub async fn shard_map(State(state): State<Arc<AppState>>) -> Response {
     match state.engine.followed_shard_map() {
-        Some(map) => json(StatusCode::OK, &*map),
+        Some(map) => {
+            let response = json(StatusCode::OK, &*map);
+            match &state.config.sharding {
+                Some(sharding) => {
+                    reply::with_header(response, REPLICATION_HEADER, sharding.replication as u64)
+                }
+                None => response,
+            }
+        }
         None => reply::text(
             StatusCode::NOT_FOUND,
             "this node follows no shard map (a single-group cluster, or one not installed yet)\n",
