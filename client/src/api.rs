@@ -212,7 +212,7 @@ pub struct MemberJson {
 /// `GET /cluster/shards`: the shard map a node routes by, and each shard's state as its
 /// replicas report it (the leader's report when it can be reached). A single-group cluster
 /// answers with one shard that owns every slot.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardsJson {
     /// The map's epoch (0 for a single-group cluster, which has no map).
     pub epoch: u64,

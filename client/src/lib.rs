@@ -691,8 +691,21 @@ impl Client {
 
     /// Hands leadership to member `to`; resolves once it leads.
     pub async fn transfer_leadership(&self, to: u64) -> Result<(), ClientError> {
-        let call =
-            Call::json_change("/cluster/leader", serde_json::json!({ "to": to }).to_string());
+        self.transfer_leadership_of(None, to).await
+    }
+
+    /// Hands the leadership of `shard` (a sharded cluster's; its meta group without one) to
+    /// member `to`.
+    pub async fn transfer_leadership_of(
+        &self,
+        shard: Option<u32>,
+        to: u64,
+    ) -> Result<(), ClientError> {
+        let path = match shard {
+            Some(shard) => format!("/cluster/leader?shard={shard}"),
+            None => "/cluster/leader".to_string(),
+        };
+        let call = Call::json_change(&path, serde_json::json!({ "to": to }).to_string());
         let response = self.send(&call).await?;
         if response.status() != StatusCode::OK {
             return Err(rejected(response).await);

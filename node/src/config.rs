@@ -192,6 +192,12 @@ pub struct ServeOptions {
     #[arg(long, env = "CONCLAVE_SLOTS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slots: Option<u64>,
+    /// With --shards above 1: keep shard leaderships spread evenly over the members, moving
+    /// them by leadership transfer (the meta group's leader decides, one move at a time)
+    /// [default: true].
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "CONCLAVE_BALANCE_LEADERS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance_leaders: Option<bool>,
     /// Forward writes to the leader instead of answering 307 with its address [default: false].
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "CONCLAVE_FORWARD_TO_LEADER")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -276,6 +282,7 @@ impl ServeOptions {
             lease_reads: self.lease_reads.or(file.lease_reads),
             max_clock_drift_ppm: self.max_clock_drift_ppm.or(file.max_clock_drift_ppm),
             forward_to_leader: self.forward_to_leader.or(file.forward_to_leader),
+            balance_leaders: self.balance_leaders.or(file.balance_leaders),
             shards: self.shards.or(file.shards),
             replication: self.replication.or(file.replication),
             slots: self.slots.or(file.slots),
@@ -496,6 +503,8 @@ pub struct NodeConfig {
     /// `Some(max_clock_drift_ppm)` when lease reads are on.
     pub lease_drift_ppm: Option<u32>,
     pub forward_to_leader: bool,
+    /// A sharded cluster's leaderships are kept even (`http/leader_balancer.rs`).
+    pub balance_leaders: bool,
     pub kv_limits: KvLimits,
     pub http: HttpLimits,
     pub watch_history_events: usize,
@@ -846,6 +855,7 @@ impl NodeConfig {
             fsync: options.fsync.unwrap_or(true),
             lease_drift_ppm,
             forward_to_leader: options.forward_to_leader.unwrap_or(false),
+            balance_leaders: options.balance_leaders.unwrap_or(true),
             join: options.join.unwrap_or(false),
             snapshot_every_entries: positive(
                 options.snapshot_every_entries.unwrap_or(50_000),
@@ -879,6 +889,7 @@ impl NodeConfig {
             snapshot_every_entries: Some(self.snapshot_every_entries),
             retained_log_entries: Some(self.retained_log_entries),
             forward_to_leader: Some(self.forward_to_leader),
+            balance_leaders: Some(self.balance_leaders),
             max_key_bytes: Some(self.kv_limits.max_key_bytes),
             max_value_bytes: Some(self.kv_limits.max_value_bytes),
             max_connections: Some(self.http.max_connections),

@@ -179,6 +179,8 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         shutdown: shutdown_rx.clone(),
         watchers: Arc::new(Semaphore::new(config.http.max_watchers)),
     });
+    let balancer = (config.sharding.is_some() && config.balance_leaders)
+        .then(|| tokio::spawn(http::balance_leaders(state.clone())));
     let service = http::service(state);
     let publisher = tokio::spawn(member_publish::run(
         engine.handle.clone(),
@@ -217,6 +219,9 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
     }
     let _ = shutdown_tx.send(true);
     publisher.abort();
+    if let Some(balancer) = balancer {
+        balancer.abort();
+    }
     if let Some(keeper) = map_keeper {
         keeper.abort();
     }

@@ -6,7 +6,7 @@
 //! `conclave check`). The other tests here pin what a sharded cluster answers at its edges:
 //! transactions across shards, sessions per shard, watches of every shard (through a kill and
 //! a resume), the data directory's layout, a request another node routed by a different map,
-//! and a backup of every shard restored into a new cluster.
+//! a backup of every shard restored into a new cluster, and leaderships kept even.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -629,4 +629,91 @@ fn a_sharded_cluster_is_backed_up_and_restored_into_a_new_cluster() {
     put_somewhere(new, "written-in-the-new-cluster", "y");
     let read = following.get(key_url(new[2], "written-in-the-new-cluster")).send().unwrap();
     assert_eq!(read.text().unwrap(), "y");
+}
+
+/// How many shards each node at `ports` leads, by `/cluster/shards` of the first (each shard's
+/// leader by its own report); `None` until every shard has one.
+fn leaders_per_node(ports: &[u16], shards: u64) -> Option<Vec<usize>> {
+    let response =
+        http().get(format!("http://127.0.0.1:{}/cluster/shards", ports[0])).send().ok()?;
+    let view: Value = response.json().ok()?;
+    let all = view["shards"].as_array()?;
+    let leaders: Vec<u64> = all
+        .iter()
+        .filter(|shard| shard["leader"] == shard["reported_by"])
+        .filter_map(|shard| shard["leader"].as_u64())
+        .collect();
+    if all.len() != shards as usize || leaders.len() != all.len() {
+        return None;
+    }
+    Some(
+        ports
+            .iter()
+            .map(|port| leaders.iter().filter(|l| **l == u64::from(*port)).count())
+            .collect(),
+    )
+}
+
+#[test]
+fn leaderships_are_spread_evenly_and_come_back_to_a_restarted_node() {
+    const LEADER_SHARDS: u64 = 12;
+    let ports = free_ports(3);
+    let dir = temp_dir("sharded-leaders");
+    let peers = ports.iter().map(|p| format!(":{p}")).collect::<Vec<_>>().join(",");
+    let shards_flag = format!("--shards={LEADER_SHARDS}");
+    let mut nodes: Vec<Node> = ports
+        .iter()
+        .map(|port| {
+            Node::start(*port, &dir.join(format!("node-{port}")), Some(&peers), &[&shards_flag])
+        })
+        .collect();
+    let even = |ports: &[u16], each: usize| {
+        leaders_per_node(ports, LEADER_SHARDS).filter(|counts| counts.iter().all(|c| *c == each))
+    };
+    wait_for("four leaderships on each of three nodes", Duration::from_secs(60), || {
+        even(&ports, 4)
+    });
+
+    // A transfer of one shard's leadership, asked of a node that may hold no replica of it.
+    let shards = wait_for_shards_to_lead(ports[0], LEADER_SHARDS, Duration::from_secs(10));
+    let moved = &shards["shards"][3];
+    let leader = moved["leader"].as_u64().unwrap();
+    let target = ports.iter().map(|p| u64::from(*p)).find(|p| *p != leader).unwrap();
+    // Follows the 307 of a node whose replica does not lead, as clients do.
+    let following =
+        reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let answer = following
+        .post(format!("http://127.0.0.1:{}/cluster/leader?shard=3", ports[2]))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"to":{target}}}"#))
+        .send()
+        .unwrap();
+    let status = answer.status().as_u16();
+    let body = answer.text().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!(r#""leader":{target}"#)), "{body}");
+    let unknown = following
+        .post(format!("http://127.0.0.1:{}/cluster/leader?shard=3&x=1", ports[2]))
+        .body(format!(r#"{{"to":{target}}}"#))
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 400, "an unknown parameter is refused");
+    let cli = Command::new(BINARY)
+        .args(["leader", "transfer", "--to", &format!(":{target}"), "--shard", "5"])
+        .args(["--endpoints", &format!(":{}", ports[1])])
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert_eq!(String::from_utf8_lossy(&cli.stdout).trim(), format!("node {target} is the leader"));
+
+    // A node killed hands its leaderships to the others; back, it gets its share again.
+    nodes[2].kill9();
+    wait_for("every shard led by the two others", Duration::from_secs(30), || {
+        even(&ports[..2], 6).and_then(|_| {
+            leaders_per_node(&ports[..2], LEADER_SHARDS)
+                .filter(|counts| counts.iter().sum::<usize>() == LEADER_SHARDS as usize)
+        })
+    });
+    nodes[2].restart();
+    wait_for("four leaderships each again", Duration::from_secs(60), || even(&ports, 4));
 }

@@ -7,6 +7,7 @@
 
 pub mod fan_out;
 pub mod group_host;
+pub mod leader_balance;
 pub mod map;
 pub mod map_keeper;
 pub mod node_batch;
@@ -16,6 +17,7 @@ pub mod slot;
 
 pub use fan_out::{CrossShard, ListedKey, MergedPage, ShardPage, merge_pages, single_shard};
 pub use group_host::{GroupHost, HostConfig, HostCounters, HostReady};
+pub use leader_balance::{LeaderMove, next_leader_move};
 pub use map::{ShardId, ShardInfo, ShardMap, ShardMapDraft, ShardMapError};
 pub use map_keeper::keep_map_from_meta_replica;
 pub use node_batch::{GroupHeartbeat, GroupHeartbeatResponse, GroupMessage, Hosting, NodeBatch};

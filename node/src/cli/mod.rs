@@ -135,6 +135,11 @@ pub enum LeaderCommand {
         /// (`[host]:port[/peer_port]` also works), or the bare id.
         #[arg(long)]
         to: String,
+        /// In a sharded cluster: the shard whose leadership moves (the meta group, shard 0,
+        /// without it). The cluster keeps leaderships even by itself (`--balance-leaders`), so a
+        /// hand-made imbalance is undone within seconds.
+        #[arg(long)]
+        shard: Option<u32>,
     },
 }
 
@@ -395,9 +400,9 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 .into());
             }
         }
-        ClientCommand::Leader(LeaderCommand::Transfer { to }) => {
+        ClientCommand::Leader(LeaderCommand::Transfer { to, shard }) => {
             let to = resolve_member(&client, &to).await?;
-            client.transfer_leadership(to).await?;
+            client.transfer_leadership_of(shard, to).await?;
             if flags.json {
                 print_json(&serde_json::json!({ "leader": to }))?;
             } else {

@@ -1,6 +1,6 @@
 //! Cluster administration over HTTP, behind `conclave members ...` and `conclave leader
 //! transfer`: membership changes (`POST /cluster/members`) and leadership transfer
-//! (`POST /cluster/leader`). Both run at the leader; a follower redirects (or forwards) like it
+//! (`POST /cluster/leader`, of one shard's group with `?shard=N`). Both run at the leader; a follower redirects (or forwards) like it
 //! does for writes. A change the leader refuses (a second change before the first committed, a
 //! learner that is behind, a change that would leave no reachable quorum) answers 409 with the
 //! reason.
@@ -14,13 +14,16 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use conclave_core::engine::EngineError;
 use conclave_core::raft::{MembershipChange, NodeId};
+use conclave_core::shard::ShardId;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::kv::read_body;
-use super::leader::{Forwardable, not_leader};
+use super::leader::{Forwardable, not_leader, to_shard};
+use super::propose::shard_query;
 use super::reply::{self, bad_request, engine_error, json, text};
 use crate::config::{parse_member, parse_named_member};
+use crate::local_groups::Route;
 use crate::member_ids;
 use crate::member_record::{self, MemberRecord};
 
@@ -185,17 +188,31 @@ pub async fn transfer_leadership(
         Err(error) => return bad_request(format!("invalid transfer request: {error}")),
     };
     let target = NodeId(request.to);
-    match state.engine.transfer_leadership(target).await {
+    let forwardable = Forwardable { method: &method, uri: &uri, headers: &headers, body: bytes };
+    // A sharded cluster's shard by `?shard=N` (its main group without one), here or on a node
+    // that holds a replica of it.
+    let group = match shard_query(&uri) {
+        Err(reason) => return bad_request(reason),
+        Ok(Some(shard)) if state.groups.is_sharded() => match state.groups.route_shard(shard) {
+            Route::Here(group) => group,
+            Route::Elsewhere { shard, replicas } => {
+                return to_shard(&state, shard, &replicas, forwardable).await;
+            }
+        },
+        Ok(Some(shard)) if shard != ShardId::META => {
+            return bad_request("this cluster has a single group, shard 0");
+        }
+        Ok(_) => state.engine.clone(),
+    };
+    match group.transfer_leadership(target).await {
         Ok(()) => {}
         Err(EngineError::NotLeader { leader }) => {
-            let request =
-                Forwardable { method: &method, uri: &uri, headers: &headers, body: bytes };
-            return not_leader(&state, leader, request).await;
+            return not_leader(&state, leader, forwardable).await;
         }
         Err(error) => return engine_error(&error),
     }
     // The transfer completes when the target wins its election; wait for that (or give up).
-    let mut status = state.engine.status_receiver();
+    let mut status = group.status_receiver();
     let deadline = Duration::from_millis(state.config.http.request_timeout_ms);
     let moved = tokio::time::timeout(deadline, async {
         loop {

@@ -20,24 +20,16 @@ use bytes::Bytes;
 use conclave_core::engine::{EngineHandle, ReadConsistency, ReadQuery};
 use conclave_core::shard::ShardId;
 use conclave_core::storage::backup::{BackupSource, encode_backup};
-use serde::Deserialize;
 
 use super::AppState;
 use super::fan_out::shard_headers;
 use super::leader::{Forwardable, to_shard};
-use super::propose::{read_in, shard_header};
+use super::propose::{read_in, shard_header, shard_query};
 use super::reply::{self, engine_error, text};
 use crate::local_groups::Route;
 
 /// The largest state this node will put into one backup file.
 const MAX_BACKUP_SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024 * 1024;
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackupParams {
-    /// The shard to back up (a sharded cluster); a single group is shard 0.
-    shard: Option<u32>,
-}
 
 pub async fn backup(
     State(state): State<Arc<AppState>>,
@@ -45,19 +37,16 @@ pub async fn backup(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let params: BackupParams = match uri.query() {
-        None => BackupParams::default(),
-        Some(query) => match serde_urlencoded::from_str(query) {
-            Ok(params) => params,
-            Err(error) => return reply::bad_request(format!("invalid query string: {error}")),
-        },
+    let asked = match shard_query(&uri) {
+        Ok(shard) => shard,
+        Err(reason) => return reply::bad_request(reason),
     };
     let routed_for = match shard_header(&headers) {
         Ok(shard) => shard,
         Err(reason) => return reply::bad_request(reason),
     };
     if !state.groups.is_sharded() {
-        if params.shard.is_some_and(|shard| shard != 0) {
+        if asked.is_some_and(|shard| shard != ShardId::META) {
             return reply::bad_request("this cluster has a single group, shard 0");
         }
         let description = format!(
@@ -68,7 +57,7 @@ pub async fn backup(
         );
         return group_backup(&state.engine, description).await;
     }
-    let Some(shard) = params.shard.map(ShardId) else {
+    let Some(shard) = asked else {
         return reply::bad_request(
             "a sharded cluster is backed up shard by shard: GET /admin/backup?shard=N for every \
              shard of the map (GET /cluster/shard-map); `conclave backup` gathers them all into \

@@ -3,7 +3,7 @@
 //! Files: `server.rs` (accept loop, connection limits, graceful shutdown), `kv.rs` (keys,
 //! ranges, clear, sessions), `txn.rs`, `watch.rs` (server-sent events), `cluster.rs` (info,
 //! members, health, metrics), `leader.rs` (redirect or forward to the leader), `observe.rs`
-//! (latency metrics), `service.rs` (the fast path for single-key requests, in front of the
+//! (latency metrics), `leader_balancer.rs` (a sharded cluster's leaderships kept even), `service.rs` (the fast path for single-key requests, in front of the
 //! router), `key_request.rs` (the head of a single-key request, parsed), `key.rs`, `params.rs`,
 //! `reply.rs`.
 
@@ -15,6 +15,7 @@ mod key;
 pub mod key_request;
 mod kv;
 mod leader;
+mod leader_balancer;
 mod observe;
 pub mod params;
 mod propose;
@@ -25,6 +26,8 @@ mod sharded_watch;
 mod shards;
 mod txn;
 mod watch;
+
+pub use leader_balancer::run as balance_leaders;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

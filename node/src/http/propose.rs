@@ -51,6 +51,21 @@ pub fn shard_header(headers: &axum::http::HeaderMap) -> Result<Option<ShardId>, 
     }
 }
 
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShardQuery {
+    shard: Option<u32>,
+}
+
+/// The shard a request's query string names (`?shard=N`), for requests about one shard rather
+/// than a key (a backup, a leadership transfer); `Err` says why the query is not one (a 400).
+pub fn shard_query(uri: &axum::http::Uri) -> Result<Option<ShardId>, String> {
+    let Some(query) = uri.query() else { return Ok(None) };
+    let parsed: ShardQuery = serde_urlencoded::from_str(query)
+        .map_err(|error| format!("invalid query string: {error}"))?;
+    Ok(parsed.shard.map(ShardId))
+}
+
 /// Replicates a write in the group of its keys' shard; `Err` is the response to send instead.
 pub async fn write(
     state: &AppState,

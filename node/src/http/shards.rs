@@ -129,16 +129,25 @@ async fn member_report(state: &AppState, member: NodeId) -> Option<ShardsJson> {
 }
 
 pub async fn shards(State(state): State<Arc<AppState>>, params: Query<ShardsParams>) -> Response {
-    let mut view = local_view(&state);
     if params.local || !state.groups.is_sharded() {
-        return json(StatusCode::OK, &view);
+        return json(StatusCode::OK, &local_view(&state));
     }
+    json(StatusCode::OK, &cluster_view(&state).await.0)
+}
+
+/// The map with every shard's state as the members report it, and the members that answered
+/// (this one included).
+pub(super) async fn cluster_view(state: &AppState) -> (ShardsJson, BTreeSet<NodeId>) {
+    let mut view = local_view(state);
     let others: Vec<NodeId> =
         state.config.members.keys().copied().filter(|id| *id != state.config.node_id).collect();
-    let reports = join_all(others.iter().map(|member| member_report(&state, *member))).await;
+    let reports = join_all(others.iter().map(|member| member_report(state, *member))).await;
+    let mut answered = BTreeSet::from([state.config.node_id]);
     let mut merged: BTreeMap<u32, ShardJson> =
         view.shards.drain(..).map(|shard| (shard.shard, shard)).collect();
-    for report in reports.into_iter().flatten() {
+    for (member, report) in others.iter().zip(reports) {
+        let Some(report) = report else { continue };
+        answered.insert(*member);
         for shard in report.shards.into_iter().filter(|shard| shard.reported_by.is_some()) {
             if let Some(held) = merged.get_mut(&shard.shard)
                 && better(&shard, held)
@@ -151,7 +160,7 @@ pub async fn shards(State(state): State<Arc<AppState>>, params: Query<ShardsPara
         }
     }
     view.shards = merged.into_values().collect();
-    json(StatusCode::OK, &view)
+    (view, answered)
 }
 
 /// `GET /cluster/shard-map`: the newest map this node follows; 404 without one.
