@@ -2,12 +2,15 @@
 //! (`conclave_core::shard::leader_balance` says why, and why the moves end).
 //!
 //! Every member runs this loop, but only the member leading the meta group acts, so that two
-//! members never move leaderships against each other. Every `LOOK_INTERVAL` it gathers each
-//! shard's leader from the members' reports (as `GET /cluster/shards` does) and asks for at
-//! most one move: a leadership transfer, sent to the shard's leader
-//! (`POST /cluster/leader?shard=N`). After a move it looks again at once; a move that fails
-//! (the target went down, the leadership moved meanwhile) is reconsidered at the next look.
-//! Nothing is recorded: the leaders' own reports are the state.
+//! members never move leaderships against each other. It gathers each shard's leader from the
+//! members' reports (as `GET /cluster/shards` does) and asks for up to `MOVES_PER_LOOK` moves
+//! at once, each of another shard, planned one after another as if the earlier ones were done:
+//! a leadership transfer, sent to the shard's leader (`POST /cluster/leader?shard=N`). After a
+//! move it looks again soon; a move that fails (the target went down, the leadership moved
+//! meanwhile) is reconsidered at the next look. While nothing needs moving, the looks grow
+//! apart, from `FIRST_LOOK` to `LONGEST_LOOK`: a look asks every member for a report of every
+//! shard it hosts, which on a cluster of idle shards is most of what the cluster does. Nothing
+//! is recorded: the leaders' own reports are the state.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,56 +19,77 @@ use std::time::Duration;
 use conclave_client::api::ShardsJson;
 use conclave_core::raft::{NodeId, Role};
 use conclave_core::shard::{LeaderMove, ShardId, next_leader_move};
+use futures::future::join_all;
 
 use super::AppState;
 use super::shards::cluster_view;
 
-/// How often the meta leader looks at the leaderships when they are balanced.
-const LOOK_INTERVAL: Duration = Duration::from_secs(2);
-/// Pause between a successful move and the next look: the new leader's report settles.
+/// The pause before the first look, and after a look that found something to move.
+const FIRST_LOOK: Duration = Duration::from_secs(2);
+/// The longest pause between looks, reached by doubling while nothing needs moving.
+const LONGEST_LOOK: Duration = Duration::from_secs(16);
+/// Pause between successful moves and the next look: the new leaders' reports settle.
 const AFTER_MOVE: Duration = Duration::from_millis(200);
+/// Moves asked for at once (of different shards).
+const MOVES_PER_LOOK: usize = 8;
 
 /// Runs until the node shuts down.
 pub async fn run(state: Arc<AppState>) {
     let mut shutdown = state.shutdown.clone();
-    let mut pause = LOOK_INTERVAL;
+    let mut pause = FIRST_LOOK;
+    let mut quiet = FIRST_LOOK;
     loop {
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             _ = shutdown.wait_for(|stopping| *stopping) => return,
         }
-        pause = LOOK_INTERVAL;
         let leads_meta = state
             .groups
             .hosted()
             .get(&ShardId::META)
             .is_some_and(|meta| meta.status().role == Role::Leader);
         if !leads_meta {
+            (pause, quiet) = (FIRST_LOOK, FIRST_LOOK);
             continue;
         }
         let (view, answered) = cluster_view(&state).await;
-        let Some(chosen) = plan(&view, &answered) else { continue };
-        if move_leadership(&state, chosen).await {
-            pause = AFTER_MOVE;
+        let moves = plan(&view, &answered, MOVES_PER_LOOK);
+        if moves.is_empty() {
+            quiet = (quiet * 2).min(LONGEST_LOOK);
+            pause = quiet;
+            continue;
         }
+        let done = join_all(moves.into_iter().map(|chosen| move_leadership(&state, chosen))).await;
+        quiet = FIRST_LOOK;
+        pause = if done.contains(&true) { AFTER_MOVE } else { FIRST_LOOK };
     }
 }
 
-/// The next move by the members' reports. A shard's leader counts only by its own report (a
-/// follower's may be stale); members that did not answer neither give nor take.
-fn plan(view: &ShardsJson, answered: &BTreeSet<NodeId>) -> Option<LeaderMove> {
-    let replicas: BTreeMap<ShardId, Vec<NodeId>> = view
+/// Up to `most` moves by the members' reports, each of another shard, each planned as if the
+/// ones before it were done. A shard's leader counts only by its own report (a follower's may
+/// be stale); members that did not answer neither give nor take.
+fn plan(view: &ShardsJson, answered: &BTreeSet<NodeId>, most: usize) -> Vec<LeaderMove> {
+    let mut replicas: BTreeMap<ShardId, Vec<NodeId>> = view
         .shards
         .iter()
         .map(|shard| (ShardId(shard.shard), shard.replicas.iter().copied().map(NodeId).collect()))
         .collect();
-    let leaders: BTreeMap<ShardId, NodeId> = view
+    let mut leaders: BTreeMap<ShardId, NodeId> = view
         .shards
         .iter()
         .filter(|shard| shard.leader.is_some() && shard.leader == shard.reported_by)
         .filter_map(|shard| Some((ShardId(shard.shard), NodeId(shard.leader?))))
         .collect();
-    next_leader_move(&replicas, &leaders, answered)
+    let mut moves = Vec::new();
+    while moves.len() < most
+        && let Some(chosen) = next_leader_move(&replicas, &leaders, answered)
+    {
+        moves.push(chosen);
+        // Counted at its target from now on, and not moved twice in one look.
+        leaders.insert(chosen.shard, chosen.to);
+        replicas.insert(chosen.shard, vec![chosen.to]);
+    }
+    moves
 }
 
 /// Asks the shard's leader to hand it over; whether the target took over.
@@ -73,7 +97,7 @@ async fn move_leadership(state: &AppState, chosen: LeaderMove) -> bool {
     let LeaderMove { shard, from, to } = chosen;
     let Some(address) = state.http_address_of(from) else { return false };
     let url = format!("http://{address}/cluster/leader?shard={}", shard.0);
-    let timeout = Duration::from_millis(state.config.http.request_timeout_ms) + LOOK_INTERVAL;
+    let timeout = Duration::from_millis(state.config.http.request_timeout_ms) + FIRST_LOOK;
     let request = state.forwarder.post(&url).timeout(timeout);
     let request = request.header("content-type", "application/json");
     let answer = request.body(serde_json::json!({ "to": to.0 }).to_string()).send().await;
@@ -113,18 +137,35 @@ mod tests {
     #[test]
     fn only_a_leaders_own_report_counts() {
         let answered: BTreeSet<NodeId> = [NodeId(1), NodeId(2), NodeId(3)].into();
-        // Node 1 leads three shards by their own reports: one moves.
+        // Node 1 leads three shards by their own reports: one moves to each other node.
         let view = ShardsJson {
             shards: vec![shard(0, 1, 1), shard(1, 1, 1), shard(2, 1, 1)],
             ..ShardsJson::default()
         };
-        let chosen = plan(&view, &answered).expect("a move");
-        assert_eq!(chosen.from, NodeId(1));
+        let moves = plan(&view, &answered, 8);
+        let targets: BTreeSet<NodeId> = moves.iter().map(|chosen| chosen.to).collect();
+        assert_eq!(targets, [NodeId(2), NodeId(3)].into(), "{moves:?}");
+        assert!(moves.iter().all(|chosen| chosen.from == NodeId(1)), "{moves:?}");
         // By a follower's word only, nothing is known to move.
         let view = ShardsJson {
             shards: vec![shard(0, 1, 2), shard(1, 1, 3), shard(2, 1, 2)],
             ..ShardsJson::default()
         };
-        assert_eq!(plan(&view, &answered), None);
+        assert_eq!(plan(&view, &answered, 8), Vec::new());
+    }
+
+    #[test]
+    fn one_look_plans_several_moves_of_different_shards() {
+        let answered: BTreeSet<NodeId> = [NodeId(1), NodeId(2), NodeId(3)].into();
+        let view = ShardsJson {
+            shards: (0..9).map(|id| shard(id, 1, 1)).collect(),
+            ..ShardsJson::default()
+        };
+        let moves = plan(&view, &answered, 8);
+        assert_eq!(moves.len(), 6, "three shards each to nodes 2 and 3: {moves:?}");
+        let shards: BTreeSet<ShardId> = moves.iter().map(|chosen| chosen.shard).collect();
+        assert_eq!(shards.len(), moves.len(), "a shard moved twice: {moves:?}");
+        let capped = plan(&view, &answered, 4);
+        assert_eq!(capped.len(), 4);
     }
 }
