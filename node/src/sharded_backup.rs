@@ -1,7 +1,8 @@
 //! `conclave backup` and `conclave restore` of a sharded cluster.
 //!
-//! A backup asks one node for every shard of its map in turn (`GET /admin/backup?shard=N`: the
-//! node routes each to the shard's leader) and writes them, with the map and the replication
+//! A backup asks each shard's leader (as one node's `/cluster/shards` names it; through that
+//! node, which routes the request, when the leader is unknown or does not answer) for the
+//! shard's backup (`GET /admin/backup?shard=N`), one shard after another, and writes them, with the map and the replication
 //! factor, into one file (`conclave_core::storage::sharded_backup`). Each shard's part holds
 //! every write that shard acknowledged before its part was asked for.
 //!
@@ -18,7 +19,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow, bail};
-use conclave_client::api::REPLICATION_HEADER;
+use conclave_client::api::{REPLICATION_HEADER, ShardsJson};
 use conclave_core::kv::KvStateMachine;
 use conclave_core::raft::NodeId;
 use conclave_core::shard::{ShardId, ShardMap};
@@ -81,24 +82,17 @@ pub async fn backup(
         counts.map(|(_, info)| info.replicas.len() as u32).max().unwrap_or(1)
     });
     let shard_count = map.shards().count();
+    let leaders = leader_addresses(client, base_url).await;
     let mut parts = Vec::with_capacity(shard_count);
     let mut total_bytes = 0u64;
     for (done, (shard, _)) in map.shards().enumerate() {
-        let url = format!("{base_url}/admin/backup?shard={}", shard.0);
-        let response =
-            client.get(&url).send().await.with_context(|| format!("cannot reach {url}"))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            bail!("{url} answered {status}: {}", body.trim());
-        }
-        let bytes = response.bytes().await.with_context(|| format!("reading {url}"))?;
+        let bytes = shard_backup(client, base_url, leaders.get(&shard), shard).await?;
         total_bytes += bytes.len() as u64;
         if total_bytes > MAX_BACKUP_BYTES {
             bail!("the backup would exceed {MAX_BACKUP_BYTES} bytes");
         }
         eprintln!("{shard}: {} bytes ({}/{shard_count})", bytes.len(), done + 1);
-        parts.push((shard, bytes.to_vec()));
+        parts.push((shard, bytes));
     }
     let created_wall_ms =
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
@@ -129,6 +123,51 @@ pub async fn backup(
         indexes.join(" ")
     );
     Ok(())
+}
+
+/// Each shard's leader's HTTP address, by `/cluster/shards` of the node at `base_url` (empty if
+/// it does not answer: every shard then goes through that node).
+async fn leader_addresses(client: &reqwest::Client, base_url: &str) -> BTreeMap<ShardId, String> {
+    let url = format!("{base_url}/cluster/shards");
+    let Ok(response) = client.get(&url).send().await else { return BTreeMap::new() };
+    let Ok(body) = response.bytes().await else { return BTreeMap::new() };
+    let Ok(view) = serde_json::from_slice::<ShardsJson>(&body) else { return BTreeMap::new() };
+    view.shards
+        .iter()
+        .filter_map(|shard| {
+            let address = view.addresses.get(&shard.leader?)?;
+            Some((ShardId(shard.shard), format!("http://{address}")))
+        })
+        .collect()
+}
+
+/// One shard's backup file: asked of its leader directly when known (its bytes then cross the
+/// network once, and no node relays them), else of the node at `base_url`, which routes it.
+async fn shard_backup(
+    client: &reqwest::Client,
+    base_url: &str,
+    leader: Option<&String>,
+    shard: ShardId,
+) -> anyhow::Result<Vec<u8>> {
+    let path = format!("/admin/backup?shard={}", shard.0);
+    if let Some(leader) = leader.filter(|leader| leader.as_str() != base_url) {
+        match fetch_part(client, &format!("{leader}{path}")).await {
+            Ok(bytes) => return Ok(bytes),
+            Err(error) => eprintln!("{shard}: {error:#}; asking {base_url} instead"),
+        }
+    }
+    fetch_part(client, &format!("{base_url}{path}")).await
+}
+
+async fn fetch_part(client: &reqwest::Client, url: &str) -> anyhow::Result<Vec<u8>> {
+    let response = client.get(url).send().await.with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        bail!("{url} answered {status}: {}", body.trim());
+    }
+    let bytes = response.bytes().await.with_context(|| format!("reading {url}"))?;
+    Ok(bytes.to_vec())
 }
 
 /// The members of the backed-up cluster: every replica of any shard, with its record.
