@@ -9,11 +9,15 @@
 #   Kubernetes manifests in deploy/kubernetes/ against the Kubernetes schemas it bundles
 #   (offline). The venv is $CONCLAVE_CI_VENV (default ~/.cache/conclave-ci/venv); the test looks
 #   there.
+# - prometheus (Debian's, for promtool) and prometheus-client (PyPI, in the same venv):
+#   metrics_formats.rs checks `/metrics` in the classic text format with `promtool check
+#   metrics` and in OpenMetrics with the Python client's OpenMetrics parser.
 # - podman: deploy_artifacts.rs builds the container image and runs compose.yaml's cluster
 #   where a container runtime can run; where it cannot, the test says why and skips that part.
 set -euo pipefail
 
 KUBERNETES_VALIDATE_VERSION=1.37.0
+PROMETHEUS_CLIENT_VERSION=0.21.1
 VENV="${CONCLAVE_CI_VENV:-$HOME/.cache/conclave-ci/venv}"
 
 apt_packages=()
@@ -22,6 +26,9 @@ if ! { command -v ip >/dev/null 2>&1 && ip netns list >/dev/null 2>&1; }; then
 fi
 if ! command -v podman >/dev/null 2>&1; then
   apt_packages+=(podman)
+fi
+if ! command -v promtool >/dev/null 2>&1; then
+  apt_packages+=(prometheus)
 fi
 if ! python3 -m venv --help >/dev/null 2>&1; then
   apt_packages+=(python3-venv)
@@ -35,7 +42,7 @@ if [ "${#apt_packages[@]}" -gt 0 ]; then
     echo "installed ${apt_packages[*]}"
   fi
 else
-  echo "iproute2 and podman present"
+  echo "iproute2, podman and promtool present"
 fi
 
 if [ -x "$VENV/bin/kubernetes-validate" ] \
@@ -46,4 +53,12 @@ else
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
     "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
   echo "installed kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $VENV"
+fi
+
+if "$VENV/bin/pip" show prometheus-client 2>/dev/null | grep -qx "Version: $PROMETHEUS_CLIENT_VERSION"; then
+  echo "prometheus-client $PROMETHEUS_CLIENT_VERSION present in $VENV"
+else
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
+  echo "installed prometheus-client $PROMETHEUS_CLIENT_VERSION into $VENV"
 fi

@@ -31,6 +31,7 @@ pub mod member_ids;
 pub mod member_publish;
 pub mod member_record;
 pub mod metrics;
+pub mod metrics_exposition;
 pub mod network;
 pub mod serve;
 pub mod shard_layout;

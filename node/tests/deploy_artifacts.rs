@@ -24,21 +24,10 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{BINARY, Node, free_ports, http, temp_dir, wait_for};
+use support::{BINARY, Node, free_ports, from_venv, http, skip, temp_dir, wait_for};
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|ci| ci == "true")
-}
-
-/// Prints that `what` is skipped and why; under CI, fails if `required_in_ci`.
-fn skip(what: &str, reason: &str, required_in_ci: bool) {
-    let message = format!("{what} skipped: {reason}");
-    assert!(!(required_in_ci && under_ci()), "{message} — not allowed under CI");
-    println!("{message}");
 }
 
 fn output_text(output: &Output) -> String {
@@ -47,14 +36,6 @@ fn output_text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
-}
-
-/// The CI venv's `bin/NAME`, if it is there.
-fn from_venv(name: &str) -> Option<PathBuf> {
-    let venv = std::env::var_os("CONCLAVE_CI_VENV").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/conclave-ci/venv"))
-    });
-    venv.map(|venv| venv.join("bin").join(name)).filter(|path| path.is_file())
 }
 
 /// The documents of a YAML file as JSON, read by PyYAML from the CI venv (kubernetes-validate

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use conclave_core::engine::EngineStatus;
 use conclave_core::raft::{NodeId, Role};
@@ -11,6 +11,7 @@ use conclave_core::raft::{NodeId, Role};
 use super::AppState;
 use super::reply::json;
 use crate::member_record::MemberRecord;
+use crate::metrics_exposition::Exposition;
 use conclave_client::api::{ClusterInfoJson, HealthJson, MemberJson, MembersJson};
 
 pub fn role_name(role: Role) -> &'static str {
@@ -125,12 +126,15 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     json(code, &health)
 }
 
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state.metrics.render(&state.engine.status());
+/// `GET /metrics`: OpenMetrics to a scraper that asks for it, the classic Prometheus text
+/// format otherwise (`metrics_exposition.rs`).
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok());
+    let exposition = Exposition::negotiate(accept);
+    let text = exposition.render(state.metrics.render(&state.engine.status()));
     let mut response = text.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(exposition.content_type()));
     response
 }

@@ -268,3 +268,24 @@ pub fn key_url(port: u16, key: &str) -> String {
         percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC)
     )
 }
+
+/// Whether the tests run under CI (`CI=true`), where the tools `ci/install-test-deps.sh`
+/// installs must be there.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|ci| ci == "true")
+}
+
+/// Prints that `what` is skipped and why; under CI, fails if `required_in_ci`.
+pub fn skip(what: &str, reason: &str, required_in_ci: bool) {
+    let message = format!("{what} skipped: {reason}");
+    assert!(!(required_in_ci && under_ci()), "{message} — not allowed under CI");
+    println!("{message}");
+}
+
+/// The CI venv's `bin/NAME` (`ci/install-test-deps.sh`), if it is there.
+pub fn from_venv(name: &str) -> Option<PathBuf> {
+    let venv = std::env::var_os("CONCLAVE_CI_VENV").map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/conclave-ci/venv"))
+    });
+    venv.map(|venv| venv.join("bin").join(name)).filter(|path| path.is_file())
+}
