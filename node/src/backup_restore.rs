@@ -141,7 +141,7 @@ async fn write_synced(fs: &OsFs, path: &Path, bytes: Vec<u8>) -> anyhow::Result<
 }
 
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
-    let contents = read_any_backup(&OsFs, &args.from, sharded_backup::MAX_BACKUP_BYTES)
+    let contents = read_any_backup(&OsFs, &args.from, sharded_backup::MAX_BACKUP_FILE_BYTES)
         .await
         .with_context(|| format!("reading {}", args.from.display()))?;
     let backed_up_members: Vec<(NodeId, MemberRecord)> = match &contents {

@@ -153,6 +153,12 @@ pub fn check_or_record(dir: &Path, asked: Option<&Sharding>) -> Result<(), Layou
     }
 }
 
+/// Records `layout` in `dir` without the checks of [`check_or_record`]: for a restore, which
+/// records the layout of the directory it is building before that directory is in place.
+pub fn record(dir: &Path, layout: &ShardLayout) -> Result<(), LayoutError> {
+    write(dir, layout)
+}
+
 fn write(dir: &Path, layout: &ShardLayout) -> Result<(), LayoutError> {
     let mut bytes = serde_json::to_vec_pretty(layout).expect("a plain struct always encodes");
     bytes.push(b'\n');

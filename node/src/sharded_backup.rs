@@ -34,10 +34,12 @@ use crate::data_dir::LOCK_FILE_NAME;
 use crate::fs::OsFs;
 use crate::member_identity::{self, MemberIdentity};
 use crate::member_record::MemberRecord;
-use crate::shard_layout::{self, RESTORING_DIR_NAME};
+use crate::shard_layout::{self, RESTORING_DIR_NAME, ShardLayout};
 
-/// The largest backup read back, and the largest shard part accepted.
+/// The largest state a backup holds (its shards' parts together).
 pub const MAX_BACKUP_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+/// The largest backup file read: the state plus room for the headers, metadata and map.
+pub const MAX_BACKUP_FILE_BYTES: u64 = MAX_BACKUP_BYTES + 16 * 1024 * 1024;
 /// Log segments of a restored shared log start at the node's default size.
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -103,8 +105,9 @@ pub async fn backup(
     write_sharded_backup(&OsFs, out, map, replication, &source, &parts)
         .await
         .with_context(|| format!("writing {}", out.display()))?;
+    drop(parts);
     // Read it back: a backup that does not verify is worse than none.
-    let contents = read_any_backup(&OsFs, out, MAX_BACKUP_BYTES)
+    let contents = read_any_backup(&OsFs, out, MAX_BACKUP_FILE_BYTES)
         .await
         .with_context(|| format!("verifying {}", out.display()))?;
     let BackupContents::Sharded { shards, .. } = contents else {
@@ -258,19 +261,21 @@ pub async fn restore(
     restore_shared_log(&OsFs, &staging, &snapshots, SEGMENT_BYTES, MAX_BACKUP_BYTES)
         .await
         .with_context(|| format!("restoring {} into {}", from.display(), staging.display()))?;
-    let log_dir = shard_layout::shared_log_dir(&member_dir);
-    std::fs::rename(&staging, &log_dir)
-        .with_context(|| format!("renaming {} to {}", staging.display(), log_dir.display()))?;
-    std::fs::File::open(&member_dir)
-        .and_then(|dir| dir.sync_all())
-        .with_context(|| format!("syncing {}", member_dir.display()))?;
-    shard_layout::check_or_record(&member_dir, Some(&sharding))?;
+    // The layout and identity go in before the rename, which comes last: until then the
+    // staging directory makes a start refused, so no start can pass other flags' checks.
+    shard_layout::record(&member_dir, &ShardLayout::from(&sharding))?;
     let identity = MemberIdentity {
         node_id: node.node_id.0,
         cluster_id: Some(node.cluster_id),
         name: node.name.clone(),
     };
     member_identity::write(&member_dir, &identity)?;
+    let log_dir = shard_layout::shared_log_dir(&member_dir);
+    std::fs::rename(&staging, &log_dir)
+        .with_context(|| format!("renaming {} to {}", staging.display(), log_dir.display()))?;
+    std::fs::File::open(&member_dir)
+        .and_then(|dir| dir.sync_all())
+        .with_context(|| format!("syncing {}", member_dir.display()))?;
     let restored: Vec<String> = snapshots
         .iter()
         .map(|(shard, snapshot)| format!("{}@{}", shard.0, snapshot.meta.last_index))

@@ -555,6 +555,26 @@ fn a_sharded_cluster_is_backed_up_and_restored_into_a_new_cluster() {
     let whole = client.get(format!("http://127.0.0.1:{}/admin/backup", old[0])).send().unwrap();
     assert_eq!(whole.status().as_u16(), 400);
     assert!(whole.text().unwrap().contains("shard by shard"));
+    // A replica that does not lead a shard backs it up itself, after a linearizable read (the
+    // leader's read index, then applied that far): as fresh as the leader's state was.
+    let shards = wait_for_shards_to_lead(old[0], SMALL_SHARDS, Duration::from_secs(10));
+    let (shard, follower, applied) = shards["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|shard| {
+            let leader = shard["leader"].as_u64()?;
+            let follower = old.iter().find(|port| u64::from(**port) != leader)?;
+            Some((shard["shard"].as_u64()?, *follower, shard["applied_index"].as_u64()?))
+        })
+        .unwrap();
+    let part = client
+        .get(format!("http://127.0.0.1:{follower}/admin/backup?shard={shard}"))
+        .send()
+        .unwrap();
+    assert_eq!(part.status().as_u16(), 200);
+    let index: u64 = part.headers()["x-conclave-backup-index"].to_str().unwrap().parse().unwrap();
+    assert!(index >= applied, "a backup at index {index}, older than the applied {applied}");
     let backup = dir.join("cluster.backup");
     let output = Command::new(BINARY)
         .args(["backup", "--endpoint", &format!(":{}", old[2]), "--out"])
@@ -698,6 +718,19 @@ fn leaderships_are_spread_evenly_and_come_back_to_a_restarted_node() {
         .send()
         .unwrap();
     assert_eq!(unknown.status().as_u16(), 400, "an unknown parameter is refused");
+    let transfer = |query: &str, to: u64| {
+        let answer = following
+            .post(format!("http://127.0.0.1:{}/cluster/leader?{query}", ports[0]))
+            .body(format!(r#"{{"to":{to}}}"#))
+            .send()
+            .unwrap();
+        (answer.status().as_u16(), answer.text().unwrap())
+    };
+    let (status, body) = transfer("shard=99", target);
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = transfer("shard=3", 1);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("holds no replica of shard 3"), "{body}");
     let cli = Command::new(BINARY)
         .args(["leader", "transfer", "--to", &format!(":{target}"), "--shard", "5"])
         .args(["--endpoints", &format!(":{}", ports[1])])

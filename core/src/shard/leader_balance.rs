@@ -24,7 +24,7 @@ pub struct LeaderMove {
 
 /// The next move, if any: of all shards led by an `available` member, and all their
 /// `available` replicas leading at least two fewer shards than that leader, the pair with the
-/// largest difference (ties: the lower shard, then the lower member). `replicas` are each
+/// largest difference (ties: the lower shard, then the replica listed first). `replicas` are each
 /// shard's replicas, `leaders` the shards whose leader is known. A member that is not
 /// `available` (not answering) neither gives nor takes a leadership, and its shards are not
 /// counted.

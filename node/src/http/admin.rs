@@ -189,20 +189,40 @@ pub async fn transfer_leadership(
     };
     let target = NodeId(request.to);
     let forwardable = Forwardable { method: &method, uri: &uri, headers: &headers, body: bytes };
-    // A sharded cluster's shard by `?shard=N` (its main group without one), here or on a node
-    // that holds a replica of it.
-    let group = match shard_query(&uri) {
+    // A sharded cluster's shard by `?shard=N` (the meta group without one), here or on a node
+    // that holds a replica of it; only one of its replicas can take it.
+    let asked = match shard_query(&uri) {
+        Ok(asked) => asked,
         Err(reason) => return bad_request(reason),
-        Ok(Some(shard)) if state.groups.is_sharded() => match state.groups.route_shard(shard) {
-            Route::Here(group) => group,
-            Route::Elsewhere { shard, replicas } => {
-                return to_shard(&state, shard, &replicas, forwardable).await;
-            }
-        },
-        Ok(Some(shard)) if shard != ShardId::META => {
+    };
+    let group = match state.groups.map() {
+        None if asked.is_some_and(|shard| shard != ShardId::META) => {
             return bad_request("this cluster has a single group, shard 0");
         }
-        Ok(_) => state.engine.clone(),
+        None => state.engine.clone(),
+        Some(map) => {
+            let shard = asked.unwrap_or(ShardId::META);
+            let Some(info) = map.shard(shard) else {
+                let epoch = map.epoch();
+                let reason = format!("the shard map (epoch {epoch}) has no {shard}\n");
+                return text(StatusCode::NOT_FOUND, reason);
+            };
+            if !info.replicas.contains(&target) {
+                let replicas: Vec<u64> = info.replicas.iter().map(|id| id.0).collect();
+                let reason = format!(
+                    "node {} holds no replica of {shard} (its replicas: {replicas:?}); only a \
+                     replica can lead it\n",
+                    target.0
+                );
+                return text(StatusCode::CONFLICT, reason);
+            }
+            match state.groups.route_shard(shard) {
+                Route::Here(group) => group,
+                Route::Elsewhere { shard, replicas } => {
+                    return to_shard(&state, shard, &replicas, forwardable).await;
+                }
+            }
+        }
     };
     match group.transfer_leadership(target).await {
         Ok(()) => {}

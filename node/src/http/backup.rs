@@ -5,8 +5,9 @@
 //!
 //! A single-group node backs up its own group. A sharded cluster is backed up shard by shard:
 //! `GET /admin/backup?shard=N`, asked of any node, is routed like a key of that shard (to a
-//! replica here or on another node) and taken at the shard's leader after a linearizable read,
-//! so that it holds every write the shard acknowledged before it was asked for.
+//! replica here, or through a node that holds one) and taken after a linearizable read (at a
+//! follower: the leader's read index, applied), so that it holds every write the shard
+//! acknowledged before it was asked for.
 //! `conclave backup` gathers every shard of the map into one file
 //! (`conclave_core::storage::sharded_backup`).
 
@@ -22,7 +23,6 @@ use conclave_core::shard::ShardId;
 use conclave_core::storage::backup::{BackupSource, encode_backup};
 
 use super::AppState;
-use super::fan_out::shard_headers;
 use super::leader::{Forwardable, to_shard};
 use super::propose::{read_in, shard_header, shard_query};
 use super::reply::{self, engine_error, text};
@@ -78,10 +78,9 @@ pub async fn backup(
     let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
     match state.groups.route_shard(shard) {
         Route::Here(group) => {
-            // At the shard's leader, after a linearizable read: a replica here that does not
-            // lead forwards the request to the leader (the shard header says so), whose answer
-            // is relayed.
-            let headers = shard_headers(&headers, shard);
+            // After a linearizable read: a follower asks the leader for its read index and
+            // waits until it has applied that far, so its state holds every write the shard
+            // acknowledged before; without a known leader, the read fails (503).
             let asked = Forwardable { headers: &headers, ..request };
             let barrier = ReadQuery::Range { prefix: String::new(), limit: 1 };
             match read_in(&state, &group, barrier, ReadConsistency::Linearizable, asked).await {

@@ -37,7 +37,7 @@ impl ListedKey for Listed {
 /// The headers of the request a shard is asked, here or at another node: the client's, plus
 /// the shard, so that a replica here that does not lead forwards it to its leader rather than
 /// redirecting the client (the client asked this node, for all shards).
-pub(super) fn shard_headers(headers: &HeaderMap, shard: ShardId) -> HeaderMap {
+fn shard_headers(headers: &HeaderMap, shard: ShardId) -> HeaderMap {
     let mut headers = headers.clone();
     headers.insert(SHARD_HEADER, HeaderValue::from(shard.0));
     headers

@@ -84,6 +84,14 @@ fn plan(view: &ShardsJson, answered: &BTreeSet<NodeId>, most: usize) -> Vec<Lead
     while moves.len() < most
         && let Some(chosen) = next_leader_move(&replicas, &leaders, answered)
     {
+        if chosen.shard == ShardId::META {
+            // The meta group's leader is the one deciding: it moves alone, so that the next
+            // decider starts from reports taken after every earlier move finished.
+            if moves.is_empty() {
+                moves.push(chosen);
+            }
+            break;
+        }
         moves.push(chosen);
         // Counted at its target from now on, and not moved twice in one look.
         leaders.insert(chosen.shard, chosen.to);
@@ -139,7 +147,7 @@ mod tests {
         let answered: BTreeSet<NodeId> = [NodeId(1), NodeId(2), NodeId(3)].into();
         // Node 1 leads three shards by their own reports: one moves to each other node.
         let view = ShardsJson {
-            shards: vec![shard(0, 1, 1), shard(1, 1, 1), shard(2, 1, 1)],
+            shards: vec![shard(1, 1, 1), shard(2, 1, 1), shard(3, 1, 1)],
             ..ShardsJson::default()
         };
         let moves = plan(&view, &answered, 8);
@@ -148,7 +156,7 @@ mod tests {
         assert!(moves.iter().all(|chosen| chosen.from == NodeId(1)), "{moves:?}");
         // By a follower's word only, nothing is known to move.
         let view = ShardsJson {
-            shards: vec![shard(0, 1, 2), shard(1, 1, 3), shard(2, 1, 2)],
+            shards: vec![shard(1, 1, 2), shard(2, 1, 3), shard(3, 1, 2)],
             ..ShardsJson::default()
         };
         assert_eq!(plan(&view, &answered, 8), Vec::new());
@@ -157,15 +165,32 @@ mod tests {
     #[test]
     fn one_look_plans_several_moves_of_different_shards() {
         let answered: BTreeSet<NodeId> = [NodeId(1), NodeId(2), NodeId(3)].into();
-        let view = ShardsJson {
-            shards: (0..9).map(|id| shard(id, 1, 1)).collect(),
-            ..ShardsJson::default()
-        };
+        // Shards 1-9 led by node 1, the meta group by node 2.
+        let mut shards: Vec<ShardJson> = (1..10).map(|id| shard(id, 1, 1)).collect();
+        shards.push(shard(0, 2, 2));
+        let view = ShardsJson { shards, ..ShardsJson::default() };
         let moves = plan(&view, &answered, 8);
-        assert_eq!(moves.len(), 6, "three shards each to nodes 2 and 3: {moves:?}");
+        assert_eq!(moves.len(), 5, "from 9, 1, 0 to 4, 3, 3: {moves:?}");
         let shards: BTreeSet<ShardId> = moves.iter().map(|chosen| chosen.shard).collect();
         assert_eq!(shards.len(), moves.len(), "a shard moved twice: {moves:?}");
         let capped = plan(&view, &answered, 4);
         assert_eq!(capped.len(), 4);
+    }
+
+    #[test]
+    fn the_meta_groups_leadership_moves_alone() {
+        let answered: BTreeSet<NodeId> = [NodeId(1), NodeId(2), NodeId(3)].into();
+        let view = ShardsJson {
+            shards: (0..6).map(|id| shard(id, 1, 1)).collect(),
+            ..ShardsJson::default()
+        };
+        let moves = plan(&view, &answered, 8);
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        assert_eq!(moves[0].shard, ShardId::META);
+        // Once the meta group is led elsewhere, the rest move together.
+        let mut view = view;
+        view.shards[0] = shard(0, 2, 2);
+        let moves = plan(&view, &answered, 8);
+        assert!(moves.len() > 1 && moves.iter().all(|m| m.shard != ShardId::META), "{moves:?}");
     }
 }
