@@ -26,6 +26,9 @@ pub const FORWARDED_HEADER: &str = "x-conclave-forwarded";
 pub const SHARD_HEADER: &str = "x-conclave-shard";
 /// On a 421 Misdirected Request: the epoch of the shard map the refusing node routes by.
 pub const SHARD_EPOCH_HEADER: &str = "x-conclave-shard-epoch";
+/// On a backup (`GET /admin/backup`): the log index and term of the state it holds.
+pub const BACKUP_INDEX_HEADER: &str = "x-conclave-backup-index";
+pub const BACKUP_TERM_HEADER: &str = "x-conclave-backup-term";
 /// On `GET /cluster/shard-map`: the replicas per shard the cluster was created with
 /// (`--replication`), which a backup records.
 pub const REPLICATION_HEADER: &str = "x-conclave-replication";

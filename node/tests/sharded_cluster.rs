@@ -313,6 +313,31 @@ fn a_sharded_cluster_refuses_what_it_cannot_do_yet_with_the_reason() {
     assert_eq!(misrouted.status().as_u16(), 421);
     assert_eq!(misrouted.headers()["x-conclave-shard-epoch"], "1");
 
+    // A shard's backup and a transfer of its leadership, asked of that node without a replica:
+    // routed through a node that holds one.
+    let part = client.get(format!("http://127.0.0.1:{outsider}/admin/backup?shard={shard}")).send();
+    let part = part.unwrap();
+    assert_eq!(part.status().as_u16(), 200);
+    assert!(part.headers().contains_key("x-conclave-backup-index"));
+    let info = &shards["shards"].as_array().unwrap()[shard as usize];
+    let leader = info["leader"].as_u64().unwrap();
+    let replicas: Vec<u64> =
+        info["replicas"].as_array().unwrap().iter().map(|id| id.as_u64().unwrap()).collect();
+    let to = replicas.iter().copied().find(|id| *id != leader).unwrap();
+    let moved = following
+        .post(format!("http://127.0.0.1:{outsider}/cluster/leader?shard={shard}"))
+        .body(format!(r#"{{"to":{to}}}"#))
+        .send()
+        .unwrap();
+    let status = moved.status().as_u16();
+    assert_eq!(status, 200, "{}", moved.text().unwrap());
+    let refused = following
+        .post(format!("http://127.0.0.1:{outsider}/cluster/leader?shard={shard}"))
+        .body(format!(r#"{{"to":{outsider}}}"#))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 409, "a member without a replica cannot lead it");
+
     // `conclave shards` shows every shard with its leader.
     let table = Command::new(BINARY)
         .args(["shards", "--endpoints", &format!(":{}", ports[4])])

@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use conclave_client::api::{BACKUP_INDEX_HEADER, BACKUP_TERM_HEADER};
 use conclave_core::engine::{EngineHandle, ReadConsistency, ReadQuery};
 use conclave_core::shard::ShardId;
 use conclave_core::storage::backup::{BackupSource, encode_backup};
@@ -119,8 +120,8 @@ async fn group_backup(group: &EngineHandle, description: String) -> Response {
             let headers = response.headers_mut();
             headers
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-            headers.insert("x-conclave-backup-index", HeaderValue::from(meta.last_index));
-            headers.insert("x-conclave-backup-term", HeaderValue::from(meta.last_term));
+            headers.insert(BACKUP_INDEX_HEADER, HeaderValue::from(meta.last_index));
+            headers.insert(BACKUP_TERM_HEADER, HeaderValue::from(meta.last_term));
             response
         }
         Ok(Err(error)) => {

@@ -39,8 +39,10 @@ const FORWARDED_REQUEST_HEADERS: [&str; 7] = [
 ];
 
 /// Headers of the leader's answer that are relayed.
-const RELAYED_RESPONSE_HEADERS: [&str; 9] = [
+const RELAYED_RESPONSE_HEADERS: [&str; 11] = [
     "content-type",
+    conclave_client::api::BACKUP_INDEX_HEADER,
+    conclave_client::api::BACKUP_TERM_HEADER,
     "etag",
     "location",
     "retry-after",
