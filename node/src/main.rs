@@ -101,8 +101,30 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// A backup's exit code by the table of the client commands: 4 when the node could not be
+/// reached (or did not answer in time), 1 for anything else.
+fn report_backup(result: anyhow::Result<()>) -> ExitCode {
+    let unreachable = result.as_ref().err().is_some_and(|error| {
+        error.chain().any(|cause| {
+            cause
+                .downcast_ref::<reqwest::Error>()
+                .is_some_and(|error| error.is_connect() || error.is_timeout())
+        })
+    });
+    let code = report(result);
+    if unreachable { ExitCode::from(4) } else { code }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error exits 1 ("bad usage or local error" in the table of exit codes), not clap's
+    // 2, which the client commands use for "key not found"; --help and --version exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+    };
     match cli.command {
         Command::Serve(args) => {
             init_logging();
@@ -114,7 +136,7 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(conclave_node::dev_cluster::run(args))),
         ),
-        Command::Backup(args) => report(
+        Command::Backup(args) => report_backup(
             client_runtime()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(conclave_node::backup_restore::backup(args))),

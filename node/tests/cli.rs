@@ -159,3 +159,68 @@ fn test_directory_names_give_back_their_process_id() {
     assert_eq!(support::test_dir_pid("conclave-test-x-y-12633"), None);
     assert_eq!(support::test_dir_pid("conclave-8001"), None, "not a test's");
 }
+
+/// A one-request HTTP server on a free port that answers anything with 200 and a body that is
+/// not what a Conclave node says; returns its port.
+fn garbage_server() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(8) {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut request);
+            let body = "this is not conclave";
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    port
+}
+
+/// Every code of the table (`conclave --help`): 0, 2, 3 and 4 are above; here the usage and
+/// local errors (1, clap's own included), a node's refusal (5), an unreadable answer (6), and
+/// `status` and `backup` with endpoints down (4).
+#[test]
+fn every_exit_code_of_the_table_is_what_the_cli_returns() {
+    let port = free_ports(1)[0];
+    let node = Node::start(port, &temp_dir("cli-codes").join("data"), None, &[]);
+    let endpoint = format!(":{}", node.port);
+    wait_for_leader(&[&node], Duration::from_secs(30));
+
+    let missing_argument = Command::new(BINARY).args(["get"]).output().unwrap();
+    assert_eq!(missing_argument.status.code(), Some(1), "a usage error is 1, not clap's 2");
+    let unknown_flag = Command::new(BINARY).args(["get", "k", "--no-such-flag"]).output().unwrap();
+    assert_eq!(unknown_flag.status.code(), Some(1));
+    let help = Command::new(BINARY).args(["get", "--help"]).output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    let bad_endpoint = conclave("not a url!", &["get", "k"]);
+    assert_eq!(bad_endpoint.status.code(), Some(1), "no node was contacted");
+    assert!(String::from_utf8_lossy(&bad_endpoint.stderr).contains("bad endpoint"));
+
+    let long_key = "k".repeat(5000);
+    let refused = conclave(&endpoint, &["put", &long_key, "v"]);
+    assert_eq!(refused.status.code(), Some(5), "{}", String::from_utf8_lossy(&refused.stderr));
+
+    let garbage = conclave(&format!(":{}", garbage_server()), &["members", "list"]);
+    assert_eq!(garbage.status.code(), Some(6), "{}", String::from_utf8_lossy(&garbage.stderr));
+
+    let dead = free_ports(1)[0];
+    let status = conclave(&format!("{endpoint},:{dead}"), &["status"]);
+    assert_eq!(status.status.code(), Some(4), "one endpoint of two is down");
+    assert!(stdout(&status).contains("unreachable"), "{}", stdout(&status));
+    assert!(String::from_utf8_lossy(&status.stderr).contains("1 of 2 endpoints did not answer"));
+    let healthy = conclave(&endpoint, &["status"]);
+    assert_eq!(healthy.status.code(), Some(0));
+
+    let out = temp_dir("cli-codes").join("down.backup");
+    let backup = Command::new(BINARY)
+        .args(["backup", "--endpoint", &format!(":{dead}"), "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(backup.status.code(), Some(4), "{}", String::from_utf8_lossy(&backup.stderr));
+}

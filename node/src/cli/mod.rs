@@ -17,9 +17,9 @@ use conclave_client::api::{CompareJson, ShardsJson, TxnOpJson, TxnRequestJson, e
 use conclave_client::{Client, ClientError, ClientOptions, Consistency, Precondition};
 
 pub const EXIT_CODES_HELP: &str = "Exit codes of the client commands: 0 success, 1 bad usage or \
-local error, 2 key not found, 3 condition failed (cas, --if-absent, --if-revision), 4 cluster \
-unavailable or outcome unknown, 5 request refused by the node (bad input, limits), 6 unreadable \
-answer.";
+local error (no node asked), 2 key not found, 3 condition failed (cas, --if-absent, \
+--if-revision), 4 cluster unavailable or outcome unknown (status: any endpoint down; backup: \
+the node unreachable), 5 request refused by the node (bad input, limits), 6 unreadable answer.";
 
 /// Flags every client command takes.
 #[derive(Debug, Clone, Args)]
@@ -198,7 +198,9 @@ fn exit_code_of(error: &ClientError) -> u8 {
         ClientError::NotFound => 2,
         ClientError::ConditionFailed { .. } => 3,
         ClientError::Unavailable { .. } | ClientError::Unknown(_) => 4,
-        ClientError::Rejected { .. } | ClientError::BadEndpoint { .. } => 5,
+        ClientError::Rejected { .. } => 5,
+        // No node was contacted: a local error, as a usage error is.
+        ClientError::BadEndpoint { .. } => 1,
         ClientError::BadAnswer(_) => 6,
     }
 }
@@ -254,6 +256,10 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             }
         }
         ClientCommand::Get { key, consistency, prefix: false, .. } => {
+            if key.is_empty() {
+                // A usage error, found before any node is asked (exit 1).
+                anyhow::bail!("get needs a KEY (or --prefix to list keys; '' lists every key)");
+            }
             let Some(found) = client.get(&key, consistency).await? else {
                 return Err(ClientError::NotFound.into());
             };
@@ -392,10 +398,23 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                     }
                 }
             }
-            if rows.iter().all(|(_, info)| info.is_err()) {
+            // Every endpoint is shown; one that did not answer makes the exit code 4, so that
+            // a script checking the cluster's members notices.
+            let down: Vec<String> = rows
+                .iter()
+                .filter_map(|(base, info)| {
+                    info.as_ref().err().map(|error| format!("{base}: {error}"))
+                })
+                .collect();
+            if !down.is_empty() {
                 return Err(ClientError::Unavailable {
                     tried: flags.endpoints.clone(),
-                    last_error: "no endpoint answered".into(),
+                    last_error: format!(
+                        "{} of {} endpoints did not answer ({})",
+                        down.len(),
+                        rows.len(),
+                        down.join("; ")
+                    ),
                 }
                 .into());
             }
