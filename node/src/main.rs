@@ -1,6 +1,7 @@
 //! The `conclave` binary: a node (`serve`), a local cluster (`dev`), the client commands, online
 //! backups, and the history checker.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -63,9 +64,22 @@ struct ServeArgs {
     options: ServeOptions,
 }
 
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+/// Logs to stderr at the level `RUST_LOG` names (`info` without it; a value that does not
+/// parse is an error, not a silent fallback), in colour only when stderr is a terminal (a log
+/// file or journald gets plain text).
+fn init_logging() -> anyhow::Result<()> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => EnvFilter::try_new(&directives).map_err(|error| {
+            anyhow::anyhow!("RUST_LOG={directives:?} is not a log filter ({error}); e.g. RUST_LOG=info or RUST_LOG=conclave_core=debug")
+        })?,
+        Err(_) => EnvFilter::new("info"),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -127,9 +141,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => {
-            init_logging();
             // The error is printed once, by `report` (not also logged: both go to stderr).
-            report(serve(*args))
+            report(init_logging().and_then(|()| serve(*args)))
         }
         Command::Dev(args) => report(
             client_runtime()

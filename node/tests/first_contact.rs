@@ -246,6 +246,28 @@ fn a_cluster_of_one_needs_no_peer_port_and_startup_errors_are_printed_once() {
     let line = stderr.lines().find(|line| line.starts_with("conclave: ")).expect("an error line");
     let first_cause = line.split(": ").last().unwrap_or_default();
     assert_eq!(line.matches(first_cause).count(), 1, "a cause repeated: {line}");
+
+    // A log written to a file is plain text: no terminal colour codes.
+    let log = std::fs::read_to_string(dir.with_extension("log")).unwrap();
+    assert!(log.contains("serving"), "{log}");
+    assert!(!log.contains('\u{1b}'), "escape codes in a log file: {log}");
+
+    // A RUST_LOG that does not parse is refused, not silently replaced by the default.
+    let port = free_ports(1)[0];
+    let unlogged = temp_dir("bad-rust-log").join("data");
+    let child = Command::new(BINARY)
+        .arg("serve")
+        .args(args(port, &unlogged, &[]))
+        .env("RUST_LOG", "conclave=loud")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, stderr) = exit_and_stderr(child);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("RUST_LOG=\"conclave=loud\" is not a log filter"), "{stderr}");
+    assert!(!unlogged.exists(), "nothing is created when the logging cannot start");
 }
 
 #[test]
