@@ -46,6 +46,14 @@ enum Command {
     Bench(conclave_node::bench::BenchArgs),
     /// Check a history file (JSON Lines) for linearizability.
     Check(conclave_checker::cli::CheckArgs),
+    /// Print a shell completion script: `source <(conclave completion bash)`, or save it where
+    /// the shell loads completions (zsh: a `_conclave` file on `$fpath`; fish:
+    /// `~/.config/fish/completions/conclave.fish`).
+    Completion {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Client(ClientCommand),
 }
@@ -174,6 +182,11 @@ fn main() -> ExitCode {
                 &mut std::io::stderr(),
             );
             ExitCode::from(code)
+        }
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "conclave", &mut std::io::stdout());
+            ExitCode::SUCCESS
         }
         Command::Client(command) => match client_runtime() {
             Ok(runtime) => runtime.block_on(conclave_node::cli::run(cli.client, command)),

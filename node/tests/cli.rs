@@ -224,3 +224,28 @@ fn every_exit_code_of_the_table_is_what_the_cli_returns() {
         .unwrap();
     assert_eq!(backup.status.code(), Some(4), "{}", String::from_utf8_lossy(&backup.stderr));
 }
+
+#[test]
+fn completion_scripts_load_in_their_shells() {
+    let bash = Command::new(BINARY).args(["completion", "bash"]).output().unwrap();
+    assert!(bash.status.success());
+    let script = stdout(&bash);
+    for subcommand in ["serve", "backup", "restore", "shards", "leader"] {
+        assert!(script.contains(subcommand), "bash completion lacks {subcommand}");
+    }
+    let path = temp_dir("completion").join("conclave.bash");
+    std::fs::write(&path, &script).unwrap();
+    let loaded = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p conclave", path.display()))
+        .output()
+        .unwrap();
+    assert!(loaded.status.success(), "{}", String::from_utf8_lossy(&loaded.stderr));
+    assert!(stdout(&loaded).contains("_conclave"), "{}", stdout(&loaded));
+    for shell in ["zsh", "fish"] {
+        let output = Command::new(BINARY).args(["completion", shell]).output().unwrap();
+        assert!(output.status.success() && stdout(&output).contains("conclave"), "{shell}");
+    }
+    let unknown = Command::new(BINARY).args(["completion", "tcsh"]).output().unwrap();
+    assert_eq!(unknown.status.code(), Some(1), "an unknown shell is a usage error");
+}
