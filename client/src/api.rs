@@ -252,6 +252,15 @@ pub struct ShardJson {
     pub reported_by: Option<u64>,
 }
 
+/// `GET /version`: the server's build.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionJson {
+    /// The `conclave` version the node runs (its crate version).
+    pub version: String,
+    /// The node's member id.
+    pub id: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterInfoJson {
     pub id: u64,

@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use self::api::{
     CLIENT_ID_HEADER, ClusterInfoJson, DELETED_HEADER, KeyValueJson, MembersJson, RangeJson,
     SEQ_HEADER, SHARD_EPOCH_HEADER, SHARD_HEADER, SessionJson, ShardsJson, TxnRequestJson,
-    TxnResponseJson, WatchEventJson,
+    TxnResponseJson, VersionJson, WatchEventJson,
 };
 pub use self::error::ClientError;
 use self::retry::Failure;
@@ -629,6 +629,14 @@ impl Client {
                     last_error: with_causes(&error),
                 }
             })?;
+        ok_json(response).await
+    }
+
+    /// The version the node at `base` runs (`GET /version`).
+    pub async fn version_of(&self, base: &str) -> Result<VersionJson, ClientError> {
+        let response = self.http.get(format!("{base}/version")).send().await.map_err(|error| {
+            ClientError::Unavailable { tried: base.to_string(), last_error: with_causes(&error) }
+        })?;
         ok_json(response).await
     }
 

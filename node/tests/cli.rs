@@ -216,6 +216,16 @@ fn every_exit_code_of_the_table_is_what_the_cli_returns() {
     let healthy = conclave(&endpoint, &["status"]);
     assert_eq!(healthy.status.code(), Some(0));
 
+    // `version`: the client's and each server's (`GET /version`).
+    let version = env!("CARGO_PKG_VERSION");
+    let versions = conclave(&endpoint, &["version"]);
+    assert_eq!(versions.status.code(), Some(0));
+    let printed = stdout(&versions);
+    assert!(printed.starts_with(&format!("client {version}\n")), "{printed}");
+    assert!(printed.contains(&format!("(node {}): {version}", node.port)), "{printed}");
+    let one_down = conclave(&format!("{endpoint},:{dead}"), &["version"]);
+    assert_eq!(one_down.status.code(), Some(4));
+
     let out = temp_dir("cli-codes").join("down.backup");
     let backup = Command::new(BINARY)
         .args(["backup", "--endpoint", &format!(":{dead}"), "--out"])

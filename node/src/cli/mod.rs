@@ -89,6 +89,8 @@ pub enum ClientCommand {
     },
     /// Each endpoint's view: role, term, leader, commit and applied index.
     Status,
+    /// This client's version and each endpoint's (exit 4 if an endpoint does not answer).
+    Version,
     /// The shard map: each shard's slots, replicas, leader, term, applied index and lag (a
     /// single-group cluster shows one shard that owns every slot).
     Shards,
@@ -415,6 +417,40 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                         rows.len(),
                         down.join("; ")
                     ),
+                }
+                .into());
+            }
+        }
+        ClientCommand::Version => {
+            let client_version = env!("CARGO_PKG_VERSION");
+            let mut servers = Vec::new();
+            for base in client.endpoints() {
+                servers.push((base.clone(), client.version_of(base).await));
+            }
+            if flags.json {
+                let servers: Vec<serde_json::Value> = servers
+                    .iter()
+                    .map(|(base, answer)| match answer {
+                        Ok(server) => serde_json::json!({ "endpoint": base, "version": server.version, "id": server.id }),
+                        Err(error) => serde_json::json!({ "endpoint": base, "error": error.to_string() }),
+                    })
+                    .collect();
+                print_json(&serde_json::json!({ "client": client_version, "servers": servers }))?;
+            } else {
+                println!("client {client_version}");
+                for (base, answer) in &servers {
+                    let base = base.trim_start_matches("http://");
+                    match answer {
+                        Ok(server) => println!("{base} (node {}): {}", server.id, server.version),
+                        Err(error) => println!("{base}: unreachable: {error}"),
+                    }
+                }
+            }
+            let down = servers.iter().filter(|(_, answer)| answer.is_err()).count();
+            if down > 0 {
+                return Err(ClientError::Unavailable {
+                    tried: flags.endpoints.clone(),
+                    last_error: format!("{down} of {} endpoints did not answer", servers.len()),
                 }
                 .into());
             }

@@ -12,7 +12,7 @@ use super::AppState;
 use super::reply::json;
 use crate::member_record::MemberRecord;
 use crate::metrics_exposition::Exposition;
-use conclave_client::api::{ClusterInfoJson, HealthJson, MemberJson, MembersJson};
+use conclave_client::api::{ClusterInfoJson, HealthJson, MemberJson, MembersJson, VersionJson};
 
 pub fn role_name(role: Role) -> &'static str {
     match role {
@@ -52,6 +52,13 @@ fn members_of(state: &AppState, status: &EngineStatus) -> Vec<MemberJson> {
         status.voters.iter().map(|id| member(*id, "voter")).collect();
     members.extend(status.learners.iter().map(|id| member(*id, "learner")));
     members
+}
+
+/// `GET /version`: the version this node runs (`conclave version` asks every endpoint).
+pub async fn version(State(state): State<Arc<AppState>>) -> Response {
+    let version =
+        VersionJson { version: env!("CARGO_PKG_VERSION").to_string(), id: state.config.node_id.0 };
+    json(StatusCode::OK, &version)
 }
 
 pub async fn info(State(state): State<Arc<AppState>>) -> Response {

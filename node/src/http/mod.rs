@@ -120,6 +120,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/admin/backup", get(backup::backup).fallback(reply_method_not_allowed))
         .route("/health", get(cluster::health).fallback(reply_method_not_allowed))
+        .route("/version", get(cluster::version).fallback(reply_method_not_allowed))
         .route("/livez", get(cluster::livez).fallback(reply_method_not_allowed))
         .route("/readyz", get(cluster::readyz).fallback(reply_method_not_allowed))
         .route("/metrics", get(cluster::metrics).fallback(reply_method_not_allowed))
