@@ -622,22 +622,24 @@ impl Client {
 
     /// `/cluster/info` of one particular endpoint (no retries elsewhere).
     pub async fn cluster_info_of(&self, base: &str) -> Result<ClusterInfoJson, ClientError> {
-        let response =
-            self.http.get(format!("{base}/cluster/info")).send().await.map_err(|error| {
-                ClientError::Unavailable {
-                    tried: base.to_string(),
-                    last_error: with_causes(&error),
-                }
-            })?;
+        self.json_of(base, "/cluster/info").await
+    }
+
+    /// `GET path` of the node at `base` alone (no retry on another endpoint), as JSON.
+    async fn json_of<T: serde::de::DeserializeOwned>(
+        &self,
+        base: &str,
+        path: &str,
+    ) -> Result<T, ClientError> {
+        let response = self.http.get(format!("{base}{path}")).send().await.map_err(|error| {
+            ClientError::Unavailable { tried: base.to_string(), last_error: with_causes(&error) }
+        })?;
         ok_json(response).await
     }
 
     /// The version the node at `base` runs (`GET /version`).
     pub async fn version_of(&self, base: &str) -> Result<VersionJson, ClientError> {
-        let response = self.http.get(format!("{base}/version")).send().await.map_err(|error| {
-            ClientError::Unavailable { tried: base.to_string(), last_error: with_causes(&error) }
-        })?;
-        ok_json(response).await
+        self.json_of(base, "/version").await
     }
 
     pub fn endpoints(&self) -> &[String] {

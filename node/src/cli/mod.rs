@@ -194,6 +194,29 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `Unavailable` (exit 4) naming every endpoint of `answers` that did not answer, if any did not.
+fn all_answered<T>(
+    flags: &ClientFlags,
+    answers: &[(String, Result<T, ClientError>)],
+) -> Result<(), ClientError> {
+    let down: Vec<String> = answers
+        .iter()
+        .filter_map(|(base, answer)| answer.as_ref().err().map(|error| format!("{base}: {error}")))
+        .collect();
+    if down.is_empty() {
+        return Ok(());
+    }
+    Err(ClientError::Unavailable {
+        tried: flags.endpoints.clone(),
+        last_error: format!(
+            "{} of {} endpoints did not answer ({})",
+            down.len(),
+            answers.len(),
+            down.join("; ")
+        ),
+    })
+}
+
 /// The process exit code for a client error (the table is `EXIT_CODES_HELP`).
 fn exit_code_of(error: &ClientError) -> u8 {
     match error {
@@ -402,24 +425,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             }
             // Every endpoint is shown; one that did not answer makes the exit code 4, so that
             // a script checking the cluster's members notices.
-            let down: Vec<String> = rows
-                .iter()
-                .filter_map(|(base, info)| {
-                    info.as_ref().err().map(|error| format!("{base}: {error}"))
-                })
-                .collect();
-            if !down.is_empty() {
-                return Err(ClientError::Unavailable {
-                    tried: flags.endpoints.clone(),
-                    last_error: format!(
-                        "{} of {} endpoints did not answer ({})",
-                        down.len(),
-                        rows.len(),
-                        down.join("; ")
-                    ),
-                }
-                .into());
-            }
+            all_answered(flags, &rows)?;
         }
         ClientCommand::Version => {
             let client_version = env!("CARGO_PKG_VERSION");
@@ -446,14 +452,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                     }
                 }
             }
-            let down = servers.iter().filter(|(_, answer)| answer.is_err()).count();
-            if down > 0 {
-                return Err(ClientError::Unavailable {
-                    tried: flags.endpoints.clone(),
-                    last_error: format!("{down} of {} endpoints did not answer", servers.len()),
-                }
-                .into());
-            }
+            all_answered(flags, &servers)?;
         }
         ClientCommand::Leader(LeaderCommand::Transfer { to, shard }) => {
             let to = resolve_member(&client, &to).await?;
