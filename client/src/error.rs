@@ -15,8 +15,9 @@ pub enum ClientError {
     ConditionFailed { current_revision: Option<u64> },
     #[error("the node refused the request ({status}): {message}")]
     Rejected { status: u16, message: String },
-    #[error("no node answered in time (tried {tried}); last error: {last_error}")]
-    Unavailable { tried: String, last_error: String },
+    /// `errors`: each endpoint tried, with why it gave no answer.
+    #[error("no node answered: {errors}")]
+    Unavailable { tried: String, errors: String },
     #[error("the write's outcome is unknown (the node timed out waiting for the commit): {0}")]
     Unknown(String),
     #[error("the server's answer could not be read: {0}")]

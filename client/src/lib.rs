@@ -22,6 +22,7 @@
 //! `api.rs` holds the JSON shapes of the HTTP API, shared with the server.
 
 pub mod api;
+mod attempts;
 pub mod endpoint;
 pub mod error;
 mod retry;
@@ -43,6 +44,7 @@ use self::api::{
     SEQ_HEADER, SHARD_EPOCH_HEADER, SHARD_HEADER, SessionJson, ShardsJson, TxnRequestJson,
     TxnResponseJson, VersionJson, WatchEventJson,
 };
+use self::attempts::{AttemptFailure, Attempts};
 pub use self::error::ClientError;
 use self::retry::Failure;
 use self::shard_routes::ShardRoutes;
@@ -74,6 +76,10 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// A whole call, retries included, gives up after this long.
     pub call_deadline: Duration,
+    /// A call that has reached no node at all (every connection refused or not completed)
+    /// gives up after this long, before its deadline: see `attempts.rs`. Also the limit on
+    /// one connection's setup.
+    pub dial_timeout: Duration,
     /// Tag writes with a session so retries apply once (on by default).
     pub sessions: bool,
 }
@@ -83,6 +89,7 @@ impl Default for ClientOptions {
         ClientOptions {
             request_timeout: Duration::from_secs(5),
             call_deadline: Duration::from_secs(15),
+            dial_timeout: Duration::from_secs(5),
             sessions: true,
         }
     }
@@ -213,6 +220,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(options.request_timeout)
+            .connect_timeout(options.dial_timeout)
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()
@@ -329,7 +337,7 @@ impl Client {
     async fn send(&self, call: &Call<'_>) -> Result<reqwest::Response, ClientError> {
         let deadline = Instant::now() + self.options.call_deadline;
         let attempts = AtomicUsize::new(0);
-        let tried: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        let failures = Attempts::new(self.options.dial_timeout);
         let outcome = retry::until_deadline(deadline, || async {
             let attempt = attempts.fetch_add(1, Ordering::Relaxed);
             // A key of a sharded cluster goes to its shard's leader first; after a failure
@@ -339,11 +347,6 @@ impl Client {
                 false => None,
             };
             let base = routed.clone().unwrap_or_else(|| self.target(attempt, call.follow_leader));
-            if let Ok(mut tried) = tried.lock()
-                && !tried.contains(&base)
-            {
-                tried.push(base.clone());
-            }
             let answered = self.attempt(call, base.clone()).await;
             if let Some(routed) = routed {
                 let sent_on = answered.as_ref().is_ok_and(|(_, final_base)| *final_base != routed);
@@ -351,13 +354,16 @@ impl Client {
                     self.routes_are_stale();
                 }
             }
-            answered.map(|(response, _)| response).map_err(Failure::Transient)
+            match answered {
+                Ok((response, _)) => Ok(response),
+                Err(failure) => match failures.record(failure) {
+                    true => Err(Failure::Transient(())),
+                    false => Err(Failure::Permanent(())),
+                },
+            }
         })
         .await;
-        outcome.map_err(|last_error| ClientError::Unavailable {
-            tried: tried.lock().map(|tried| tried.join(", ")).unwrap_or_default(),
-            last_error,
-        })
+        outcome.map_err(|()| failures.into_error())
     }
 
     /// One attempt at `call`, starting at `base` and following the leader's redirects: the
@@ -366,7 +372,7 @@ impl Client {
         &self,
         call: &Call<'_>,
         mut base: String,
-    ) -> Result<(reqwest::Response, String), String> {
+    ) -> Result<(reqwest::Response, String), AttemptFailure> {
         for _ in 0..=MAX_REDIRECTS_PER_ATTEMPT {
             let mut request = self
                 .http
@@ -381,7 +387,11 @@ impl Client {
                     if self.known_leader().as_deref() == Some(base.as_str()) {
                         self.remember_leader(None);
                     }
-                    return Err(format!("{base}: {}", with_causes(&error)));
+                    return Err(AttemptFailure::of_send(
+                        &base,
+                        &error,
+                        self.options.request_timeout,
+                    ));
                 }
             };
             match response.status() {
@@ -392,7 +402,10 @@ impl Client {
                         .and_then(|l| l.to_str().ok())
                         .and_then(endpoint::base_of_location);
                     let Some(leader) = location else {
-                        return Err(format!("{base} redirected without a usable Location"));
+                        return Err(AttemptFailure::answered(
+                            &base,
+                            "redirected without a usable Location",
+                        ));
                     };
                     self.remember_leader(Some(leader.clone()));
                     base = leader;
@@ -400,7 +413,7 @@ impl Client {
                 StatusCode::SERVICE_UNAVAILABLE => {
                     self.remember_leader(None);
                     let reason = response.text().await.unwrap_or_default();
-                    return Err(format!("{base}: {}", reason.trim()));
+                    return Err(AttemptFailure::answered(&base, reason.trim()));
                 }
                 // A sharded cluster's node routed by a map older than the shard's: the
                 // request was refused before it took effect, and the node refreshes its map.
@@ -408,7 +421,7 @@ impl Client {
                     self.note_epoch(&response);
                     self.routes_are_stale();
                     let reason = response.text().await.unwrap_or_default();
-                    return Err(format!("{base}: {}", reason.trim()));
+                    return Err(AttemptFailure::answered(&base, reason.trim()));
                 }
                 _ => {
                     self.note_epoch(&response);
@@ -416,7 +429,9 @@ impl Client {
                 }
             }
         }
-        Err(format!("more than {MAX_REDIRECTS_PER_ATTEMPT} redirects in a row, the last to {base}"))
+        let reason =
+            format!("more than {MAX_REDIRECTS_PER_ATTEMPT} redirects in a row, the last to {base}");
+        Err(AttemptFailure::answered(&base, reason))
     }
 
     /// Runs a write under a session (if sessions are on): the same sequence number on every
@@ -632,7 +647,8 @@ impl Client {
         path: &str,
     ) -> Result<T, ClientError> {
         let response = self.http.get(format!("{base}{path}")).send().await.map_err(|error| {
-            ClientError::Unavailable { tried: base.to_string(), last_error: with_causes(&error) }
+            let failure = AttemptFailure::of_send(base, &error, self.options.request_timeout);
+            ClientError::Unavailable { tried: base.to_string(), errors: failure.reason }
         })?;
         ok_json(response).await
     }
@@ -736,6 +752,7 @@ impl Client {
         // A watch lives as long as the caller wants: no request timeout on the stream.
         let deadline = Instant::now() + self.options.call_deadline;
         let attempts = AtomicUsize::new(0);
+        let failures = Attempts::new(self.options.dial_timeout);
         let response = retry::until_deadline(deadline, || async {
             let base = self.target(attempts.fetch_add(1, Ordering::Relaxed), false);
             let request = self
@@ -745,32 +762,21 @@ impl Client {
                 .timeout(Duration::from_secs(365 * 24 * 3600));
             match request.send().await {
                 Ok(response) if response.status() == StatusCode::OK => Ok(response),
-                Ok(response) => Err(Failure::Permanent(rejected(response).await)),
-                Err(error) => Err(Failure::Transient(ClientError::Unavailable {
-                    tried: self.endpoints.join(", "),
-                    last_error: format!("{base}: {}", with_causes(&error)),
-                })),
+                Ok(response) => Err(Failure::Permanent(Some(rejected(response).await))),
+                Err(error) => {
+                    let failure =
+                        AttemptFailure::of_send(&base, &error, self.options.request_timeout);
+                    match failures.record(failure) {
+                        true => Err(Failure::Transient(None)),
+                        false => Err(Failure::Permanent(None)),
+                    }
+                }
             }
         })
-        .await?;
+        .await
+        .map_err(|rejected| rejected.unwrap_or_else(|| failures.into_error()))?;
         Ok(watch_events::events(response.bytes_stream()))
     }
-}
-
-/// An error and its causes, outermost first: reqwest's own message ("error sending request")
-/// hides why (connection refused, timed out, DNS), which is what the operator needs.
-fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let inner_text = inner.to_string();
-        if !text.contains(&inner_text) {
-            text.push_str(": ");
-            text.push_str(&inner_text);
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 /// `/kv/` and the key, percent-encoded so any UTF-8 key (spaces, `?`, `/`, emoji) survives.

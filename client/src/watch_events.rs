@@ -109,7 +109,7 @@ fn positioned_events_up_to(
                 Err(eventsource_stream::EventStreamError::Transport(error)) => {
                     Err(ClientError::Unavailable {
                         tried: "the watch stream".into(),
-                        last_error: error.to_string(),
+                        errors: format!("the watch stream: {error}"),
                     })
                 }
                 Err(error) => Err(ClientError::BadAnswer(format!("watch stream: {error}"))),

@@ -236,6 +236,47 @@ fn every_exit_code_of_the_table_is_what_the_cli_returns() {
 }
 
 #[test]
+fn unreachable_endpoints_fail_fast_naming_each_cause_and_bad_transfers_are_refused_at_once() {
+    // Nothing listens on these ports: every connection is refused. The call gives up after
+    // the dial timeout (1 s), not the call deadline (600 s), and names each endpoint's cause.
+    let dead = free_ports(2);
+    let started = std::time::Instant::now();
+    let unavailable = Command::new(BINARY)
+        .args(["get", "k", "--timeout-secs=600", "--dial-timeout-secs=1"])
+        .arg(format!("--endpoints=:{},:{}", dead[0], dead[1]))
+        .output()
+        .unwrap();
+    assert_eq!(unavailable.status.code(), Some(4));
+    assert!(started.elapsed() < Duration::from_secs(300), "gave up at the deadline, not earlier");
+    let message = String::from_utf8_lossy(&unavailable.stderr);
+    for port in &dead {
+        let cause = format!("http://127.0.0.1:{port}: cannot connect: Connection refused");
+        assert!(message.contains(&cause), "{message}");
+    }
+    // The environment sets what a flag does.
+    let from_env = Command::new(BINARY)
+        .args(["get", "k"])
+        .env("CONCLAVE_ENDPOINTS", format!(":{}", dead[0]))
+        .env("CONCLAVE_TIMEOUT_SECS", "600")
+        .env("CONCLAVE_DIAL_TIMEOUT_SECS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(from_env.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&from_env.stderr).contains(&format!(":{}", dead[0])));
+
+    // A transfer to a node that is not a voter is refused by the leader with the reason.
+    let port = free_ports(1)[0];
+    let node = Node::start(port, &temp_dir("cli-transfer").join("data"), None, &[]);
+    wait_for_leader(&[&node], Duration::from_secs(30));
+    let unknown = conclave(&format!(":{port}"), &["leader", "transfer", "--to", "9"]);
+    assert_eq!(unknown.status.code(), Some(5), "{unknown:?}");
+    let reason = String::from_utf8_lossy(&unknown.stderr);
+    assert!(reason.contains("node 9 is not a member of the cluster"), "{reason}");
+    let itself = conclave(&format!(":{port}"), &["leader", "transfer", "--to", &port.to_string()]);
+    assert_eq!(itself.status.code(), Some(0), "the leader already leads: {itself:?}");
+}
+
+#[test]
 fn completion_scripts_load_in_their_shells() {
     let bash = Command::new(BINARY).args(["completion", "bash"]).output().unwrap();
     assert!(bash.status.success());

@@ -118,6 +118,7 @@ async fn each_key_goes_to_its_shards_leader_once_the_cluster_says_it_is_sharded(
         request_timeout: Duration::from_secs(2),
         call_deadline: Duration::from_secs(10),
         sessions: false,
+        ..ClientOptions::default()
     };
     let client = Client::new(std::slice::from_ref(&a), options).expect("valid endpoint");
     let (slot_0_key, slot_1_key) = (key_in_slot(0), key_in_slot(1));

@@ -31,8 +31,11 @@ pub struct ClientFlags {
     #[arg(long, global = true)]
     pub json: bool,
     /// Give up after this many seconds, retries included.
-    #[arg(long, default_value_t = 15, global = true)]
+    #[arg(long, env = "CONCLAVE_TIMEOUT_SECS", default_value_t = 15, global = true)]
     pub timeout_secs: u64,
+    /// Give up sooner, after this many seconds, when no endpoint accepts a connection.
+    #[arg(long, env = "CONCLAVE_DIAL_TIMEOUT_SECS", default_value_t = 5, global = true)]
+    pub dial_timeout_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +168,7 @@ fn client(flags: &ClientFlags) -> Result<Client, ClientError> {
         &endpoints,
         ClientOptions {
             call_deadline: Duration::from_secs(flags.timeout_secs.max(1)),
+            dial_timeout: Duration::from_secs(flags.dial_timeout_secs.max(1)),
             ..ClientOptions::default()
         },
     )
@@ -208,7 +212,7 @@ fn all_answered<T>(
     }
     Err(ClientError::Unavailable {
         tried: flags.endpoints.clone(),
-        last_error: format!(
+        errors: format!(
             "{} of {} endpoints did not answer ({})",
             down.len(),
             answers.len(),

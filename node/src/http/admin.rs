@@ -12,8 +12,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
-use conclave_core::engine::EngineError;
-use conclave_core::raft::{MembershipChange, NodeId};
+use conclave_core::engine::{EngineError, EngineStatus};
+use conclave_core::raft::{MembershipChange, NodeId, Role};
 use conclave_core::shard::ShardId;
 use serde::{Deserialize, Serialize};
 
@@ -224,6 +224,18 @@ pub async fn transfer_leadership(
             }
         }
     };
+    // The leader's configuration is the group's latest: a target that is not one of its
+    // voters is refused at once, with the reason (Raft would ignore the request, and the
+    // caller would wait for a change that never comes).
+    let status = group.status();
+    if status.role == Role::Leader {
+        if let Some(refusal) = transfer_refusal(&status, target) {
+            return refusal;
+        }
+        if status.id == target {
+            return json(StatusCode::OK, &TransferAnswerJson { leader: target.0 });
+        }
+    }
     match group.transfer_leadership(target).await {
         Ok(()) => {}
         Err(EngineError::NotLeader { leader }) => {
@@ -232,8 +244,16 @@ pub async fn transfer_leadership(
         Err(error) => return engine_error(&error),
     }
     // The transfer completes when the target wins its election; wait for that (or give up).
+    // Raft abandons a transfer after an election timeout, so waiting a few of them is enough,
+    // and leaves the answer time to reach a client whose request timeout is the server's.
     let mut status = group.status_receiver();
-    let deadline = Duration::from_millis(state.config.http.request_timeout_ms);
+    let deadline = Duration::from_millis(
+        state
+            .config
+            .http
+            .request_timeout_ms
+            .min(TRANSFER_WAIT_ELECTION_TIMEOUTS * state.config.election_timeout_ms),
+    );
     let moved = tokio::time::timeout(deadline, async {
         loop {
             let leader = status.borrow_and_update().leader;
@@ -254,4 +274,32 @@ pub async fn transfer_leadership(
             deadline.as_millis()
         )),
     }
+}
+
+/// How many election timeouts a transfer is waited for before the answer says it failed.
+const TRANSFER_WAIT_ELECTION_TIMEOUTS: u64 = 4;
+
+/// Why the group whose leader reported `status` cannot hand its leadership to `target`, as the
+/// answer to send; `None` if it can (or already has it).
+fn transfer_refusal(status: &EngineStatus, target: NodeId) -> Option<Response> {
+    if status.voters.contains(&target) {
+        return None;
+    }
+    let ids =
+        |nodes: &[NodeId]| nodes.iter().map(|id| id.0.to_string()).collect::<Vec<_>>().join(", ");
+    if status.learners.contains(&target) {
+        let reason = format!(
+            "node {} is a learner: only a voter can lead (promote it first with `conclave \
+             members promote`)\n",
+            target.0
+        );
+        return Some(text(StatusCode::CONFLICT, reason));
+    }
+    let reason = format!(
+        "node {} is not a member of the cluster (voters: {}; learners: {})\n",
+        target.0,
+        ids(&status.voters),
+        if status.learners.is_empty() { "none".to_string() } else { ids(&status.learners) }
+    );
+    Some(text(StatusCode::NOT_FOUND, reason))
 }
