@@ -6,6 +6,7 @@
 //! backup`), so a restored directory is exactly what the node's recovery expects.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
@@ -14,6 +15,9 @@ use conclave_core::storage::backup::{RestoreOptions, read_backup, restore_backup
 use conclave_core::storage::fs::FileSystem as _;
 use conclave_core::storage::sharded_backup::{BackupContents, read_any_backup};
 
+use conclave_client::endpoint;
+
+use crate::cli::ClientFlags;
 use crate::config::{NodeConfig, ServeOptions, parse_member};
 use crate::data_dir::{DataDir, LOCK_FILE_NAME, is_locked_by_another_process};
 use crate::fs::OsFs;
@@ -28,9 +32,12 @@ const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// The node to back up, as host:port or :port (the leader has the freshest state).
-    #[arg(long, default_value = "127.0.0.1:8001")]
-    pub endpoint: String,
+    /// `--endpoints`: the nodes to back up through, asked in order until one accepts a
+    /// connection (any node will do: the backup is taken after a linearizable read); `--json`
+    /// prints the summary as JSON; `--timeout-secs` is how long a node may send nothing before
+    /// it is given up (there is no overall limit: a large backup takes as long as it takes).
+    #[command(flatten)]
+    pub client: ClientFlags,
     /// Where to write the backup file (written to a temporary name, synced, then renamed).
     #[arg(long)]
     pub out: PathBuf,
@@ -66,19 +73,6 @@ pub struct RestoreArgs {
     pub initial_cluster_token: Option<String>,
 }
 
-fn endpoint_url(endpoint: &str) -> String {
-    let address = if endpoint.starts_with(':') {
-        format!("127.0.0.1{endpoint}")
-    } else {
-        endpoint.to_string()
-    };
-    if address.starts_with("http://") || address.starts_with("https://") {
-        address
-    } else {
-        format!("http://{address}")
-    }
-}
-
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let out_dir = args.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if let Some(holder) = is_locked_by_another_process(out_dir) {
@@ -88,10 +82,88 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
             out_dir.display()
         );
     }
-    let base_url = endpoint_url(&args.endpoint);
-    let client = reqwest::Client::new();
-    if let Some((map, replication)) = sharded_backup::shard_map_of(&client, &base_url).await? {
-        return sharded_backup::backup(&client, &base_url, &map, replication, &args.out).await;
+    let endpoints: Vec<String> = args
+        .client
+        .endpoints
+        .split(',')
+        .filter(|endpoint| !endpoint.trim().is_empty())
+        .map(endpoint::base_url)
+        .collect::<Result<_, _>>()?;
+    let timeouts = (
+        Duration::from_secs(args.client.dial_timeout_secs.max(1)),
+        Duration::from_secs(args.client.timeout_secs.max(1)),
+    );
+    let Some((last, earlier)) = endpoints.split_last() else {
+        bail!("no endpoint given: name the nodes with --endpoints");
+    };
+    // A node that cannot be reached is skipped; any other failure is the backup's.
+    let mut written = None;
+    for base_url in earlier {
+        match backup_through(base_url, &args.out, timeouts).await {
+            Err(error) if is_unreachable(&error) => {
+                eprintln!("{base_url}: {error:#}; trying the next endpoint");
+            }
+            result => {
+                written = Some(result?);
+                break;
+            }
+        }
+    }
+    let written = match written {
+        Some(written) => written,
+        None => backup_through(last, &args.out, timeouts).await?,
+    };
+    if args.client.json {
+        println!("{}", serde_json::to_string(&written)?);
+    } else {
+        println!("{}", written.summary);
+    }
+    Ok(())
+}
+
+/// What `conclave backup` wrote, for its summary line (or `--json`).
+#[derive(Debug, serde::Serialize)]
+pub struct BackupWritten {
+    pub file: PathBuf,
+    pub bytes: u64,
+    /// Each shard's part: its log index and term (a single-group backup has shard 0 alone).
+    pub shards: Vec<BackupPartJson>,
+    /// A sharded backup's shard map epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_map_epoch: Option<u64>,
+    #[serde(skip)]
+    pub summary: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct BackupPartJson {
+    pub shard: u32,
+    pub index: u64,
+    pub term: u64,
+}
+
+/// Whether `error` says a node could not be reached (no connection, or no answer in time).
+pub fn is_unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(|error| error.is_connect() || error.is_timeout())
+    })
+}
+
+/// A backup taken through the node at `base_url`, written to `out` and read back.
+async fn backup_through(
+    base_url: &str,
+    out: &Path,
+    (dial_timeout, silence_timeout): (Duration, Duration),
+) -> anyhow::Result<BackupWritten> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(dial_timeout)
+        .read_timeout(silence_timeout)
+        .build()
+        .context("cannot build the HTTP client")?;
+    if let Some((map, replication)) = sharded_backup::shard_map_of(&client, base_url).await? {
+        return sharded_backup::backup(&client, base_url, &map, replication, out).await;
     }
     let url = format!("{base_url}/admin/backup");
     let response = client.get(&url).send().await.with_context(|| format!("cannot reach {url}"))?;
@@ -101,7 +173,6 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         bail!("{url} answered {status}: {}", body.trim());
     }
     let bytes = response.bytes().await.with_context(|| format!("reading the backup from {url}"))?;
-    let out = args.out.clone();
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -109,15 +180,15 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     let temp = out.with_extension("partial");
     let fs = OsFs;
     write_synced(&fs, &temp, bytes.to_vec()).await?;
-    fs.rename(&temp, &out)
+    fs.rename(&temp, out)
         .await
         .with_context(|| format!("renaming {} to {}", temp.display(), out.display()))?;
     fs.sync_dir(&dir).await.with_context(|| format!("syncing {}", dir.display()))?;
     // Read it back: a backup that does not verify is worse than none.
-    let (meta, _) = read_backup(&fs, &out, MAX_SNAPSHOT_BYTES)
+    let (meta, _) = read_backup(&fs, out, MAX_SNAPSHOT_BYTES)
         .await
         .with_context(|| format!("verifying {}", out.display()))?;
-    println!(
+    let summary = format!(
         "backup written to {}: {} bytes, state at log index {} (term {}), members {:?}",
         out.display(),
         bytes.len(),
@@ -125,7 +196,13 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         meta.last_term,
         meta.config.members().iter().map(|id| id.0).collect::<Vec<_>>()
     );
-    Ok(())
+    Ok(BackupWritten {
+        file: out.to_path_buf(),
+        bytes: bytes.len() as u64,
+        shards: vec![BackupPartJson { shard: 0, index: meta.last_index, term: meta.last_term }],
+        shard_map_epoch: None,
+        summary,
+    })
 }
 
 async fn write_synced(fs: &OsFs, path: &Path, bytes: Vec<u8>) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use conclave_node::backup_restore::{BackupArgs, RestoreArgs};
-use conclave_node::cli::{ClientCommand, ClientFlags, EXIT_CODES_HELP};
+use conclave_node::cli::{ClientCommand, EXIT_CODES_HELP};
 use conclave_node::config::{NodeConfig, ServeOptions};
 use conclave_node::dev_cluster::DevArgs;
 use tracing_subscriber::EnvFilter;
@@ -26,8 +26,6 @@ static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     after_help = EXIT_CODES_HELP
 )]
 struct Cli {
-    #[command(flatten)]
-    client: ClientFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -123,16 +121,11 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// A backup's exit code by the table of the client commands: 4 when the node could not be
-/// reached (or did not answer in time), 1 for anything else.
+/// A backup's exit code by the table of the client commands: 4 when no node could be
+/// reached (or answered in time), 1 for anything else.
 fn report_backup(result: anyhow::Result<()>) -> ExitCode {
-    let unreachable = result.as_ref().err().is_some_and(|error| {
-        error.chain().any(|cause| {
-            cause
-                .downcast_ref::<reqwest::Error>()
-                .is_some_and(|error| error.is_connect() || error.is_timeout())
-        })
-    });
+    let unreachable =
+        result.as_ref().err().is_some_and(conclave_node::backup_restore::is_unreachable);
     let code = report(result);
     if unreachable { ExitCode::from(4) } else { code }
 }
@@ -189,7 +182,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Client(command) => match client_runtime() {
-            Ok(runtime) => runtime.block_on(conclave_node::cli::run(cli.client, command)),
+            Ok(runtime) => runtime.block_on(conclave_node::cli::run(command)),
             Err(error) => report(Err(error.into())),
         },
     }

@@ -29,6 +29,7 @@ use conclave_core::storage::sharded_backup::{
     write_sharded_backup,
 };
 
+use crate::backup_restore::{BackupPartJson, BackupWritten};
 use crate::config::{NodeConfig, ServeOptions};
 use crate::data_dir::LOCK_FILE_NAME;
 use crate::fs::OsFs;
@@ -76,7 +77,7 @@ pub async fn backup(
     map: &ShardMap,
     replication: Option<u32>,
     out: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<BackupWritten> {
     // A node older than the replication header: the map's own count (the same unless the
     // cluster has fewer members than --replication).
     let replication = replication.unwrap_or_else(|| {
@@ -117,7 +118,7 @@ pub async fn backup(
         .iter()
         .map(|(shard, (meta, _))| format!("{}@{}", shard.0, meta.last_index))
         .collect();
-    println!(
+    let summary = format!(
         "backup written to {}: {total_bytes} bytes of {shard_count} shards (shard map epoch {}, \
          {} slots, replication {replication}), each at log index {}",
         out.display(),
@@ -125,7 +126,20 @@ pub async fn backup(
         map.slot_count().get(),
         indexes.join(" ")
     );
-    Ok(())
+    Ok(BackupWritten {
+        file: out.to_path_buf(),
+        bytes: total_bytes,
+        shards: shards
+            .iter()
+            .map(|(shard, (meta, _))| BackupPartJson {
+                shard: shard.0,
+                index: meta.last_index,
+                term: meta.last_term,
+            })
+            .collect(),
+        shard_map_epoch: Some(map.epoch()),
+        summary,
+    })
 }
 
 /// Each shard's leader's HTTP address, by `/cluster/shards` of the node at `base_url` (empty if

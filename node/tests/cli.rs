@@ -233,6 +233,22 @@ fn every_exit_code_of_the_table_is_what_the_cli_returns() {
         .output()
         .unwrap();
     assert_eq!(backup.status.code(), Some(4), "{}", String::from_utf8_lossy(&backup.stderr));
+    // A backup takes the endpoints from the environment, skips one that cannot be reached,
+    // and prints its summary as JSON when asked.
+    let backup = Command::new(BINARY)
+        .args(["backup", "--json", "--out"])
+        .arg(&out)
+        .env("CONCLAVE_ENDPOINTS", format!(":{dead},{endpoint}"))
+        .output()
+        .unwrap();
+    assert_eq!(backup.status.code(), Some(0), "{}", String::from_utf8_lossy(&backup.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&backup.stdout).unwrap();
+    assert_eq!(summary["file"], out.to_str().unwrap());
+    assert!(summary["shards"][0]["index"].as_u64().unwrap() > 0, "{summary}");
+
+    // Client flags belong to the client commands: a node has none of them.
+    let serve = Command::new(BINARY).args(["serve", "--endpoints", ":1"]).output().unwrap();
+    assert_eq!(serve.status.code(), Some(1), "serve takes no --endpoints");
 }
 
 #[test]

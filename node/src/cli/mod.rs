@@ -21,16 +21,24 @@ local error (no node asked), 2 key not found, 3 condition failed (cas, --if-abse
 --if-revision), 4 cluster unavailable or outcome unknown (status: any endpoint down; backup: \
 the node unreachable), 5 request refused by the node (bad input, limits), 6 unreadable answer.";
 
-/// Flags every client command takes.
+/// Flags every client command and `backup` take (and only they: `serve`, `dev`, `bench` and `check` have
+/// none of them); each also from a `CONCLAVE_*` environment variable, as etcdctl's from
+/// `ETCDCTL_*`. `global` carries them down to `members add` and `leader transfer`.
 #[derive(Debug, Clone, Args)]
 pub struct ClientFlags {
     /// Members to talk to, comma-separated (`:8001,:8002` or `host:port`); any one is enough.
-    #[arg(long, env = "CONCLAVE_ENDPOINTS", default_value = "127.0.0.1:8001", global = true)]
+    #[arg(
+        long,
+        alias = "endpoint",
+        env = "CONCLAVE_ENDPOINTS",
+        default_value = "127.0.0.1:8001",
+        global = true
+    )]
     pub endpoints: String,
     /// Print JSON instead of plain text.
-    #[arg(long, global = true)]
+    #[arg(long, env = "CONCLAVE_JSON", global = true)]
     pub json: bool,
-    /// Give up after this many seconds, retries included.
+    /// Give up after this many seconds, retries included (`backup`: of silence from the node).
     #[arg(long, env = "CONCLAVE_TIMEOUT_SECS", default_value_t = 15, global = true)]
     pub timeout_secs: u64,
     /// Give up sooner, after this many seconds, when no endpoint accepts a connection.
@@ -42,7 +50,9 @@ pub struct ClientFlags {
 pub enum ClientCommand {
     /// Set a key (the value from the argument, or `-` to read it from stdin, bytes exact).
     Put {
+        /// The key (any UTF-8 text).
         key: String,
+        /// The value, or `-` to read it from stdin (bytes exact).
         value: String,
         /// Expire the key after this long (`30s`, `500ms`, `2m`).
         #[arg(long)]
@@ -53,6 +63,8 @@ pub enum ClientCommand {
         /// Only if the key's modification revision is this (exit 3 otherwise).
         #[arg(long)]
         if_revision: Option<u64>,
+        #[command(flatten)]
+        flags: ClientFlags,
     },
     /// Print a key's value exactly (no newline added), or with `--prefix` the keys under it.
     Get {
@@ -67,42 +79,100 @@ pub enum ClientCommand {
         /// With --prefix: at most this many keys (0 = the server's maximum).
         #[arg(long, default_value_t = 0)]
         limit: u64,
+        #[command(flatten)]
+        flags: ClientFlags,
     },
     /// Delete a key (exit 2 if it did not exist).
     Del {
+        /// The key to delete.
         key: String,
         /// Only if the key's modification revision is this (exit 3 otherwise).
         #[arg(long)]
         if_revision: Option<u64>,
+        #[command(flatten)]
+        flags: ClientFlags,
     },
     /// Compare-and-swap: set KEY to NEW only if its value is EXPECTED (exit 3 otherwise).
-    Cas { key: String, expected: String, new: String },
+    Cas {
+        /// The key to change.
+        key: String,
+        /// The value the key must hold now.
+        expected: String,
+        /// The value to set.
+        new: String,
+        #[command(flatten)]
+        flags: ClientFlags,
+    },
     /// Run a transaction from a JSON file (or `-` for stdin), as `POST /txn` takes it.
     ///
     /// Example: {"compare":[{"key":"a","target":"value","op":"=","value":"1"}],
     ///  "success":[{"put":{"key":"a","value":"2"}}],"failure":[{"get":{"key":"a"}}]}
-    Txn { file: PathBuf },
+    Txn {
+        /// The JSON file, or `-` for stdin.
+        file: PathBuf,
+        #[command(flatten)]
+        flags: ClientFlags,
+    },
     /// Print changes of keys under a prefix as they happen, until interrupted.
     Watch {
+        /// Watch the keys starting with this (empty: every key).
         #[arg(default_value = "")]
         prefix: String,
         /// Start from this revision (past events the node still holds are replayed).
         #[arg(long)]
         from_revision: Option<u64>,
+        #[command(flatten)]
+        flags: ClientFlags,
     },
     /// Each endpoint's view: role, term, leader, commit and applied index.
-    Status,
+    Status {
+        #[command(flatten)]
+        flags: ClientFlags,
+    },
     /// This client's version and each endpoint's (exit 4 if an endpoint does not answer).
-    Version,
+    Version {
+        #[command(flatten)]
+        flags: ClientFlags,
+    },
     /// The shard map: each shard's slots, replicas, leader, term, applied index and lag (a
     /// single-group cluster shows one shard that owns every slot).
-    Shards,
+    Shards {
+        #[command(flatten)]
+        flags: ClientFlags,
+    },
     /// List or change the cluster's members.
-    #[command(subcommand)]
-    Members(MembersCommand),
+    Members {
+        #[command(subcommand)]
+        command: MembersCommand,
+        #[command(flatten)]
+        flags: ClientFlags,
+    },
     /// Leadership: `conclave leader transfer --to ID`.
-    #[command(subcommand)]
-    Leader(LeaderCommand),
+    Leader {
+        #[command(subcommand)]
+        command: LeaderCommand,
+        #[command(flatten)]
+        flags: ClientFlags,
+    },
+}
+
+impl ClientCommand {
+    /// The client flags given with the command.
+    pub fn flags(&self) -> &ClientFlags {
+        match self {
+            ClientCommand::Put { flags, .. }
+            | ClientCommand::Get { flags, .. }
+            | ClientCommand::Del { flags, .. }
+            | ClientCommand::Cas { flags, .. }
+            | ClientCommand::Txn { flags, .. }
+            | ClientCommand::Watch { flags, .. }
+            | ClientCommand::Status { flags }
+            | ClientCommand::Version { flags }
+            | ClientCommand::Shards { flags }
+            | ClientCommand::Members { flags, .. }
+            | ClientCommand::Leader { flags, .. } => flags,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -113,6 +183,7 @@ pub enum MembersCommand {
     /// `[host]:port[/peer_port]` as in --peers, or `name=peer-url` as in --initial-cluster;
     /// start it with `conclave serve --join`.
     Add {
+        /// The new member: `[host]:port[/peer_port]` or `name=peer-url`.
         member: String,
         /// A named member's advertised client URL (it also publishes it itself once running).
         #[arg(long)]
@@ -120,16 +191,23 @@ pub enum MembersCommand {
     },
     /// Add a non-voting member that receives the log and snapshots.
     AddLearner {
+        /// The new member: `[host]:port[/peer_port]` or `name=peer-url`.
         member: String,
         /// A named member's advertised client URL.
         #[arg(long)]
         client_url: Option<String>,
     },
     /// Make a caught-up learner a voter (MEMBER: its id, name or --peers entry).
-    Promote { member: String },
+    Promote {
+        /// The learner: its id, name or --peers entry.
+        member: String,
+    },
     /// Remove a member (the leader too: it steps down once the change commits). MEMBER: its
     /// id, name or --peers entry.
-    Remove { member: String },
+    Remove {
+        /// The member: its id, name or --peers entry.
+        member: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -235,7 +313,8 @@ fn exit_code_of(error: &ClientError) -> u8 {
 }
 
 /// Runs a client command; returns the process exit code.
-pub async fn run(flags: ClientFlags, command: ClientCommand) -> ExitCode {
+pub async fn run(command: ClientCommand) -> ExitCode {
+    let flags = command.flags().clone();
     match execute(&flags, command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -254,7 +333,7 @@ pub async fn run(flags: ClientFlags, command: ClientCommand) -> ExitCode {
 async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<()> {
     let client = client(flags)?;
     match command {
-        ClientCommand::Put { key, value, ttl, if_absent, if_revision } => {
+        ClientCommand::Put { key, value, ttl, if_absent, if_revision, .. } => {
             let precondition = match (if_absent, if_revision) {
                 (true, _) => Precondition::Absent,
                 (false, Some(revision)) => Precondition::RevisionIs(revision),
@@ -268,7 +347,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 println!("OK (revision {revision})");
             }
         }
-        ClientCommand::Get { key, consistency, prefix: true, limit } => {
+        ClientCommand::Get { key, consistency, prefix: true, limit, .. } => {
             let range = client.range(&key, limit, consistency).await?;
             if flags.json {
                 print_json(&range)?;
@@ -304,7 +383,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 stdout.flush()?;
             }
         }
-        ClientCommand::Del { key, if_revision } => {
+        ClientCommand::Del { key, if_revision, .. } => {
             let precondition = if_revision.map_or(Precondition::None, Precondition::RevisionIs);
             client.delete(&key, precondition).await?;
             if flags.json {
@@ -313,7 +392,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 println!("deleted");
             }
         }
-        ClientCommand::Cas { key, expected, new } => {
+        ClientCommand::Cas { key, expected, new, .. } => {
             let request = TxnRequestJson {
                 compare: vec![CompareJson {
                     key: key.clone(),
@@ -341,7 +420,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 println!("OK (revision {})", answer.revision);
             }
         }
-        ClientCommand::Txn { file } => {
+        ClientCommand::Txn { file, .. } => {
             let text = if file.as_os_str() == "-" {
                 let mut text = String::new();
                 std::io::stdin().read_to_string(&mut text).context("reading the txn from stdin")?;
@@ -366,7 +445,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 }
             }
         }
-        ClientCommand::Watch { prefix, from_revision } => {
+        ClientCommand::Watch { prefix, from_revision, .. } => {
             let mut events = Box::pin(client.watch(&prefix, from_revision).await?);
             while let Some(event) = events.next().await {
                 let event = event?;
@@ -387,7 +466,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 }
             }
         }
-        ClientCommand::Status => {
+        ClientCommand::Status { .. } => {
             let mut rows = Vec::new();
             for base in client.endpoints() {
                 rows.push((base.clone(), client.cluster_info_of(base).await));
@@ -431,7 +510,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             // a script checking the cluster's members notices.
             all_answered(flags, &rows)?;
         }
-        ClientCommand::Version => {
+        ClientCommand::Version { .. } => {
             let client_version = env!("CARGO_PKG_VERSION");
             let mut servers = Vec::new();
             for base in client.endpoints() {
@@ -458,7 +537,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             }
             all_answered(flags, &servers)?;
         }
-        ClientCommand::Leader(LeaderCommand::Transfer { to, shard }) => {
+        ClientCommand::Leader { command: LeaderCommand::Transfer { to, shard }, .. } => {
             let to = resolve_member(&client, &to).await?;
             client.transfer_leadership_of(shard, to).await?;
             if flags.json {
@@ -467,21 +546,24 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 println!("node {to} is the leader");
             }
         }
-        ClientCommand::Members(MembersCommand::AddLearner { member, client_url }) => {
+        ClientCommand::Members {
+            command: MembersCommand::AddLearner { member, client_url },
+            ..
+        } => {
             let config = client
                 .change_membership_with("add-learner", &member, client_url.as_deref())
                 .await?;
             print_config(flags, &config)?;
         }
-        ClientCommand::Members(MembersCommand::Promote { member }) => {
+        ClientCommand::Members { command: MembersCommand::Promote { member }, .. } => {
             let config = client.change_membership("promote", &member).await?;
             print_config(flags, &config)?;
         }
-        ClientCommand::Members(MembersCommand::Remove { member }) => {
+        ClientCommand::Members { command: MembersCommand::Remove { member }, .. } => {
             let config = client.change_membership("remove", &member).await?;
             print_config(flags, &config)?;
         }
-        ClientCommand::Members(MembersCommand::Add { member, client_url }) => {
+        ClientCommand::Members { command: MembersCommand::Add { member, client_url }, .. } => {
             client.change_membership_with("add-learner", &member, client_url.as_deref()).await?;
             // Promoted by its name (or id): `name=peer-url` names it by what precedes `=`.
             let member =
@@ -506,7 +588,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             };
             print_config(flags, &config)?;
         }
-        ClientCommand::Shards => {
+        ClientCommand::Shards { .. } => {
             let shards = client.shards().await?;
             if flags.json {
                 print_json(&shards)?;
@@ -514,7 +596,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 print_shards(&shards);
             }
         }
-        ClientCommand::Members(MembersCommand::List) => {
+        ClientCommand::Members { command: MembersCommand::List, .. } => {
             let members = client.members().await?;
             if flags.json {
                 print_json(&members)?;
