@@ -17,6 +17,8 @@ pub const REVISION_HEADER: &str = "x-conclave-revision";
 /// On the 200 of a `DELETE /kv/{key}`: `1` if the key existed and was removed, `0` if there
 /// was nothing to delete.
 pub const DELETED_HEADER: &str = "x-conclave-deleted";
+/// How many keys a clear or a prefix delete deleted.
+pub const DELETED_KEYS_HEADER: &str = "x-conclave-deleted-keys";
 /// Set on a request one node forwarded to the leader, so that it is never forwarded twice.
 pub const FORWARDED_HEADER: &str = "x-conclave-forwarded";
 /// Set on a request one node of a sharded cluster sent to another that holds a replica of the

@@ -40,9 +40,9 @@ use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 
 use self::api::{
-    CLIENT_ID_HEADER, ClusterInfoJson, DELETED_HEADER, KeyValueJson, MembersJson, RangeJson,
-    SEQ_HEADER, SHARD_EPOCH_HEADER, SHARD_HEADER, SessionJson, ShardsJson, TxnRequestJson,
-    TxnResponseJson, VersionJson, WatchEventJson,
+    CLIENT_ID_HEADER, ClusterInfoJson, DELETED_HEADER, DELETED_KEYS_HEADER, KeyValueJson,
+    MembersJson, RangeJson, SEQ_HEADER, SHARD_EPOCH_HEADER, SHARD_HEADER, SessionJson, ShardsJson,
+    TxnRequestJson, TxnResponseJson, VersionJson, WatchEventJson,
 };
 use self::attempts::{AttemptFailure, Attempts};
 pub use self::error::ClientError;
@@ -91,6 +91,32 @@ impl Default for ClientOptions {
             call_deadline: Duration::from_secs(15),
             dial_timeout: Duration::from_secs(5),
             sessions: true,
+        }
+    }
+}
+
+/// One page of a listing (`Client::range_page`).
+#[derive(Clone, Debug)]
+pub struct RangePage<'a> {
+    pub prefix: &'a str,
+    /// The page after this key (the last key of the previous page).
+    pub start_after: Option<&'a str>,
+    /// At most this many keys (0 = the server's maximum, 10,000 by default).
+    pub limit: u64,
+    /// Keys and revisions, no values.
+    pub keys_only: bool,
+    pub consistency: Consistency,
+}
+
+impl<'a> RangePage<'a> {
+    /// The first page of the keys under `prefix`, as large as the server allows.
+    pub fn new(prefix: &'a str) -> Self {
+        RangePage {
+            prefix,
+            start_after: None,
+            limit: 0,
+            keys_only: false,
+            consistency: Consistency::Linearizable,
         }
     }
 }
@@ -609,13 +635,42 @@ impl Client {
         limit: u64,
         consistency: Consistency,
     ) -> Result<RangeJson, ClientError> {
-        let path = format!(
-            "/kv?prefix={}&limit={limit}&consistency={}",
-            encode_component(prefix),
-            consistency.as_query()
+        self.range_page(&RangePage { limit, consistency, ..RangePage::new(prefix) }).await
+    }
+
+    /// One page of a listing: `more` says whether keys follow, and the last key of this page
+    /// is where the next starts (`start_after`). Each page is read at its own moment, with
+    /// the page's consistency; a listing of many pages is not one snapshot.
+    pub async fn range_page(&self, page: &RangePage<'_>) -> Result<RangeJson, ClientError> {
+        let mut path = format!(
+            "/kv?prefix={}&limit={}&consistency={}",
+            encode_component(page.prefix),
+            page.limit,
+            page.consistency.as_query()
         );
-        let response = self.send(&Call::read(path, consistency != Consistency::Stale)).await?;
-        ok_json(response).await
+        if let Some(start_after) = page.start_after {
+            path.push_str(&format!("&start_after={}", encode_component(start_after)));
+        }
+        if page.keys_only {
+            path.push_str("&keys_only=true");
+        }
+        let call = Call::read(path, page.consistency != Consistency::Stale);
+        ok_json(self.send(&call).await?).await
+    }
+
+    /// Deletes every key starting with `prefix` (an empty prefix: every key); returns how many
+    /// were deleted. One log entry per shard. Sent without a session: a retry after a lost
+    /// answer deletes again, which can only remove keys written under the prefix since.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<u64, ClientError> {
+        let path = format!("/kv?prefix={}", encode_component(prefix));
+        let call = Call::change(Method::DELETE, path, Bytes::new(), Vec::new());
+        let response = self.send(&call).await?;
+        if response.status() != StatusCode::OK {
+            return Err(rejected(response).await);
+        }
+        let deleted = response.headers().get(DELETED_KEYS_HEADER);
+        let deleted = deleted.and_then(|value| value.to_str().ok()?.parse().ok());
+        deleted.ok_or_else(|| ClientError::BadAnswer("no count of deleted keys".into()))
     }
 
     /// An etcd-style transaction (compare, then success or failure operations).

@@ -293,6 +293,67 @@ fn unreachable_endpoints_fail_fast_naming_each_cause_and_bad_transfers_are_refus
 }
 
 #[test]
+fn listings_page_through_any_number_of_keys_and_prefix_deletes_count() {
+    let port = free_ports(1)[0];
+    let node = Node::start(port, &temp_dir("cli-pages").join("data"), None, &[]);
+    wait_for_leader(&[&node], Duration::from_secs(30));
+    let endpoint = format!(":{port}");
+    // More keys than one page holds (10,000), written 128 to a transaction.
+    const KEYS: usize = 10_050;
+    let client = reqwest::blocking::Client::new();
+    let keys: Vec<String> = (0..KEYS).map(|i| format!("k/{i:05}")).collect();
+    for batch in keys.chunks(128) {
+        let puts: Vec<serde_json::Value> = batch
+            .iter()
+            .map(|key| serde_json::json!({"put": {"key": key, "value": "v"}}))
+            .collect();
+        let txn = serde_json::json!({ "success": puts });
+        let response = client.post(node.url("/txn")).json(&txn).send().unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().unwrap());
+    }
+    client.put(node.url("/kv/other")).body("v").send().unwrap();
+
+    let count = conclave(&endpoint, &["get", "--prefix", "k/", "--count-only"]);
+    assert_eq!(stdout(&count), format!("{KEYS}\n"), "{count:?}");
+    let everything = conclave(&endpoint, &["get", "--prefix", "", "--keys-only"]);
+    let listed: Vec<String> = stdout(&everything).lines().map(str::to_string).collect();
+    let mut expected = keys.clone();
+    expected.push("other".into());
+    assert_eq!(listed, expected, "every key once, in order, across pages");
+
+    let first = conclave(&endpoint, &["get", "--prefix", "k/", "--limit", "10001", "--json"]);
+    let page: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let kvs = page["kvs"].as_array().unwrap();
+    assert_eq!(kvs.len(), 10_001);
+    assert_eq!(kvs[10_000]["key"], keys[10_000]);
+    assert_eq!(kvs[0]["value"], "v");
+    assert_eq!(page["more"], true);
+    let three = conclave(&endpoint, &["get", "--prefix", "k/", "--limit", "3", "--keys-only"]);
+    assert_eq!(stdout(&three), "k/00000\nk/00001\nk/00002\n");
+    assert!(String::from_utf8_lossy(&three.stderr).contains("more keys"));
+
+    // The HTTP cursor itself: the page after a key, values left out.
+    let url = node.url("/kv?prefix=k/&limit=2&start_after=k/09998&keys_only=true");
+    let page: serde_json::Value = client.get(url).send().unwrap().json().unwrap();
+    assert_eq!(page["kvs"][0]["key"], "k/09999");
+    assert_eq!(page["kvs"][1]["key"], "k/10000");
+    assert!(page["kvs"][0].get("value").is_none(), "{page}");
+    assert_eq!(page["more"], true);
+
+    // A prefix delete: one entry, the count deleted, the rest kept.
+    let deleted = conclave(&endpoint, &["del", "--prefix", "k/0"]);
+    assert_eq!(stdout(&deleted), "deleted 10000 keys\n", "{deleted:?}");
+    let count = conclave(&endpoint, &["get", "--prefix", "", "--count-only", "--json"]);
+    let count: serde_json::Value = serde_json::from_slice(&count.stdout).unwrap();
+    assert_eq!(count["count"], 51);
+    let none = conclave(&endpoint, &["del", "--prefix", "k/0", "--json"]);
+    let none: serde_json::Value = serde_json::from_slice(&none.stdout).unwrap();
+    assert_eq!(none["deleted"], 0);
+    let no_prefix = client.delete(node.url("/kv")).send().unwrap();
+    assert_eq!(no_prefix.status(), 400, "DELETE /kv without ?prefix= is refused");
+}
+
+#[test]
 fn completion_scripts_load_in_their_shells() {
     let bash = Command::new(BINARY).args(["completion", "bash"]).output().unwrap();
     assert!(bash.status.success());

@@ -292,6 +292,32 @@ fn a_sharded_cluster_refuses_what_it_cannot_do_yet_with_the_reason() {
         Command::new(BINARY).args(["get", "cli-key", "--endpoints", &endpoints]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&get.stdout), "cli-value");
 
+    // A listing across shards, two keys a page: each page continues after the last key of
+    // the one before, and together they are every key once, in order.
+    let page_keys: Vec<String> = (0..9).map(|i| format!("page/{i}")).collect();
+    for key in &page_keys {
+        assert_eq!(following.put(key_url(ports[1], key)).body("v").send().unwrap().status(), 200);
+    }
+    let (mut listed, mut after) = (Vec::new(), String::new());
+    loop {
+        let url =
+            format!("http://127.0.0.1:{}/kv?prefix=page/&limit=2&start_after={after}", ports[4]);
+        let page: serde_json::Value = following.get(url).send().unwrap().json().unwrap();
+        let kvs = page["kvs"].as_array().unwrap();
+        listed.extend(kvs.iter().map(|kv| kv["key"].as_str().unwrap().to_string()));
+        if page["more"] != true {
+            break;
+        }
+        after = listed.last().unwrap().replace('/', "%2F");
+    }
+    assert_eq!(listed, page_keys);
+    // A prefix delete reaches every shard and counts what it deleted.
+    let deleted = Command::new(BINARY)
+        .args(["del", "--prefix", "page/", "--endpoints", &endpoints])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&deleted.stdout), "deleted 9 keys\n");
+
     // A request another node routed here for a shard this node holds no replica of: 421 with
     // the epoch, never routed on to a third node.
     let not_held = shards["shards"].as_array().unwrap().iter().find_map(|shard| {

@@ -769,7 +769,11 @@ impl Planned {
             }
             Planned::Range { prefix, limit, lease, stale } => {
                 return ClientCall::Read {
-                    query: ReadQuery::Range { prefix: prefix.clone(), limit: *limit },
+                    query: ReadQuery::Range {
+                        prefix: prefix.clone(),
+                        start_after: None,
+                        limit: *limit,
+                    },
                     consistency: read_consistency(*lease, *stale),
                 };
             }

@@ -89,9 +89,9 @@ pub(super) fn execute_read(kv: &KvStateMachine, query: &ReadQuery) -> ReadResult
     let applied_index = kv.applied_index();
     match query {
         ReadQuery::Get { key } => ReadResult::Value { value: kv.get(key), revision, applied_index },
-        ReadQuery::Range { prefix, limit } => {
+        ReadQuery::Range { prefix, start_after, limit } => {
             let limit = kv.limits().effective_range_limit(*limit);
-            let (entries, more) = kv.range(prefix, limit);
+            let (entries, more) = kv.range_after(prefix, start_after.as_deref(), limit);
             ReadResult::Range { entries, more, revision, applied_index }
         }
     }

@@ -23,8 +23,15 @@ pub enum ReadConsistency {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReadQuery {
-    Get { key: String },
-    Range { prefix: String, limit: u64 },
+    Get {
+        key: String,
+    },
+    /// Keys under `prefix`, strictly after `start_after` when given (the next page).
+    Range {
+        prefix: String,
+        start_after: Option<String>,
+        limit: u64,
+    },
 }
 
 impl ReadQuery {

@@ -79,6 +79,12 @@ pub enum KvCommand {
     /// map, or as the next epoch of the one held, with the same slot count. Nodes, not
     /// clients, propose it.
     SetShardMap(ShardMap),
+    /// Delete every key that starts with `prefix` (`DELETE /kv?prefix=`): one entry whatever
+    /// the number of keys, answered with how many were deleted. (Last in the enum: a
+    /// command's encoding is its position, and logs written before it must still decode.)
+    DeletePrefix {
+        prefix: String,
+    },
 }
 
 impl KvCommand {
@@ -175,6 +181,7 @@ impl KvCommand {
             }
             KvCommand::Range { .. }
             | KvCommand::Clear
+            | KvCommand::DeletePrefix { .. }
             | KvCommand::ExpireTick
             | KvCommand::RegisterSession
             | KvCommand::SetShardMap(_) => Vec::new(),

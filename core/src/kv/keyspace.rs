@@ -197,6 +197,28 @@ impl Keyspace {
         Some(KeyValue { key, value: record.value, meta: record.meta })
     }
 
+    /// Removes every key that starts with `prefix`, returning how many there were (an empty
+    /// prefix removes every key, as [`Self::clear`] does).
+    pub(crate) fn delete_prefix(
+        &mut self,
+        prefix: &str,
+        revision: u64,
+        events: &mut Vec<KvEvent>,
+    ) -> u64 {
+        let doomed: Vec<String> = self
+            .records
+            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .map(|(key, _)| key)
+            .take_while(|key| key.starts_with(prefix))
+            .cloned()
+            .collect();
+        for key in &doomed {
+            let deleted = self.delete(key, revision, KvEventKind::Delete, events);
+            assert!(deleted.is_some(), "{key:?} was listed under the prefix");
+        }
+        doomed.len() as u64
+    }
+
     /// Removes every key, returning how many there were.
     pub(crate) fn clear(&mut self, revision: u64, events: &mut Vec<KvEvent>) -> u64 {
         assert_eq!(revision, self.pending_revision());

@@ -114,6 +114,7 @@ impl KvLimits {
             }
             KvCommand::Clear | KvCommand::ExpireTick | KvCommand::RegisterSession => {}
             KvCommand::SetShardMap(map) => check.shard_map(map)?,
+            KvCommand::DeletePrefix { prefix } => check.key_like(prefix)?,
         }
         check.total()
     }

@@ -270,6 +270,14 @@ impl KvStateMachine {
                 }
                 KvResponse::Clear { revision: self.keyspace.revision(), deleted_keys }
             }
+            KvCommand::DeletePrefix { prefix } => {
+                let revision = self.keyspace.pending_revision();
+                let deleted_keys = self.keyspace.delete_prefix(prefix, revision, events);
+                if deleted_keys > 0 {
+                    self.keyspace.commit_revision(revision);
+                }
+                KvResponse::Clear { revision: self.keyspace.revision(), deleted_keys }
+            }
             KvCommand::Txn(txn) => self.execute_txn(txn, events),
             KvCommand::ExpireTick => KvResponse::ExpireTick { revision: self.keyspace.revision() },
             KvCommand::RegisterSession => {

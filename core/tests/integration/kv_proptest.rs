@@ -56,6 +56,9 @@ enum Step {
         value: u8,
     },
     Clear,
+    DeletePrefix {
+        prefix: u8,
+    },
     Txn {
         compares: Vec<(u8, u8, u8)>,
         success: Vec<(u8, u8, u8)>,
@@ -118,6 +121,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         2 => (any::<u8>(), any::<Option<u8>>(), any::<u8>())
             .prop_map(|(key, expected, value)| Step::Cas { key, expected, value }),
         1 => Just(Step::Clear),
+        2 => any::<u8>().prop_map(|prefix| Step::DeletePrefix { prefix }),
         3 => (txn_part(), txn_part(), txn_part())
             .prop_map(|(compares, success, failure)| Step::Txn { compares, success, failure }),
         2 => any::<u8>().prop_map(|key| Step::Get { key }),
@@ -224,6 +228,9 @@ impl Client {
                 ttl_ms: None,
             },
             Step::Clear => KvCommand::Clear,
+            Step::DeletePrefix { prefix } => {
+                KvCommand::DeletePrefix { prefix: key(*prefix)[..1].to_owned() }
+            }
             Step::Txn { compares, success, failure } => KvCommand::Txn(Txn {
                 compares: compares.iter().map(compare).collect(),
                 success: success.iter().map(txn_op).collect(),
@@ -558,6 +565,21 @@ impl Model {
                     self.revision = next;
                 }
                 KvResponse::Clear { revision: self.revision, deleted_keys }
+            }
+            KvCommand::DeletePrefix { prefix } => {
+                let doomed: Vec<String> = self
+                    .keys
+                    .keys()
+                    .filter(|key| key.starts_with(prefix.as_str()))
+                    .cloned()
+                    .collect();
+                for key in &doomed {
+                    self.keys.remove(key);
+                }
+                if !doomed.is_empty() {
+                    self.revision = next;
+                }
+                KvResponse::Clear { revision: self.revision, deleted_keys: doomed.len() as u64 }
             }
             KvCommand::Txn(txn) => {
                 let succeeded =

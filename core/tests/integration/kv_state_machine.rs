@@ -171,6 +171,26 @@ fn clear_removes_everything_at_one_revision() {
     assert_eq!(h.sm.next_expiry_ms(), None, "TTL index cleared too");
 }
 
+#[test]
+fn a_prefix_delete_removes_exactly_the_keys_under_it_at_one_revision() {
+    let mut h = Harness::new();
+    let under = |prefix: &str| KvCommand::DeletePrefix { prefix: prefix.into() };
+    for key in ["app/a", "app/b", "apple", "ap", "b"] {
+        h.put(key, "v");
+    }
+    h.run(put_ttl("app/c", "3", 10_000));
+    let ApplyResult { response, events } = h.apply(None, under("app/"));
+    assert_eq!(response, KvResponse::Clear { revision: 7, deleted_keys: 3 });
+    assert_eq!(keys_of_events(&events), vec!["app/a", "app/b", "app/c"]);
+    assert!(events.iter().all(|e| e.kind == KvEventKind::Delete && e.mod_revision == 7));
+    assert_eq!(h.sm.next_expiry_ms(), None, "the TTL index lost the deleted key");
+    // Nothing under the prefix: no revision spent.
+    assert_eq!(h.run(under("app/")), KvResponse::Clear { revision: 7, deleted_keys: 0 });
+    assert_eq!(h.run(under("ap")), KvResponse::Clear { revision: 8, deleted_keys: 2 });
+    assert_eq!(h.sm.key_count(), 1, "only \"b\" is left");
+    assert_eq!(h.run(under("")), KvResponse::Clear { revision: 9, deleted_keys: 1 });
+}
+
 fn keys_of_events(events: &[KvEvent]) -> Vec<&str> {
     events.iter().map(|event| event.key.as_str()).collect()
 }

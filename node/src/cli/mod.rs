@@ -13,8 +13,10 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 
-use conclave_client::api::{CompareJson, ShardsJson, TxnOpJson, TxnRequestJson, encode_value};
-use conclave_client::{Client, ClientError, ClientOptions, Consistency, Precondition};
+use conclave_client::api::{
+    CompareJson, KeyValueJson, RangeJson, ShardsJson, TxnOpJson, TxnRequestJson, encode_value,
+};
+use conclave_client::{Client, ClientError, ClientOptions, Consistency, Precondition, RangePage};
 
 pub const EXIT_CODES_HELP: &str = "Exit codes of the client commands: 0 success, 1 bad usage or \
 local error (no node asked), 2 key not found, 3 condition failed (cas, --if-absent, \
@@ -73,22 +75,31 @@ pub enum ClientCommand {
         key: String,
         #[arg(long, value_enum, default_value_t = Consistency::Linearizable)]
         consistency: Consistency,
-        /// List the keys starting with KEY.
+        /// List the keys starting with KEY, page by page (any number of keys).
         #[arg(long)]
         prefix: bool,
-        /// With --prefix: at most this many keys (0 = the server's maximum).
+        /// With --prefix: at most this many keys (0 = every key).
         #[arg(long, default_value_t = 0)]
         limit: u64,
+        /// With --prefix: print only the keys.
+        #[arg(long, requires = "prefix", conflicts_with = "count_only")]
+        keys_only: bool,
+        /// With --prefix: print only how many keys there are.
+        #[arg(long, requires = "prefix")]
+        count_only: bool,
         #[command(flatten)]
         flags: ClientFlags,
     },
-    /// Delete a key (exit 2 if it did not exist).
+    /// Delete a key (exit 2 if it did not exist), or with `--prefix` every key under it.
     Del {
-        /// The key to delete.
+        /// The key to delete (or, with --prefix, the prefix; empty for every key).
         key: String,
         /// Only if the key's modification revision is this (exit 3 otherwise).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "prefix")]
         if_revision: Option<u64>,
+        /// Delete every key starting with KEY (one log entry per shard) and print how many.
+        #[arg(long)]
+        prefix: bool,
         #[command(flatten)]
         flags: ClientFlags,
     },
@@ -252,6 +263,82 @@ fn client(flags: &ClientFlags) -> Result<Client, ClientError> {
     )
 }
 
+/// How `get --prefix` prints.
+#[derive(Clone, Copy)]
+struct Listing {
+    json: bool,
+    keys_only: bool,
+    count_only: bool,
+}
+
+/// `get --prefix`: every key under `prefix` (at most `limit`, 0 = all), fetched page by page
+/// (each page continues after the last key of the one before) and printed as it arrives;
+/// `--json` prints one object with every key at the end, as a single page would be.
+async fn list(
+    client: &Client,
+    prefix: &str,
+    consistency: Consistency,
+    limit: u64,
+    printing: Listing,
+) -> anyhow::Result<()> {
+    let mut listed = RangeJson { revision: 0, more: false, kvs: Vec::new() };
+    let mut count = 0u64;
+    let mut start_after: Option<String> = None;
+    loop {
+        // Pages as large as the server allows (its maximum is its own setting); the last one
+        // is cut to the limit here.
+        let page = RangePage {
+            prefix,
+            start_after: start_after.as_deref(),
+            limit: 0,
+            keys_only: printing.keys_only || printing.count_only,
+            consistency,
+        };
+        let mut page = client.range_page(&page).await?;
+        if limit != 0 && count + page.kvs.len() as u64 > limit {
+            page.kvs.truncate((limit - count) as usize);
+            page.more = true;
+        }
+        count += page.kvs.len() as u64;
+        listed.revision = listed.revision.max(page.revision);
+        start_after = page.kvs.last().map(|kv| kv.key.clone());
+        let done = !page.more || start_after.is_none() || (limit != 0 && count >= limit);
+        listed.more = page.more && limit != 0 && count >= limit;
+        if !printing.count_only {
+            if printing.json {
+                listed.kvs.extend(page.kvs);
+            } else {
+                for kv in &page.kvs {
+                    print_listed(kv, printing.keys_only);
+                }
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    match (printing.count_only, printing.json) {
+        (true, true) => print_json(&serde_json::json!({ "count": count, "more": listed.more }))?,
+        (true, false) => println!("{count}"),
+        (false, true) => print_json(&listed)?,
+        (false, false) if listed.more => eprintln!("(more keys; raise --limit)"),
+        (false, false) => {}
+    }
+    Ok(())
+}
+
+fn print_listed(kv: &KeyValueJson, keys_only: bool) {
+    if keys_only {
+        println!("{}", kv.key);
+        return;
+    }
+    let value = kv
+        .value
+        .clone()
+        .unwrap_or_else(|| format!("(base64) {}", kv.value_base64.clone().unwrap_or_default()));
+    println!("{}\t{}", kv.key, value);
+}
+
 fn read_value(value: &str) -> anyhow::Result<Bytes> {
     if value == "-" {
         let mut bytes = Vec::new();
@@ -347,21 +434,11 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 println!("OK (revision {revision})");
             }
         }
-        ClientCommand::Get { key, consistency, prefix: true, limit, .. } => {
-            let range = client.range(&key, limit, consistency).await?;
-            if flags.json {
-                print_json(&range)?;
-            } else {
-                for kv in &range.kvs {
-                    let value = kv.value.clone().unwrap_or_else(|| {
-                        format!("(base64) {}", kv.value_base64.clone().unwrap_or_default())
-                    });
-                    println!("{}\t{}", kv.key, value);
-                }
-                if range.more {
-                    eprintln!("(more keys; raise --limit)");
-                }
-            }
+        ClientCommand::Get {
+            key, consistency, prefix: true, limit, keys_only, count_only, ..
+        } => {
+            let printing = Listing { json: flags.json, keys_only, count_only };
+            list(&client, &key, consistency, limit, printing).await?;
         }
         ClientCommand::Get { key, consistency, prefix: false, .. } => {
             if key.is_empty() {
@@ -381,6 +458,14 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                 let mut stdout = std::io::stdout().lock();
                 stdout.write_all(&found.value)?;
                 stdout.flush()?;
+            }
+        }
+        ClientCommand::Del { key, prefix: true, .. } => {
+            let deleted = client.delete_prefix(&key).await?;
+            if flags.json {
+                print_json(&serde_json::json!({ "prefix": key, "deleted": deleted }))?;
+            } else {
+                println!("deleted {deleted} keys");
             }
         }
         ClientCommand::Del { key, if_revision, .. } => {

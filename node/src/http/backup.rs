@@ -83,7 +83,7 @@ pub async fn backup(
             // waits until it has applied that far, so its state holds every write the shard
             // acknowledged before; without a known leader, the read fails (503).
             let asked = Forwardable { headers: &headers, ..request };
-            let barrier = ReadQuery::Range { prefix: String::new(), limit: 1 };
+            let barrier = ReadQuery::Range { prefix: String::new(), start_after: None, limit: 1 };
             match read_in(&state, &group, barrier, ReadConsistency::Linearizable, asked).await {
                 Ok(_) => {
                     let description = format!(

@@ -12,14 +12,16 @@
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use bytes::Bytes;
-use conclave_client::api::{KeyValueJson, REVISION_HEADER, RangeJson, SHARD_HEADER};
+use conclave_client::api::{
+    DELETED_KEYS_HEADER, KeyValueJson, REVISION_HEADER, RangeJson, SHARD_HEADER,
+};
 use conclave_core::engine::{ReadConsistency, ReadQuery, ReadResult};
 use conclave_core::kv::{KvCommand, KvResponse};
 use conclave_core::shard::{ListedKey, ShardId, ShardPage, merge_pages};
 use futures::future::join_all;
 
 use super::AppState;
-use super::kv::key_value_json;
+use super::kv::listed_json;
 use super::leader::{Forwardable, to_shard};
 use super::propose::{read_in, unexpected, write_in};
 use super::reply::{self, with_header};
@@ -48,6 +50,7 @@ async fn shard_page(
     state: &AppState,
     shard: ShardId,
     query: ReadQuery,
+    keys_only: bool,
     consistency: ReadConsistency,
     request: &Forwardable<'_>,
 ) -> Result<(ShardPage<Listed>, u64), Response> {
@@ -57,7 +60,7 @@ async fn shard_page(
             let asked = Forwardable { headers: &headers, body: Bytes::new(), ..*request };
             match read_in(state, &group, query, consistency, asked).await {
                 Ok(ReadResult::Range { entries, more, revision, .. }) => {
-                    let kvs = entries.iter().map(|kv| Listed(key_value_json(kv))).collect();
+                    let kvs = entries.iter().map(|kv| Listed(listed_json(kv, keys_only))).collect();
                     return Ok((ShardPage { shard, kvs, more }, revision));
                 }
                 Ok(ReadResult::Value { .. }) => {
@@ -97,22 +100,27 @@ async fn page_of_answer(
 }
 
 /// `GET /kv?prefix=` in a sharded cluster: the first `limit` keys (0: the node's maximum) of
-/// all shards, in key order.
+/// all shards after `start_after`, in key order. Every shard is asked for a whole page after
+/// the same key, so the merged page is exactly the one a single group would answer, and its
+/// last key is where the next page starts.
 pub async fn range(
     state: &AppState,
-    prefix: String,
-    limit: u64,
+    query: ReadQuery,
+    keys_only: bool,
     consistency: ReadConsistency,
     request: Forwardable<'_>,
 ) -> Response {
     let Some(map) = state.groups.map() else {
         return reply::text(StatusCode::INTERNAL_SERVER_ERROR, "no shard map to fan out by\n");
     };
+    let ReadQuery::Range { limit, .. } = &query else {
+        return reply::text(StatusCode::INTERNAL_SERVER_ERROR, "a point read to fan out\n");
+    };
+    let limit = *limit;
     let effective_limit =
         if limit == 0 { state.config.kv_limits.max_range_limit as usize } else { limit as usize };
     let asks = map.shards().map(|(shard, _)| {
-        let query = ReadQuery::Range { prefix: prefix.clone(), limit };
-        shard_page(state, shard, query, consistency, &request)
+        shard_page(state, shard, query.clone(), keys_only, consistency, &request)
     });
     let mut pages = Vec::new();
     let mut revision = 0;
@@ -135,17 +143,19 @@ pub async fn range(
     reply::json(StatusCode::OK, &RangeJson { revision, more: merged.more, kvs })
 }
 
-/// One shard's clear: its revision and the keys it deleted, or the response that says why not.
-async fn clear_shard(
+/// One shard's part of a clear or prefix delete: its revision and the keys it deleted, or the
+/// response that says why not.
+async fn delete_in_shard(
     state: &AppState,
     shard: ShardId,
+    command: &KvCommand,
     request: &Forwardable<'_>,
 ) -> Result<(u64, u64), Response> {
     let answer = match state.groups.route_shard(shard) {
         Route::Here(group) => {
             let headers = shard_headers(request.headers, shard);
             let asked = Forwardable { headers: &headers, body: Bytes::new(), ..*request };
-            match write_in(state, &group, KvCommand::Clear, None, asked).await {
+            match write_in(state, &group, command.clone(), None, asked).await {
                 Ok(KvResponse::Clear { revision, deleted_keys }) => {
                     return Ok((revision, deleted_keys));
                 }
@@ -169,16 +179,18 @@ async fn clear_shard(
     Ok((number(REVISION_HEADER).unwrap_or(0), number(DELETED_KEYS_HEADER).unwrap_or(0)))
 }
 
-/// How many keys a clear deleted.
-pub const DELETED_KEYS_HEADER: &str = "x-conclave-deleted-keys";
-
-/// `DELETE /clear` in a sharded cluster: every shard cleared. A failure answers the first
-/// shard's error; the shards already cleared stay cleared, and a retry clears the rest.
-pub async fn clear(state: &AppState, request: Forwardable<'_>) -> Response {
+/// `DELETE /clear` or `DELETE /kv?prefix=` in a sharded cluster: `command` on every shard. A
+/// failure answers the first shard's error; the shards already done stay done, and a retry
+/// does the rest.
+pub async fn delete_many(
+    state: &AppState,
+    command: &KvCommand,
+    request: Forwardable<'_>,
+) -> Response {
     let Some(map) = state.groups.map() else {
         return reply::text(StatusCode::INTERNAL_SERVER_ERROR, "no shard map to fan out by\n");
     };
-    let clears = map.shards().map(|(shard, _)| clear_shard(state, shard, &request));
+    let clears = map.shards().map(|(shard, _)| delete_in_shard(state, shard, command, &request));
     let (mut revision, mut deleted_keys) = (0, 0);
     for answer in join_all(clears).await {
         match answer {

@@ -15,7 +15,7 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Body as HttpBody;
 
 use super::AppState;
-use super::fan_out::{self, DELETED_KEYS_HEADER};
+use super::fan_out;
 use super::key_request::{
     kv_params, parse_get, parse_put_head, put_command, read_consistency, request_key,
 };
@@ -25,6 +25,7 @@ use super::propose::{read, shard_asked, unexpected, write};
 use super::reply::{
     self, KEY_EMPTY, KEY_NOT_FOUND, VALUE_EMPTY, bad_request, etag, text, with_header,
 };
+use conclave_client::api::DELETED_KEYS_HEADER;
 use conclave_client::api::{
     DELETED_HEADER, KeyValueJson, REVISION_HEADER, RangeJson, SHARD_EPOCH_HEADER, SessionJson,
     encode_value,
@@ -225,23 +226,32 @@ pub async fn range(
         ));
     }
     let prefix = params.prefix.unwrap_or_default();
-    if prefix.len() as u64 > limits.max_key_bytes {
+    let start_after = params.start_after;
+    let longest = prefix.len().max(start_after.as_ref().map_or(0, String::len));
+    if longest as u64 > limits.max_key_bytes {
         return text(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("prefix is longer than the key limit of {} bytes\n", limits.max_key_bytes),
+            format!(
+                "prefix or start_after is longer than the key limit of {} bytes\n",
+                limits.max_key_bytes
+            ),
         );
     }
+    let keys_only = params.keys_only.unwrap_or(false);
     let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
+    let query = ReadQuery::Range { prefix, start_after, limit };
     if state.groups.is_sharded() {
         match shard_asked(&request) {
             Ok(Some(_)) => {} // one shard's page, for the node that fans out
-            Ok(None) => return fan_out::range(&state, prefix, limit, consistency, request).await,
+            Ok(None) => {
+                return fan_out::range(&state, query, keys_only, consistency, request).await;
+            }
             Err(message) => return bad_request(message),
         }
     }
-    match read(&state, ReadQuery::Range { prefix, limit }, consistency, request).await {
+    match read(&state, query, consistency, request).await {
         Ok(ReadResult::Range { entries, more, revision, .. }) => {
-            let kvs = entries.iter().map(key_value_json).collect();
+            let kvs = entries.iter().map(|kv| listed_json(kv, keys_only)).collect();
             reply::json(StatusCode::OK, &RangeJson { revision, more, kvs })
         }
         Ok(ReadResult::Value { .. }) => {
@@ -251,28 +261,72 @@ pub async fn range(
     }
 }
 
+/// `DELETE /clear`: every key.
 pub async fn clear(
     State(state): State<Arc<AppState>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let session = match parse_session(&headers) {
+    delete_many(&state, KvCommand::Clear, &method, &uri, &headers).await
+}
+
+/// `DELETE /kv?prefix=P`: every key under `P`, in one log entry per shard; the answer names
+/// how many were deleted (`x-conclave-deleted-keys`). `prefix` is required: an empty one
+/// deletes every key, as `DELETE /clear` does.
+pub async fn delete_prefix(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let params = match kv_params(&uri) {
+        Ok(params) => params,
+        Err(response) => return response,
+    };
+    let Some(prefix) = params.prefix else {
+        return bad_request(
+            "DELETE /kv needs ?prefix= (the keys to delete; an empty prefix deletes every key)",
+        );
+    };
+    if prefix.len() as u64 > state.config.kv_limits.max_key_bytes {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "prefix is longer than the key limit of {} bytes\n",
+                state.config.kv_limits.max_key_bytes
+            ),
+        );
+    }
+    let command = KvCommand::DeletePrefix { prefix };
+    delete_many(&state, command, &method, &uri, &headers).await
+}
+
+/// A write that deletes many keys (`Clear`, `DeletePrefix`): on every shard of a sharded
+/// cluster, where it takes no session.
+async fn delete_many(
+    state: &AppState,
+    command: KvCommand,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Response {
+    let session = match parse_session(headers) {
         Ok(session) => session,
         Err(message) => return bad_request(message),
     };
-    let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
+    let request = Forwardable { method, uri, headers, body: Bytes::new() };
     if state.groups.is_sharded() {
         if session.is_some() {
             return bad_request(CLEAR_TAKES_NO_SESSION.trim_end());
         }
         match shard_asked(&request) {
-            Ok(Some(_)) => {} // one shard's clear, for the node that fans out
-            Ok(None) => return fan_out::clear(&state, request).await,
+            Ok(Some(_)) => {} // one shard's part, for the node that fans out
+            Ok(None) => return fan_out::delete_many(state, &command, request).await,
             Err(message) => return bad_request(message),
         }
     }
-    match write(&state, KvCommand::Clear, session, request).await {
+    match write(state, command, session, request).await {
         Ok(KvResponse::Clear { revision, deleted_keys }) => {
             let response = with_header(StatusCode::OK.into_response(), REVISION_HEADER, revision);
             with_header(response, DELETED_KEYS_HEADER, deleted_keys)
@@ -284,8 +338,8 @@ pub async fn clear(
 
 /// Why a sharded cluster refuses a clear under a session: a session lives in one shard's group,
 /// and a clear goes to every shard.
-const CLEAR_TAKES_NO_SESSION: &str = "a clear of a sharded cluster takes no session (a \
-     session lives in one shard's group, a clear goes to every shard); clear without one\n";
+const CLEAR_TAKES_NO_SESSION: &str = "a clear or prefix delete of a sharded cluster takes no \
+     session (a session lives in one shard's group, these go to every shard); send it without one\n";
 
 /// Why a sharded cluster refuses a session without a shard.
 const SESSION_NEEDS_A_SHARD: &str = "sessions are per shard in a sharded cluster: register one \
@@ -321,6 +375,16 @@ pub async fn register_session(
 }
 
 /// A key, its value and its revisions as the JSON API shows them.
+/// A listed key: with its value, or (`keys_only`) without.
+pub fn listed_json(kv: &KeyValue, keys_only: bool) -> KeyValueJson {
+    let mut json = key_value_json(kv);
+    if keys_only {
+        json.value = None;
+        json.value_base64 = None;
+    }
+    json
+}
+
 pub fn key_value_json(kv: &KeyValue) -> KeyValueJson {
     let (value, value_base64) = encode_value(&kv.value);
     KeyValueJson {

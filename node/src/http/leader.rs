@@ -48,7 +48,7 @@ const RELAYED_RESPONSE_HEADERS: [&str; 11] = [
     "retry-after",
     conclave_client::api::REVISION_HEADER,
     conclave_client::api::DELETED_HEADER,
-    super::fan_out::DELETED_KEYS_HEADER,
+    conclave_client::api::DELETED_KEYS_HEADER,
     SHARD_EPOCH_HEADER,
     LEADER_HEADER,
 ];

@@ -86,7 +86,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/kv",
             get(kv::range)
                 .put(kv::empty_key)
-                .delete(kv::empty_key)
+                .delete(kv::delete_prefix)
                 .fallback(reply_method_not_allowed),
         )
         .route(

@@ -17,6 +17,10 @@ pub struct KvParams {
     pub consistency: Option<String>,
     pub prefix: Option<String>,
     pub limit: Option<u64>,
+    /// With `prefix`: the page after this key (the last key of the previous page).
+    pub start_after: Option<String>,
+    /// With `prefix`: keys and revisions without values.
+    pub keys_only: Option<bool>,
 }
 
 /// The query string of a `/kv` request (`ttl=30s&consistency=lease`); `None` when the URI has
