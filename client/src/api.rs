@@ -303,6 +303,9 @@ pub struct HealthJson {
     /// Why the node is not healthy (empty when it is): `no leader`, `disk full: ...`.
     #[serde(default)]
     pub reasons: Vec<String>,
+    /// The alarms raised on the node, as etcd names them: `NOSPACE` while its disk is full.
+    #[serde(default)]
+    pub alarms: Vec<String>,
 }
 
 /// The `data` of one server-sent watch event (the SSE `id` is `mod_revision`, the SSE event

@@ -114,7 +114,9 @@ fn a_full_disk_refuses_writes_keeps_serving_reads_and_resumes_by_itself() {
     read_back("while the disk is full");
     let health = client.get(format!("http://127.0.0.1:{port}/health")).send().unwrap();
     assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(health.text().unwrap().contains("disk full"));
+    let health: serde_json::Value = health.json().unwrap();
+    assert!(health["reasons"].to_string().contains("disk full"), "{health}");
+    assert_eq!(health["alarms"], serde_json::json!(["NOSPACE"]), "{health}");
     let metrics = client.get(format!("http://127.0.0.1:{port}/metrics")).send().unwrap();
     assert!(metrics.text().unwrap().contains("conclave_disk_full 1"));
 

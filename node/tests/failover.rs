@@ -99,4 +99,27 @@ fn a_five_node_cluster_serves_with_two_nodes_down() {
     for i in 0..100 {
         assert!(write_anywhere(&running, &format!("k{i}"), "v").is_some(), "write {i}");
     }
+
+    // /health is a linearizable read: healthy on every node while a quorum is up, on none
+    // once it is lost, whatever each node's own view says (`?serializable=true` is that view).
+    let health = |node: &Node, query: &str| {
+        let response = reqwest::blocking::get(node.url(&format!("/health{query}"))).ok()?;
+        let code = response.status().as_u16();
+        Some((code, response.json::<serde_json::Value>().ok()?))
+    };
+    for node in &running {
+        let (code, body) = health(node, "").expect("an answer");
+        assert_eq!(code, 200, "{body}");
+    }
+    let third = running[0].port;
+    nodes.iter_mut().find(|node| node.port == third).unwrap().kill9();
+    let survivors: Vec<&Node> = nodes.iter().filter(|node| node.pid().is_some()).collect();
+    for node in &survivors {
+        let body = wait_for("health to see the quorum lost", Duration::from_secs(20), || {
+            let (code, body) = health(node, "")?;
+            (code == 503).then_some(body)
+        });
+        let reasons = body["reasons"].to_string();
+        assert!(reasons.contains("no leader") || reasons.contains("linearizable read"), "{body}");
+    }
 }

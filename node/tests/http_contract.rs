@@ -144,6 +144,15 @@ fn the_http_contract_holds_byte_for_byte() {
 
     // Health and metrics.
     assert_eq!(client.get(node.url("/health")).send().unwrap().status(), StatusCode::OK);
+    let local = client.get(node.url("/health?serializable=true")).send().unwrap();
+    assert_eq!(local.status(), StatusCode::OK);
+    let local: serde_json::Value = local.json().unwrap();
+    assert_eq!(
+        (local["health"].clone(), local["alarms"].clone()),
+        (true.into(), serde_json::json!([]))
+    );
+    let bad = client.get(node.url("/health?serializable=maybe")).send().unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     let metrics = client.get(node.url("/metrics")).send().unwrap().text().unwrap();
     for name in
         ["conclave_has_leader", "conclave_term", "conclave_leader_changes", "conclave_commit_index"]

@@ -2,14 +2,18 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use conclave_core::engine::EngineStatus;
+use conclave_core::engine::{EngineStatus, ReadConsistency, ReadQuery};
 use conclave_core::raft::{NodeId, Role};
+use conclave_core::seams::Consensus as _;
+use serde::Deserialize;
 
 use super::AppState;
-use super::reply::json;
+use super::reply::{bad_request, json};
 use crate::member_record::MemberRecord;
 use crate::metrics_exposition::Exposition;
 use conclave_client::api::{ClusterInfoJson, HealthJson, MemberJson, MembersJson, VersionJson};
@@ -109,15 +113,48 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
-/// 200 while the node knows a leader, 503 otherwise (load balancers take it out of rotation).
-pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+/// How long `/health` waits for its linearizable read: long enough for a read index round
+/// trip to a quorum, short enough for a load balancer's probe.
+const HEALTH_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthParams {
+    serializable: Option<bool>,
+}
+
+/// `GET /health`, as etcd's: 200 only when a linearizable read succeeds within
+/// [`HEALTH_READ_TIMEOUT`] (the node reaches a leader that reaches a quorum), 503 with the
+/// reasons otherwise; `?serializable=true` judges by the node's own view (it knows a leader)
+/// without asking anyone. Alarms are listed in `alarms`: `NOSPACE` while the disk is full. As
+/// in etcd, a node with an alarm is unhealthy (its writes are refused, though reads work).
+/// Damaged data is not an alarm here: recovery refuses to start on it, and damage found while
+/// running stops the node, so a node that answers has none.
+pub async fn health(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
+    let params: HealthParams = match uri.query().map(serde_urlencoded::from_str).transpose() {
+        Ok(params) => params.unwrap_or_default(),
+        Err(error) => return bad_request(format!("invalid query string: {error}")),
+    };
     let status = state.engine.status();
     let mut reasons = Vec::new();
+    let mut alarms = Vec::new();
     if status.leader.is_none() {
         reasons.push("no leader".to_string());
+    } else if !params.serializable.unwrap_or(false) {
+        let barrier = ReadQuery::Range { prefix: String::new(), start_after: None, limit: 1 };
+        let read = state.engine.read(barrier, ReadConsistency::Linearizable);
+        match tokio::time::timeout(HEALTH_READ_TIMEOUT, read).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => reasons.push(format!("a linearizable read failed: {error}")),
+            Err(_) => reasons.push(format!(
+                "a linearizable read did not complete within {} ms (no quorum reachable?)",
+                HEALTH_READ_TIMEOUT.as_millis()
+            )),
+        }
     }
     if status.disk_full {
         // etcd's NOSPACE alarm, in words: what is refused, and that it resumes by itself.
+        alarms.push("NOSPACE".to_string());
         reasons.push(
             "disk full: writes are refused until space is freed (they resume by themselves)"
                 .to_string(),
@@ -128,6 +165,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Response {
         role: role_name(status.role).to_string(),
         leader: status.leader.map(|id| id.0),
         reasons,
+        alarms,
     };
     let code = if health.health { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     json(code, &health)
