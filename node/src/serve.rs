@@ -21,6 +21,7 @@ use crate::local_groups::LocalGroups;
 use crate::member_identity::{self, MemberIdentity};
 use crate::member_publish;
 use crate::metrics::Metrics;
+use crate::removal_watch;
 use crate::shard_layout;
 use crate::shard_map_keeper;
 use crate::stop_signals::StopSignals;
@@ -205,15 +206,22 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
         "serving"
     );
     let mut finished = engine.finished;
+    let removal = removal_watch::removed(engine.handle.clone(), config.clone());
+    let mut removed = None;
     let engine_stopped = tokio::select! {
         signal = stop_signals.next() => {
             tracing::info!(signal, "shutting down: no new connections, finishing in-flight requests");
             None
         }
+        reason = removal => {
+            tracing::error!(%reason, "stopping: this node is no longer a member");
+            removed = Some(reason);
+            None
+        }
         result = &mut finished => Some(result),
     };
     systemd_notify::stopping();
-    if engine_stopped.is_none() {
+    if engine_stopped.is_none() && removed.is_none() {
         let hand_overs = engine.groups.values().map(|group| hand_over_leadership(group, &config));
         futures::future::join_all(hand_overs).await;
     }
@@ -241,12 +249,13 @@ pub async fn run(mut config: NodeConfig) -> anyhow::Result<()> {
     let _data_dir = data_dir;
     let thread = engine.thread;
     let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-    match result {
-        Ok(Ok(())) | Err(_) => {
+    match (result, removed) {
+        (Ok(Err(reason)), _) => Err(anyhow!("the engine failed while stopping: {reason}")),
+        (_, Some(reason)) => Err(anyhow!("{reason}")),
+        (Ok(Ok(())) | Err(_), None) => {
             tracing::info!("stopped cleanly");
             Ok(())
         }
-        Ok(Err(reason)) => Err(anyhow!("the engine failed while stopping: {reason}")),
     }
 }
 

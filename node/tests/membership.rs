@@ -165,12 +165,37 @@ fn grow_from_three_to_five_under_load_and_shrink_back() {
     let location = response.headers()["location"].to_str().unwrap().to_string();
     assert!(location.contains(&format!(":{newcomer}/kv/redirected")), "location {location}");
 
+    // Every member's own list shows the newcomers with their HTTP addresses, followers' too.
+    for port in &ports {
+        let members: serde_json::Value = http()
+            .get(format!("http://127.0.0.1:{port}/cluster/members"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        for newcomer in &ports[3..] {
+            let listed = members["members"].as_array().unwrap().iter().find(|member| {
+                member["id"] == *newcomer as u64
+                    && member["http_address"] == format!("127.0.0.1:{newcomer}")
+            });
+            assert!(listed.is_some(), "node {port} lists {newcomer}: {members}");
+        }
+    }
+
     for port in ports[3..].iter().rev() {
         conclave(&initial, &["members", "remove", &format!(":{port}")]);
     }
     let mut shrunk = voters(&initial);
     shrunk.sort();
     assert_eq!(shrunk, ports[..3].iter().map(|p| *p as u64).collect::<Vec<_>>());
+    // A removed member (the leader among them) learns it, says so, and stops.
+    for node in &mut nodes[3..] {
+        wait_for("a removed member to stop", Duration::from_secs(30), || {
+            (!node.is_running()).then_some(())
+        });
+        let log = node.log();
+        assert!(log.contains(&format!("node {} was removed from the cluster", node.port)), "{log}");
+    }
     let (acknowledged, failed, slowest) = load.finish();
     println!(
         "grow 3→5 and back: {} writes acknowledged, {failed} failed, slowest {} ms",
