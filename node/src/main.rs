@@ -66,25 +66,35 @@ struct ServeArgs {
     /// and exit without starting.
     #[arg(long)]
     print_config: bool,
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line,
+    /// with every field) for log shippers.
+    #[arg(long, value_enum, env = "CONCLAVE_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(flatten)]
     options: ServeOptions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Logs to stderr at the level `RUST_LOG` names (`info` without it; a value that does not
 /// parse is an error, not a silent fallback), in colour only when stderr is a terminal (a log
 /// file or journald gets plain text).
-fn init_logging() -> anyhow::Result<()> {
+fn init_logging(format: LogFormat) -> anyhow::Result<()> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) => EnvFilter::try_new(&directives).map_err(|error| {
             anyhow::anyhow!("RUST_LOG={directives:?} is not a log filter ({error}); e.g. RUST_LOG=info or RUST_LOG=conclave_core=debug")
         })?,
         Err(_) => EnvFilter::new("info"),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
     Ok(())
 }
 
@@ -143,7 +153,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
             // The error is printed once, by `report` (not also logged: both go to stderr).
-            report(init_logging().and_then(|()| serve(*args)))
+            report(init_logging(args.log_format).and_then(|()| serve(*args)))
         }
         Command::Dev(args) => report(
             client_runtime()

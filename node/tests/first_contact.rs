@@ -247,10 +247,27 @@ fn a_cluster_of_one_needs_no_peer_port_and_startup_errors_are_printed_once() {
     let first_cause = line.split(": ").last().unwrap_or_default();
     assert_eq!(line.matches(first_cause).count(), 1, "a cause repeated: {line}");
 
-    // A log written to a file is plain text: no terminal colour codes.
+    // A log written to a file is plain text: no terminal colour codes. It tells the story:
+    // the node took the lead, at which term.
     let log = std::fs::read_to_string(dir.with_extension("log")).unwrap();
     assert!(log.contains("serving"), "{log}");
+    assert!(log.contains("this node leads") && log.contains("term=1"), "{log}");
     assert!(!log.contains('\u{1b}'), "escape codes in a log file: {log}");
+
+    // --log-format json: every line one JSON object, the events with their fields.
+    let port = free_ports(1)[0];
+    let json_logged = Node::start(port, &temp_dir("json-log"), None, &["--log-format", "json"]);
+    wait_for("a node logging JSON", START_DEADLINE, || {
+        let response = client.put(key_url(json_logged.port, "k")).body("v").send().ok()?;
+        (response.status() == StatusCode::OK).then_some(())
+    });
+    let log = json_logged.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect();
+    let led = lines.iter().find(|line| line["fields"]["message"] == "this node leads");
+    assert_eq!(led.expect("a leadership event")["fields"]["term"], 1, "{log}");
 
     // A RUST_LOG that does not parse is refused, not silently replaced by the default.
     let port = free_ports(1)[0];

@@ -179,7 +179,14 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
         validate(&config)?;
         let kv = restore_state_machine(&config, &restored, snapshot_data)?;
         let raft = Raft::new(config.node_id, config.raft.clone(), restored, rng_seed);
-        let replica = Replica::new(&config, kv, &raft, clock.monotonic_ms(), config.event_buffer);
+        let replica = Replica::new(
+            &config,
+            ShardId::META,
+            kv,
+            &raft,
+            clock.monotonic_ms(),
+            config.event_buffer,
+        );
         let (mut engine, mut handles) = Engine::assemble(
             config,
             Cores::One(raft),
@@ -225,7 +232,8 @@ impl<T: Transport, S: Storage, C: Clock> Engine<T, S, C> {
                 rng_seed ^ u64::from(group.shard.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let raft = Raft::new(config.node_id, config.raft.clone(), group.restored, group_seed);
             let event_buffer = config.event_buffer_per_hosted_group;
-            let replica = Replica::new(&config, kv, &raft, clock.monotonic_ms(), event_buffer);
+            let replica =
+                Replica::new(&config, group.shard, kv, &raft, clock.monotonic_ms(), event_buffer);
             replicas.insert(group.shard, replica);
             storages.insert(group.shard, group.storage);
             host.add_group(group.shard, raft);

@@ -29,7 +29,7 @@ use crate::raft::{
     PlantedBug, ProposeError, Raft, ReadError, ReadState, Role, Snapshot, SnapshotMeta, SoftState,
 };
 use crate::seams::{Clock, StorageJob, StorageProgress};
-use crate::shard::ShardMap;
+use crate::shard::{ShardId, ShardMap};
 
 /// After a snapshot was given up for lack of space, the next attempt waits at least this long
 /// (and for the disk-full alarm to come down): a snapshot is big, and trying again at every
@@ -38,6 +38,8 @@ const SNAPSHOT_RETRY_AFTER_MS: u64 = 5_000;
 
 pub(super) struct Replica {
     config: EngineConfig,
+    /// The group this replica belongs to (shard 0 on a single group's node), for the logs.
+    shard: ShardId,
     /// The state machine, shared with the handles for local reads (`local_reads.rs`).
     local: Arc<LocalReads>,
     /// When (monotonic ms) each recent tick was taken, newest last: turns the Raft lease,
@@ -62,6 +64,8 @@ pub(super) struct Replica {
     /// The index of an `ExpireTick` this leader proposed and that has not been applied yet.
     expire_tick_in_flight: Option<u64>,
     last_leader: NodeId,
+    /// The role at the last soft state: a campaign is logged when it starts, not per round.
+    last_role: Role,
     leader_changes: u64,
     proposals_committed: u64,
     proposals_failed: u64,
@@ -78,6 +82,7 @@ impl Replica {
     /// `started_ms` (monotonic), with a change feed of `event_buffer` events.
     pub fn new(
         config: &EngineConfig,
+        shard: ShardId,
         kv: KvStateMachine,
         raft: &Raft,
         started_ms: u64,
@@ -89,6 +94,7 @@ impl Replica {
         let last_snapshot_index = kv.applied_index();
         let next_expiry_ms = kv.next_expiry_ms();
         Replica {
+            shard,
             next_expiry_ms,
             local: Arc::new(LocalReads::new(kv, config.raft.planted())),
             tick_times_ms: VecDeque::from([(raft.tick_count(), started_ms)]),
@@ -105,6 +111,7 @@ impl Replica {
             compaction_wanted: 0,
             expire_tick_in_flight: None,
             last_leader: NodeId::NONE,
+            last_role: Role::Follower,
             leader_changes: 0,
             proposals_committed: 0,
             proposals_failed: 0,
@@ -186,6 +193,12 @@ impl Replica {
             raft.compact(compact_to);
             self.last_snapshot_index = self.last_snapshot_index.max(index);
             self.snapshot_in_progress = None;
+            tracing::info!(
+                shard = self.shard.0,
+                index,
+                compacted_to = compact_to,
+                "took a snapshot and compacted the log"
+            );
         }
     }
 
@@ -370,12 +383,25 @@ impl Replica {
     // ----------------------------------------------------------------------------------------
 
     pub fn on_soft_state(&mut self, soft_state: SoftState) {
-        if soft_state.leader != self.last_leader {
-            self.last_leader = soft_state.leader;
-            if !soft_state.leader.is_none() {
+        let SoftState { role, term, leader } = soft_state;
+        let shard = self.shard.0;
+        if leader != self.last_leader {
+            self.last_leader = leader;
+            if leader == self.config.node_id {
+                tracing::info!(shard, term, "this node leads");
+            } else if !leader.is_none() {
+                tracing::info!(shard, term, leader = leader.0, "following a new leader");
+            } else {
+                tracing::info!(shard, term, ?role, "no leader");
+            }
+            if !leader.is_none() {
                 self.leader_changes += 1;
             }
         }
+        if matches!(role, Role::Candidate | Role::PreCandidate) && role != self.last_role {
+            tracing::info!(shard, term, ?role, "campaigning for leadership");
+        }
+        self.last_role = role;
         if soft_state.role != Role::Leader {
             self.expire_tick_in_flight = None;
         }
@@ -407,6 +433,14 @@ impl Replica {
                     None
                 }
                 EntryPayload::Config(config) => {
+                    tracing::info!(
+                        shard = self.shard.0,
+                        index = entry.index,
+                        term = entry.term,
+                        voters = ?config.voters,
+                        learners = ?config.learners,
+                        "configuration changed"
+                    );
                     kv.advance_applied_index(entry.index);
                     self.pending.resolve_membership(entry.index, entry.term, Some(config));
                     None
@@ -445,6 +479,13 @@ impl Replica {
         self.pending.writes_superseded_by_snapshot(snapshot.meta.last_index);
         self.last_snapshot_index = snapshot.meta.last_index;
         raft.applied(snapshot.meta.last_index);
+        tracing::info!(
+            shard = self.shard.0,
+            index = snapshot.meta.last_index,
+            term = snapshot.meta.last_term,
+            leader = raft.leader().0,
+            "installed a snapshot from the leader"
+        );
         Ok(())
     }
 

@@ -103,7 +103,18 @@ impl WatchHub {
                 Ok(ChangeFeed::Change(event)) => self.push(event),
                 Ok(ChangeFeed::Skipped { revision }) => self.skipped_to(revision),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "watch history fell behind the engine; watches restart");
+                    // Only a watcher that is open now loses its place; with none, the history
+                    // just starts again (a watch from an old revision then hears it is gone).
+                    let watchers = self.live.get().map_or(0, |live| live.receiver_count());
+                    if watchers > 0 {
+                        tracing::warn!(
+                            missed,
+                            watchers,
+                            "watch history fell behind the engine; open watches restart"
+                        );
+                    } else {
+                        tracing::debug!(missed, "watch history fell behind the engine");
+                    }
                     self.gap();
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
