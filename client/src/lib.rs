@@ -95,6 +95,18 @@ impl Default for ClientOptions {
     }
 }
 
+/// Where a watch starts (`Client::watch_from`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchStart {
+    /// With the changes made after the stream opens.
+    Now,
+    /// With the changes of this revision and after (a single group; a sharded cluster's
+    /// revisions are per shard, so it refuses this).
+    Revision(u64),
+    /// Right after the change (or `open` event) with this SSE id.
+    After(String),
+}
+
 /// One page of a listing (`Client::range_page`).
 #[derive(Clone, Debug)]
 pub struct RangePage<'a> {
@@ -800,23 +812,57 @@ impl Client {
         prefix: &str,
         start_revision: Option<u64>,
     ) -> Result<impl Stream<Item = Result<WatchEventJson, ClientError>> + use<>, ClientError> {
+        let start = start_revision.map_or(WatchStart::Now, WatchStart::Revision);
+        let response = self.open_watch(prefix, &start).await?;
+        Ok(watch_events::events(response.bytes_stream()))
+    }
+
+    /// Like [`Client::watch`], with each change's position (its SSE id): a watch that breaks
+    /// resumes exactly after the last change it delivered with `WatchStart::After(id)`, on any
+    /// node. A position the node's history no longer holds is refused (410) with the reason.
+    pub async fn watch_from(
+        &self,
+        prefix: &str,
+        start: &WatchStart,
+    ) -> Result<impl Stream<Item = Result<PositionedEvent, ClientError>> + use<>, ClientError> {
+        let response = self.open_watch(prefix, start).await?;
+        Ok(positioned_events(response.bytes_stream()))
+    }
+
+    /// Opens `/watch` on the first endpoint that takes it (a node that is down, shutting down or
+    /// full of watchers is skipped), until the call's deadline.
+    async fn open_watch(
+        &self,
+        prefix: &str,
+        start: &WatchStart,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut path = format!("/watch?prefix={}", encode_component(prefix));
-        if let Some(revision) = start_revision {
+        if let WatchStart::Revision(revision) = start {
             path.push_str(&format!("&start_revision={revision}"));
         }
-        // A watch lives as long as the caller wants: no request timeout on the stream.
         let deadline = Instant::now() + self.options.call_deadline;
         let attempts = AtomicUsize::new(0);
         let failures = Attempts::new(self.options.dial_timeout);
-        let response = retry::until_deadline(deadline, || async {
+        retry::until_deadline(deadline, || async {
             let base = self.target(attempts.fetch_add(1, Ordering::Relaxed), false);
-            let request = self
+            // A watch lives as long as the caller wants: no request timeout on the stream.
+            let mut request = self
                 .http
                 .get(format!("{base}{path}"))
                 .header("accept", "text/event-stream")
                 .timeout(Duration::from_secs(365 * 24 * 3600));
+            if let WatchStart::After(id) = start {
+                request = request.header("last-event-id", id);
+            }
             match request.send().await {
                 Ok(response) if response.status() == StatusCode::OK => Ok(response),
+                Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    let reason = response.text().await.unwrap_or_default();
+                    match failures.record(AttemptFailure::answered(&base, reason.trim())) {
+                        true => Err(Failure::Transient(None)),
+                        false => Err(Failure::Permanent(None)),
+                    }
+                }
                 Ok(response) => Err(Failure::Permanent(Some(rejected(response).await))),
                 Err(error) => {
                     let failure =
@@ -829,8 +875,12 @@ impl Client {
             }
         })
         .await
-        .map_err(|rejected| rejected.unwrap_or_else(|| failures.into_error()))?;
-        Ok(watch_events::events(response.bytes_stream()))
+        .map_err(|rejected| rejected.unwrap_or_else(|| failures.into_error()))
+    }
+
+    /// Whether the cluster is sharded (its nodes said so), as far as this client knows.
+    pub async fn is_sharded(&self) -> bool {
+        self.current_routes().await.is_some()
     }
 }
 

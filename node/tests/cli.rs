@@ -354,6 +354,56 @@ fn listings_page_through_any_number_of_keys_and_prefix_deletes_count() {
 }
 
 #[test]
+fn a_watch_resumes_on_another_node_without_losing_or_repeating_a_change() {
+    let mut nodes = support::cluster("cli-watch", 3);
+    support::leader_of(&nodes, Duration::from_secs(30));
+    // The watch opens on the first endpoint, which is killed midway.
+    let endpoints: Vec<String> = nodes.iter().map(|node| format!(":{}", node.port)).collect();
+    let mut watch = Command::new(BINARY)
+        .args(["watch", "w/", &format!("--endpoints={}", endpoints.join(","))])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let others = endpoints[1..].join(",");
+    let put = |i: usize| {
+        let output = conclave(&others, &["put", &format!("w/{i}"), &format!("v{i}")]);
+        assert!(output.status.success(), "{output:?}");
+    };
+    let next_line = || lines.recv_timeout(Duration::from_secs(30)).expect("a watched change");
+    put(1);
+    // The first change arrived: the stream is open on the first node.
+    assert!(next_line().ends_with("put w/1 = v1"));
+    put(2);
+    nodes[0].kill9();
+    for i in 3..=5 {
+        put(i);
+    }
+    let mut seen = vec!["put w/1 = v1".to_string()];
+    for _ in 2..=5 {
+        let line = next_line();
+        seen.push(line.split_once(' ').unwrap().1.to_string());
+    }
+    let expected: Vec<String> = (1..=5).map(|i| format!("put w/{i} = v{i}")).collect();
+    assert_eq!(seen, expected, "every change once, in order");
+    watch.kill().unwrap();
+    let output = watch.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("resuming after event"), "{stderr}");
+    assert!(lines.try_recv().is_err(), "no change printed twice");
+}
+
+#[test]
 fn completion_scripts_load_in_their_shells() {
     let bash = Command::new(BINARY).args(["completion", "bash"]).output().unwrap();
     assert!(bash.status.success());

@@ -14,9 +14,13 @@ use clap::{Args, Subcommand};
 use futures::StreamExt;
 
 use conclave_client::api::{
-    CompareJson, KeyValueJson, RangeJson, ShardsJson, TxnOpJson, TxnRequestJson, encode_value,
+    CompareJson, KeyValueJson, RangeJson, ShardsJson, TxnOpJson, TxnRequestJson, WatchEventJson,
+    encode_value,
 };
-use conclave_client::{Client, ClientError, ClientOptions, Consistency, Precondition, RangePage};
+use conclave_client::{
+    Client, ClientError, ClientOptions, Consistency, PositionedEvent, Precondition, RangePage,
+    WatchStart,
+};
 
 pub const EXIT_CODES_HELP: &str = "Exit codes of the client commands: 0 success, 1 bad usage or \
 local error (no node asked), 2 key not found, 3 condition failed (cas, --if-absent, \
@@ -261,6 +265,78 @@ fn client(flags: &ClientFlags) -> Result<Client, ClientError> {
             ..ClientOptions::default()
         },
     )
+}
+
+/// `watch`: the changes under `prefix`, printed as they come, until interrupted. A stream that
+/// breaks (its node died or stopped) is resumed on another endpoint right after the last
+/// change printed, so no change is lost or printed twice; a resume the cluster's history can no
+/// longer serve ends the command with the reason (410: the changes since are gone).
+async fn watch(
+    client: &Client,
+    flags: &ClientFlags,
+    prefix: &str,
+    from_revision: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut start = match from_revision {
+        Some(revision) => WatchStart::Revision(revision),
+        None => {
+            // "From now" as a revision, so that a stream that breaks before its first change
+            // still resumes at the right place (a sharded cluster's revisions are per shard:
+            // there, the stream's first event names its place).
+            let now = client.range(prefix, 1, Consistency::Linearizable).await?;
+            match client.is_sharded().await {
+                true => WatchStart::Now,
+                false => WatchStart::Revision(now.revision + 1),
+            }
+        }
+    };
+    loop {
+        let mut events = Box::pin(client.watch_from(prefix, &start).await?);
+        let broken = loop {
+            match events.next().await {
+                None => break "the node ended the stream".to_string(),
+                Some(Ok(PositionedEvent { id, change })) => {
+                    if let Some(event) = change {
+                        print_watch_event(flags, &event)?;
+                    }
+                    start = WatchStart::After(id);
+                }
+                Some(Err(ClientError::Unavailable { errors, .. })) => break errors,
+                Some(Err(error)) => return Err(error.into()),
+            }
+        };
+        let from = match &start {
+            WatchStart::After(id) => format!("after event {id}"),
+            WatchStart::Revision(revision) => format!("from revision {revision}"),
+            WatchStart::Now => "from now: changes made before the stream reopens are not seen, \
+                                 as none had been delivered to resume after"
+                .to_string(),
+        };
+        eprintln!("conclave: the watch stream broke ({broken}); resuming {from}");
+        tokio::time::sleep(WATCH_RESUME_PAUSE).await;
+    }
+}
+
+/// A pause before a broken watch is reopened: a node that ends streams at once is not hammered.
+const WATCH_RESUME_PAUSE: Duration = Duration::from_millis(200);
+
+fn print_watch_event(flags: &ClientFlags, event: &WatchEventJson) -> anyhow::Result<()> {
+    if flags.json {
+        return print_json(event);
+    }
+    let value = event
+        .value
+        .clone()
+        .or_else(|| event.value_base64.as_ref().map(|b| format!("(base64) {b}")));
+    match value {
+        Some(value) => {
+            println!("{} {} {} = {}", event.mod_revision, event.kind, event.key, value)
+        }
+        None => println!("{} {} {}", event.mod_revision, event.kind, event.key),
+    }
+    // Each change is out before the next is awaited: a pipe reader sees it at once.
+    std::io::stdout().flush()?;
+    Ok(())
 }
 
 /// How `get --prefix` prints.
@@ -531,25 +607,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             }
         }
         ClientCommand::Watch { prefix, from_revision, .. } => {
-            let mut events = Box::pin(client.watch(&prefix, from_revision).await?);
-            while let Some(event) = events.next().await {
-                let event = event?;
-                if flags.json {
-                    print_json(&event)?;
-                } else {
-                    let value = event
-                        .value
-                        .clone()
-                        .or_else(|| event.value_base64.as_ref().map(|b| format!("(base64) {b}")));
-                    match value {
-                        Some(value) => println!(
-                            "{} {} {} = {}",
-                            event.mod_revision, event.kind, event.key, value
-                        ),
-                        None => println!("{} {} {}", event.mod_revision, event.kind, event.key),
-                    }
-                }
-            }
+            watch(&client, flags, &prefix, from_revision).await?;
         }
         ClientCommand::Status { .. } => {
             let mut rows = Vec::new();
