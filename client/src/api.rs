@@ -288,6 +288,9 @@ pub struct ClusterInfoJson {
     pub proposals_failed: u64,
     pub proposals_pending: u64,
     pub members: Vec<MemberJson>,
+    /// Bytes of files in the node's data directory (its log, snapshots and state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

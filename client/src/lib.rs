@@ -735,7 +735,16 @@ impl Client {
     }
 
     pub async fn members(&self) -> Result<MembersJson, ClientError> {
-        ok_json(self.send(&Call::read("/cluster/members".into(), false)).await?).await
+        // The leader's list has each member's lag; a follower's has none.
+        let info = self.cluster_info().await?;
+        if info.role != "leader"
+            && let Some(leader) = &info.leader_http_address
+            && let Ok(base) = endpoint::base_url(leader)
+            && let Ok(members) = self.json_of(&base, "/cluster/members").await
+        {
+            return Ok(members);
+        }
+        Ok(MembersJson { members: info.members })
     }
 
     /// A membership change at the leader: `add-learner`, `promote` or `remove` of `member`

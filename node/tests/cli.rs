@@ -404,6 +404,53 @@ fn a_watch_resumes_on_another_node_without_losing_or_repeating_a_change() {
 }
 
 #[test]
+fn output_formats_and_a_status_of_the_whole_cluster_from_one_endpoint() {
+    let nodes = support::cluster("cli-formats", 3);
+    let leader = support::leader_of(&nodes, Duration::from_secs(30));
+    let follower = nodes.iter().find(|node| node.port != leader).unwrap().port;
+    let one = format!(":{follower}");
+    assert!(conclave(&one, &["put", "k", "v"]).status.success());
+
+    // status --cluster: every member, found through one endpoint, with version and data size.
+    let status = conclave(&one, &["status", "--cluster", "-w", "json"]);
+    assert_eq!(status.status.code(), Some(0), "{status:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let mut ids: Vec<u64> =
+        rows.as_array().unwrap().iter().map(|row| row["info"]["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    let mut ports: Vec<u64> = nodes.iter().map(|node| u64::from(node.port)).collect();
+    ports.sort_unstable();
+    assert_eq!(ids, ports);
+    for row in rows.as_array().unwrap() {
+        assert_eq!(row["version"], env!("CARGO_PKG_VERSION"));
+        assert!(row["info"]["data_dir_bytes"].as_u64().unwrap() > 0, "{row}");
+    }
+    let table = stdout(&conclave(&one, &["status", "--cluster"]));
+    assert!(table.contains("VERSION") && table.contains("DATA"), "{table}");
+    assert_eq!(table.matches("| leader ").count(), 1, "{table}");
+    let simple = stdout(&conclave(&one, &["status", "-w", "simple"]));
+    assert_eq!(simple.lines().count(), 1, "{simple}");
+    assert!(simple.starts_with(&format!("127.0.0.1:{follower}, {follower}, ")), "{simple}");
+
+    // members list from a follower asks the leader: every member's lag is known.
+    let members = conclave(&one, &["members", "list", "--json"]);
+    let members: serde_json::Value = serde_json::from_slice(&members.stdout).unwrap();
+    for member in members["members"].as_array().unwrap() {
+        assert!(member["lag"].is_u64(), "{members}");
+    }
+
+    // get in each format.
+    assert_eq!(stdout(&conclave(&one, &["get", "k"])), "v");
+    let table = stdout(&conclave(&one, &["get", "k", "-w", "table"]));
+    assert!(table.contains("MOD REVISION") && table.contains("| k "), "{table}");
+    let json = conclave(&one, &["get", "k", "--write-out", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["value"], "v");
+    let listed = stdout(&conclave(&one, &["get", "--prefix", "", "-w", "table"]));
+    assert!(listed.contains("| k ") && listed.contains("| v "), "{listed}");
+}
+
+#[test]
 fn completion_scripts_load_in_their_shells() {
     let bash = Command::new(BINARY).args(["completion", "bash"]).output().unwrap();
     assert!(bash.status.success());

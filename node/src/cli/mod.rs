@@ -13,6 +13,10 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 
+mod output;
+
+pub use self::output::WriteOut;
+use self::output::print_rows;
 use conclave_client::api::{
     CompareJson, KeyValueJson, RangeJson, ShardsJson, TxnOpJson, TxnRequestJson, WatchEventJson,
     encode_value,
@@ -41,9 +45,13 @@ pub struct ClientFlags {
         global = true
     )]
     pub endpoints: String,
-    /// Print JSON instead of plain text.
+    /// Print JSON instead of plain text (as `-w json`).
     #[arg(long, env = "CONCLAVE_JSON", global = true)]
     pub json: bool,
+    /// The output format: `simple` (one line per item), `json` or `table` (each command has
+    /// its own default: a table for `status`, `members list` and `shards`).
+    #[arg(short = 'w', long, value_enum, env = "CONCLAVE_WRITE_OUT", global = true)]
+    pub write_out: Option<WriteOut>,
     /// Give up after this many seconds, retries included (`backup`: of silence from the node).
     #[arg(long, env = "CONCLAVE_TIMEOUT_SECS", default_value_t = 15, global = true)]
     pub timeout_secs: u64,
@@ -139,8 +147,13 @@ pub enum ClientCommand {
         #[command(flatten)]
         flags: ClientFlags,
     },
-    /// Each endpoint's view: role, term, leader, commit and applied index.
+    /// Each endpoint's view: version, data size, role, term, leader, last, commit and applied
+    /// index (exit 4 if an endpoint does not answer).
     Status {
+        /// Every member of the cluster, as the endpoints' leader lists them, instead of the
+        /// endpoints alone.
+        #[arg(long)]
+        cluster: bool,
         #[command(flatten)]
         flags: ClientFlags,
     },
@@ -171,6 +184,16 @@ pub enum ClientCommand {
     },
 }
 
+impl ClientFlags {
+    /// The output format asked for (`--json` is `-w json`), else the command's `default`.
+    pub fn format(&self, default: WriteOut) -> WriteOut {
+        match (self.json, self.write_out) {
+            (true, _) => WriteOut::Json,
+            (false, asked) => asked.unwrap_or(default),
+        }
+    }
+}
+
 impl ClientCommand {
     /// The client flags given with the command.
     pub fn flags(&self) -> &ClientFlags {
@@ -181,7 +204,7 @@ impl ClientCommand {
             | ClientCommand::Cas { flags, .. }
             | ClientCommand::Txn { flags, .. }
             | ClientCommand::Watch { flags, .. }
-            | ClientCommand::Status { flags }
+            | ClientCommand::Status { flags, .. }
             | ClientCommand::Version { flags }
             | ClientCommand::Shards { flags }
             | ClientCommand::Members { flags, .. }
@@ -339,10 +362,32 @@ fn print_watch_event(flags: &ClientFlags, event: &WatchEventJson) -> anyhow::Res
     Ok(())
 }
 
+/// The HTTP endpoints of every member, as the cluster's leader lists them (`status --cluster`).
+async fn member_endpoints(client: &Client) -> Result<Vec<String>, ClientError> {
+    let members = client.members().await?;
+    let addresses = members.members.iter().filter_map(|member| member.http_address.as_deref());
+    addresses.map(conclave_client::endpoint::base_url).collect()
+}
+
+/// `bytes` for a person: `512 B`, `1.5 KiB`, `20.0 MiB`, `3.2 GiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut size = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while size >= 1024.0 && unit + 1 < UNITS.len() {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{size:.1} {}", UNITS[unit])
+}
+
 /// How `get --prefix` prints.
 #[derive(Clone, Copy)]
 struct Listing {
-    json: bool,
+    format: WriteOut,
     keys_only: bool,
     count_only: bool,
 }
@@ -381,11 +426,13 @@ async fn list(
         let done = !page.more || start_after.is_none() || (limit != 0 && count >= limit);
         listed.more = page.more && limit != 0 && count >= limit;
         if !printing.count_only {
-            if printing.json {
-                listed.kvs.extend(page.kvs);
-            } else {
-                for kv in &page.kvs {
-                    print_listed(kv, printing.keys_only);
+            match printing.format {
+                // One JSON object, or one table, once every page is in.
+                WriteOut::Json | WriteOut::Table => listed.kvs.extend(page.kvs),
+                WriteOut::Simple => {
+                    for kv in &page.kvs {
+                        print_listed(kv, printing.keys_only);
+                    }
                 }
             }
         }
@@ -393,12 +440,35 @@ async fn list(
             break;
         }
     }
-    match (printing.count_only, printing.json) {
-        (true, true) => print_json(&serde_json::json!({ "count": count, "more": listed.more }))?,
-        (true, false) => println!("{count}"),
-        (false, true) => print_json(&listed)?,
-        (false, false) if listed.more => eprintln!("(more keys; raise --limit)"),
-        (false, false) => {}
+    match (printing.count_only, printing.format) {
+        (true, WriteOut::Json) => {
+            print_json(&serde_json::json!({ "count": count, "more": listed.more }))?
+        }
+        (true, _) => println!("{count}"),
+        (false, WriteOut::Json) => print_json(&listed)?,
+        (false, WriteOut::Table) => {
+            let rows: Vec<Vec<String>> = listed
+                .kvs
+                .iter()
+                .map(|kv| {
+                    let mut row = vec![kv.key.clone()];
+                    if !printing.keys_only {
+                        row.push(shown_value(kv));
+                    }
+                    row.push(kv.mod_revision.to_string());
+                    row
+                })
+                .collect();
+            let header: &[&str] = match printing.keys_only {
+                true => &["KEY", "MOD REVISION"],
+                false => &["KEY", "VALUE", "MOD REVISION"],
+            };
+            print_rows(WriteOut::Table, header, &rows);
+        }
+        (false, WriteOut::Simple) => {}
+    }
+    if listed.more && printing.format != WriteOut::Json {
+        eprintln!("(more keys; raise --limit)");
     }
     Ok(())
 }
@@ -408,11 +478,14 @@ fn print_listed(kv: &KeyValueJson, keys_only: bool) {
         println!("{}", kv.key);
         return;
     }
-    let value = kv
-        .value
+    println!("{}\t{}", kv.key, shown_value(kv));
+}
+
+/// A listed value as text: itself, or `(base64) …` when it is not UTF-8.
+fn shown_value(kv: &KeyValueJson) -> String {
+    kv.value
         .clone()
-        .unwrap_or_else(|| format!("(base64) {}", kv.value_base64.clone().unwrap_or_default()));
-    println!("{}\t{}", kv.key, value);
+        .unwrap_or_else(|| format!("(base64) {}", kv.value_base64.clone().unwrap_or_default()))
 }
 
 fn read_value(value: &str) -> anyhow::Result<Bytes> {
@@ -477,7 +550,8 @@ fn exit_code_of(error: &ClientError) -> u8 {
 
 /// Runs a client command; returns the process exit code.
 pub async fn run(command: ClientCommand) -> ExitCode {
-    let flags = command.flags().clone();
+    let mut flags = command.flags().clone();
+    flags.json |= flags.write_out == Some(WriteOut::Json);
     match execute(&flags, command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -513,7 +587,8 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
         ClientCommand::Get {
             key, consistency, prefix: true, limit, keys_only, count_only, ..
         } => {
-            let printing = Listing { json: flags.json, keys_only, count_only };
+            let format = flags.format(WriteOut::Simple);
+            let printing = Listing { format, keys_only, count_only };
             list(&client, &key, consistency, limit, printing).await?;
         }
         ClientCommand::Get { key, consistency, prefix: false, .. } => {
@@ -524,16 +599,24 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             let Some(found) = client.get(&key, consistency).await? else {
                 return Err(ClientError::NotFound.into());
             };
-            if flags.json {
-                let (value, value_base64) = encode_value(&found.value);
-                print_json(&serde_json::json!({
+            let (value, value_base64) = encode_value(&found.value);
+            match flags.format(WriteOut::Simple) {
+                WriteOut::Json => print_json(&serde_json::json!({
                     "key": key, "value": value, "value_base64": value_base64,
                     "mod_revision": found.mod_revision,
-                }))?;
-            } else {
-                let mut stdout = std::io::stdout().lock();
-                stdout.write_all(&found.value)?;
-                stdout.flush()?;
+                }))?,
+                WriteOut::Table => {
+                    let shown = value.unwrap_or_else(|| {
+                        format!("(base64) {}", value_base64.unwrap_or_default())
+                    });
+                    let row = vec![key, shown, found.mod_revision.to_string()];
+                    print_rows(WriteOut::Table, &["KEY", "VALUE", "MOD REVISION"], &[row]);
+                }
+                WriteOut::Simple => {
+                    let mut stdout = std::io::stdout().lock();
+                    stdout.write_all(&found.value)?;
+                    stdout.flush()?;
+                }
             }
         }
         ClientCommand::Del { key, prefix: true, .. } => {
@@ -609,16 +692,25 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
         ClientCommand::Watch { prefix, from_revision, .. } => {
             watch(&client, flags, &prefix, from_revision).await?;
         }
-        ClientCommand::Status { .. } => {
+        ClientCommand::Status { cluster, .. } => {
+            let endpoints = match cluster {
+                false => client.endpoints().to_vec(),
+                true => member_endpoints(&client).await?,
+            };
             let mut rows = Vec::new();
-            for base in client.endpoints() {
+            let mut versions = Vec::new();
+            for base in &endpoints {
                 rows.push((base.clone(), client.cluster_info_of(base).await));
+                versions.push(client.version_of(base).await.ok().map(|answer| answer.version));
             }
             if flags.json {
                 let json: Vec<serde_json::Value> = rows
                     .iter()
-                    .map(|(base, info)| match info {
-                        Ok(info) => serde_json::json!({ "endpoint": base, "info": info }),
+                    .zip(&versions)
+                    .map(|((base, info), version)| match info {
+                        Ok(info) => {
+                            serde_json::json!({ "endpoint": base, "version": version, "info": info })
+                        }
                         Err(error) => {
                             serde_json::json!({ "endpoint": base, "error": error.to_string() })
                         }
@@ -626,28 +718,40 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                     .collect();
                 print_json(&json)?;
             } else {
-                println!(
-                    "{:<24} {:>6} {:<13} {:>5} {:>7} {:>8} {:>8}",
-                    "ENDPOINT", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED"
-                );
-                for (base, info) in &rows {
-                    match info {
-                        Ok(info) => println!(
-                            "{:<24} {:>6} {:<13} {:>5} {:>7} {:>8} {:>8}",
-                            base.trim_start_matches("http://"),
-                            info.id,
-                            info.role,
-                            info.term,
-                            info.leader.map_or("-".to_string(), |id| id.to_string()),
-                            info.commit_index,
-                            info.applied_index
-                        ),
-                        Err(error) => println!(
-                            "{:<24} unreachable: {error}",
-                            base.trim_start_matches("http://")
-                        ),
-                    }
-                }
+                let or_dash = |id: Option<u64>| id.map_or("-".to_string(), |id| id.to_string());
+                let table: Vec<Vec<String>> = rows
+                    .iter()
+                    .zip(&versions)
+                    .map(|((base, info), version)| {
+                        let endpoint = base.trim_start_matches("http://").to_string();
+                        match info {
+                            Ok(info) => vec![
+                                endpoint,
+                                info.id.to_string(),
+                                version.clone().unwrap_or_else(|| "-".into()),
+                                info.data_dir_bytes.map_or("-".into(), human_bytes),
+                                info.role.clone(),
+                                info.term.to_string(),
+                                or_dash(info.leader),
+                                info.last_index.to_string(),
+                                info.commit_index.to_string(),
+                                info.applied_index.to_string(),
+                                String::new(),
+                            ],
+                            Err(error) => {
+                                let mut row = vec![endpoint];
+                                row.extend(std::iter::repeat_n("-".to_string(), 9));
+                                row.push(format!("unreachable: {error}"));
+                                row
+                            }
+                        }
+                    })
+                    .collect();
+                let header = [
+                    "ENDPOINT", "ID", "VERSION", "DATA", "ROLE", "TERM", "LEADER", "INDEX",
+                    "COMMIT", "APPLIED", "ERRORS",
+                ];
+                print_rows(flags.format(WriteOut::Table), &header, &table);
             }
             // Every endpoint is shown; one that did not answer makes the exit code 4, so that
             // a script checking the cluster's members notices.
@@ -668,6 +772,16 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
                     })
                     .collect();
                 print_json(&serde_json::json!({ "client": client_version, "servers": servers }))?;
+            } else if flags.format(WriteOut::Simple) == WriteOut::Table {
+                let mut rows = vec![vec!["client".to_string(), "-".into(), client_version.into()]];
+                rows.extend(servers.iter().map(|(base, answer)| {
+                    let base = base.trim_start_matches("http://").to_string();
+                    match answer {
+                        Ok(server) => vec![base, server.id.to_string(), server.version.clone()],
+                        Err(error) => vec![base, "-".into(), format!("unreachable: {error}")],
+                    }
+                }));
+                print_rows(WriteOut::Table, &["ENDPOINT", "ID", "VERSION"], &rows);
             } else {
                 println!("client {client_version}");
                 for (base, answer) in &servers {
@@ -736,7 +850,7 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             if flags.json {
                 print_json(&shards)?;
             } else {
-                print_shards(&shards);
+                print_shards(flags.format(WriteOut::Table), &shards);
             }
         }
         ClientCommand::Members { command: MembersCommand::List, .. } => {
@@ -744,23 +858,23 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
             if flags.json {
                 print_json(&members)?;
             } else {
-                // 16 columns: a named member's id is below 2^53, at most 16 digits.
-                println!(
-                    "{:>16} {:<12} {:<8} {:<7} {:<22} {:<22} {:>8}",
-                    "ID", "NAME", "ROLE", "LEADER", "HTTP", "PEER", "LAG"
-                );
-                for member in &members.members {
-                    println!(
-                        "{:>16} {:<12} {:<8} {:<7} {:<22} {:<22} {:>8}",
-                        member.id,
-                        member.name.as_deref().unwrap_or("-"),
-                        member.role,
-                        if member.is_leader { "yes" } else { "" },
-                        member.http_address.clone().unwrap_or_default(),
-                        member.peer_address.clone().unwrap_or_default(),
-                        member.lag.map_or("-".to_string(), |lag| lag.to_string())
-                    );
-                }
+                let rows: Vec<Vec<String>> = members
+                    .members
+                    .iter()
+                    .map(|member| {
+                        vec![
+                            member.id.to_string(),
+                            member.name.clone().unwrap_or_else(|| "-".into()),
+                            member.role.clone(),
+                            if member.is_leader { "yes" } else { "" }.to_string(),
+                            member.http_address.clone().unwrap_or_default(),
+                            member.peer_address.clone().unwrap_or_default(),
+                            member.lag.map_or("-".to_string(), |lag| lag.to_string()),
+                        ]
+                    })
+                    .collect();
+                let header = ["ID", "NAME", "ROLE", "LEADER", "HTTP", "PEER", "LAG"];
+                print_rows(flags.format(WriteOut::Table), &header, &rows);
             }
         }
     }
@@ -768,30 +882,46 @@ async fn execute(flags: &ClientFlags, command: ClientCommand) -> anyhow::Result<
 }
 
 /// `conclave shards` as a table.
-fn print_shards(shards: &ShardsJson) {
+fn print_shards(format: WriteOut, shards: &ShardsJson) {
     println!("shard map epoch {}, {} slots", shards.epoch, shards.slot_count);
-    println!(
-        "{:>5} {:<20} {:>6} {:<28} {:>7} {:>5} {:>9} {:>5}",
-        "SHARD", "SLOTS", "COUNT", "REPLICAS", "LEADER", "TERM", "APPLIED", "LAG"
-    );
     let or_dash = |value: Option<u64>| value.map_or("-".to_string(), |value| value.to_string());
-    for shard in &shards.shards {
-        let replicas: Vec<String> = shard.replicas.iter().map(u64::to_string).collect();
-        let mut slots = shard.slots.clone();
-        if slots.len() > 20 {
-            slots.truncate(17);
-            slots.push_str("...");
-        }
-        println!(
-            "{:>5} {:<20} {:>6} {:<28} {:>7} {:>5} {:>9} {:>5}",
-            shard.shard,
-            slots,
-            shard.slot_count,
-            replicas.join(","),
-            or_dash(shard.leader),
-            or_dash(shard.term),
-            or_dash(shard.applied_index),
-            or_dash(shard.lag)
-        );
+    let rows: Vec<Vec<String>> = shards
+        .shards
+        .iter()
+        .map(|shard| {
+            let replicas: Vec<String> = shard.replicas.iter().map(u64::to_string).collect();
+            let mut slots = shard.slots.clone();
+            if slots.len() > 20 {
+                slots.truncate(17);
+                slots.push_str("...");
+            }
+            vec![
+                shard.shard.to_string(),
+                slots,
+                shard.slot_count.to_string(),
+                replicas.join(" "),
+                or_dash(shard.leader),
+                or_dash(shard.term),
+                or_dash(shard.applied_index),
+                or_dash(shard.lag),
+            ]
+        })
+        .collect();
+    let header = ["SHARD", "SLOTS", "COUNT", "REPLICAS", "LEADER", "TERM", "APPLIED", "LAG"];
+    print_rows(format, &header, &rows);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(20 * 1024 * 1024), "20.0 MiB");
+        assert_eq!(human_bytes(3 << 40), "3.0 TiB");
+        assert_eq!(human_bytes(u64::MAX), "16777216.0 TiB");
     }
 }

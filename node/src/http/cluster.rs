@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::reply::{bad_request, json};
+use crate::data_dir::member_dir;
 use crate::member_record::MemberRecord;
 use crate::metrics_exposition::Exposition;
 use conclave_client::api::{ClusterInfoJson, HealthJson, MemberJson, MembersJson, VersionJson};
@@ -86,8 +87,30 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
         proposals_failed: status.proposals_failed,
         proposals_pending: status.proposals_pending as u64,
         members: members_of(&state, &status),
+        data_dir_bytes: data_dir_bytes(&state).await,
     };
     json(StatusCode::OK, &info)
+}
+
+/// The size of the files in this node's data directory, walked off the async runtime (a
+/// sharded node's has a directory per group); `None` if it cannot be read.
+async fn data_dir_bytes(state: &AppState) -> Option<u64> {
+    let dir = member_dir(&state.config.working_dir, &state.config.data_dir_member());
+    tokio::task::spawn_blocking(move || directory_bytes(&dir)).await.ok()?
+}
+
+/// A file removed while the directory is walked (a compacted segment) counts as gone.
+fn directory_bytes(dir: &std::path::Path) -> Option<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_dir() {
+            total += directory_bytes(&entry.path()).unwrap_or(0);
+        } else if kind.is_file() {
+            total += entry.metadata().map_or(0, |metadata| metadata.len());
+        }
+    }
+    Some(total)
 }
 
 pub async fn members(State(state): State<Arc<AppState>>) -> Response {
