@@ -358,8 +358,11 @@ pub fn print_summary(totals: &CampaignTotals, replay_hint: &dyn Fn(u64) -> Strin
     let kinds: BTreeSet<&str> = totals.failures.iter().map(|s| s.outcome.as_str()).collect();
     if totals.shard_count > 1 {
         println!(
-            "campaign:             seeds {}..{}, shards {:?} of {}",
-            totals.first_seed, totals.end_seed, totals.shards, totals.shard_count
+            "campaign:             seeds {}..{}, shards {} of {}",
+            totals.first_seed,
+            totals.end_seed,
+            totals.shards.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            totals.shard_count
         );
     }
     println!("seeds run:            {}", totals.seeds_run);
@@ -413,7 +416,9 @@ pub fn print_summary(totals: &CampaignTotals, replay_hint: &dyn Fn(u64) -> Strin
         totals.counters.removals,
         totals.counters.transfers
     );
-    println!("fault kinds (seeds):  {:?}", totals.fault_families);
+    let families: Vec<String> =
+        totals.fault_families.iter().map(|(family, seeds)| format!("{family} {seeds}")).collect();
+    println!("fault kinds (seeds):  {}", families.join(", "));
     println!(
         "excused lease reads:  {} in {} seeds (stale reads whose lease rested on a clock that drifted past the lease's bound during it: the server's, or the newer leader's or one of its voters'; every other read is checked)",
         totals.counters.excused_lease_reads, totals.lease_anomalies
@@ -422,7 +427,13 @@ pub fn print_summary(totals: &CampaignTotals, replay_hint: &dyn Fn(u64) -> Strin
         "excused lease overlaps: {} (a leader leasing after a newer one was elected, excused the same way; every other overlap fails its seed)",
         totals.counters.excused_lease_overlaps
     );
-    println!("failures:             {} {:?}", totals.failures.len(), kinds);
+    match kinds.is_empty() {
+        true => println!("failures:             0"),
+        false => {
+            let kinds: Vec<&str> = kinds.into_iter().collect();
+            println!("failures:             {} ({})", totals.failures.len(), kinds.join(", "));
+        }
+    }
     for failure in totals.failures.iter().take(20) {
         println!("  seed {} ({}): {}", failure.seed, failure.outcome, failure.detail);
         println!("    replay: {}", replay_hint(failure.seed));

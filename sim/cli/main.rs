@@ -234,7 +234,7 @@ pub fn summarize(report: &RunReport) -> SeedSummary {
         Outcome::Pass => ("pass".to_string(), String::new()),
         Outcome::LeaseAnomalyUnderExcessiveDrift => ("lease-anomaly".to_string(), String::new()),
         Outcome::Fail { kind, detail } => (
-            format!("{kind:?}").to_lowercase(),
+            kind.to_string(),
             detail.lines().next().unwrap_or_default().chars().take(300).collect(),
         ),
     };
@@ -352,16 +352,11 @@ fn main() -> Result<()> {
         }
         Command::Replay { seed, schedule, out, draw } => {
             let config = load_config(seed, &schedule, &draw)?;
-            println!("{config}");
             let report = run(&config, RunOptions { keep_history: true, explain_violations: true });
-            print!("{}", artifacts::describe(&report));
             let directory =
                 out.unwrap_or_else(|| PathBuf::from(format!("sim-failures/seed-{}", config.seed)));
             artifacts::write(&directory, &config, &report)?;
-            println!(
-                "wrote config.json, schedule.txt, report.txt, history.jsonl, timeline.html to {}",
-                directory.display()
-            );
+            print!("{}", artifacts::summary(&config, &report, &directory));
             if report.outcome.is_failure() {
                 std::process::exit(1);
             }

@@ -164,6 +164,52 @@ pub struct ObservedStats {
     pub damaged_restarts_intact: u64,
 }
 
+/// One line per count, in words, for a replay's report.
+impl std::fmt::Display for ObservedStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ObservedStats {
+            leader_terms,
+            config_changes,
+            entries_committed,
+            messages,
+            snapshots_installed,
+            snapshot_messages,
+            restarts_checked,
+            engine_failures,
+            snapshot_chunks_sent,
+            snapshots_streamed,
+            snapshot_transfers_resumed,
+            tails_lost,
+            tail_entries_lost,
+            damaged_at_rest,
+            refused_starts,
+            damaged_restarts_intact,
+        } = self;
+        writeln!(f, "  leader terms: {leader_terms}")?;
+        writeln!(f, "  configuration changes committed: {config_changes}")?;
+        writeln!(f, "  entries committed: {entries_committed}")?;
+        writeln!(f, "  messages sent: {messages}")?;
+        writeln!(
+            f,
+            "  snapshots installed: {snapshots_installed} ({snapshot_messages} snapshot messages)"
+        )?;
+        writeln!(
+            f,
+            "  snapshot streaming: {snapshots_streamed} delivered in {snapshot_chunks_sent} chunks, {snapshot_transfers_resumed} transfers resumed"
+        )?;
+        writeln!(f, "  restarts checked against what the node had promised: {restarts_checked}")?;
+        writeln!(f, "  nodes that stopped on their own: {engine_failures}")?;
+        writeln!(
+            f,
+            "  restarts that lost their newest synced records: {tails_lost} ({tail_entries_lost} entries)"
+        )?;
+        write!(
+            f,
+            "  damage at rest: {damaged_at_rest} times; {refused_starts} starts refused by recovery, {damaged_restarts_intact} damaged restarts kept every promise"
+        )
+    }
+}
+
 impl ObservedStats {
     /// Adds `other`'s counts to these (the groups of a sharded world).
     pub fn add(&mut self, other: &ObservedStats) {

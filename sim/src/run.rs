@@ -59,6 +59,31 @@ pub enum Outcome {
     },
 }
 
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailureKind::Invariant => "invariant",
+            FailureKind::Linearizability => "linearizability",
+            FailureKind::Liveness => "liveness",
+            FailureKind::Panic => "panic",
+            FailureKind::CheckerUnknown => "checker unknown",
+        })
+    }
+}
+
+/// In words, for summaries and reports: `passed`, or `failed (kind): detail`.
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Pass => f.write_str("passed"),
+            Outcome::LeaseAnomalyUnderExcessiveDrift => f.write_str(
+                "passed, with stale lease reads excused: a clock drifted past the lease's bound",
+            ),
+            Outcome::Fail { kind, detail } => write!(f, "failed ({kind}): {detail}"),
+        }
+    }
+}
+
 impl Outcome {
     pub fn is_failure(&self) -> bool {
         matches!(self, Outcome::Fail { .. })

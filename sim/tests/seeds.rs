@@ -69,7 +69,7 @@ fn run_shard(shard: u64) {
             Outcome::Pass => {}
             Outcome::LeaseAnomalyUnderExcessiveDrift => anomalies += 1,
             Outcome::Fail { kind, detail } => failures.push(format!(
-                "seed {seed}{profile} failed ({kind:?}): {detail}\n  replay: cargo run --release -p conclave-sim -- replay --seed {seed}{profile} --out sim-failures/seed-{seed}\n  shrink: cargo run --release -p conclave-sim -- shrink --seed {seed}{profile}"
+                "seed {seed}{profile} failed ({kind}): {detail}\n  replay: cargo run --release -p conclave-sim -- replay --seed {seed}{profile} --out sim-failures/seed-{seed}\n  shrink: cargo run --release -p conclave-sim -- shrink --seed {seed}{profile}"
             )),
         }
     }

@@ -11,6 +11,7 @@ mod disk_full;
 mod hosted_groups;
 mod interrupted_initialisation;
 mod peer_pair;
+mod replay_output;
 mod shrinking;
 mod snapshot_stream;
 mod storage_crash;
