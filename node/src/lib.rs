@@ -33,6 +33,7 @@ pub mod member_record;
 pub mod metrics;
 pub mod metrics_exposition;
 pub mod network;
+pub mod process_metrics;
 pub mod removal_watch;
 pub mod serve;
 pub mod shard_layout;

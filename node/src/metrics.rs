@@ -12,7 +12,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+use crate::process_metrics::ProcessMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
@@ -48,8 +51,16 @@ pub struct Metrics {
     applied_index: Gauge,
     keys: Gauge,
     leader_changes: Counter,
+    /// Entries committed and applied as this node knows them: counted on every node (etcd's
+    /// `proposals_committed_total` and `proposals_applied_total`).
     proposals_committed: Counter,
+    proposals_applied: Counter,
+    /// Client writes this node proposed, committed and failed.
+    writes_committed: Counter,
     proposals_failed: Counter,
+    is_learner: Gauge,
+    data_dir_bytes: Gauge,
+    process: ProcessMetrics,
     proposals_pending: Gauge,
     disk_full: Gauge,
     snapshots_abandoned: Counter,
@@ -72,7 +83,8 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("conclave");
+        let mut top = Registry::default();
+        let registry = top.sub_registry_with_prefix("conclave");
         let metrics = Metrics {
             has_leader: Gauge::default(),
             term: Gauge::default(),
@@ -82,7 +94,12 @@ impl Metrics {
             keys: Gauge::default(),
             leader_changes: Counter::default(),
             proposals_committed: Counter::default(),
+            proposals_applied: Counter::default(),
+            writes_committed: Counter::default(),
             proposals_failed: Counter::default(),
+            is_learner: Gauge::default(),
+            data_dir_bytes: Gauge::default(),
+            process: ProcessMetrics::default(),
             proposals_pending: Gauge::default(),
             disk_full: Gauge::default(),
             snapshots_abandoned: Counter::default(),
@@ -113,10 +130,39 @@ impl Metrics {
         );
         registry.register(
             "proposals_committed",
-            "Proposals committed",
+            "Log entries committed, as this node knows them (every node counts them)",
             metrics.proposals_committed.clone(),
         );
-        registry.register("proposals_failed", "Proposals failed", metrics.proposals_failed.clone());
+        registry.register(
+            "proposals_applied",
+            "Log entries applied to this node's state machine",
+            metrics.proposals_applied.clone(),
+        );
+        registry.register(
+            "writes_committed",
+            "Client writes this node proposed that committed",
+            metrics.writes_committed.clone(),
+        );
+        registry.register(
+            "proposals_failed",
+            "Client writes this node proposed that failed",
+            metrics.proposals_failed.clone(),
+        );
+        registry.register(
+            "is_learner",
+            "1 if this node is a learner (a non-voting member)",
+            metrics.is_learner.clone(),
+        );
+        registry.register(
+            "data_dir_bytes",
+            "Bytes of the files in this node's data directory",
+            metrics.data_dir_bytes.clone(),
+        );
+        registry.register(
+            "build",
+            "The version this node runs",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         registry.register(
             "proposals_pending",
             "Proposals waiting to commit",
@@ -164,11 +210,13 @@ impl Metrics {
             metrics.refused_connections.clone(),
         );
         registry.register("watchers", "Open watch streams", metrics.watchers.clone());
-        Metrics { registry, ..metrics }
+        metrics.process.register(&mut top);
+        Metrics { registry: top, ..metrics }
     }
 
-    /// Copies the engine's status in, then renders the text format.
-    pub fn render(&self, status: &EngineStatus) -> String {
+    /// Copies the engine's status (and the data directory's size, if known) in, then renders
+    /// the text format.
+    pub fn render(&self, status: &EngineStatus, data_dir_bytes: Option<u64>) -> String {
         let _guard = self.scrape.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         self.has_leader.set(i64::from(status.leader.is_some()));
         self.is_leader.set(i64::from(status.role == Role::Leader));
@@ -180,8 +228,15 @@ impl Metrics {
         self.disk_full.set(i64::from(status.disk_full));
         advance(&self.snapshots_abandoned, status.snapshots_abandoned);
         advance(&self.leader_changes, status.leader_changes);
-        advance(&self.proposals_committed, status.proposals_committed);
+        advance(&self.proposals_committed, status.commit_index);
+        advance(&self.proposals_applied, status.applied_index);
+        advance(&self.writes_committed, status.proposals_committed);
         advance(&self.proposals_failed, status.proposals_failed);
+        self.is_learner.set(i64::from(status.learners.contains(&status.id)));
+        if let Some(bytes) = data_dir_bytes {
+            self.data_dir_bytes.set(bytes as i64);
+        }
+        self.process.refresh();
         self.peer_lag.clear();
         for peer in &status.peers {
             let labels = PeerLabels { peer: peer.id.0.to_string() };

@@ -52,13 +52,16 @@ impl Exposition {
 }
 
 /// The classic text format of OpenMetrics `text`: counter families renamed to their `_total`
-/// samples in `# HELP` and `# TYPE`, `# UNIT` and `# EOF` left out; samples unchanged.
+/// samples in `# HELP` and `# TYPE`, info families to their `_info` samples typed `gauge`
+/// (the classic format has no info type; the convention is a gauge of 1), `# UNIT` and `# EOF`
+/// left out; samples unchanged.
 pub fn to_classic(text: &str) -> String {
-    let counters: Vec<&str> = text
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE "))
-        .filter_map(|rest| rest.strip_suffix(" counter"))
-        .collect();
+    let families_of = |kind: &str| -> Vec<String> {
+        let suffix = format!(" {kind}");
+        let types = text.lines().filter_map(|line| line.strip_prefix("# TYPE "));
+        types.filter_map(|rest| rest.strip_suffix(suffix.as_str()).map(str::to_string)).collect()
+    };
+    let (counters, infos) = (families_of("counter"), families_of("info"));
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         if line == "# EOF" || line.starts_with("# UNIT ") {
@@ -67,7 +70,15 @@ pub fn to_classic(text: &str) -> String {
         let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
             let rest = line.strip_prefix(prefix)?;
             let (family, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            counters.contains(&family).then(|| format!("{prefix}{family}_total {tail}"))
+            let is = |families: &[String]| families.iter().any(|known| known == family);
+            if is(&counters) {
+                Some(format!("{prefix}{family}_total {tail}"))
+            } else if is(&infos) {
+                let tail = if *prefix == "# TYPE " { "gauge" } else { tail };
+                Some(format!("{prefix}{family}_info {tail}"))
+            } else {
+                None
+            }
         });
         match renamed {
             Some(line) => out.push_str(line.trim_end()),
@@ -95,6 +106,9 @@ conclave_leader_changes_total 2
 conclave_fsync_duration_seconds_sum 0.5
 conclave_fsync_duration_seconds_count 4
 conclave_fsync_duration_seconds_bucket{le=\"+Inf\"} 4
+# HELP conclave_build The version this node runs.
+# TYPE conclave_build info
+conclave_build_info{version=\"1.2.3\"} 1
 # EOF
 ";
 
@@ -106,6 +120,8 @@ conclave_fsync_duration_seconds_bucket{le=\"+Inf\"} 4
         assert!(classic.contains("conclave_leader_changes_total 2\n"));
         assert!(classic.contains("# TYPE conclave_term gauge\n"), "gauges keep their names");
         assert!(classic.contains("# TYPE conclave_fsync_duration_seconds histogram\n"));
+        assert!(classic.contains("# HELP conclave_build_info The version this node runs.\n"));
+        assert!(classic.contains("# TYPE conclave_build_info gauge\n"), "no info type: {classic}");
         assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"), "{classic}");
         let samples = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
         assert_eq!(samples(&classic), samples(OPENMETRICS), "every sample kept");

@@ -69,6 +69,22 @@ fn metrics_parse_in_the_format_each_scraper_asks_for() {
     let (classic_type, classic) = scrape(port, None);
     assert_eq!(classic_type, "text/plain; version=0.0.4; charset=utf-8");
     assert!(classic.contains("# TYPE conclave_leader_changes_total counter"), "{classic}");
+    // What etcd operators alert on, and every exporter's process metrics.
+    let sample = |name: &str| -> Option<f64> {
+        let line = classic.lines().find(|line| line.split([' ', '{']).next() == Some(name))?;
+        line.rsplit(' ').next()?.parse().ok()
+    };
+    assert!(sample("conclave_proposals_applied_total").is_some_and(|v| v >= 1.0), "{classic}");
+    assert!(sample("conclave_proposals_committed_total").is_some_and(|v| v >= 1.0));
+    assert_eq!(sample("conclave_is_learner"), Some(0.0));
+    assert!(sample("conclave_data_dir_bytes").is_some_and(|v| v > 0.0), "{classic}");
+    let version = format!("conclave_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    assert!(classic.contains(&version), "{classic}");
+    assert!(sample("process_cpu_seconds_total").is_some_and(|v| v > 0.0), "{classic}");
+    assert!(sample("process_resident_memory_bytes").is_some_and(|v| v > 1e6), "{classic}");
+    assert!(sample("process_open_fds").is_some_and(|v| v >= 3.0), "{classic}");
+    assert!(sample("process_max_fds").is_some_and(|v| v >= 1024.0), "{classic}");
+    assert!(sample("process_start_time_seconds").is_some_and(|v| v > 1.7e9), "{classic}");
     let (open_type, openmetrics) = scrape(port, Some(PROMETHEUS_ACCEPT));
     assert_eq!(open_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");
     assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");

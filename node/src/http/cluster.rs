@@ -199,7 +199,8 @@ pub async fn health(State(state): State<Arc<AppState>>, uri: Uri) -> Response {
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok());
     let exposition = Exposition::negotiate(accept);
-    let text = exposition.render(state.metrics.render(&state.engine.status()));
+    let data_dir_bytes = data_dir_bytes(&state).await;
+    let text = exposition.render(state.metrics.render(&state.engine.status(), data_dir_bytes));
     let mut response = text.into_response();
     response
         .headers_mut()
