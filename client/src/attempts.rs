@@ -5,8 +5,10 @@
 //! long) may answer the next attempt, so the call goes on until its deadline; an endpoint that
 //! refuses or never completes a connection is not a node that is about to answer. When no
 //! attempt has reached any node for the dial timeout (etcdctl's `--dial-timeout`, 5 s by
-//! default), the call gives up, naming each endpoint and why it failed, instead of waiting out
-//! the whole deadline.
+//! default) and every endpoint has been tried, the call gives up, naming each endpoint and why
+//! it failed, instead of waiting out the whole deadline. One connection may take only a part of
+//! the dial timeout ([`connect_timeout`]), so that a host that drops packets silently (a
+//! machine that lost power) leaves time to try the others.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -49,23 +51,26 @@ impl AttemptFailure {
 pub(crate) struct Attempts {
     started: Instant,
     dial_timeout: Duration,
+    /// How many endpoints the call may try: it does not give up before trying each.
+    endpoints: usize,
     /// Each endpoint's latest failure, in the order they were first tried.
     failures: Mutex<Vec<(String, String)>>,
     reached_a_node: Mutex<bool>,
 }
 
 impl Attempts {
-    pub fn new(dial_timeout: Duration) -> Self {
+    pub fn new(dial_timeout: Duration, endpoints: usize) -> Self {
         Attempts {
             started: Instant::now(),
             dial_timeout,
+            endpoints,
             failures: Mutex::new(Vec::new()),
             reached_a_node: Mutex::new(false),
         }
     }
 
     /// Records `failure`; returns whether the call should go on (false once no node has been
-    /// reached for the dial timeout).
+    /// reached for the dial timeout and every endpoint has been tried).
     pub fn record(&self, failure: AttemptFailure) -> bool {
         let reached = {
             let mut reached = self.reached_a_node.lock().unwrap_or_else(|e| e.into_inner());
@@ -77,7 +82,7 @@ impl Attempts {
             Some((_, reason)) => *reason = failure.reason,
             None => failures.push((failure.base, failure.reason)),
         }
-        reached || self.started.elapsed() < self.dial_timeout
+        reached || self.started.elapsed() < self.dial_timeout || failures.len() < self.endpoints
     }
 
     /// The error of a call that got no answer: every endpoint tried, each with its last failure.
@@ -100,6 +105,12 @@ impl Attempts {
                 + &format!(" ({gave_up})"),
         }
     }
+}
+
+/// How long one connection may take to set up: a third of the dial timeout (at least 100 ms),
+/// so that a silent host costs a part of it and the other endpoints get their turn.
+pub(crate) fn connect_timeout(dial_timeout: Duration) -> Duration {
+    (dial_timeout / 3).max(Duration::from_millis(100))
 }
 
 /// An error and its causes, outermost first: reqwest's own message ("error sending request")
@@ -142,7 +153,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn unreachable_endpoints_end_the_call_after_the_dial_timeout() {
-        let attempts = Attempts::new(Duration::from_secs(5));
+        let attempts = Attempts::new(Duration::from_secs(5), 2);
         assert!(attempts.record(refused("http://a")));
         tokio::time::advance(Duration::from_millis(4_999)).await;
         assert!(attempts.record(refused("http://b")));
@@ -151,8 +162,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn every_endpoint_is_tried_before_the_call_gives_up() {
+        let attempts = Attempts::new(Duration::from_secs(5), 3);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(attempts.record(refused("http://a")), "two endpoints not tried yet");
+        assert!(attempts.record(refused("http://b")), "one endpoint not tried yet");
+        assert!(!attempts.record(refused("http://c")));
+        assert!(connect_timeout(Duration::from_secs(5)) < Duration::from_secs(2));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_node_that_was_reached_keeps_the_call_going() {
-        let attempts = Attempts::new(Duration::from_secs(5));
+        let attempts = Attempts::new(Duration::from_secs(5), 2);
         assert!(attempts.record(AttemptFailure::answered("http://a", "no leader yet")));
         tokio::time::advance(Duration::from_secs(60)).await;
         assert!(attempts.record(refused("http://b")), "the deadline, not the dial timeout");
@@ -160,7 +181,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_error_names_every_endpoint_once_with_its_last_failure() {
-        let attempts = Attempts::new(Duration::from_secs(5));
+        let attempts = Attempts::new(Duration::from_secs(5), 2);
         attempts.record(refused("http://a"));
         attempts.record(AttemptFailure::answered("http://b", "no leader yet"));
         attempts.record(AttemptFailure::answered("http://a", "busy"));

@@ -258,7 +258,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(options.request_timeout)
-            .connect_timeout(options.dial_timeout)
+            .connect_timeout(attempts::connect_timeout(options.dial_timeout))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()
@@ -375,7 +375,7 @@ impl Client {
     async fn send(&self, call: &Call<'_>) -> Result<reqwest::Response, ClientError> {
         let deadline = Instant::now() + self.options.call_deadline;
         let attempts = AtomicUsize::new(0);
-        let failures = Attempts::new(self.options.dial_timeout);
+        let failures = Attempts::new(self.options.dial_timeout, self.endpoints.len());
         let outcome = retry::until_deadline(deadline, || async {
             let attempt = attempts.fetch_add(1, Ordering::Relaxed);
             // A key of a sharded cluster goes to its shard's leader first; after a failure
@@ -851,7 +851,7 @@ impl Client {
         }
         let deadline = Instant::now() + self.options.call_deadline;
         let attempts = AtomicUsize::new(0);
-        let failures = Attempts::new(self.options.dial_timeout);
+        let failures = Attempts::new(self.options.dial_timeout, self.endpoints.len());
         retry::until_deadline(deadline, || async {
             let base = self.target(attempts.fetch_add(1, Ordering::Relaxed), false);
             // A watch lives as long as the caller wants: no request timeout on the stream.

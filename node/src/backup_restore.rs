@@ -17,7 +17,7 @@ use conclave_core::storage::sharded_backup::{BackupContents, read_any_backup};
 
 use conclave_client::endpoint;
 
-use crate::cli::ClientFlags;
+use crate::cli::{ClientFlags, WriteOut};
 use crate::config::{NodeConfig, ServeOptions, parse_member};
 use crate::data_dir::{DataDir, LOCK_FILE_NAME, is_locked_by_another_process};
 use crate::fs::OsFs;
@@ -113,7 +113,7 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         Some(written) => written,
         None => backup_through(last, &args.out, timeouts).await?,
     };
-    if args.client.json {
+    if args.client.format(WriteOut::Simple) == WriteOut::Json {
         println!("{}", serde_json::to_string(&written)?);
     } else {
         println!("{}", written.summary);
@@ -142,13 +142,31 @@ pub struct BackupPartJson {
     pub term: u64,
 }
 
-/// Whether `error` says a node could not be reached (no connection, or no answer in time).
+/// Whether `error` says a node could not be reached (no connection could be made). A node that
+/// was reached and then failed is not skipped for the next: its failure is the backup's.
 pub fn is_unreachable(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<reqwest::Error>()
-            .is_some_and(|error| error.is_connect() || error.is_timeout())
-    })
+    error
+        .chain()
+        .any(|cause| cause.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_connect))
+}
+
+/// The body of `response`, given up if the node sends nothing for `silence` once it has
+/// started (the answer's headers come only after the node has taken the snapshot, which takes
+/// as long as it takes).
+pub async fn body_within(
+    response: reqwest::Response,
+    silence: Duration,
+) -> anyhow::Result<Vec<u8>> {
+    use futures::StreamExt as _;
+    let mut body = Vec::new();
+    let mut chunks = response.bytes_stream();
+    loop {
+        match tokio::time::timeout(silence, chunks.next()).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk?),
+            Ok(None) => return Ok(body),
+            Err(_) => bail!("the node sent nothing for {} s", silence.as_secs()),
+        }
+    }
 }
 
 /// A backup taken through the node at `base_url`, written to `out` and read back.
@@ -159,11 +177,11 @@ async fn backup_through(
 ) -> anyhow::Result<BackupWritten> {
     let client = reqwest::Client::builder()
         .connect_timeout(dial_timeout)
-        .read_timeout(silence_timeout)
         .build()
         .context("cannot build the HTTP client")?;
     if let Some((map, replication)) = sharded_backup::shard_map_of(&client, base_url).await? {
-        return sharded_backup::backup(&client, base_url, &map, replication, out).await;
+        let silence = silence_timeout;
+        return sharded_backup::backup(&client, base_url, &map, replication, out, silence).await;
     }
     let url = format!("{base_url}/admin/backup");
     let response = client.get(&url).send().await.with_context(|| format!("cannot reach {url}"))?;
@@ -172,14 +190,17 @@ async fn backup_through(
         let body = response.text().await.unwrap_or_default();
         bail!("{url} answered {status}: {}", body.trim());
     }
-    let bytes = response.bytes().await.with_context(|| format!("reading the backup from {url}"))?;
+    let bytes = body_within(response, silence_timeout)
+        .await
+        .with_context(|| format!("reading the backup from {url}"))?;
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let temp = out.with_extension("partial");
     let fs = OsFs;
-    write_synced(&fs, &temp, bytes.to_vec()).await?;
+    let byte_count = bytes.len() as u64;
+    write_synced(&fs, &temp, bytes).await?;
     fs.rename(&temp, out)
         .await
         .with_context(|| format!("renaming {} to {}", temp.display(), out.display()))?;
@@ -191,14 +212,14 @@ async fn backup_through(
     let summary = format!(
         "backup written to {}: {} bytes, state at log index {} (term {}), members {:?}",
         out.display(),
-        bytes.len(),
+        byte_count,
         meta.last_index,
         meta.last_term,
         meta.config.members().iter().map(|id| id.0).collect::<Vec<_>>()
     );
     Ok(BackupWritten {
         file: out.to_path_buf(),
-        bytes: bytes.len() as u64,
+        bytes: byte_count,
         shards: vec![BackupPartJson { shard: 0, index: meta.last_index, term: meta.last_term }],
         shard_map_epoch: None,
         summary,

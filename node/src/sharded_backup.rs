@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -29,7 +30,7 @@ use conclave_core::storage::sharded_backup::{
     write_sharded_backup,
 };
 
-use crate::backup_restore::{BackupPartJson, BackupWritten};
+use crate::backup_restore::{BackupPartJson, BackupWritten, body_within};
 use crate::config::{NodeConfig, ServeOptions};
 use crate::data_dir::LOCK_FILE_NAME;
 use crate::fs::OsFs;
@@ -77,6 +78,7 @@ pub async fn backup(
     map: &ShardMap,
     replication: Option<u32>,
     out: &Path,
+    silence: Duration,
 ) -> anyhow::Result<BackupWritten> {
     // A node older than the replication header: the map's own count (the same unless the
     // cluster has fewer members than --replication).
@@ -89,7 +91,7 @@ pub async fn backup(
     let mut parts = Vec::with_capacity(shard_count);
     let mut total_bytes = 0u64;
     for (done, (shard, _)) in map.shards().enumerate() {
-        let bytes = shard_backup(client, base_url, leaders.get(&shard), shard).await?;
+        let bytes = shard_backup(client, base_url, leaders.get(&shard), shard, silence).await?;
         total_bytes += bytes.len() as u64;
         if total_bytes > MAX_BACKUP_BYTES {
             bail!("the backup would exceed {MAX_BACKUP_BYTES} bytes");
@@ -165,26 +167,30 @@ async fn shard_backup(
     base_url: &str,
     leader: Option<&String>,
     shard: ShardId,
+    silence: Duration,
 ) -> anyhow::Result<Vec<u8>> {
     let path = format!("/admin/backup?shard={}", shard.0);
     if let Some(leader) = leader.filter(|leader| leader.as_str() != base_url) {
-        match fetch_part(client, &format!("{leader}{path}")).await {
+        match fetch_part(client, &format!("{leader}{path}"), silence).await {
             Ok(bytes) => return Ok(bytes),
             Err(error) => eprintln!("{shard}: {error:#}; asking {base_url} instead"),
         }
     }
-    fetch_part(client, &format!("{base_url}{path}")).await
+    fetch_part(client, &format!("{base_url}{path}"), silence).await
 }
 
-async fn fetch_part(client: &reqwest::Client, url: &str) -> anyhow::Result<Vec<u8>> {
+async fn fetch_part(
+    client: &reqwest::Client,
+    url: &str,
+    silence: Duration,
+) -> anyhow::Result<Vec<u8>> {
     let response = client.get(url).send().await.with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
         bail!("{url} answered {status}: {}", body.trim());
     }
-    let bytes = response.bytes().await.with_context(|| format!("reading {url}"))?;
-    Ok(bytes.to_vec())
+    body_within(response, silence).await.with_context(|| format!("reading {url}"))
 }
 
 /// The members of the backed-up cluster: every replica of any shard, with its record.

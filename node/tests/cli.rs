@@ -381,6 +381,21 @@ fn a_watch_resumes_on_another_node_without_losing_or_repeating_a_change() {
         assert!(output.status.success(), "{output:?}");
     };
     let next_line = || lines.recv_timeout(Duration::from_secs(30)).expect("a watched change");
+    // "From now" is from when the watch has its place: until then, writes are not its to see.
+    // Write a marker until one arrives; the markers written after it then arrive too.
+    let mut markers = 0;
+    let first_seen = loop {
+        markers += 1;
+        let marker = format!("ready-{markers}");
+        assert!(conclave(others.as_str(), &["put", "w/0", &marker]).status.success());
+        if let Ok(line) = lines.recv_timeout(Duration::from_secs(1)) {
+            break line.rsplit_once("ready-").unwrap().1.parse::<u32>().unwrap();
+        }
+        assert!(markers < 60, "the watch never opened");
+    };
+    for expected in first_seen + 1..=markers {
+        assert!(next_line().ends_with(&format!("put w/0 = ready-{expected}")));
+    }
     put(1);
     // The first change arrived: the stream is open on the first node.
     assert!(next_line().ends_with("put w/1 = v1"));
@@ -394,7 +409,24 @@ fn a_watch_resumes_on_another_node_without_losing_or_repeating_a_change() {
         let line = next_line();
         seen.push(line.split_once(' ').unwrap().1.to_string());
     }
-    let expected: Vec<String> = (1..=5).map(|i| format!("put w/{i} = v{i}")).collect();
+    // Now on the second node; the first comes back, and the second stops gracefully (SIGTERM:
+    // its stream ends with an `error` event rather than a broken connection).
+    nodes[0].restart();
+    support::wait_for("the first node to serve again", Duration::from_secs(30), || {
+        let info = support::info(&support::http(), nodes[0].port)?;
+        info["leader"].as_u64().map(|_| ())
+    });
+    let _ = nodes[1].terminate(Duration::from_secs(20));
+    let survivors = format!("{},{}", endpoints[0], endpoints[2]);
+    for i in 6..=8 {
+        let output = conclave(&survivors, &["put", &format!("w/{i}"), &format!("v{i}")]);
+        assert!(output.status.success(), "{output:?}");
+    }
+    for _ in 6..=8 {
+        let line = next_line();
+        seen.push(line.split_once(' ').unwrap().1.to_string());
+    }
+    let expected: Vec<String> = (1..=8).map(|i| format!("put w/{i} = v{i}")).collect();
     assert_eq!(seen, expected, "every change once, in order");
     watch.kill().unwrap();
     let output = watch.wait_with_output().unwrap();

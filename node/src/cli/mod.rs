@@ -316,7 +316,12 @@ async fn watch(
     loop {
         let mut events = Box::pin(client.watch_from(prefix, &start).await?);
         let broken = loop {
-            match events.next().await {
+            // A node sends a keep-alive comment every 15 s: a stream silent for much longer
+            // is a connection whose other end is gone without a word (a host that lost power).
+            let Ok(next) = tokio::time::timeout(WATCH_SILENCE_LIMIT, events.next()).await else {
+                break format!("nothing received for {} s", WATCH_SILENCE_LIMIT.as_secs());
+            };
+            match next {
                 None => break "the node ended the stream".to_string(),
                 Some(Ok(PositionedEvent { id, change })) => {
                     if let Some(event) = change {
@@ -325,6 +330,10 @@ async fn watch(
                     start = WatchStart::After(id);
                 }
                 Some(Err(ClientError::Unavailable { errors, .. })) => break errors,
+                // An `error` event ends a stream the node gave up (it is shutting down, the
+                // watcher fell behind): resume after the last change; if the history no
+                // longer holds it, reopening says so (410) and the command ends there.
+                Some(Err(ClientError::Rejected { status: 200, message })) => break message,
                 Some(Err(error)) => return Err(error.into()),
             }
         };
@@ -342,6 +351,9 @@ async fn watch(
 
 /// A pause before a broken watch is reopened: a node that ends streams at once is not hammered.
 const WATCH_RESUME_PAUSE: Duration = Duration::from_millis(200);
+/// A watch stream silent for this long is taken for broken: three of the nodes' 15 s
+/// keep-alives missed.
+const WATCH_SILENCE_LIMIT: Duration = Duration::from_secs(45);
 
 fn print_watch_event(flags: &ClientFlags, event: &WatchEventJson) -> anyhow::Result<()> {
     if flags.json {
