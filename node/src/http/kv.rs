@@ -228,14 +228,8 @@ pub async fn range(
     let prefix = params.prefix.unwrap_or_default();
     let start_after = params.start_after;
     let longest = prefix.len().max(start_after.as_ref().map_or(0, String::len));
-    if longest as u64 > limits.max_key_bytes {
-        return text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "prefix or start_after is longer than the key limit of {} bytes\n",
-                limits.max_key_bytes
-            ),
-        );
+    if let Some(refusal) = longer_than_a_key(&state, "prefix or start_after", longest) {
+        return refusal;
     }
     let keys_only = params.keys_only.unwrap_or(false);
     let request = Forwardable { method: &method, uri: &uri, headers: &headers, body: Bytes::new() };
@@ -289,17 +283,20 @@ pub async fn delete_prefix(
             "DELETE /kv needs ?prefix= (the keys to delete; an empty prefix deletes every key)",
         );
     };
-    if prefix.len() as u64 > state.config.kv_limits.max_key_bytes {
-        return text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "prefix is longer than the key limit of {} bytes\n",
-                state.config.kv_limits.max_key_bytes
-            ),
-        );
+    if let Some(refusal) = longer_than_a_key(&state, "prefix", prefix.len()) {
+        return refusal;
     }
     let command = KvCommand::DeletePrefix { prefix };
     delete_many(&state, command, &method, &uri, &headers).await
+}
+
+/// 413 when `what` (a prefix, a cursor), `length` bytes long, is longer than a key may be.
+fn longer_than_a_key(state: &AppState, what: &str, length: usize) -> Option<Response> {
+    let max_key_bytes = state.config.kv_limits.max_key_bytes;
+    (length as u64 > max_key_bytes).then(|| {
+        let reason = format!("{what} is longer than the key limit of {max_key_bytes} bytes\n");
+        text(StatusCode::PAYLOAD_TOO_LARGE, reason)
+    })
 }
 
 /// A write that deletes many keys (`Clear`, `DeletePrefix`): on every shard of a sharded
