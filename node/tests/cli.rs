@@ -462,6 +462,7 @@ fn output_formats_and_a_status_of_the_whole_cluster_from_one_endpoint() {
     assert_eq!(table.matches("| leader ").count(), 1, "{table}");
     let simple = stdout(&conclave(&one, &["status", "-w", "simple"]));
     assert_eq!(simple.lines().count(), 1, "{simple}");
+    assert!(!simple.trim_end().ends_with(','), "no empty trailing field: {simple}");
     assert!(simple.starts_with(&format!("127.0.0.1:{follower}, {follower}, ")), "{simple}");
 
     // members list from a follower asks the leader: every member's lag is known.

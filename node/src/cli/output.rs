@@ -21,7 +21,9 @@ pub fn print_rows(format: WriteOut, header: &[&str], rows: &[Vec<String>]) {
         WriteOut::Json => {}
         WriteOut::Simple => {
             for row in rows {
-                println!("{}", row.join(", "));
+                // Empty trailing fields (no error) are left out rather than printed as ", ".
+                let filled = row.iter().rposition(|field| !field.is_empty()).map_or(0, |i| i + 1);
+                println!("{}", row[..filled].join(", "));
             }
         }
         WriteOut::Table => {
